@@ -1,0 +1,1 @@
+"""Benchmarks: each `coachrec bench NAME` prints a table and writes benchmarks/results/NAME.json."""

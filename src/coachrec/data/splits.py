@@ -1,0 +1,101 @@
+"""Splits that never leak test events into training, and the evaluation tasks they define."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from coachrec.data.dataset import Dataset
+from coachrec.data.sessions import sessionize
+
+
+@dataclass
+class EvalTask:
+    """What to predict: for each user, the history the model sees and the target items."""
+
+    users: np.ndarray  # user indices, one per row
+    histories: list[np.ndarray]  # time-ordered item indices the model may use
+    targets: list[np.ndarray]  # item indices to be ranked
+
+
+@dataclass
+class Split:
+    """`train` fits the model; `valid` and `test` hold the held-out events.
+
+    For the test task the model sees train + valid events as history (the standard
+    leave-one-out protocol of SASRec and GRU4Rec), for the valid task only train."""
+
+    train: Dataset
+    valid: Dataset
+    test: Dataset
+    kind: str
+
+    def task(self, stage: str = "test") -> EvalTask:
+        if stage not in ("valid", "test"):
+            raise ValueError(f"stage must be 'valid' or 'test', got {stage!r}")
+        seen = self.train if stage == "valid" else self.train.concat(self.valid)
+        held = self.valid if stage == "valid" else self.test
+        users = np.unique(held.events["user"].to_numpy())
+        hist = seen.histories(users)
+        tgt_indptr, tgt_items = held.sequences()
+        targets = [np.unique(tgt_items[tgt_indptr[u] : tgt_indptr[u + 1]]) for u in users]
+        return EvalTask(users=users, histories=hist, targets=targets)
+
+
+def leave_one_out(ds: Dataset, min_events: int = 3) -> Split:
+    """Last event of each user -> test, second-to-last -> valid, the rest -> train.
+
+    Users with fewer than `min_events` events stay entirely in train."""
+    ev = ds.events.with_columns(
+        pl.int_range(pl.len()).over("user").alias("_pos"), pl.len().over("user").alias("_n")
+    )
+    eligible = pl.col("_n") >= min_events
+    test = ev.filter(eligible & (pl.col("_pos") == pl.col("_n") - 1))
+    valid = ev.filter(eligible & (pl.col("_pos") == pl.col("_n") - 2))
+    train = ev.filter(~eligible | (pl.col("_pos") < pl.col("_n") - 2))
+    drop = ["_pos", "_n"]
+    return Split(ds.with_events(train.drop(drop)), ds.with_events(valid.drop(drop)), ds.with_events(test.drop(drop)), "leave-one-out")
+
+
+def temporal(ds: Dataset, test_fraction: float = 0.1, valid_fraction: float = 0.1) -> Split:
+    """Global time cut: the latest `test_fraction` of events -> test, the `valid_fraction`
+    before it -> valid. Every training event is earlier than every test event."""
+    if not 0 < test_fraction < 1 or not 0 <= valid_fraction < 1 or test_fraction + valid_fraction >= 1:
+        raise ValueError("need 0 < test_fraction, 0 <= valid_fraction, and their sum < 1")
+    if not ds.timestamps:
+        raise ValueError(f"{ds.name}: has no timestamps, so a global temporal cut is meaningless; use leave_one_out")
+    t = ds.events["time"].to_numpy()
+    t_test = np.quantile(t, 1 - test_fraction, method="higher")
+    t_valid = np.quantile(t, 1 - test_fraction - valid_fraction, method="higher")
+    ev = ds.events
+    return Split(
+        ds.with_events(ev.filter(pl.col("time") < t_valid)),
+        ds.with_events(ev.filter((pl.col("time") >= t_valid) & (pl.col("time") < t_test))),
+        ds.with_events(ev.filter(pl.col("time") >= t_test)),
+        f"temporal (cut at t={int(t_test)})",
+    )
+
+
+def by_session(ds: Dataset, test_fraction: float = 0.1, valid_fraction: float = 0.1, gap_seconds: int = 1800) -> Split:
+    """Whole sessions, by start time: the latest sessions -> test, the ones before -> valid."""
+    s = ds if "session" in ds.events.columns else sessionize(ds, gap_seconds)
+    starts = s.events.group_by("session").agg(pl.col("time").min().alias("start")).sort(["start", "session"])
+    n = starts.height
+    n_test = max(1, int(round(n * test_fraction)))
+    n_valid = int(round(n * valid_fraction))
+    if n_test + n_valid >= n:
+        raise ValueError(f"{ds.name}: only {n} sessions, too few for the requested fractions")
+    order = starts["session"].to_numpy()
+    test_ids = order[n - n_test :]
+    valid_ids = order[n - n_test - n_valid : n - n_test]
+    ev = s.events
+    in_test = pl.col("session").is_in(test_ids.tolist())
+    in_valid = pl.col("session").is_in(valid_ids.tolist())
+    return Split(
+        s.with_events(ev.filter(~in_test & ~in_valid)),
+        s.with_events(ev.filter(in_valid)),
+        s.with_events(ev.filter(in_test)),
+        "by-session",
+    )

@@ -1,0 +1,33 @@
+"""Recommenders behind one protocol: fit, score, recommend, save, load.
+
+Models are looked up by name; their modules load lazily so the CLI stays quick and the
+baselines never import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from coachrec.models.base import BaseRecommender, Recommendations, Recommender, load, top_k
+
+#: name -> "module:Class"
+MODELS: dict[str, str] = {
+    "pop": "coachrec.models.popularity:Popularity",
+    "itemknn": "coachrec.models.itemknn:ItemKNN",
+}
+
+
+def model_class(name: str) -> type[BaseRecommender]:
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
+    module, _, cls = MODELS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def create(name: str, **config: Any) -> BaseRecommender:
+    """A new, unfitted model by name with config overrides, e.g. `create("itemknn", neighbors=50)`."""
+    return model_class(name)(**config)
+
+
+__all__ = ["MODELS", "BaseRecommender", "Recommendations", "Recommender", "create", "load", "model_class", "top_k"]

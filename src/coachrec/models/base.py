@@ -1,0 +1,235 @@
+"""The `Recommender` protocol and the base class that gives every model the same edges.
+
+A model is fitted on a `Dataset`, scores all items for a batch of histories, recommends
+for a known user or an anonymous history of raw item ids, and saves to a folder that
+carries its class, config and coachrec version with the weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
+
+import numpy as np
+
+import coachrec
+from coachrec.data import Dataset, IdMap
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Recommendations:
+    """Top-k items for one request: raw ids, their indices and scores, best first."""
+
+    items: list[str]
+    item_idx: np.ndarray
+    scores: np.ndarray
+    ignored_history: list[str] = dataclasses.field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@runtime_checkable
+class Recommender(Protocol):
+    """What every coachrec model offers (see `BaseRecommender` for the shared behaviour)."""
+
+    name: ClassVar[str]
+    items: IdMap
+
+    def fit(self, data: Dataset) -> Self: ...
+
+    def score(self, histories: Sequence[np.ndarray] | None = None, *, users: Sequence[int] | None = None) -> np.ndarray: ...
+
+    def recommend(
+        self, user: str | None = None, *, history: Sequence[str] | None = None, k: int = 10, exclude_seen: bool = True
+    ) -> Recommendations: ...
+
+    def save(self, path: str | Path) -> Path: ...
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k best scores per row, best first; ties go to the lower item index."""
+    n_items = scores.shape[-1]
+    k = min(k, n_items)
+    if k <= 0:
+        return np.zeros((*scores.shape[:-1], 0), dtype=np.int64)
+    part = np.argpartition(-scores, k - 1, axis=-1)[..., :k] if k < n_items else np.broadcast_to(np.arange(n_items), scores.shape).copy()
+    vals = np.take_along_axis(scores, part, axis=-1)
+    order = np.lexsort((part, -vals), axis=-1)
+    return np.take_along_axis(part, order, axis=-1)
+
+
+class BaseRecommender:
+    """Shared fit/score/recommend/save/load logic. Subclasses implement `_fit`, `_score`,
+    `_state` and `_set_state`, and declare `name` and a `Config` dataclass."""
+
+    name: ClassVar[str] = "base"
+    Config: ClassVar[type] = object
+
+    def __init__(self, config: Any = None, **overrides: Any):
+        if config is None:
+            config = self.Config(**overrides)
+        elif overrides:
+            config = dataclasses.replace(config, **overrides)
+        self.config = config
+        self.items: IdMap | None = None  # type: ignore[assignment]
+        self.users: IdMap | None = None
+        self._hist_indptr = np.zeros(1, dtype=np.int64)
+        self._hist_items = np.zeros(0, dtype=np.int64)
+        self.fit_info: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ subclass hooks
+    def _fit(self, data: Dataset) -> None:
+        raise NotImplementedError
+
+    def _score(self, histories: list[np.ndarray]) -> np.ndarray:
+        """Scores of every item (float32, shape (len(histories), n_items))."""
+        raise NotImplementedError
+
+    def _state(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def n_items(self) -> int:
+        self._check_fitted()
+        return len(self.items)  # type: ignore[arg-type]
+
+    def fit(self, data: Dataset) -> Self:
+        if len(data) == 0:
+            raise ValueError(f"{self.name}: cannot fit on an empty dataset")
+        t0 = time.perf_counter()
+        self.items, self.users = data.items, data.users
+        self._hist_indptr, self._hist_items = data.sequences()
+        self._fit(data)
+        self.fit_info = {"dataset": data.name, "events": len(data), "users": data.n_users, "items": data.n_items, "seconds": round(time.perf_counter() - t0, 3)}
+        return self
+
+    def _check_fitted(self) -> None:
+        if self.items is None:
+            raise RuntimeError(f"{self.name}: not fitted; call fit(dataset) or load a saved model")
+
+    def user_history(self, user: int) -> np.ndarray:
+        return self._hist_items[self._hist_indptr[user] : self._hist_indptr[user + 1]]
+
+    def score(self, histories: Sequence[np.ndarray] | None = None, *, users: Sequence[int] | None = None) -> np.ndarray:
+        """Scores of all items for each history (item indices, oldest first), or for known
+        user indices using their training history."""
+        self._check_fitted()
+        if histories is None:
+            if users is None:
+                raise ValueError("score: pass histories or users")
+            histories = [self.user_history(int(u)) for u in users]
+        hs = [np.asarray(h, dtype=np.int64) for h in histories]
+        for h in hs:
+            if len(h) and (h.min() < 0 or h.max() >= self.n_items):
+                raise IndexError(f"{self.name}: history holds item index outside [0, {self.n_items})")
+        out = self._score(hs)
+        if out.shape != (len(hs), self.n_items):
+            raise AssertionError(f"{self.name}._score returned shape {out.shape}, expected {(len(hs), self.n_items)}")
+        return out
+
+    def recommend_batch(
+        self, histories: Sequence[np.ndarray], k: int = 10, exclude_seen: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k item indices and scores for many histories at once."""
+        scores = self.score(histories)
+        if exclude_seen:
+            rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
+            cols = np.concatenate([np.asarray(h, dtype=np.int64) for h in histories]) if len(histories) else np.zeros(0, np.int64)
+            scores[rows, cols] = -np.inf
+        idx = top_k(scores, k)
+        return idx, np.take_along_axis(scores, idx, axis=1)
+
+    def recommend(
+        self,
+        user: str | None = None,
+        *,
+        history: Sequence[str] | None = None,
+        k: int = 10,
+        exclude_seen: bool = True,
+    ) -> Recommendations:
+        """Top-k for a known user (raw id), an anonymous `history` of raw item ids, or both
+        (the history is appended to the user's). Unknown history items are ignored and listed."""
+        self._check_fitted()
+        hist = np.zeros(0, dtype=np.int64)
+        if user is not None:
+            if self.users is None or user not in self.users:
+                if history is None:
+                    raise KeyError(f"{self.name}: unknown user {user!r}; pass history=[...] for a new user")
+            else:
+                hist = self.user_history(self.users.index(user))
+        ignored: list[str] = []
+        if history is not None:
+            enc = self.items.encode(list(history), unknown="mask")  # type: ignore[union-attr]
+            ignored = [str(h) for h, e in zip(history, enc) if e < 0]
+            hist = np.concatenate([hist, enc[enc >= 0]])
+        idx, sc = self.recommend_batch([hist], k=k, exclude_seen=exclude_seen)
+        keep = np.isfinite(sc[0])
+        ids = self.items.decode(idx[0][keep])  # type: ignore[union-attr]
+        return Recommendations(items=[str(i) for i in ids], item_idx=idx[0][keep], scores=sc[0][keep], ignored_history=ignored)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write `model.json` (class, config, versions, fit info) and `state.npz` to a folder."""
+        self._check_fitted()
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "model": self.name,
+            "class": f"{type(self).__module__}:{type(self).__qualname__}",
+            "format_version": FORMAT_VERSION,
+            "coachrec_version": coachrec.__version__,
+            "config": dataclasses.asdict(self.config),
+            "fit_info": self.fit_info,
+        }
+        state = dict(self._state())
+        state["__items"] = np.asarray(self.items.ids.astype(str))  # type: ignore[union-attr]
+        state["__users"] = np.asarray((self.users.ids if self.users is not None else np.zeros(0, object)).astype(str))
+        state["__hist_indptr"] = self._hist_indptr
+        state["__hist_items"] = self._hist_items
+        np.savez(out / "state.npz", **state)
+        (out / "model.json").write_text(json.dumps(meta, indent=2))
+        return out
+
+    @classmethod
+    def load(cls, path: str | Path) -> BaseRecommender:
+        return load(path)
+
+    @classmethod
+    def _from_saved(cls, meta: dict[str, Any], state: dict[str, np.ndarray]) -> BaseRecommender:
+        model = cls(cls.Config(**meta["config"]))
+        model.items = IdMap(state.pop("__items").tolist())
+        model.users = IdMap(state.pop("__users").tolist())
+        model._hist_indptr = state.pop("__hist_indptr")
+        model._hist_items = state.pop("__hist_items")
+        model.fit_info = meta.get("fit_info", {})
+        model._set_state(state)
+        return model
+
+
+def load(path: str | Path) -> BaseRecommender:
+    """Load any saved coachrec model from its folder."""
+    folder = Path(path)
+    meta_path = folder / "model.json"
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{folder}: not a saved coachrec model (no model.json)")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(f"{folder}: saved with format {meta['format_version']}, newer than this coachrec ({FORMAT_VERSION})")
+    module, _, qual = meta["class"].partition(":")
+    cls = getattr(importlib.import_module(module), qual)
+    with np.load(folder / "state.npz", allow_pickle=False) as z:
+        state = {k: z[k] for k in z.files}
+    return cls._from_saved(meta, state)
