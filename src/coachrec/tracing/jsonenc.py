@@ -1,0 +1,54 @@
+"""JSON encoding of span inputs, outputs and attributes.
+
+Spans record what recommender steps really pass around: numpy arrays of item ids and scores,
+dataclasses, pydantic models. Those are converted rather than rejected, because a tracing call must
+never break the request it observes; anything still unknown is recorded as its `repr` under a
+`__repr__` key, so the loss is visible in the stored trace, not silent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from json.encoder import encode_basestring  # the C string encoder behind ensure_ascii=False
+from typing import Any
+
+try:  # numpy is a core dependency, but keep the encoder importable without it
+    import numpy as _np
+except ImportError:  # pragma: no cover
+    _np = None
+
+
+def _default(obj: Any) -> Any:
+    if _np is not None:
+        if isinstance(obj, _np.ndarray):
+            return obj.tolist()
+        if isinstance(obj, _np.generic):
+            return obj.item()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    dump = getattr(obj, "model_dump", None)  # pydantic v2
+    if callable(dump):
+        return dump(mode="json")
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", errors="replace")
+    return {"__repr__": repr(obj)}
+
+
+_encoder = json.JSONEncoder(ensure_ascii=False, default=_default, separators=(",", ":"))
+_encode = _encoder.encode
+
+
+def to_json(value: Any) -> str | None:
+    """Encode `value` as compact JSON text; None stays None (no value recorded)."""
+    if value is None:
+        return None
+    if value.__class__ is str:
+        # The common case (prompts, queries) goes straight to the C string encoder.
+        return encode_basestring(value)
+    try:
+        return _encode(value)
+    except ValueError as exc:  # circular reference, NaN handling is allowed by default
+        return _encode({"__repr__": repr(value), "__error__": str(exc)})
