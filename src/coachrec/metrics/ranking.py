@@ -21,26 +21,19 @@ def target_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 def multi_target_ranks(scores: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """Pessimistic rank of several targets per row (pairs `rows`, `cols`) among all columns,
-    other targets included. Uses one sort per row instead of a comparison per target."""
+    other targets included. One sort per row: an item's rank is the number of items at or
+    after the first sorted position of its tie group, minus itself."""
     if np.isnan(scores).any():
         raise ValueError("scores contain NaN; the model produced invalid output")
-    srt = np.sort(scores, axis=1)  # ascending
-    m = scores.shape[1]
-    flat, off = _row_offsets(srt)
-    span = off[1] / 4 if len(off) > 1 else np.inf
-    vals = np.clip(scores[rows, cols].astype(np.float64), -span, span)
-    # per-row searchsorted through a flat array: offset each row so rows never interleave
-    above_or_equal = m - (np.searchsorted(flat, vals + off[rows], side="left") - rows * m)
-    return above_or_equal - 1
-
-
-def _row_offsets(srt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Flatten a row-sorted matrix into one sorted vector by adding a per-row offset."""
-    finite = np.where(np.isfinite(srt), srt, 0.0)
-    span = float(np.abs(finite).max()) * 2 + 1.0 if srt.size else 1.0
-    off = np.arange(srt.shape[0], dtype=np.float64) * span * 4
-    clipped = np.clip(srt.astype(np.float64), -span, span)
-    return (clipped + off[:, None]).ravel(), off
+    n, m = scores.shape
+    order = np.argsort(scores, axis=1, kind="stable")
+    srt = np.take_along_axis(scores, order, axis=1)
+    new_group = np.ones((n, m), dtype=bool)
+    new_group[:, 1:] = srt[:, 1:] != srt[:, :-1]
+    first = np.maximum.accumulate(np.where(new_group, np.arange(m), 0), axis=1)
+    first_of_item = np.empty_like(first)
+    np.put_along_axis(first_of_item, order, first, axis=1)
+    return m - first_of_item[rows, cols] - 1
 
 
 def metrics_from_ranks(

