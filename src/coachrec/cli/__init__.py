@@ -1,0 +1,25 @@
+"""The `coachrec` command line. Each topic lives in its own module as a typer app."""
+
+from __future__ import annotations
+
+import typer
+
+from coachrec.cli import evaluate as _evaluate
+from coachrec.cli import llm_models as _llm_models
+
+app = typer.Typer(
+    name="coachrec",
+    help="Coachable recommender systems: train, serve, trace, judge, coach.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+bench_app = typer.Typer(help="Benchmarks: print a table and write benchmarks/results/NAME.json.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+app.add_typer(_llm_models.app, name="models")
+
+app.command("evaluate")(_evaluate.evaluate)
+app.command("quickstart")(_evaluate.quickstart)
+
+
+def main() -> None:
+    app()
