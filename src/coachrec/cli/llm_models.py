@@ -82,16 +82,19 @@ def list_cmd() -> None:
         entries = registry.entries()
     except ModelRegistryError as exc:
         raise _fail(exc) from exc
-    table = Table(title=f"models in {registry.path}")
-    for column in ("role", "name", "kind", "size", "sha256", "status", "path"):
-        table.add_column(column)
+    table = Table(title=f"models in {registry.path}", title_justify="left")
+    table.add_column("role", no_wrap=True)
+    table.add_column("name", overflow="fold")
+    for column in ("size", "sha256", "status"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("path", overflow="fold")
     for e in entries:
-        status = "ok" if e.exists else "[red]missing file[/red]"
-        table.add_row(e.role, e.name, e.kind, f"{e.size / 1e6:.0f} MB", e.sha256[:12], status, e.path)
+        status = "ok" if e.exists else "[red]file missing[/red]"
+        table.add_row(e.role, e.name, f"{e.size / 1e6:.0f} MB", e.sha256[:10], status, e.path)
     registered = {e.name for e in entries}
     for spec in CATALOG:
         if spec.name not in registered:
-            table.add_row(spec.role, spec.name, spec.kind, "", spec.sha256[:12], "not pulled", f"coachrec models pull {spec.role}")
+            table.add_row(spec.role, spec.name, "", spec.sha256[:10], "not pulled", f"coachrec models pull {spec.role}")
     _console.print(table)
 
 

