@@ -6,6 +6,7 @@ import typer
 
 from coachrec.cli import evaluate as _evaluate
 from coachrec.cli import llm_models as _llm_models
+from coachrec.cli import traces as _traces
 
 app = typer.Typer(
     name="coachrec",
@@ -16,6 +17,8 @@ app = typer.Typer(
 bench_app = typer.Typer(help="Benchmarks: print a table and write benchmarks/results/NAME.json.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 app.add_typer(_llm_models.app, name="models")
+app.add_typer(_traces.app, name="traces")
+bench_app.command("tracing")(_traces.bench_tracing)
 
 app.command("evaluate")(_evaluate.evaluate)
 app.command("quickstart")(_evaluate.quickstart)
