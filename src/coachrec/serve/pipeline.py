@@ -1,0 +1,206 @@
+"""The request path: retrieve -> rank -> policy -> guardrail -> explain, one span per stage.
+
+    pipeline = Pipeline.from_models([itemknn, pop], catalog, tracer=tracer)
+    result = pipeline.recommend(RecommendRequest(user_id="1", k=10,
+                                constraints=Constraints(exclude_genres=("Horror",))))
+    result.items, result.scores, result.reasons, result.note
+
+A constraint that leaves fewer than k items returns fewer and says so in `note`; nothing is ever
+relaxed silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from coachrec.data import Catalog
+from coachrec.models import BaseRecommender
+from coachrec.policy import Constraints, EpsilonGreedy
+from coachrec.serve.candidates import Candidates, RequestContext, ServingCatalog
+from coachrec.serve.retrievers import RecommenderRetriever, Retriever
+from coachrec.serve.stages import BlendRanker, ConstraintFilter, Diversify, Explain, Explore, Guardrail, Retrieve, Stage
+from coachrec.tracing import SpanKind, Tracer, new_trace_id
+
+
+_SCORED_KINDS = (SpanKind.RETRIEVER, SpanKind.RANKER)
+"""Spans of these kinds also record each retriever's score per item (what the ranker blended)."""
+
+
+class UnknownUserError(KeyError):
+    """A user id the models were not fitted on, with no history to go on."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass
+class RecommendRequest:
+    """`user_id` (known to the models), or an anonymous `history` of raw item ids, or both."""
+
+    user_id: str | None = None
+    history: Sequence[str] | None = None
+    k: int = 10
+    constraints: Constraints = field(default_factory=Constraints)
+    context: str | None = None
+    request_id: str | None = None
+
+    def to_trace(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "history": None if self.history is None else list(self.history),
+            "k": self.k,
+            "constraints": self.constraints.to_dict(),
+            "context": self.context,
+        }
+
+
+@dataclass
+class RecommendResult:
+    request_id: str
+    trace_id: str | None  # None when the trace was sampled out
+    items: list[str]
+    titles: list[str]
+    scores: list[float]
+    reasons: list[str]
+    explored: list[bool]
+    propensity: list[float | None]
+    k: int
+    note: str | None
+    allowed_in_catalog: int
+    ignored_history: list[str]
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """`candidates`: items each retriever returns; `weights`: ranker blend per retriever name;
+    `diversity`: MMR lambda (1 = off); `epsilon`/`seed`: epsilon-greedy exploration (0 = off)."""
+
+    candidates: int = 200
+    weights: dict[str, float] | None = None
+    diversity: float = 0.8
+    epsilon: float = 0.0
+    seed: int = 0
+
+
+class Pipeline:
+    """Composable stages run in order inside one trace per request."""
+
+    def __init__(self, catalog: ServingCatalog, stages: Sequence[Stage], models: Sequence[BaseRecommender], tracer: Tracer | None = None) -> None:
+        if not models:
+            raise ValueError("a pipeline needs at least one fitted model (for user histories)")
+        self.catalog = catalog
+        self.stages = list(stages)
+        self.models = list(models)
+        self.tracer = tracer or Tracer()
+        self._users = models[0]
+        if self._users.items is None or len(self._users.items) != len(catalog):
+            raise ValueError("the models' item map does not match the catalog")
+
+    @classmethod
+    def from_models(
+        cls,
+        models: Sequence[BaseRecommender],
+        catalog: Catalog,
+        *,
+        tracer: Tracer | None = None,
+        config: PipelineConfig = PipelineConfig(),
+        retrievers: Sequence[Retriever] | None = None,
+    ) -> Pipeline:
+        """The standard stack over fitted models sharing one item map (`retrievers` overrides
+        the one-retriever-per-model default)."""
+        items = models[0].items
+        for m in models[1:]:
+            if m.items is None or items is None or list(m.items.ids) != list(items.ids):
+                raise ValueError(f"model {m.name} was fitted on another item map than {models[0].name}")
+        serving = ServingCatalog(catalog, items)
+        rets = list(retrievers) if retrievers is not None else [RecommenderRetriever(m, config.candidates) for m in models]
+        stages: list[Stage] = [
+            Retrieve(rets),
+            BlendRanker(config.weights),
+            ConstraintFilter(),
+            Diversify(config.diversity),
+            Explore(EpsilonGreedy(config.epsilon, config.seed)),
+            Guardrail(),
+            Explain(rets),
+        ]
+        return cls(serving, stages, models, tracer)
+
+    # -- the request -------------------------------------------------------------------------
+
+    def history_of(self, request: RecommendRequest) -> tuple[np.ndarray, list[str]]:
+        """The item indices the request's user has seen, oldest first, and unknown history ids."""
+        model = self._users
+        hist = np.zeros(0, dtype=np.int64)
+        if request.user_id is not None:
+            if model.users is not None and request.user_id in model.users:
+                hist = model.user_history(model.users.index(request.user_id))
+            elif request.history is None:
+                raise UnknownUserError(f"user_id: unknown user {request.user_id!r}; pass a history for a new user")
+        elif request.history is None:
+            raise UnknownUserError("user_id: give a user_id or an anonymous history")
+        ignored: list[str] = []
+        if request.history:
+            enc = self.catalog.items.encode(list(request.history), unknown="mask")
+            ignored = [str(h) for h, e in zip(request.history, enc) if e < 0]
+            hist = np.concatenate([hist, enc[enc >= 0]])
+        return hist.astype(np.int64), ignored
+
+    def recommend(self, request: RecommendRequest) -> RecommendResult:
+        if request.k < 1:
+            raise ValueError(f"k: must be at least 1, got {request.k}")
+        self.catalog.index.validate(request.constraints)
+        request_id = request.request_id or new_trace_id()
+        with self.tracer.trace_request(
+            "recommend", user_id=request.user_id, request_id=request_id, input=request.to_trace()
+        ) as root:
+            history, ignored = self.history_of(request)
+            allowed = self.catalog.index.mask(request.constraints, history)
+            ctx = RequestContext(
+                request_id, request.user_id, history, request.k, request.constraints, allowed,
+                self.catalog, self.tracer, request.context,
+            )
+            candidates = Candidates.empty()
+            recorded: dict[str, Any] | None = None  # the previous stage's output is this one's input
+            for stage in self.stages:
+                with self.tracer.span(stage.name, kind=stage.kind) as span:
+                    sources = stage.kind in _SCORED_KINDS
+                    if span.recording and len(candidates):
+                        span.set_input(recorded if recorded is not None and not sources else candidates.trace(self.catalog, sources=sources))
+                    candidates = stage(ctx, candidates, span)
+                    if span.recording:
+                        recorded = candidates.trace(self.catalog, sources=sources)
+                        span.set_output(recorded)
+            result = self._result(ctx, candidates, root.trace_id, ignored)
+            if root.recording:
+                root.set_output({"items": result.items, "scores": result.scores, "note": result.note})
+        return result
+
+    def _result(self, ctx: RequestContext, c: Candidates, trace_id: str | None, ignored: list[str]) -> RecommendResult:
+        n_allowed = int(ctx.allowed.sum())
+        note = None
+        if len(c) < ctx.k:
+            if n_allowed < ctx.k:
+                note = (f"returned {len(c)} of the {ctx.k} items asked for: the constraints allow only "
+                        f"{n_allowed} of the catalog's {len(self.catalog)} items")
+            else:
+                note = (f"returned {len(c)} of the {ctx.k} items asked for: the retrievers found only "
+                        f"{len(c)} items satisfying the constraints for this history")
+        n = len(c)
+        return RecommendResult(
+            request_id=ctx.request_id,
+            trace_id=trace_id,
+            items=self.catalog.decode(c.idx),
+            titles=self.catalog.titles[c.idx].tolist(),
+            scores=np.round(c.score, 6).tolist(),
+            reasons=c.reasons if c.reasons is not None else [""] * n,
+            explored=c.explored.tolist() if c.explored is not None else [False] * n,
+            propensity=[None if np.isnan(p) else round(float(p), 6) for p in c.propensity] if c.propensity is not None else [None] * n,
+            k=ctx.k,
+            note=note,
+            allowed_in_catalog=n_allowed,
+            ignored_history=ignored,
+        )

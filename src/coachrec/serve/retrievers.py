@@ -1,0 +1,81 @@
+"""Retrievers: each turns a request into a scored candidate list drawn from allowed items.
+
+A `Retriever` may be anything with `retrieve` and `reasons`; `RecommenderRetriever` adapts any
+fitted `Recommender` (scores all items, masks out what the constraints forbid, keeps the top n),
+so a constraint never costs recall: the n best *allowed* items come back however narrow it is.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from coachrec.models import BaseRecommender, top_k
+from coachrec.models.itemknn import ItemKNN
+from coachrec.models.popularity import Popularity
+from coachrec.serve.candidates import RequestContext
+
+
+class Retriever(Protocol):
+    name: str
+
+    def retrieve(self, ctx: RequestContext) -> tuple[np.ndarray, np.ndarray]:
+        """Candidate item indices and their scores, best first."""
+        ...
+
+    def reasons(self, ctx: RequestContext, idx: np.ndarray) -> list[str]:
+        """Why this retriever proposed each of `idx`, in words a user understands."""
+        ...
+
+
+class RecommenderRetriever:
+    """The top `n` allowed items of a fitted model for the request's history.
+
+    Item-kNN scores are sums of similarities, so 0 means "no evidence" and such items are not
+    returned (an empty history then retrieves nothing rather than arbitrary items).
+    """
+
+    def __init__(self, model: BaseRecommender, n: int = 200, name: str | None = None) -> None:
+        if n < 1:
+            raise ValueError(f"a retriever needs n >= 1 candidates, got {n}")
+        self.model = model
+        self.n = n
+        self.name = name or model.name
+        self._positive_only = isinstance(model, ItemKNN)
+        # item-kNN reasons read similarities *into* an item: its column, i.e. a row of the transpose
+        self._into = model.sim.T.tocsr() if isinstance(model, ItemKNN) else None
+
+    def retrieve(self, ctx: RequestContext) -> tuple[np.ndarray, np.ndarray]:
+        scores = self.model.score([ctx.history])[0]
+        floor = 0.0 if self._positive_only else -np.inf
+        scores = np.where(ctx.allowed & (scores > floor), scores, -np.inf)
+        idx = top_k(scores[None, :], self.n)[0]
+        keep = np.isfinite(scores[idx])
+        return idx[keep], scores[idx[keep]].astype(np.float64)
+
+    def reasons(self, ctx: RequestContext, idx: np.ndarray) -> list[str]:
+        if isinstance(self.model, ItemKNN) and len(ctx.history):
+            return self._similar_to(ctx, np.asarray(idx, dtype=np.int64))
+        if isinstance(self.model, Popularity):
+            return ["popular with other viewers"] * len(idx)
+        return [f"recommended by {self.name}"] * len(idx)
+
+    def _similar_to(self, ctx: RequestContext, idx: np.ndarray) -> list[str]:
+        """"similar to <the history item most similar to it>" for each item (recent history)."""
+        assert self._into is not None
+        history = ctx.history[-50:]  # the recent past explains best, and bounds the cost
+        position = np.full(self._into.shape[0], -1, dtype=np.int64)
+        position[history] = np.arange(len(history))
+        indptr, indices, data = self._into.indptr, self._into.indices, self._into.data
+        out = []
+        for item in idx.tolist():
+            cols = indices[indptr[item] : indptr[item + 1]]
+            pos = position[cols]
+            hit = pos >= 0
+            if hit.any():
+                best = pos[hit][int(np.argmax(data[indptr[item] : indptr[item + 1]][hit]))]
+                out.append(f"similar to {ctx.catalog.titles[history[best]]}")
+            else:
+                out.append("recommended by item-kNN")
+        return out

@@ -1,0 +1,223 @@
+"""Pipeline stages. Each takes a candidate set and returns one, inside a span of its kind.
+
+The pipeline records every stage's input and output (item ids and scores), so when a result is
+wrong a reader — or the teacher — can see which stage let an item in, promoted it or failed to
+stop it. A new stage (the LLM reranker, a learned ranker) is any object with `name`, `kind`
+and `__call__(ctx, candidates, span)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from coachrec.policy import EpsilonGreedy, Explorer, mmr
+from coachrec.serve.candidates import TRACE_LIMIT, Candidates, RequestContext
+from coachrec.serve.retrievers import Retriever
+from coachrec.tracing import NoopSpan, Span, SpanKind, SpanStatus
+
+AnySpan = Span | NoopSpan
+
+
+class Stage(Protocol):
+    name: str
+    kind: SpanKind
+
+    def __call__(self, ctx: RequestContext, candidates: Candidates, span: AnySpan) -> Candidates: ...
+
+
+def _order_by_score(c: Candidates) -> Candidates:
+    return c.take(np.lexsort((c.idx, -c.score)))
+
+
+class Retrieve:
+    """Runs every retriever (each in its own RETRIEVER span) and merges their lists.
+
+    An item found by several retrievers appears once, with each retriever's score in `sources`;
+    the merged list is ordered by the unweighted blend so its span reads as a ranking too.
+    """
+
+    kind = SpanKind.RETRIEVER
+
+    def __init__(self, retrievers: Sequence[Retriever], name: str = "retrieve") -> None:
+        if not retrievers:
+            raise ValueError("Retrieve needs at least one retriever")
+        names = [r.name for r in retrievers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"retriever names must be unique, got {names}")
+        self.retrievers = list(retrievers)
+        self.names = tuple(names)
+        self.name = name
+
+    def __call__(self, ctx: RequestContext, candidates: Candidates, span: AnySpan) -> Candidates:
+        lists = []
+        for retriever in self.retrievers:
+            with ctx.tracer.span(f"{self.name}.{retriever.name}", kind=SpanKind.RETRIEVER) as s:
+                idx, scores = retriever.retrieve(ctx)
+                idx = np.asarray(idx, dtype=np.int64)
+                if s.recording:
+                    s.set_input({"retriever": retriever.name, "history": ctx.catalog.decode(ctx.history[-50:])})
+                    s.set_output({"n": len(idx), "items": ctx.catalog.decode(idx[:TRACE_LIMIT]),
+                                  "scores": np.round(scores[:TRACE_LIMIT], 6).tolist()})
+            lists.append((idx, np.asarray(scores, dtype=np.float64)))
+        all_idx = np.concatenate([idx for idx, _ in lists])
+        items, inverse = np.unique(all_idx, return_inverse=True)
+        sources = np.full((len(items), len(lists)), np.nan, dtype=np.float32)
+        cols = np.repeat(np.arange(len(lists)), [len(idx) for idx, _ in lists])
+        np.fmax.at(sources, (inverse, cols), np.concatenate([s for _, s in lists]).astype(np.float32))
+        merged = Candidates(items, np.zeros(len(items)), sources, self.names)
+        merged.score = merged.normalized_sources().sum(axis=1)
+        return _order_by_score(merged)
+
+
+class BlendRanker:
+    """Score = weighted sum of per-retriever scores scaled to [0, 1] (missing counts 0).
+
+    A placeholder for the position-debiased ranker; weights default to 1 per retriever.
+    """
+
+    kind = SpanKind.RANKER
+
+    def __init__(self, weights: Mapping[str, float] | None = None, name: str = "rank") -> None:
+        self.weights = dict(weights or {})
+        self.name = name
+
+    def __call__(self, ctx: RequestContext, candidates: Candidates, span: AnySpan) -> Candidates:
+        unknown = set(self.weights) - set(candidates.source_names)
+        if unknown:
+            raise ValueError(f"ranker weights name unknown retrievers {sorted(unknown)}; have {candidates.source_names}")
+        w = np.array([self.weights.get(n, 1.0) for n in candidates.source_names])
+        span.set_attribute("weights", dict(zip(candidates.source_names, w.tolist())))
+        candidates.score = candidates.normalized_sources() @ w
+        return _order_by_score(candidates)
+
+
+class ConstraintFilter:
+    """Drops nonexistent, duplicate and forbidden candidates, counting each kind.
+
+    Retrievers already search only allowed items; anything this stage removes leaked from
+    upstream, and the counts in its span point at the leak.
+    """
+
+    kind = SpanKind.POLICY
+
+    def __init__(self, name: str = "policy.constraints") -> None:
+        self.name = name
+
+    def __call__(self, ctx: RequestContext, candidates: Candidates, span: AnySpan) -> Candidates:
+        idx = candidates.idx
+        exists = (idx >= 0) & (idx < len(ctx.allowed))
+        first = np.zeros(len(idx), dtype=bool)
+        first[np.unique(idx, return_index=True)[1]] = True
+        allowed = exists & ctx.allowed[np.where(exists, idx, 0)]
+        keep = exists & first & allowed
+        span.set_attributes({
+            "allowed_in_catalog": int(ctx.allowed.sum()),
+            "dropped.nonexistent": int((~exists).sum()),
+            "dropped.duplicate": int((exists & ~first).sum()),
+            "dropped.forbidden": int((exists & first & ~allowed).sum()),
+        })
+        return candidates.take(keep)
+
+
+class Diversify:
+    """MMR over the catalog's genre vectors: picks the first k, leaves the rest in score order."""
+
+    kind = SpanKind.POLICY
+
+    def __init__(self, lam: float = 0.8, name: str = "policy.diversity") -> None:
+        if not 0.0 <= lam <= 1.0:
+            raise ValueError(f"diversity lambda must be in [0, 1], got {lam}")
+        self.lam = lam
+        self.name = name
+
+    def __call__(self, ctx: RequestContext, candidates: Candidates, span: AnySpan) -> Candidates:
+        span.set_attribute("lambda", self.lam)
+        features = ctx.catalog.features[candidates.idx]
+        return candidates.take(mmr(candidates.score, features, ctx.k, self.lam))
+
+
+class Explore:
+    """Lets an `Explorer` choose the shown slots; records what was explored and its propensity."""
+
+    kind = SpanKind.POLICY
+
+    def __init__(self, explorer: Explorer | None = None, name: str = "policy.explore") -> None:
+        self.explorer: Explorer = explorer or EpsilonGreedy()
+        self.name = name
+
+    def __call__(self, ctx: RequestContext, candidates: Candidates, span: AnySpan) -> Candidates:
+        result = self.explorer.explore(len(candidates), ctx.k, ctx.request_id)
+        out = candidates.take(result.order)
+        out.explored = result.explored
+        out.propensity = result.propensity
+        span.set_attributes({"explorer": self.explorer.name, "explored": int(result.explored.sum())})
+        return out
+
+
+class Guardrail:
+    """The last check: each shown item exists, satisfies the constraints, is not a duplicate and
+    has a finite score. A violator is dropped, the next valid candidate takes its place, and the
+    drop is recorded in the span (whose status becomes ERROR: a violation reaching this point
+    is a bug upstream, and the status is the cheapest thing to query for)."""
+
+    kind = SpanKind.GUARDRAIL
+
+    def __init__(self, name: str = "guardrail") -> None:
+        self.name = name
+
+    def __call__(self, ctx: RequestContext, candidates: Candidates, span: AnySpan) -> Candidates:
+        seen: set[int] = set()
+        keep: list[int] = []
+        dropped: list[dict[str, object]] = []
+        history = ctx.history.tolist()
+        start, window = 0, 2 * ctx.k  # check a window at a time; grow it only when items drop
+        while len(keep) < ctx.k and start < len(candidates):
+            rows = np.arange(start, min(start + window, len(candidates)))
+            idx = candidates.idx[rows]
+            reasons = ctx.catalog.index.violations(ctx.constraints, idx, history)
+            for row, item, reason in zip(rows.tolist(), idx.tolist(), reasons):
+                if len(keep) == ctx.k:
+                    break
+                if reason is None and item in seen:
+                    reason = "duplicate"
+                if reason is None and not np.isfinite(candidates.score[row]):
+                    reason = "non-finite score"
+                if reason is None:
+                    keep.append(row)
+                    seen.add(item)
+                else:
+                    dropped.append({"item": ctx.catalog.decode(idx[[row - start]])[0], "position": row, "reason": reason})
+            start += len(rows)
+        span.set_attribute("dropped", len(dropped))
+        if dropped:
+            span.set_attribute("violations", dropped)
+            span.set_status(SpanStatus.ERROR, f"guardrail dropped {len(dropped)} item(s): {dropped[:3]}")
+        return candidates.take(np.asarray(keep, dtype=np.int64))
+
+
+class Explain:
+    """Per-item reasons from the retriever that contributed most to each item's score."""
+
+    kind = SpanKind.TOOL
+
+    def __init__(self, retrievers: Sequence[Retriever], name: str = "explain") -> None:
+        self.retrievers = {r.name: r for r in retrievers}
+        self.name = name
+
+    def __call__(self, ctx: RequestContext, candidates: Candidates, span: AnySpan) -> Candidates:
+        reasons = [""] * len(candidates)
+        if len(candidates):
+            best = candidates.normalized_sources().argmax(axis=1)
+            for r, name in enumerate(candidates.source_names):
+                rows = np.flatnonzero(best == r)
+                if len(rows) and name in self.retrievers:
+                    for row, text in zip(rows, self.retrievers[name].reasons(ctx, candidates.idx[rows])):
+                        reasons[row] = text
+        if candidates.explored is not None:
+            for row in np.flatnonzero(candidates.explored):
+                reasons[row] = "something new: shown to explore beyond your usual picks"
+        candidates.reasons = reasons
+        return candidates
