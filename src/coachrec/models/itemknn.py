@@ -16,12 +16,17 @@ class ItemKNNConfig:
     """`neighbors`: similarities kept per item. `shrink`: added to the cosine denominator
     (damps pairs seen together only a few times). `alpha`: asymmetric cosine exponent
     (0.5 = plain cosine). `recency`: weight of the i-th most recent history item is
-    `recency ** i` (1.0 ignores order; < 1 favours what the user just did)."""
+    `recency ** i` (1.0 ignores order; < 1 favours what the user just did). The default
+    0.5 had the best validation NDCG@10 (leave-one-out, full ranking) on both Beauty and
+    ml-latest-small over the grid {1.0, 0.9, 0.7, 0.5}. `popularity_fallback`: weight of
+    max-normalized item popularity added to every score, so items no history item is
+    similar to are ordered by popularity instead of tying at zero."""
 
     neighbors: int = 200
     shrink: float = 0.0
     alpha: float = 0.5
-    recency: float = 1.0
+    recency: float = 0.5
+    popularity_fallback: float = 1e-4
 
 
 class ItemKNN(BaseRecommender):
@@ -50,6 +55,7 @@ class ItemKNN(BaseRecommender):
             rows.append(np.nonzero(nz)[0] + lo)
             cols.append(top[nz])
             vals.append(v[nz])
+        self.popularity = (n / max(n.max(), 1.0)).astype(np.float32)
         self.sim = sp.csr_matrix(
             (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_items, n_items), dtype=np.float32
         )
@@ -64,11 +70,14 @@ class ItemKNN(BaseRecommender):
         from_end = ends - np.arange(len(cols)) - 1
         w = np.power(self.config.recency, from_end).astype(np.float32)
         h = sp.csr_matrix((w, (rows, cols)), shape=(len(histories), n_items))
-        return np.asarray((h @ self.sim).todense(), dtype=np.float32)
+        scores = np.asarray((h @ self.sim).todense(), dtype=np.float32)
+        scores += self.config.popularity_fallback * self.popularity
+        return scores
 
     def _state(self) -> dict[str, np.ndarray]:
         s = self.sim
-        return {"indptr": s.indptr, "indices": s.indices, "data": s.data, "shape": np.asarray(s.shape)}
+        return {"indptr": s.indptr, "indices": s.indices, "data": s.data, "shape": np.asarray(s.shape), "popularity": self.popularity}
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         self.sim = sp.csr_matrix((state["data"], state["indices"], state["indptr"]), shape=tuple(state["shape"]))
+        self.popularity = state["popularity"]
