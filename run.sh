@@ -34,6 +34,19 @@ setup() {
     echo "$want" > "$STAMP"
 }
 
+# Arize Phoenix, a real OTLP receiver for the export test, lives in its own venv: it pins
+# ~120 packages that would clash with coachrec's.
+setup_phoenix() {
+    local pvenv="${COACHREC_PHOENIX_VENV:-.venv-phoenix}"
+    if [[ ! -x "$pvenv/bin/phoenix" ]]; then
+        log "installing Arize Phoenix (OTLP receiver for the export test) in $pvenv"
+        python3 -m venv "$pvenv"
+        "$pvenv/bin/python" -m pip install --quiet --upgrade pip
+        "$pvenv/bin/python" -m pip install --quiet arize-phoenix
+    fi
+    export COACHREC_PHOENIX_BIN="$PWD/$pvenv/bin/phoenix"
+}
+
 cmd="${1:-}"
 [[ $# -gt 0 ]] && shift
 case "$cmd" in
@@ -43,6 +56,7 @@ case "$cmd" in
         ;;
     test)
         setup
+        setup_phoenix
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
     setup)
