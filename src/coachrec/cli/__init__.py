@@ -6,6 +6,7 @@ import typer
 
 from coachrec.cli import evaluate as _evaluate
 from coachrec.cli import llm_models as _llm_models
+from coachrec.cli import serve as _serve
 from coachrec.cli import traces as _traces
 
 app = typer.Typer(
@@ -22,6 +23,7 @@ bench_app.command("tracing")(_traces.bench_tracing)
 
 app.command("evaluate")(_evaluate.evaluate)
 app.command("quickstart")(_evaluate.quickstart)
+app.command("serve")(_serve.serve)
 
 
 def main() -> None:
