@@ -82,7 +82,7 @@ def oracle(rows, c: Constraints, seen: set[int]) -> list[bool]:
     return out
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), rows=item_rows)
 def test_mask_and_violations_never_leak(data: st.DataObject, rows) -> None:
     index = ConstraintIndex(make_catalog(rows))

@@ -135,7 +135,9 @@ class FeedbackLog:
         if request_id is not None:
             sql += " WHERE request_id = ?"
             params.append(request_id)
-        return self._cursor().execute(sql + " ORDER BY received_ns, event_id", params).to_arrow_table()
+        relation = self._cursor().sql(sql + " ORDER BY received_ns, event_id", params=params)
+        assert relation is not None  # a SELECT always gives a relation
+        return relation.to_arrow_table()
 
     def engaged_items(self, request_id: str, relevance: Relevance) -> list[str]:
         """Items of a request the user engaged with, in order of first engagement."""
@@ -147,8 +149,8 @@ class FeedbackLog:
         return [r[0] for r in rows]
 
     def count(self) -> int:
-        row = self._cursor().execute("SELECT count(*) FROM serve_feedback").fetchone()
-        return int(row[0]) if row else 0
+        rows = self._cursor().execute("SELECT count(*) FROM serve_feedback").fetchall()  # fetchall: no result left open
+        return int(rows[0][0])
 
     def close(self) -> None:
         self._con.close()
