@@ -17,6 +17,7 @@ when requested) nothing is built. `--force` rebuilds; `--print-args` only prints
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import platform
 import subprocess
@@ -100,10 +101,17 @@ def main(argv: list[str] | None = None) -> int:
         print(" ".join(args))
         return 0
     with_server = not opts.no_server
-    if not opts.force and installed_ok(sys.executable, with_server):
-        print(f"llama-cpp-python {LLAMA_CPP_VERSION} already importable; nothing to do (--force rebuilds)")
-        return 0
+    # One build at a time per environment: a second run waits, then finds the build done.
+    with open(Path(sys.prefix) / ".install_llama_cpp.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not opts.force and installed_ok(sys.executable, with_server):
+            print(f"llama-cpp-python {LLAMA_CPP_VERSION} already importable; nothing to do (--force rebuilds)")
+            return 0
+        return build(args, with_server)
 
+
+def build(args: list[str], with_server: bool) -> int:
+    """pip-build llama-cpp-python from source with `args` as CMAKE_ARGS, then add its dependencies."""
     env = dict(os.environ)
     env["CMAKE_ARGS"] = " ".join(args)
     env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 1))
