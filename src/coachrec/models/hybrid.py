@@ -1,0 +1,98 @@
+"""Hybrid: a sequential model blended with the content model so new items can surface.
+
+Per history, both score vectors are z-normalized over the items (so their scales match),
+then `(1 - weight) * z_seq + weight * z_content` for items with training interactions and
+`z_content` alone for items with none: a sequential model's scores for an item it never
+saw in training are noise (untrained embeddings), while the text still says what it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import json
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+import numpy as np
+
+from coachrec.data import Dataset, EvalTask
+from coachrec.models.base import BaseRecommender
+from coachrec.models.content import ContentModel
+
+
+def _znorm(x: np.ndarray) -> np.ndarray:
+    mu = x.mean(axis=1, keepdims=True)
+    sd = x.std(axis=1, keepdims=True)
+    return (x - mu) / np.where(sd > 0, sd, 1.0)
+
+
+@dataclass
+class HybridConfig:
+    """`sequential`: registered model name; `sequential_config` / `content_config`: their
+    config overrides; `weight`: the content share of the blend for warm items."""
+
+    sequential: str = "sasrec"
+    sequential_config: dict[str, Any] = field(default_factory=dict)
+    content_config: dict[str, Any] = field(default_factory=dict)
+    weight: float = 0.3
+
+
+class Hybrid(BaseRecommender):
+    """Sequential + content blend; `self.sequential` and `self.content` are the fitted parts."""
+
+    name = "hybrid"
+    Config = HybridConfig
+
+    def fit(self, data: Dataset, valid: EvalTask | None = None) -> Self:
+        """Fit both parts; `valid` goes to the sequential model when it stops early."""
+        self._valid = valid
+        try:
+            return super().fit(data)
+        finally:
+            self._valid = None
+
+    def _fit(self, data: Dataset) -> None:
+        from coachrec.models import create
+
+        if not 0.0 <= self.config.weight <= 1.0:
+            raise ValueError(f"hybrid: weight must be in [0, 1], got {self.config.weight}")
+        self.content = ContentModel(**self.config.content_config).fit(data)  # first: fails fast without text
+        self.sequential = create(self.config.sequential, **self.config.sequential_config)
+        valid = getattr(self, "_valid", None)
+        if valid is not None and "valid" in inspect.signature(self.sequential.fit).parameters:
+            self.sequential.fit(data, valid=valid)  # type: ignore[call-arg]
+        else:
+            self.sequential.fit(data)
+        self.cold = data.item_popularity() == 0
+
+    def _score(self, histories: list[np.ndarray]) -> np.ndarray:
+        z_seq = _znorm(self.sequential.score(histories))
+        z_con = _znorm(self.content.score(histories))
+        w = np.float32(self.config.weight)
+        out = (1 - w) * z_seq + w * z_con
+        out[:, self.cold] = z_con[:, self.cold]
+        return out.astype(np.float32, copy=False)
+
+    def _state(self) -> dict[str, np.ndarray]:
+        state: dict[str, np.ndarray] = {"cold": self.cold}
+        for prefix, part in (("seq", self.sequential), ("content", self.content)):
+            meta = {"class": f"{type(part).__module__}:{type(part).__qualname__}", "config": dataclasses.asdict(part.config)}
+            state[f"{prefix}/__meta"] = np.asarray(json.dumps(meta))
+            state.update({f"{prefix}/{k}": v for k, v in part._state().items()})
+        return state
+
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        self.cold = state["cold"]
+        parts = []
+        for prefix in ("seq", "content"):
+            meta = json.loads(str(state[f"{prefix}/__meta"]))
+            module, _, qual = meta["class"].partition(":")
+            cls = getattr(importlib.import_module(module), qual)
+            part = cls(cls.Config(**meta["config"]))
+            part.items, part.users = self.items, self.users
+            part._hist_indptr, part._hist_items = self._hist_indptr, self._hist_items
+            part._set_state({k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + "/") and not k.endswith("/__meta")})
+            parts.append(part)
+        self.sequential, self.content = parts
