@@ -15,6 +15,11 @@ from coachrec.models.base import BaseRecommender, Recommendations, Recommender, 
 MODELS: dict[str, str] = {
     "pop": "coachrec.models.popularity:Popularity",
     "itemknn": "coachrec.models.itemknn:ItemKNN",
+    "sasrec": "coachrec.models.sasrec:SASRec",
+    "rum-item": "coachrec.models.rum:RUMItem",
+    "rum-feature": "coachrec.models.rum:RUMFeature",
+    "content": "coachrec.models.content:ContentModel",
+    "hybrid": "coachrec.models.hybrid:Hybrid",
 }
 
 
