@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from coachrec.bench import serve as _bench_serve
 from coachrec.cli import evaluate as _evaluate
 from coachrec.cli import llm_models as _llm_models
 from coachrec.cli import serve as _serve
@@ -20,6 +21,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(_llm_models.app, name="models")
 app.add_typer(_traces.app, name="traces")
 bench_app.command("tracing")(_traces.bench_tracing)
+bench_app.command("serve")(_bench_serve.bench_serve)
 
 app.command("evaluate")(_evaluate.evaluate)
 app.command("quickstart")(_evaluate.quickstart)
