@@ -6,6 +6,7 @@ import typer
 
 from coachrec.bench import serve as _bench_serve
 from coachrec.cli import evaluate as _evaluate
+from coachrec.cli import tune as _tune
 from coachrec.cli import llm_models as _llm_models
 from coachrec.cli import serve as _serve
 from coachrec.cli import traces as _traces
@@ -24,6 +25,7 @@ bench_app.command("tracing")(_traces.bench_tracing)
 bench_app.command("serve")(_bench_serve.bench_serve)
 
 app.command("evaluate")(_evaluate.evaluate)
+app.command("tune")(_tune.tune)
 app.command("quickstart")(_evaluate.quickstart)
 app.command("serve")(_serve.serve)
 
