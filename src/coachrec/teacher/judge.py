@@ -1,0 +1,178 @@
+"""The teacher: a committee that judges served requests against a rubric.
+
+    judge = Judge(load_rubric(), CatalogView(catalog), llm=load_backend("teacher"), relevance=committee)
+    judgments = judge.judge(cases_from_store(store, trace_ids), progress=print_progress)
+    record(store, judgments)            # evaluations on the blamed spans (OTLP: gen_ai.evaluation.result)
+
+Program criteria are exact checks, the relevance criterion asks the heavier recommender, and
+LLM criteria read P(yes) from next-token logits with the slate shown in both orders. A member
+that is not configured (no LLM, no relevance committee) leaves its criteria unjudged rather
+than guessed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+import coachrec
+from coachrec.llm import LLMBackend
+from coachrec.teacher.cases import JudgeCase
+from coachrec.teacher.catalog_view import CatalogView
+from coachrec.teacher.judgment import FAIL, PASS, Judgment
+from coachrec.teacher.llm_scoring import LogitScorer
+from coachrec.teacher.program_checks import CHECKS
+from coachrec.teacher.prompts import judge_prompt, numbered
+from coachrec.teacher.relevance import RelevanceCommittee
+from coachrec.teacher.rubric import CriterionSpec, RubricSpec
+from coachrec.tracing import TraceStore
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    history_items: int = 10
+    """Recent history items shown to LLM members (titles, most recent last)."""
+    swap: bool = True
+    """Judge LLM criteria in both slate orders (doubles their cost; measures position bias)."""
+
+
+class Judge:
+    def __init__(
+        self,
+        rubric: RubricSpec,
+        catalog: CatalogView,
+        *,
+        llm: LLMBackend | None = None,
+        relevance: RelevanceCommittee | None = None,
+        criteria: Sequence[str] | None = None,
+        config: JudgeConfig = JudgeConfig(),
+    ) -> None:
+        self.rubric = rubric
+        self.catalog = catalog
+        self.llm = llm
+        self.scorer = LogitScorer(llm) if llm is not None else None
+        self.relevance = relevance
+        self.config = config
+        selected = [rubric.criterion(n) for n in criteria] if criteria is not None else list(rubric.criteria)
+        self.criteria = [c for c in selected if self._member_available(c)]
+        self.skipped = [c.name for c in selected if not self._member_available(c)]
+        members = [f"llm={llm.model_id}" if llm else "llm=none", f"relevance={relevance.model_id}" if relevance else "relevance=none"]
+        digest = hashlib.sha256(f"{rubric.fingerprint()}|{'|'.join(members)}|{coachrec.__version__}".encode()).hexdigest()[:8]
+        self.version = f"{rubric.name}@v{rubric.version}+{digest}"
+        self.members = members
+
+    def _member_available(self, c: CriterionSpec) -> bool:
+        return c.member == "program" or (c.member == "llm" and self.llm is not None) or (
+            c.member == "recommender" and self.relevance is not None
+        )
+
+    def judge(self, cases: Iterable[JudgeCase], progress: Progress | None = None) -> list[Judgment]:
+        cases = list(cases)
+        out: list[Judgment] = []
+        for n, case in enumerate(cases, 1):
+            out.extend(self.judge_case(case))
+            if progress is not None:
+                progress(n, len(cases))
+        return out
+
+    def judge_case(self, case: JudgeCase) -> list[Judgment]:
+        out = []
+        for c in self.criteria:
+            if c.applies_to == "with_context" and not (case.context or "").strip():
+                continue
+            if c.applies_to == "with_reasons" and not any(r.strip() for r in case.reasons):
+                continue
+            if not case.items and c.check != "slate_complete":
+                continue
+            out.append(self._judge(c, case))
+        return out
+
+    def _judge(self, c: CriterionSpec, case: JudgeCase) -> Judgment:
+        order_scores = None
+        details: dict[str, object] = {}
+        if c.member == "program":
+            assert c.check is not None
+            score, rationale = CHECKS[c.check](case, self.catalog)
+            evaluator = f"program:{c.check}"
+        elif c.member == "recommender":
+            score, rationale, details = self._relevance(c, case)
+            evaluator = self.relevance.model_id if self.relevance else ""
+        else:
+            first, second = self._llm_scores(c, case)
+            order_scores = (first, second) if second is not None else None
+            score = first if second is None else (first + second) / 2
+            rationale = f"P(yes) to {c.question!r}: {score:.2f}" + (
+                f" (orders: {first:.2f} / {second:.2f})" if second is not None else ""
+            )
+            evaluator = self.llm.model_id if self.llm else ""
+        passed = score >= c.pass_threshold
+        span = case.span_for(c.blames.value, c.blames_span)
+        return Judgment(
+            criterion=c.name, trace_id=case.trace_id, span_id=span.span_id, span_name=span.name, span_kind=span.kind,
+            score=float(score), label=PASS if passed else FAIL, failure_modes=() if passed else c.failure_modes,
+            rationale=rationale, evaluator=evaluator, judge_version=self.version, threshold=c.pass_threshold,
+            order_scores=order_scores, details=details,
+        )
+
+    # -- members -----------------------------------------------------------------------------
+
+    def _relevance(self, c: CriterionSpec, case: JudgeCase) -> tuple[float, str, dict[str, object]]:
+        assert self.relevance is not None
+        shown = [(i, item) for i, item in enumerate(case.items) if not case.explored[i]]
+        if not shown:
+            return 1.0, "every shown item was an exploration slot (not judged for relevance)", {}
+        p = self.relevance.probability(case.user_id, case.history, [item for _, item in shown])
+        known = ~np.isnan(p)
+        if not known.any():
+            return 1.0, "no shown item is known to the relevance committee", {}
+        relevant = p[known] >= c.item_threshold
+        score = float(relevant.mean())
+        ranked = sorted((float(pi), item) for pi, (_, item) in zip(p, shown) if not np.isnan(pi))
+        weakest = "; ".join(f"{self.catalog.title(item)} ({pi:.2f})" for pi, item in ranked[:3])
+        rationale = (
+            f"{int(relevant.sum())} of {int(known.sum())} judged items likely liked (P(rating>=4) >= {c.item_threshold}); "
+            f"least likely: {weakest}"
+        )
+        return score, rationale, {"p_relevant": {item: round(float(pi), 4) for pi, item in ranked}}
+
+    def llm_prompt(self, c: CriterionSpec, case: JudgeCase, reverse: bool = False) -> str:
+        """The listwise prompt of an LLM criterion (slate reversed with `reverse`)."""
+        assert c.question is not None
+        slate = []
+        for item, reason in zip(case.items, case.reasons):
+            line = self.catalog.describe(item)
+            if c.applies_to == "with_reasons":
+                line += f" | stated reason: {reason or '(none)'}"
+            slate.append(line)
+        if reverse:
+            slate.reverse()
+        blocks: list[tuple[str, str]] = []
+        if case.context:
+            blocks.append(("user_request", case.context))
+        if case.history and c.name != "slate_variety":
+            recent = [self.catalog.describe(h) for h in case.history[-self.config.history_items :]]
+            blocks.append(("user_history", numbered(recent)))
+        blocks.append(("recommended", numbered(slate)))
+        return judge_prompt(blocks, c.question)
+
+    def _llm_scores(self, c: CriterionSpec, case: JudgeCase) -> tuple[float, float | None]:
+        assert self.scorer is not None
+        first = self.scorer.p_yes(self.llm_prompt(c, case))
+        second = self.scorer.p_yes(self.llm_prompt(c, case, reverse=True)) if self.config.swap else None
+        return first, second
+
+
+def record(store: TraceStore, judgments: Iterable[Judgment]) -> list[str]:
+    """Store each judgment as an evaluation of its blamed span; returns the evaluation ids."""
+    return [
+        store.add_evaluation(
+            j.span_id, j.criterion, score=j.score, label=j.label, explanation=j.rationale,
+            evaluator=j.evaluator, attributes=j.attributes(),
+        )
+        for j in judgments
+    ]

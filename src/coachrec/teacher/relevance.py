@@ -1,0 +1,191 @@
+"""The relevance member of the committee: a heavier recommender than the one serving.
+
+A small local LLM is near chance on personal relevance (the teacher issue's first measurement),
+so relevance comes from an ensemble fitted on the full rating history and calibrated to real
+later ratings. Its members, each turned into one feature per (user, item):
+
+- `liked_knn`: item-kNN over the user's liked items (rating >= like), fitted on liked events;
+- `all_knn`: item-kNN over everything the user consumed (what the serving stack also uses);
+- `disliked_knn`: resemblance to the user's disliked items (rating <= dislike);
+- `item_mean`, `user_mean`: shrunk mean ratings (item quality, user leniency);
+- `popularity`: log interaction count;
+- optionally any other fitted `Recommender` (e.g. a sequential model), by name.
+
+kNN and model scores are per-user percentile ranks over the catalog, so they blend on one scale;
+a logistic regression fitted on labelled later ratings blends them into P(relevant).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from coachrec.data import Dataset
+from coachrec.models import BaseRecommender, create
+from coachrec.models.defaults import defaults
+from coachrec.teacher.movielens import RatedPairs
+
+BASE_FEATURES = ("liked_knn", "all_knn", "disliked_knn", "item_mean", "user_mean", "popularity")
+
+
+@dataclass(frozen=True)
+class RelevanceConfig:
+    like: float = 4.0
+    dislike: float = 2.5
+    prior: float = 10.0
+    """Pseudo-ratings at the global mean added when averaging an item's or user's ratings."""
+    extra_models: tuple[str, ...] = ()
+    """Names of further models (`coachrec.models.create`) whose percentile scores join the blend."""
+    extra_model_config: dict[str, dict[str, Any]] = field(default_factory=dict)
+    l2: float = 1.0
+    seed: int = 0
+
+
+def _percentiles(scores: np.ndarray) -> np.ndarray:
+    """Rank of each score among the row's scores, scaled to [0, 1] (1 = best)."""
+    order = np.argsort(np.argsort(scores, axis=1, kind="stable"), axis=1, kind="stable")
+    return order / max(scores.shape[1] - 1, 1)
+
+
+def _shrunk_means(keys: np.ndarray, values: np.ndarray, n: int, prior: float, mean: float) -> np.ndarray:
+    sums = np.bincount(keys, weights=values, minlength=n)
+    counts = np.bincount(keys, minlength=n)
+    return (sums + prior * mean) / (counts + prior) - mean
+
+
+class RelevanceCommittee:
+    """`fit(data)` then `fit_blend(pairs)`; `probability(user, items)` is P(relevant)."""
+
+    def __init__(self, config: RelevanceConfig = RelevanceConfig()) -> None:
+        self.config = config
+        self.features = BASE_FEATURES + tuple(config.extra_models)
+        self.weights: np.ndarray | None = None
+        self._mu = np.zeros(len(self.features))
+        self._sd = np.ones(len(self.features))
+
+    @property
+    def model_id(self) -> str:
+        return "relevance-committee(" + "+".join(self.features) + ")"
+
+    def fit(self, data: Dataset) -> RelevanceCommittee:
+        """Fit every member on `data` (a rated interaction log). Blend weights are kept."""
+        cfg = self.config
+        ev = data.events
+        self.data = data
+        self.items = data.items
+        self.users = data.users
+        values = ev["value"].to_numpy().astype(np.float64)
+        users = ev["user"].to_numpy().astype(np.int64)
+        items = ev["item"].to_numpy().astype(np.int64)
+        mean = float(values.mean())
+        self.item_mean = _shrunk_means(items, values, data.n_items, cfg.prior, mean)
+        self.user_mean = _shrunk_means(users, values, data.n_users, cfg.prior, mean)
+        counts = np.bincount(items, minlength=data.n_items)
+        self.popularity = np.log1p(counts) / np.log1p(max(counts.max(), 1))
+        self.all_knn = create("itemknn").fit(data)
+        self.liked_knn = create("itemknn", recency=0.9).fit(data.with_events(ev.filter(pl.col("value") >= cfg.like)))
+        self.extra: list[BaseRecommender] = []
+        for name in cfg.extra_models:
+            overrides = {**defaults(name, data.name), **cfg.extra_model_config.get(name, {})}
+            self.extra.append(create(name, **overrides).fit(data))
+        indptr, hist = data.sequences()
+        self._indptr, self._hist, self._values = indptr, hist, values
+        return self
+
+    # -- features ----------------------------------------------------------------------------
+
+    def _user_lists(self, user: int | None, history: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """(all, liked, disliked) item indices and the user-mean feature. A user the committee
+        was fitted on brings their ratings; an anonymous history counts as liked (it holds what
+        the user chose to consume) and has a neutral user mean."""
+        if user is not None:
+            lo, hi = self._indptr[user], self._indptr[user + 1]
+            items, values = self._hist[lo:hi], self._values[lo:hi]
+            return items, items[values >= self.config.like], items[values <= self.config.dislike], float(self.user_mean[user])
+        h = np.asarray(history, dtype=np.int64)
+        return h, h, np.zeros(0, np.int64), 0.0
+
+    def feature_matrix(self, user: int | None, history: Sequence[int], items: np.ndarray) -> np.ndarray:
+        """Features of `items` (catalog indices) for one user, shape (len(items), n_features)."""
+        all_h, liked, disliked, user_mean = self._user_lists(user, history)
+        scored = np.vstack([
+            self.liked_knn.score([liked])[0],
+            self.all_knn.score([all_h])[0],
+            self.all_knn.score([disliked])[0] if len(disliked) else np.zeros(len(self.items), np.float32),
+            *[m.score([all_h])[0] for m in self.extra],
+        ])
+        pct = _percentiles(scored)
+        cols = [pct[0, items], pct[1, items], pct[2, items], self.item_mean[items],
+                np.full(len(items), user_mean), self.popularity[items], *[pct[3 + j, items] for j in range(len(self.extra))]]
+        return np.column_stack(cols)
+
+    def pair_features(self, pairs: RatedPairs) -> np.ndarray:
+        out = np.zeros((len(pairs), len(self.features)))
+        for user in np.unique(pairs.users):
+            rows = np.flatnonzero(pairs.users == user)
+            out[rows] = self.feature_matrix(int(user), (), pairs.items[rows])
+        return out
+
+    # -- blend -------------------------------------------------------------------------------
+
+    def fit_blend(self, x: np.ndarray, labels: np.ndarray, iterations: int = 30) -> RelevanceCommittee:
+        """L2-regularised logistic regression (Newton steps) on standardised features."""
+        y = np.asarray(labels, dtype=np.float64)
+        if len(np.unique(y)) < 2:
+            raise ValueError("fit_blend needs both relevant and irrelevant labelled pairs")
+        self._mu, self._sd = x.mean(axis=0), np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
+        z = np.column_stack([np.ones(len(x)), (x - self._mu) / self._sd])
+        w = np.zeros(z.shape[1])
+        reg = np.full(z.shape[1], self.config.l2)
+        reg[0] = 0.0
+        for _ in range(iterations):
+            p = 1.0 / (1.0 + np.exp(-z @ w))
+            grad = z.T @ (p - y) + reg * w
+            hess = (z * (p * (1 - p))[:, None]).T @ z + np.diag(reg) + 1e-9 * np.eye(len(w))
+            step = np.linalg.solve(hess, grad)
+            w -= step
+            if np.abs(step).max() < 1e-8:
+                break
+        self.weights = w
+        return self
+
+    def blend_weights(self) -> dict[str, float]:
+        if self.weights is None:
+            raise RuntimeError("the relevance committee has no blend yet; call fit_blend on labelled pairs")
+        return {"bias": float(self.weights[0]), **{f: float(v) for f, v in zip(self.features, self.weights[1:])}}
+
+    def probability_from_features(self, x: np.ndarray) -> np.ndarray:
+        if self.weights is None:
+            raise RuntimeError("the relevance committee has no blend yet; call fit_blend on labelled pairs")
+        z = np.column_stack([np.ones(len(x)), (x - self._mu) / self._sd])
+        return 1.0 / (1.0 + np.exp(-z @ self.weights))
+
+    def probability(self, user_id: str | None, history: Sequence[str], items: Sequence[str]) -> np.ndarray:
+        """P(relevant) of raw item ids for a raw user id (if known) or an anonymous history.
+        Items unknown to the committee get NaN."""
+        user = self.users.index(user_id) if user_id is not None and user_id in self.users else None
+        idx = self.items.encode(list(items), unknown="mask")
+        hist = self.items.encode(list(history), unknown="mask") if user is None else np.zeros(0, np.int64)
+        out = np.full(len(idx), np.nan)
+        known = idx >= 0
+        if known.any():
+            out[known] = self.probability_from_features(self.feature_matrix(user, hist[hist >= 0], idx[known]))
+        return out
+
+
+def calibrated_committee(data: Dataset, config: RelevanceConfig = RelevanceConfig(), **label_options: Any) -> RelevanceCommittee:
+    """A committee for judging live traces: the blend is learned on held-out later ratings
+    (`heldout_labels(data, **label_options)`, calibration half), then the members are refitted
+    on all of `data` with that blend kept."""
+    from coachrec.teacher.movielens import heldout_labels
+
+    labels = heldout_labels(data, seed=config.seed, **label_options)
+    split = RelevanceCommittee(config).fit(labels.train)
+    split.fit_blend(split.pair_features(labels.calibration), labels.calibration.labels)
+    full = RelevanceCommittee(config).fit(data)
+    full.weights, full._mu, full._sd = split.weights, split._mu, split._sd
+    return full
