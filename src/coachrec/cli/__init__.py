@@ -10,6 +10,9 @@ from coachrec.cli import tune as _tune
 from coachrec.cli import llm_models as _llm_models
 from coachrec.cli import serve as _serve
 from coachrec.cli import traces as _traces
+from coachrec.bench import teacher as _bench_teacher
+from coachrec.cli import review as _review
+from coachrec.cli import teacher as _teacher
 
 app = typer.Typer(
     name="coachrec",
@@ -28,6 +31,11 @@ app.command("evaluate")(_evaluate.evaluate)
 app.command("tune")(_tune.tune)
 app.command("quickstart")(_evaluate.quickstart)
 app.command("serve")(_serve.serve)
+app.command("judge")(_teacher.judge)
+app.add_typer(_teacher.report_app, name="report")
+app.command("review")(_review.review)
+app.add_typer(_review.golden_app, name="golden")
+bench_app.command("teacher")(_bench_teacher.bench_teacher)
 
 
 def main() -> None:

@@ -40,12 +40,16 @@ class CatalogView:
         row = self._row.get(str(item))
         return f"<unknown item {item}>" if row is None else self._titles[row]
 
+    def genres(self, item: str) -> list[str]:
+        row = self._row.get(str(item))
+        return [] if row is None else [g for g in self._genres[row] or [] if g and g != "(no genres listed)"]
+
     def describe(self, item: str) -> str:
         """`Title (year) [Genre, Genre]`: what a prompt shows of an item."""
         row = self._row.get(str(item))
         if row is None:
             return f"<unknown item {item}>"
-        genres = [g for g in self._genres[row] or [] if g and g != "(no genres listed)"]
+        genres = self.genres(item)
         return f"{self._titles[row]} [{', '.join(genres)}]" if genres else self._titles[row]
 
     def violations(self, constraints: Mapping[str, Any], items: Sequence[str], history: Sequence[str]) -> list[str | None]:

@@ -1,0 +1,151 @@
+"""`coachrec judge` and `coachrec report failures`: the teacher over stored traces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from coachrec.teacher import SamplingPolicy
+    from coachrec.tracing import TraceStore
+
+console = Console()
+report_app = typer.Typer(help="Reports over judged traces.", no_args_is_help=True)
+
+DbOption = Annotated[Optional[Path], typer.Option("--db", help="Trace store (default: $COACHREC_DB or .coachrec/traces.duckdb).")]
+
+SAMPLE_HELP = (
+    "Sampling policy, repeatable (union): rate:0.1 | negative-feedback | latency:0.95 | new-items | by-mode:5 | all"
+)
+
+
+def parse_policies(specs: list[str], store: TraceStore, dataset: str, seed: int) -> list[SamplingPolicy]:
+    """Sampling policies from `--sample` strings; an unknown one is an error naming the choices."""
+    from coachrec.teacher import ByFailureMode, LatencyOutliers, NegativeFeedback, NewItems, Rate
+
+    policies: list[SamplingPolicy] = []
+    for spec in specs:
+        name, _, arg = spec.partition(":")
+        try:
+            if name == "all":
+                policies.append(Rate(1.0, seed))
+            elif name == "rate":
+                policies.append(Rate(float(arg or 0.1), seed))
+            elif name == "latency":
+                policies.append(LatencyOutliers(float(arg or 0.95)))
+            elif name == "by-mode":
+                policies.append(ByFailureMode(int(arg or 5), seed))
+            elif name == "negative-feedback":
+                from coachrec.serve.feedback import FeedbackLog
+
+                policies.append(NegativeFeedback(FeedbackLog(store.path)))
+            elif name == "new-items":
+                from coachrec import datasets
+
+                data = datasets.load(dataset)
+                used = set(data.items.decode(data.events["item"].unique().to_numpy()).tolist())
+                policies.append(NewItems(frozenset(str(i) for i in used)))
+            else:
+                raise typer.BadParameter(f"unknown sampling policy {spec!r}; {SAMPLE_HELP}")
+        except ValueError as exc:
+            raise typer.BadParameter(f"--sample {spec!r}: {exc}") from exc
+    return policies
+
+
+def judge(
+    sample: Annotated[list[str], typer.Option("--sample", help=SAMPLE_HELP)] = ["rate:0.1"],  # noqa: B006
+    db: DbOption = None,
+    since: Annotated[Optional[str], typer.Option("--since", help="Only traces started within this long: 30m, 1h, 7d.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Judge at most this many traces.")] = None,
+    llm: Annotated[str, typer.Option("--llm", help="LLM member: teacher|medium|small|path|URL|none.")] = "teacher",
+    relevance: Annotated[bool, typer.Option("--relevance/--no-relevance", help="Judge relevance with the recommender committee.")] = True,
+    dataset: Annotated[str, typer.Option("--dataset", help="Catalog and rating history the teacher uses.")] = "ml-latest-small",
+    rubric: Annotated[Optional[Path], typer.Option("--rubric", help="Rubric YAML (default: the built-in one).")] = None,
+    criteria: Annotated[Optional[list[str]], typer.Option("--criterion", help="Judge only these criteria (repeatable).")] = None,
+    review_db: Annotated[Optional[Path], typer.Option("--review-db", help="Review store (default: review.duckdb beside the traces).")] = None,
+    audit_rate: Annotated[float, typer.Option("--audit-rate", help="Share of all judgments also queued for review.")] = 0.05,
+    rejudge: Annotated[bool, typer.Option("--rejudge", help="Judge traces this judge version already judged.")] = False,
+    swap: Annotated[bool, typer.Option("--swap/--no-swap", help="Judge LLM criteria in both slate orders.")] = True,
+    seed: int = 0,
+) -> None:
+    """Run the teacher over a sample of stored traces; store judgments, queue doubtful ones."""
+    from coachrec import datasets
+    from coachrec.llm import LLMError, ResponseCache, coachrec_home, load_backend
+    from coachrec.review import ReviewStore
+    from coachrec.teacher import (
+        CatalogView, Judge, JudgeConfig, calibrated_committee, cases_from_store, judged_traces, load_rubric, record, sample_traces,
+    )
+    from coachrec.cli.traces import _since
+    from coachrec.tracing import TraceStore, TraceStoreError, default_db_path
+
+    spec = load_rubric(rubric)
+    try:
+        store = TraceStore(db or default_db_path())
+    except TraceStoreError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    data = datasets.load(dataset)
+    if data.catalog is None:
+        raise typer.BadParameter(f"dataset {dataset!r} has no catalog; the teacher needs titles and attributes")
+    backend = None
+    if llm != "none":
+        try:
+            backend = load_backend(llm, cache=ResponseCache(coachrec_home() / "judge_cache.sqlite"))
+        except LLMError as exc:
+            console.print(f"[red]{exc}[/red] (use --llm none to judge without LLM criteria)")
+            raise typer.Exit(1) from exc
+    committee = None
+    if relevance:
+        with console.status("fitting the relevance committee (calibrated on held-out later ratings)"):
+            committee = calibrated_committee(data)
+    teacher = Judge(spec, CatalogView(data.catalog), llm=backend, relevance=committee, criteria=criteria,
+                    config=JudgeConfig(swap=swap))
+    if teacher.skipped:
+        console.print(f"[yellow]not judged (member not configured): {', '.join(teacher.skipped)}[/yellow]")
+    skip = () if rejudge else judged_traces(store, teacher.version)
+    picked = sample_traces(store, parse_policies(sample, store, dataset, seed), since=_since(since), limit=limit, skip=skip)
+    console.print(f"judge {teacher.version}: {len(picked.trace_ids)} of {picked.candidates} traces sampled")
+    cases = cases_from_store(store, picked.trace_ids)
+    with Progress(TextColumn("judging"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("judge", total=len(cases))
+        judgments = teacher.judge(cases, progress=lambda n, total: bar.update(task, completed=n))
+    record(store, judgments)
+    review = ReviewStore(review_db)
+    queued = review.enqueue(judgments, cases, review_below=spec.review_below, audit_rate=audit_rate, seed=seed)
+    failed = sum(j.failed for j in judgments)
+    console.print(f"{len(judgments)} judgments on {len(cases)} traces, {failed} failed; {queued} queued for review in {review.path}")
+    store.close()
+    print_failures(db, judge_version=teacher.version, top=10)
+
+
+def print_failures(db: Path | None, *, judge_version: str | None, top: int, examples: int = 3) -> None:
+    from coachrec.cli.traces import _open
+    from coachrec.teacher import failure_report
+
+    store = _open(db)
+    report = failure_report(store, judge_version=judge_version, examples=examples)
+    if not report.modes:
+        console.print(f"no failures among {report.judged_traces} judged traces")
+        return
+    table = Table(title=f"Top failure modes ({report.judged_traces} judged traces; judge {', '.join(report.judge_versions)})")
+    for col in ("failure mode", "criterion", "traces", "rate", "where (span)", "why (teacher's rationale)", "example traces"):
+        table.add_column(col, overflow="fold")
+    for m in report.modes[:top]:
+        table.add_row(m.name, m.criterion, str(m.count), f"{m.rate:.1%}", m.span, m.why[:160], "\n".join(m.examples))
+    console.print(table)
+
+
+@report_app.command("failures")
+def report_failures(
+    db: DbOption = None,
+    judge_version: Annotated[Optional[str], typer.Option("--judge-version", help="Only this judge version's verdicts.")] = None,
+    top: Annotated[int, typer.Option("--top", help="How many modes to show.")] = 10,
+    examples: Annotated[int, typer.Option("--examples", help="Example trace ids per mode.")] = 3,
+) -> None:
+    """The most frequent failure modes: what, where (the blamed span), why, example traces."""
+    print_failures(db, judge_version=judge_version, top=top, examples=examples)
