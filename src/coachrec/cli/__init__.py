@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from coachrec.bench import serve as _bench_serve
+from coachrec.bench import accuracy as _bench_accuracy
 from coachrec.cli import evaluate as _evaluate
 from coachrec.cli import tune as _tune
 from coachrec.cli import llm_models as _llm_models
@@ -27,6 +28,7 @@ app.add_typer(_traces.app, name="traces")
 bench_app.command("tracing")(_traces.bench_tracing)
 bench_app.command("serve")(_bench_serve.bench_serve)
 
+bench_app.command("accuracy")(_bench_accuracy.bench_accuracy)
 app.command("evaluate")(_evaluate.evaluate)
 app.command("tune")(_tune.tune)
 app.command("quickstart")(_evaluate.quickstart)

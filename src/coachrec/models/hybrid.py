@@ -53,6 +53,20 @@ class Hybrid(BaseRecommender):
         finally:
             self._valid = None
 
+    @classmethod
+    def from_parts(cls, sequential: BaseRecommender, content: ContentModel, data: Dataset, weight: float = 0.3) -> Hybrid:
+        """A hybrid over parts already fitted on `data` (no second training run)."""
+        if sequential.items is not data.items or content.items is not data.items:
+            raise ValueError("hybrid.from_parts: both parts must be fitted on `data` (same item map)")
+        cfg = HybridConfig(sequential.name, dataclasses.asdict(sequential.config), dataclasses.asdict(content.config), weight)
+        model = cls(cfg)
+        model.items, model.users = data.items, data.users
+        model._hist_indptr, model._hist_items = data.sequences()
+        model.sequential, model.content = sequential, content
+        model.cold = data.item_popularity() == 0
+        model.fit_info = {"dataset": data.name, "from_parts": True}
+        return model
+
     def _fit(self, data: Dataset) -> None:
         from coachrec.models import create
 
