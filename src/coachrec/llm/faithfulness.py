@@ -1,0 +1,145 @@
+"""Faithfulness: the claims an explanation makes, each marked supported or not by its input.
+
+A claim is a catalog title, a genre, a year, any other number, or an instruction-like phrase.
+`Grounding` holds what the explanation was allowed to say (the facts it was built from);
+`ClaimChecker.check` extracts every claim from a text and marks it. An instruction-like phrase
+is never supported: explanations state facts, they do not pass on orders found in data.
+
+Titles are found against the whole catalog (so a hallucinated but real title is caught), plus
+any `Something (1999)` pattern (so an invented title is caught too). Year-less title matches
+need at least two words, so common one-word titles ("Heat", "Up") do not fire on prose.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from coachrec.llm.prompts import INSTRUCTION_PATTERN
+
+ClaimKind = Literal["title", "genre", "year", "number", "instruction"]
+
+_YEAR_SUFFIX = re.compile(r"\s*\((\d{4})(?:[-–]\d{0,4})?\)\s*$")
+_TITLE_WITH_YEAR = re.compile(r"[A-Z0-9][^()\n\"“”]{0,80}?\(\d{4}\)")
+_YEAR = re.compile(r"(?<!\d)(1[89]\d\d|20\d\d)(?!\d)")
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])")
+_WORD = re.compile(r"[\w'’-]+")
+
+
+def norm(text: str) -> str:
+    return " ".join(text.casefold().replace("’", "'").split())
+
+
+def bare_title(title: str) -> str:
+    """A title without its trailing `(year)`."""
+    return _YEAR_SUFFIX.sub("", title).strip()
+
+
+@dataclass(frozen=True)
+class Claim:
+    kind: ClaimKind
+    value: str
+    supported: bool
+    start: int
+    end: int
+
+
+@dataclass
+class Grounding:
+    """What an explanation may claim: titles, genres and numbers (years included) of its facts."""
+
+    titles: set[str] = field(default_factory=set)
+    genres: set[str] = field(default_factory=set)
+    numbers: set[str] = field(default_factory=set)
+    phrases: set[str] = field(default_factory=set)
+    """Quoted catalog text (tags): its words are the catalog's, not claims of the explanation."""
+
+    def add_title(self, title: str) -> None:
+        self.titles.add(norm(title))
+        self.titles.add(norm(bare_title(title)))
+        year = _YEAR_SUFFIX.search(title)
+        if year:
+            self.numbers.add(year.group(1))
+
+    def add_genres(self, genres: Iterable[str]) -> None:
+        self.genres.update(norm(g) for g in genres)
+
+    def add_number(self, value: int | str) -> None:
+        self.numbers.add(str(value))
+
+    def add_phrase(self, text: str) -> None:
+        self.phrases.add(text.casefold())
+
+
+class ClaimChecker:
+    """Extracts claims against a catalog's titles and genre names."""
+
+    def __init__(self, titles: Sequence[str], genres: Sequence[str]) -> None:
+        by_first: dict[str, set[str]] = {}
+        for title in titles:
+            for variant in {norm(title), norm(bare_title(title))}:
+                words = variant.split()
+                if not words or (variant == norm(bare_title(title)) and (len(words) < 2 or len(variant) < 8)):
+                    continue
+                by_first.setdefault(words[0], set()).add(variant)
+        self._by_first = {w: sorted(v, key=len, reverse=True) for w, v in by_first.items()}
+        names = sorted((g for g in genres if g and not g.startswith("(")), key=len, reverse=True)
+        self._genre_re = re.compile(r"(?<![\w-])(" + "|".join(re.escape(g) for g in names) + r")(?![\w-])", re.IGNORECASE) if names else None
+
+    def check(self, text: str, grounding: Grounding) -> list[Claim]:
+        """Every claim in `text`, in order of position, each marked supported or not."""
+        claims: list[Claim] = []
+        taken = [False] * len(text)
+
+        def add(kind: ClaimKind, value: str, start: int, end: int, supported: bool) -> None:
+            claims.append(Claim(kind, value, supported, start, end))
+            taken[start:end] = [True] * (end - start)
+
+        def free(start: int, end: int) -> bool:
+            return not any(taken[start:end])
+
+        for m in INSTRUCTION_PATTERN.finditer(text):
+            add("instruction", m.group(0), m.start(), m.end(), False)
+        low = text.casefold()
+        for phrase in grounding.phrases:
+            for m in re.finditer(re.escape(phrase), low):
+                if free(m.start(), m.end()):
+                    taken[m.start() : m.end()] = [True] * (m.end() - m.start())
+        for start, end in self._catalog_titles(text):
+            if free(start, end):
+                add("title", text[start:end], start, end, norm(text[start:end]) in grounding.titles)
+        for m in _TITLE_WITH_YEAR.finditer(text):
+            if free(m.start(), m.end()):
+                add("title", m.group(0).strip(), m.start(), m.end(), norm(m.group(0)) in grounding.titles)
+        if self._genre_re is not None:
+            for m in self._genre_re.finditer(text):
+                if free(m.start(), m.end()):
+                    add("genre", m.group(0), m.start(), m.end(), norm(m.group(0)) in grounding.genres)
+        for m in _YEAR.finditer(text):
+            if free(m.start(), m.end()):
+                add("year", m.group(0), m.start(), m.end(), m.group(0) in grounding.numbers)
+        for m in _NUMBER.finditer(text):
+            if free(m.start(), m.end()):
+                add("number", m.group(0), m.start(), m.end(), m.group(0) in grounding.numbers)
+        return sorted(claims, key=lambda c: c.start)
+
+    def unsupported(self, text: str, grounding: Grounding) -> list[Claim]:
+        return [c for c in self.check(text, grounding) if not c.supported]
+
+    def _catalog_titles(self, text: str) -> list[tuple[int, int]]:
+        """Spans of catalog titles in `text`, longest match at each word start, no overlaps."""
+        low = text.casefold().replace("’", "'")
+        spans: list[tuple[int, int]] = []
+        position = 0
+        for m in _WORD.finditer(low):
+            if m.start() < position:
+                continue
+            for title in self._by_first.get(m.group(0), ()):
+                end = m.start() + len(title)
+                if norm(low[m.start() : end]) == title and (end == len(low) or not low[end].isalnum()):
+                    spans.append((m.start(), end))
+                    position = end
+                    break
+        return spans
