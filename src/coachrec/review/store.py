@@ -200,7 +200,7 @@ class ReviewStore:
         audit_rate: float = 0.0,
         seed: int = 0,
     ) -> int:
-        """Queue judgments that need a human: failed with a score below `review_below`,
+        """Queue judgments that need a human: failed, or scoring below `review_below`,
         disagreeing with themselves under order swap, or drawn for audit (`audit_rate` of all,
         so golden sets also hold cases the judge passed). Returns how many were queued; a
         (trace, criterion, judge version) already queued is not queued again."""
@@ -208,7 +208,7 @@ class ReviewStore:
         rows = []
         for j in judgments:
             why = []
-            if j.failed and j.score < review_below:
+            if j.failed or j.score < review_below:
                 why.append("low_score")
             if j.swap_consistent is False:
                 why.append("swap_disagreement")
@@ -266,22 +266,22 @@ class ReviewStore:
         item = self.get(item_id)
         now = time.time_ns()
         cur = self._cursor()
+        note = item.note if not note else note if not item.note else f"{item.note}\n{note}"  # notes accumulate
         if action == "accept":
-            cur.execute("UPDATE review_queue SET status='accepted', human_label=judge_label, note=coalesce(?, note), "
+            cur.execute("UPDATE review_queue SET status='accepted', human_label=judge_label, note=?, "
                         "reviewer=?, reviewed_ns=? WHERE item_id=?", [note, reviewer, now, item_id])
         elif action == "correct":
             if label not in LABELS:
                 raise ReviewError(f"a correction needs a label, one of {LABELS}; got {label!r}")
-            cur.execute("UPDATE review_queue SET status='corrected', human_label=?, note=coalesce(?, note), "
+            cur.execute("UPDATE review_queue SET status='corrected', human_label=?, note=?, "
                         "reviewer=?, reviewed_ns=? WHERE item_id=?", [label, note, reviewer, now, item_id])
         elif action == "skip":
-            cur.execute("UPDATE review_queue SET status='skipped', note=coalesce(?, note), reviewer=?, reviewed_ns=? "
+            cur.execute("UPDATE review_queue SET status='skipped', note=?, reviewer=?, reviewed_ns=? "
                         "WHERE item_id=?", [note, reviewer, now, item_id])
         elif action == "note":
-            if not note:
+            if note == item.note:
                 raise ReviewError("a note action needs the note text")
-            joined = note if not item.note else f"{item.note}\n{note}"
-            cur.execute("UPDATE review_queue SET note=? WHERE item_id=?", [joined, item_id])
+            cur.execute("UPDATE review_queue SET note=? WHERE item_id=?", [note, item_id])
         else:
             raise ReviewError(f"unknown review action {action!r}; use accept, correct, note or skip")
         return self.get(item_id)
@@ -297,11 +297,15 @@ class ReviewStore:
         row = cur.execute("SELECT max(version) FROM golden_sets WHERE set_name = ?", [set_name]).fetchone()
         previous = int(row[0]) if row and row[0] is not None else 0
         cases: dict[tuple[str, str], list[Any]] = {}
+        since = 0
         if previous:
+            created = cur.execute("SELECT created_ns FROM golden_sets WHERE set_name = ? AND version = ?", [set_name, previous]).fetchone()
+            since = int(created[0]) if created else 0
             for r in cur.execute("SELECT * FROM golden_cases WHERE set_name = ? AND version = ?", [set_name, previous]).fetchall():
                 cases[(r[3], r[5])] = list(r)
         reviewed = cur.execute(
-            "SELECT * FROM review_queue WHERE status IN ('accepted', 'corrected') ORDER BY reviewed_ns, item_id"
+            "SELECT * FROM review_queue WHERE status IN ('accepted', 'corrected') AND reviewed_ns > ? ORDER BY reviewed_ns, item_id",
+            [since],
         ).fetchall()
         version = previous + 1
         for r in reviewed:
@@ -320,8 +324,8 @@ class ReviewStore:
             ]
         if not cases:
             raise ReviewError(f"nothing to publish in {set_name!r}: no reviewed (accepted or corrected) cases")
-        if previous and len(reviewed) == 0:
-            raise ReviewError(f"{set_name!r} v{previous} already holds every reviewed case")
+        if previous and not reviewed:
+            raise ReviewError(f"nothing new to publish in {set_name!r}: no case was reviewed since v{previous}")
         now = time.time_ns()
         cur.execute("BEGIN TRANSACTION")
         try:

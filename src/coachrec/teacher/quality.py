@@ -36,7 +36,7 @@ class JudgeQuality:
     @property
     def may_gate(self) -> bool:
         """True when this judge may gate a promotion or feed distillation."""
-        return self.n >= MIN_CASES and self.kappa >= self.kappa_floor
+        return self.n >= MIN_CASES and self.kappa >= self.kappa_floor - 1e-12  # kappa is a ratio of floats
 
     def reason(self) -> str:
         if self.may_gate:
