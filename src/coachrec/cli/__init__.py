@@ -14,6 +14,8 @@ from coachrec.cli import traces as _traces
 from coachrec.bench import teacher as _bench_teacher
 from coachrec.cli import review as _review
 from coachrec.cli import teacher as _teacher
+from coachrec.cli import report_cost as _report_cost
+from coachrec.bench import llm as _bench_llm
 
 app = typer.Typer(
     name="coachrec",
@@ -35,6 +37,8 @@ app.command("quickstart")(_evaluate.quickstart)
 app.command("serve")(_serve.serve)
 app.command("judge")(_teacher.judge)
 app.add_typer(_teacher.report_app, name="report")
+_teacher.report_app.command("cost")(_report_cost.report_cost)
+bench_app.command("llm")(_bench_llm.bench_llm)
 app.command("review")(_review.review)
 app.add_typer(_review.golden_app, name="golden")
 bench_app.command("teacher")(_bench_teacher.bench_teacher)

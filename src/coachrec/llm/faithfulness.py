@@ -22,9 +22,19 @@ from coachrec.llm.prompts import INSTRUCTION_PATTERN
 ClaimKind = Literal["title", "genre", "year", "number", "instruction"]
 
 _YEAR_SUFFIX = re.compile(r"\s*\((\d{4})(?:[-–]\d{0,4})?\)\s*$")
-_TITLE_WITH_YEAR = re.compile(r"[A-Z0-9][^()\n\"“”]{0,80}?\(\d{4}\)")
+_CAP = r"[A-Z0-9][\w'’:&!.-]*"
+_SMALL = r"(?:of|the|a|an|and|in|on|to|for|with|from|at|by)"
+_TITLE_WITH_YEAR = re.compile(rf"{_CAP}(?:,?\s+(?:{_CAP}|{_SMALL}(?=\s+[A-Z0-9]))){{0,10}}\s*\(\d{{4}}\)")
+"""A run of capitalised words (small words only between capitalised ones) before `(year)`."""
 _YEAR = re.compile(r"(?<!\d)(1[89]\d\d|20\d\d)(?!\d)")
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])")
+COMMON_GENRES: tuple[str, ...] = (
+    "Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
+    "Film-Noir", "Horror", "IMAX", "Musical", "Mystery", "Romance", "Sci-Fi", "Science Fiction", "Thriller",
+    "War", "Western", "Biography", "History", "Sport", "Family",
+)
+"""Genre words checked in every text besides the catalog's own (MovieLens and IMDb genres)."""
+
 _WORD = re.compile(r"[\w'’-]+")
 
 
@@ -74,7 +84,7 @@ class Grounding:
 
 
 class ClaimChecker:
-    """Extracts claims against a catalog's titles and genre names."""
+    """Extracts claims against a catalog's titles and genre names (plus `COMMON_GENRES`)."""
 
     def __init__(self, titles: Sequence[str], genres: Sequence[str]) -> None:
         by_first: dict[str, set[str]] = {}
@@ -85,7 +95,7 @@ class ClaimChecker:
                     continue
                 by_first.setdefault(words[0], set()).add(variant)
         self._by_first = {w: sorted(v, key=len, reverse=True) for w, v in by_first.items()}
-        names = sorted((g for g in genres if g and not g.startswith("(")), key=len, reverse=True)
+        names = sorted({g for g in (*genres, *COMMON_GENRES) if g and not g.startswith("(")}, key=len, reverse=True)
         self._genre_re = re.compile(r"(?<![\w-])(" + "|".join(re.escape(g) for g in names) + r")(?![\w-])", re.IGNORECASE) if names else None
 
     def check(self, text: str, grounding: Grounding) -> list[Claim]:
