@@ -89,37 +89,40 @@ def judge(
     except TraceStoreError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
-    data = datasets.load(dataset)
-    if data.catalog is None:
-        raise typer.BadParameter(f"dataset {dataset!r} has no catalog; the teacher needs titles and attributes")
-    backend = None
-    if llm != "none":
-        try:
-            backend = load_backend(llm, cache=ResponseCache(coachrec_home() / "judge_cache.sqlite"))
-        except LLMError as exc:
-            console.print(f"[red]{exc}[/red] (use --llm none to judge without LLM criteria)")
-            raise typer.Exit(1) from exc
-    committee = None
-    if relevance:
-        with console.status("fitting the relevance committee (calibrated on held-out later ratings)"):
-            committee = calibrated_committee(data)
-    teacher = Judge(spec, CatalogView(data.catalog), llm=backend, relevance=committee, criteria=criteria,
-                    config=JudgeConfig(swap=swap))
-    if teacher.skipped:
-        console.print(f"[yellow]not judged (member not configured): {', '.join(teacher.skipped)}[/yellow]")
-    skip = () if rejudge else judged_traces(store, teacher.version)
-    picked = sample_traces(store, parse_policies(sample, store, dataset, seed), since=_since(since), limit=limit, skip=skip)
-    console.print(f"judge {teacher.version}: {len(picked.trace_ids)} of {picked.candidates} traces sampled")
-    cases = cases_from_store(store, picked.trace_ids)
-    with Progress(TextColumn("judging"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task("judge", total=len(cases))
-        judgments = teacher.judge(cases, progress=lambda n, total: bar.update(task, completed=n))
-    record(store, judgments)
-    review = ReviewStore(review_db)
-    queued = review.enqueue(judgments, cases, review_below=spec.review_below, audit_rate=audit_rate, seed=seed)
-    failed = sum(j.failed for j in judgments)
-    console.print(f"{len(judgments)} judgments on {len(cases)} traces, {failed} failed; {queued} queued for review in {review.path}")
-    store.close()
+    try:
+        data = datasets.load(dataset)
+        if data.catalog is None:
+            raise typer.BadParameter(f"dataset {dataset!r} has no catalog; the teacher needs titles and attributes")
+        backend = None
+        if llm != "none":
+            try:
+                backend = load_backend(llm, cache=ResponseCache(coachrec_home() / "judge_cache.sqlite"))
+            except LLMError as exc:
+                console.print(f"[red]{exc}[/red] (use --llm none to judge without LLM criteria)")
+                raise typer.Exit(1) from exc
+        committee = None
+        if relevance:
+            with console.status("fitting the relevance committee (calibrated on held-out later ratings)"):
+                committee = calibrated_committee(data)
+        teacher = Judge(spec, CatalogView(data.catalog), llm=backend, relevance=committee, criteria=criteria,
+                        config=JudgeConfig(swap=swap))
+        if teacher.skipped:
+            console.print(f"[yellow]not judged (member not configured): {', '.join(teacher.skipped)}[/yellow]")
+        skip = () if rejudge else judged_traces(store, teacher.version)
+        picked = sample_traces(store, parse_policies(sample, store, dataset, seed), since=_since(since), limit=limit, skip=skip)
+        console.print(f"judge {teacher.version}: {len(picked.trace_ids)} of {picked.candidates} traces sampled")
+        cases = cases_from_store(store, picked.trace_ids)
+        with Progress(TextColumn("judging"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+            task = bar.add_task("judge", total=len(cases))
+            judgments = teacher.judge(cases, progress=lambda n, total: bar.update(task, completed=n))
+        record(store, judgments)
+        review = ReviewStore(review_db)
+        queued = review.enqueue(judgments, cases, review_below=spec.review_below, audit_rate=audit_rate, seed=seed)
+        review.close()
+        failed = sum(j.failed for j in judgments)
+        console.print(f"{len(judgments)} judgments on {len(cases)} traces, {failed} failed; {queued} queued for review in {review.path}")
+    finally:
+        store.close()  # also on errors: a second open in this process must not clash
     print_failures(db, judge_version=teacher.version, top=10)
 
 
@@ -128,7 +131,10 @@ def print_failures(db: Path | None, *, judge_version: str | None, top: int, exam
     from coachrec.teacher import failure_report
 
     store = _open(db)
-    report = failure_report(store, judge_version=judge_version, examples=examples)
+    try:
+        report = failure_report(store, judge_version=judge_version, examples=examples)
+    finally:
+        store.close()
     if not report.modes:
         console.print(f"no failures among {report.judged_traces} judged traces")
         return
