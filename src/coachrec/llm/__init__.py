@@ -4,6 +4,10 @@
     llm = load_backend("small", cache=ResponseCache())       # after `coachrec models pull small`
     scores = llm.next_token_logprobs(prompt, ["A", "B", "C"])  # one forward pass
     llm.last_usage                                            # tokens and latency for the span
+
+    LLMReranker(llm).rerank(history_titles, candidate_texts)  # one-pass letter reranker
+    GroundedExplainer(catalog).explain(items, history)         # fact-checked reasons
+    Router().route(signals(scores, len(history), request))     # none / small / escalate
 """
 
 from coachrec.llm.backend import ChatMessage, Completion, LLMBackend, LLMError, LLMUnsupportedError, Usage
@@ -13,6 +17,12 @@ from coachrec.llm.factory import load_backend
 from coachrec.llm.http_backend import HTTPConfig, OpenAICompatBackend
 from coachrec.llm.llama_cpp_backend import LlamaCppBackend, LlamaCppConfig
 from coachrec.llm.pull import add_local, download_from_hub, pull
+from coachrec.llm.cost import TierPrice, cost_report
+from coachrec.llm.explain import ExplainConfig, Explanation, GroundedExplainer
+from coachrec.llm.fake import FakeBackend
+from coachrec.llm.faithfulness import Claim, ClaimChecker, Grounding
+from coachrec.llm.rerank import LLMReranker, RerankConfig, RerankResult
+from coachrec.llm.router import Route, Router, RouterConfig, Signals
 from coachrec.llm.registry import (
     HashMismatchError,
     ModelEntry,
@@ -22,6 +32,22 @@ from coachrec.llm.registry import (
 )
 
 __all__ = [
+    "Claim",
+    "ClaimChecker",
+    "ExplainConfig",
+    "Explanation",
+    "FakeBackend",
+    "Grounding",
+    "GroundedExplainer",
+    "LLMReranker",
+    "RerankConfig",
+    "RerankResult",
+    "Route",
+    "Router",
+    "RouterConfig",
+    "Signals",
+    "TierPrice",
+    "cost_report",
     "CATALOG",
     "CachedBackend",
     "ChatMessage",

@@ -11,10 +11,11 @@ The HTTP API is a thin layer over this, so everything it does is also usable in-
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from coachrec.serve.llm_stages import LLMServeConfig, attach_llm
 from coachrec.serve.feedback import FeedbackEvent, FeedbackLog, Relevance
 from coachrec.serve.pipeline import Pipeline, PipelineConfig, RecommendRequest, RecommendResult
 from coachrec.serve.span_metrics import update_span_metrics
@@ -39,6 +40,8 @@ class Service:
         self.feedback = feedback
         self.source = source
         self.relevance = relevance
+        self.closers: list[Callable[[], None]] = []
+        """Extra resources to release on close (the LLM stages' model backends)."""
 
     @classmethod
     def open(
@@ -50,15 +53,20 @@ class Service:
         config: PipelineConfig = PipelineConfig(),
         stack: Stack | None = None,
         sample_rate: float = 1.0,
+        llm: LLMServeConfig | None = None,
     ) -> Service:
-        """Open the store (and its feedback table) at `db` and build the pipeline."""
+        """Open the store (and its feedback table) at `db` and build the pipeline; with `llm`,
+        add the routed LLM reranker and the grounded explainer (models load on first use)."""
         stack = stack or resolve_stack(model_path, dataset)
         # spans reach disk within flush_interval; feedback is committed before each reply
         store = TraceStore(db, flush_interval=0.2)
         feedback = FeedbackLog(store.path)
         tracer = Tracer(store, sample_rate=sample_rate)
         pipeline = Pipeline.from_models(stack.models, stack.catalog, tracer=tracer, config=config)
-        return cls(pipeline, store, feedback, source=stack.source)
+        service = cls(pipeline, store, feedback, source=stack.source)
+        if llm is not None:
+            service.closers.append(attach_llm(pipeline, stack.catalog, llm).close)
+        return service
 
     def recommend(self, request: RecommendRequest) -> RecommendResult:
         return self.pipeline.recommend(request)
@@ -92,5 +100,7 @@ class Service:
 
     def close(self) -> None:
         """Write queued spans and close the database (feedback is already on disk)."""
+        for close in self.closers:
+            close()
         self.store.close()
         self.feedback.close()
