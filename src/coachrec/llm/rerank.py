@@ -78,7 +78,7 @@ def minmax(values: np.ndarray) -> np.ndarray:
 
 def candidate_text(title: str, genres: Sequence[str] = ()) -> str:
     """How a candidate reads in the prompt: its title and genres."""
-    return f"{title} ({', '.join(genres)})" if genres else title
+    return f"{title} [{', '.join(genres)}]" if genres else title
 
 
 class LLMReranker:

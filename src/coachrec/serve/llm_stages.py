@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -124,9 +124,10 @@ class LLMRerank:
         if route.tier == "none":
             return candidates
         titles = ctx.catalog.titles
-        genres = ctx.catalog.index.genre_names
+        names = ctx.catalog.index.genre_names
         rows = ctx.catalog.index.genres[candidates.idx[:head]]
-        texts = [candidate_text(str(titles[i]), [genres[g] for g in np.flatnonzero(r)]) for i, r in zip(candidates.idx[:head].tolist(), rows)]
+        texts = [candidate_text(str(titles[i]), [names[g] for g in np.flatnonzero(r) if not names[g].startswith("(")])
+                 for i, r in zip(candidates.idx[:head].tolist(), rows)]
         history = [str(t) for t in titles[ctx.history[-self.config.max_history :]]] if self.config.max_history else []
         with ctx.tracer.span(f"llm.{route.tier}", kind=SpanKind.LLM) as call:
             try:
@@ -243,7 +244,7 @@ def attach_llm(pipeline: Pipeline, catalog: Catalog, config: LLMServeConfig | No
     names = [s.name for s in pipeline.stages]
     if "policy.constraints" not in names or "explain" not in names:
         raise ValueError(f"attach_llm needs the standard stages 'policy.constraints' and 'explain'; the pipeline has {names}")
-    router = Router(RouterConfig(**{**config.router.__dict__, "escalation": config.router.escalation and "escalate" in backends.tiers}))
+    router = Router(replace(config.router, escalation=config.router.escalation and "escalate" in backends.tiers))
     rerank = LLMRerank(backends, router, config.rerank, config.prices)
     items = pipeline.catalog.items
     aligned = catalog if catalog.items is items else Catalog(catalog.frame, items)
