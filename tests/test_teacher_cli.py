@@ -30,8 +30,9 @@ def test_judge_report_review_and_golden_commands(ml_small, tmp_path, monkeypatch
     bad = runner.invoke(app, ["judge", "--sample", "sometimes", *args])
     assert bad.exit_code != 0 and "unknown sampling policy" in bad.output
 
-    report = runner.invoke(app, ["report", "failures", "--db", str(db)])
+    report = runner.invoke(app, ["report", "failures", "--db", str(db), "--over-time", "1h"])
     assert report.exit_code == 0 and "short_slate" in report.output and "RETRIEVER:retrieve" in report.output
+    assert "1/7" in report.output  # one of seven judged traces failed in its hour
 
     answers = "c\nfail\n" + "a\n" * 20
     reviewed = runner.invoke(app, ["review", "--review-db", str(review_db), "--reviewer", "tester"], input=answers)

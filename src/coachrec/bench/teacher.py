@@ -43,17 +43,17 @@ def _relevance_prompt(liked: list[str], candidate: str) -> str:
     )
 
 
-def _users_subset(pairs: Any, n: int, seed: int) -> np.ndarray:
-    """Whole users, drawn until about `n` pairs: their pairs share a prompt prefix (KV reuse)."""
+def _users_subset(pairs: Any, n: int, seed: int, per_user: int = 3) -> np.ndarray:
+    """About `n` pairs, at most `per_user` from each randomly drawn user: a user's pairs share
+    the history prefix of the prompt (KV reuse), and the cap keeps the users many."""
     rng = np.random.default_rng(seed)
-    users = rng.permutation(np.unique(pairs.users))
-    picked, total = [], 0
-    for u in users:
-        if total >= n:
+    mask = np.zeros(len(pairs), dtype=bool)
+    for u in rng.permutation(np.unique(pairs.users)):
+        if mask.sum() >= n:
             break
-        picked.append(u)
-        total += int((pairs.users == u).sum())
-    return np.isin(pairs.users, picked)
+        rows = np.flatnonzero(pairs.users == u)
+        mask[rng.permutation(rows)[:per_user]] = True
+    return mask
 
 
 def _llm_pair_scores(backend: Any, labels: Any, pairs: Any, history_items: int) -> tuple[np.ndarray, np.ndarray]:
@@ -87,11 +87,13 @@ def describer(data: Any) -> Any:
 
 def bench_teacher(
     models: Annotated[str, typer.Option("--models", help="Comma-separated LLM roles to measure.")] = "small,medium,teacher",
-    llm_pairs: Annotated[int, typer.Option("--llm-pairs", help="Labelled pairs per half (calibration, evaluation) for LLMs.")] = 40,
+    llm_pairs: Annotated[int, typer.Option("--llm-pairs", help="Labelled pairs per half (calibration, evaluation) for LLMs.")] = 60,
     speed_prompts: Annotated[int, typer.Option("--speed-prompts", help="Prompts per model for logit vs JSON throughput.")] = 10,
     traces: Annotated[int, typer.Option("--traces", help="Replayed requests to serve and judge.")] = 300,
     llm_traces: Annotated[int, typer.Option("--llm-traces", help="Of those, traces the LLM criteria judge.")] = 12,
     trace_llm: Annotated[str, typer.Option("--trace-llm", help="LLM member judging traces (a role or none).")] = "teacher",
+    sequential: Annotated[str, typer.Option("--sequential", help="Sequential model joining the committee (or none).")] = "sasrec",
+    sequential_epochs: Annotated[int, typer.Option("--sequential-epochs")] = 20,
     history_items: int = 10,
     seed: int = 0,
 ) -> None:
@@ -99,6 +101,7 @@ def bench_teacher(
     from coachrec import datasets
     from coachrec.llm import LLMError, load_backend
     from coachrec.teacher import JsonScorer, LogitScorer, RelevanceCommittee, best_threshold, heldout_labels, load_rubric, measure
+    from coachrec.teacher.relevance import LogisticBlend, RelevanceConfig
 
     rows: list[dict[str, Any]] = []
     started = _load()
@@ -107,31 +110,40 @@ def bench_teacher(
     floor = load_rubric().kappa_floor
 
     # 1. the recommender committee on every labelled pair -------------------------------------
-    t0 = time.perf_counter()
-    committee = RelevanceCommittee().fit(labels.train)
-    x_cal, x_eval = committee.pair_features(labels.calibration), committee.pair_features(labels.evaluation)
-    committee.fit_blend(x_cal, labels.calibration.labels)
-    p_cal, p_eval = committee.probability_from_features(x_cal), committee.probability_from_features(x_eval)
-    fit_s = time.perf_counter() - t0
     y = labels.evaluation.labels
-    for name, scores_cal, scores_eval in (
-        ("relevance-committee", p_cal, p_eval),
-        ("item-mean-rating baseline", x_cal[:, committee.features.index("item_mean")], x_eval[:, committee.features.index("item_mean")]),
-    ):
-        t = 0.5 if name == "relevance-committee" else best_threshold(scores_cal, labels.calibration.labels)
-        q = measure("relevance", name, scores_eval >= t, y, kappa_floor=floor, scores=scores_eval, protocol=labels.protocol)
-        rows.append(row("teacher", DATASET, f"relevance judge vs held-out ratings: {labels.protocol}; threshold {t:.3f}",
-                        {"judge": name, "pairs": q.n, "users": int(len(np.unique(labels.evaluation.users))), "kappa": q.kappa,
-                         "tpr": q.tpr, "tnr": q.tnr, "auc": q.auc, "swap_consistency": None, "may_gate": q.may_gate,
-                         "positive_rate": float(y.mean()), "fit_seconds": round(fit_s, 1), "load": started}))
+    configs = [("relevance-committee (kNN ensemble)", RelevanceConfig(seed=seed))]
+    if sequential != "none":
+        configs.append((f"relevance-committee + {sequential}", RelevanceConfig(
+            extra_models=(sequential,), extra_model_config={sequential: {"epochs": sequential_epochs}}, seed=seed)))
+    for name, config in configs:
+        t0 = time.perf_counter()
+        committee = RelevanceCommittee(config).fit(labels.train)
+        x_cal, x_eval = committee.pair_features(labels.calibration), committee.pair_features(labels.evaluation)
+        committee.fit_blend(x_cal, labels.calibration.labels)
+        p_cal, p_eval = committee.probability_from_features(x_cal), committee.probability_from_features(x_eval)
+        fit_s = time.perf_counter() - t0
+        judges = [(name, p_cal, p_eval, 0.5)]
+        if config.extra_models == ():
+            item_mean = committee.features.index("item_mean")
+            judges.append(("item-mean-rating baseline", x_cal[:, item_mean], x_eval[:, item_mean],
+                           best_threshold(x_cal[:, item_mean], labels.calibration.labels)))
+        for judge_name, scores_cal, scores_eval, t in judges:
+            q = measure("relevance", judge_name, scores_eval >= t, y, kappa_floor=floor, scores=scores_eval, protocol=labels.protocol)
+            rows.append(row("teacher", DATASET, f"relevance judge vs held-out ratings: {labels.protocol}; threshold {t:.3f}",
+                            {"judge": judge_name, "pairs": q.n, "users": int(len(np.unique(labels.evaluation.users))),
+                             "kappa": q.kappa, "tpr": q.tpr, "tnr": q.tnr, "auc": q.auc, "swap_consistency": None,
+                             "may_gate": q.may_gate, "positive_rate": float(y.mean()), "fit_seconds": round(fit_s, 1),
+                             "blend": committee.blend_weights() if judge_name == name else None, "load": _load()}))
+        console.print(f"{name}: kappa {rows[-len(judges)]['metrics']['kappa']:.3f} ({fit_s:.0f} s)")
 
     # 2. LLM members on a user subset: quality, and logit vs JSON throughput -------------------
     cal_mask = _users_subset(labels.calibration, llm_pairs, seed)
     eval_mask = _users_subset(labels.evaluation, llm_pairs, seed + 1)
     cal, ev = labels.calibration.take(cal_mask), labels.evaluation.take(eval_mask)
     sub_p_cal, sub_p_eval = p_cal[cal_mask], p_eval[eval_mask]
-    q = measure("relevance", "relevance-committee (LLM subset)", sub_p_eval >= 0.5, ev.labels, kappa_floor=floor, scores=sub_p_eval)
-    rows.append(row("teacher", DATASET, f"relevance judge on the LLM pair subset ({len(ev)} evaluation pairs); threshold 0.5",
+    q = measure("relevance", f"{name} (LLM subset)", sub_p_eval >= 0.5, ev.labels, kappa_floor=floor, scores=sub_p_eval)
+    rows.append(row("teacher", DATASET, f"relevance judge on the LLM pair subset ({len(ev)} evaluation pairs, "
+                    f"{len(np.unique(ev.users))} users); threshold 0.5",
                     {"judge": q.judge, "pairs": q.n, "kappa": q.kappa, "tpr": q.tpr, "tnr": q.tnr, "auc": q.auc, "may_gate": q.may_gate}))
     describe = describer(labels.train)
     for role in [m.strip() for m in models.split(",") if m.strip()]:
@@ -149,10 +161,8 @@ def bench_teacher(
         q = measure("relevance", backend.model_id, s_ev >= t, ev.labels, kappa_floor=floor,
                     swap_consistent=(a_ev >= t) == (b_ev >= t), scores=s_ev)
         # blend: does the LLM add anything to the committee? (logistic fit on calibration users)
-        blend = RelevanceCommittee()
-        blend.features = ("committee", "llm")  # a two-feature blend reusing the same logistic fit
-        blend.fit_blend(np.column_stack([sub_p_cal, s_cal]), cal.labels)
-        pb = blend.probability_from_features(np.column_stack([sub_p_eval, s_ev]))
+        blend = LogisticBlend.fit(np.column_stack([sub_p_cal, s_cal]), cal.labels)
+        pb = blend.predict(np.column_stack([sub_p_eval, s_ev]))
         qb = measure("relevance", f"committee+{backend.model_id}", pb >= 0.5, ev.labels, kappa_floor=floor, scores=pb)
         n_prompts = 2 * (len(cal) + len(ev))
         rows.append(row("teacher", DATASET, f"LLM relevance judge, P(yes) from logits, mean of both history orders; threshold {t:.3f} "
@@ -191,8 +201,7 @@ def bench_teacher(
 
     # 3. traces of the bundled data set ------------------------------------------------------
     rows.extend(_judge_replayed_traces(data, labels, committee, traces, llm_traces, trace_llm, seed))
-    for r in rows:
-        console.print(f"[bold]{r['metrics'].get('judge', r['protocol'][:40])}[/bold] {r['protocol'][:110]}\n  {r['metrics']}")
+    _print(rows)
     path = write("teacher", rows)
     console.print(f"wrote {path}; load at start {started}, at end {_load()}")
 
@@ -297,3 +306,39 @@ def _request_match_proxy(judgments: list[Any], cases: list[Any], view: Any) -> d
         return None
     q = measure("request_match", "llm", judge_pass, proxy_pass, kappa_floor=0.4)
     return {"n": q.n, "kappa": q.kappa, "tpr": q.tpr, "tnr": q.tnr, "proxy_pass_rate": float(np.mean(proxy_pass))}
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _print(rows: list[dict[str, Any]]) -> None:
+    quality = Table(title="Relevance judges vs held-out MovieLens ratings (evaluation users)")
+    for col in ("judge", "pairs", "kappa", "TPR", "TNR", "AUC", "swap consistency", "may gate", "+committee kappa", "judgments/min"):
+        quality.add_column(col)
+    speed = Table(title="Logit scoring vs free-text JSON generation (same prompts, same run)")
+    for col in ("model", "prompts", "logit judgments/min", "JSON judgments/min", "JSON parse failures", "logit parse failures", "agreement"):
+        speed.add_column(col)
+    modes = Table(title="Top failure modes on replayed traces of ml-latest-small")
+    for col in ("mode", "criterion", "traces", "rate", "where (span)", "why", "examples"):
+        modes.add_column(col, overflow="fold")
+    for r in rows:
+        m = r["metrics"]
+        if "kappa" in m:
+            blend = (m.get("blend_with_committee") or {}).get("kappa")
+            quality.add_row(str(m["judge"]), _fmt(m["pairs"]), _fmt(m["kappa"]), _fmt(m["tpr"]), _fmt(m["tnr"]), _fmt(m["auc"]),
+                            _fmt(m.get("swap_consistency")), _fmt(m["may_gate"]), _fmt(blend), _fmt(m.get("judgments_per_minute")))
+        elif "logit_judgments_per_minute" in m:
+            speed.add_row(str(m["judge"]), _fmt(m["prompts"]), _fmt(m["logit_judgments_per_minute"]), _fmt(m["json_judgments_per_minute"]),
+                          f"{m['json_parse_failure_rate']:.0%}", "0%", _fmt(m["json_logit_agreement"]))
+        elif "top_failure_modes" in m:
+            for f in m["top_failure_modes"]:
+                modes.add_row(f["mode"], f["criterion"], str(f["traces"]), f"{f['rate']:.1%}", f["span"], f["why"][:120], f["examples"][0])
+    for table in (quality, speed, modes):
+        console.print(table)

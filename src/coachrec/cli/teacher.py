@@ -126,13 +126,19 @@ def judge(
     print_failures(db, judge_version=teacher.version, top=10)
 
 
-def print_failures(db: Path | None, *, judge_version: str | None, top: int, examples: int = 3) -> None:
-    from coachrec.cli.traces import _open
+def print_failures(
+    db: Path | None, *, judge_version: str | None, top: int, examples: int = 3, bucket: str | None = None
+) -> None:
+    import datetime as dt
+
+    from coachrec.cli.traces import _open, _since
     from coachrec.teacher import failure_report
 
+    width = _since(bucket) if bucket else None
     store = _open(db)
     try:
-        report = failure_report(store, judge_version=judge_version, examples=examples)
+        report = failure_report(store, judge_version=judge_version, examples=examples,
+                                **({"bucket_ns": int(width.total_seconds() * 1e9)} if width else {}))
     finally:
         store.close()
     if not report.modes:
@@ -144,6 +150,14 @@ def print_failures(db: Path | None, *, judge_version: str | None, top: int, exam
     for m in report.modes[:top]:
         table.add_row(m.name, m.criterion, str(m.count), f"{m.rate:.1%}", m.span, m.why[:160], "\n".join(m.examples))
     console.print(table)
+    if bucket:
+        trend = Table(title=f"Failure rate per {bucket} (by trace start)")
+        trend.add_column("failure mode")
+        trend.add_column("failed / judged per bucket", overflow="fold")
+        for m in report.modes[:top]:
+            cells = [f"{dt.datetime.fromtimestamp(b / 1e9):%m-%d %H:%M} {f}/{j}" for b, f, j in report.over_time.get(m.name, [])]
+            trend.add_row(m.name, "  ".join(cells))
+        console.print(trend)
 
 
 @report_app.command("failures")
@@ -152,6 +166,7 @@ def report_failures(
     judge_version: Annotated[Optional[str], typer.Option("--judge-version", help="Only this judge version's verdicts.")] = None,
     top: Annotated[int, typer.Option("--top", help="How many modes to show.")] = 10,
     examples: Annotated[int, typer.Option("--examples", help="Example trace ids per mode.")] = 3,
+    over_time: Annotated[Optional[str], typer.Option("--over-time", help="Also show rates per time bucket: 1h, 1d, ...")] = None,
 ) -> None:
     """The most frequent failure modes: what, where (the blamed span), why, example traces."""
-    print_failures(db, judge_version=judge_version, top=top, examples=examples)
+    print_failures(db, judge_version=judge_version, top=top, examples=examples, bucket=over_time)

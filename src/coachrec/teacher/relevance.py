@@ -57,15 +57,47 @@ def _shrunk_means(keys: np.ndarray, values: np.ndarray, n: int, prior: float, me
     return (sums + prior * mean) / (counts + prior) - mean
 
 
+@dataclass(frozen=True)
+class LogisticBlend:
+    """L2-regularised logistic regression on standardised features (Newton steps)."""
+
+    weights: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def fit(cls, x: np.ndarray, labels: np.ndarray, l2: float = 1.0, iterations: int = 30) -> LogisticBlend:
+        y = np.asarray(labels, dtype=np.float64)
+        if len(np.unique(y)) < 2:
+            raise ValueError("a blend needs both relevant and irrelevant labelled pairs")
+        mean, sd = x.mean(axis=0), x.std(axis=0)
+        scale = np.where(sd > 0, sd, 1.0)
+        z = np.column_stack([np.ones(len(x)), (x - mean) / scale])
+        w = np.zeros(z.shape[1])
+        reg = np.full(z.shape[1], l2)
+        reg[0] = 0.0  # the bias is not shrunk
+        for _ in range(iterations):
+            p = 1.0 / (1.0 + np.exp(-z @ w))
+            grad = z.T @ (p - y) + reg * w
+            hess = (z * (p * (1 - p))[:, None]).T @ z + np.diag(reg) + 1e-9 * np.eye(len(w))
+            step = np.linalg.solve(hess, grad)
+            w -= step
+            if np.abs(step).max() < 1e-8:
+                break
+        return cls(w, mean, scale)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        z = np.column_stack([np.ones(len(x)), (x - self.mean) / self.scale])
+        return 1.0 / (1.0 + np.exp(-z @ self.weights))
+
+
 class RelevanceCommittee:
     """`fit(data)` then `fit_blend(pairs)`; `probability(user, items)` is P(relevant)."""
 
     def __init__(self, config: RelevanceConfig = RelevanceConfig()) -> None:
         self.config = config
         self.features = BASE_FEATURES + tuple(config.extra_models)
-        self.weights: np.ndarray | None = None
-        self._mu = np.zeros(len(self.features))
-        self._sd = np.ones(len(self.features))
+        self.blend: LogisticBlend | None = None
 
     @property
     def model_id(self) -> str:
@@ -132,37 +164,22 @@ class RelevanceCommittee:
 
     # -- blend -------------------------------------------------------------------------------
 
-    def fit_blend(self, x: np.ndarray, labels: np.ndarray, iterations: int = 30) -> RelevanceCommittee:
-        """L2-regularised logistic regression (Newton steps) on standardised features."""
-        y = np.asarray(labels, dtype=np.float64)
-        if len(np.unique(y)) < 2:
-            raise ValueError("fit_blend needs both relevant and irrelevant labelled pairs")
-        self._mu, self._sd = x.mean(axis=0), np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
-        z = np.column_stack([np.ones(len(x)), (x - self._mu) / self._sd])
-        w = np.zeros(z.shape[1])
-        reg = np.full(z.shape[1], self.config.l2)
-        reg[0] = 0.0
-        for _ in range(iterations):
-            p = 1.0 / (1.0 + np.exp(-z @ w))
-            grad = z.T @ (p - y) + reg * w
-            hess = (z * (p * (1 - p))[:, None]).T @ z + np.diag(reg) + 1e-9 * np.eye(len(w))
-            step = np.linalg.solve(hess, grad)
-            w -= step
-            if np.abs(step).max() < 1e-8:
-                break
-        self.weights = w
+    def fit_blend(self, x: np.ndarray, labels: np.ndarray) -> RelevanceCommittee:
+        """Learn how to blend the members from labelled pairs (features from `pair_features`)."""
+        self.blend = LogisticBlend.fit(x, labels, l2=self.config.l2)
         return self
 
     def blend_weights(self) -> dict[str, float]:
-        if self.weights is None:
-            raise RuntimeError("the relevance committee has no blend yet; call fit_blend on labelled pairs")
-        return {"bias": float(self.weights[0]), **{f: float(v) for f, v in zip(self.features, self.weights[1:])}}
+        blend = self._require_blend()
+        return {"bias": float(blend.weights[0]), **{f: float(v) for f, v in zip(self.features, blend.weights[1:])}}
 
     def probability_from_features(self, x: np.ndarray) -> np.ndarray:
-        if self.weights is None:
+        return self._require_blend().predict(x)
+
+    def _require_blend(self) -> LogisticBlend:
+        if self.blend is None:
             raise RuntimeError("the relevance committee has no blend yet; call fit_blend on labelled pairs")
-        z = np.column_stack([np.ones(len(x)), (x - self._mu) / self._sd])
-        return 1.0 / (1.0 + np.exp(-z @ self.weights))
+        return self.blend
 
     def probability(self, user_id: str | None, history: Sequence[str], items: Sequence[str]) -> np.ndarray:
         """P(relevant) of raw item ids for a raw user id (if known) or an anonymous history.
@@ -187,5 +204,5 @@ def calibrated_committee(data: Dataset, config: RelevanceConfig = RelevanceConfi
     split = RelevanceCommittee(config).fit(labels.train)
     split.fit_blend(split.pair_features(labels.calibration), labels.calibration.labels)
     full = RelevanceCommittee(config).fit(data)
-    full.weights, full._mu, full._sd = split.weights, split._mu, split._sd
+    full.blend = split.blend
     return full
