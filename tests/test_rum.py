@@ -14,14 +14,14 @@ from coachrec.models import create, load
 torch = pytest.importorskip("torch")
 
 
-def cycle_data(n_users: int = 240, n_items: int = 30, length: int = 10, seed: int = 0) -> Dataset:
+def cycle_data(n_users: int = 160, n_items: int = 30, length: int = 10, seed: int = 0) -> Dataset:
     """Item i is always followed by item (i + 1) % n_items; popularity is flat."""
     rng = np.random.default_rng(seed)
     rows = [(f"u{u}", f"i{(s + t) % n_items}", t) for u, s in enumerate(rng.integers(n_items, size=n_users)) for t in range(length)]
     return Dataset.from_frame(pl.DataFrame(rows, schema=["user", "item", "time"], orient="row"), name="cycle")
 
 
-def cause_data(n_users: int = 400, n_noise: int = 30, seed: int = 0) -> Dataset:
+def cause_data(n_users: int = 300, n_noise: int = 30, seed: int = 0) -> Dataset:
     """Random noise items, then A somewhere, then B always right after two more noise items:
     B is caused by A, which is not the most recent item."""
     rng = np.random.default_rng(seed)

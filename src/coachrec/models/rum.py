@@ -81,30 +81,40 @@ class _RUMNet(nn.Module):
         return self.drop(torch.stack(states, dim=1))
 
     # -------------------------------------------------------------- reads
-    def item_read_scores(self, mem: torch.Tensor, mask: torch.Tensor, cand: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """For memories (M, K, d) and candidates (M, C, d): `sum_k w_k (m_k · q_c)` (M, C) and
-        the weights (M, C, K). Empty memories read zero."""
-        att = torch.einsum("mkd,mcd->mck", mem, cand)
+    @staticmethod
+    def item_attention(mem: torch.Tensor, mask: torch.Tensor, cand: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Item-memory attention of candidates (C, d) over memories (B, K, d) with slot mask
+        (B, K): the read scores `sum_k w_k (m_k · q_c)` (B, C) and the weights (B, C, K).
+        Empty memories read zero."""
+        att = torch.einsum("bkd,cd->bck", mem, cand)
         w = torch.softmax(att.masked_fill(~mask[:, None, :], float("-inf")), dim=-1).nan_to_num(0.0)
         return (w * att).sum(-1), w
 
-    def feature_read_scores(self, mem: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
-        """For memories (M, K, d) and candidates (M, C, d): `sum_k w_ck (m_k · q_c)` (M, C)."""
+    def feature_read_scores(self, mem: torch.Tensor, cand: torch.Tensor, shared: bool) -> torch.Tensor:
+        """`sum_k w_ck (m_k · q_c)` for memories (M, K, d) and candidates per row (M, d) or
+        shared (C, d); `w_c = softmax(q_c · keys)`."""
         w = torch.softmax(cand @ self.keys.T, dim=-1)
-        return (w * torch.einsum("mkd,mcd->mck", mem, cand)).sum(-1)
+        if shared:
+            return (w[None] * torch.einsum("mkd,cd->mck", mem, cand)).sum(-1)
+        return (w * torch.einsum("mkd,md->mk", mem, cand)).sum(-1)
 
-    def candidate_scores(self, seq: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
-        """Scores (B, L, C) of candidate items+1 `cand` (B, L, C) after each position of `seq`."""
-        b, length, c = cand.shape
-        q = self.item(cand).reshape(b * length, c, -1)
-        p = self.user_vectors(seq).reshape(b * length, 1, -1)
-        base = (p * q).sum(-1)
+    def position_scores(self, seq: torch.Tensor, where: torch.Tensor, cand: torch.Tensor, shared: bool) -> torch.Tensor:
+        """Scores after the positions `where` (bool, B x L) of `seq`, for candidate items+1
+        per selected position (M,) or shared by all of them (C,) -> (M,) or (M, C)."""
+        p = self.user_vectors(seq)[where]
+        q = self.item(cand)
+        base = p @ q.T if shared else (p * q).sum(-1)
         if self.memory == "item":
             mem, mask = self.item_memory(seq)
-            read, _ = self.item_read_scores(mem.reshape(b * length, self.slots, -1), mask.reshape(b * length, -1), q)
+            mem, mask = mem[where], mask[where]
+            if shared:
+                read = self.item_attention(mem, mask, q)[0]
+            else:  # one candidate per row: the same attention without the (M, M) cross terms
+                att = torch.einsum("mkd,md->mk", mem, q)
+                read = (torch.softmax(att.masked_fill(~mask, float("-inf")), dim=-1).nan_to_num(0.0) * att).sum(-1)
         else:
-            read = self.feature_read_scores(self.feature_memory(seq).reshape(b * length, self.slots, -1), q)
-        return (base + self.alpha * read).reshape(b, length, c)
+            read = self.feature_read_scores(self.feature_memory(seq)[where], q, shared)
+        return base + self.alpha * read
 
     def final_state(self, seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """User vector (B, d), memory (B, K, d) and slot mask (B, K) after the whole sequence."""
@@ -181,17 +191,19 @@ class RUM(BaseRecommender):
         def batch_loss(b: np.ndarray) -> torch.Tensor:
             width = int(lengths[b].max())
             seq, target = inp_t[b, -width:], tgt_t[b, -width:]
-            mask = target > 0
+            where = target > 0
+            pos = target[where]
             if c.loss == "bce":
-                neg = torch.randint(1, n_items + 1, target.shape, generator=gen)
-                s = self.net.candidate_scores(seq, torch.stack([target, neg], dim=-1))[mask]
+                neg = torch.randint(1, n_items + 1, pos.shape, generator=gen)
+                s_pos = self.net.position_scores(seq, where, pos, shared=False)
+                s_neg = self.net.position_scores(seq, where, neg, shared=False)
                 bce = nn.functional.binary_cross_entropy_with_logits
-                return bce(s[:, 0], torch.ones_like(s[:, 0])) + bce(s[:, 1], torch.zeros_like(s[:, 1]))
+                return bce(s_pos, torch.ones_like(s_pos)) + bce(s_neg, torch.zeros_like(s_neg))
             neg = torch.randint(1, n_items + 1, (c.n_negatives,), generator=gen)
-            cand = torch.cat([target[..., None], neg.expand(*target.shape, -1)], dim=-1)
-            s = self.net.candidate_scores(seq, cand)[mask]
-            s[:, 1:] = s[:, 1:].masked_fill(neg[None, :] == target[mask][:, None], float("-inf"))
-            return nn.functional.cross_entropy(s, torch.zeros(len(s), dtype=torch.long))
+            s_pos = self.net.position_scores(seq, where, pos, shared=False)
+            s_neg = self.net.position_scores(seq, where, neg, shared=True).masked_fill(neg[None, :] == pos[:, None], float("-inf"))
+            logits = torch.cat([s_pos[:, None], s_neg], dim=1)
+            return nn.functional.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long))
 
         self.train_log = train_epochs(self, self.net, lengths, batch_loss, getattr(self, "_valid", None), rng)
 
@@ -211,12 +223,11 @@ class RUM(BaseRecommender):
             scores = p @ items.T
             for a in range(0, n, self.item_chunk):
                 q = items[a : a + self.item_chunk]
-                att = torch.einsum("bkd,cd->bck", mem, q)
                 if w_feat is None:
-                    w = torch.softmax(att.masked_fill(~mask[:, None, :], float("-inf")), dim=-1).nan_to_num(0.0)
+                    read = self.net.item_attention(mem, mask, q)[0]
                 else:
-                    w = w_feat[a : a + self.item_chunk][None]
-                scores[:, a : a + self.item_chunk] += c.alpha * (w * att).sum(-1)
+                    read = (w_feat[a : a + self.item_chunk][None] * torch.einsum("bkd,cd->bck", mem, q)).sum(-1)
+                scores[:, a : a + self.item_chunk] += c.alpha * read
             out[lo : lo + len(seq)] = scores.numpy()
         return out
 
@@ -236,8 +247,8 @@ class RUM(BaseRecommender):
         self.net.eval()
         seq = torch.from_numpy(mem_items + 1)[None]
         mem, mask = self.net.item_memory(seq)
-        q = self.net.item(torch.tensor([[target + 1]]))
-        _, w = self.net.item_read_scores(mem[:, -1], mask[:, -1], q)
+        q = self.net.item(torch.tensor([target + 1]))
+        _, w = self.net.item_attention(mem[:, -1], mask[:, -1], q)
         weights = w[0, 0, -len(mem_items) :].numpy()
         totals: dict[int, float] = {}
         for i, wt in zip(mem_items.tolist(), weights.tolist()):
