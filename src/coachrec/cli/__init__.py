@@ -7,6 +7,7 @@ import typer
 from coachrec.bench import serve as _bench_serve
 from coachrec.bench import accuracy as _bench_accuracy
 from coachrec.cli import evaluate as _evaluate
+from coachrec.cli import train as _train
 from coachrec.cli import tune as _tune
 from coachrec.cli import llm_models as _llm_models
 from coachrec.cli import serve as _serve
@@ -32,6 +33,7 @@ bench_app.command("serve")(_bench_serve.bench_serve)
 
 bench_app.command("accuracy")(_bench_accuracy.bench_accuracy)
 app.command("evaluate")(_evaluate.evaluate)
+app.command("train")(_train.train)
 app.command("tune")(_tune.tune)
 app.command("quickstart")(_evaluate.quickstart)
 app.command("serve")(_serve.serve)

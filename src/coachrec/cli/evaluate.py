@@ -53,6 +53,7 @@ def evaluate(
     from coachrec.metrics import evaluate as run_eval
     from coachrec.metrics import named
     from coachrec.models import create, load
+    from coachrec.models.defaults import defaults
 
     proto = replace(named(protocol), seed=seed)
     with console.status(f"loading {dataset}"):
@@ -64,7 +65,7 @@ def evaluate(
             raise typer.BadParameter(f"{model_path} was fitted on other items than {dataset}", param_hint="--model-path")
     else:
         with console.status(f"fitting {model} on {len(split.train):,} events"):
-            m = create(model).fit(split.train)
+            m = create(model, **defaults(model, ds.name)).fit(split.train)
     ks = tuple(sorted(set(k)))
     res = run_eval(m, split, proto, ks=ks, model_name=model, dataset=ds.name, progress=True)
     res.extra["fit_seconds"] = m.fit_info.get("seconds")

@@ -20,6 +20,7 @@ MODELS: dict[str, str] = {
     "rum-feature": "coachrec.models.rum:RUMFeature",
     "content": "coachrec.models.content:ContentModel",
     "hybrid": "coachrec.models.hybrid:Hybrid",
+    "gru4rec": "coachrec.models.gru4rec:GRU4Rec",
 }
 
 

@@ -1,0 +1,524 @@
+"""GRU4Rec as its authors define it (Hidasi et al., ICLR 2016; Hidasi & Karatzoglou, CIKM 2018;
+the official PyTorch code, github.com/hidasib/GRU4Rec_PyTorch_Official).
+
+What makes it GRU4Rec rather than "a GRU over sequences":
+
+- **Session-parallel mini-batches.** Each of `batch_size` slots walks through one session (here:
+  one user's training sequence) event by event; when a session ends its slot's hidden state is
+  reset and the next session takes the slot. The hidden state is carried between steps and
+  detached (one-step truncated backpropagation), as in the official code.
+- **Shared negative samples.** The targets of the other slots are negatives, plus `n_sample`
+  extra items per step shared by the whole mini-batch, drawn from popularity ** `sample_alpha`.
+  The scores are a (batch, batch + n_sample) matrix whose diagonal holds the targets.
+- **Losses.** Cross-entropy over those columns (optional logQ correction) and BPR-max: BPR
+  against the softmax-weighted negatives plus `bpreg` x the softmax-weighted squared scores.
+- **Embeddings.** `constrained_embedding` ties the input embedding to the output weights; else
+  `embedding > 0` is a separate input embedding; else the one-hot input feeds the first GRU
+  layer directly (an item table of its input weights).
+- **Optimizer.** Adagrad with momentum where item tables are updated only on the rows a step
+  touches (`IndexedAdagradM`): untouched rows keep their accumulators and momentum unchanged.
+
+Item tables are plain tensors: each step gathers the rows it needs into a small leaf tensor,
+whose gradient is already coalesced; that is cheaper than torch's sparse embedding gradients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from coachrec.data import Dataset
+from coachrec.models.base import BaseRecommender
+from coachrec.models.defaults import defaults
+
+LOSSES = ("cross-entropy", "bpr-max")
+
+
+@dataclass
+class GRU4RecConfig:
+    """Defaults are the official code's class defaults; see `defaults_for` for tuned,
+    per-dataset settings (its published parameter files).
+
+    `final_act` is applied to the sampled scores before the loss: "linear", "relu", "tanh",
+    "elu-<alpha>", "leaky-<slope>". The official PyTorch code's `elu_param=a` is "elu-a" under
+    BPR-max (it uses no activation under cross-entropy). Every option is monotone, so it never
+    changes a ranking, only the training signal.
+    `threads`: torch CPU threads while fitting and scoring (0 = torch's default).
+    `score_batch`: histories run through the GRU at once when scoring."""
+
+    loss: str = "cross-entropy"
+    layers: list[int] = field(default_factory=lambda: [100])
+    batch_size: int = 64
+    dropout_p_embed: float = 0.0
+    dropout_p_hidden: float = 0.0
+    learning_rate: float = 0.05
+    momentum: float = 0.0
+    n_sample: int = 2048
+    sample_alpha: float = 0.5
+    embedding: int = 0
+    constrained_embedding: bool = True
+    final_act: str = "linear"
+    bpreg: float = 1.0
+    logq: float = 0.0
+    n_epochs: int = 10
+    seed: int = 0
+    threads: int = 0
+    score_batch: int = 512
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"gru4rec: loss must be one of {LOSSES}, got {self.loss!r}")
+        if isinstance(self.layers, int):
+            self.layers = [self.layers]
+        if isinstance(self.layers, str):  # "512" or "512/256" as in the official --params syntax
+            self.layers = [int(x) for x in self.layers.replace(",", "/").split("/")]
+        self.layers = [int(x) for x in self.layers]
+        if not self.layers or min(self.layers) <= 0:
+            raise ValueError(f"gru4rec: layers must be positive sizes, got {self.layers}")
+        if self.batch_size < 1 or self.n_epochs < 0 or self.n_sample < 0:
+            raise ValueError("gru4rec: batch_size >= 1, n_epochs >= 0 and n_sample >= 0 required")
+        if self.loss == "cross-entropy" and self.n_sample == 0 and self.batch_size < 2:
+            raise ValueError("gru4rec: cross-entropy without extra samples needs batch_size >= 2")
+        final_activation(self.final_act)  # validates
+
+
+def final_activation(spec: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The score activation named by `spec` (see `GRU4RecConfig.final_act`)."""
+    name, _, arg = spec.partition("-")
+    try:
+        if name == "linear" and not arg:
+            return lambda x: x
+        if name == "relu" and not arg:
+            return F.relu
+        if name == "tanh" and not arg:
+            return torch.tanh
+        if name == "elu":
+            alpha = float(arg) if arg else 1.0
+            return lambda x: F.elu(x, alpha)
+        if name == "leaky":
+            slope = float(arg) if arg else 0.01
+            return lambda x: F.leaky_relu(x, slope)
+    except ValueError:
+        pass
+    raise ValueError(f"gru4rec: unknown final_act {spec!r}; use linear, relu, tanh, elu-<alpha> or leaky-<slope>")
+
+
+def defaults_for(dataset: str) -> dict[str, Any]:
+    """Tuned config overrides for a dataset name (empty when none are known)."""
+    return defaults("gru4rec", dataset)
+
+
+# ---------------------------------------------------------------------------- optimizer
+class IndexedAdagradM:
+    """The authors' Adagrad with momentum.
+
+    Per parameter: acc += g^2; mom = momentum * mom - lr * g / sqrt(acc + eps); p += mom.
+    `step_rows` applies it to the given (unique) rows of an item table only, as the official
+    code does for sparse gradients; `step` to the dense parameters that have a `.grad`."""
+
+    def __init__(self, lr: float = 0.05, momentum: float = 0.0, eps: float = 1e-6):
+        if lr <= 0 or momentum < 0 or eps <= 0:
+            raise ValueError("IndexedAdagradM: lr > 0, momentum >= 0 and eps > 0 required")
+        self.lr, self.momentum, self.eps = lr, momentum, eps
+        self.acc: dict[int, torch.Tensor] = {}
+        self.mom: dict[int, torch.Tensor] = {}
+
+    def _state(self, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        key = id(p)
+        if key not in self.acc:
+            self.acc[key] = torch.zeros_like(p)
+            if self.momentum > 0:
+                self.mom[key] = torch.zeros_like(p)
+        return self.acc[key], self.mom.get(key)
+
+    @torch.no_grad()
+    def step_rows(self, table: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor) -> None:
+        """Update `table[rows]` with `grad` (one row of gradient per unique row index)."""
+        acc, mom = self._state(table)
+        a = acc.index_select(0, rows).addcmul_(grad, grad)
+        acc.index_copy_(0, rows, a)
+        denom = a.add_(self.eps).sqrt_()
+        if mom is not None:
+            upd = mom.index_select(0, rows).mul_(self.momentum).addcdiv_(grad, denom, value=-self.lr)
+            mom.index_copy_(0, rows, upd)
+        else:
+            upd = torch.div(grad, denom).mul_(-self.lr)
+        table.index_add_(0, rows, upd)
+
+    @torch.no_grad()
+    def step(self, params: list[torch.Tensor]) -> None:
+        for p in params:
+            if p.grad is None:
+                continue
+            g = p.grad
+            acc, mom = self._state(p)
+            acc.addcmul_(g, g)
+            denom = acc.add(self.eps).sqrt_()
+            if mom is not None:
+                mom.mul_(self.momentum).addcdiv_(g, denom, value=-self.lr)
+                p.add_(mom)
+            else:
+                p.addcdiv_(g, denom, value=-self.lr)
+
+
+def _uniform_(t: torch.Tensor, gen: torch.Generator, dim0_scale: int = 1, dim1_scale: int = 1) -> torch.Tensor:
+    """The official initialisation: U(-s, s), s = sqrt(6 / (rows / dim0_scale + cols / dim1_scale))."""
+    sigma = math.sqrt(6.0 / (t.shape[0] / dim0_scale + t.shape[1] / dim1_scale))
+    with torch.no_grad():
+        return t.uniform_(-sigma, sigma, generator=gen)
+
+
+# ---------------------------------------------------------------------------- training schedule
+@dataclass
+class _Schedule:
+    """Session-parallel mini-batches of one epoch, precomputed.
+
+    Step t predicts `targets[ptr[t]:ptr[t+1]]` from `inputs[...]`. `remap[t]`, when not None,
+    rebuilds the hidden state before step t: row j takes old row `remap[t][j]`, or zeros when
+    that index equals the old row count (a new session started in that slot)."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    ptr: list[int]
+    remap: list[torch.Tensor | None]
+
+    def __len__(self) -> int:
+        return len(self.remap)
+
+
+def session_parallel_schedule(offsets: np.ndarray, order: np.ndarray, batch_size: int, min_rows: int = 1) -> tuple[np.ndarray, np.ndarray, list[int], list[np.ndarray | None]]:
+    """Event positions (input, target) of every step, as the official iterator walks them.
+
+    `offsets`: session boundaries into the event array; `order`: the session order. Each round
+    runs the slots for as many steps as the shortest remaining session allows, then refills
+    the slots whose session ended; once no session is left, finished slots are dropped. Stops
+    when fewer than `min_rows` slots remain."""
+    n_sess = len(order)
+    iters = np.arange(min(batch_size, n_sess))
+    maxiter = len(iters) - 1
+    start = offsets[order[iters]].astype(np.int64)
+    end = offsets[order[iters] + 1].astype(np.int64)
+    ins: list[np.ndarray] = []
+    ptr = [0]
+    remaps: list[np.ndarray | None] = []
+    pending: np.ndarray | None = None  # remap waiting for the next step
+    zero = len(start)  # the "zeros" index of `pending`: the row count at the last step
+    while len(start) >= min_rows:
+        minlen = int((end - start).min())
+        for i in range(minlen - 1):
+            ins.append(start + i)
+            ptr.append(ptr[-1] + len(start))
+            remaps.append(pending)
+            pending, zero = None, len(start)
+        start = start + (minlen - 1)
+        finished = end - start <= 1
+        n_fin = int(finished.sum())
+        iters[finished] = maxiter + np.arange(1, n_fin + 1)
+        maxiter += n_fin
+        valid = iters < n_sess
+        if not valid.any():
+            break
+        refill = finished & valid
+        sess = order[iters[refill]]
+        start[refill] = offsets[sess]
+        end[refill] = offsets[sess + 1]
+        # new row j <- old row src[j], or zeros (index n_old) where a new session starts
+        n_old = len(start)
+        src = np.where(refill[valid], n_old, np.nonzero(valid)[0])
+        if pending is not None:  # a round without steps: compose with the waiting remap
+            src = np.where(src == n_old, zero, pending[np.minimum(src, n_old - 1)])
+        pending = src
+        iters, start, end = iters[valid], start[valid], end[valid]
+    inputs = np.concatenate(ins) if ins else np.zeros(0, np.int64)
+    return inputs, inputs + 1, ptr, remaps
+
+
+class _Sampler:
+    """Negative samples from popularity ** alpha, generated in large blocks (like the
+    official sample cache) so a step only slices a precomputed tensor."""
+
+    def __init__(self, pop: np.ndarray, alpha: float, n_sample: int, gen: torch.Generator, cache: int = 10_000_000):
+        p = np.power(pop.astype(np.float64), alpha)
+        cdf = np.cumsum(p) / p.sum()
+        cdf[-1] = 1.0
+        self.cdf = torch.tensor(cdf, dtype=torch.float64)
+        self.n, self.gen = n_sample, gen
+        self.rows = max(1, cache // max(n_sample, 1))
+        self.block = torch.zeros(0, n_sample, dtype=torch.int64)
+        self.pos = 0
+
+    def next(self) -> torch.Tensor:
+        if self.pos >= len(self.block):
+            u = torch.rand(self.rows * self.n, generator=self.gen, dtype=torch.float64)
+            self.block = torch.searchsorted(self.cdf, u, right=True).clamp_(max=len(self.cdf) - 1).view(self.rows, self.n)
+            self.pos = 0
+        self.pos += 1
+        return self.block[self.pos - 1]
+
+
+# ---------------------------------------------------------------------------- the network
+class _Net(nn.Module):
+    """Item tables (`Wy`, `By`, and `E` or `Wx0`) are buffers updated row-wise by the
+    optimizer; the GRU layers are dense parameters."""
+
+    def __init__(self, n_items: int, cfg: GRU4RecConfig, gen: torch.Generator):
+        super().__init__()
+        layers = cfg.layers
+        self.mode = "constrained" if cfg.constrained_embedding else ("embedding" if cfg.embedding > 0 else "onehot")
+        self.register_buffer("Wy", _uniform_(torch.empty(n_items, layers[-1]), gen))
+        self.register_buffer("By", torch.zeros(n_items))
+        n_input = layers[-1]
+        first = 0
+        if self.mode == "embedding":
+            self.register_buffer("E", _uniform_(torch.empty(n_items, cfg.embedding), gen))
+            n_input = cfg.embedding
+        elif self.mode == "onehot":
+            # the first layer reads the one-hot input: its input weights are an item table
+            self.register_buffer("Wx0", _uniform_(torch.empty(n_items, 3 * layers[0]), gen, dim1_scale=3))
+            self.Wh0 = nn.Parameter(_uniform_(torch.empty(layers[0], 3 * layers[0]), gen, dim1_scale=3))
+            self.Bh0 = nn.Parameter(torch.zeros(3 * layers[0]))
+            first = 1
+        self.first = first
+        cells = []
+        for i in range(first, len(layers)):
+            cell = nn.GRUCell(layers[i - 1] if i > 0 else n_input, layers[i])
+            _uniform_(cell.weight_ih.data, gen, dim1_scale=3)
+            _uniform_(cell.weight_hh.data, gen, dim1_scale=3)
+            cell.bias_ih.data.zero_()
+            cell.bias_hh.data.zero_()
+            cells.append(cell)
+        self.cells = nn.ModuleList(cells)
+        self.drop_embed = nn.Dropout(cfg.dropout_p_embed)
+        self.drop_hidden = nn.Dropout(cfg.dropout_p_hidden)
+
+    def input_table(self) -> torch.Tensor:
+        return {"constrained": self.Wy, "embedding": getattr(self, "E", self.Wy), "onehot": getattr(self, "Wx0", self.Wy)}[self.mode]
+
+    def onehot_step(self, vx: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The official first layer over one-hot input; `vx` = the item's input-weight row."""
+        vx = vx + self.Bh0
+        vh = h @ self.Wh0
+        vx_x, vx_r, vx_z = vx.chunk(3, 1)
+        vh_x, vh_r, vh_z = vh.chunk(3, 1)
+        r = torch.sigmoid(vx_r + vh_r)
+        z = torch.sigmoid(vx_z + vh_z)
+        cand = torch.tanh(r * vh_x + vx_x)
+        return (1.0 - z) * h + z * cand
+
+    def hidden(self, x: torch.Tensor, H: list[torch.Tensor], training: bool) -> torch.Tensor:
+        """One step. `x` = input rows (embedding, or one-hot input weights); updates `H` in
+        place (with the dropped-out activations, as the official code carries them)."""
+        if self.mode == "onehot":
+            x = self.onehot_step(x, H[0])
+            if training:
+                x = self.drop_embed(x)
+            H[0] = x
+        elif training:
+            x = self.drop_embed(x)
+        for j, cell in enumerate(self.cells):
+            x = cell(x, H[self.first + j])
+            if training:
+                x = self.drop_hidden(x)
+            H[self.first + j] = x
+        return x
+
+
+# ---------------------------------------------------------------------------- the model
+class GRU4Rec(BaseRecommender):
+    """GRU4Rec: a GRU over the session predicts the next item; see the module docstring."""
+
+    name = "gru4rec"
+    Config = GRU4RecConfig
+
+    def __init__(self, config: GRU4RecConfig | None = None, **overrides: Any):
+        super().__init__(config, **overrides)
+        self.net: _Net | None = None
+        #: called after each epoch with (epoch, mean loss, seconds, training events)
+        self.on_epoch: Callable[[int, float, float, int], None] | None = None
+        self.epoch_losses: list[float] = []
+
+    @contextlib.contextmanager
+    def _threads(self) -> Iterator[None]:
+        before = torch.get_num_threads()
+        if self.config.threads > 0:
+            torch.set_num_threads(self.config.threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+    # ------------------------------------------------------------------ training
+    def _fit(self, data: Dataset) -> None:
+        cfg = self.config
+        with self._threads():
+            torch.manual_seed(cfg.seed)  # dropout draws from the global generator
+            gen = torch.Generator().manual_seed(cfg.seed)
+            self.net = _Net(data.n_items, cfg, gen)
+            indptr, items = data.sequences()
+            lengths = np.diff(indptr)
+            sessions = np.nonzero(lengths > 0)[0]
+            offsets = np.concatenate([[0], np.cumsum(lengths[sessions])]).astype(np.int64)
+            # the official iterator orders sessions by start time; order-only data keeps user order
+            if data.timestamps:
+                t0 = data.events["time"].to_numpy()[indptr[sessions]]
+                order = np.argsort(t0, kind="stable")
+            else:
+                order = np.arange(len(sessions))
+            min_rows = 2 if cfg.n_sample == 0 else 1
+            ins, outs, ptr, remaps = session_parallel_schedule(offsets, order, cfg.batch_size, min_rows)
+            sched = _Schedule(
+                torch.from_numpy(items[ins]), torch.from_numpy(items[outs]), ptr, [None if r is None else torch.from_numpy(r) for r in remaps]
+            )
+            pop = data.item_popularity()
+            sampler = _Sampler(pop, cfg.sample_alpha, cfg.n_sample, gen) if cfg.n_sample > 0 else None
+            log_pop = torch.log(torch.tensor(pop, dtype=torch.float32).clamp_(min=1)) if cfg.logq > 0 else None
+            self.epoch_losses = []
+            for epoch in range(cfg.n_epochs):
+                t0_ = time.perf_counter()
+                loss = self._epoch(sched, sampler, log_pop)
+                dt = time.perf_counter() - t0_
+                self.epoch_losses.append(loss)
+                if self.on_epoch is not None:
+                    self.on_epoch(epoch + 1, loss, dt, len(sched.inputs))
+            self.net.eval()
+
+    def _epoch(self, sched: _Schedule, sampler: _Sampler | None, log_pop: torch.Tensor | None) -> float:
+        cfg, net = self.config, self.net
+        assert net is not None
+        net.train()
+        opt = getattr(self, "_opt", None)
+        if opt is None:
+            opt = self._opt = IndexedAdagradM(cfg.learning_rate, cfg.momentum)
+        dense = [p for p in net.parameters()]
+        act = final_activation(cfg.final_act)
+        in_table, out_table, bias = net.input_table(), net.Wy, net.By
+        tied = net.mode == "constrained"
+        B = min(cfg.batch_size, sched.ptr[1] - sched.ptr[0]) if len(sched) else cfg.batch_size
+        H = [torch.zeros(B, d) for d in cfg.layers]
+        total, count = 0.0, 0
+        losses = torch.zeros(len(sched))
+        diag_cache: dict[int, torch.Tensor] = {}
+        for t in range(len(sched)):
+            lo, hi = sched.ptr[t], sched.ptr[t + 1]
+            n = hi - lo
+            remap = sched.remap[t]
+            if remap is not None:
+                H = [torch.cat([h, h.new_zeros(1, h.shape[1])]).index_select(0, remap) for h in H]
+            x_idx, y_pos = sched.inputs[lo:hi], sched.targets[lo:hi]
+            y = torch.cat([y_pos, sampler.next()]) if sampler is not None else y_pos
+            # gather the rows this step touches into leaf tensors (coalesced gradients for free);
+            # score against the unique rows once, then spread the columns to the samples
+            if tied:
+                rows, inv = torch.unique(torch.cat([x_idx, y]), return_inverse=True)
+                w = out_table.index_select(0, rows).requires_grad_()
+                x, y_inv = w[inv[:n]], inv[n:]
+                b = bias.index_select(0, rows).requires_grad_()
+                y_rows = rows
+            else:
+                x_rows, x_inv = torch.unique(x_idx, return_inverse=True)
+                y_rows, y_inv = torch.unique(y, return_inverse=True)
+                e = in_table.index_select(0, x_rows).requires_grad_()
+                w = out_table.index_select(0, y_rows).requires_grad_()
+                b = bias.index_select(0, y_rows).requires_grad_()
+                x = e[x_inv]
+            h = net.hidden(x, H, training=True)
+            H = [hh.detach() for hh in H]
+            scores = act(torch.addmm(b, h, w.T)[:, y_inv])
+            if n not in diag_cache:
+                diag_cache[n] = torch.eye(n, scores.shape[1], dtype=torch.bool)
+            diag = diag_cache[n]
+            if cfg.loss == "cross-entropy":
+                if log_pop is not None:
+                    lp = log_pop[y]
+                    if sampler is not None:
+                        lp = torch.cat([lp[:n], lp[n:] * cfg.sample_alpha])
+                    scores = scores - cfg.logq * lp
+                loss = -torch.log_softmax(scores, dim=1)[diag].sum()
+            else:
+                # BPR-max: softmax over the negatives (the diagonal is the target)
+                soft = torch.softmax(scores.masked_fill(diag, float("-inf")), dim=1)
+                target = scores[diag].unsqueeze(1)
+                loss = (
+                    -torch.log((torch.sigmoid(target - scores) * soft).sum(1) + 1e-24) + cfg.bpreg * (scores.square() * soft).sum(1)
+                ).sum()
+            loss = loss / cfg.batch_size
+            for p in dense:
+                p.grad = None
+            loss.backward()
+            opt.step(dense)
+            if not tied:
+                opt.step_rows(in_table, x_rows, e.grad)
+            opt.step_rows(out_table, y_rows, w.grad)
+            if tied:
+                # the bias only scores outputs: update the output rows (as the official sparse
+                # gradient of By does), not the input-only rows of the tied table
+                used = torch.zeros(len(rows), dtype=torch.bool)
+                used[y_inv] = True
+                opt.step_rows(bias, rows[used], b.grad[used])
+            else:
+                opt.step_rows(bias, y_rows, b.grad)
+            losses[t] = loss.detach() * (cfg.batch_size / n)
+            count += n
+        # events-weighted mean of the per-event loss, like the official log line
+        weights = torch.tensor(np.diff(sched.ptr), dtype=torch.float32)
+        total = float((losses * weights).sum() / max(count, 1)) if len(sched) else float("nan")
+        if not math.isfinite(total):
+            raise FloatingPointError("gru4rec: loss became NaN/inf; lower learning_rate or momentum")
+        return total
+
+    # ------------------------------------------------------------------ scoring
+    @torch.no_grad()
+    def final_hidden(self, histories: list[np.ndarray]) -> torch.Tensor:
+        """The top layer's hidden state after each history (zeros for an empty one)."""
+        net = self.net
+        assert net is not None
+        out = torch.zeros(len(histories), self.config.layers[-1])
+        lengths = np.array([len(h) for h in histories], dtype=np.int64)
+        order = np.argsort(-lengths, kind="stable")
+        table = net.input_table()
+        for lo in range(0, len(histories), self.config.score_batch):
+            idx = order[lo : lo + self.config.score_batch]
+            lens = lengths[idx]
+            if lens[0] == 0:
+                break
+            pad = np.zeros((len(idx), int(lens[0])), dtype=np.int64)
+            for r, i in enumerate(idx):
+                pad[r, : lens[r]] = histories[i]
+            seq = torch.from_numpy(pad)
+            # rows are sorted by length: at step t the first `active[t]` rows are still running
+            active = np.searchsorted(-lens, -np.arange(int(lens[0])), side="left")
+            H = [torch.zeros(len(idx), d) for d in self.config.layers]
+            for t in range(int(lens[0])):
+                k = int(active[t])
+                Hk = [h[:k] for h in H]
+                net.hidden(table.index_select(0, seq[:k, t]), Hk, training=False)
+                for h, hk in zip(H, Hk):
+                    h[:k] = hk
+            out[torch.from_numpy(idx)] = H[-1]
+        return out
+
+    def _score(self, histories: list[np.ndarray]) -> np.ndarray:
+        assert self.net is not None
+        with self._threads():
+            h = self.final_hidden(histories)
+            return torch.addmm(self.net.By, h, self.net.Wy.T).numpy().astype(np.float32, copy=False)
+
+    # ------------------------------------------------------------------ persistence
+    def _state(self) -> dict[str, np.ndarray]:
+        assert self.net is not None
+        return {k: v.detach().numpy().copy() for k, v in self.net.state_dict().items()}
+
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        n_items = len(self.items)  # type: ignore[arg-type]
+        self.net = _Net(n_items, self.config, torch.Generator().manual_seed(0))
+        self.net.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()})
+        self.net.eval()

@@ -1,0 +1,120 @@
+"""GRU4Rec: learns a planted sequence, round-trips, recommends for anonymous users, and its
+training machinery (session-parallel schedule, losses, indexed optimizer) behaves as defined."""
+
+import numpy as np
+import pytest
+import torch
+
+from coachrec.data import Dataset, Event, leave_one_out
+from coachrec.metrics import evaluate, named
+from coachrec.models import create, load
+from coachrec.models.defaults import defaults
+from coachrec.models.gru4rec import IndexedAdagradM, defaults_for, session_parallel_schedule
+
+SMALL = dict(layers=[48], batch_size=32, n_sample=32, sample_alpha=0.5, learning_rate=0.1, momentum=0.2, threads=1)
+
+
+@pytest.fixture(scope="module")
+def chains():
+    """Item i is always followed by item i + 1 (mod 40); some items are made far more popular
+    by extra short users, so popularity points elsewhere."""
+    rng = np.random.default_rng(0)
+    evs = []
+    for u in range(400):
+        start = int(rng.integers(0, 40))
+        for t in range(8):
+            evs.append(Event(f"u{u}", f"i{(start + t) % 40}", t))
+    for u in range(150):  # popular items 0..4, in no particular order
+        for t, it in enumerate(rng.permutation(5)[:3]):
+            evs.append(Event(f"p{u}", f"i{it}", t))
+    return Dataset.from_events(evs, name="chains")
+
+
+@pytest.fixture(scope="module")
+def fitted(chains):
+    split = leave_one_out(chains)
+    return split, create("gru4rec", loss="bpr-max", final_act="elu-1", n_epochs=8, **SMALL).fit(split.train)
+
+
+def test_learns_planted_sequence_far_above_popularity(fitted):
+    split, m = fitted
+    chain_users = [u for u in range(split.train.n_users) if str(split.train.users.ids[u]).startswith("u")]
+    task = split.task("test")
+    keep = np.isin(task.users, chain_users)
+    from coachrec.data.splits import EvalTask
+
+    sub = EvalTask(task.users[keep], [h for h, k in zip(task.histories, keep) if k], [t for t, k in zip(task.targets, keep) if k])
+    gru = evaluate(m, sub, named("loo-full"))
+    pop = evaluate(create("pop").fit(split.train), sub, named("loo-full"))
+    assert gru.metrics["hr@10"] > 0.9
+    assert gru.metrics["ndcg@10"] > pop.metrics["ndcg@10"] + 0.5
+
+
+def test_save_load_gives_identical_scores(fitted, tmp_path):
+    split, m = fitted
+    m.save(tmp_path / "g")
+    m2 = load(tmp_path / "g")
+    hist = split.task("test").histories[:20]
+    assert m2.config == m.config
+    np.testing.assert_array_equal(m.score(hist), m2.score(hist))
+
+
+def test_batched_scoring_matches_one_by_one(fitted):
+    split, m = fitted
+    hist = split.task("test").histories[:30] + [np.zeros(0, np.int64)]
+    batched = m.score(hist)
+    single = np.vstack([m.score([h]) for h in hist])
+    np.testing.assert_allclose(batched, single, rtol=1e-5, atol=1e-5)
+
+
+def test_anonymous_history_recommendation(fitted):
+    _, m = fitted
+    rec = m.recommend(history=["i10", "i11", "i12", "not-an-item"], k=5)
+    assert rec.items[0] == "i13"
+    assert rec.ignored_history == ["not-an-item"]
+    assert not {"i10", "i11", "i12"} & set(rec.items)
+
+
+@pytest.mark.parametrize("loss,act,logq", [("cross-entropy", "linear", 0.0), ("cross-entropy", "tanh", 1.0), ("bpr-max", "elu-0.5", 0.0)])
+def test_losses_decrease(chains, loss, act, logq):
+    m = create("gru4rec", loss=loss, final_act=act, logq=logq, n_epochs=4, **SMALL).fit(chains)
+    assert m.epoch_losses[-1] < m.epoch_losses[0]
+
+
+@pytest.mark.parametrize("variant", [dict(constrained_embedding=False, embedding=16), dict(constrained_embedding=False, embedding=0)])
+def test_embedding_variants_train_and_score(chains, variant):
+    m = create("gru4rec", n_epochs=2, dropout_p_embed=0.2, dropout_p_hidden=0.1, **(SMALL | {"layers": [24, 16]}), **variant).fit(chains)
+    s = m.score([np.array([1, 2, 3])])
+    assert s.shape == (1, chains.n_items) and np.isfinite(s).all()
+
+
+def test_optimizer_updates_only_touched_rows():
+    table = torch.randn(10, 4)
+    before = table.clone()
+    opt = IndexedAdagradM(lr=0.1, momentum=0.5)
+    rows = torch.tensor([2, 7])
+    opt.step_rows(table, rows, torch.ones(2, 4))
+    opt.step_rows(table, torch.tensor([7]), torch.zeros(1, 4))  # momentum still moves row 7
+    changed = (table != before).any(1)
+    assert changed.tolist() == [i in (2, 7) for i in range(10)]
+    # the first step is -lr * g / sqrt(g^2 + eps); row 2 saw only that step
+    torch.testing.assert_close(table[2] - before[2], torch.full((4,), -0.1 / (1 + 1e-6) ** 0.5))
+
+
+def test_schedule_is_session_parallel():
+    # three sessions of lengths 3, 2, 4 with two slots
+    offsets = np.array([0, 3, 5, 9])
+    ins, outs, ptr, remaps = session_parallel_schedule(offsets, np.arange(3), 2)
+    steps = [list(zip(ins[a:b], outs[a:b])) for a, b in zip(ptr[:-1], ptr[1:])]
+    assert steps[0] == [(0, 1), (3, 4)]
+    assert steps[1] == [(1, 2), (5, 6)]  # slot 1 moved on to session 2, slot 0 continues
+    assert remaps[1].tolist() == [0, 2]  # ... so its hidden state is reset (index 2 = zeros)
+    assert steps[2] == [(6, 7)] and steps[3] == [(7, 8)]  # session 0 done, none left: batch shrinks
+    assert sorted(p for s in steps for p in s) == [(0, 1), (1, 2), (3, 4), (5, 6), (6, 7), (7, 8)]
+
+
+def test_defaults_follow_the_official_parameter_file():
+    d = defaults_for("beauty")
+    assert d == defaults("gru4rec", "/some/path/beauty")
+    assert d["loss"] == "bpr-max" and d["layers"] == [512] and d["n_sample"] == 2048
+    assert defaults("no-such-model", "beauty") == {}
