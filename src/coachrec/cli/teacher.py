@@ -67,7 +67,7 @@ def judge(
     dataset: Annotated[str, typer.Option("--dataset", help="Catalog and rating history the teacher uses.")] = "ml-latest-small",
     rubric: Annotated[Optional[Path], typer.Option("--rubric", help="Rubric YAML (default: the built-in one).")] = None,
     criteria: Annotated[Optional[list[str]], typer.Option("--criterion", help="Judge only these criteria (repeatable).")] = None,
-    review_db: Annotated[Optional[Path], typer.Option("--review-db", help="Review store (default: review.duckdb beside the traces).")] = None,
+    review_db: Annotated[Optional[Path], typer.Option("--review-db", help="Review store (default: review.duckdb beside the trace store).")] = None,
     audit_rate: Annotated[float, typer.Option("--audit-rate", help="Share of all judgments also queued for review.")] = 0.05,
     rejudge: Annotated[bool, typer.Option("--rejudge", help="Judge traces this judge version already judged.")] = False,
     swap: Annotated[bool, typer.Option("--swap/--no-swap", help="Judge LLM criteria in both slate orders.")] = True,
@@ -116,7 +116,7 @@ def judge(
             task = bar.add_task("judge", total=len(cases))
             judgments = teacher.judge(cases, progress=lambda n, total: bar.update(task, completed=n))
         record(store, judgments)
-        review = ReviewStore(review_db)
+        review = ReviewStore(review_db or Path(store.path).parent / "review.duckdb")
         queued = review.enqueue(judgments, cases, review_below=spec.review_below, audit_rate=audit_rate, seed=seed)
         review.close()
         failed = sum(j.failed for j in judgments)
