@@ -1,0 +1,137 @@
+"""`coachrec bench speed`: how fast each registered model trains, serves and evaluates.
+
+Per model, on a leave-one-out split (Beauty by default), with its per-dataset defaults:
+- training: seconds per epoch and training events per second (events of the training part per
+  epoch; epoch-less models report their fit time as one epoch),
+- serving: `recommend` latency for one request scoring the whole catalog (p50/p99 over
+  `--requests` known users, after a few warm-up calls),
+- evaluation: wall time of a full-ranking leave-one-out evaluation of every user.
+
+Other processes may share the CPU; every row records the load average before and after.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from coachrec.bench.results import row, write
+
+console = Console()
+
+
+def _epoch_field(config_cls: type) -> str | None:
+    names = {f.name for f in dataclasses.fields(config_cls)} if dataclasses.is_dataclass(config_cls) else set()
+    return next((n for n in ("n_epochs", "epochs") if n in names), None)
+
+
+def measure(name: str, split: Any, *, epochs: int, threads: int, requests: int, seed: int = 0) -> dict[str, Any]:
+    """Speed metrics of one model on `split` (a leave-one-out `Split`)."""
+    import torch
+
+    from coachrec.metrics import evaluate, named
+    from coachrec.models import create, model_class
+    from coachrec.models.defaults import defaults
+
+    cls = model_class(name)
+    config = defaults(name, split.train.name)
+    fields = {f.name for f in dataclasses.fields(cls.Config)} if dataclasses.is_dataclass(cls.Config) else set()
+    ep_field = _epoch_field(cls.Config)
+    if ep_field:
+        config[ep_field] = epochs
+    if "threads" in fields:
+        config["threads"] = threads
+    torch.set_num_threads(threads)  # for models that do not set their own
+    load_before = os.getloadavg()[0]
+    model = create(name, **config)
+    epoch_seconds: list[float] = []
+    if hasattr(model, "on_epoch"):
+        model.on_epoch = lambda e, loss, seconds, n: epoch_seconds.append(seconds)
+    t0 = time.perf_counter()
+    model.fit(split.train)
+    fit_s = time.perf_counter() - t0
+    n_epochs = len(epoch_seconds) or (epochs if ep_field else 1)
+    per_epoch = float(np.mean(epoch_seconds)) if epoch_seconds else fit_s / n_epochs
+
+    rng = np.random.default_rng(seed)
+    users = model.users.ids[rng.choice(split.train.n_users, size=requests + 10, replace=split.train.n_users < requests + 10)]
+    lat = []
+    for i, u in enumerate(users):
+        t = time.perf_counter()
+        model.recommend(str(u), k=10)
+        if i >= 10:  # warm-up
+            lat.append(time.perf_counter() - t)
+    res = evaluate(model, split, named("loo-full"), ks=(10,))
+    return {
+        "seconds_per_epoch": round(per_epoch, 3),
+        "train_events_per_s": round(len(split.train) / per_epoch, 1),
+        "epochs_timed": n_epochs,
+        "fit_seconds": round(fit_s, 3),
+        "recommend_p50_ms": round(float(np.percentile(lat, 50)) * 1e3, 3),
+        "recommend_p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 3),
+        "recommend_requests": len(lat),
+        "eval_full_seconds": round(res.seconds, 3),
+        "eval_users": res.n_users,
+        "ndcg@10_loo-full": round(res.metrics["ndcg@10"], 5),
+        "threads": threads,
+        "catalog": split.train.n_items,
+        "loadavg_1m_before": round(load_before, 2),
+        "loadavg_1m_after": round(os.getloadavg()[0], 2),
+    }
+
+
+def bench_speed(
+    models: Annotated[list[str] | None, typer.Option("--model", help="Models to time (repeatable; default: all registered)")] = None,
+    dataset: Annotated[str, typer.Option(help="ml-latest-small, beauty, or a path")] = "beauty",
+    epochs: Annotated[int, typer.Option(help="Epochs timed per model (models with epochs)")] = 1,
+    threads: Annotated[int, typer.Option(help="torch CPU threads")] = 2,
+    requests: Annotated[int, typer.Option(help="recommend() calls timed per model")] = 200,
+) -> None:
+    """Training, serving and evaluation speed of every model; writes benchmarks/results/speed.json."""
+    from coachrec import datasets
+    from coachrec.data import leave_one_out
+    from coachrec.models import MODELS
+
+    names = models or list(MODELS)
+    with console.status(f"loading {dataset}"):
+        ds = datasets.load(dataset)
+    split = leave_one_out(ds)
+    protocol = "leave-one-out; eval = full ranking, seen items excluded, ties pessimistic"
+    rows, skipped = [], []
+    for name in names:
+        with console.status(f"timing {name}"):
+            try:
+                metrics = measure(name, split, epochs=epochs, threads=threads, requests=requests)
+            except Exception as exc:  # a model that cannot run here (e.g. no item text) is reported, not fatal
+                skipped.append((name, f"{type(exc).__name__}: {exc}"))
+                console.print(f"[yellow]{name}: skipped ({type(exc).__name__}: {exc})")
+                continue
+        rows.append(row(name, ds.name, protocol, metrics))
+        console.print(f"{name}: {metrics}")
+    table = Table(title=f"Speed — {ds.name}, {protocol}, {threads} torch threads", title_justify="left")
+    for col in ("model", "s/epoch", "train ev/s", "rec p50 ms", "rec p99 ms", "eval s", "NDCG@10", "load 1m"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in rows:
+        m = r["metrics"]
+        table.add_row(
+            r["name"],
+            f"{m['seconds_per_epoch']:.2f}",
+            f"{m['train_events_per_s']:,.0f}",
+            f"{m['recommend_p50_ms']:.2f}",
+            f"{m['recommend_p99_ms']:.2f}",
+            f"{m['eval_full_seconds']:.1f}",
+            f"{m['ndcg@10_loo-full']:.4f}",
+            f"{m['loadavg_1m_before']:.1f}→{m['loadavg_1m_after']:.1f}",
+        )
+    console.print(table)
+    for name, why in skipped:
+        console.print(f"skipped {name}: {why}")
+    if rows:
+        console.print(f"wrote {write('speed', rows)}")
