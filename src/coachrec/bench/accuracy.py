@@ -153,7 +153,7 @@ def bench_accuracy(
 ) -> None:
     """Accuracy of every model on Beauty (loo-full, loo-sampled100) and ml-latest-small
     (loo-full), with the published figures as reference rows; writes benchmarks/results/accuracy.json
-    (rows of data sets not run this time are kept)."""
+    (rows of other models and data sets already in the file are kept, so runs can be split)."""
     from coachrec.models import MODELS
 
     names = model or [m for m in ORDER if m in MODELS] + [m for m in MODELS if m not in ORDER]
@@ -166,7 +166,9 @@ def bench_accuracy(
             raise typer.BadParameter(f"unknown data set {d!r}; choose from {list(PROTOCOLS)}", param_hint="--dataset")
     rows = run(dsets, names, quick)
     path = results_dir() / "accuracy.json"
-    kept = [r for r in json.loads(path.read_text()) if r["dataset"] not in dsets and not r["name"].startswith("published")] if path.exists() else []
+    ran = {(r["dataset"], r["name"]) for r in rows}
+    old = json.loads(path.read_text()) if path.exists() else []
+    kept = [r for r in old if (r["dataset"], r["name"]) not in ran and not r.get("published")]
     published = [row(p["name"], p["dataset"], p["protocol"], p["metrics"]) | {"machine": "published figure (not run here)", "published": True, "note": p["note"]} for p in PUBLISHED]
     all_rows = kept + rows + published
     console.print(table(all_rows))
