@@ -1,0 +1,367 @@
+"""One coach iteration end to end: observe traffic, judge, distil, gate, promote or refuse.
+
+    result = run_loop(LoopConfig(), Registry(), out=Path("runs/coach"), ui=RichUI())
+
+Every stack in a run is fitted on the leave-one-out *training* part of the data, so each user's
+last interaction stays unseen by the models, the teacher and the student: it is the ground
+truth the gate measures. Users are split in two: replayed traffic of the first half is judged
+and distilled, traffic of the second half (never distilled from) is what the gate judges.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from coachrec import datasets
+from coachrec.coach.distill import DistillConfig, Distilled, DistillError, distill, distillable
+from coachrec.coach.gate import GateConfig, GateReport, decide, failure_rows, ground_truth_rows
+from coachrec.coach.registry import Registry
+from coachrec.coach.stack import CoachStack, StackConfig
+from coachrec.coach.traffic import Served, failures_by_mode, serve
+from coachrec.coach.trust import Trust, criterion_trust, kappa_table, measured_committee
+from coachrec.coach.ui import SilentUI
+from coachrec.data import Catalog, Dataset, Split, leave_one_out
+from coachrec.llm.cost import TierPrice
+from coachrec.serve.pipeline import RecommendRequest
+from coachrec.teacher import (
+    CatalogView, FailureReport, Judge, JudgeCase, Judgment, RelevanceCommittee, RubricSpec, constraints_from_dict,
+    failure_report, load_rubric, record,
+)
+from coachrec.teacher.traffic import replay_requests
+from coachrec.tracing import TraceStore
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    dataset: str = "ml-latest-small"
+    stack: StackConfig = StackConfig()
+    distill_requests: int = 400
+    gate_requests: int = 400
+    llm: str = "small"
+    """LLM member of the teacher for its LLM criteria (a role, GGUF path or URL; `none` = off)."""
+    llm_traces: int = 12
+    """Traces whose LLM criteria are judged (each costs 2 prompts per criterion)."""
+    golden: str | None = None
+    """A published golden set (review store) whose requests the gate also replays."""
+    review_db: Path | None = None
+    target_mode: str | None = None
+    """The failure mode to coach; default: the most frequent one that may be distilled."""
+    seed: int = 0
+    distill: DistillConfig = DistillConfig()
+    gate: GateConfig = GateConfig()
+
+
+@dataclass
+class Context:
+    """What every step of a run shares."""
+
+    config: LoopConfig
+    data: Dataset
+    split: Split
+    catalog: Catalog
+    rubric: RubricSpec
+    committee: RelevanceCommittee | None
+    trust: dict[str, Trust]
+    champion: CoachStack
+    champion_id: str
+    distill_users: list[str]
+    gate_users: list[str]
+    golden_requests: list[RecommendRequest]
+    data_info: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Observation:
+    served: Served
+    judgments: list[Judgment]
+    report: FailureReport
+    judge_version: str
+    judge_seconds: float
+    llm_seconds: float
+    llm_traces: int
+    llm_model: str | None
+    llm_note: str | None
+
+
+@dataclass
+class LoopResult:
+    context: Context
+    observation: Observation
+    target_mode: str | None
+    distilled: Distilled | None
+    candidate_id: str | None
+    gate: GateReport | None
+    promoted: bool
+    decision: str
+    tiers: list[dict[str, Any]]
+    before_after: dict[str, dict[str, float]]
+    seconds: float
+
+
+def catalog_for(data: Dataset) -> Catalog:
+    """The data's catalog, or a bare one (titles = item ids) for order-only data such as Beauty."""
+    if data.catalog is not None:
+        return data.catalog
+    ids = [str(i) for i in data.items.ids]
+    return Catalog.from_frame(pl.DataFrame({"item": ids, "title": ids}), data.items)
+
+
+def _fingerprint(data: Dataset) -> dict[str, Any]:
+    ev = data.events
+    return {"name": data.name, "events": ev.height, "users": data.n_users, "items": data.n_items,
+            "hash": str(ev.select(pl.col("user").hash().sum() + pl.col("item").hash().sum()).item() % 10**12),
+            "split": "leave-one-out training part (last two interactions per user held out)"}
+
+
+def prepare(config: LoopConfig, registry: Registry, ui: Any = SilentUI()) -> Context:
+    """Load data, fit (or load) the champion, fit and measure the teacher, split users."""
+    t0 = time.perf_counter()
+    ui.step(f"data and the production stack ({config.dataset})")
+    data = datasets.load(config.dataset)
+    split = leave_one_out(data)
+    catalog = catalog_for(data)
+    ui.note(f"{data}; leave-one-out: {split.train.events.height:,} training events")
+    info = _fingerprint(split.train)
+    champion_id = registry.champion
+    if champion_id is not None and registry.version(champion_id).data.get("hash") == info["hash"]:
+        champion = registry.load_stack(champion_id)
+        ui.note(f"champion {champion_id} from the registry: {champion.describe()}")
+    else:
+        champion = CoachStack.fit(split.train, config.stack, catalog)
+        v = registry.register(champion, description=f"baseline {champion.describe()}", dataset=data.name, data=info)
+        registry.promote(v.id, note="first champion for this data (nothing to gate against)")
+        champion_id = v.id
+        ui.note(f"fitted {champion.describe()} on the training part; registered as {v.id} (first champion)")
+    timings = {"stack": time.perf_counter() - t0}
+
+    t0 = time.perf_counter()
+    ui.step("the teacher: relevance committee, judge quality per criterion")
+    rubric = load_rubric()
+    committee, quality = None, None
+    try:
+        committee, quality = measured_committee(split.train, rubric, seed=config.seed)
+        ui.note(f"relevance committee vs later real ratings: kappa {quality.kappa:.3f} (floor {rubric.kappa_floor}), "
+                f"AUC {quality.auc:.3f}, {quality.n} pairs -> {'may gate' if quality.may_gate else 'may NOT gate'}")
+    except ValueError as exc:
+        ui.note(f"[yellow]relevance criterion does not apply: {exc}[/yellow]")
+    golden_quality, golden_requests = {}, []
+    if config.golden:
+        from coachrec.review import ReviewStore, golden_quality as measure_golden
+
+        review = ReviewStore(config.review_db)
+        try:
+            cases = review.golden_cases(config.golden)
+        finally:
+            review.close()
+        golden_quality = measure_golden(cases, rubric)
+        seen: set[str] = set()
+        for c in cases:
+            case = c.provenance.get("case") or {}
+            if c.trace_id in seen or case.get("user_id") is None:
+                continue
+            seen.add(c.trace_id)
+            golden_requests.append(RecommendRequest(user_id=str(case["user_id"]), k=int(case.get("k") or 10),
+                                                    constraints=constraints_from_dict(case.get("constraints") or {}),
+                                                    context=case.get("context"), request_id=f"golden-{c.trace_id}"))
+        ui.note(f"golden set {config.golden!r}: {len(cases)} labelled cases, {len(golden_requests)} requests to replay")
+    trust = criterion_trust(rubric, relevance=quality, golden=golden_quality)
+    for row in kappa_table(trust):
+        ui.note(f"  {row['criterion']:<26} {'may gate' if row['may_gate'] else 'report only':<12} {row['why']}")
+    timings["teacher"] = time.perf_counter() - t0
+    users = [str(u) for u in np.random.default_rng(config.seed).permutation(np.asarray(split.train.users.ids, dtype=object))]
+    half = len(users) // 2
+    return Context(config, data, split, catalog, rubric, committee, trust, champion, champion_id, users[:half], users[half:],
+                   golden_requests, info, timings)
+
+
+def _llm_judge(ctx: Context, cases: list[JudgeCase], ui: Any) -> tuple[list[Judgment], float, str | None, str | None]:
+    """LLM criteria on a sample of cases (free-text requests first); never fails the run."""
+    from coachrec.llm import LLMError, load_backend
+
+    if ctx.config.llm == "none" or ctx.config.llm_traces <= 0:
+        return [], 0.0, None, "LLM criteria off (--llm none)"
+    if ctx.data.catalog is None:
+        return [], 0.0, None, f"{ctx.data.name} has no item text: LLM criteria do not apply"
+    try:
+        backend = load_backend(ctx.config.llm)
+    except LLMError as exc:
+        return [], 0.0, None, f"LLM criteria not judged: {exc}"
+    try:
+        llm_criteria = [c.name for c in ctx.rubric.criteria if c.member == "llm"]
+        judge = Judge(ctx.rubric, CatalogView(ctx.catalog), llm=backend, criteria=llm_criteria)
+        rng = np.random.default_rng(ctx.config.seed)
+        order = sorted(range(len(cases)), key=lambda i: (not cases[i].context, rng.random()))
+        picked = [cases[i] for i in sorted(order[: ctx.config.llm_traces])]
+        t0 = time.perf_counter()
+        with ui.bar(f"LLM criteria ({backend.model_id})", len(picked)) as advance:
+            out = judge.judge(picked, progress=advance)
+        return out, time.perf_counter() - t0, backend.model_id, None
+    except LLMError as exc:
+        return [], 0.0, None, f"LLM criteria not judged: {exc}"
+    finally:
+        backend.close()
+
+
+def _gate_judge(ctx: Context) -> Judge:
+    """Program and relevance criteria: the ones that can be trusted without human labels."""
+    names = [c.name for c in ctx.rubric.criteria if c.member == "program" or (c.member == "recommender" and ctx.committee)]
+    return Judge(ctx.rubric, CatalogView(ctx.catalog), relevance=ctx.committee, criteria=names)
+
+
+def observe(ctx: Context, out: Path, ui: Any = SilentUI()) -> Observation:
+    """Replay the distillation users' traffic through the champion, judge it, count failures."""
+    t0 = time.perf_counter()
+    ui.step(f"replay {ctx.config.distill_requests} requests through the traced champion pipeline")
+    requests = replay_requests(ctx.distill_users, ctx.config.distill_requests, seed=ctx.config.seed)
+    store = TraceStore(out / "traces.duckdb")
+    try:
+        with ui.bar("serving", len(requests)) as advance:
+            served = serve(ctx.champion, ctx.catalog, requests, store, progress=advance)
+        ui.step(f"judge {len(served.cases)} traces with the teacher")
+        judge = _gate_judge(ctx)
+        t1 = time.perf_counter()
+        with ui.bar("program + relevance criteria", len(served.cases)) as advance:
+            judgments = judge.judge(served.cases, progress=advance)
+        judge_s = time.perf_counter() - t1
+        llm_judgments, llm_s, llm_model, llm_note = _llm_judge(ctx, served.cases, ui)
+        if llm_note:
+            ui.note(f"[yellow]{llm_note}[/yellow]")
+        record(store, judgments + llm_judgments)
+        store.flush()
+        report = failure_report(store, examples=3)
+    finally:
+        store.close()
+    ctx.timings["observe"] = time.perf_counter() - t0
+    llm_traces = len({j.trace_id for j in llm_judgments})
+    return Observation(served, judgments + llm_judgments, report, judge.version, judge_s, llm_s, llm_traces, llm_model, llm_note)
+
+
+def choose_target(ctx: Context, obs: Observation) -> tuple[str | None, list[str]]:
+    """The mode to coach and, for each more frequent mode passed over, why."""
+    skipped = []
+    modes = [m.name for m in obs.report.modes]
+    if ctx.config.target_mode is not None:
+        modes = [ctx.config.target_mode]
+    for mode in modes:
+        ok, why = distillable(ctx.rubric, ctx.trust, mode)
+        if ok and (ctx.committee is not None):
+            return mode, skipped
+        skipped.append(f"{mode}: {why}" if not ok else f"{mode}: no relevance committee")
+    return None, skipped
+
+
+def gate_candidate(ctx: Context, candidate: CoachStack, target_mode: str, out: Path, ui: Any = SilentUI()
+                   ) -> tuple[GateReport, dict[str, Served], float]:
+    """Serve the held-out users' traffic (and golden requests) through both stacks, judge, compare."""
+    t0 = time.perf_counter()
+    cfg = ctx.config
+    judge = _gate_judge(ctx)
+    sections = [("held-out traffic", replay_requests(ctx.gate_users, cfg.gate_requests, seed=cfg.seed + 1))]
+    if ctx.golden_requests:
+        sections.insert(0, ("golden set", ctx.golden_requests))
+    rows: list[Any] = []
+    served_by: dict[str, Served] = {}
+    judge_s = 0.0
+    for section, requests in sections:
+        modes = {}
+        for side, stack in (("champion", ctx.champion), ("candidate", candidate)):
+            path = out / f"gate-{side}-{section.replace(' ', '-')}.duckdb"
+            path.unlink(missing_ok=True)
+            store = TraceStore(path)
+            try:
+                with ui.bar(f"{section}: serve {side}", len(requests)) as advance:
+                    served = serve(stack, ctx.catalog, requests, store, progress=advance)
+                t1 = time.perf_counter()
+                with ui.bar(f"{section}: judge {side}", len(served.cases)) as advance:
+                    judgments = judge.judge(served.cases, progress=advance)
+                judge_s += time.perf_counter() - t1
+                record(store, judgments)
+            finally:
+                store.close()
+            modes[side] = failures_by_mode(judge, served.cases, judgments)
+            served_by[f"{section}/{side}"] = served
+        rows += failure_rows(section, modes["champion"], modes["candidate"], target_mode, cfg.gate)
+    ui.note("ground truth: leave-one-out full-ranking NDCG@10 / Recall@10 on each user's last interaction")
+    rows += ground_truth_rows(ctx.champion.scorer(), candidate.scorer(), ctx.split, cfg.gate)
+    criterion = next(c.name for c in ctx.rubric.criteria if target_mode in c.failure_modes)
+    promote, reasons = decide(rows, ctx.trust, target_mode, criterion, cfg.gate)
+    report = GateReport(
+        champion=f"{ctx.champion_id} ({ctx.champion.describe()})", candidate=candidate.describe(), target_mode=target_mode,
+        target_criterion=criterion, judge_version=judge.version, promote=promote, reasons=reasons, rows=rows,
+        trust=kappa_table(ctx.trust),
+        protocol={"traffic": f"{cfg.gate_requests} replayed requests (30% free-text, 30% constraints) of {len(ctx.gate_users)} "
+                             "held-out users never distilled from, served by both stacks, judged by program + relevance criteria",
+                  "ground_truth": "leave-one-out, full ranking over all items, each user's last interaction; ranker output "
+                                  "before the policy stages; per-user paired",
+                  "ci": f"{cfg.gate.confidence:.0%} paired bootstrap ({cfg.gate.n_boot} resamples), permutation p",
+                  "golden": f"golden set {cfg.golden!r}" if cfg.golden else "no golden set given"},
+        config=cfg.gate,
+    )
+    ctx.timings["gate"] = time.perf_counter() - t0
+    return report, served_by, judge_s
+
+
+def _tier(tier: str, n: int, seconds_each: np.ndarray | float, note: str) -> dict[str, Any]:
+    ms = np.atleast_1d(np.asarray(seconds_each, dtype=np.float64)) * 1000
+    price = TierPrice()
+    return {"tier": tier, "n": n, "ms_mean": float(ms.mean()) if len(ms) else None,
+            "ms_p95": float(np.percentile(ms, 95)) if len(ms) > 1 else None,
+            "usd_per_1k": float(ms.mean() / 1000 * price.usd_per_second * 1000) if len(ms) else None, "note": note}
+
+
+def run_loop(config: LoopConfig, registry: Registry, out: Path, ui: Any = SilentUI()) -> LoopResult:
+    start = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "traces.duckdb").unlink(missing_ok=True)
+    ctx = prepare(config, registry, ui)
+    obs = observe(ctx, out, ui)
+    target, skipped = choose_target(ctx, obs)
+    for why in skipped:
+        ui.note(f"[dim]not targeted: {why}[/dim]")
+    tiers = [_tier("serve: champion pipeline (traced)", len(obs.served.latency_ms), obs.served.latency_ms / 1000,
+                   ctx.champion.describe()),
+             _tier("teacher: program checks + relevance committee", len(obs.served.cases),
+                   obs.judge_seconds / max(len(obs.served.cases), 1), "per judged trace")]
+    if obs.llm_traces:
+        tiers.append(_tier(f"teacher: LLM criteria ({obs.llm_model})", obs.llm_traces, obs.llm_seconds / obs.llm_traces,
+                           "per judged trace, both slate orders"))
+    if target is None:
+        decision = "REFUSE: no failure mode may be distilled (" + "; ".join(skipped or ["no failures found"]) + ")"
+        return LoopResult(ctx, obs, None, None, None, None, False, decision, tiers, {}, time.perf_counter() - start)
+    ui.step(f"distil the teacher into the ranker (target: {target})")
+    t0 = time.perf_counter()
+    try:
+        distilled = distill(ctx.champion, ctx.committee, obs.served.cases, ctx.split, ctx.rubric, ctx.trust, target,
+                            config.distill, progress=ui.note)
+    except DistillError as exc:
+        decision = f"REFUSE: {exc}"
+        return LoopResult(ctx, obs, target, None, None, None, False, decision, tiers, {}, time.perf_counter() - start)
+    ctx.timings["distill"] = time.perf_counter() - t0
+    ui.note(distilled.note)
+    candidate = registry.register(distilled.stack, description=f"candidate {distilled.stack.describe()} targeting {target}",
+                                  dataset=ctx.data.name, data=ctx.data_info, judge_version=obs.judge_version,
+                                  parent=ctx.champion_id, distillation=distilled.summary())
+    ui.step(f"gate {candidate.id} against champion {ctx.champion_id}")
+    report, served_by, gate_judge_s = gate_candidate(ctx, distilled.stack, target, out, ui)
+    registry.attach_gate(candidate.id, report.to_dict())
+    if report.promote:
+        registry.promote(candidate.id, note=report.verdict())
+    else:
+        registry.refuse(candidate.id, note=report.verdict())
+    held = served_by.get("held-out traffic/candidate")
+    if held is not None:
+        tiers.insert(1, _tier("serve: candidate pipeline (traced, + student ranker)", len(held.latency_ms), held.latency_ms / 1000,
+                              distilled.stack.describe()))
+    before_after = {r.metric.removesuffix(" rate"): {"before": r.champion, "after": r.candidate, "ci_low": r.ci_low,
+                                                     "ci_high": r.ci_high, "n": r.n}
+                    for r in report.rows if r.section == "held-out traffic"}
+    return LoopResult(ctx, obs, target, distilled, candidate.id, report, report.promote, report.verdict(), tiers, before_after,
+                      time.perf_counter() - start)
+

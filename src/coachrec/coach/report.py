@@ -1,0 +1,150 @@
+"""The run report: Markdown with PNG plots (failure-mode rates before/after, metric deltas with
+CIs, latency and cost per tier), written to a folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from coachrec.coach.loop import LoopResult
+from coachrec.coach.trust import kappa_table
+from coachrec.teacher import CatalogView
+
+
+def _plots(result: LoopResult, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    if result.gate is not None:
+        rows = [r for r in result.gate.rows if r.section != "ground truth" and (r.champion or r.candidate)]
+        if rows:
+            fig, ax = plt.subplots(figsize=(7, 0.6 * len(rows) + 1.5))
+            y = range(len(rows))
+            ax.barh([i + 0.2 for i in y], [r.champion for r in rows], height=0.4, label="champion (before)", color="#999999")
+            ax.barh([i - 0.2 for i in y], [r.candidate for r in rows], height=0.4, label="candidate (after)", color="#2b7bba")
+            ax.set_yticks(list(y), [f"{r.metric}\n({r.section})" for r in rows])
+            ax.set_xlabel("share of judged requests with the failure")
+            ax.legend(loc="lower right")
+            ax.set_title("Failure-mode rates, same held-out requests")
+            fig.tight_layout()
+            fig.savefig(out / "failure_rates.png", dpi=110)
+            plt.close(fig)
+            files.append("failure_rates.png")
+        fig, ax = plt.subplots(figsize=(7, 0.5 * len(result.gate.rows) + 1.5))
+        gate_rows = result.gate.rows
+        for i, r in enumerate(gate_rows):
+            color = "#2b7bba" if r.passed or r.passed is None else "#c0392b"
+            ax.errorbar(r.delta, i, xerr=[[r.delta - r.ci_low], [r.ci_high - r.delta]], fmt="o", color=color, capsize=3)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks(range(len(gate_rows)), [f"{r.metric} ({r.section})" for r in gate_rows])
+        ax.set_xlabel("candidate - champion (95% paired bootstrap CI); red = rule broken")
+        ax.set_title("Metric deltas")
+        fig.tight_layout()
+        fig.savefig(out / "metric_deltas.png", dpi=110)
+        plt.close(fig)
+        files.append("metric_deltas.png")
+    tiers = [t for t in result.tiers if t["ms_mean"] is not None]
+    if tiers:
+        fig, ax = plt.subplots(figsize=(7, 0.5 * len(tiers) + 1.5))
+        ax.barh(range(len(tiers)), [t["ms_mean"] for t in tiers], color="#2b7bba")
+        ax.set_yticks(range(len(tiers)), [t["tier"] for t in tiers])
+        ax.set_xscale("log")
+        ax.set_xlabel("mean latency per request / judged trace (ms, log scale)")
+        ax.set_title("Latency per tier")
+        fig.tight_layout()
+        fig.savefig(out / "latency_tiers.png", dpi=110)
+        plt.close(fig)
+        files.append("latency_tiers.png")
+    return files
+
+
+def _examples(result: LoopResult, mode_name: str, n: int = 2) -> list[str]:
+    """Example traces of a failure mode, in words: request, shown titles, the teacher's why."""
+    mode = next(m for m in result.observation.report.modes if m.name == mode_name)
+    view = CatalogView(result.context.catalog)
+    cases = {c.trace_id: c for c in result.observation.served.cases}
+    why = {(j.trace_id, j.criterion): j.rationale for j in result.observation.judgments}
+    lines = []
+    for trace_id in mode.examples[:n]:
+        c = cases.get(trace_id)
+        if c is None:
+            continue
+        request = f"user {c.user_id}" + (f", asked {c.context!r}" if c.context else "") + (
+            f", constraints {c.constraints}" if any(v for k, v in c.constraints.items() if k != "exclude_seen") else "")
+        shown = "; ".join(view.title(i) for i in c.items[:5])
+        lines.append(f"  - trace `{trace_id}` ({request}): shown {shown} ... — *{why.get((trace_id, mode.criterion), mode.why)}*")
+    return lines
+
+
+def write_report(result: LoopResult, out: Path, title: str = "coachrec quickstart") -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    plots = _plots(result, out)
+    ctx, obs = result.context, result.observation
+    md: list[str] = [f"# {title} — {ctx.data.name}", "",
+                     f"Completed in {result.seconds:.0f} s. **Decision: {result.decision}**", ""]
+    md += ["## 1. Production stack", "", f"- data: {ctx.data}", f"- champion `{ctx.champion_id}`: {ctx.champion.describe()}, "
+           f"fitted on the leave-one-out training part ({ctx.split.train.events.height:,} events)", ""]
+    md += ["## 2. Teacher and how far each criterion is trusted", "",
+           "| criterion | member | kappa | n | AUC | may gate / distil | why |", "|---|---|---|---|---|---|---|"]
+    for r in kappa_table(ctx.trust):
+        md.append(f"| {r['criterion']} | {r['member']} | {'' if r['kappa'] is None else r['kappa']} | {r['n'] or ''} | "
+                  f"{'' if r['auc'] is None else r['auc']} | {'yes' if r['may_gate'] else 'no'} | {r['why']} |")
+    md += ["", f"Judge: `{obs.judge_version}`" + (f"; LLM member {obs.llm_model} on {obs.llm_traces} traces" if obs.llm_model else ""),
+           *([f"", f"> {obs.llm_note}"] if obs.llm_note else []), ""]
+    md += [f"## 3. Top failure modes ({obs.report.judged_traces} judged traces of {len(ctx.distill_users)} users, champion)", "",
+           "| failure mode | criterion | traces | rate | where (span) | why (teacher) |", "|---|---|---|---|---|---|"]
+    for m in obs.report.modes[:8]:
+        md.append(f"| {m.name} | {m.criterion} | {m.count} | {m.rate:.1%} | {m.span} | {m.why[:150]} |")
+    if not obs.report.modes:
+        md.append("| (none) | | | | | |")
+    md.append("")
+    for m in obs.report.modes[:3]:
+        md.append(f"- **{m.name}** examples:")
+        md += _examples(result, m.name)
+    md += ["", "## 4. Distillation", ""]
+    if result.distilled is not None:
+        d = result.distilled.summary()
+        md += [f"- target failure mode: **{result.target_mode}** (criterion `{d['criterion']}`)",
+               f"- {d['pairs']:,} teacher-labelled (request, candidate) pairs from {d['requests']} distinct users' traced requests; "
+               "soft labels weighted by teacher confidence and teacher-champion rank agreement",
+               f"- student fit: {json.dumps({k: round(v, 4) for k, v in d['student_fit'].items()})}",
+               f"- strength search on validation items (never the gate's test items): {result.distilled.note}", "",
+               "| strength | valid NDCG@10 | teacher pass rate |", "|---|---|---|"]
+        md += [f"| {r['strength']:g} | {r['valid_ndcg@10']:.4f} | {r['teacher_pass_rate']:.3f} |" for r in d["strength_search"]]
+        md += ["", f"- candidate registered as `{result.candidate_id}`"]
+    else:
+        md.append(f"Nothing distilled: {result.decision}")
+    md += ["", "## 5. Gate", ""]
+    if result.gate is not None:
+        g = result.gate
+        md += [f"Champion `{g.champion}` vs candidate `{g.candidate}`.", "", g.markdown(), "",
+               *[f"- {k}: {v}" for k, v in g.protocol.items()], "", f"**{g.verdict()}**", ""]
+    md += ["## 6. Latency and cost per tier", "", "| tier | n | mean ms | p95 ms | USD per 1k | note |", "|---|---|---|---|---|---|"]
+    for t in result.tiers:
+        p95 = "" if t["ms_p95"] is None else f"{t['ms_p95']:.1f}"
+        md.append(f"| {t['tier']} | {t['n']} | {t['ms_mean']:.1f} | {p95} | {t['usd_per_1k']:.5f} | {t['note']} |")
+    md += ["", "Cost = CPU time held at the LLM layer's default local price (2 cores at $0.05 per core-hour); no per-token charge.", ""]
+    md += ["## Plots", "", *[f"![{p}]({p})" for p in plots], "",
+           "## Timings (s)", "", ", ".join(f"{k} {v:.0f}" for k, v in ctx.timings.items()), ""]
+    path = out / "report.md"
+    path.write_text("\n".join(md))
+    (out / "result.json").write_text(json.dumps(summary(result), indent=2, default=str) + "\n")
+    return path
+
+
+def summary(result: LoopResult) -> dict[str, Any]:
+    """A JSON-ready summary of a run (what benchmarks and tests read)."""
+    return {
+        "dataset": result.context.data.name, "seconds": round(result.seconds, 1), "decision": result.decision,
+        "promoted": result.promoted, "champion": result.context.champion_id, "candidate": result.candidate_id,
+        "target_mode": result.target_mode,
+        "failure_modes": [{"mode": m.name, "criterion": m.criterion, "traces": m.count, "rate": round(m.rate, 4), "span": m.span}
+                          for m in result.observation.report.modes],
+        "trust": kappa_table(result.context.trust), "before_after": result.before_after,
+        "gate": result.gate.to_dict() if result.gate else None, "tiers": result.tiers,
+        "distillation": result.distilled.summary() if result.distilled else None,
+    }

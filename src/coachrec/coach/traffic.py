@@ -1,0 +1,67 @@
+"""Serve replayed requests through a stack's traced pipeline and judge them.
+
+Every request of a run goes through the real `serve.Pipeline` into a trace store, and the
+teacher reads the cases back from the traces (as it would in production), so what the gate
+compares is what users would have been shown, policy and guardrail included.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from coachrec.coach.stack import CoachStack
+from coachrec.data import Catalog
+from coachrec.serve.pipeline import RecommendRequest
+from coachrec.teacher import Judge, JudgeCase, Judgment, cases_from_store
+from coachrec.tracing import Tracer, TraceStore
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Served:
+    trace_ids: list[str]
+    cases: list[JudgeCase]
+    latency_ms: np.ndarray
+    """Wall-clock latency of each request, pipeline only (traced)."""
+
+
+def serve(stack: CoachStack, catalog: Catalog, requests: Sequence[RecommendRequest], store: TraceStore,
+          progress: Progress | None = None) -> Served:
+    """Serve `requests` (in order) with full tracing into `store`; cases align with `requests`."""
+    pipeline = stack.pipeline(catalog, tracer=Tracer(store))
+    trace_ids, latency = [], []
+    for n, request in enumerate(requests, 1):
+        t0 = time.perf_counter()
+        result = pipeline.recommend(request)
+        latency.append((time.perf_counter() - t0) * 1000)
+        if result.trace_id is None:
+            raise RuntimeError("a replayed request was sampled out of tracing; the coach needs every trace")
+        trace_ids.append(result.trace_id)
+        if progress is not None:
+            progress(n, len(requests))
+    store.flush()
+    return Served(trace_ids, cases_from_store(store, trace_ids, skip_foreign=False), np.asarray(latency))
+
+
+def failures_by_mode(judge: Judge, cases: Sequence[JudgeCase], judgments: Sequence[Judgment]) -> dict[str, np.ndarray]:
+    """Per failure mode, a float array over `cases`: 1 = the mode fired, 0 = judged and clear,
+    NaN = the emitting criterion did not apply to the case (e.g. no free-text request)."""
+    position = {c.trace_id: i for i, c in enumerate(cases)}
+    out: dict[str, np.ndarray] = {}
+    for criterion in judge.criteria:
+        for mode in criterion.failure_modes:
+            out[mode] = np.full(len(cases), np.nan)
+    for j in judgments:
+        spec = next(c for c in judge.criteria if c.name == j.criterion)
+        for mode in spec.failure_modes:
+            out[mode][position[j.trace_id]] = float(mode in j.failure_modes)
+    return out
+
+
+def mode_criterion(judge: Judge) -> dict[str, str]:
+    return {mode: c.name for c in judge.criteria for mode in c.failure_modes}

@@ -1,0 +1,94 @@
+"""Which of the teacher's criteria may gate a promotion or be distilled.
+
+- program criteria are exact checks of the trace (a constraint leak is a fact, not an opinion):
+  trusted by construction;
+- the relevance criterion (the recommender committee) is measured against later real ratings
+  of the same users (`teacher.heldout_labels`, evaluation half), at the rubric's item threshold;
+- LLM criteria are measured against human labels of a golden set; without one they are
+  unmeasured and may report but not gate.
+
+A criterion may gate only when its `JudgeQuality.may_gate` holds (kappa at or above the
+rubric's floor on enough cases).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+from coachrec.data import Dataset
+from coachrec.teacher import JudgeQuality, RelevanceCommittee, RelevanceConfig, RubricSpec, heldout_labels, measure
+
+
+@dataclass(frozen=True)
+class Trust:
+    criterion: str
+    member: str
+    may_gate: bool
+    reason: str
+    quality: JudgeQuality | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"criterion": self.criterion, "member": self.member, "may_gate": self.may_gate, "reason": self.reason,
+                "quality": self.quality.to_dict() if self.quality else None}
+
+
+def has_ratings(data: Dataset) -> bool:
+    """True when the events carry graded ratings (not only 0/1 interactions)."""
+    return data.events["value"].n_unique() > 2
+
+
+def measured_committee(
+    data: Dataset, rubric: RubricSpec, config: RelevanceConfig = RelevanceConfig(), *, seed: int = 0
+) -> tuple[RelevanceCommittee, JudgeQuality]:
+    """The relevance committee for judging traces of a stack fitted on `data`, and its measured
+    quality. As `teacher.calibrated_committee`: blend weights fitted on the calibration half of
+    held-out later ratings; here the same split-fitted committee is also scored on the
+    evaluation half (pairs the blend never saw) before the members are refitted on all of `data`."""
+    if not has_ratings(data):
+        raise ValueError(f"dataset {data.name!r} has no graded ratings: the relevance criterion is calibrated on "
+                         "later ratings >= 4 and does not apply")
+    labels = heldout_labels(data, like=config.like, dislike=config.dislike, seed=seed)
+    split = RelevanceCommittee(config).fit(labels.train)
+    split.fit_blend(split.pair_features(labels.calibration), labels.calibration.labels)
+    p = split.probability_from_features(split.pair_features(labels.evaluation))
+    threshold = rubric.criterion("relevance").item_threshold
+    quality = measure("relevance", split.model_id, p >= threshold, labels.evaluation.labels, kappa_floor=rubric.kappa_floor,
+                      scores=p, protocol=f"{labels.protocol}; item threshold {threshold}")
+    full = RelevanceCommittee(config).fit(data)
+    full.blend = split.blend
+    return full, quality
+
+
+def criterion_trust(
+    rubric: RubricSpec,
+    *,
+    relevance: JudgeQuality | None = None,
+    golden: Mapping[str, JudgeQuality] | None = None,
+) -> dict[str, Trust]:
+    """Trust per rubric criterion from the measurements available."""
+    out: dict[str, Trust] = {}
+    golden = golden or {}
+    for c in rubric.criteria:
+        q = golden.get(c.name) if c.member != "recommender" else (relevance or golden.get(c.name))
+        if c.member == "program":
+            out[c.name] = Trust(c.name, c.member, True, f"exact program check ({c.check})", q)
+        elif q is None:
+            where = "later real ratings" if c.member == "recommender" else "a golden set with human labels"
+            out[c.name] = Trust(c.name, c.member, False, f"judge quality not measured (needs {where})")
+        else:
+            out[c.name] = Trust(c.name, c.member, q.may_gate, f"{q.judge}: {q.reason()}", q)
+    return out
+
+
+def kappa_table(trust: Mapping[str, Trust]) -> list[dict[str, Any]]:
+    """Rows for reports: criterion, member, kappa, n, may gate, why."""
+    rows = []
+    for t in trust.values():
+        q = t.quality
+        rows.append({"criterion": t.criterion, "member": t.member, "kappa": None if q is None else round(q.kappa, 3),
+                     "n": None if q is None else q.n, "auc": None if q is None or q.auc is None else round(float(q.auc), 3),
+                     "may_gate": t.may_gate, "why": t.reason})
+    return rows
