@@ -10,6 +10,8 @@ import pytest
 
 from coachrec.llm import LlamaCppBackend, LlamaCppConfig, LLMError, ModelRegistry, ResponseCache, load_backend
 
+pytestmark = pytest.mark.slow
+
 LETTERS = [chr(ord("A") + i) for i in range(20)]
 PROMPT = (
     "Pick the best movie for a fan of space adventures.\n"
@@ -28,7 +30,7 @@ def small_model_path() -> Path:
 
 @pytest.fixture(scope="module")
 def small() -> Iterator[LlamaCppBackend]:
-    backend = LlamaCppBackend(small_model_path(), LlamaCppConfig(n_ctx=2048, n_threads=2))
+    backend = LlamaCppBackend(small_model_path(), LlamaCppConfig(n_ctx=2048, n_threads=1))
     yield backend
     backend.close()
 
@@ -51,7 +53,7 @@ def test_prefix_reuse_gives_the_same_scores_as_a_fresh_context(small: LlamaCppBa
     small.next_token_logprobs(PROMPT, LETTERS)
     reused = small.next_token_logprobs(other, LETTERS)
     assert small.last_usage is not None and small.last_usage.reused_input_tokens > 5
-    fresh_backend = LlamaCppBackend(small.path, LlamaCppConfig(n_ctx=2048, n_threads=2))
+    fresh_backend = LlamaCppBackend(small.path, LlamaCppConfig(n_ctx=2048, n_threads=1))
     try:
         fresh = fresh_backend.next_token_logprobs(other, LETTERS)
         assert fresh_backend.last_usage is not None and fresh_backend.last_usage.reused_input_tokens == 0
@@ -85,7 +87,7 @@ def test_too_long_prompt_and_empty_candidate_are_clear_errors(small: LlamaCppBac
 
 def test_load_backend_by_role_with_cache_hits() -> None:
     small_model_path()
-    llm = load_backend("small", llama=LlamaCppConfig(n_ctx=1024, n_threads=2), cache=ResponseCache())
+    llm = load_backend("small", llama=LlamaCppConfig(n_ctx=1024, n_threads=1), cache=ResponseCache())
     try:
         first = llm.next_token_logprobs(PROMPT, LETTERS[:4])
         assert llm.last_usage is not None and not llm.last_usage.cached

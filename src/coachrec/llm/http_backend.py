@@ -4,8 +4,8 @@ Next-token scoring uses the legacy `/v1/completions` endpoint with `max_tokens=1
 `logprobs=k`, which returns the k most likely next tokens with their log-probabilities. A
 candidate is matched to the longest returned token that is a prefix of it. A candidate outside
 the top k gets the smallest returned log-probability, an upper bound on its true value (the
-server does not reveal more); raise `top_logprobs` where the server allows it (vLLM and
-OpenAI cap it at 20 or 5 unless configured otherwise).
+server does not reveal more), and is listed in `last_outside_top_k`; raise `top_logprobs`
+where the server allows it (vLLM and OpenAI cap it at 20 or 5 unless configured otherwise).
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ class OpenAICompatBackend(LLMBackend):
             timeout=httpx.Timeout(self.config.timeout_s, connect=self.config.connect_timeout_s),
         )
         self._context_length = self.config.context_length
+        self.last_outside_top_k: frozenset[str] = frozenset()
+        """Candidates of the last `next_token_logprobs` call whose value is only an upper bound."""
         self.model_id = model or self._first_served_model()
 
     @property
@@ -101,7 +103,9 @@ class OpenAICompatBackend(LLMBackend):
         floor = min(top.values())
         usage = out.get("usage") or {}
         self._record("next_token_logprobs", int(usage.get("prompt_tokens", 0)), 0, timer)
-        return {c: _match(c, top, floor) for c in candidates}
+        scores = {c: _match(c, top) for c in candidates}
+        self.last_outside_top_k = frozenset(c for c, v in scores.items() if v is None)
+        return {c: floor if v is None else v for c, v in scores.items()}
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         timer = Timer()
@@ -192,7 +196,7 @@ class OpenAICompatBackend(LLMBackend):
         return Completion(text=text, finish_reason=choice.get("finish_reason"), usage=recorded)
 
 
-def _match(candidate: str, top: dict[str, float], floor: float) -> float:
-    """Log-probability of the longest returned token that starts `candidate`, else `floor`."""
+def _match(candidate: str, top: dict[str, float]) -> float | None:
+    """Log-probability of the longest returned token that starts `candidate`, if any."""
     best = max((t for t in top if t and candidate.startswith(t)), key=len, default=None)
-    return top[best] if best is not None else floor
+    return top[best] if best is not None else None
