@@ -92,3 +92,21 @@ def test_report_cost_cli(tmp_path):
     assert out.exit_code == 0, out.output
     assert json.loads(out.output) == [{"tier": "none", "requests": 1, "calls": 0, "cache_hits": 0, "input_tokens": 0, "output_tokens": 0,
                                        "latency_s": 0.0, "latency_p50_ms": 0.0, "latency_p95_ms": 0.0, "cost_usd": 0.0}]
+
+
+def test_a_failing_model_keeps_the_retriever_order_and_marks_the_span():
+    from coachrec.llm import LLMError
+
+    class Broken(FakeBackend):
+        def next_token_logprobs(self, prompt, candidates):
+            raise LLMError("model crashed")
+
+    data = synthetic()
+    config = LLMServeConfig(router=RouterConfig(skip_margin=1.0))
+    pipeline, store, _ = llm_pipeline(data, config, small=Broken("broken"))
+    result = pipeline.recommend(RecommendRequest(user_id="3", k=5))
+    store.flush()
+    spans = {s.name: s for s in store.trace(result.trace_id)}
+    assert spans["llm.small"].status == "ERROR" and "model crashed" in spans["llm.small"].error
+    assert spans["llm.rerank"].output_value()["items"] == spans["policy.constraints"].output_value()["items"]
+    assert len(result.items) == 5

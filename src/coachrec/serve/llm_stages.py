@@ -115,10 +115,10 @@ class LLMRerank:
 
     def __call__(self, ctx: RequestContext, candidates: Candidates, span: AnySpan) -> Candidates:
         head = min(len(candidates), self.config.max_candidates)
-        route = self.router.route(signals(candidates.score[:head], len(ctx.history), ctx.context))
         if head < 2:
             span.set_attributes({"router.tier": "none", "router.reason": f"{head} candidate(s): nothing to rerank"})
             return candidates
+        route = self.router.route(signals(candidates.score[:head], len(ctx.history), ctx.context))
         span.set_attributes({"router.tier": route.tier, "router.reason": route.reason,
                              **{f"router.{k}": v for k, v in route.signals.as_dict().items()}})
         if route.tier == "none":
