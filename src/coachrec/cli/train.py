@@ -48,6 +48,7 @@ def train(
     set_: Annotated[list[str], typer.Option("--set", help="Config override key=value (repeatable)")] = [],  # noqa: B006
     valid: Annotated[bool, typer.Option(help="Report validation NDCG@10/Recall@10 (loo-full) after training")] = False,
     all_events: Annotated[bool, typer.Option(help="Fit on every event (for serving, not for evaluation)")] = False,
+    checkpoint: Annotated[bool, typer.Option(help="Save to --out after every epoch (epoch-based models)")] = False,
 ) -> None:
     """Fit a model (per-dataset defaults, then your overrides) and save it to --out."""
     import dataclasses
@@ -88,6 +89,9 @@ def train(
             info = f"loss {loss:.4f}  {seconds:.1f}s  {events / max(seconds, 1e-9):,.0f} events/s"
             bar.console.print(f"epoch {epoch}/{n_epochs}: {info}")
             bar.update(job, advance=1, info=info)
+            if checkpoint:
+                m.fit_info = {"dataset": data.name, "epochs_done": epoch, "checkpoint": True}
+                m.save(out)
 
         if hasattr(m, "on_epoch"):
             m.on_epoch = on_epoch

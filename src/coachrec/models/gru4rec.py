@@ -381,30 +381,29 @@ class GRU4Rec(BaseRecommender):
             pop = data.item_popularity()
             sampler = _Sampler(pop, cfg.sample_alpha, cfg.n_sample, gen) if cfg.n_sample > 0 else None
             log_pop = torch.log(torch.tensor(pop, dtype=torch.float32).clamp_(min=1)) if cfg.logq > 0 else None
+            opt = IndexedAdagradM(cfg.learning_rate, cfg.momentum)
             self.epoch_losses = []
             for epoch in range(cfg.n_epochs):
                 t0_ = time.perf_counter()
-                loss = self._epoch(sched, sampler, log_pop)
+                loss = self._epoch(sched, sampler, log_pop, opt)
                 dt = time.perf_counter() - t0_
                 self.epoch_losses.append(loss)
                 if self.on_epoch is not None:
                     self.on_epoch(epoch + 1, loss, dt, len(sched.inputs))
             self.net.eval()
 
-    def _epoch(self, sched: _Schedule, sampler: _Sampler | None, log_pop: torch.Tensor | None) -> float:
+    def _epoch(self, sched: _Schedule, sampler: _Sampler | None, log_pop: torch.Tensor | None, opt: IndexedAdagradM) -> float:
+        """One pass over the schedule; returns the mean loss per predicted event."""
         cfg, net = self.config, self.net
         assert net is not None
         net.train()
-        opt = getattr(self, "_opt", None)
-        if opt is None:
-            opt = self._opt = IndexedAdagradM(cfg.learning_rate, cfg.momentum)
-        dense = [p for p in net.parameters()]
+        dense = list(net.parameters())
         act = final_activation(cfg.final_act)
         in_table, out_table, bias = net.input_table(), net.Wy, net.By
         tied = net.mode == "constrained"
         B = min(cfg.batch_size, sched.ptr[1] - sched.ptr[0]) if len(sched) else cfg.batch_size
         H = [torch.zeros(B, d) for d in cfg.layers]
-        total, count = 0.0, 0
+        count = 0
         losses = torch.zeros(len(sched))
         diag_cache: dict[int, torch.Tensor] = {}
         for t in range(len(sched)):
@@ -422,13 +421,12 @@ class GRU4Rec(BaseRecommender):
                 w = out_table.index_select(0, rows).requires_grad_()
                 x, y_inv = w[inv[:n]], inv[n:]
                 b = bias.index_select(0, rows).requires_grad_()
-                y_rows = rows
             else:
                 x_rows, x_inv = torch.unique(x_idx, return_inverse=True)
-                y_rows, y_inv = torch.unique(y, return_inverse=True)
+                rows, y_inv = torch.unique(y, return_inverse=True)
                 e = in_table.index_select(0, x_rows).requires_grad_()
-                w = out_table.index_select(0, y_rows).requires_grad_()
-                b = bias.index_select(0, y_rows).requires_grad_()
+                w = out_table.index_select(0, rows).requires_grad_()
+                b = bias.index_select(0, rows).requires_grad_()
                 x = e[x_inv]
             h = net.hidden(x, H, training=True)
             H = [hh.detach() for hh in H]
@@ -457,7 +455,7 @@ class GRU4Rec(BaseRecommender):
             opt.step(dense)
             if not tied:
                 opt.step_rows(in_table, x_rows, e.grad)
-            opt.step_rows(out_table, y_rows, w.grad)
+            opt.step_rows(out_table, rows, w.grad)
             if tied:
                 # the bias only scores outputs: update the output rows (as the official sparse
                 # gradient of By does), not the input-only rows of the tied table
@@ -465,7 +463,7 @@ class GRU4Rec(BaseRecommender):
                 used[y_inv] = True
                 opt.step_rows(bias, rows[used], b.grad[used])
             else:
-                opt.step_rows(bias, y_rows, b.grad)
+                opt.step_rows(bias, rows, b.grad)
             losses[t] = loss.detach() * (cfg.batch_size / n)
             count += n
         # events-weighted mean of the per-event loss, like the official log line

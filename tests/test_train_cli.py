@@ -1,0 +1,45 @@
+"""`coachrec train` fits, reports, saves; `coachrec evaluate --model-path` reads the result."""
+
+import json
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from coachrec.cli import app
+from coachrec.cli.train import parse_sets
+from coachrec.models import load
+
+
+def test_parse_sets():
+    assert parse_sets(["layers=[64]", "loss=bpr-max", "momentum=0.3", "constrained_embedding=false", "n_sample=0"]) == {
+        "layers": [64],
+        "loss": "bpr-max",
+        "momentum": 0.3,
+        "constrained_embedding": False,
+        "n_sample": 0,
+    }
+    with pytest.raises(typer.BadParameter):
+        parse_sets(["novalue"])
+
+
+def test_train_then_evaluate_saved_model(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "g"
+    args = ["train", "--model", "gru4rec", "--dataset", "ml-latest-small", "--out", str(out), "--epochs", "1", "--threads", "1", "--seed", "3"]
+    args += ["--set", "layers=[16]", "--set", "n_sample=32", "--set", "batch_size=64", "--valid", "--checkpoint"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "epoch 1/1: loss" in res.output and "valid (leave-one-out" in res.output
+    m = load(out)
+    assert m.config.layers == [16] and m.config.seed == 3 and m.config.loss == "bpr-max"  # defaults + overrides
+    assert m.fit_info["trained_on"] == "leave-one-out train part"
+    res = runner.invoke(app, ["evaluate", "--model-path", str(out), "--dataset", "ml-latest-small", "--json", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "r.json").read_text())["protocol"] == "loo-full"
+
+
+def test_train_rejects_unknown_setting(tmp_path):
+    res = CliRunner().invoke(app, ["train", "--model", "gru4rec", "--out", str(tmp_path / "x"), "--set", "hidden=3"])
+    assert res.exit_code != 0
+    assert "no setting" in res.output
