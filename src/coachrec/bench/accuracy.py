@@ -124,7 +124,8 @@ def run(datasets: list[str], models: list[str], quick: bool) -> list[dict[str, A
                 r = row(name, ds.name, pname, metrics)
                 r["config"] = "quick" if quick else "default"
                 rows.append(r)
-                console.print(f"{ds.name} {pname} {name}: " + ", ".join(f"{k} {metrics[k]}" for k in ("recall@10", "ndcg@10", "fit_seconds")))
+                shown = ", ".join(f"{k} {metrics[k]}" for k in ("recall@10", "ndcg@10", "fit_seconds"))
+                console.print(f"{ds.name} {pname} {name}: {shown}")
     return rows
 
 
@@ -169,7 +170,8 @@ def bench_accuracy(
     ran = {(r["dataset"], r["name"]) for r in rows}
     old = json.loads(path.read_text()) if path.exists() else []
     kept = [r for r in old if (r["dataset"], r["name"]) not in ran and not r.get("published")]
-    published = [row(p["name"], p["dataset"], p["protocol"], p["metrics"]) | {"machine": "published figure (not run here)", "published": True, "note": p["note"]} for p in PUBLISHED]
+    marks = {"machine": "published figure (not run here)", "published": True}
+    published = [row(p["name"], p["dataset"], p["protocol"], p["metrics"]) | marks | {"note": p["note"]} for p in PUBLISHED]
     all_rows = kept + rows + published
     console.print(table(all_rows))
     console.print(f"wrote {write('accuracy', all_rows)}")

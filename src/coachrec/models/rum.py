@@ -251,7 +251,7 @@ class RUM(BaseRecommender):
         _, w = self.net.item_attention(mem[:, -1], mask[:, -1], q)
         weights = w[0, 0, -len(mem_items) :].numpy()
         totals: dict[int, float] = {}
-        for i, wt in zip(mem_items.tolist(), weights.tolist()):
+        for i, wt in zip(mem_items.tolist(), weights.tolist(), strict=True):
             totals[i] = totals.get(i, 0.0) + wt
         ranked = sorted(totals.items(), key=lambda kv: -kv[1])
         return [(str(self.items.decode([i])[0]), float(wt)) for i, wt in ranked]  # type: ignore[union-attr]

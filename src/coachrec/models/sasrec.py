@@ -1,7 +1,7 @@
 """SASRec (Kang & McAuley, ICDM 2018): causal self-attention over the last `max_len` items.
 
 The network follows the authors' code: scaled item embeddings plus learned positional
-embeddings, dropout, `n_layers` blocks of (layer-normed query) attention with a causal mask
+embeddings, dropout, `layers` blocks of (layer-normed query) attention with a causal mask
 and a point-wise feed-forward net, each with residuals, padding positions zeroed after
 every block, a final layer norm, and output scores tied to the item embeddings.
 
@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Self
 
 import numpy as np
