@@ -18,6 +18,9 @@ from coachrec.cli import review as _review
 from coachrec.cli import teacher as _teacher
 from coachrec.cli import report_cost as _report_cost
 from coachrec.bench import llm as _bench_llm
+from coachrec.bench import coach as _bench_coach
+from coachrec.cli import coach as _coach
+from coachrec.cli import quickstart as _quickstart
 
 app = typer.Typer(
     name="coachrec",
@@ -37,7 +40,7 @@ bench_app.command("speed")(_bench_speed.bench_speed)
 app.command("evaluate")(_evaluate.evaluate)
 app.command("train")(_train.train)
 app.command("tune")(_tune.tune)
-app.command("quickstart")(_evaluate.quickstart)
+app.command("quickstart")(_quickstart.quickstart)
 app.command("serve")(_serve.serve)
 app.command("judge")(_teacher.judge)
 app.add_typer(_teacher.report_app, name="report")
@@ -46,6 +49,9 @@ bench_app.command("llm")(_bench_llm.bench_llm)
 app.command("review")(_review.review)
 app.add_typer(_review.golden_app, name="golden")
 bench_app.command("teacher")(_bench_teacher.bench_teacher)
+app.command("coach")(_coach.coach)
+app.command("gate")(_coach.gate)
+bench_app.command("coach")(_bench_coach.bench_coach)
 
 
 def main() -> None:

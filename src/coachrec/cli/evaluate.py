@@ -1,4 +1,4 @@
-"""`coachrec evaluate` and `coachrec quickstart`."""
+"""`coachrec evaluate` (`coachrec quickstart` lives in `cli/quickstart.py`)."""
 
 from __future__ import annotations
 
@@ -74,51 +74,3 @@ def evaluate(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(res.to_dict(), indent=2) + "\n")
         console.print(f"wrote {json_out}")
-
-
-def quickstart(
-    out: Annotated[Path, typer.Option(help="Folder for the report")] = Path("runs/quickstart"),
-    fast: Annotated[bool, typer.Option(help="A smaller run, for tests")] = False,
-) -> None:
-    """The main job on the bundled MovieLens latest-small: fit the baselines, evaluate them
-    under full ranking and sampled negatives, compare them with paired confidence intervals,
-    and write a Markdown report. (Later stages of the loop join as they land.)"""
-    from coachrec import datasets
-    from coachrec.data import leave_one_out
-    from coachrec.metrics import compare, evaluate as run_eval, named
-    from coachrec.models import create
-
-    console.rule("[bold]coachrec quickstart")
-    with console.status("loading ml-latest-small"):
-        ds = datasets.load("ml-latest-small")
-    console.print(ds)
-    split = leave_one_out(ds)
-    models = {}
-    for name in ("pop", "itemknn"):
-        with console.status(f"fitting {name}"):
-            models[name] = create(name).fit(split.train)
-        console.print(f"fitted [bold]{name}[/] in {models[name].fit_info['seconds']:.1f}s")
-    protocols = ["loo-full"] if fast else ["loo-full", "loo-sampled100"]
-    report = [f"# coachrec quickstart — {ds.name}", "", f"{ds}", ""]
-    for pname in protocols:
-        proto = named(pname)
-        results = [run_eval(m, split, proto, model_name=n, dataset=ds.name, progress=True) for n, m in models.items()]
-        console.print(results_table(results, f"{ds.name} — {proto.describe()}", (10, 20)))
-        cmp = compare(results[0].per_user["ndcg@10"], results[1].per_user["ndcg@10"], n_boot=500 if fast else 2000)
-        line = (
-            f"itemknn vs pop, NDCG@10 ({proto.short}): {cmp.delta:+.4f} "
-            f"[{cmp.ci_low:+.4f}, {cmp.ci_high:+.4f}] 95% paired bootstrap CI, permutation p={cmp.p_value:.4f}, n={cmp.n}"
-        )
-        console.print(line)
-        report += [f"## {proto.describe()}", "", _markdown(results), "", line, ""]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.md").write_text("\n".join(report))
-    console.print(f"report written to [bold]{out / 'report.md'}[/]")
-
-
-def _markdown(results: list[EvalResult]) -> str:
-    cols = ["recall@10", "ndcg@10", "mrr@10", "recall@20", "ndcg@20", "coverage@10", "novelty@10"]
-    lines = ["| model | " + " | ".join(cols) + " | users |", "|---" * (len(cols) + 2) + "|"]
-    for r in results:
-        lines.append(f"| {r.model} | " + " | ".join(f"{r.metrics.get(c, float('nan')):.4f}" for c in cols) + f" | {r.n_users} |")
-    return "\n".join(lines)

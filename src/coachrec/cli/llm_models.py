@@ -121,3 +121,53 @@ def verify_cmd(
         _console.print(f"{'[green]ok[/green]' if ok else '[red]hash mismatch[/red]'} {e.name}")
     if bad:
         raise typer.Exit(code=1)
+
+
+# -- the recommender registry (coachrec.coach): versions, champion, rollback ----------------------
+
+_RegistryOption = Annotated[Path | None, typer.Option("--registry", help="Registry folder (default: $COACHREC_REGISTRY or .coachrec/registry).")]
+
+
+@app.command("history")
+def history_cmd(registry: _RegistryOption = None) -> None:
+    """Recommender versions (config, data, judge, metrics, gate) and champion changes."""
+    from coachrec.coach import Registry
+
+    reg = Registry(registry)
+    versions = reg.versions()
+    if not versions:
+        _console.print(f"no recommender versions in {reg.root} (run `coachrec quickstart` or `coachrec coach`)")
+        return
+    table = Table(title=f"recommender versions in {reg.root} (champion: {reg.champion})", title_justify="left")
+    for col in ("version", "created", "description", "parent", "data", "judge", "gate"):
+        table.add_column(col, overflow="fold")
+    for v in versions:
+        gate = "" if v.gate is None else ("promote" if v.gate.get("promote") else "refuse: " + "; ".join(v.gate.get("reasons", []))[:120])
+        mark = " *" if v.id == reg.champion else ""
+        table.add_row(v.id + mark, v.created, v.description, v.parent or "", f"{v.data.get('name')} ({v.data.get('events')} ev)",
+                      v.judge_version or "", gate)
+    _console.print(table)
+    events = Table(title="champion history", title_justify="left")
+    for col in ("time", "action", "version", "from", "note"):
+        events.add_column(col, overflow="fold")
+    for e in reg.events():
+        events.add_row(e["time"], e["action"], e["version"], e.get("from") or "", (e.get("note") or "")[:160])
+    _console.print(events)
+
+
+@app.command("rollback")
+def rollback_cmd(
+    to: Annotated[str | None, typer.Argument(help="Version to make champion (default: the previous champion)")] = None,
+    note: Annotated[str, typer.Option(help="Why (kept in the history)")] = "manual rollback",
+    registry: _RegistryOption = None,
+) -> None:
+    """Point the champion back at the previous champion (or a named version)."""
+    from coachrec.coach import Registry, RegistryError
+
+    reg = Registry(registry)
+    before = reg.champion
+    try:
+        now = reg.rollback(to, note=note)
+    except RegistryError as exc:
+        raise _fail(exc) from exc
+    _console.print(f"champion {before} -> {now}")

@@ -183,3 +183,23 @@ def _lineage(events: list[dict[str, Any]]) -> list[str]:
             if not chain:
                 chain.append(e["version"])
     return chain
+
+
+def champion_stack(dataset: str, registry: Registry | None = None) -> Any:
+    """The champion as a `serve.Stack` for `coachrec serve`, or None when the registry has no
+    champion for `dataset`. `serve.Stack` carries retrievers only, so a champion's distilled
+    ranker is named in `source` but not applied until the service accepts a ranker stage."""
+    from coachrec import datasets
+    from coachrec.coach.loop import catalog_for
+    from coachrec.serve.stack import Stack
+
+    reg = registry or Registry()
+    if reg.champion is None:
+        return None
+    version = reg.version(reg.champion)
+    if version.dataset != dataset:
+        return None
+    stack = reg.load_stack(version.id)
+    ranker = "" if stack.student is None else "; its distilled ranker is not applied by this server (blend ranker serves)"
+    return Stack(stack.models, catalog_for(datasets.load(dataset)), f"registry champion {version.id} in {reg.root}: "
+                 f"{stack.describe()}{ranker}")

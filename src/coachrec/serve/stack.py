@@ -60,4 +60,9 @@ def resolve_stack(model_path: str | Path | None, dataset: str = "ml-latest-small
     """The stack to serve (see the module docstring for the order)."""
     if model_path is not None:
         return load_stack(model_path, dataset)
+    from coachrec.coach.registry import champion_stack  # the registry's champion, when there is one
+
+    champion = champion_stack(dataset)
+    if champion is not None:
+        return champion
     return fit_default_stack(dataset)

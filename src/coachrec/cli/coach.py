@@ -1,0 +1,121 @@
+"""`coachrec coach` (distil -> gate -> promote, one iteration) and `coachrec gate CANDIDATE`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from coachrec.coach import GateReport, LoopResult
+
+console = Console()
+
+RegistryOption = Annotated[Optional[Path], typer.Option("--registry", help="Model registry folder (default: $COACHREC_REGISTRY or .coachrec/registry).")]
+
+
+def gate_table(report: GateReport) -> Table:
+    table = Table(title=f"Gate: {report.candidate} vs champion {report.champion} (target: {report.target_mode})", title_justify="left",
+                  caption=f"{report.protocol.get('ci', '')}; ground truth: {report.protocol.get('ground_truth', '')}", caption_justify="left")
+    for col in ("section", "metric", "role", "champion", "candidate", "delta", "95% CI", "p", "n", "ok"):
+        table.add_column(col, justify="right" if col in ("champion", "candidate", "delta", "p", "n") else "left")
+    for r in report.rows:
+        ok = "" if r.passed is None else ("[green]yes[/green]" if r.passed else "[red]no[/red]")
+        table.add_row(r.section, r.metric, r.role, f"{r.champion:.4f}", f"{r.candidate:.4f}", f"{r.delta:+.4f}", r.ci,
+                      f"{r.p_value:.4f}", str(r.n), ok)
+    return table
+
+
+def print_result(result: LoopResult) -> None:
+    """Top failure modes with examples, the gate table and the decision."""
+    report = result.observation.report
+    table = Table(title=f"Top failure modes ({report.judged_traces} judged traces, champion)", title_justify="left")
+    for col in ("failure mode", "criterion", "traces", "rate", "where (span)", "why (teacher's rationale)", "example trace"):
+        table.add_column(col, overflow="fold")
+    for m in report.modes[:6]:
+        table.add_row(m.name, m.criterion, str(m.count), f"{m.rate:.1%}", m.span, m.why[:140], m.examples[0] if m.examples else "")
+    console.print(table if report.modes else "no failures found")
+    if result.gate is not None:
+        console.print(gate_table(result.gate))
+    colour = "green" if result.promoted else "red"
+    console.print(f"[bold {colour}]{result.decision}[/bold {colour}]")
+
+
+def coach(
+    dataset: Annotated[str, typer.Option(help="ml-latest-small, beauty, or a path")] = "ml-latest-small",
+    requests: Annotated[int, typer.Option(help="Replayed requests to judge and distil from (and as many for the gate).")] = 400,
+    llm: Annotated[str, typer.Option(help="LLM member of the teacher for its LLM criteria: small|medium|teacher|path|URL|none.")] = "small",
+    llm_traces: Annotated[int, typer.Option(help="Traces whose LLM criteria are judged.")] = 12,
+    target_mode: Annotated[Optional[str], typer.Option(help="Failure mode to coach (default: the most frequent distillable one).")] = None,
+    golden: Annotated[Optional[str], typer.Option(help="Golden set whose requests the gate also replays (and whose labels measure LLM criteria).")] = None,
+    review_db: Annotated[Optional[Path], typer.Option(help="Review store holding the golden set.")] = None,
+    tolerance: Annotated[float, typer.Option(help="Largest ground-truth loss accepted (CI lower bound above -tolerance).")] = 0.01,
+    out: Annotated[Path, typer.Option(help="Folder for traces and the report")] = Path("runs/coach"),
+    registry: RegistryOption = None,
+    seed: int = 0,
+) -> None:
+    """One coach iteration: judge replayed traffic, distil the top trusted failure mode into the
+    ranker, gate the candidate against the champion, promote or refuse (with the reasons)."""
+    from coachrec.coach import GateConfig, LoopConfig, Registry, run_loop
+    from coachrec.coach.report import write_report
+    from coachrec.coach.ui import RichUI
+
+    config = LoopConfig(dataset=dataset, distill_requests=requests, gate_requests=requests, llm=llm, llm_traces=llm_traces,
+                        golden=golden, review_db=review_db, target_mode=target_mode, seed=seed,
+                        gate=GateConfig(tolerance=tolerance, seed=seed))
+    result = run_loop(config, Registry(registry), out, RichUI(console))
+    print_result(result)
+    path = write_report(result, out, title="coachrec coach")
+    console.print(f"report written to [bold]{path}[/bold] ({result.seconds:.0f} s)")
+
+
+def gate(
+    candidate: Annotated[str, typer.Argument(help="Registry version id of the candidate, e.g. v0002")],
+    target_mode: Annotated[Optional[str], typer.Option(help="Failure mode the candidate targets (default: from its distillation record).")] = None,
+    requests: Annotated[int, typer.Option(help="Held-out replayed requests served by both stacks.")] = 400,
+    golden: Annotated[Optional[str], typer.Option(help="Golden set whose requests are also replayed.")] = None,
+    review_db: Annotated[Optional[Path], typer.Option(help="Review store holding the golden set.")] = None,
+    tolerance: Annotated[float, typer.Option(help="Largest ground-truth loss accepted.")] = 0.01,
+    promote: Annotated[bool, typer.Option("--promote", help="Make the candidate champion if the gate passes.")] = False,
+    out: Annotated[Path, typer.Option(help="Folder for the gate's traces")] = Path("runs/gate"),
+    registry: RegistryOption = None,
+    seed: int = 0,
+) -> None:
+    """Compare a registered candidate with the champion and print the comparison table."""
+    from coachrec.coach import GateConfig, LoopConfig, Registry, RegistryError, gate_candidate, prepare
+    from coachrec.coach.ui import RichUI
+
+    reg = Registry(registry)
+    try:
+        version = reg.version(candidate)
+        stack = reg.load_stack(candidate)
+    except RegistryError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    if reg.champion is None:
+        console.print(f"[red]no champion in {reg.root} to gate against[/red]")
+        raise typer.Exit(1)
+    if reg.champion == candidate:
+        console.print(f"[red]{candidate} is already the champion[/red]")
+        raise typer.Exit(1)
+    mode = target_mode or (version.distillation or {}).get("target_mode")
+    if mode is None:
+        raise typer.BadParameter(f"{candidate} has no distillation record naming its target; pass --target-mode", param_hint="--target-mode")
+    config = LoopConfig(dataset=version.dataset, gate_requests=requests, golden=golden, review_db=review_db, seed=seed,
+                        gate=GateConfig(tolerance=tolerance, seed=seed), llm="none")
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = prepare(config, reg, RichUI(console))
+    report, _, _ = gate_candidate(ctx, stack, mode, out, RichUI(console))
+    reg.attach_gate(candidate, report.to_dict())
+    console.print(gate_table(report))
+    console.print(report.verdict())
+    if promote and report.promote:
+        reg.promote(candidate, note=report.verdict())
+        console.print(f"[green]{candidate} is now the champion[/green]")
+    elif promote:
+        reg.refuse(candidate, note=report.verdict())
+    if not report.promote:
+        raise typer.Exit(2)

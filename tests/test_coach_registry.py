@@ -1,0 +1,61 @@
+"""The registry: versions saved with their records, champion pointer, rollback, history, and a
+saved stack (with its distilled student) scoring exactly as before saving."""
+
+import numpy as np
+import pytest
+
+from coachrec.coach import CoachStack, Registry, RegistryError, StackConfig, Student
+from coachrec.coach.registry import champion_stack
+
+
+@pytest.fixture(scope="module")
+def stacks(ml_small):
+    base = CoachStack.fit(ml_small, StackConfig(models=("pop",), candidates=50))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, len(base.feature_names)))
+    student = Student(base.feature_names, strength=0.5).fit(x, rng.random(200), np.ones(200))
+    return base, base.with_student(student)
+
+
+def _register(reg, stack, name):
+    return reg.register(stack, description=name, dataset="ml-latest-small", data={"name": "ml-latest-small", "hash": "h"})
+
+
+def test_promote_rollback_and_history(tmp_path, stacks):
+    reg = Registry(tmp_path / "registry")
+    with pytest.raises(RegistryError, match="no champion"):
+        reg.rollback()
+    v1, v2, v3 = (_register(reg, s, n) for s, n in zip((*stacks, stacks[1]), ("base", "student", "student again")))
+    assert [v.id for v in reg.versions()] == ["v0001", "v0002", "v0003"]
+    reg.promote(v1.id, note="first")
+    with pytest.raises(RegistryError, match="no earlier champion"):
+        reg.rollback()
+    reg.promote(v2.id, note="gate passed")
+    reg.promote(v3.id, note="gate passed again")
+    assert reg.rollback(note="bad live metrics") == v2.id
+    assert reg.champion == v2.id
+    assert reg.rollback() == v1.id  # a second rollback walks one more champion back, it does not undo the first
+    assert reg.rollback(to=v3.id, note="fixed") == v3.id
+    with pytest.raises(RegistryError, match="no such version"):
+        reg.rollback(to="v0042")
+    actions = [(e["action"], e["version"]) for e in reg.events()]
+    assert actions[-3:] == [("rollback", v2.id), ("rollback", v1.id), ("rollback", v3.id)]
+    assert reg.events()[-3]["note"] == "bad live metrics" and reg.events()[-3]["from"] == v3.id
+    reg.attach_gate(v2.id, {"promote": False, "reasons": ["x"]})
+    assert reg.version(v2.id).gate == {"promote": False, "reasons": ["x"]}
+    assert reg.version(v2.id).config["ranker"] == "distilled-student"
+
+
+def test_saved_stack_scores_identically_and_serves(tmp_path, stacks, ml_small):
+    _, coached = stacks
+    reg = Registry(tmp_path / "registry")
+    v = _register(reg, coached, "student")
+    loaded = reg.load_stack(v.id)
+    assert loaded.student is not None and loaded.student.strength == 0.5
+    histories = [ml_small.sequences()[1][:20], np.zeros(0, np.int64)]
+    np.testing.assert_allclose(loaded.scorer().score(histories), coached.scorer().score(histories), rtol=1e-6)
+    assert champion_stack("ml-latest-small", reg) is None  # registered, not champion
+    reg.promote(v.id, note="test")
+    served = champion_stack("ml-latest-small", reg)
+    assert served is not None and v.id in served.source and "not applied" in served.source
+    assert champion_stack("beauty", reg) is None
