@@ -43,7 +43,7 @@ def _relevance_prompt(liked: list[str], candidate: str) -> str:
     )
 
 
-def _users_subset(pairs: Any, n: int, seed: int, per_user: int = 3) -> np.ndarray:
+def _users_subset(pairs: Any, n: int, seed: int, per_user: int = 4) -> np.ndarray:
     """About `n` pairs, at most `per_user` from each randomly drawn user: a user's pairs share
     the history prefix of the prompt (KV reuse), and the cap keeps the users many."""
     rng = np.random.default_rng(seed)
@@ -86,22 +86,24 @@ def describer(data: Any) -> Any:
 
 
 def bench_teacher(
-    models: Annotated[str, typer.Option("--models", help="Comma-separated LLM roles to measure.")] = "small,medium,teacher",
-    llm_pairs: Annotated[int, typer.Option("--llm-pairs", help="Labelled pairs per half (calibration, evaluation) for LLMs.")] = 60,
-    speed_prompts: Annotated[int, typer.Option("--speed-prompts", help="Prompts per model for logit vs JSON throughput.")] = 10,
+    models: Annotated[str, typer.Option("--models", help="LLM roles to measure, each with its labelled pairs per half "
+                                        "(calibration, evaluation): small:40,medium:30,teacher:20.")] = "small:40,medium:30,teacher:20",
+    speed_prompts: Annotated[int, typer.Option("--speed-prompts", help="Prompts per model for logit vs JSON throughput.")] = 4,
+    json_tokens: Annotated[int, typer.Option("--json-tokens", help="Generation budget of the JSON judge.")] = 32,
+    threads: Annotated[int, typer.Option("--threads", help="llama.cpp threads (1 is fastest on a busy 2-core box).")] = 1,
     traces: Annotated[int, typer.Option("--traces", help="Replayed requests to serve and judge.")] = 300,
-    llm_traces: Annotated[int, typer.Option("--llm-traces", help="Of those, traces the LLM criteria judge.")] = 12,
+    llm_traces: Annotated[int, typer.Option("--llm-traces", help="Of those, traces the LLM criteria judge.")] = 3,
     trace_llm: Annotated[str, typer.Option("--trace-llm", help="LLM member judging traces (a role or none).")] = "teacher",
-    sequential: Annotated[str, typer.Option("--sequential", help="Sequential model joining the committee (or none).")] = "sasrec",
+    sequential: Annotated[str, typer.Option("--sequential", help="Sequential model joining the committee (or none).")] = "none",
     sequential_epochs: Annotated[int, typer.Option("--sequential-epochs")] = 20,
-    history_items: int = 10,
+    history_items: int = 5,
     seed: int = 0,
 ) -> None:
     """Teacher speed, judge quality vs held-out ratings, and failure modes on replayed traces."""
     from coachrec import datasets
-    from coachrec.llm import LLMError, load_backend
-    from coachrec.teacher import JsonScorer, LogitScorer, RelevanceCommittee, best_threshold, heldout_labels, load_rubric, measure
-    from coachrec.teacher.relevance import LogisticBlend, RelevanceConfig
+    from coachrec.llm import LlamaCppConfig
+    from coachrec.teacher import RelevanceCommittee, best_threshold, heldout_labels, load_rubric, measure
+    from coachrec.teacher.relevance import RelevanceConfig
 
     rows: list[dict[str, Any]] = []
     started = _load()
@@ -137,76 +139,95 @@ def bench_teacher(
         console.print(f"{name}: kappa {rows[-len(judges)]['metrics']['kappa']:.3f} ({fit_s:.0f} s)")
 
     # 2. LLM members on a user subset: quality, and logit vs JSON throughput -------------------
-    cal_mask = _users_subset(labels.calibration, llm_pairs, seed)
-    eval_mask = _users_subset(labels.evaluation, llm_pairs, seed + 1)
-    cal, ev = labels.calibration.take(cal_mask), labels.evaluation.take(eval_mask)
-    sub_p_cal, sub_p_eval = p_cal[cal_mask], p_eval[eval_mask]
-    q = measure("relevance", f"{name} (LLM subset)", sub_p_eval >= 0.5, ev.labels, kappa_floor=floor, scores=sub_p_eval)
-    rows.append(row("teacher", DATASET, f"relevance judge on the LLM pair subset ({len(ev)} evaluation pairs, "
-                    f"{len(np.unique(ev.users))} users); threshold 0.5",
-                    {"judge": q.judge, "pairs": q.n, "kappa": q.kappa, "tpr": q.tpr, "tnr": q.tnr, "auc": q.auc, "may_gate": q.may_gate}))
     describe = describer(labels.train)
-    for role in [m.strip() for m in models.split(",") if m.strip()]:
-        try:
-            backend = load_backend(role)
-        except LLMError as exc:
-            console.print(f"[yellow]skipping {role}: {exc}[/yellow]")
-            continue
-        t0 = time.perf_counter()
-        a_cal, b_cal = _llm_pair_scores(backend, labels, cal, history_items)
-        a_ev, b_ev = _llm_pair_scores(backend, labels, ev, history_items)
-        seconds = time.perf_counter() - t0
-        s_cal, s_ev = (a_cal + b_cal) / 2, (a_ev + b_ev) / 2
-        t = best_threshold(s_cal, cal.labels)
-        q = measure("relevance", backend.model_id, s_ev >= t, ev.labels, kappa_floor=floor,
-                    swap_consistent=(a_ev >= t) == (b_ev >= t), scores=s_ev)
-        # blend: does the LLM add anything to the committee? (logistic fit on calibration users)
-        blend = LogisticBlend.fit(np.column_stack([sub_p_cal, s_cal]), cal.labels)
-        pb = blend.predict(np.column_stack([sub_p_eval, s_ev]))
-        qb = measure("relevance", f"committee+{backend.model_id}", pb >= 0.5, ev.labels, kappa_floor=floor, scores=pb)
-        n_prompts = 2 * (len(cal) + len(ev))
-        rows.append(row("teacher", DATASET, f"LLM relevance judge, P(yes) from logits, mean of both history orders; threshold {t:.3f} "
-                        f"chosen on {len(cal)} calibration pairs; {len(ev)} evaluation pairs",
-                        {"judge": backend.model_id, "pairs": q.n, "kappa": q.kappa, "tpr": q.tpr, "tnr": q.tnr, "auc": q.auc,
-                         "swap_consistency": q.swap_consistency, "may_gate": q.may_gate,
-                         "blend_with_committee": {"kappa": qb.kappa, "tpr": qb.tpr, "tnr": qb.tnr, "auc": qb.auc},
-                         "prompts": n_prompts, "judgments_per_minute": round(60 * n_prompts / seconds, 1), "load": _load()}))
-        console.print(f"{backend.model_id}: kappa {q.kappa:.3f} auc {q.auc} swap {q.swap_consistency}; blend kappa {qb.kappa:.3f}")
-        # throughput: the same prompts, logit then JSON, in this run
-        prompts = []
-        indptr, hist = labels.train.sequences()
-        values = labels.train.events["value"].to_numpy()
-        for r in range(min(speed_prompts, len(ev))):
-            u = int(ev.users[r])
-            lo, hi = indptr[u], indptr[u + 1]
-            liked = [describe(int(i)) for i in hist[lo:hi][values[lo:hi] >= 4.0][-history_items:]]
-            prompts.append(_relevance_prompt(liked, describe(int(ev.items[r]))))
-        logit, js = LogitScorer(backend), JsonScorer(backend)
-        t0 = time.perf_counter()
-        logit_verdicts = [logit.p_yes(p) >= 0.5 for p in prompts]
-        logit_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        json_verdicts = [js.verdict(p) for p in prompts]
-        json_s = time.perf_counter() - t0
-        failures = sum(v.verdict is None for v in json_verdicts)
-        agree = [lv == jv.verdict for lv, jv in zip(logit_verdicts, json_verdicts) if jv.verdict is not None]
-        rows.append(row("teacher", DATASET, f"throughput: {len(prompts)} relevance prompts, logit scoring then JSON generation "
-                        "(max 40 tokens, greedy), same prompts, same run, no response cache",
-                        {"judge": backend.model_id, "prompts": len(prompts),
-                         "logit_judgments_per_minute": round(60 * len(prompts) / logit_s, 1), "logit_parse_failure_rate": 0.0,
-                         "json_judgments_per_minute": round(60 * len(prompts) / json_s, 1),
-                         "json_parse_failure_rate": failures / len(prompts),
-                         "json_logit_agreement": float(np.mean(agree)) if agree else None, "load": _load()}))
-        backend.close()
+    llama = LlamaCppConfig(n_threads=threads, n_ctx=2048)
+    for spec in [m.strip() for m in models.split(",") if m.strip()]:
+        role, _, n_pairs = spec.partition(":")
+        rows.extend(_llm_member(role, int(n_pairs or 30), labels, p_cal, p_eval, name, describe, llama, speed_prompts,
+                                json_tokens, history_items, floor, seed))
 
     # 3. traces of the bundled data set ------------------------------------------------------
-    rows.extend(_judge_replayed_traces(data, labels, committee, traces, llm_traces, trace_llm, seed))
+    rows.extend(_judge_replayed_traces(data, labels, committee, traces, llm_traces, trace_llm, llama, seed))
     _print(rows)
     path = write("teacher", rows)
     console.print(f"wrote {path}; load at start {started}, at end {_load()}")
 
 
-def _judge_replayed_traces(data: Any, labels: Any, committee: Any, n: int, llm_traces: int, trace_llm: str, seed: int) -> list[dict[str, Any]]:
+def _llm_member(role: str, n_pairs: int, labels: Any, p_cal: np.ndarray, p_eval: np.ndarray, committee_name: str,
+                describe: Any, llama: Any, speed_prompts: int, json_tokens: int, history_items: int, floor: float,
+                seed: int) -> list[dict[str, Any]]:
+    """Quality of one LLM as a relevance judge (and blended with the committee), and its speed
+    with logit scoring vs JSON generation."""
+    from coachrec.llm import LLMError, load_backend
+    from coachrec.teacher import JsonScorer, LogitScorer, best_threshold, measure
+    from coachrec.teacher.relevance import LogisticBlend
+
+    rows: list[dict[str, Any]] = []
+    cal_mask = _users_subset(labels.calibration, n_pairs, seed)
+    eval_mask = _users_subset(labels.evaluation, n_pairs, seed + 1)
+    cal, ev = labels.calibration.take(cal_mask), labels.evaluation.take(eval_mask)
+    sub_p_cal, sub_p_eval = p_cal[cal_mask], p_eval[eval_mask]
+    name = committee_name
+    q = measure("relevance", f"{name} (LLM subset)", sub_p_eval >= 0.5, ev.labels, kappa_floor=floor, scores=sub_p_eval)
+    rows.append(row("teacher", DATASET, f"relevance judge on the LLM pair subset ({len(ev)} evaluation pairs, "
+                    f"{len(np.unique(ev.users))} users); threshold 0.5",
+                    {"judge": q.judge, "pairs": q.n, "kappa": q.kappa, "tpr": q.tpr, "tnr": q.tnr, "auc": q.auc, "may_gate": q.may_gate}))
+    try:
+        backend = load_backend(role, llama=llama)
+    except LLMError as exc:
+        console.print(f"[yellow]skipping {role}: {exc}[/yellow]")
+        return rows
+    t0 = time.perf_counter()
+    a_cal, b_cal = _llm_pair_scores(backend, labels, cal, history_items)
+    a_ev, b_ev = _llm_pair_scores(backend, labels, ev, history_items)
+    seconds = time.perf_counter() - t0
+    s_cal, s_ev = (a_cal + b_cal) / 2, (a_ev + b_ev) / 2
+    t = best_threshold(s_cal, cal.labels)
+    q = measure("relevance", backend.model_id, s_ev >= t, ev.labels, kappa_floor=floor,
+                swap_consistent=(a_ev >= t) == (b_ev >= t), scores=s_ev)
+    # blend: does the LLM add anything to the committee? (logistic fit on calibration users)
+    blend = LogisticBlend.fit(np.column_stack([sub_p_cal, s_cal]), cal.labels)
+    pb = blend.predict(np.column_stack([sub_p_eval, s_ev]))
+    qb = measure("relevance", f"committee+{backend.model_id}", pb >= 0.5, ev.labels, kappa_floor=floor, scores=pb)
+    n_prompts = 2 * (len(cal) + len(ev))
+    rows.append(row("teacher", DATASET, f"LLM relevance judge, P(yes) from logits, mean of both history orders; threshold {t:.3f} "
+                    f"chosen on {len(cal)} calibration pairs; {len(ev)} evaluation pairs",
+                    {"judge": backend.model_id, "pairs": q.n, "kappa": q.kappa, "tpr": q.tpr, "tnr": q.tnr, "auc": q.auc,
+                     "swap_consistency": q.swap_consistency, "may_gate": q.may_gate,
+                     "blend_with_committee": {"kappa": qb.kappa, "tpr": qb.tpr, "tnr": qb.tnr, "auc": qb.auc},
+                     "prompts": n_prompts, "judgments_per_minute": round(60 * n_prompts / seconds, 1), "load": _load()}))
+    console.print(f"{backend.model_id}: kappa {q.kappa:.3f} auc {q.auc} swap {q.swap_consistency}; blend kappa {qb.kappa:.3f}")
+    # throughput: the same prompts, logit then JSON, in this run
+    prompts = []
+    indptr, hist = labels.train.sequences()
+    values = labels.train.events["value"].to_numpy()
+    for r in range(min(speed_prompts, len(ev))):
+        u = int(ev.users[r])
+        lo, hi = indptr[u], indptr[u + 1]
+        liked = [describe(int(i)) for i in hist[lo:hi][values[lo:hi] >= 4.0][-history_items:]]
+        prompts.append(_relevance_prompt(liked, describe(int(ev.items[r]))))
+    logit, js = LogitScorer(backend), JsonScorer(backend, max_tokens=json_tokens)
+    t0 = time.perf_counter()
+    logit_verdicts = [logit.p_yes(p) >= 0.5 for p in prompts]
+    logit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    json_verdicts = [js.verdict(p) for p in prompts]
+    json_s = time.perf_counter() - t0
+    failures = sum(v.verdict is None for v in json_verdicts)
+    agree = [lv == jv.verdict for lv, jv in zip(logit_verdicts, json_verdicts) if jv.verdict is not None]
+    rows.append(row("teacher", DATASET, f"throughput: {len(prompts)} relevance prompts, logit scoring then JSON generation "
+                    f"(max {json_tokens} tokens, greedy), same prompts, same run, no response cache",
+                    {"judge": backend.model_id, "prompts": len(prompts),
+                     "logit_judgments_per_minute": round(60 * len(prompts) / logit_s, 1), "logit_parse_failure_rate": 0.0,
+                     "json_judgments_per_minute": round(60 * len(prompts) / json_s, 1),
+                     "json_parse_failure_rate": failures / len(prompts),
+                     "json_logit_agreement": float(np.mean(agree)) if agree else None, "load": _load()}))
+    backend.close()
+    return rows
+
+
+def _judge_replayed_traces(data: Any, labels: Any, committee: Any, n: int, llm_traces: int, trace_llm: str, llama: Any,
+                           seed: int) -> list[dict[str, Any]]:
     from coachrec.llm import LLMError, load_backend
     from coachrec.models import create
     from coachrec.serve.pipeline import Pipeline
@@ -238,7 +259,7 @@ def _judge_replayed_traces(data: Any, labels: Any, committee: Any, n: int, llm_t
     llm_s, llm_id = 0.0, None
     if trace_llm != "none" and llm_traces > 0:
         try:
-            backend = load_backend(trace_llm)
+            backend = load_backend(trace_llm, llama=llama)
             llm_id = backend.model_id
             llm_judge = Judge(rubric, view, llm=backend, criteria=[c.name for c in rubric.criteria if c.member == "llm"])
             rng = np.random.default_rng(seed)
