@@ -1,6 +1,7 @@
 """The teacher over real traces of the serving pipeline, with a deterministic fake LLM."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import polars as pl
@@ -12,7 +13,8 @@ from coachrec.review import ReviewStore
 from coachrec.serve.feedback import FeedbackEvent, FeedbackLog
 from coachrec.serve.pipeline import Pipeline, RecommendRequest
 from coachrec.teacher import (
-    ByFailureMode, CatalogView, Judge, LatencyOutliers, NegativeFeedback, NewItems, Rate, RatedPairs, RelevanceCommittee,
+    ByFailureMode, CatalogView, Judge, LatencyOutliers, NegativeFeedback, NewItems, PairwiseJudge, Rate, RatedPairs,
+    RelevanceCommittee,
     cases_from_store, failure_report, judged_traces, load_rubric, parse_json_verdict, record, sample_traces,
 )
 from coachrec.teacher.fake import FakeJudgeBackend
@@ -182,3 +184,24 @@ def test_untrusted_text_stays_fenced_and_logit_scoring_never_fails_to_parse():
     assert verdicts.count(None) == 2  # prose instead of JSON: the failure logit scoring avoids
     assert parse_json_verdict('sure! {"verdict": "Yes", "reason": "x"}') is True
     assert parse_json_verdict('{"verdict": "maybe"}') is None
+
+
+def test_pairwise_runs_both_orders_and_flags_position_bias(served):
+    store, data = served["store"], served["data"]
+    case = cases_from_store(store, [served["normal"][0].trace_id])[0]
+    worse = replace(case, items=list(reversed(case.items)))
+    criterion = load_rubric().criterion("slate_variety")
+    biased = PairwiseJudge(FakeJudgeBackend(lambda prompt: 0.8), CatalogView(data.catalog))  # always prefers "A"
+    verdict = biased.compare(criterion, case, worse)
+    assert verdict.order_scores == pytest.approx((0.8, 0.2)) and not verdict.consistent
+    assert verdict.p_first_better == pytest.approx(0.5) and verdict.winner == "tie"
+    first_title = CatalogView(data.catalog).describe(case.items[0])
+
+    def prefers_original(prompt: str) -> float:  # likes whichever list starts with the original top item
+        list_a = prompt.split('<data name="list_A">\n', 1)[1]
+        return 0.9 if list_a.startswith(f"1. {first_title}") else 0.1
+
+    fair = PairwiseJudge(FakeJudgeBackend(prefers_original), CatalogView(data.catalog)).compare(criterion, case, worse)
+    assert fair.consistent and fair.winner == "first" and fair.p_first_better == pytest.approx(0.9)
+    with pytest.raises(ValueError, match="not an LLM criterion"):
+        biased.compare(load_rubric().criterion("no_duplicates"), case, worse)

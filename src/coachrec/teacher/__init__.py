@@ -18,6 +18,7 @@ from coachrec.teacher.judge import Judge, JudgeConfig, record
 from coachrec.teacher.judgment import FAIL, PASS, Judgment
 from coachrec.teacher.llm_scoring import JsonScorer, LogitScorer, parse_json_verdict
 from coachrec.teacher.movielens import HeldOutLabels, RatedPairs, heldout_labels
+from coachrec.teacher.pairwise import PairwiseJudge, PairwiseVerdict
 from coachrec.teacher.quality import JudgeQuality, best_threshold, measure
 from coachrec.teacher.relevance import RelevanceCommittee, RelevanceConfig, calibrated_committee, relevance_quality
 from coachrec.teacher.rubric import CriterionSpec, RubricSpec, load_rubric, parse_rubric
@@ -36,7 +37,7 @@ from coachrec.teacher.sampling import (
 __all__ = [
     "FAIL", "PASS", "ByFailureMode", "CatalogView", "CriterionSpec", "FailureMode", "FailureReport", "HeldOutLabels",
     "JsonScorer", "Judge", "JudgeCase", "JudgeConfig", "JudgeQuality", "Judgment", "LatencyOutliers", "LogitScorer",
-    "NegativeFeedback", "NewItems", "Rate", "RatedPairs", "RelevanceCommittee", "RelevanceConfig", "RubricSpec",
+    "NegativeFeedback", "NewItems", "PairwiseJudge", "PairwiseVerdict", "Rate", "RatedPairs", "RelevanceCommittee", "RelevanceConfig", "RubricSpec",
     "Sample", "SamplingPolicy", "SpanRef", "TraceLayoutError", "best_threshold", "calibrated_committee", "case_from_spans", "cases_from_store",
     "constraints_from_dict", "failure_report", "heldout_labels", "judged_traces", "load_rubric", "measure",
     "parse_json_verdict", "record", "relevance_quality", "sample_traces",

@@ -1,7 +1,8 @@
 """A deterministic stand-in LLM for tests and dry runs: no model file, same interface.
 
-`FakeJudgeBackend(rule)` answers `next_token_logprobs` with P(yes) = `rule(prompt)` spread over
-the yes/no words, and `complete` with JSON carrying the same verdict — except every
+`FakeJudgeBackend(rule)` answers `next_token_logprobs` with P(first side) = `rule(prompt)`: the
+judges ask for (positive words..., negative words...) — yes/no or A/B — in two equal halves, and
+the first half shares that mass; it answers `complete` with JSON carrying the same verdict — except every
 `broken_every`-th call, which returns prose, so the JSON parse-failure path gets exercised.
 The default rule hashes the prompt, so verdicts are arbitrary but repeatable.
 """
@@ -13,7 +14,6 @@ import math
 from collections.abc import Callable, Sequence
 
 from coachrec.llm import ChatMessage, Completion, LLMBackend, Usage
-from coachrec.teacher.llm_scoring import NO_WORDS, YES_WORDS
 
 Rule = Callable[[str], float]
 
@@ -39,9 +39,12 @@ class FakeJudgeBackend(LLMBackend):
     def next_token_logprobs(self, prompt: str, candidates: Sequence[str]) -> dict[str, float]:
         self.calls += 1
         p = min(max(self.rule(prompt), 1e-6), 1 - 1e-6)
-        per_yes, per_no = math.log(p / len(YES_WORDS)), math.log((1 - p) / len(NO_WORDS))
+        half = len(candidates) // 2
+        if half == 0 or len(candidates) != 2 * half:
+            raise ValueError(f"the fake judge expects positive and negative words in two equal halves, got {list(candidates)}")
+        first, second = math.log(p / half), math.log((1 - p) / half)
         self.last_usage = Usage(self.model_id, "next_token_logprobs", self.count_tokens(prompt), 0, 0.0)
-        return {c: per_yes if c in YES_WORDS else per_no if c in NO_WORDS else -30.0 for c in candidates}
+        return {c: first if i < half else second for i, c in enumerate(candidates)}
 
     def complete(self, prompt: str, max_tokens: int = 128, temperature: float = 0.0,
                  stop: Sequence[str] | None = None, seed: int | None = None) -> Completion:

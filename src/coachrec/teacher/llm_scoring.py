@@ -20,7 +20,7 @@ YES_WORDS = ("Yes", "yes", " Yes", " yes", "YES")
 NO_WORDS = ("No", "no", " No", " no", "NO")
 
 
-def _logsumexp(values: list[float]) -> float:
+def logsumexp(values: list[float]) -> float:
     top = max(values)
     return top + math.log(sum(math.exp(v - top) for v in values))
 
@@ -34,8 +34,8 @@ class LogitScorer:
 
     def p_yes(self, prompt: str) -> float:
         scores = self.backend.next_token_logprobs(prompt, YES_WORDS + NO_WORDS)
-        yes = _logsumexp([scores[w] for w in YES_WORDS])
-        no = _logsumexp([scores[w] for w in NO_WORDS])
+        yes = logsumexp([scores[w] for w in YES_WORDS])
+        no = logsumexp([scores[w] for w in NO_WORDS])
         return 1.0 / (1.0 + math.exp(no - yes))
 
 
