@@ -28,7 +28,7 @@ def _titles(n: int) -> list[str]:
     path = resources.files("coachrec") / "datasets" / "ml-latest-small" / "movies.csv"
     with path.open(encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
-        return [r["title"] for _, r in zip(range(n), reader)]
+        return [r["title"] for _, r in zip(range(n), reader, strict=False)]
 
 
 def _rerank_prompt(nonce: str, history: list[str], candidates: list[str]) -> str:
@@ -37,7 +37,7 @@ def _rerank_prompt(nonce: str, history: list[str], candidates: list[str]) -> str
         "You rank movies for a user. The user recently watched:",
         *(f"- {t}" for t in history),
         "Candidates:",
-        *(f"{letter}. {t}" for letter, t in zip(LETTERS, candidates)),
+        *(f"{letter}. {t}" for letter, t in zip(LETTERS, candidates, strict=False)),
         "The single best candidate for this user is letter:",
     ]
     return "\n".join(lines)
@@ -74,6 +74,8 @@ def bench_model(name: str, path: str, reps: int = 3, n_threads: int | None = Non
     finally:
         backend.close()
     metrics = {
+        # Other processes slow llama.cpp far more than their share: its threads spin-wait.
+        "load_avg_1m_after": round(os.getloadavg()[0], 1),
         "prompt_tokens": prompt_tokens,
         "prompt_tok_per_s": round(statistics.median(prompt_tps), 1),
         "gen_tok_per_s": round(statistics.median(gen_tps), 1),
@@ -88,16 +90,18 @@ def bench_model(name: str, path: str, reps: int = 3, n_threads: int | None = Non
     return row(f"llm_backends/{name}", "ml-latest-small titles (synthetic prompts)", protocol, metrics)
 
 
-def run(reps: int = 3) -> list[dict[str, Any]]:
+def run(reps: int = 3, n_threads: int | None = None) -> list[dict[str, Any]]:
     """Benchmark every pulled GGUF model and write benchmarks/results/llm_backends.json."""
     entries = [e for e in ModelRegistry().entries() if e.kind == "gguf" and e.exists]
     order = {"small": 0, "medium": 1, "teacher": 2}
     entries.sort(key=lambda e: (order.get(e.role, 3), e.name))
-    rows = [bench_model(e.name, e.path, reps) for e in entries]
+    rows = [bench_model(e.name, e.path, reps, n_threads) for e in entries]
     write("llm_backends", rows)
     return rows
 
 
 if __name__ == "__main__":
-    for r in run():
+    import sys
+
+    for r in run(reps=int(sys.argv[1]) if len(sys.argv) > 1 else 3, n_threads=int(sys.argv[2]) if len(sys.argv) > 2 else None):
         print(r["name"], r["metrics"])
