@@ -66,7 +66,10 @@ def _llm_pair_scores(backend: Any, labels: Any, pairs: Any, history_items: int) 
     indptr, hist = train.sequences()
     values = train.events["value"].to_numpy()
     first, second = np.zeros(len(pairs)), np.zeros(len(pairs))
+    t0 = time.perf_counter()
     for reverse, out in ((False, first), (True, second)):
+        console.print(f"  {backend.model_id}: {len(pairs)} pairs, {'reversed' if reverse else 'original'} history order "
+                      f"({time.perf_counter() - t0:.0f} s so far; load {_load()})")
         for r in range(len(pairs)):
             u = int(pairs.users[r])
             lo, hi = indptr[u], indptr[u + 1]
@@ -87,14 +90,14 @@ def describer(data: Any) -> Any:
 
 def bench_teacher(
     models: Annotated[str, typer.Option("--models", help="LLM roles to measure, each with its labelled pairs per half "
-                                        "(calibration, evaluation): small:40,medium:30,teacher:20.")] = "small:40,medium:30,teacher:20",
-    speed_prompts: Annotated[int, typer.Option("--speed-prompts", help="Prompts per model for logit vs JSON throughput.")] = 4,
+                                        "(calibration, evaluation): small:30,medium:24,teacher:20.")] = "small:30,medium:24,teacher:20",
+    speed_prompts: Annotated[int, typer.Option("--speed-prompts", help="Prompts per model for logit vs JSON throughput.")] = 3,
     json_tokens: Annotated[int, typer.Option("--json-tokens", help="Generation budget of the JSON judge.")] = 32,
     threads: Annotated[int, typer.Option("--threads", help="llama.cpp threads (1 is fastest on a busy 2-core box).")] = 1,
     traces: Annotated[int, typer.Option("--traces", help="Replayed requests to serve and judge.")] = 300,
-    llm_traces: Annotated[int, typer.Option("--llm-traces", help="Of those, traces the LLM criteria judge.")] = 3,
+    llm_traces: Annotated[int, typer.Option("--llm-traces", help="Of those, traces the LLM criteria judge.")] = 2,
     trace_llm: Annotated[str, typer.Option("--trace-llm", help="LLM member judging traces (a role or none).")] = "teacher",
-    sequential: Annotated[str, typer.Option("--sequential", help="Sequential model joining the committee (or none).")] = "none",
+    sequential: Annotated[str, typer.Option("--sequential", help="Sequential model joining the committee (e.g. sasrec; none).")] = "none",
     sequential_epochs: Annotated[int, typer.Option("--sequential-epochs")] = 20,
     history_items: int = 5,
     seed: int = 0,
@@ -103,6 +106,7 @@ def bench_teacher(
     from coachrec import datasets
     from coachrec.llm import LlamaCppConfig
     from coachrec.teacher import RelevanceCommittee, best_threshold, heldout_labels, load_rubric, measure
+    from coachrec.teacher.quality import kappa_interval
     from coachrec.teacher.relevance import RelevanceConfig
 
     rows: list[dict[str, Any]] = []
@@ -131,9 +135,11 @@ def bench_teacher(
                            best_threshold(x_cal[:, item_mean], labels.calibration.labels)))
         for judge_name, scores_cal, scores_eval, t in judges:
             q = measure("relevance", judge_name, scores_eval >= t, y, kappa_floor=floor, scores=scores_eval, protocol=labels.protocol)
-            rows.append(row("teacher", DATASET, f"relevance judge vs held-out ratings: {labels.protocol}; threshold {t:.3f}",
+            lo, hi = kappa_interval(scores_eval >= t, y, labels.evaluation.users, seed=seed)
+            rows.append(row("teacher", DATASET, f"relevance judge vs held-out ratings: {labels.protocol}; threshold {t:.3f}; "
+                            "kappa 95% interval by user bootstrap (500)",
                             {"judge": judge_name, "pairs": q.n, "users": int(len(np.unique(labels.evaluation.users))),
-                             "kappa": q.kappa, "tpr": q.tpr, "tnr": q.tnr, "auc": q.auc, "swap_consistency": None,
+                             "kappa": q.kappa, "kappa_ci": [round(lo, 3), round(hi, 3)], "tpr": q.tpr, "tnr": q.tnr, "auc": q.auc, "swap_consistency": None,
                              "may_gate": q.may_gate, "positive_rate": float(y.mean()), "fit_seconds": round(fit_s, 1),
                              "blend": committee.blend_weights() if judge_name == name else None, "load": _load()}))
         console.print(f"{name}: kappa {rows[-len(judges)]['metrics']['kappa']:.3f} ({fit_s:.0f} s)")
@@ -160,6 +166,7 @@ def _llm_member(role: str, n_pairs: int, labels: Any, p_cal: np.ndarray, p_eval:
     with logit scoring vs JSON generation."""
     from coachrec.llm import LLMError, load_backend
     from coachrec.teacher import JsonScorer, LogitScorer, best_threshold, measure
+    from coachrec.teacher.quality import kappa_interval
     from coachrec.teacher.relevance import LogisticBlend
 
     rows: list[dict[str, Any]] = []
@@ -189,10 +196,12 @@ def _llm_member(role: str, n_pairs: int, labels: Any, p_cal: np.ndarray, p_eval:
     blend = LogisticBlend.fit(np.column_stack([sub_p_cal, s_cal]), cal.labels)
     pb = blend.predict(np.column_stack([sub_p_eval, s_ev]))
     qb = measure("relevance", f"committee+{backend.model_id}", pb >= 0.5, ev.labels, kappa_floor=floor, scores=pb)
+    lo, hi = kappa_interval(s_ev >= t, ev.labels, ev.users, seed=seed)
     n_prompts = 2 * (len(cal) + len(ev))
     rows.append(row("teacher", DATASET, f"LLM relevance judge, P(yes) from logits, mean of both history orders; threshold {t:.3f} "
                     f"chosen on {len(cal)} calibration pairs; {len(ev)} evaluation pairs",
-                    {"judge": backend.model_id, "pairs": q.n, "kappa": q.kappa, "tpr": q.tpr, "tnr": q.tnr, "auc": q.auc,
+                    {"judge": backend.model_id, "pairs": q.n, "users": int(len(np.unique(ev.users))), "kappa": q.kappa,
+                     "kappa_ci": [round(lo, 3), round(hi, 3)], "tpr": q.tpr, "tnr": q.tnr, "auc": q.auc,
                      "swap_consistency": q.swap_consistency, "may_gate": q.may_gate,
                      "blend_with_committee": {"kappa": qb.kappa, "tpr": qb.tpr, "tnr": qb.tnr, "auc": qb.auc},
                      "prompts": n_prompts, "judgments_per_minute": round(60 * n_prompts / seconds, 1), "load": _load()}))
@@ -206,6 +215,7 @@ def _llm_member(role: str, n_pairs: int, labels: Any, p_cal: np.ndarray, p_eval:
         lo, hi = indptr[u], indptr[u + 1]
         liked = [describe(int(i)) for i in hist[lo:hi][values[lo:hi] >= 4.0][-history_items:]]
         prompts.append(_relevance_prompt(liked, describe(int(ev.items[r]))))
+    console.print(f"  {backend.model_id}: throughput, {len(prompts)} prompts logit then JSON")
     logit, js = LogitScorer(backend), JsonScorer(backend, max_tokens=json_tokens)
     t0 = time.perf_counter()
     logit_verdicts = [logit.p_yes(p) >= 0.5 for p in prompts]
@@ -266,6 +276,7 @@ def _judge_replayed_traces(data: Any, labels: Any, committee: Any, n: int, llm_t
             with_context = [c for c in cases if c.context]
             picked = list(rng.permutation(len(with_context))[: llm_traces])
             sub = [with_context[i] for i in sorted(picked)]
+            console.print(f"  {llm_id}: LLM criteria on {len(sub)} traces with a free-text request")
             t0 = time.perf_counter()
             llm_judgments = llm_judge.judge(sub)
             llm_s = time.perf_counter() - t0

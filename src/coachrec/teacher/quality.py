@@ -109,3 +109,21 @@ def best_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
         if k > best_kappa:
             best, best_kappa = float(t), k
     return best
+
+
+def kappa_interval(
+    judge_pass: np.ndarray, human_pass: np.ndarray, groups: np.ndarray, *, n_boot: int = 500, confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of Cohen's kappa, resampling whole groups (users), since
+    pairs of one user are not independent."""
+    j, h, g = np.asarray(judge_pass, bool), np.asarray(human_pass, bool), np.asarray(groups)
+    ids, inverse = np.unique(g, return_inverse=True)
+    members = [np.flatnonzero(inverse == k) for k in range(len(ids))]
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        rows = np.concatenate([members[k] for k in rng.integers(0, len(ids), len(ids))])
+        values.append(cohen_kappa(j[rows], h[rows]))
+    alpha = (1 - confidence) / 2
+    return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))

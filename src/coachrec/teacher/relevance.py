@@ -9,6 +9,10 @@ later ratings. Its members, each turned into one feature per (user, item):
 - `disliked_knn`: resemblance to the user's disliked items (rating <= dislike);
 - `item_mean`, `user_mean`: shrunk mean ratings (item quality, user leniency);
 - `popularity`: log interaction count;
+- `knn_rating`: the classic item-based rating prediction — the user's mean-centred ratings of
+  the items most similar to the candidate, similarity-weighted;
+- `genre_affinity`: the user's shrunk mean-centred rating per genre, averaged over the
+  candidate's genres;
 - optionally any other fitted `Recommender` (e.g. a sequential model), by name.
 
 kNN and model scores are per-user percentile ranks over the catalog, so they blend on one scale;
@@ -30,7 +34,7 @@ from coachrec.models.defaults import defaults
 from coachrec.teacher.movielens import RatedPairs
 from coachrec.teacher.quality import JudgeQuality, measure
 
-BASE_FEATURES = ("liked_knn", "all_knn", "disliked_knn", "item_mean", "user_mean", "popularity")
+BASE_FEATURES = ("liked_knn", "all_knn", "disliked_knn", "item_mean", "user_mean", "popularity", "knn_rating", "genre_affinity")
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,8 @@ class RelevanceConfig:
     dislike: float = 2.5
     prior: float = 10.0
     """Pseudo-ratings at the global mean added when averaging an item's or user's ratings."""
+    genre_prior: float = 3.0
+    """Pseudo-ratings at the user's mean added per genre in `genre_affinity`."""
     extra_models: tuple[str, ...] = ()
     """Names of further models (`coachrec.models.create`) whose percentile scores join the blend."""
     extra_model_config: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -127,24 +133,44 @@ class RelevanceCommittee:
             self.extra.append(create(name, **overrides).fit(data))
         indptr, hist = data.sequences()
         self._indptr, self._hist, self._values = indptr, hist, values
+        self._sim = self.all_knn.sim.tocsr()
+        self._genres = data.catalog.genre_matrix()[0].tocsr() if data.catalog is not None else None
         return self
 
     # -- features ----------------------------------------------------------------------------
 
-    def _user_lists(self, user: int | None, history: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-        """(all, liked, disliked) item indices and the user-mean feature. A user the committee
-        was fitted on brings their ratings; an anonymous history counts as liked (it holds what
-        the user chose to consume) and has a neutral user mean."""
+    def _user_lists(self, user: int | None, history: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray]:
+        """(all, liked, disliked) item indices, the user-mean feature and the user's mean-centred
+        ratings of `all`. A user the committee was fitted on brings their ratings; an anonymous
+        history counts as liked (it holds what the user chose to consume), with neutral ratings."""
         if user is not None:
             lo, hi = self._indptr[user], self._indptr[user + 1]
             items, values = self._hist[lo:hi], self._values[lo:hi]
-            return items, items[values >= self.config.like], items[values <= self.config.dislike], float(self.user_mean[user])
+            return (items, items[values >= self.config.like], items[values <= self.config.dislike],
+                    float(self.user_mean[user]), values - values.mean())
         h = np.asarray(history, dtype=np.int64)
-        return h, h, np.zeros(0, np.int64), 0.0
+        return h, h, np.zeros(0, np.int64), 0.0, np.zeros(len(h))
+
+    def _rating_features(self, all_h: np.ndarray, centred: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`knn_rating` and `genre_affinity` of `items` for one user's rated history."""
+        if len(all_h) == 0:
+            return np.zeros(len(items)), np.zeros(len(items))
+        s = self._sim[items][:, all_h]
+        num = s @ centred
+        den = abs(s) @ np.ones(len(all_h))
+        knn_rating = np.where(den > 0, num / np.maximum(den, 1e-12), 0.0)
+        if self._genres is None:
+            return knn_rating, np.zeros(len(items))
+        g = self._genres[all_h]
+        affinity = (g.T @ centred) / (g.T @ np.ones(len(all_h)) + self.config.genre_prior)
+        cand = self._genres[items]
+        n_genres = np.asarray(cand.sum(axis=1)).ravel()
+        return knn_rating, (cand @ affinity) / np.maximum(n_genres, 1)
 
     def feature_matrix(self, user: int | None, history: Sequence[int], items: np.ndarray) -> np.ndarray:
         """Features of `items` (catalog indices) for one user, shape (len(items), n_features)."""
-        all_h, liked, disliked, user_mean = self._user_lists(user, history)
+        all_h, liked, disliked, user_mean, centred = self._user_lists(user, history)
+        knn_rating, genre_affinity = self._rating_features(all_h, centred, items)
         scored = np.vstack([
             self.liked_knn.score([liked])[0],
             self.all_knn.score([all_h])[0],
@@ -153,7 +179,8 @@ class RelevanceCommittee:
         ])
         pct = _percentiles(scored)
         cols = [pct[0, items], pct[1, items], pct[2, items], self.item_mean[items],
-                np.full(len(items), user_mean), self.popularity[items], *[pct[3 + j, items] for j in range(len(self.extra))]]
+                np.full(len(items), user_mean), self.popularity[items], knn_rating, genre_affinity,
+                *[pct[3 + j, items] for j in range(len(self.extra))]]
         return np.column_stack(cols)
 
     def pair_features(self, pairs: RatedPairs) -> np.ndarray:
