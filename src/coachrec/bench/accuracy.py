@@ -59,7 +59,8 @@ PUBLISHED: list[dict[str, Any]] = [
     },
 ]
 
-#: Fewer epochs, and SASRec's sampled softmax (1,024 shared negatives) instead of the full one.
+#: Fewer epochs, and SASRec's sampled softmax (1,024 shared popularity-sampled negatives,
+#: logQ-corrected) instead of the full one.
 QUICK: dict[str, dict[str, Any]] = {
     "sasrec": {"loss": "sampled-ce", "n_negatives": 1024, "epochs": 40, "eval_every": 4, "patience": 2},
     "rum-item": {"epochs": 24, "eval_every": 4, "patience": 2},

@@ -15,8 +15,8 @@ Deviation from the paper, so that anonymous histories and new users work without
 retraining: the paper's `p_u` is a free per-user vector; here it is the mean of a second
 ("long-term") item embedding over the last `max_len` history items (FISM-style), which
 is zero for an empty history. Training uses every position of each user's most recent
-window (next-item targets), with softmax over the positive and shared uniform negatives
-("sampled-ce", default) or the paper's binary cross-entropy with one negative ("bce").
+window (next-item targets), with softmax over the positive and shared negatives drawn by
+popularity ** `neg_alpha` with the logQ correction ("sampled-ce", default) or the paper's binary cross-entropy with one negative ("bce").
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ class RUMConfig:
     """`memory`: "item" or "feature"; `slots`: memory size K; `alpha`: weight of the memory
     read in the merge `p_u + alpha * read`; `max_len`: history window (for training rows
     and the long-term user vector). `loss`: "sampled-ce" (softmax over the positive and
-    `n_negatives` shared uniform negatives) or "bce" (paper: one negative per positive).
+    `n_negatives` shared negatives drawn by popularity ** `neg_alpha`, logQ-corrected) or "bce" (paper: one negative per positive).
     Early stopping as in SASRec: `fit(train, valid=split.task("valid"))`."""
 
     memory: str = "item"
@@ -141,6 +141,7 @@ class RUMConfig:
     dropout: float = 0.2
     loss: str = "sampled-ce"
     n_negatives: int = 512
+    neg_alpha: float = 0.75
     epochs: int = 50
     batch_size: int = 128
     lr: float = 1e-3
@@ -187,6 +188,10 @@ class RUM(BaseRecommender):
         if len(inp) == 0:
             raise ValueError(f"{self.name}: no user has two or more events to learn a next item from")
         inp_t, tgt_t = torch.from_numpy(inp), torch.from_numpy(tgt)
+        # sampled-ce proposal: popularity ** neg_alpha over item+1 (0 = padding, never drawn)
+        q = np.concatenate([[0.0], np.power(data.item_popularity() + 1.0, c.neg_alpha)])
+        q = torch.from_numpy(q / q.sum())
+        logq = torch.log(q.clamp(min=1e-30)).float()
 
         def batch_loss(b: np.ndarray) -> torch.Tensor:
             width = int(lengths[b].max())
@@ -199,10 +204,10 @@ class RUM(BaseRecommender):
                 s_neg = self.net.position_scores(seq, where, neg, shared=False)
                 bce = nn.functional.binary_cross_entropy_with_logits
                 return bce(s_pos, torch.ones_like(s_pos)) + bce(s_neg, torch.zeros_like(s_neg))
-            neg = torch.randint(1, n_items + 1, (c.n_negatives,), generator=gen)
-            s_pos = self.net.position_scores(seq, where, pos, shared=False)
-            s_neg = self.net.position_scores(seq, where, neg, shared=True).masked_fill(neg[None, :] == pos[:, None], float("-inf"))
-            logits = torch.cat([s_pos[:, None], s_neg], dim=1)
+            neg = torch.multinomial(q, c.n_negatives, replacement=True, generator=gen)
+            s_pos = self.net.position_scores(seq, where, pos, shared=False) - logq[pos]
+            s_neg = self.net.position_scores(seq, where, neg, shared=True) - logq[neg][None, :]
+            logits = torch.cat([s_pos[:, None], s_neg.masked_fill(neg[None, :] == pos[:, None], float("-inf"))], dim=1)
             return nn.functional.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long))
 
         self.train_log = train_epochs(self, self.net, lengths, batch_loss, getattr(self, "_valid", None), rng)
