@@ -4,7 +4,8 @@ What it trains on: by default the leave-one-out *train* part (every user's event
 last two), the same data `coachrec evaluate` fits on, so `coachrec evaluate --model-path DIR`
 measures the test protocol honestly (the test task still sees train + valid as history).
 `--valid` reports full-ranking NDCG@10/Recall@10 on the held-out second-to-last events after
-training, for model selection. `--all-events` fits on every event instead (for serving; the
+training, for model selection. `--checkpoint` saves after every epoch, so a long run can be
+evaluated part-way. `--all-events` fits on every event instead (for serving; the
 result must not be evaluated on this dataset's test split).
 """
 
