@@ -48,7 +48,8 @@ def coach(
     dataset: Annotated[str, typer.Option(help="ml-latest-small, beauty, or a path")] = "ml-latest-small",
     requests: Annotated[int, typer.Option(help="Replayed requests to judge and distil from (and as many for the gate).")] = 400,
     llm: Annotated[str, typer.Option(help="LLM member of the teacher for its LLM criteria: small|medium|teacher|path|URL|none.")] = "small",
-    llm_traces: Annotated[int, typer.Option(help="Traces whose LLM criteria are judged.")] = 12,
+    llm_traces: Annotated[int, typer.Option(help="Traces whose LLM criteria are judged.")] = 6,
+    llm_criterion: Annotated[list[str], typer.Option("--llm-criterion", help="LLM criteria to judge (repeatable).")] = ["request_match"],  # noqa: B006
     target_mode: Annotated[Optional[str], typer.Option(help="Failure mode to coach (default: the most frequent distillable one).")] = None,
     golden: Annotated[Optional[str], typer.Option(help="Golden set whose requests the gate also replays (and whose labels measure LLM criteria).")] = None,
     review_db: Annotated[Optional[Path], typer.Option(help="Review store holding the golden set.")] = None,
@@ -64,7 +65,7 @@ def coach(
     from coachrec.coach.ui import RichUI
 
     config = LoopConfig(dataset=dataset, distill_requests=requests, gate_requests=requests, llm=llm, llm_traces=llm_traces,
-                        golden=golden, review_db=review_db, target_mode=target_mode, seed=seed,
+                        llm_criteria=tuple(llm_criterion), golden=golden, review_db=review_db, target_mode=target_mode, seed=seed,
                         gate=GateConfig(tolerance=tolerance, seed=seed))
     result = run_loop(config, Registry(registry), out, RichUI(console))
     print_result(result)

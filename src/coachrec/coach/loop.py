@@ -45,8 +45,11 @@ class LoopConfig:
     gate_requests: int = 400
     llm: str = "small"
     """LLM member of the teacher for its LLM criteria (a role, GGUF path or URL; `none` = off)."""
-    llm_traces: int = 12
+    llm_traces: int = 6
     """Traces whose LLM criteria are judged (each costs 2 prompts per criterion)."""
+    llm_criteria: tuple[str, ...] = ("request_match",)
+    """LLM criteria judged (report only until a golden set measures them). `request_match`
+    by default: the pipeline does not read free-text requests, so its failures are real."""
     golden: str | None = None
     """A published golden set (review store) whose requests the gate also replays."""
     review_db: Path | None = None
@@ -181,28 +184,41 @@ def prepare(config: LoopConfig, registry: Registry, ui: Any = SilentUI()) -> Con
                    golden_requests, info, timings)
 
 
+def traffic(ctx: Context, users: list[str], n: int, seed: int) -> list[RecommendRequest]:
+    """Replayed requests; free-text requests and constraints only where the catalog has the
+    genres and years they name (order-only data such as Beauty gets plain requests)."""
+    rate = 0.3 if _mix(ctx).startswith("30%") else 0.0
+    return replay_requests(users, n, context_rate=rate, constraint_rate=rate, seed=seed)
+
+
+def _mix(ctx: Context) -> str:
+    rich = ctx.data.catalog is not None and "year" in ctx.data.catalog.frame.columns
+    return "30% free-text, 30% constraints" if rich else "plain requests: no catalog attributes to constrain"
+
+
 def _llm_judge(ctx: Context, cases: list[JudgeCase], ui: Any) -> tuple[list[Judgment], float, str | None, str | None]:
     """LLM criteria on a sample of cases (free-text requests first); never fails the run."""
-    from coachrec.llm import LLMError, load_backend
+    from coachrec.llm import LLMError, ResponseCache, coachrec_home, load_backend
 
     if ctx.config.llm == "none" or ctx.config.llm_traces <= 0:
         return [], 0.0, None, "LLM criteria off (--llm none)"
     if ctx.data.catalog is None:
         return [], 0.0, None, f"{ctx.data.name} has no item text: LLM criteria do not apply"
     try:
-        backend = load_backend(ctx.config.llm)
+        backend = load_backend(ctx.config.llm, cache=ResponseCache(coachrec_home() / "judge_cache.sqlite"))
     except LLMError as exc:
         return [], 0.0, None, f"LLM criteria not judged: {exc}"
     try:
-        llm_criteria = [c.name for c in ctx.rubric.criteria if c.member == "llm"]
-        judge = Judge(ctx.rubric, CatalogView(ctx.catalog), llm=backend, criteria=llm_criteria)
+        judge = Judge(ctx.rubric, CatalogView(ctx.catalog), llm=backend, criteria=list(ctx.config.llm_criteria))
         rng = np.random.default_rng(ctx.config.seed)
         order = sorted(range(len(cases)), key=lambda i: (not cases[i].context, rng.random()))
         picked = [cases[i] for i in sorted(order[: ctx.config.llm_traces])]
         t0 = time.perf_counter()
         with ui.bar(f"LLM criteria ({backend.model_id})", len(picked)) as advance:
             out = judge.judge(picked, progress=advance)
-        return out, time.perf_counter() - t0, backend.model_id, None
+        cache = getattr(backend, "cache", None)
+        note = f"LLM prompts answered from the response cache: {cache.hits} of {cache.hits + cache.misses}" if cache and cache.hits else None
+        return out, time.perf_counter() - t0, backend.model_id, note
     except LLMError as exc:
         return [], 0.0, None, f"LLM criteria not judged: {exc}"
     finally:
@@ -219,7 +235,7 @@ def observe(ctx: Context, out: Path, ui: Any = SilentUI()) -> Observation:
     """Replay the distillation users' traffic through the champion, judge it, count failures."""
     t0 = time.perf_counter()
     ui.step(f"replay {ctx.config.distill_requests} requests through the traced champion pipeline")
-    requests = replay_requests(ctx.distill_users, ctx.config.distill_requests, seed=ctx.config.seed)
+    requests = traffic(ctx, ctx.distill_users, ctx.config.distill_requests, ctx.config.seed)
     store = TraceStore(out / "traces.duckdb")
     try:
         with ui.bar("serving", len(requests)) as advance:
@@ -263,7 +279,7 @@ def gate_candidate(ctx: Context, candidate: CoachStack, target_mode: str, out: P
     t0 = time.perf_counter()
     cfg = ctx.config
     judge = _gate_judge(ctx)
-    sections = [("held-out traffic", replay_requests(ctx.gate_users, cfg.gate_requests, seed=cfg.seed + 1))]
+    sections = [("held-out traffic", traffic(ctx, ctx.gate_users, cfg.gate_requests, cfg.seed + 1))]
     if ctx.golden_requests:
         sections.insert(0, ("golden set", ctx.golden_requests))
     rows: list[Any] = []
@@ -296,7 +312,7 @@ def gate_candidate(ctx: Context, candidate: CoachStack, target_mode: str, out: P
         champion=f"{ctx.champion_id} ({ctx.champion.describe()})", candidate=candidate.describe(), target_mode=target_mode,
         target_criterion=criterion, judge_version=judge.version, promote=promote, reasons=reasons, rows=rows,
         trust=kappa_table(ctx.trust),
-        protocol={"traffic": f"{cfg.gate_requests} replayed requests (30% free-text, 30% constraints) of {len(ctx.gate_users)} "
+        protocol={"traffic": f"{cfg.gate_requests} replayed requests ({_mix(ctx)}) of {len(ctx.gate_users)} "
                              "held-out users never distilled from, served by both stacks, judged by program + relevance criteria",
                   "ground_truth": "leave-one-out, full ranking over all items, each user's last interaction; ranker output "
                                   "before the policy stages; per-user paired",

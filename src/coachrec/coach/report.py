@@ -17,6 +17,7 @@ def _plots(result: LoopResult, out: Path) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     files = []
     if result.gate is not None:
@@ -34,14 +35,15 @@ def _plots(result: LoopResult, out: Path) -> list[str]:
             fig.savefig(out / "failure_rates.png", dpi=110)
             plt.close(fig)
             files.append("failure_rates.png")
-        fig, ax = plt.subplots(figsize=(7, 0.5 * len(result.gate.rows) + 1.5))
+        fig, ax = plt.subplots(figsize=(9, 0.5 * len(result.gate.rows) + 1.5))
         gate_rows = result.gate.rows
         for i, r in enumerate(gate_rows):
             color = "#2b7bba" if r.passed or r.passed is None else "#c0392b"
             ax.errorbar(r.delta, i, xerr=[[r.delta - r.ci_low], [r.ci_high - r.delta]], fmt="o", color=color, capsize=3)
         ax.axvline(0, color="black", lw=0.8)
         ax.set_yticks(range(len(gate_rows)), [f"{r.metric} ({r.section})" for r in gate_rows])
-        ax.set_xlabel("candidate - champion (95% paired bootstrap CI); red = rule broken")
+        ax.set_xlabel("candidate - champion, 95% paired bootstrap CI (red: rule broken)")
+        ax.xaxis.set_major_locator(MaxNLocator(5))
         ax.set_title("Metric deltas")
         fig.tight_layout()
         fig.savefig(out / "metric_deltas.png", dpi=110)
