@@ -83,6 +83,9 @@ def test_hybrid_surfaces_new_item_and_round_trips(content, data, tmp_path):
     again = load(hy.save(tmp_path / "hybrid"))
     hist = [hy.user_history(u) for u in range(3)]
     np.testing.assert_array_equal(hy.score(hist), again.score(hist))
+    from coachrec.models.hybrid import Hybrid
+
+    np.testing.assert_array_equal(Hybrid.from_parts(hy.sequential, hy.content, data, weight=0.3).score(hist), hy.score(hist))
     # the sequential part alone can never surface the cold item above what it learned
     seq_rec = hy.sequential.recommend(history=["space0", "space1", "space2"], k=3)
     assert "new-space" not in seq_rec.items
