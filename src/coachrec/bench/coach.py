@@ -40,13 +40,33 @@ def _champion_truth(result: Any) -> dict[str, float]:
     return {"ndcg@10": r.metrics["ndcg@10"], "recall@10": r.metrics["recall@10"]}
 
 
+def applicable(result: Any) -> dict[str, str]:
+    """Which rubric criteria can be judged on this data at all, and why not."""
+    from coachrec.coach.trust import has_ratings
+
+    data = result.context.data
+    catalog = data.catalog
+    out = {}
+    for c in result.context.rubric.criteria:
+        if c.member == "recommender" and not has_ratings(data):
+            out[c.name] = "does not apply: no graded ratings to calibrate P(rating >= 4) on"
+        elif c.member == "llm" and catalog is None:
+            out[c.name] = "does not apply: no item text (titles are bare ids)"
+        elif c.name == "constraint_adherence" and (catalog is None or "year" not in catalog.frame.columns):
+            out[c.name] = "does not apply: no genres or years to constrain"
+        else:
+            out[c.name] = "applies"
+    return out
+
+
 def _row(result: Any, requests: int, started: str) -> dict[str, Any]:
     from coachrec.coach.report import summary
 
     s = summary(result)
     metrics: dict[str, Any] = {"decision": result.decision, "promoted": result.promoted, "target_mode": result.target_mode,
                                "seconds": round(result.seconds, 1), "load_start": started, "load_end": _load(),
-                               "criteria": [t["criterion"] + (" (may gate)" if t["may_gate"] else " (report only)") for t in s["trust"]],
+                               "criteria_apply": applicable(result),
+                               "criteria_trust": {t["criterion"]: ("may gate: " if t["may_gate"] else "report only: ") + t["why"] for t in s["trust"]},
                                "top_failure_modes": s["failure_modes"][:5]}
     if result.gate is not None:
         target = next(r for r in result.gate.rows if r.role == "target" and r.section == "held-out traffic")

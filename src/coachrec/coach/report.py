@@ -75,8 +75,9 @@ def _examples(result: LoopResult, mode_name: str, n: int = 2) -> list[str]:
         c = cases.get(trace_id)
         if c is None:
             continue
+        set_fields = {k: v for k, v in c.constraints.items() if v and k not in ("exclude_seen", "require_all_genres")}
         request = f"user {c.user_id}" + (f", asked {c.context!r}" if c.context else "") + (
-            f", constraints {c.constraints}" if any(v for k, v in c.constraints.items() if k != "exclude_seen") else "")
+            f", constraints {set_fields}" if set_fields else "")
         shown = "; ".join(view.title(i) for i in c.items[:5])
         lines.append(f"  - trace `{trace_id}` ({request}): shown {shown} ... — *{why.get((trace_id, mode.criterion), mode.why)}*")
     return lines
