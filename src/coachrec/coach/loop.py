@@ -11,6 +11,7 @@ and distilled, traffic of the second half (never distilled from) is what the gat
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from coachrec.coach.trust import Trust, criterion_trust, kappa_table, measured_c
 from coachrec.coach.ui import SilentUI
 from coachrec.data import Catalog, Dataset, Split, leave_one_out
 from coachrec.llm.cost import TierPrice
+from coachrec.review import GoldenCase
 from coachrec.serve.pipeline import RecommendRequest
 from coachrec.teacher import (
     CatalogView, FailureReport, Judge, JudgeCase, Judgment, RelevanceCommittee, RubricSpec, constraints_from_dict,
@@ -123,6 +125,22 @@ def _fingerprint(data: Dataset) -> dict[str, Any]:
             "split": "leave-one-out training part (last two interactions per user held out)"}
 
 
+def requests_from_golden(cases: Sequence[GoldenCase], known_users: set[str]) -> list[RecommendRequest]:
+    """The request of each golden trace (once per trace), to replay through both stacks. Cases
+    of users the stacks do not know are left out: without a user there is no history to serve."""
+    out, seen = [], set()
+    for c in cases:
+        case = c.provenance.get("case") or {}
+        user = case.get("user_id")
+        if c.trace_id in seen or user is None or str(user) not in known_users:
+            continue
+        seen.add(c.trace_id)
+        out.append(RecommendRequest(user_id=str(user), k=int(case.get("k") or 10),
+                                    constraints=constraints_from_dict(case.get("constraints") or {}),
+                                    context=case.get("context"), request_id=f"golden-{c.trace_id}"))
+    return out
+
+
 def prepare(config: LoopConfig, registry: Registry, ui: Any = SilentUI()) -> Context:
     """Load data, fit (or load) the champion, fit and measure the teacher, split users."""
     t0 = time.perf_counter()
@@ -154,7 +172,8 @@ def prepare(config: LoopConfig, registry: Registry, ui: Any = SilentUI()) -> Con
                 f"AUC {quality.auc:.3f}, {quality.n} pairs -> {'may gate' if quality.may_gate else 'may NOT gate'}")
     except ValueError as exc:
         ui.note(f"[yellow]relevance criterion does not apply: {exc}[/yellow]")
-    golden_quality, golden_requests = {}, []
+    golden_quality: dict[str, Any] = {}
+    golden_requests: list[RecommendRequest] = []
     if config.golden:
         from coachrec.review import ReviewStore, golden_quality as measure_golden
 
@@ -164,15 +183,7 @@ def prepare(config: LoopConfig, registry: Registry, ui: Any = SilentUI()) -> Con
         finally:
             review.close()
         golden_quality = measure_golden(cases, rubric)
-        seen: set[str] = set()
-        for c in cases:
-            case = c.provenance.get("case") or {}
-            if c.trace_id in seen or case.get("user_id") is None:
-                continue
-            seen.add(c.trace_id)
-            golden_requests.append(RecommendRequest(user_id=str(case["user_id"]), k=int(case.get("k") or 10),
-                                                    constraints=constraints_from_dict(case.get("constraints") or {}),
-                                                    context=case.get("context"), request_id=f"golden-{c.trace_id}"))
+        golden_requests = requests_from_golden(cases, {str(u) for u in split.train.users.ids})
         ui.note(f"golden set {config.golden!r}: {len(cases)} labelled cases, {len(golden_requests)} requests to replay")
     trust = criterion_trust(rubric, relevance=quality, golden=golden_quality)
     for row in kappa_table(trust):
