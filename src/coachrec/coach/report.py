@@ -23,13 +23,13 @@ def _plots(result: LoopResult, out: Path) -> list[str]:
     if result.gate is not None:
         rows = [r for r in result.gate.rows if r.section != "ground truth" and (r.champion or r.candidate)]
         if rows:
-            fig, ax = plt.subplots(figsize=(7, 0.6 * len(rows) + 1.5))
+            fig, ax = plt.subplots(figsize=(9, 0.6 * len(rows) + 1.8))
             y = range(len(rows))
             ax.barh([i + 0.2 for i in y], [r.champion for r in rows], height=0.4, label="champion (before)", color="#999999")
             ax.barh([i - 0.2 for i in y], [r.candidate for r in rows], height=0.4, label="candidate (after)", color="#2b7bba")
             ax.set_yticks(list(y), [f"{r.metric}\n({r.section})" for r in rows])
             ax.set_xlabel("share of judged requests with the failure")
-            ax.legend(loc="lower right")
+            ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
             ax.set_title("Failure-mode rates, same held-out requests")
             fig.tight_layout()
             fig.savefig(out / "failure_rates.png", dpi=110)
