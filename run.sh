@@ -57,6 +57,8 @@ case "$cmd" in
     test)
         setup
         setup_phoenix
+        # everything the suite needs is installed now, so a skipped test is a failure
+        export COACHREC_STRICT_SKIPS=1
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
     setup)

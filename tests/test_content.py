@@ -44,10 +44,9 @@ def data():
 
 @pytest.fixture(scope="module")
 def content(data, tmp_path_factory):
-    import os
-
-    os.environ["COACHREC_HOME"] = str(tmp_path_factory.mktemp("home"))
-    return create("content").fit(data)
+    with pytest.MonkeyPatch.context() as mp:  # module-scoped: must not leak into other test files
+        mp.setenv("COACHREC_HOME", str(tmp_path_factory.mktemp("home")))
+        yield create("content").fit(data)
 
 
 def test_cold_item_matching_the_history_ranks_high(content):
