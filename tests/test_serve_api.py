@@ -6,6 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from coachrec.models import create
+from coachrec.review import ReviewStore
 from coachrec.serve import FeedbackLog, Pipeline, Service
 from coachrec.serve.api import create_app
 from coachrec.tracing import Tracer, TraceStore
@@ -20,8 +21,10 @@ def client(tmp_path_factory):
     store = TraceStore(tmp_path_factory.mktemp("api") / "t.duckdb")
     pipeline = Pipeline.from_models([create("itemknn").fit(data), create("pop").fit(data)], data.catalog, tracer=Tracer(store))
     service = Service(pipeline, store, FeedbackLog(store.path))
-    with TestClient(create_app(service, api_key="s3cret")) as c:
+    review = ReviewStore(":memory:")
+    with TestClient(create_app(service, api_key="s3cret", review=review)) as c:
         yield c
+    review.close()
     service.close()
 
 
@@ -89,3 +92,12 @@ def test_write_and_admin_endpoints_need_the_key(client) -> None:
     assert client.post("/v1/feedback", json=event, headers={"Authorization": "Bearer s3cret"}).status_code == 200
     assert client.get("/v1/traces").status_code == 401
     assert client.get("/v1/traces/nope", headers=KEY).status_code == 404
+
+
+def test_review_endpoints_are_mounted_behind_the_key(client) -> None:
+    assert client.get("/v1/review/queue").status_code == 401
+    r = client.get("/v1/review/queue", headers=KEY)
+    assert r.status_code == 200, r.text
+    assert r.json()["items"] == []
+    assert client.get("/v1/review/golden", headers=KEY).status_code == 200
+    assert client.post("/v1/review/queue/nope", json={"action": "dance"}, headers=KEY).status_code == 422

@@ -27,11 +27,11 @@ def serve(
     """Serve recommendations, feedback and traces over HTTP (API key: $COACHREC_API_KEY)."""
     import uvicorn
 
+    from coachrec.review import ReviewStore
     from coachrec.serve.api import create_app
+    from coachrec.serve.llm_stages import LLMServeConfig
     from coachrec.serve.pipeline import PipelineConfig
     from coachrec.serve.service import Service
-
-    from coachrec.serve.llm_stages import LLMServeConfig
 
     llm_config = None
     if llm is not None:
@@ -42,7 +42,9 @@ def serve(
         config=PipelineConfig(diversity=diversity, epsilon=epsilon, seed=seed), llm=llm_config,
     )
     typer.echo(f"coachrec serve: {service.source}; store {service.store.path}", err=True)
+    review = ReviewStore(Path(service.store.path).parent / "review.duckdb")
     try:
-        uvicorn.run(create_app(service), host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.run(create_app(service, review=review), host=host, port=port, log_level="warning", access_log=False)
     finally:
+        review.close()
         service.close()

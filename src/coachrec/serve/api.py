@@ -18,6 +18,8 @@ from fastapi.responses import JSONResponse
 
 import coachrec
 from coachrec.policy import ConstraintError
+from coachrec.review import ReviewStore
+from coachrec.review.api import review_router
 from coachrec.serve.feedback import FeedbackEvent
 from coachrec.serve.pipeline import RecommendRequest, UnknownUserError
 from coachrec.serve.schemas import FeedbackIn, FeedbackOut, ItemOut, RecommendIn, RecommendOut
@@ -30,8 +32,9 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-def create_app(service: Service, *, api_key: str | None = None) -> FastAPI:
-    """The API over `service`; `api_key` defaults to `$COACHREC_API_KEY` (unset: no key needed)."""
+def create_app(service: Service, *, api_key: str | None = None, review: ReviewStore | None = None) -> FastAPI:
+    """The API over `service`; `api_key` defaults to `$COACHREC_API_KEY` (unset: no key needed).
+    With `review`, the review queue and golden sets are served under `/v1/review` (key required)."""
     key = api_key if api_key is not None else os.environ.get("COACHREC_API_KEY") or None
     app = FastAPI(title="coachrec", version=coachrec.__version__, description="Coachable recommender serving API.")
     app.state.service = service
@@ -50,6 +53,9 @@ def create_app(service: Service, *, api_key: str | None = None) -> FastAPI:
             raise HTTPException(401, "missing API key: send X-API-Key or Authorization: Bearer")
         if not hmac.compare_digest(given.encode(), key.encode()):
             raise HTTPException(403, "invalid API key")
+
+    if review is not None:
+        app.include_router(review_router(review), prefix="/v1/review", dependencies=[Depends(require_key)])
 
     @app.get("/health")
     def health() -> dict[str, Any]:
