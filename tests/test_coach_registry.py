@@ -6,6 +6,10 @@ import pytest
 
 from coachrec.coach import CoachStack, Registry, RegistryError, StackConfig, Student
 from coachrec.coach.registry import champion_stack
+from coachrec.coach.stack import LearnedRanker
+from coachrec.serve import RecommendRequest, Service
+from coachrec.serve.pipeline import PipelineConfig
+from coachrec.serve.stages import BlendRanker
 
 
 @pytest.fixture(scope="module")
@@ -57,5 +61,14 @@ def test_saved_stack_scores_identically_and_serves(tmp_path, stacks, ml_small):
     assert champion_stack("ml-latest-small", reg) is None  # registered, not champion
     reg.promote(v.id, note="test")
     served = champion_stack("ml-latest-small", reg)
-    assert served is not None and v.id in served.source and "not applied" in served.source
+    assert served is not None and v.id in served.source and isinstance(served.ranker, LearnedRanker)
     assert champion_stack("beauty", reg) is None
+    same = PipelineConfig(candidates=coached.config.candidates, diversity=coached.config.diversity)
+    service = Service.open(tmp_path / "t.duckdb", stack=served, config=same)
+    try:
+        assert any(isinstance(stage, LearnedRanker) for stage in service.pipeline.stages)
+        assert not any(isinstance(stage, BlendRanker) for stage in service.pipeline.stages)
+        want = coached.pipeline(served.catalog).recommend(RecommendRequest(user_id="1", k=10)).items
+        assert service.recommend(RecommendRequest(user_id="1", k=10)).items == want
+    finally:
+        service.close()

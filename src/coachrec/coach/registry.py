@@ -186,9 +186,8 @@ def _lineage(events: list[dict[str, Any]]) -> list[str]:
 
 
 def champion_stack(dataset: str, registry: Registry | None = None) -> Any:
-    """The champion as a `serve.Stack` for `coachrec serve`, or None when the registry has no
-    champion for `dataset`. `serve.Stack` carries retrievers only, so a champion's distilled
-    ranker is named in `source` but not applied until the service accepts a ranker stage."""
+    """The champion as a `serve.Stack` for `coachrec serve` (its retrievers and, when it was
+    coached, its distilled ranker), or None when the registry has no champion for `dataset`."""
     from coachrec import datasets
     from coachrec.coach.loop import catalog_for
     from coachrec.serve.stack import Stack
@@ -200,6 +199,8 @@ def champion_stack(dataset: str, registry: Registry | None = None) -> Any:
     if version.dataset != dataset:
         return None
     stack = reg.load_stack(version.id)
-    ranker = "" if stack.student is None else "; its distilled ranker is not applied by this server (blend ranker serves)"
+    from coachrec.coach.stack import LearnedRanker
+
+    ranker = None if stack.student is None else LearnedRanker(stack.student, stack.stats)
     return Stack(stack.models, catalog_for(datasets.load(dataset)), f"registry champion {version.id} in {reg.root}: "
-                 f"{stack.describe()}{ranker}")
+                 f"{stack.describe()}", ranker=ranker)

@@ -18,6 +18,7 @@ from typing import Any
 from coachrec.serve.llm_stages import LLMServeConfig, attach_llm
 from coachrec.serve.feedback import FeedbackEvent, FeedbackLog, Relevance
 from coachrec.serve.pipeline import Pipeline, PipelineConfig, RecommendRequest, RecommendResult
+from coachrec.serve.stages import BlendRanker
 from coachrec.serve.span_metrics import update_span_metrics
 from coachrec.serve.stack import Stack, resolve_stack
 from coachrec.tracing import Tracer, TraceStore
@@ -63,6 +64,9 @@ class Service:
         feedback = FeedbackLog(store.path)
         tracer = Tracer(store, sample_rate=sample_rate)
         pipeline = Pipeline.from_models(stack.models, stack.catalog, tracer=tracer, config=config)
+        if stack.ranker is not None:
+            at = next(i for i, stage in enumerate(pipeline.stages) if isinstance(stage, BlendRanker))
+            pipeline.stages[at] = stack.ranker
         service = cls(pipeline, store, feedback, source=stack.source)
         if llm is not None:
             service.closers.append(attach_llm(pipeline, stack.catalog, llm).close)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from coachrec import datasets
 from coachrec.data import Catalog
@@ -22,6 +23,8 @@ class Stack:
     models: list[BaseRecommender]
     catalog: Catalog
     source: str  # where the models came from, for /health and traces
+    ranker: Any = None
+    """A `rank` stage replacing the score blend (a coached champion's distilled ranker)."""
 
 
 def _catalog_for(dataset: str) -> Catalog:
