@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 import numpy as np
 
 import coachrec
-from coachrec.data import Dataset, IdMap
+from coachrec.data import Dataset, EvalTask, IdMap
 
 FORMAT_VERSION = 1
 
@@ -44,7 +44,7 @@ class Recommender(Protocol):
     name: ClassVar[str]
     items: IdMap
 
-    def fit(self, data: Dataset) -> Self: ...
+    def fit(self, data: Dataset, valid: EvalTask | None = None) -> Self: ...
 
     def score(self, histories: Sequence[np.ndarray] | None = None, *, users: Sequence[int] | None = None) -> np.ndarray: ...
 
@@ -85,6 +85,7 @@ class BaseRecommender:
         self._hist_indptr = np.zeros(1, dtype=np.int64)
         self._hist_items = np.zeros(0, dtype=np.int64)
         self.fit_info: dict[str, Any] = {}
+        self._valid: EvalTask | None = None
 
     # ------------------------------------------------------------------ subclass hooks
     def _fit(self, data: Dataset) -> None:
@@ -106,13 +107,19 @@ class BaseRecommender:
         self._check_fitted()
         return len(self.items)  # type: ignore[arg-type]
 
-    def fit(self, data: Dataset) -> Self:
+    def fit(self, data: Dataset, valid: EvalTask | None = None) -> Self:
+        """Fit on `data`. Models that stop early (SASRec, RUM, the hybrid's sequential part)
+        read `valid` (e.g. `split.task("valid")`) as `self._valid` during `_fit`; others ignore it."""
         if len(data) == 0:
             raise ValueError(f"{self.name}: cannot fit on an empty dataset")
         t0 = time.perf_counter()
         self.items, self.users = data.items, data.users
         self._hist_indptr, self._hist_items = data.sequences()
-        self._fit(data)
+        self._valid = valid
+        try:
+            self._fit(data)
+        finally:
+            self._valid = None
         self.fit_info = {"dataset": data.name, "events": len(data), "users": data.n_users, "items": data.n_items, "seconds": round(time.perf_counter() - t0, 3)}
         return self
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import inspect
 import json
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 
-from coachrec.data import Dataset, EvalTask
+from coachrec.data import Dataset
 from coachrec.models.base import BaseRecommender
 from coachrec.models.content import ContentModel
 
@@ -45,14 +44,6 @@ class Hybrid(BaseRecommender):
     name = "hybrid"
     Config = HybridConfig
 
-    def fit(self, data: Dataset, valid: EvalTask | None = None) -> Self:
-        """Fit both parts; `valid` goes to the sequential model when it stops early."""
-        self._valid = valid
-        try:
-            return super().fit(data)
-        finally:
-            self._valid = None
-
     @classmethod
     def from_parts(cls, sequential: BaseRecommender, content: ContentModel, data: Dataset, weight: float = 0.3) -> Hybrid:
         """A hybrid over parts already fitted on `data` (no second training run)."""
@@ -74,11 +65,7 @@ class Hybrid(BaseRecommender):
             raise ValueError(f"hybrid: weight must be in [0, 1], got {self.config.weight}")
         self.content = ContentModel(**self.config.content_config).fit(data)  # first: fails fast without text
         self.sequential = create(self.config.sequential, **self.config.sequential_config)
-        valid = getattr(self, "_valid", None)
-        if valid is not None and "valid" in inspect.signature(self.sequential.fit).parameters:
-            self.sequential.fit(data, valid=valid)  # type: ignore[call-arg]
-        else:
-            self.sequential.fit(data)
+        self.sequential.fit(data, valid=self._valid)
         self.cold = data.item_popularity() == 0
 
     def _score(self, histories: list[np.ndarray]) -> np.ndarray:

@@ -23,13 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Self
 
 import numpy as np
 import torch
 from torch import nn
 
-from coachrec.data import Dataset, EvalTask
+from coachrec.data import Dataset
 from coachrec.models.base import BaseRecommender
 from coachrec.models.sasrec import pad_left, torch_setup, train_epochs, training_windows
 
@@ -162,14 +161,6 @@ class RUM(BaseRecommender):
     Config = RUMConfig
     item_chunk = 2048  # candidate items scored at once (batch x chunk x slots tensors)
 
-    def fit(self, data: Dataset, valid: EvalTask | None = None) -> Self:
-        """Fit on `data`; with `valid` (e.g. `split.task("valid")`), stop early on its NDCG@10."""
-        self._valid = valid
-        try:
-            return super().fit(data)
-        finally:
-            self._valid = None
-
     def _build(self, n_items: int) -> None:
         c = self.config
         if c.memory not in MEMORIES:
@@ -210,7 +201,7 @@ class RUM(BaseRecommender):
             logits = torch.cat([s_pos[:, None], s_neg.masked_fill(neg[None, :] == pos[:, None], float("-inf"))], dim=1)
             return nn.functional.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long))
 
-        self.train_log = train_epochs(self, self.net, lengths, batch_loss, getattr(self, "_valid", None), rng)
+        self.train_log = train_epochs(self, self.net, lengths, batch_loss, self._valid, rng)
 
     @torch.no_grad()
     def _score(self, histories: list[np.ndarray]) -> np.ndarray:

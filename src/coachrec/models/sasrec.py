@@ -23,7 +23,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 import torch
@@ -222,14 +222,6 @@ class SASRec(BaseRecommender):
     name = "sasrec"
     Config = SASRecConfig
 
-    def fit(self, data: Dataset, valid: EvalTask | None = None) -> Self:
-        """Fit on `data`; with `valid` (e.g. `split.task("valid")`), stop early on its NDCG@10."""
-        self._valid = valid
-        try:
-            return super().fit(data)
-        finally:
-            self._valid = None
-
     def _build(self, n_items: int) -> None:
         c = self.config
         if c.loss not in LOSSES:
@@ -256,7 +248,7 @@ class SASRec(BaseRecommender):
             target = tgt_t[b, -width:]
             return self._loss(self.net(inp_t[b, -width:]), target, n_items, gen, q, logq)
 
-        self.train_log = train_epochs(self, self.net, lengths, batch_loss, getattr(self, "_valid", None), rng)
+        self.train_log = train_epochs(self, self.net, lengths, batch_loss, self._valid, rng)
 
     def _loss(
         self, seq_h: torch.Tensor, target: torch.Tensor, n_items: int, gen: torch.Generator, q: torch.Tensor, logq: torch.Tensor
