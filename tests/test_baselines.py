@@ -85,3 +85,14 @@ def test_cli_evaluate_bad_input():
     assert r.exit_code != 0 and "unknown dataset 'no-such-data'" in str(r.exception)
     r = CliRunner().invoke(app, ["evaluate", "--protocol", "loo-whatever"])
     assert r.exit_code != 0 and "unknown protocol" in str(r.exception)
+
+
+def test_console_script_reports_bad_input_without_traceback():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("coachrec")
+    r = subprocess.run([str(exe), "evaluate", "--model", "nope"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert "error: unknown model 'nope'" in r.stderr and "Traceback" not in r.stderr + r.stdout

@@ -55,4 +55,13 @@ bench_app.command("coach")(_bench_coach.bench_coach)
 
 
 def main() -> None:
-    app()
+    """Run the CLI; bad input (unknown names, unreadable data, invalid values) ends with its
+    message and exit code 2 instead of a traceback. Bugs still show the traceback."""
+    from coachrec.data import DataError
+
+    try:
+        app()
+    except (DataError, KeyError, ValueError, FileNotFoundError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+        raise SystemExit(2) from None
