@@ -118,3 +118,51 @@ def test_defaults_follow_the_official_parameter_file():
     assert d == defaults("gru4rec", "/some/path/beauty")
     assert d["loss"] == "bpr-max" and d["layers"] == [512] and d["n_sample"] == 2048
     assert defaults("no-such-model", "beauty") == {}
+
+
+def test_fused_optimizer_matches_the_authors_update():
+    """Three steps with momentum, dense and row-wise, against the formula written in torch."""
+    gen = torch.Generator().manual_seed(0)
+    lr, mu, eps = 0.05, 0.3, 1e-6
+    dense, table = torch.randn(6, 5, generator=gen), torch.randn(8, 3, generator=gen)
+    ref_dense, ref_table = dense.clone(), table.clone()
+    acc_d, mom_d = torch.zeros_like(dense), torch.zeros_like(dense)
+    acc_t, mom_t = torch.zeros_like(table), torch.zeros_like(table)
+    opt = IndexedAdagradM(lr=lr, momentum=mu, eps=eps)
+    for rows in ([1, 4], [4, 6, 0], [1]):
+        g = torch.randn(6, 5, generator=gen)
+        dense.grad = g
+        opt.step([dense])
+        acc_d += g * g
+        mom_d = mu * mom_d - lr * g / torch.sqrt(acc_d + eps)
+        ref_dense += mom_d
+        r = torch.tensor(rows)
+        gr = torch.randn(len(rows), 3, generator=gen)
+        opt.step_rows(table, r, gr)
+        acc_t[r] += gr * gr
+        mom_t[r] = mu * mom_t[r] - lr * gr / torch.sqrt(acc_t[r] + eps)
+        ref_table[r] += mom_t[r]
+    torch.testing.assert_close(dense, ref_dense)
+    torch.testing.assert_close(table, ref_table)
+    assert torch.equal(table[[2, 3, 5, 7]], ref_table[[2, 3, 5, 7]])  # untouched rows never move
+
+
+def test_dropout_keeps_the_expected_share_and_scale():
+    torch.manual_seed(0)
+    from coachrec.models.gru4rec import dropout
+
+    x = torch.ones(400, 500)
+    y = dropout(x, 0.3)
+    assert abs(float((y == 0).float().mean()) - 0.3) < 0.01
+    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / 0.7))
+    assert dropout(x, 0.0) is x
+
+
+def test_items_without_training_events_rank_last_and_are_skipped_in_histories(chains):
+    # a catalog item that never occurs in training: the official code does not know it at all
+    sub = chains.with_events(chains.events.filter(chains.events["item"] != 5))
+    assert sub.n_items == chains.n_items and sub.item_popularity()[5] == 0
+    m = create("gru4rec", n_epochs=1, **SMALL).fit(sub)
+    s = m.score([np.array([1, 2, 3]), np.array([])])
+    assert (s[:, 5] < np.delete(s, 5, axis=1).min(axis=1)).all()
+    np.testing.assert_allclose(m.score([np.array([1, 5, 2])]), m.score([np.array([1, 2])]))
