@@ -72,6 +72,15 @@ ORDER = ("pop", "itemknn", "gru4rec", "sasrec", "rum-item", "rum-feature", "cont
 SHOWN = ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr@10")
 
 
+def _fields(name: str) -> set[str]:
+    import dataclasses
+
+    from coachrec.models import model_class
+
+    cfg = model_class(name).Config
+    return {f.name for f in dataclasses.fields(cfg)} if dataclasses.is_dataclass(cfg) else set()
+
+
 def _fit(name: str, config: dict[str, Any], split: Any) -> Any:
     from coachrec.models import create
 
@@ -81,7 +90,7 @@ def _fit(name: str, config: dict[str, Any], split: Any) -> Any:
     return model.fit(split.train)
 
 
-def run(datasets: list[str], models: list[str], quick: bool) -> list[dict[str, Any]]:
+def run(datasets: list[str], models: list[str], quick: bool, threads: int = 0) -> list[dict[str, Any]]:
     from coachrec import datasets as named_data
     from coachrec.data import leave_one_out
     from coachrec.metrics import evaluate, named
@@ -98,6 +107,8 @@ def run(datasets: list[str], models: list[str], quick: bool) -> list[dict[str, A
                 console.print(f"[yellow]{dname}: skipping {name} (the data set has no item text)")
                 continue
             config = defaults(name, ds.name) | (QUICK.get(name, {}) if quick else {})
+            if threads > 0 and "threads" in _fields(name):
+                config["threads"] = threads
             t0 = time.perf_counter()
             if name == "hybrid":
                 if "sasrec" not in fitted or "content" not in fitted:
@@ -152,6 +163,7 @@ def bench_accuracy(
     quick: Annotated[bool, typer.Option(help="Fewer epochs; SASRec with sampled softmax (1,024 negatives)")] = False,
     dataset: Annotated[list[str], typer.Option(help="beauty and/or ml-latest-small (repeatable; default both)")] = [],  # noqa: B006
     model: Annotated[list[str], typer.Option(help="Models (repeatable; default every registered model)")] = [],  # noqa: B006
+    threads: Annotated[int, typer.Option(help="torch CPU threads of models that have the setting (0 = their default); 1 on a busy machine")] = 0,
 ) -> None:
     """Accuracy of every model on Beauty (loo-full, loo-sampled100) and ml-latest-small
     (loo-full), with the published figures as reference rows; writes benchmarks/results/accuracy.json
@@ -166,7 +178,7 @@ def bench_accuracy(
     for d in dsets:
         if d not in PROTOCOLS:
             raise typer.BadParameter(f"unknown data set {d!r}; choose from {list(PROTOCOLS)}", param_hint="--dataset")
-    rows = run(dsets, names, quick)
+    rows = run(dsets, names, quick, threads)
     path = results_dir() / "accuracy.json"
     ran = {(r["dataset"], r["name"]) for r in rows}
     old = json.loads(path.read_text()) if path.exists() else []
