@@ -166,3 +166,12 @@ def test_items_without_training_events_rank_last_and_are_skipped_in_histories(ch
     s = m.score([np.array([1, 2, 3]), np.array([])])
     assert (s[:, 5] < np.delete(s, 5, axis=1).min(axis=1)).all()
     np.testing.assert_allclose(m.score([np.array([1, 5, 2])]), m.score([np.array([1, 2])]))
+
+
+def test_one_event_users_are_left_out_of_training():
+    # a one-event session has no target; walking it would pair events across sessions
+    with pytest.raises(ValueError, match=">= 2 events"):
+        session_parallel_schedule(np.array([0, 3, 4, 9]), np.arange(3), 2)
+    evs = [Event(f"u{u}", f"i{(u + t) % 30}", t) for u in range(60) for t in range(1 if u % 7 == 0 else 6)]
+    m = create("gru4rec", n_epochs=1, **(SMALL | {"batch_size": 8})).fit(Dataset.from_events(evs))
+    assert np.isfinite(m.score([np.array([1, 2])])).all()

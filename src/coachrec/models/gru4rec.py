@@ -221,7 +221,9 @@ def session_parallel_schedule(offsets: np.ndarray, order: np.ndarray, batch_size
     `offsets`: session boundaries into the event array; `order`: the session order. Each round
     runs the slots for as many steps as the shortest remaining session allows, then refills
     the slots whose session ended; once no session is left, finished slots are dropped. Stops
-    when fewer than `min_rows` slots remain."""
+    when fewer than `min_rows` slots remain. Every session must hold at least two events."""
+    if len(order) and (np.diff(offsets)[order] < 2).any():
+        raise ValueError("session_parallel_schedule: every session needs >= 2 events (an input and a target)")
     n_sess = len(order)
     iters = np.arange(min(batch_size, n_sess))
     maxiter = len(iters) - 1
@@ -398,7 +400,7 @@ class GRU4Rec(BaseRecommender):
             self.net = _Net(data.n_items, cfg, gen)
             indptr, items = data.sequences()
             lengths = np.diff(indptr)
-            sessions = np.nonzero(lengths > 0)[0]
+            sessions = np.nonzero(lengths > 1)[0]  # a one-event session has no next item to learn
             offsets = np.concatenate([[0], np.cumsum(lengths[sessions])]).astype(np.int64)
             # the official iterator orders sessions by start time; order-only data keeps user order
             if data.timestamps:
