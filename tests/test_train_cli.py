@@ -11,6 +11,11 @@ from coachrec.cli.train import parse_sets
 from coachrec.models import load
 
 
+def _flat(output: str) -> str:
+    """CLI output without rich's panel borders and line wrapping."""
+    return " ".join(output.replace("│", " ").split())
+
+
 def test_parse_sets():
     assert parse_sets(["layers=[64]", "loss=bpr-max", "momentum=0.3", "constrained_embedding=false", "n_sample=0"]) == {
         "layers": [64],
@@ -33,10 +38,27 @@ def test_train_then_evaluate_saved_model(tmp_path):
     assert "epoch 1/1: loss" in res.output and "valid (leave-one-out" in res.output
     m = load(out)
     assert m.config.layers == [16] and m.config.seed == 3 and m.config.loss == "bpr-max"  # defaults + overrides
-    assert m.fit_info["trained_on"] == "leave-one-out train part"
+    assert m.fit_info["fit_on"] == "train"
     res = runner.invoke(app, ["evaluate", "--model-path", str(out), "--dataset", "ml-latest-small", "--json", str(tmp_path / "r.json")])
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "r.json").read_text())["protocol"] == "loo-full"
+    # a model fitted on train only is not evaluated under the refit protocol, and vice versa
+    res = runner.invoke(app, ["evaluate", "--model-path", str(out), "--dataset", "ml-latest-small", "--protocol", "loo-full/train+valid"])
+    assert res.exit_code != 0 and "use --protocol loo-full" in _flat(res.output)
+
+
+def test_refit_on_train_and_valid(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "pop"
+    res = runner.invoke(app, ["train", "--model", "pop", "--dataset", "ml-latest-small", "--out", str(out), "--fit-on", "train+valid"])
+    assert res.exit_code == 0, res.output
+    assert load(out).fit_info["fit_on"] == "train+valid"
+    res = runner.invoke(app, ["evaluate", "--model-path", str(out), "--dataset", "ml-latest-small", "--protocol", "loo-full/train+valid", "--json", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["protocol"] == "loo-full/train+valid" and "train + validation" in r["protocol_detail"]["description"]
+    res = runner.invoke(app, ["train", "--model", "pop", "--out", str(out), "--fit-on", "train+valid", "--valid"])
+    assert res.exit_code != 0 and "--valid needs --fit-on train" in _flat(res.output)
 
 
 def test_train_rejects_unknown_setting(tmp_path):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import json
 import time
+from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
@@ -23,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from coachrec.bench.results import results_dir, row, write
+from coachrec.metrics.protocol import FIT_ON
 
 console = Console(width=170)
 
@@ -81,16 +83,18 @@ def _fields(name: str) -> set[str]:
     return {f.name for f in dataclasses.fields(cfg)} if dataclasses.is_dataclass(cfg) else set()
 
 
-def _fit(name: str, config: dict[str, Any], split: Any) -> Any:
+def _fit(name: str, config: dict[str, Any], split: Any, fit_on: str) -> Any:
+    """Fit on the train part with early stopping on validation, or on train + valid with the
+    epochs the model's config names (validation is in the training data then)."""
     from coachrec.models import create
 
     model = create(name, **config)
-    if "valid" in inspect.signature(model.fit).parameters:
+    if fit_on == "train" and "valid" in inspect.signature(model.fit).parameters:
         return model.fit(split.train, valid=split.task("valid"))
-    return model.fit(split.train)
+    return model.fit(split.fit_data(fit_on))
 
 
-def run(datasets: list[str], models: list[str], quick: bool, threads: int = 0) -> list[dict[str, Any]]:
+def run(datasets: list[str], models: list[str], quick: bool, threads: int = 0, fit_on: str = "train") -> list[dict[str, Any]]:
     from coachrec import datasets as named_data
     from coachrec.data import leave_one_out
     from coachrec.metrics import evaluate, named
@@ -113,10 +117,10 @@ def run(datasets: list[str], models: list[str], quick: bool, threads: int = 0) -
             if name == "hybrid":
                 if "sasrec" not in fitted or "content" not in fitted:
                     raise typer.BadParameter("hybrid in the benchmark reuses the fitted sasrec and content models; include both")
-                model = Hybrid.from_parts(fitted["sasrec"], fitted["content"], split.train, weight=Hybrid.Config().weight)
+                model = Hybrid.from_parts(fitted["sasrec"], fitted["content"], split.fit_data(fit_on), weight=Hybrid.Config().weight)
             else:
                 try:
-                    model = _fit(name, config, split)
+                    model = _fit(name, config, split, fit_on)
                 except Exception as exc:  # one broken model must not sink the whole table
                     console.print(f"[red]{dname}: {name} failed to fit: {type(exc).__name__}: {exc}")
                     continue
@@ -124,7 +128,8 @@ def run(datasets: list[str], models: list[str], quick: bool, threads: int = 0) -
             fitted[name] = model
             epochs = len(getattr(model, "train_log", [])) or None
             for pname in PROTOCOLS[dname]:
-                res = evaluate(model, split, named(pname), ks=(10, 20), model_name=name, dataset=ds.name)
+                proto = replace(named(pname), fit_on=fit_on)
+                res = evaluate(model, split, proto, ks=(10, 20), model_name=name, dataset=ds.name)
                 metrics = {k: round(res.metrics[k], 5) for k in SHOWN} | {
                     "coverage@10": round(res.metrics.get("coverage@10", float("nan")), 4),
                     "fit_seconds": round(fit_s, 1),
@@ -133,7 +138,8 @@ def run(datasets: list[str], models: list[str], quick: bool, threads: int = 0) -
                 }
                 if epochs:
                     metrics["epochs"] = epochs
-                r = row(name, ds.name, pname, metrics)
+                r = row(name, ds.name, proto.short, metrics)
+                r["fit_on"] = fit_on
                 r["config"] = "quick" if quick else "default"
                 rows.append(r)
                 shown = ", ".join(f"{k} {metrics[k]}" for k in ("recall@10", "ndcg@10", "fit_seconds"))
@@ -146,7 +152,8 @@ def table(rows: list[dict[str, Any]]) -> Table:
         title="Accuracy — leave-one-out (last item test), seen items excluded, ties pessimistic; "
         "loo-full = full ranking over all items, loo-sampled100 = 100 uniform sampled negatives",
         title_justify="left",
-        caption="R = Recall (= HR, one target per user). 'published' rows are reported figures, not runs here.",
+        caption="R = Recall (= HR, one target per user). '/train+valid' = model refit on train + valid events "
+        "(default: fitted on train, early stopping on valid). 'published' rows are reported figures, not runs here.",
         caption_justify="left",
     )
     for col in ("dataset", "protocol", "model", "R@10", "NDCG@10", "R@20", "NDCG@20", "MRR@10", "fit s"):
@@ -164,6 +171,7 @@ def bench_accuracy(
     dataset: Annotated[list[str], typer.Option(help="beauty and/or ml-latest-small (repeatable; default both)")] = [],  # noqa: B006
     model: Annotated[list[str], typer.Option(help="Models (repeatable; default every registered model)")] = [],  # noqa: B006
     threads: Annotated[int, typer.Option(help="torch CPU threads of models that have the setting (0 = their default); 1 on a busy machine")] = 0,
+    fit_on: Annotated[str, typer.Option(help="train (early stopping on valid), or train+valid (refit; fixed epochs)")] = "train",
 ) -> None:
     """Accuracy of every model on Beauty (loo-full, loo-sampled100) and ml-latest-small
     (loo-full), with the published figures as reference rows; writes benchmarks/results/accuracy.json
@@ -178,11 +186,13 @@ def bench_accuracy(
     for d in dsets:
         if d not in PROTOCOLS:
             raise typer.BadParameter(f"unknown data set {d!r}; choose from {list(PROTOCOLS)}", param_hint="--dataset")
-    rows = run(dsets, names, quick, threads)
+    if fit_on not in FIT_ON:
+        raise typer.BadParameter(f"choose from {FIT_ON}", param_hint="--fit-on")
+    rows = run(dsets, names, quick, threads, fit_on)
     path = results_dir() / "accuracy.json"
-    ran = {(r["dataset"], r["name"]) for r in rows}
+    ran = {(r["dataset"], r["name"], r["fit_on"]) for r in rows}
     old = json.loads(path.read_text()) if path.exists() else []
-    kept = [r for r in old if (r["dataset"], r["name"]) not in ran and not r.get("published")]
+    kept = [r for r in old if (r["dataset"], r["name"], r.get("fit_on", "train")) not in ran and not r.get("published")]
     marks = {"machine": "published figure (not run here)", "published": True}
     published = [row(p["name"], p["dataset"], p["protocol"], p["metrics"]) | marks | {"note": p["note"]} for p in PUBLISHED]
     all_rows = kept + rows + published

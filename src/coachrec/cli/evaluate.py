@@ -39,7 +39,7 @@ def results_table(results: list[EvalResult], title: str, ks: tuple[int, ...]) ->
 def evaluate(
     model: Annotated[str, typer.Option(help="Model name (pop, itemknn, ...)")] = "pop",
     dataset: Annotated[str, typer.Option(help="ml-latest-small, beauty, or a path")] = "ml-latest-small",
-    protocol: Annotated[str, typer.Option(help="loo-full, loo-sampled100, loo-sampledpop100, temporal-full, session-full")] = "loo-full",
+    protocol: Annotated[str, typer.Option(help="loo-full, loo-sampled100, loo-sampledpop100, temporal-full, session-full; add /train+valid to fit on train + valid")] = "loo-full",
     k: Annotated[list[int], typer.Option(help="Cut-offs (repeatable)")] = [10, 20],  # noqa: B006
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON here")] = None,
     model_path: Annotated[Path | None, typer.Option(help="Evaluate a saved model instead of fitting one")] = None,
@@ -63,9 +63,19 @@ def evaluate(
         m = load(model_path)
         if len(m.items) != split.train.n_items or list(m.items.ids[:5]) != list(split.train.items.ids[:5]):
             raise typer.BadParameter(f"{model_path} was fitted on other items than {dataset}", param_hint="--model-path")
+        fitted_on = m.fit_info.get("fit_on", "train")
+        if fitted_on == "all":
+            raise typer.BadParameter(f"{model_path} was fitted on every event, test events included; it cannot be evaluated", param_hint="--model-path")
+        if fitted_on != proto.fit_on:
+            base = proto.short.partition("/")[0]
+            fix = base if fitted_on == "train" else f"{base}/{fitted_on}"
+            raise typer.BadParameter(
+                f"{model_path} was fitted on {fitted_on!r} events but the protocol says {proto.fit_on!r}; use --protocol {fix}", param_hint="--protocol"
+            )
     else:
-        with console.status(f"fitting {model} on {len(split.train):,} events"):
-            m = create(model, **defaults(model, ds.name)).fit(split.train)
+        data = split.fit_data(proto.fit_on)
+        with console.status(f"fitting {model} on {len(data):,} events ({proto.fit_on})"):
+            m = create(model, **defaults(model, ds.name)).fit(data)
     ks = tuple(sorted(set(k)))
     res = run_eval(m, split, proto, ks=ks, model_name=model, dataset=ds.name, progress=True)
     res.extra["fit_seconds"] = m.fit_info.get("seconds")

@@ -4,7 +4,8 @@ What it trains on: by default the leave-one-out *train* part (every user's event
 last two), the same data `coachrec evaluate` fits on, so `coachrec evaluate --model-path DIR`
 measures the test protocol honestly (the test task still sees train + valid as history).
 `--valid` reports full-ranking NDCG@10/Recall@10 on the held-out second-to-last events after
-training, for model selection. `--checkpoint` saves after every epoch, so a long run can be
+training, for model selection. `--fit-on train+valid` refits on train + valid once the config is
+chosen (evaluate it with `--protocol loo-full/train+valid`). `--checkpoint` saves after every epoch, so a long run can be
 evaluated part-way. `--all-events` fits on every event instead (for serving; the
 result must not be evaluated on this dataset's test split).
 """
@@ -48,6 +49,7 @@ def train(
     seed: Annotated[int | None, typer.Option(help="Random seed (stochastic models)")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Config override key=value (repeatable)")] = [],  # noqa: B006
     valid: Annotated[bool, typer.Option(help="Report validation NDCG@10/Recall@10 (loo-full) after training")] = False,
+    fit_on: Annotated[str, typer.Option(help="train, or train+valid (refit after model selection; evaluate with --protocol loo-full/train+valid)")] = "train",
     all_events: Annotated[bool, typer.Option(help="Fit on every event (for serving, not for evaluation)")] = False,
     checkpoint: Annotated[bool, typer.Option(help="Save to --out after every epoch (epoch-based models)")] = False,
 ) -> None:
@@ -73,10 +75,12 @@ def train(
         raise typer.BadParameter(f"{model} has no setting(s) {unknown}; choose from {sorted(fields)}", param_hint="--set")
     config.update(overrides)
 
+    if valid and fit_on != "train":
+        raise typer.BadParameter("validation events would be in training; --valid needs --fit-on train", param_hint="--valid")
     with console.status(f"loading {dataset}"):
         ds = datasets.load(dataset)
     split = leave_one_out(ds)
-    data = ds if all_events else split.train
+    data = ds if all_events else split.fit_data(fit_on)
     m = create(model, **config)
     console.print(f"[bold]{model}[/] on {data!r}")
     console.print(f"config: {dataclasses.asdict(m.config) if dataclasses.is_dataclass(m.config) else m.config}")
@@ -110,6 +114,6 @@ def train(
             f"NDCG@10 {res.metrics['ndcg@10']:.4f}  Recall@10 {res.metrics['recall@10']:.4f}"
         )
         m.fit_info["valid"] = {"protocol": "loo-full (valid stage)", "ndcg@10": res.metrics["ndcg@10"], "recall@10": res.metrics["recall@10"]}
-    m.fit_info["trained_on"] = "all events" if all_events else "leave-one-out train part"
+    m.fit_info["fit_on"] = "all" if all_events else fit_on
     path = m.save(out)
     console.print(f"saved to [bold]{path}[/]")

@@ -32,6 +32,14 @@ class Split:
     test: Dataset
     kind: str
 
+    def fit_data(self, fit_on: str = "train") -> Dataset:
+        """The events to fit on: "train", or "train+valid" (refit after model selection)."""
+        if fit_on == "train":
+            return self.train
+        if fit_on == "train+valid":
+            return self.train.concat(self.valid)
+        raise ValueError(f"fit_on must be 'train' or 'train+valid', got {fit_on!r}")
+
     def task(self, stage: str = "test") -> EvalTask:
         if stage not in ("valid", "test"):
             raise ValueError(f"stage must be 'valid' or 'test', got {stage!r}")
