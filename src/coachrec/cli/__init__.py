@@ -9,6 +9,7 @@ from coachrec.bench import accuracy as _bench_accuracy
 from coachrec.bench import speed as _bench_speed
 from coachrec.bench import gru4rec_official as _bench_gru4rec_official
 from coachrec.bench import recbole_ref as _bench_recbole
+from coachrec.bench import report as _bench_report
 from coachrec.cli import evaluate as _evaluate
 from coachrec.cli import train as _train
 from coachrec.cli import tune as _tune
@@ -41,6 +42,7 @@ bench_app.command("accuracy")(_bench_accuracy.bench_accuracy)
 bench_app.command("speed")(_bench_speed.bench_speed)
 bench_app.command("gru4rec-official")(_bench_gru4rec_official.bench_gru4rec_official)
 bench_app.command("recbole")(_bench_recbole.bench_recbole)
+bench_app.command("report")(_bench_report.bench_report)
 app.command("evaluate")(_evaluate.evaluate)
 app.command("train")(_train.train)
 app.command("tune")(_tune.tune)
