@@ -13,6 +13,7 @@ Other processes may share the CPU; every row records the load average before and
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from typing import Annotated, Any
@@ -22,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from coachrec.bench.results import row, write
+from coachrec.bench.results import results_dir, row, write
 
 console = Console()
 
@@ -94,7 +95,8 @@ def bench_speed(
     threads: Annotated[int, typer.Option(help="torch CPU threads")] = 2,
     requests: Annotated[int, typer.Option(help="recommend() calls timed per model")] = 200,
 ) -> None:
-    """Training, serving and evaluation speed of every model; writes benchmarks/results/speed.json."""
+    """Training, serving and evaluation speed of every model; writes benchmarks/results/speed.json
+    (rows of other models and data sets already in the file are kept)."""
     from coachrec import datasets
     from coachrec.data import leave_one_out
     from coachrec.models import MODELS
@@ -134,4 +136,9 @@ def bench_speed(
     for name, why in skipped:
         console.print(f"skipped {name}: {why}")
     if rows:
-        console.print(f"wrote {write('speed', rows)}")
+        # keep the rows of other models and data sets, so runs can be split
+        path = results_dir() / "speed.json"
+        ran = {(r["name"], r["dataset"]) for r in rows}
+        old = json.loads(path.read_text()) if path.exists() else []
+        kept = [r for r in old if (r["name"], r["dataset"]) not in ran]
+        console.print(f"wrote {write('speed', kept + rows)}")
