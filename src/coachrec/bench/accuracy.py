@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import json
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -94,7 +95,11 @@ def _fit(name: str, config: dict[str, Any], split: Any, fit_on: str) -> Any:
     return model.fit(split.fit_data(fit_on))
 
 
-def run(datasets: list[str], models: list[str], quick: bool, threads: int = 0, fit_on: str = "train") -> list[dict[str, Any]]:
+def run(
+    datasets: list[str], models: list[str], quick: bool, threads: int = 0, fit_on: str = "train", save: Callable[[list[dict[str, Any]]], Any] | None = None
+) -> list[dict[str, Any]]:
+    """Fit and evaluate; `save(rows)` is called after every model (a long run that is cut
+    short keeps what it measured)."""
     from coachrec import datasets as named_data
     from coachrec.data import leave_one_out
     from coachrec.metrics import evaluate, named
@@ -144,6 +149,8 @@ def run(datasets: list[str], models: list[str], quick: bool, threads: int = 0, f
                 rows.append(r)
                 shown = ", ".join(f"{k} {metrics[k]}" for k in ("recall@10", "ndcg@10", "fit_seconds"))
                 console.print(f"{ds.name} {pname} {name}: {shown}")
+            if save is not None:
+                save(rows)
     return rows
 
 
@@ -188,7 +195,14 @@ def bench_accuracy(
             raise typer.BadParameter(f"unknown data set {d!r}; choose from {list(PROTOCOLS)}", param_hint="--dataset")
     if fit_on not in FIT_ON:
         raise typer.BadParameter(f"choose from {FIT_ON}", param_hint="--fit-on")
-    rows = run(dsets, names, quick, threads, fit_on)
+    all_rows = save(run(dsets, names, quick, threads, fit_on, save=save))
+    console.print(table(all_rows))
+    console.print(f"wrote {results_dir() / 'accuracy.json'}")
+
+
+def save(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Merge `rows` into accuracy.json (replacing rows of the same data set, model and fit)
+    with the published reference rows at the end; returns everything written."""
     path = results_dir() / "accuracy.json"
     ran = {(r["dataset"], r["name"], r["fit_on"]) for r in rows}
     old = json.loads(path.read_text()) if path.exists() else []
@@ -196,5 +210,5 @@ def bench_accuracy(
     marks = {"machine": "published figure (not run here)", "published": True}
     published = [row(p["name"], p["dataset"], p["protocol"], p["metrics"]) | marks | {"note": p["note"]} for p in PUBLISHED]
     all_rows = kept + rows + published
-    console.print(table(all_rows))
-    console.print(f"wrote {write('accuracy', all_rows)}")
+    write("accuracy", all_rows)
+    return all_rows
