@@ -75,15 +75,6 @@ ORDER = ("pop", "itemknn", "gru4rec", "sasrec", "rum-item", "rum-feature", "cont
 SHOWN = ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr@10")
 
 
-def _fields(name: str) -> set[str]:
-    import dataclasses
-
-    from coachrec.models import model_class
-
-    cfg = model_class(name).Config
-    return {f.name for f in dataclasses.fields(cfg)} if dataclasses.is_dataclass(cfg) else set()
-
-
 def _fit(name: str, config: dict[str, Any], split: Any, fit_on: str) -> Any:
     """Fit on the train part with early stopping on validation, or on train + valid with the
     epochs the model's config names (validation is in the training data then)."""
@@ -103,6 +94,7 @@ def run(
     from coachrec import datasets as named_data
     from coachrec.data import leave_one_out
     from coachrec.metrics import evaluate, named
+    from coachrec.models import config_fields
     from coachrec.models.defaults import defaults
     from coachrec.models.hybrid import Hybrid
 
@@ -116,7 +108,7 @@ def run(
                 console.print(f"[yellow]{dname}: skipping {name} (the data set has no item text)")
                 continue
             config = defaults(name, ds.name) | (QUICK.get(name, {}) if quick else {})
-            if threads > 0 and "threads" in _fields(name):
+            if threads > 0 and "threads" in config_fields(name):
                 config["threads"] = threads
             t0 = time.perf_counter()
             if name == "hybrid":

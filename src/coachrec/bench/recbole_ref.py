@@ -322,34 +322,10 @@ def run_coachrec(name: str, split: Any, *, epochs: int, threads: int, ks: tuple[
     """coachrec's model with its per-dataset defaults, `epochs` epochs, no early stopping."""
     import dataclasses
 
-    import torch
-
+    from coachrec.bench.speed import timed_fit
     from coachrec.metrics import evaluate, named
-    from coachrec.models import create, model_class
-    from coachrec.models.defaults import defaults
 
-    cls = model_class(name)
-    config = defaults(name, split.train.name)
-    fields = {f.name for f in dataclasses.fields(cls.Config)}
-    ep_field = next(n for n in ("epochs", "n_epochs") if n in fields)
-    config[ep_field] = epochs
-    if "threads" in fields:
-        config["threads"] = threads
-    torch.set_num_threads(threads)
-    model = create(name, **config)
-    per_epoch: list[float] = []
-    if hasattr(model, "on_epoch"):
-        model.on_epoch = lambda e, loss, seconds, n: per_epoch.append(seconds)
-    t0 = time.perf_counter()
-    model.fit(split.train)
-    fit_s = time.perf_counter() - t0
-    log = getattr(model, "train_log", None) or []
-    if per_epoch:
-        spe = float(np.mean(per_epoch))
-    elif log:  # SASRec-style log: cumulative training seconds (no validation here), rounded to 0.1
-        spe = float(log[-1]["seconds"]) / len(log) or fit_s / len(log)
-    else:
-        spe = fit_s / max(epochs, 1)
+    model, fit_s, spe = timed_fit(name, split.train, epochs=epochs, threads=threads)
     results = {}
     for p in protocols:
         res = evaluate(model, split, named(p), ks=ks, model_name=name)

@@ -12,7 +12,6 @@ Other processes may share the CPU; every row records the load average before and
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -28,38 +27,47 @@ from coachrec.bench.results import results_dir, row, write
 console = Console()
 
 
-def _epoch_field(config_cls: type) -> str | None:
-    names = {f.name for f in dataclasses.fields(config_cls)} if dataclasses.is_dataclass(config_cls) else set()
-    return next((n for n in ("n_epochs", "epochs") if n in names), None)
-
-
-def measure(name: str, split: Any, *, epochs: int, threads: int, requests: int, seed: int = 0) -> dict[str, Any]:
-    """Speed metrics of one model on `split` (a leave-one-out `Split`)."""
+def timed_fit(name: str, data: Any, *, epochs: int, threads: int) -> tuple[Any, float, float]:
+    """Fit model `name` (its per-dataset defaults, `epochs` epochs, `threads` torch threads)
+    on `data`; returns (model, fit seconds, seconds per epoch). Per-epoch time comes from the
+    model's epoch callback or training log when it has one, else fit time / epochs."""
     import torch
 
-    from coachrec.metrics import evaluate, named
-    from coachrec.models import create, model_class
+    from coachrec.models import config_fields, create, epoch_field
     from coachrec.models.defaults import defaults
 
-    cls = model_class(name)
-    config = defaults(name, split.train.name)
-    fields = {f.name for f in dataclasses.fields(cls.Config)} if dataclasses.is_dataclass(cls.Config) else set()
-    ep_field = _epoch_field(cls.Config)
+    config = defaults(name, data.name)
+    ep_field = epoch_field(name)
     if ep_field:
         config[ep_field] = epochs
-    if "threads" in fields:
+    if "threads" in config_fields(name):
         config["threads"] = threads
     torch.set_num_threads(threads)  # for models that do not set their own
-    load_before = os.getloadavg()[0]
     model = create(name, **config)
     epoch_seconds: list[float] = []
     if hasattr(model, "on_epoch"):
         model.on_epoch = lambda e, loss, seconds, n: epoch_seconds.append(seconds)
     t0 = time.perf_counter()
-    model.fit(split.train)
+    model.fit(data)
     fit_s = time.perf_counter() - t0
-    n_epochs = len(epoch_seconds) or (epochs if ep_field else 1)
-    per_epoch = float(np.mean(epoch_seconds)) if epoch_seconds else fit_s / n_epochs
+    log = getattr(model, "train_log", None) or []
+    if epoch_seconds:
+        per_epoch = float(np.mean(epoch_seconds))
+    elif log and log[-1].get("seconds"):  # cumulative training seconds (no validation here)
+        per_epoch = float(log[-1]["seconds"]) / len(log)
+    else:
+        per_epoch = fit_s / (epochs if ep_field else 1)
+    return model, fit_s, per_epoch
+
+
+def measure(name: str, split: Any, *, epochs: int, threads: int, requests: int, seed: int = 0) -> dict[str, Any]:
+    """Speed metrics of one model on `split` (a leave-one-out `Split`)."""
+    from coachrec.metrics import evaluate, named
+    from coachrec.models import epoch_field
+
+    load_before = os.getloadavg()[0]
+    model, fit_s, per_epoch = timed_fit(name, split.train, epochs=epochs, threads=threads)
+    n_epochs = epochs if epoch_field(name) else 1
 
     rng = np.random.default_rng(seed)
     users = model.users.ids[rng.choice(split.train.n_users, size=requests + 10, replace=split.train.n_users < requests + 10)]

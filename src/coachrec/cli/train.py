@@ -58,16 +58,15 @@ def train(
 
     from coachrec import datasets
     from coachrec.data import leave_one_out
-    from coachrec.models import create, model_class
+    from coachrec.models import config_fields, create, epoch_field
     from coachrec.models.defaults import defaults
 
-    cls = model_class(model)
-    fields = {f.name for f in dataclasses.fields(cls.Config)} if dataclasses.is_dataclass(cls.Config) else set()
+    fields = config_fields(model)
     config = defaults(model, dataset)
-    for key, value in (("n_epochs", epochs), ("threads", threads), ("seed", seed)):
+    for key, value, option in ((epoch_field(model), epochs, "--epochs"), ("threads", threads, "--threads"), ("seed", seed, "--seed")):
         if value is not None:
             if key not in fields:
-                raise typer.BadParameter(f"{model} has no {key!r} setting", param_hint=f"--{key.replace('n_', '')}")
+                raise typer.BadParameter(f"{model} has no such setting", param_hint=option)
             config[key] = value
     overrides = parse_sets(set_)
     unknown = sorted(set(overrides) - fields)
@@ -84,7 +83,8 @@ def train(
     m = create(model, **config)
     console.print(f"[bold]{model}[/] on {data!r}")
     console.print(f"config: {dataclasses.asdict(m.config) if dataclasses.is_dataclass(m.config) else m.config}")
-    n_epochs = int(getattr(m.config, "n_epochs", 0) or 0)
+    ep_field = epoch_field(model)
+    n_epochs = int(getattr(m.config, ep_field, 0) or 0) if ep_field else 0
     with Progress(
         TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console
     ) as bar:

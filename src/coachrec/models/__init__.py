@@ -6,6 +6,7 @@ baselines never import torch.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from typing import Any
 
@@ -31,9 +32,20 @@ def model_class(name: str) -> type[BaseRecommender]:
     return getattr(importlib.import_module(module), cls)
 
 
+def config_fields(name: str) -> set[str]:
+    """The settings of model `name`'s config (empty for a model without a config dataclass)."""
+    cfg = model_class(name).Config
+    return {f.name for f in dataclasses.fields(cfg)} if dataclasses.is_dataclass(cfg) else set()
+
+
+def epoch_field(name: str) -> str | None:
+    """The config setting that counts training epochs ("n_epochs" or "epochs"), if any."""
+    return next((f for f in ("n_epochs", "epochs") if f in config_fields(name)), None)
+
+
 def create(name: str, **config: Any) -> BaseRecommender:
     """A new, unfitted model by name with config overrides, e.g. `create("itemknn", neighbors=50)`."""
     return model_class(name)(**config)
 
 
-__all__ = ["MODELS", "BaseRecommender", "Recommendations", "Recommender", "create", "load", "model_class", "top_k"]
+__all__ = ["MODELS", "BaseRecommender", "Recommendations", "Recommender", "config_fields", "create", "epoch_field", "load", "model_class", "top_k"]
