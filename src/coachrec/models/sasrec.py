@@ -8,7 +8,9 @@ every block, a final layer norm, and output scores tied to the item embeddings.
 Three losses (`loss`):
 - "bce": the paper's binary cross-entropy with one uniformly sampled negative per position;
 - "ce": full softmax cross-entropy over all items at every position (the default: Klenitskiy
-  & Vasilev, RecSys 2023, show it lifts full-ranking accuracy far above "bce");
+  & Vasilev, RecSys 2023, show it lifts full-ranking accuracy far above "bce"); computed by
+  `full_softmax_ce`, which takes the softmax in place, chunk by chunk, in a reused buffer
+  (same loss and gradients as `cross_entropy(h @ E.T, y)`, about half the epoch time);
 - "sampled-ce": softmax over the positive and `n_negatives` negatives shared by the
   mini-batch, drawn with probability proportional to popularity ** `neg_alpha` (0 =
   uniform), with the logQ correction (for catalogs too large for the full softmax).
@@ -139,6 +141,55 @@ def train_epochs(
     return log
 
 
+class _FullSoftmaxCE(torch.autograd.Function):
+    """Mean softmax cross-entropy of `h @ W.T` (N, V) against targets `y`, with both
+    gradients computed in the forward pass, chunk by chunk, into a reused (N, V) workspace.
+
+    Equal to `cross_entropy(h @ W.T, y)` but far fewer passes over the (N, V) logits (the
+    softmax is taken in place while a chunk is still in cache) and no fresh 30+ MB tensor
+    per batch (each would cost page faults): about half the time of the plain version."""
+
+    @staticmethod
+    def forward(ctx: Any, h: torch.Tensor, weight: torch.Tensor, y: torch.Tensor, workspace: torch.Tensor) -> torch.Tensor:
+        n, chunk = h.shape[0], 64
+        grad = workspace[: n * weight.shape[0]].view(n, weight.shape[0])
+        grad_h = torch.empty_like(h)
+        total = torch.zeros((), dtype=torch.float64)
+        rows = torch.arange(min(n, chunk))
+        for lo in range(0, n, chunk):
+            hi = min(n, lo + chunk)
+            g, yc, r = grad[lo:hi], y[lo:hi], rows[: hi - lo]
+            torch.mm(h[lo:hi], weight.t(), out=g)
+            top = g.amax(1, keepdim=True)
+            picked = g[r, yc]
+            g.sub_(top).exp_()
+            norm = g.sum(1, keepdim=True)
+            total += (norm.log() + top).sum(dtype=torch.float64) - picked.sum(dtype=torch.float64)
+            g.div_(norm)
+            g[r, yc] -= 1.0
+            torch.mm(g, weight, out=grad_h[lo:hi])
+        grad_w = grad.t() @ h
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.n = n
+        return (total / n).to(h.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        grad_h, grad_w = ctx.saved_tensors
+        scale = out / ctx.n
+        return grad_h * scale, grad_w * scale, None, None
+
+
+def full_softmax_ce(h: torch.Tensor, weight: torch.Tensor, y: torch.Tensor, workspace: list[torch.Tensor]) -> torch.Tensor:
+    """`cross_entropy(h @ weight.T, y)`; `workspace` holds one reusable buffer (grown on demand)."""
+    if not (h.requires_grad or weight.requires_grad):
+        return nn.functional.cross_entropy(h @ weight.t(), y)
+    need = h.shape[0] * weight.shape[0]
+    if not workspace or workspace[0].numel() < need:
+        workspace[:] = [torch.empty(int(need * 1.25), dtype=h.dtype)]
+    return _FullSoftmaxCE.apply(h, weight, y, workspace[0])
+
+
 # ---------------------------------------------------------------------- network
 class _Block(nn.Module):
     def __init__(self, dim: int, heads: int, dropout: float):
@@ -246,18 +297,27 @@ class SASRec(BaseRecommender):
         def batch_loss(b: np.ndarray) -> torch.Tensor:
             width = int(lengths[b].max())
             target = tgt_t[b, -width:]
-            return self._loss(self.net(inp_t[b, -width:]), target, n_items, gen, q, logq)
+            return self._loss(self.net(inp_t[b, -width:]), target, n_items, gen, q, logq, workspace)
+
+        workspace: list[torch.Tensor] = []
 
         self.train_log = train_epochs(self, self.net, lengths, batch_loss, self._valid, rng)
 
     def _loss(
-        self, seq_h: torch.Tensor, target: torch.Tensor, n_items: int, gen: torch.Generator, q: torch.Tensor, logq: torch.Tensor
+        self,
+        seq_h: torch.Tensor,
+        target: torch.Tensor,
+        n_items: int,
+        gen: torch.Generator,
+        q: torch.Tensor,
+        logq: torch.Tensor,
+        workspace: list[torch.Tensor],
     ) -> torch.Tensor:
         mask = target > 0
         h, pos = seq_h[mask], target[mask]
         emb = self.net.item.weight
         if self.config.loss == "ce":
-            return nn.functional.cross_entropy(h @ emb[1:].T, pos - 1)
+            return full_softmax_ce(h, emb[1:], pos - 1, workspace)
         pos_logit = (h * emb[pos]).sum(-1)
         if self.config.loss == "bce":
             neg = torch.randint(1, n_items + 1, pos.shape, generator=gen)
