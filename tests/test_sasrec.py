@@ -69,3 +69,14 @@ def test_anonymous_history_recommends_next_in_cycle(fitted):
 def test_early_stopping_keeps_a_log(split):
     m = create("sasrec", epochs=2, eval_every=1, patience=1, dim=16, max_len=10).fit(split.train, valid=split.task("valid"))
     assert any("valid_ndcg@10" in e for e in m.train_log)
+
+
+@pytest.mark.parametrize("name", ["sasrec", "rum-item"])
+def test_on_epoch_reports_every_epoch(split, name):
+    calls = []
+    m = create(name, epochs=3, dim=16, max_len=10)
+    m.on_epoch = lambda epoch, loss, seconds, rows: calls.append((epoch, loss, seconds, rows))
+    m.fit(split.train)
+    assert [c[0] for c in calls] == [1, 2, 3]
+    assert all(np.isfinite(c[1]) and c[2] > 0 and c[3] > 0 for c in calls)
+    assert [round(c[1], 5) for c in calls] == [e["loss"] for e in m.train_log]

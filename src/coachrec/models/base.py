@@ -11,7 +11,7 @@ import dataclasses
 import importlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self, runtime_checkable
@@ -86,6 +86,9 @@ class BaseRecommender:
         self._hist_items = np.zeros(0, dtype=np.int64)
         self.fit_info: dict[str, Any] = {}
         self._valid: EvalTask | None = None
+        #: called after every training epoch of models that train in epochs, as
+        #: `on_epoch(epoch, mean loss, seconds of that epoch, training rows)` (progress bars, timing)
+        self.on_epoch: Callable[[int, float, float, int], None] | None = None
 
     # ------------------------------------------------------------------ subclass hooks
     def _fit(self, data: Dataset) -> None:

@@ -374,8 +374,6 @@ class GRU4Rec(BaseRecommender):
     def __init__(self, config: GRU4RecConfig | None = None, **overrides: Any):
         super().__init__(config, **overrides)
         self.net: _Net | None = None
-        #: called after each epoch with (epoch, mean loss, seconds, training events)
-        self.on_epoch: Callable[[int, float, float, int], None] | None = None
         self.epoch_losses: list[float] = []
 
     @contextlib.contextmanager

@@ -113,13 +113,14 @@ def train_epochs(
     t0 = time.perf_counter()
     for epoch in range(1, c.epochs + 1):
         net.train()
-        total = 0.0
+        total, t_epoch = 0.0, time.perf_counter()
         for b in bucket_batches(lengths, c.batch_size, rng):
             loss = batch_loss(b)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(b)
+        epoch_s = time.perf_counter() - t_epoch  # training only, validation excluded
         entry: dict[str, Any] = {"epoch": epoch, "loss": round(total / len(lengths), 5), "seconds": round(time.perf_counter() - t0, 1)}
         if valid is not None and (epoch % c.eval_every == 0 or epoch == c.epochs):
             net.eval()
@@ -131,6 +132,8 @@ def train_epochs(
             else:
                 bad += 1
         log.append(entry)
+        if model.on_epoch is not None:
+            model.on_epoch(epoch, entry["loss"], epoch_s, len(lengths))
         if c.verbose:
             print(f"{model.name} {entry}", flush=True)
         if valid is not None and bad >= c.patience:
