@@ -155,9 +155,20 @@ class _FakeOfficialModel(nn.Module):
         return torch.mm(self.hidden_step(E, H, training), O.T) + B.T
 
 
-def _fake_official(known_coachrec_ids: list[int]):
+class _FakeOlderOfficialModel(_FakeOfficialModel):
+    """Before commit 4e7d236 `embed` took no `training` argument (dropout lived in `forward`)."""
+
+    def embed(self, X, H, Y=None):
+        return self.Wy(X), self.Wy.weight, self.By.weight
+
+    def forward(self, X, H, Y, training=False):
+        E, O, B = self.embed(X, H, Y)
+        return torch.mm(self.hidden_step(E, H, training), O.T) + B.T
+
+
+def _fake_official(known_coachrec_ids: list[int], model_class: type = _FakeOfficialModel):
     """A fitted-official stand-in whose item indices are a shuffle of `known_coachrec_ids`."""
-    model = _FakeOfficialModel(len(known_coachrec_ids))
+    model = model_class(len(known_coachrec_ids))
     itemidmap = pd.Series(data=np.arange(len(known_coachrec_ids)), index=known_coachrec_ids, name="ItemIdx")
     return SimpleNamespace(model=model, data_iterator=SimpleNamespace(itemidmap=itemidmap))
 
@@ -171,10 +182,11 @@ def _step_by_step(model, ids):
     return R[0].numpy()
 
 
-def test_scorer_maps_items_and_matches_step_by_step_forward():
+@pytest.mark.parametrize("model_class", [_FakeOfficialModel, _FakeOlderOfficialModel])
+def test_scorer_maps_items_and_matches_step_by_step_forward(model_class):
     n_items = 12  # coachrec catalog; the official model knows 8 of them, in its own order
     known = [7, 2, 11, 0, 5, 9, 3, 1]
-    fake = _fake_official(known)
+    fake = _fake_official(known, model_class)
     scorer = bench.OfficialScorer(fake, n_items, batch=2)  # several length-sorted batches
     histories = [np.array([2, 7, 0]), np.array([5]), np.array([], dtype=np.int64), np.array([4, 9, 6, 3, 1, 11, 2]), np.array([8, 10]), np.array([3, 4, 3])]
     s = scorer.score(histories)

@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import inspect
 import io
 import json
 import os
@@ -311,10 +312,12 @@ class OfficialScorer:
                 seq = torch.from_numpy(pad).to(device)
                 active = np.searchsorted(-lens, -np.arange(int(lens[0])), side="left")
                 H = [torch.zeros(len(idx), d, device=device) for d in layers]
+                # embed() takes `training` at commit 4e7d236, not in earlier versions (dropout then lives in forward)
+                embed_kw = {"training": False} if "training" in inspect.signature(model.embed).parameters else {}
                 for t in range(int(lens[0])):
                     k = int(active[t])
                     Hk = [h[:k] for h in H]
-                    E, _, _ = model.embed(seq[:k, t], Hk, None, training=False)
+                    E, _, _ = model.embed(seq[:k, t], Hk, None, **embed_kw)
                     model.hidden_step(E, Hk, training=False)
                     for h, hk in zip(H, Hk):
                         h[:k] = hk
