@@ -24,7 +24,7 @@ from rich.table import Table
 
 from coachrec.bench.results import results_dir, row, write
 
-console = Console()
+console = Console(width=150)
 
 
 def timed_fit(name: str, data: Any, *, epochs: int, threads: int) -> tuple[Any, float, float]:
@@ -40,6 +40,17 @@ def timed_fit(name: str, data: Any, *, epochs: int, threads: int) -> tuple[Any, 
     ep_field = epoch_field(name)
     if ep_field:
         config[ep_field] = epochs
+    elif name == "hybrid":  # its epochs are those of its sequential part
+        from coachrec.models.hybrid import HybridConfig
+
+        part = config.get("sequential", HybridConfig.sequential)
+        part_config = dict(config.get("sequential_config", {}))
+        if epoch_field(part):
+            part_config[epoch_field(part)] = epochs
+        if "threads" in config_fields(part):
+            part_config["threads"] = threads
+        config["sequential_config"] = part_config
+        ep_field = epoch_field(part)
     if "threads" in config_fields(name):
         config["threads"] = threads
     torch.set_num_threads(threads)  # for models that do not set their own
@@ -67,7 +78,7 @@ def measure(name: str, split: Any, *, epochs: int, threads: int, requests: int, 
 
     load_before = os.getloadavg()[0]
     model, fit_s, per_epoch = timed_fit(name, split.train, epochs=epochs, threads=threads)
-    n_epochs = epochs if epoch_field(name) else 1
+    n_epochs = epochs if epoch_field(name) or name == "hybrid" else 1
 
     rng = np.random.default_rng(seed)
     users = model.users.ids[rng.choice(split.train.n_users, size=requests + 10, replace=split.train.n_users < requests + 10)]
