@@ -228,11 +228,14 @@ print("[fake] epoch 1")
     monkeypatch.setenv("COACHREC_BENCH_DIR", str(tmp_path / "results"))
     app = typer.Typer()
     app.command()(recbole_ref.bench_recbole)
-    res = CliRunner().invoke(app, ["--python", str(fake), "--threads", "1", "--model", "sasrec"], catch_exceptions=False)
+    keep = tmp_path / "keep"
+    res = CliRunner().invoke(app, ["--python", str(fake), "--threads", "1", "--model", "sasrec", "--keep", str(keep)], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     rows = json.loads((tmp_path / "results" / "recbole.json").read_text())
     names = sorted({r["name"] for r in rows})
-    assert names == ["coachrec sasrec", "recbole SASRec"]
+    assert names == ["coachrec sasrec", "coachrec sasrec (default epochs)", "recbole SASRec"]
+    own = next(r for r in rows if r["name"] == "coachrec sasrec (default epochs)")
+    assert own["metrics"]["epochs_run"] == recbole_ref.default_epochs("sasrec", ds.name) > 1
     assert {r["protocol"] for r in rows} == {"loo-full", "loo-sampled100"}
     rb = next(r for r in rows if r["name"] == "recbole SASRec" and r["protocol"] == "loo-full")
     assert rb["metrics"]["ndcg@10"] == 1.0 and rb["metrics"]["epochs_run"] == 1 and rb["versions"]["recbole"] == "1.2.1"
@@ -241,3 +244,32 @@ print("[fake] epoch 1")
     assert cr["metrics"]["ndcg@10_ratio_vs_recbole"] == pytest.approx(cr["metrics"]["ndcg@10"], abs=1e-4)
     assert cr["metrics"]["seconds_per_epoch_ratio_vs_recbole"] == pytest.approx(cr["metrics"]["seconds_per_epoch"] / 2.0, abs=1e-3)
     assert "loadavg_1m_before" in cr["metrics"] and "RecBole vs coachrec" in res.output
+
+
+def test_reuse_takes_recbole_results_from_a_kept_folder(tmp_path, monkeypatch):
+    """--reuse-recbole never starts the driver; a kept run with other settings is refused."""
+    ds = tiny(np.random.default_rng(0).integers(3, 12, size=60).tolist(), n_items=200)
+    split = leave_one_out(ds)
+    exported = recbole_ref.export_recbole(split, tmp_path / "x", max_len=50)
+    n = len(split.task("test").users)
+    res = {"model": "SASRec", "config": recbole_ref.RECBOLE_CONFIG["SASRec"] | {"train_neg_sample_args": {"distribution": "none"}},
+           "epochs": [{"epoch": 1, "seconds": 2.0}], "epochs_run": 1, "stopped_by": "max_epochs", "train_seconds": 2.0,
+           "seconds_per_epoch": 2.0, "rows": exported["rows"], "full_ranks": [0] * n, "sampled_ranks": [0] * n, "recbole_own_eval": {}}
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "recbole_out.json").write_text(json.dumps({"versions": {"recbole": "1.2.1"}, "threads": 1, "budget": 9.0, "models": {"SASRec": res}}))
+    never = _script(tmp_path / "never-python", "#!/bin/sh\necho driver started; exit 3\n")
+    monkeypatch.setattr("coachrec.datasets.load", lambda name: ds)
+    monkeypatch.setenv("COACHREC_BENCH_DIR", str(tmp_path / "results"))
+    app = typer.Typer()
+    app.command()(recbole_ref.bench_recbole)
+    args = ["--python", str(never), "--threads", "1", "--model", "sasrec", "--reuse-recbole", str(keep), "--no-coachrec-defaults", "--coachrec-epochs", "1"]
+    out = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    rows = json.loads((tmp_path / "results" / "recbole.json").read_text())
+    rb = next(r for r in rows if r["name"] == "recbole SASRec" and r["protocol"] == "loo-full")
+    assert rb["metrics"]["ndcg@10"] == 1.0 and "reused" in rb["recbole_results"]
+    res["config"]["hidden_size"] = 128
+    (keep / "recbole_out.json").write_text(json.dumps({"versions": {"recbole": "1.2.1"}, "models": {"SASRec": res}}))
+    out = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert out.exit_code == 1 and "other settings" in out.output

@@ -363,6 +363,12 @@ def bench_recbole(
     venv: Annotated[Path | None, typer.Option(help="RecBole virtualenv (default $COACHREC_HOME/venv-recbole; built on first use)")] = None,
     python: Annotated[Path | None, typer.Option(help="Use this interpreter (recbole installed) instead of building a venv")] = None,
     keep: Annotated[Path | None, typer.Option(help="Keep the exported files and the driver's output in this folder")] = None,
+    reuse_recbole: Annotated[
+        Path | None, typer.Option("--reuse-recbole", help="A --keep folder of an earlier run: take RecBole's results from it instead of training RecBole again")
+    ] = None,
+    coachrec_defaults: Annotated[
+        bool, typer.Option("--coachrec-defaults/--no-coachrec-defaults", help="Also train coachrec's model for its own default epochs (time to accuracy)")
+    ] = True,
 ) -> None:
     """RecBole's SASRec and GRU4Rec (PyPI, own venv) beside coachrec's on the same leave-one-out
     split and protocol; writes benchmarks/results/recbole.json."""
@@ -408,10 +414,13 @@ def bench_recbole(
         console.print(f"exported {dname}: {exported['rows']} rows, {exported['items']:,} items → {work / 'data'}")
         load_before = os.getloadavg()[0]
         t0 = time.perf_counter()
-        rb = run_driver(
-            py, work / "data", work / "recbole_out.json", models=rb_models, config=rb_config, threads=threads,
-            max_epochs=max_epochs, budget=budget, max_len=max_len, seed=seed, log=work / "driver.log", detect_anomaly=recbole_anomaly,
-        )
+        if reuse_recbole is not None:
+            rb = reused_results(reuse_recbole, rb_config)
+        else:
+            rb = run_driver(
+                py, work / "data", work / "recbole_out.json", models=rb_models, config=rb_config, threads=threads,
+                max_epochs=max_epochs, budget=budget, max_len=max_len, seed=seed, log=work / "driver.log", detect_anomaly=recbole_anomaly,
+            )
         rb_wall = time.perf_counter() - t0
         load_mid = os.getloadavg()[0]
     except RecBoleEnvError as exc:
@@ -436,8 +445,11 @@ def bench_recbole(
         summary.append((f"recbole {res['model']}", name, info, rb_metrics))
         for p in protocols:
             m = {k: round(rb_metrics[p][k], 5) for k in SHOWN} | info | {"users": len(res["full_ranks"])}
-            m |= {"loadavg_1m_before": round(load_before, 2), "loadavg_1m_after": round(load_mid, 2)}
+            if reuse_recbole is None:  # a reused run's load was not recorded
+                m |= {"loadavg_1m_before": round(load_before, 2), "loadavg_1m_after": round(load_mid, 2)}
             r = row(f"recbole {res['model']}", dname, p, m) | common
+            if reuse_recbole is not None:
+                r["recbole_results"] = f"reused from an earlier run's --keep folder ({rb.get('threads')} threads, budget {rb.get('budget')} s)"
             r |= {"implementation": f"RecBole {rb['versions']['recbole']} (PyPI)", "config": res["config"], "epoch_log": res["epochs"],
                   "recbole_own_eval": res["recbole_own_eval"], "detect_anomaly": res.get("detect_anomaly"),
                   "rows_checked": res["rows"], "parameters": res.get("parameters"), "data_seconds": res.get("data_seconds"),
@@ -446,30 +458,66 @@ def bench_recbole(
         console.print(f"recbole {res['model']}: {info}, NDCG@10 full {rb_metrics['loo-full']['ndcg@10']:.4f}")
 
         if with_coachrec:
-            epochs = coachrec_epochs or res["epochs_run"]
-            before = os.getloadavg()[0]
-            with console.status(f"training coachrec {name} for {epochs} epoch(s)"):
-                cr = run_coachrec(name, split, epochs=epochs, threads=threads, ks=(10, 20), protocols=protocols)
-            cinfo = {"epochs_run": cr["epochs_run"], "seconds_per_epoch": cr["seconds_per_epoch"], "train_seconds": cr["train_seconds"]}
-            summary.append((f"coachrec {name}", name, cinfo, cr["metrics"]))
-            for p in protocols:
-                m = {k: round(cr["metrics"][p][k], 5) for k in SHOWN} | cinfo | {"users": cr["metrics"][p]["users"]}
-                m |= {
-                    "ndcg@10_ratio_vs_recbole": _ratio(cr["metrics"][p]["ndcg@10"], rb_metrics[p]["ndcg@10"]),
-                    "recall@10_ratio_vs_recbole": _ratio(cr["metrics"][p]["recall@10"], rb_metrics[p]["recall@10"]),
-                    "seconds_per_epoch_ratio_vs_recbole": _ratio(cr["seconds_per_epoch"], res["seconds_per_epoch"]),
-                    "loadavg_1m_before": round(before, 2),
-                    "loadavg_1m_after": round(os.getloadavg()[0], 2),
-                }
-                r = row(f"coachrec {name}", dname, p, m) | common
-                how = "epochs set by --coachrec-epochs" if coachrec_epochs else "epochs matched to RecBole's"
-                r |= {"implementation": "coachrec", "config": cr["config"], "note": f"{protocol_text}; no early stopping, {how}"}
-                rows.append(r)
-            console.print(f"coachrec {name}: {cinfo}, NDCG@10 full {cr['metrics']['loo-full']['ndcg@10']:.4f}")
+            runs = [(f"coachrec {name}", coachrec_epochs or res["epochs_run"], "epochs set by --coachrec-epochs" if coachrec_epochs else "epochs matched to RecBole's")]
+            own = default_epochs(name, ds.name)
+            if coachrec_defaults and own not in (None, runs[0][1]):
+                runs.append((f"coachrec {name} (default epochs)", own, "coachrec's default epochs for this data set (time to accuracy)"))
+            for label, epochs, how in runs:
+                before = os.getloadavg()[0]
+                with console.status(f"training {label} for {epochs} epoch(s)"):
+                    cr = run_coachrec(name, split, epochs=epochs, threads=threads, ks=(10, 20), protocols=protocols)
+                cinfo = {"epochs_run": cr["epochs_run"], "seconds_per_epoch": cr["seconds_per_epoch"], "train_seconds": cr["train_seconds"]}
+                summary.append((label, name, cinfo, cr["metrics"]))
+                for p in protocols:
+                    m = {k: round(cr["metrics"][p][k], 5) for k in SHOWN} | cinfo | {"users": cr["metrics"][p]["users"]}
+                    m |= {
+                        "ndcg@10_ratio_vs_recbole": _ratio(cr["metrics"][p]["ndcg@10"], rb_metrics[p]["ndcg@10"]),
+                        "recall@10_ratio_vs_recbole": _ratio(cr["metrics"][p]["recall@10"], rb_metrics[p]["recall@10"]),
+                        "seconds_per_epoch_ratio_vs_recbole": _ratio(cr["seconds_per_epoch"], res["seconds_per_epoch"]),
+                        "train_seconds_ratio_vs_recbole": _ratio(cr["train_seconds"], res["train_seconds"]),
+                        "loadavg_1m_before": round(before, 2),
+                        "loadavg_1m_after": round(os.getloadavg()[0], 2),
+                    }
+                    r = row(label, dname, p, m) | common
+                    r |= {"implementation": "coachrec", "config": cr["config"], "note": f"{protocol_text}; no early stopping, {how}"}
+                    rows.append(r)
+                console.print(f"{label}: {cinfo}, NDCG@10 full {cr['metrics']['loo-full']['ndcg@10']:.4f}")
 
     console.print(table(summary, protocols, dname, threads, budget))
-    console.print(f"RecBole driver wall time {rb_wall:.0f} s; load average {load_before:.1f} → {os.getloadavg()[0]:.1f}")
+    if reuse_recbole is not None:
+        console.print(f"RecBole results reused from {reuse_recbole} (their own run's timings)")
+    else:
+        console.print(f"RecBole driver wall time {rb_wall:.0f} s; load average {load_before:.1f} → {os.getloadavg()[0]:.1f}")
     console.print(f"wrote {write('recbole', rows)}")
+
+
+def reused_results(folder: Path, config: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """RecBole's results from the `--keep` folder of an earlier run, checked to hold every
+    requested model with the same settings (the rows are checked against the export later)."""
+    path = Path(folder) / "recbole_out.json"
+    if not path.is_file():
+        raise RecBoleEnvError(f"--reuse-recbole: {path} does not exist (run once with --keep {folder})")
+    rb = json.loads(path.read_text())
+    for model, want in config.items():
+        got = rb.get("models", {}).get(model)
+        if got is None:
+            raise RecBoleEnvError(f"--reuse-recbole: {path} holds no {model} run (it has {sorted(rb.get('models', {}))})")
+        # RecBole normalises None (no training negatives) into a dict of 'none's: compare set values only
+        differ = {k: (got["config"].get(k), v) for k, v in want.items() if v is not None and got["config"].get(k) != v}
+        if differ:
+            raise RecBoleEnvError(f"--reuse-recbole: {model} in {path} ran with other settings (kept, asked): {differ}")
+    return rb
+
+
+def default_epochs(name: str, dataset: str) -> int | None:
+    """The epochs coachrec's model trains for by default on `dataset`."""
+    from coachrec.models import epoch_field, model_class
+    from coachrec.models.defaults import defaults
+
+    field = epoch_field(name)
+    if field is None:
+        return None
+    return int(defaults(name, dataset).get(field, getattr(model_class(name).Config(), field)))
 
 
 def table(summary: list[tuple[str, str, dict[str, Any], dict[str, dict[str, float]]]], protocols: list[str], dname: str,
@@ -478,10 +526,12 @@ def table(summary: list[tuple[str, str, dict[str, Any], dict[str, dict[str, floa
         title=f"RecBole vs coachrec — {dname}, leave-one-out, seen items excluded, ties pessimistic; "
         f"{threads} threads, RecBole budget {budget:.0f} s/model",
         title_justify="left",
-        caption="ratio = coachrec / RecBole (same model family, same epochs). s100 = 100 uniform sampled negatives (seed 0).",
+        caption="ratio = coachrec / RecBole (same model family). s100 = 100 uniform sampled negatives (seed 0). An epoch is not the same "
+        "work in both: RecBole's SASRec steps once per (prefix, next item) row, coachrec's once per user window (every position a target), "
+        "so compare accuracy at equal training seconds too ('default epochs' rows).",
         caption_justify="left",
     )
-    cols = ["run", "epochs", "s/epoch"]
+    cols = ["run", "epochs", "s/epoch", "train s"]
     for p in protocols:
         tag = "full" if p == "loo-full" else "s100"
         cols += [f"R@10 {tag}", f"NDCG@10 {tag}"]
@@ -490,7 +540,7 @@ def table(summary: list[tuple[str, str, dict[str, Any], dict[str, dict[str, floa
         t.add_column(c, justify="left" if c == "run" else "right")
     ref: dict[str, tuple[dict[str, Any], dict[str, dict[str, float]]]] = {}
     for label, family, info, metrics in summary:
-        vals = [label, str(info["epochs_run"]), f"{info['seconds_per_epoch']:.1f}"]
+        vals = [label, str(info["epochs_run"]), f"{info['seconds_per_epoch']:.1f}", f"{info['train_seconds']:.0f}"]
         for p in protocols:
             vals += [f"{metrics[p]['recall@10']:.4f}", f"{metrics[p]['ndcg@10']:.4f}"]
         if label.startswith("recbole"):
