@@ -81,7 +81,6 @@ def _fit(name: str, config: dict[str, Any], split: Any, fit_on: str) -> Any:
     from coachrec.models import create
 
     model = create(name, **config)
-
     model.on_epoch = lambda epoch, loss, seconds, rows: console.print(f"  {name} epoch {epoch}: loss {loss:.4f}, {seconds:.1f}s")
     if fit_on == "train" and "valid" in inspect.signature(model.fit).parameters:
         return model.fit(split.train, valid=split.task("valid"))

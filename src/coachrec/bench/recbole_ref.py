@@ -445,10 +445,10 @@ def bench_recbole(
         summary.append((f"recbole {res['model']}", name, info, rb_metrics))
         for p in protocols:
             m = {k: round(rb_metrics[p][k], 5) for k in SHOWN} | info | {"users": len(res["full_ranks"])}
-            if reuse_recbole is None:  # a reused run's load was not recorded
+            if reuse_recbole is None:
                 m |= {"loadavg_1m_before": round(load_before, 2), "loadavg_1m_after": round(load_mid, 2)}
             r = row(f"recbole {res['model']}", dname, p, m) | common
-            if reuse_recbole is not None:
+            if reuse_recbole is not None:  # that run's load was not recorded
                 r["recbole_results"] = f"reused from an earlier run's --keep folder ({rb.get('threads')} threads, budget {rb.get('budget')} s)"
             r |= {"implementation": f"RecBole {rb['versions']['recbole']} (PyPI)", "config": res["config"], "epoch_log": res["epochs"],
                   "recbole_own_eval": res["recbole_own_eval"], "detect_anomaly": res.get("detect_anomaly"),

@@ -27,6 +27,21 @@ from coachrec.bench.results import results_dir, row, write
 console = Console(width=150)
 
 
+def epochs_owner(name: str, config: dict[str, Any]) -> str | None:
+    """The model whose epochs a fit of `name` runs: `name` itself, the hybrid's sequential
+    part, or None for a model that does not train in epochs."""
+    from coachrec.models import epoch_field
+
+    if epoch_field(name):
+        return name
+    if name == "hybrid":
+        from coachrec.models.hybrid import HybridConfig
+
+        part = config.get("sequential", HybridConfig.sequential)
+        return part if epoch_field(part) else None
+    return None
+
+
 def timed_fit(name: str, data: Any, *, epochs: int, threads: int) -> tuple[Any, float, float]:
     """Fit model `name` (its per-dataset defaults, `epochs` epochs, `threads` torch threads)
     on `data`; returns (model, fit seconds, seconds per epoch). Per-epoch time comes from the
@@ -37,20 +52,15 @@ def timed_fit(name: str, data: Any, *, epochs: int, threads: int) -> tuple[Any, 
     from coachrec.models.defaults import defaults
 
     config = defaults(name, data.name)
-    ep_field = epoch_field(name)
-    if ep_field:
+    owner = epochs_owner(name, config)
+    ep_field = epoch_field(owner) if owner else None
+    if owner == name:
         config[ep_field] = epochs
-    elif name == "hybrid":  # its epochs are those of its sequential part
-        from coachrec.models.hybrid import HybridConfig
-
-        part = config.get("sequential", HybridConfig.sequential)
-        part_config = dict(config.get("sequential_config", {}))
-        if epoch_field(part):
-            part_config[epoch_field(part)] = epochs
-        if "threads" in config_fields(part):
-            part_config["threads"] = threads
-        config["sequential_config"] = part_config
-        ep_field = epoch_field(part)
+    elif owner:  # the hybrid: epochs and threads go to its sequential part
+        part = dict(config.get("sequential_config", {})) | {ep_field: epochs}
+        if "threads" in config_fields(owner):
+            part["threads"] = threads
+        config["sequential_config"] = part
     if "threads" in config_fields(name):
         config["threads"] = threads
     torch.set_num_threads(threads)  # for models that do not set their own
@@ -74,11 +84,11 @@ def timed_fit(name: str, data: Any, *, epochs: int, threads: int) -> tuple[Any, 
 def measure(name: str, split: Any, *, epochs: int, threads: int, requests: int, seed: int = 0) -> dict[str, Any]:
     """Speed metrics of one model on `split` (a leave-one-out `Split`)."""
     from coachrec.metrics import evaluate, named
-    from coachrec.models import epoch_field
+    from coachrec.models.defaults import defaults
 
     load_before = os.getloadavg()[0]
     model, fit_s, per_epoch = timed_fit(name, split.train, epochs=epochs, threads=threads)
-    n_epochs = epochs if epoch_field(name) or name == "hybrid" else 1
+    n_epochs = epochs if epochs_owner(name, defaults(name, split.train.name)) else 1
 
     rng = np.random.default_rng(seed)
     users = model.users.ids[rng.choice(split.train.n_users, size=requests + 10, replace=split.train.n_users < requests + 10)]
