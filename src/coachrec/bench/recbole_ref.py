@@ -382,6 +382,8 @@ def bench_recbole(
     overrides = parse_sets(set_)
     if threads < 1:
         raise typer.BadParameter("need at least 1 thread", param_hint="--threads")
+    if reuse_recbole is not None and not (Path(reuse_recbole) / "recbole_out.json").is_file():
+        raise typer.BadParameter(f"{reuse_recbole} holds no recbole_out.json (run once with --keep {reuse_recbole})", param_hint="--reuse-recbole")
     if python is not None:
         if not python.exists():
             raise typer.BadParameter(f"{python} does not exist", param_hint="--python")

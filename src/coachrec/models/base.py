@@ -87,7 +87,7 @@ class BaseRecommender:
         self.fit_info: dict[str, Any] = {}
         self._valid: EvalTask | None = None
         #: called after every training epoch of models that train in epochs, as
-        #: `on_epoch(epoch, mean loss, seconds of that epoch, training rows)` (progress bars, timing)
+        #: `on_epoch(epoch, mean loss, seconds of that epoch, events predicted)` (progress bars, timing)
         self.on_epoch: Callable[[int, float, float, int], None] | None = None
 
     # ------------------------------------------------------------------ subclass hooks

@@ -133,7 +133,7 @@ def train_epochs(
                 bad += 1
         log.append(entry)
         if model.on_epoch is not None:
-            model.on_epoch(epoch, entry["loss"], epoch_s, len(lengths))
+            model.on_epoch(epoch, entry["loss"], epoch_s, int(lengths.sum()))  # events predicted, as GRU4Rec reports
         if c.verbose:
             print(f"{model.name} {entry}", flush=True)
         if valid is not None and bad >= c.patience:
