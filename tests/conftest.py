@@ -4,7 +4,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("COACHREC_SHARED", str(ROOT.parent / "shared"))
+DATA = ROOT / "tests" / "data"
+BEAUTY_SAMPLE = DATA / "amazon-beauty" / "user_sequence.txt"
+
+# The suite must pass in a fresh clone with nothing beside it, so it never reads `../shared`
+# (the benchmark data; benchmarks keep reading it). What the tests need ships in tests/data/
+# with its provenance. `COACHREC_SHARED` points at a folder that does not exist for the whole
+# session (and the processes it starts), overriding any value set outside and stopping
+# `coachrec.datasets.shared_dir()` from finding `../shared` by itself, so a test that still
+# reaches for it (`datasets.load("beauty")`, `--dataset beauty`) fails loudly here too.
+NO_SHARED = ROOT / "tests" / "data" / "no-shared-folder-in-tests"
+assert not NO_SHARED.exists(), f"{NO_SHARED} must not exist"
+os.environ["COACHREC_SHARED"] = str(NO_SHARED)
 
 
 @pytest.fixture(scope="session")
@@ -16,9 +27,11 @@ def ml_small():
 
 @pytest.fixture(scope="session")
 def beauty():
-    from coachrec import datasets
+    """A real sample of Amazon Beauty (the first 2,000 users of the P5 5-core file; see
+    tests/data/amazon-beauty/README.md), through the loader `datasets.load("beauty")` uses."""
+    from coachrec.data import load_sequences
 
-    return datasets.load("beauty")
+    return load_sequences(BEAUTY_SAMPLE, name="beauty")
 
 
 @pytest.hookimpl(hookwrapper=True)
