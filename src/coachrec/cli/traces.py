@@ -1,4 +1,4 @@
-"""`coachrec traces list|show|export` and `coachrec bench tracing`."""
+"""`coachrec traces list|show|export` (`coachrec bench tracing` lives in coachrec_bench)."""
 
 from __future__ import annotations
 
@@ -172,9 +172,3 @@ def export(
     finally:
         store.close()
 
-
-def bench_tracing() -> None:
-    """Tracing overhead vs the OpenTelemetry SDK, drops under a burst, store ingest and queries."""
-    from coachrec.bench import tracing
-
-    tracing.main()

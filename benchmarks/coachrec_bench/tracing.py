@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from coachrec.bench.results import row, write
+from coachrec_bench.results import row, write
 from coachrec.tracing import SpanKind, SpanRecord, Tracer, TraceStore
 from coachrec.tracing.model import new_span_id, new_trace_id
 
@@ -65,7 +65,7 @@ def _otel() -> tuple[Any, Any, Any]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(exporter))  # SDK defaults: queue 2048, batch 512
-    return provider, provider.get_tracer("coachrec.bench"), exporter
+    return provider, provider.get_tracer("coachrec_bench"), exporter
 
 
 def caller_cost(tmp: Path, n: int = 20_000, rounds: int = 5) -> dict[str, float]:

@@ -23,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from coachrec.bench.results import row, write
+from coachrec_bench.results import row, write
 
 console = Console()
 

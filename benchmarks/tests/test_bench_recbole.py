@@ -14,9 +14,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from coachrec.bench import _recbole_driver as driver
-from coachrec.bench import recbole_ref
-from coachrec.bench.recbole_ref import RecBoleEnvError, ensure_venv, export_recbole, parse_sets, rank_metrics
+from coachrec_bench import _recbole_driver as driver
+from coachrec_bench import recbole_ref
+from coachrec_bench.recbole_ref import RecBoleEnvError, ensure_venv, export_recbole, parse_sets, rank_metrics
 from coachrec.data import Dataset, leave_one_out
 from coachrec.metrics import evaluate, named
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import typer
 
-from coachrec.bench.results import row, write
+from coachrec_bench.results import row, write
 
 DATASET = "ml-latest-small"
 

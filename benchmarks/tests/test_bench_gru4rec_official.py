@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from coachrec.bench import gru4rec_official as bench
+from coachrec_bench import gru4rec_official as bench
 from coachrec.data import Dataset, Event, leave_one_out
 from coachrec.models.gru4rec import session_parallel_schedule
 

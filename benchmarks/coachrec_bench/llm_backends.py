@@ -18,7 +18,7 @@ import statistics
 from importlib import resources
 from typing import Any
 
-from coachrec.bench.results import row, write
+from coachrec_bench.results import row, write
 from coachrec.llm import LlamaCppBackend, LlamaCppConfig, ModelRegistry
 
 LETTERS = [chr(ord("A") + i) for i in range(20)]

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from coachrec.bench.report import render
+from coachrec_bench.report import render
 
 
 def test_report_groups_rows_by_dataset_and_protocol(tmp_path):

@@ -49,7 +49,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from coachrec.bench.results import row, write
+from coachrec_bench.results import row, write
 
 console = Console(width=170)
 
@@ -322,7 +322,7 @@ def run_coachrec(name: str, split: Any, *, epochs: int, threads: int, ks: tuple[
     """coachrec's model with its per-dataset defaults, `epochs` epochs, no early stopping."""
     import dataclasses
 
-    from coachrec.bench.speed import timed_fit
+    from coachrec_bench.speed import timed_fit
     from coachrec.metrics import evaluate, named
 
     model, fit_s, spe = timed_fit(name, split.train, epochs=epochs, threads=threads)

@@ -3,7 +3,8 @@
 Each `benchmarks/results/NAME.json` becomes a section; its rows are grouped by data set and
 protocol (the protocol heads every table, so no figure appears without it), one row per
 name, the scalar metrics as columns (up to `max_columns`; the JSON keeps the rest). Machine,
-date, command and recorded load come under each table.
+date, command, code version (short commit, when the rows record one) and recorded load come
+under each table.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from coachrec.bench.results import results_dir
+from coachrec_bench.results import results_dir
 
 
 def _fmt(v: Any) -> str:
@@ -29,6 +30,20 @@ def _fmt(v: Any) -> str:
 
 def _scalar(v: Any) -> bool:
     return isinstance(v, (int, float, bool, str)) and not (isinstance(v, str) and len(v) > 40)
+
+
+def _code(rows: list[dict[str, Any]]) -> str:
+    """The short commits of the rows (`abc1234`, `abc1234-dirty`); rows from before rows
+    recorded their code, or from outside a git checkout, add nothing."""
+    seen: list[str] = []
+    for r in rows:
+        code = r.get("code")
+        if not isinstance(code, dict) or not code.get("commit"):
+            continue
+        label = str(code["commit"])[:7] + ("-dirty" if code.get("dirty") else "")
+        if label not in seen:
+            seen.append(label)
+    return ", ".join(f"`{c}`" for c in seen)
 
 
 def section(name: str, rows: list[dict[str, Any]], max_columns: int = 9) -> str:
@@ -54,6 +69,9 @@ def section(name: str, rows: list[dict[str, Any]], max_columns: int = 9) -> str:
         commands = sorted({str(r.get("command", "")) for r in group if r.get("command")})
         out += ["", f"Measured on {'; '.join(machines)}, {dates[0]}–{dates[-1]}." if dates else ""]
         out += [f"Command: `{c}`" for c in commands[:3]]
+        code = _code(group)
+        if code:
+            out.append(f"Code: {code}")
         out.append("")
     return "\n".join(out)
 

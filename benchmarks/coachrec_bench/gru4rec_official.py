@@ -58,7 +58,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from coachrec.bench.results import results_dir, row, write
+from coachrec_bench.results import results_dir, row, write
 
 console = Console(width=170)
 

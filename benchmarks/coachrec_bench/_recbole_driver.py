@@ -4,7 +4,7 @@ Runs INSIDE the RecBole virtualenv (`coachrec bench recbole` starts it as a file
 venv's python). It must not import coachrec: only the standard library, numpy, torch and
 recbole. Our code, not RecBole's.
 
-Input (`--data DIR`, written by `coachrec.bench.recbole_ref.export_recbole`):
+Input (`--data DIR`, written by `coachrec_bench.recbole_ref.export_recbole`):
 - `DIR/coachrec/coachrec.{train,valid,test}.inter`: RecBole benchmark files, one row per
   (user, item_id_list, item_id) training/validation/test example;
 - `DIR/coachrec/coachrec.item`: every item of the catalogue (so RecBole knows them all);
