@@ -40,6 +40,10 @@ def test_beauty_sequences(beauty):
     assert not beauty.timestamps
     with pytest.raises(ValueError, match="no timestamps"):
         sessionize(beauty)
+    from coachrec import datasets
+
+    with pytest.raises(DataError, match="not found"):  # the full file is not for tests (conftest hides ../shared)
+        datasets.load("beauty")
 
 
 def test_movielens_100k_and_1m_formats(tmp_path):
