@@ -4,8 +4,9 @@ refuses whenever the judge of the targeted criterion is below the kappa floor.""
 import numpy as np
 import pytest
 
-from coachrec.coach import GateConfig, Trust, criterion_trust, decide, distillable, failure_rows, ground_truth_rows
-from coachrec.coach.distill import DistillError, distill
+from coachrec.coach.distill import DistillError, distill, distillable
+from coachrec.coach.gate import GateConfig, decide, failure_rows, ground_truth_rows
+from coachrec.coach.trust import Trust, criterion_trust
 from coachrec.data import leave_one_out
 from coachrec.models import create
 from coachrec.teacher import load_rubric, measure

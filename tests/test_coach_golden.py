@@ -1,7 +1,7 @@
 """Golden sets in the coach: their requests are replayed by the gate, and their human labels
 decide whether an LLM criterion may gate."""
 
-from coachrec.coach import criterion_trust
+from coachrec.coach.trust import criterion_trust
 from coachrec.coach.loop import requests_from_golden
 from coachrec.review import GoldenCase, golden_quality
 from coachrec.teacher import load_rubric

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from coachrec.models import create
 from coachrec.review import ReviewStore
 from coachrec.serve import FeedbackLog, Pipeline, Service
-from coachrec.serve.api import create_app
+from coachrec.app import create_app
 from coachrec.tracing import Tracer, TraceStore
 from test_serve_pipeline import synthetic
 
@@ -101,3 +101,11 @@ def test_review_endpoints_are_mounted_behind_the_key(client) -> None:
     assert r.json()["items"] == []
     assert client.get("/v1/review/golden", headers=KEY).status_code == 200
     assert client.post("/v1/review/queue/nope", json={"action": "dance"}, headers=KEY).status_code == 422
+
+
+def test_two_stores_in_one_folder_get_their_own_review_store(tmp_path) -> None:
+    from coachrec.review import default_review_path, review_path_for
+
+    a, b = review_path_for(tmp_path / "a.duckdb"), review_path_for(tmp_path / "b.duckdb")
+    assert a != b and a.parent == b.parent == tmp_path and a.name == "a.review.duckdb"
+    assert default_review_path().name == "traces.review.duckdb"

@@ -12,7 +12,6 @@ from coachrec.policy import Constraints, Range
 from coachrec.serve import (
     FeedbackEvent,
     FeedbackLog,
-    Guardrail,
     Pipeline,
     PipelineConfig,
     RecommendRequest,
@@ -20,6 +19,7 @@ from coachrec.serve import (
     UnknownUserError,
 )
 from coachrec.serve.candidates import Candidates, RequestContext
+from coachrec.serve.stages import Guardrail
 from coachrec.tracing import SpanKind, Tracer, TraceStore
 
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Sci-Fi"]

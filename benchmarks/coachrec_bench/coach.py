@@ -75,7 +75,7 @@ def _row(result: Any, requests: int, started: str) -> dict[str, Any]:
         for m in ("ndcg@10", "recall@10"):
             g = result.gate.row("ground truth", m)
             metrics[m] = {"before": g.champion, "after": g.candidate, "delta": g.delta, "ci95": [g.ci_low, g.ci_high], "users": g.n}
-        metrics["strength"] = result.distilled.stack.student.strength
+        metrics["strength"] = result.distilled.stack.ranker.student.strength
     else:
         truth = _champion_truth(result)
         metrics["target_rate"] = None
@@ -97,7 +97,7 @@ def bench_coach(
     """Failure-mode rate and ground-truth NDCG@10/Recall@10 before and after one coach iteration."""
     from coachrec.coach import LoopConfig, Registry, run_loop
     from coachrec.coach.report import write_report
-    from coachrec.coach.ui import RichUI
+    from coachrec.cli.console import RichProgress as RichUI
 
     rows = []
     for name in [d.strip() for d in datasets.split(",") if d.strip()]:

@@ -42,10 +42,11 @@ def _percentiles(ms: np.ndarray) -> dict[str, float]:
 
 
 def in_process(requests: int, seed: int) -> list[dict[str, Any]]:
-    from coachrec.serve import Pipeline, RecommendRequest, fit_default_stack
+    from coachrec import datasets
+    from coachrec.serve import RecommendRequest, Stack
     from coachrec.tracing import Tracer, TraceStore
 
-    stack = fit_default_stack(DATASET)
+    stack = Stack.fit(datasets.load(DATASET))
     users = stack.models[0].users
     assert users is not None
     picks = np.random.default_rng(seed).choice(len(users), size=requests)
@@ -53,7 +54,7 @@ def in_process(requests: int, seed: int) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
         store = TraceStore(Path(tmp) / "bench.duckdb")
         for label, tracer in (("traced", Tracer(store)), ("untraced", Tracer())):
-            pipeline = Pipeline.from_models(stack.models, stack.catalog, tracer=tracer)
+            pipeline = stack.pipeline(tracer)
             for u in picks[:50]:  # warm caches and lazy imports
                 pipeline.recommend(RecommendRequest(user_id=str(users.ids[u]), k=10))
             load_before = _load()

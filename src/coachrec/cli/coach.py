@@ -89,7 +89,9 @@ def gate(
     seed: int = 0,
 ) -> None:
     """Compare a registered candidate with the champion and print the comparison table."""
-    from coachrec.coach import GateConfig, LoopConfig, Registry, RegistryError, gate_candidate, prepare
+    from coachrec.coach import GateConfig, LoopConfig, Registry, RegistryError
+    from coachrec.coach.loop import gate_candidate, prepare
+
     con = console()
     reg = Registry(registry)
     try:

@@ -15,7 +15,7 @@ from rich.text import Text
 from coachrec.cli.console import console, show_panel, show_table
 
 golden_app = typer.Typer(help="Golden sets: reviewed cases, versioned and immutable.", no_args_is_help=True)
-ReviewDb = Annotated[Optional[Path], typer.Option("--review-db", help="Review store (default: review.duckdb beside the traces).")]
+ReviewDb = Annotated[Optional[Path], typer.Option("--review-db", help="Review store (default: $COACHREC_REVIEW_DB, else DB.review.duckdb beside the default trace store).")]
 
 
 def _show(item: object, con: Console) -> None:

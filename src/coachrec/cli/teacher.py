@@ -67,7 +67,7 @@ def judge(
     dataset: Annotated[str, typer.Option("--dataset", help="Catalog and rating history the teacher uses.")] = "ml-latest-small",
     rubric: Annotated[Optional[Path], typer.Option("--rubric", help="Rubric YAML (default: the built-in one).")] = None,
     criteria: Annotated[Optional[list[str]], typer.Option("--criterion", help="Judge only these criteria (repeatable).")] = None,
-    review_db: Annotated[Optional[Path], typer.Option("--review-db", help="Review store (default: review.duckdb beside the trace store).")] = None,
+    review_db: Annotated[Optional[Path], typer.Option("--review-db", help="Review store (default: DB.review.duckdb beside the trace store DB.duckdb).")] = None,
     audit_rate: Annotated[float, typer.Option("--audit-rate", help="Share of all judgments also queued for review.")] = 0.05,
     rejudge: Annotated[bool, typer.Option("--rejudge", help="Judge traces this judge version already judged.")] = False,
     swap: Annotated[bool, typer.Option("--swap/--no-swap", help="Judge LLM criteria in both slate orders.")] = True,
@@ -76,7 +76,7 @@ def judge(
     """Run the teacher over a sample of stored traces; store judgments, queue doubtful ones."""
     from coachrec import datasets
     from coachrec.llm import LLMError, ResponseCache, coachrec_home, load_backend
-    from coachrec.review import ReviewStore
+    from coachrec.review import ReviewStore, review_path_for
     from coachrec.teacher import (
         CatalogView, Judge, JudgeConfig, calibrated_committee, cases_from_store, judged_traces, load_rubric, record, sample_traces,
     )
@@ -117,7 +117,7 @@ def judge(
         with progress.bar("judging", len(cases)) as advance:
             judgments = teacher.judge(cases, progress=advance)
         record(store, judgments)
-        review = ReviewStore(review_db or Path(store.path).parent / "review.duckdb")
+        review = ReviewStore(review_db or review_path_for(store.path))
         queued = review.enqueue(judgments, cases, review_below=spec.review_below, audit_rate=audit_rate, seed=seed)
         review.close()
         failed = sum(j.failed for j in judgments)

@@ -6,22 +6,17 @@ the champion, keep every version in a registry.
     result.gate.verdict()          # PROMOTE ... / REFUSE ...: every rule broken, named
     Registry().champion            # what `coachrec serve` serves
 
-Pieces: `CoachStack` (retrievers + optional distilled student ranker), `distill` (teacher soft
-labels -> student), `criterion_trust` (which criteria may gate), the gate (`decide`,
+Everything the coach produces is a `coachrec.serve.Stack`. Pieces: `distill` (teacher soft
+labels -> a student ranker), `criterion_trust` (which criteria may gate), the gate (`decide`,
 `failure_rows`, `ground_truth_rows`), `Registry` (versions, champion, rollback).
 """
 
-from coachrec.coach.distill import DistillConfig, Distilled, DistillError, distill, distillable
-from coachrec.coach.gate import GateConfig, GateReport, GateRow, decide, failure_rows, ground_truth_rows
-from coachrec.coach.loop import Context, LoopConfig, LoopResult, catalog_for, gate_candidate, observe, prepare, run_loop
-from coachrec.coach.registry import Registry, RegistryError, Version, default_registry_path
-from coachrec.coach.stack import CoachStack, LearnedRanker, StackConfig, StackScorer
-from coachrec.coach.student import Student
-from coachrec.coach.trust import Trust, criterion_trust, kappa_table, measured_committee
+from coachrec.coach.distill import DistillConfig, Distilled, DistillError, distill
+from coachrec.coach.gate import GateConfig, GateReport, GateRow
+from coachrec.coach.loop import LoopConfig, LoopResult, run_loop
+from coachrec.coach.registry import Registry, RegistryError, Version
 
 __all__ = [
-    "CoachStack", "Context", "DistillConfig", "DistillError", "Distilled", "GateConfig", "GateReport", "GateRow", "LearnedRanker",
-    "LoopConfig", "LoopResult", "Registry", "RegistryError", "StackConfig", "StackScorer", "Student", "Trust", "Version",
-    "catalog_for", "criterion_trust", "decide", "default_registry_path", "distill", "distillable", "failure_rows", "gate_candidate",
-    "ground_truth_rows", "kappa_table", "measured_committee", "observe", "prepare", "run_loop",
+    "DistillConfig", "DistillError", "Distilled", "GateConfig", "GateReport", "GateRow", "LoopConfig", "LoopResult",
+    "Registry", "RegistryError", "Version", "distill", "run_loop",
 ]

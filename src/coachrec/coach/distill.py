@@ -28,12 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from coachrec.coach.features import candidate_features
-from coachrec.coach.stack import CoachStack
-from coachrec.coach.student import Student
 from coachrec.coach.trust import Trust
 from coachrec.data import Split
 from coachrec.models import top_k
+from coachrec.ranking import ItemStats, Student, candidate_features
+from coachrec.serve import Stack
 from coachrec.teacher import JudgeCase, RelevanceCommittee, RubricSpec
 
 Progress = Callable[[str], None]
@@ -58,7 +57,7 @@ class DistillConfig:
 
 @dataclass
 class Distilled:
-    stack: CoachStack
+    stack: Stack
     criterion: str
     target_mode: str
     pairs: int
@@ -67,10 +66,11 @@ class Distilled:
     note: str = ""
 
     def summary(self) -> dict[str, Any]:
-        assert self.stack.student is not None
+        assert self.stack.ranker is not None
+        student = self.stack.ranker.student
         return {"criterion": self.criterion, "target_mode": self.target_mode, "pairs": self.pairs, "requests": self.requests,
-                "strength": self.stack.student.strength, "strength_search": self.strength_search,
-                "student_fit": self.stack.student.fit_info, "coefficients": self.stack.student.coefficients(), "note": self.note}
+                "strength": student.strength, "strength_search": self.strength_search,
+                "student_fit": student.fit_info, "coefficients": student.coefficients(), "note": self.note}
 
 
 def distillable(rubric: RubricSpec, trust: dict[str, Trust], mode: str) -> tuple[bool, str]:
@@ -87,7 +87,7 @@ def distillable(rubric: RubricSpec, trust: dict[str, Trust], mode: str) -> tuple
     return True, f"{spec.name}: {t.reason}"
 
 
-def _history(stack: CoachStack, case: JudgeCase) -> np.ndarray:
+def _history(stack: Stack, case: JudgeCase) -> np.ndarray:
     model = stack.models[0]
     if case.user_id is not None and model.users is not None and case.user_id in model.users:
         return model.user_history(model.users.index(case.user_id))
@@ -95,7 +95,7 @@ def _history(stack: CoachStack, case: JudgeCase) -> np.ndarray:
     return enc[enc >= 0].astype(np.int64)
 
 
-def teacher_pairs(stack: CoachStack, committee: RelevanceCommittee, cases: Sequence[JudgeCase], depth: int
+def teacher_pairs(stack: Stack, stats: ItemStats, committee: RelevanceCommittee, cases: Sequence[JudgeCase], depth: int
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Features, teacher soft labels and pair weights over the candidates of each distinct
     (user, history) among `cases`."""
@@ -108,7 +108,8 @@ def teacher_pairs(stack: CoachStack, committee: RelevanceCommittee, cases: Seque
             continue
         seen.add(key)
         history = _history(stack, case)
-        items, sources, blend = stack.candidates([history])[0]
+        found = stack.candidates([history])[0]
+        items, sources, blend = found.idx, found.sources, found.score
         top = np.lexsort((items, -blend))[:depth]
         items, sources, blend = items[top], sources[top], blend[top]
         p = committee.probability(case.user_id, [str(ids[h]) for h in history[-50:]], [str(ids[i]) for i in items])
@@ -116,7 +117,7 @@ def teacher_pairs(stack: CoachStack, committee: RelevanceCommittee, cases: Seque
         if known.sum() < 2:
             continue
         items, sources, blend, p = items[known], sources[known], blend[known], p[known]
-        x = candidate_features(stack.stats, history, items, sources.astype(np.float32), blend)
+        x = candidate_features(stats, history, items, sources.astype(np.float32), blend)
         n = len(items)
         teacher_pct = np.argsort(np.argsort(-p, kind="stable"), kind="stable") / max(n - 1, 1)
         champion_pct = np.arange(n) / max(n - 1, 1)  # candidates are in blend order
@@ -129,7 +130,7 @@ def teacher_pairs(stack: CoachStack, committee: RelevanceCommittee, cases: Seque
     return np.vstack(xs), np.concatenate(ys), np.concatenate(ws), len(seen)
 
 
-def _validation(stack: CoachStack, student: Student, committee: RelevanceCommittee, split: Split, rubric: RubricSpec,
+def _validation(stack: Stack, stats: ItemStats, student: Student, committee: RelevanceCommittee, split: Split, rubric: RubricSpec,
                 criterion: str, config: DistillConfig) -> list[dict[str, float]]:
     """NDCG@10 on the split's valid items and the teacher's pass rate of the top 10, per strength
     (strength 0 is the champion)."""
@@ -143,10 +144,11 @@ def _validation(stack: CoachStack, student: Student, committee: RelevanceCommitt
     ndcg = np.zeros((len(strengths), len(rows)))
     passed = np.zeros((len(strengths), len(rows)))
     histories = [np.asarray(task.histories[r], dtype=np.int64) for r in rows]
-    for j, (r, history, (items, sources, blend)) in enumerate(zip(rows, histories, stack.candidates(histories))):
-        if not len(items):
+    for j, (r, history, found) in enumerate(zip(rows, histories, stack.candidates(histories))):
+        if not len(found):
             continue
-        x = candidate_features(stack.stats, history, items, sources.astype(np.float32), blend)
+        items, blend = found.idx, found.score
+        x = candidate_features(stats, history, items, found.sources, blend)
         p_student = student.probability(x)
         user = str(users_map.ids[int(task.users[r])])
         target = set(np.asarray(task.targets[r]).tolist())
@@ -167,7 +169,7 @@ def _validation(stack: CoachStack, student: Student, committee: RelevanceCommitt
 
 
 def distill(
-    champion: CoachStack,
+    champion: Stack,
     committee: RelevanceCommittee,
     cases: Sequence[JudgeCase],
     split: Split,
@@ -184,11 +186,12 @@ def distill(
     criterion = next(c.name for c in rubric.criteria if target_mode in c.failure_modes)
     say = progress or (lambda _msg: None)
     say(f"labelling candidates of {len(cases)} traced requests with the teacher")
-    x, y, w, requests = teacher_pairs(champion, committee, cases, config.label_depth)
+    stats = ItemStats.from_data(split.train, champion.catalog)
+    x, y, w, requests = teacher_pairs(champion, stats, committee, cases, config.label_depth)
     say(f"fitting the student on {len(y):,} teacher-labelled pairs")
     student = Student(champion.feature_names).fit(x, y, w, l2=config.l2)
     say("choosing the distillation strength on validation items")
-    search = _validation(champion, student, committee, split, rubric, criterion, config)
+    search = _validation(champion, stats, student, committee, split, rubric, criterion, config)
     base = search[0]
     allowed = [r for r in search[1:] if r["valid_ndcg@10"] >= base["valid_ndcg@10"] - config.valid_tolerance]
     if allowed:
@@ -200,4 +203,4 @@ def distill(
         note = (f"no strength kept validation NDCG@10 within {config.valid_tolerance} of the champion; "
                 f"strength {best['strength']:g} loses least")
     student.strength = float(best["strength"])
-    return Distilled(champion.with_student(student), criterion, target_mode, len(y), requests, search, note)
+    return Distilled(champion.with_ranker(student, stats), criterion, target_mode, len(y), requests, search, note)

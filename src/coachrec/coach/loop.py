@@ -1,6 +1,6 @@
 """One coach iteration end to end: observe traffic, judge, distil, gate, promote or refuse.
 
-    result = run_loop(LoopConfig(), Registry(), out=Path("runs/coach"), ui=RichUI())
+    result = run_loop(LoopConfig(), Registry(), out=Path("runs/coach"), ui=progress)  # any coachrec.progress.Progress
 
 Every stack in a run is fitted on the leave-one-out *training* part of the data, so each user's
 last interaction stays unseen by the models, the teacher and the student: it is the ground
@@ -23,14 +23,14 @@ from coachrec import datasets
 from coachrec.coach.distill import DistillConfig, Distilled, DistillError, distill, distillable
 from coachrec.coach.gate import GateConfig, GateReport, decide, failure_rows, ground_truth_rows
 from coachrec.coach.registry import Registry
-from coachrec.coach.stack import CoachStack, StackConfig
 from coachrec.coach.traffic import Served, failures_by_mode, serve
 from coachrec.coach.trust import Trust, criterion_trust, kappa_table, measured_committee
-from coachrec.coach.ui import SilentUI
 from coachrec.data import Catalog, Dataset, Split, leave_one_out
 from coachrec.llm.cost import TierPrice
+from coachrec.progress import SILENT, Progress
 from coachrec.review import GoldenCase
-from coachrec.serve.pipeline import RecommendRequest
+from coachrec.serve import PipelineConfig, RecommendRequest, Stack
+from coachrec.serve.stack import DEFAULT_MODELS, catalog_for
 from coachrec.teacher import (
     CatalogView, FailureReport, Judge, JudgeCase, Judgment, RelevanceCommittee, RubricSpec, constraints_from_dict,
     failure_report, load_rubric, record,
@@ -42,7 +42,9 @@ from coachrec.tracing import TraceStore
 @dataclass(frozen=True)
 class LoopConfig:
     dataset: str = "ml-latest-small"
-    stack: StackConfig = StackConfig()
+    models: tuple[str, ...] = DEFAULT_MODELS
+    """The champion's retrievers when the registry has none for this data."""
+    pipeline: PipelineConfig = PipelineConfig()
     distill_requests: int = 400
     gate_requests: int = 400
     llm: str = "small"
@@ -73,7 +75,7 @@ class Context:
     rubric: RubricSpec
     committee: RelevanceCommittee | None
     trust: dict[str, Trust]
-    champion: CoachStack
+    champion: Stack
     champion_id: str
     distill_users: list[str]
     gate_users: list[str]
@@ -110,14 +112,6 @@ class LoopResult:
     seconds: float
 
 
-def catalog_for(data: Dataset) -> Catalog:
-    """The data's catalog, or a bare one (titles = item ids) for order-only data such as Beauty."""
-    if data.catalog is not None:
-        return data.catalog
-    ids = [str(i) for i in data.items.ids]
-    return Catalog.from_frame(pl.DataFrame({"item": ids, "title": ids}), data.items)
-
-
 def _fingerprint(data: Dataset) -> dict[str, Any]:
     ev = data.events
     return {"name": data.name, "events": ev.height, "users": data.n_users, "items": data.n_items,
@@ -141,7 +135,7 @@ def requests_from_golden(cases: Sequence[GoldenCase], known_users: set[str]) -> 
     return out
 
 
-def prepare(config: LoopConfig, registry: Registry, ui: Any = SilentUI()) -> Context:
+def prepare(config: LoopConfig, registry: Registry, ui: Progress = SILENT) -> Context:
     """Load data, fit (or load) the champion, fit and measure the teacher, split users."""
     t0 = time.perf_counter()
     ui.step(f"data and the production stack ({config.dataset})")
@@ -155,7 +149,7 @@ def prepare(config: LoopConfig, registry: Registry, ui: Any = SilentUI()) -> Con
         champion = registry.load_stack(champion_id)
         ui.note(f"champion {champion_id} from the registry: {champion.describe()}")
     else:
-        champion = CoachStack.fit(split.train, config.stack, catalog)
+        champion = Stack.fit(split.train, config.models, config.pipeline, catalog=catalog, dataset=data.name)
         v = registry.register(champion, description=f"baseline {champion.describe()}", dataset=data.name, data=info)
         registry.promote(v.id, note="first champion for this data (nothing to gate against)")
         champion_id = v.id
@@ -171,7 +165,7 @@ def prepare(config: LoopConfig, registry: Registry, ui: Any = SilentUI()) -> Con
         ui.note(f"relevance committee vs later real ratings: kappa {quality.kappa:.3f} (floor {rubric.kappa_floor}), "
                 f"AUC {quality.auc:.3f}, {quality.n} pairs -> {'may gate' if quality.may_gate else 'may NOT gate'}")
     except ValueError as exc:
-        ui.note(f"[yellow]relevance criterion does not apply: {exc}[/yellow]")
+        ui.note(f"relevance criterion does not apply: {exc}", level="warn")
     golden_quality: dict[str, Any] = {}
     golden_requests: list[RecommendRequest] = []
     if config.golden:
@@ -198,16 +192,22 @@ def prepare(config: LoopConfig, registry: Registry, ui: Any = SilentUI()) -> Con
 def traffic(ctx: Context, users: list[str], n: int, seed: int) -> list[RecommendRequest]:
     """Replayed requests; free-text requests and constraints only where the catalog has the
     genres and years they name (order-only data such as Beauty gets plain requests)."""
-    rate = 0.3 if _mix(ctx).startswith("30%") else 0.0
+    rate = _rich_request_rate(ctx)
     return replay_requests(users, n, context_rate=rate, constraint_rate=rate, seed=seed)
 
 
+def _rich_request_rate(ctx: Context) -> float:
+    """Share of replayed requests with free text (and, separately, with constraints): 30% where
+    the catalog has the genres and years they name, else 0."""
+    return 0.3 if ctx.data.catalog is not None and "year" in ctx.data.catalog.frame.columns else 0.0
+
+
 def _mix(ctx: Context) -> str:
-    rich = ctx.data.catalog is not None and "year" in ctx.data.catalog.frame.columns
-    return "30% free-text, 30% constraints" if rich else "plain requests: no catalog attributes to constrain"
+    rate = _rich_request_rate(ctx)
+    return f"{rate:.0%} free-text, {rate:.0%} constraints" if rate else "plain requests: no catalog attributes to constrain"
 
 
-def _llm_judge(ctx: Context, cases: list[JudgeCase], ui: Any) -> tuple[list[Judgment], float, str | None, str | None]:
+def _llm_judge(ctx: Context, cases: list[JudgeCase], ui: Progress) -> tuple[list[Judgment], float, str | None, str | None]:
     """LLM criteria on a sample of cases (free-text requests first); never fails the run."""
     from coachrec.llm import LLMError, ResponseCache, coachrec_home, load_backend
 
@@ -242,7 +242,7 @@ def _gate_judge(ctx: Context) -> Judge:
     return Judge(ctx.rubric, CatalogView(ctx.catalog), relevance=ctx.committee, criteria=names)
 
 
-def observe(ctx: Context, out: Path, ui: Any = SilentUI()) -> Observation:
+def observe(ctx: Context, out: Path, ui: Progress = SILENT) -> Observation:
     """Replay the distillation users' traffic through the champion, judge it, count failures."""
     t0 = time.perf_counter()
     ui.step(f"replay {ctx.config.distill_requests} requests through the traced champion pipeline")
@@ -250,7 +250,7 @@ def observe(ctx: Context, out: Path, ui: Any = SilentUI()) -> Observation:
     store = TraceStore(out / "traces.duckdb")
     try:
         with ui.bar("serving", len(requests)) as advance:
-            served = serve(ctx.champion, ctx.catalog, requests, store, progress=advance)
+            served = serve(ctx.champion, requests, store, progress=advance)
         ui.step(f"judge {len(served.cases)} traces with the teacher")
         judge = _gate_judge(ctx)
         t1 = time.perf_counter()
@@ -259,7 +259,7 @@ def observe(ctx: Context, out: Path, ui: Any = SilentUI()) -> Observation:
         judge_s = time.perf_counter() - t1
         llm_judgments, llm_s, llm_model, llm_note = _llm_judge(ctx, served.cases, ui)
         if llm_note:
-            ui.note(f"[yellow]{llm_note}[/yellow]")
+            ui.note(llm_note, level="warn")
         record(store, judgments + llm_judgments)
         store.flush()
         report = failure_report(store, examples=3)
@@ -284,7 +284,7 @@ def choose_target(ctx: Context, obs: Observation) -> tuple[str | None, list[str]
     return None, skipped
 
 
-def gate_candidate(ctx: Context, candidate: CoachStack, target_mode: str, out: Path, ui: Any = SilentUI()
+def gate_candidate(ctx: Context, candidate: Stack, target_mode: str, out: Path, ui: Progress = SILENT
                    ) -> tuple[GateReport, dict[str, Served], float]:
     """Serve the held-out users' traffic (and golden requests) through both stacks, judge, compare."""
     t0 = time.perf_counter()
@@ -304,7 +304,7 @@ def gate_candidate(ctx: Context, candidate: CoachStack, target_mode: str, out: P
             store = TraceStore(path)
             try:
                 with ui.bar(f"{section}: serve {side}", len(requests)) as advance:
-                    served = serve(stack, ctx.catalog, requests, store, progress=advance)
+                    served = serve(stack, requests, store, progress=advance)
                 t1 = time.perf_counter()
                 with ui.bar(f"{section}: judge {side}", len(served.cases)) as advance:
                     judgments = judge.judge(served.cases, progress=advance)
@@ -343,7 +343,7 @@ def _tier(tier: str, n: int, seconds_each: np.ndarray | float, note: str) -> dic
             "usd_per_1k": float(ms.mean() / 1000 * price.usd_per_second * 1000) if len(ms) else None, "note": note}
 
 
-def run_loop(config: LoopConfig, registry: Registry, out: Path, ui: Any = SilentUI()) -> LoopResult:
+def run_loop(config: LoopConfig, registry: Registry, out: Path, ui: Progress = SILENT) -> LoopResult:
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     (out / "traces.duckdb").unlink(missing_ok=True)
@@ -351,7 +351,7 @@ def run_loop(config: LoopConfig, registry: Registry, out: Path, ui: Any = Silent
     obs = observe(ctx, out, ui)
     target, skipped = choose_target(ctx, obs)
     for why in skipped:
-        ui.note(f"[dim]not targeted: {why}[/dim]")
+        ui.note(f"not targeted: {why}", level="dim")
     tiers = [_tier("serve: champion pipeline (traced)", len(obs.served.latency_ms), obs.served.latency_ms / 1000,
                    ctx.champion.describe()),
              _tier("teacher: program checks + relevance committee", len(obs.served.cases),

@@ -5,15 +5,17 @@ the working directory, beside the default trace store):
 
     registry.json              {"champion": "v0003", "events": [...]}   (append-only events)
     versions/v0003/version.json   config, data, judge version, metrics, gate report, parent
-    versions/v0003/stack/         the saved CoachStack (retrievers, item stats, student)
+    versions/v0003/stack/         the saved `serve.Stack` (models, pipeline settings, ranker)
 
 A version is immutable once registered. `promote` moves the champion pointer (and records the
 gate report that allowed it); `rollback` moves it back to the previous champion (or to a named
-version) and records why. `coachrec serve` serves the champion when there is one.
+version) and records why. `coachrec serve` serves the champion when there is one
+(`coachrec.app.resolve_stack`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import fcntl
 import json
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coachrec.coach.stack import CoachStack
+from coachrec.serve import Stack
 
 
 class RegistryError(ValueError):
@@ -93,7 +95,7 @@ class Registry:
 
     # -- versions -----------------------------------------------------------------------------
 
-    def register(self, stack: CoachStack, *, description: str, dataset: str, data: dict[str, Any],
+    def register(self, stack: Stack, *, description: str, dataset: str, data: dict[str, Any],
                  judge_version: str | None = None, parent: str | None = None, metrics: dict[str, Any] | None = None,
                  gate: dict[str, Any] | None = None, distillation: dict[str, Any] | None = None) -> Version:
         """Save `stack` as a new immutable version (not champion yet)."""
@@ -102,9 +104,9 @@ class Registry:
             version_id = f"v{len(existing) + 1:04d}"
             folder = self._folder(version_id)
             stack.save(folder / "stack")
-            config = {"stack": stack.config.__dict__ | {"models": list(stack.config.models)},
-                      "ranker": "distilled-student" if stack.student else "blend",
-                      "student": stack.student.to_dict() if stack.student else None}
+            config = {"models": list(stack.retriever_names), "pipeline": dataclasses.asdict(stack.config),
+                      "ranker": "distilled-student" if stack.ranker else "blend",
+                      "student": stack.ranker.student.to_dict() if stack.ranker else None}
             v = Version(version_id, _now(), description, dataset, data, config, judge_version, parent, metrics or {}, gate, distillation)
             (folder / "version.json").write_text(json.dumps(v.to_dict(), indent=2) + "\n")
             state["events"].append({"time": v.created, "action": "register", "version": version_id, "note": description})
@@ -123,9 +125,9 @@ class Registry:
             raise RegistryError(f"no version {version_id!r} in {self.root}; known: {known or 'none'}")
         return Version(**json.loads(path.read_text()))
 
-    def load_stack(self, version_id: str) -> CoachStack:
+    def load_stack(self, version_id: str) -> Stack:
         self.version(version_id)
-        return CoachStack.load(self._folder(version_id) / "stack")
+        return Stack.load(self._folder(version_id) / "stack")
 
     def attach_gate(self, version_id: str, gate: dict[str, Any]) -> None:
         """Record the gate report of a version (a gate run is evidence about it, kept with it)."""
@@ -183,24 +185,3 @@ def _lineage(events: list[dict[str, Any]]) -> list[str]:
             if not chain:
                 chain.append(e["version"])
     return chain
-
-
-def champion_stack(dataset: str, registry: Registry | None = None) -> Any:
-    """The champion as a `serve.Stack` for `coachrec serve` (its retrievers and, when it was
-    coached, its distilled ranker), or None when the registry has no champion for `dataset`."""
-    from coachrec import datasets
-    from coachrec.coach.loop import catalog_for
-    from coachrec.serve.stack import Stack
-
-    reg = registry or Registry()
-    if reg.champion is None:
-        return None
-    version = reg.version(reg.champion)
-    if version.dataset != dataset:
-        return None
-    stack = reg.load_stack(version.id)
-    from coachrec.coach.stack import LearnedRanker
-
-    ranker = None if stack.student is None else LearnedRanker(stack.student, stack.stats)
-    return Stack(stack.models, catalog_for(datasets.load(dataset)), f"registry champion {version.id} in {reg.root}: "
-                 f"{stack.describe()}", ranker=ranker)

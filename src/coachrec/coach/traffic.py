@@ -13,9 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from coachrec.coach.stack import CoachStack
-from coachrec.data import Catalog
-from coachrec.serve.pipeline import RecommendRequest
+from coachrec.serve import RecommendRequest, Stack
 from coachrec.teacher import Judge, JudgeCase, Judgment, cases_from_store
 from coachrec.tracing import Tracer, TraceStore
 
@@ -30,20 +28,23 @@ class Served:
     """Wall-clock latency of each request, pipeline only (traced)."""
 
 
-def serve(stack: CoachStack, catalog: Catalog, requests: Sequence[RecommendRequest], store: TraceStore,
-          progress: Progress | None = None) -> Served:
-    """Serve `requests` (in order) with full tracing into `store`; cases align with `requests`."""
-    pipeline = stack.pipeline(catalog, tracer=Tracer(store))
+def serve(stack: Stack, requests: Sequence[RecommendRequest], store: TraceStore, progress: Progress | None = None) -> Served:
+    """Serve `requests` (in order) through `stack`'s pipeline with full tracing into `store`;
+    cases align with `requests`."""
+    pipeline = stack.pipeline(Tracer(store))
     trace_ids, latency = [], []
-    for n, request in enumerate(requests, 1):
-        t0 = time.perf_counter()
-        result = pipeline.recommend(request)
-        latency.append((time.perf_counter() - t0) * 1000)
-        if result.trace_id is None:
-            raise RuntimeError("a replayed request was sampled out of tracing; the coach needs every trace")
-        trace_ids.append(result.trace_id)
-        if progress is not None:
-            progress(n, len(requests))
+    try:
+        for n, request in enumerate(requests, 1):
+            t0 = time.perf_counter()
+            result = pipeline.recommend(request)
+            latency.append((time.perf_counter() - t0) * 1000)
+            if result.trace_id is None:
+                raise RuntimeError("a replayed request was sampled out of tracing; the coach needs every trace")
+            trace_ids.append(result.trace_id)
+            if progress is not None:
+                progress(n, len(requests))
+    finally:
+        pipeline.close()
     store.flush()
     return Served(trace_ids, cases_from_store(store, trace_ids, skip_foreign=False), np.asarray(latency))
 

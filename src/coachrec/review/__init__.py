@@ -1,7 +1,7 @@
 """Human review: the queue of cases the teacher is unsure or negative about, annotations, and
 versioned golden sets whose cases keep their provenance.
 
-    review = ReviewStore()                     # review.duckdb beside the trace store
+    review = ReviewStore()                     # traces.review.duckdb beside the default trace store
     review.enqueue(judgments, cases, review_below=0.5, audit_rate=0.05)
     review.annotate(item_id, "correct", label="pass", note="the cited film is in the history")
     review.publish("default")                  # golden set version n+1, immutable
@@ -15,6 +15,7 @@ from coachrec.review.store import (
     ReviewStore,
     default_review_path,
     golden_quality,
+    review_path_for,
 )
 
-__all__ = ["GoldenCase", "GoldenSetInfo", "ReviewError", "ReviewItem", "ReviewStore", "default_review_path", "golden_quality"]
+__all__ = ["GoldenCase", "GoldenSetInfo", "ReviewError", "ReviewItem", "ReviewStore", "default_review_path", "golden_quality", "review_path_for"]

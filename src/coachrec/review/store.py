@@ -86,9 +86,17 @@ class ReviewError(ValueError):
     """A review action or golden-set request that cannot be carried out (the message says why)."""
 
 
+def review_path_for(db: str | os.PathLike[str]) -> Path:
+    """The review store that belongs to a trace store: `x.duckdb` -> `x.review.duckdb` beside
+    it, so two servers on two stores in one folder keep separate review queues."""
+    path = Path(db)
+    return path.with_name(f"{path.stem}.review.duckdb")
+
+
 def default_review_path() -> Path:
+    """`$COACHREC_REVIEW_DB`, else the review store of the default trace store."""
     env = os.environ.get("COACHREC_REVIEW_DB")
-    return Path(env) if env else default_db_path().parent / "review.duckdb"
+    return Path(env) if env else review_path_for(default_db_path())
 
 
 @dataclass(frozen=True)

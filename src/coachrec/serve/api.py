@@ -1,25 +1,23 @@
-"""The HTTP API (FastAPI). `create_app(service)` builds it; `coachrec serve` runs it with uvicorn.
+"""The serving routes (FastAPI): health, recommend, feedback, traces.
 
-Write and admin endpoints (`POST /v1/feedback`, `GET /v1/traces...`) need the API key when one
-is configured (`COACHREC_API_KEY`), sent as `X-API-Key: KEY` or `Authorization: Bearer KEY`.
-Every validation error is a 4xx whose `detail` names the field.
+`coachrec.app.create_app` assembles these with the review routes into the HTTP app. Write and
+admin endpoints (`POST /v1/feedback`, `GET /v1/traces...`) need the API key when one is
+configured, sent as `X-API-Key: KEY` or `Authorization: Bearer KEY`. Every validation error is a
+4xx whose `detail` names the field.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hmac
-import os
+from collections.abc import Callable
 from typing import Any
 
-from fastapi import BackgroundTasks, Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-import coachrec
 from coachrec.policy import ConstraintError
-from coachrec.review import ReviewStore
-from coachrec.review.api import review_router
 from coachrec.serve.feedback import FeedbackEvent
 from coachrec.serve.pipeline import RecommendRequest, UnknownUserError
 from coachrec.serve.schemas import FeedbackIn, FeedbackOut, ItemOut, RecommendIn, RecommendOut
@@ -32,18 +30,15 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-def create_app(service: Service, *, api_key: str | None = None, review: ReviewStore | None = None) -> FastAPI:
-    """The API over `service`; `api_key` defaults to `$COACHREC_API_KEY` (unset: no key needed).
-    With `review`, the review queue and golden sets are served under `/v1/review` (key required)."""
-    key = api_key if api_key is not None else os.environ.get("COACHREC_API_KEY") or None
-    app = FastAPI(title="coachrec", version=coachrec.__version__, description="Coachable recommender serving API.")
-    app.state.service = service
+async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 with `detail` naming each bad field (`constraints.ranges.year.min: ...`)."""
+    errors = [{"field": _field(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()]
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return JSONResponse(status_code=422, content={"detail": detail, "errors": errors})
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": _field(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()]
-        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        return JSONResponse(status_code=422, content={"detail": detail, "errors": errors})
+
+def api_key_guard(key: str | None) -> Callable[..., None]:
+    """A dependency that checks the caller's key against `key` (None: every caller passes)."""
 
     def require_key(x_api_key: str | None = Header(None), authorization: str | None = Header(None)) -> None:
         if key is None:
@@ -54,14 +49,18 @@ def create_app(service: Service, *, api_key: str | None = None, review: ReviewSt
         if not hmac.compare_digest(given.encode(), key.encode()):
             raise HTTPException(403, "invalid API key")
 
-    if review is not None:
-        app.include_router(review_router(review), prefix="/v1/review", dependencies=[Depends(require_key)])
+    return require_key
 
-    @app.get("/health")
+
+def serve_router(service: Service, require_key: Callable[..., None]) -> APIRouter:
+    """The routes over `service`; `require_key` guards the write and admin ones."""
+    router = APIRouter()
+
+    @router.get("/health")
     def health() -> dict[str, Any]:
         return service.health()
 
-    @app.post("/v1/recommend", response_model=RecommendOut)
+    @router.post("/v1/recommend", response_model=RecommendOut)
     def recommend(body: RecommendIn) -> RecommendOut:
         try:
             constraints = body.constraints.to_constraints()
@@ -79,7 +78,7 @@ def create_app(service: Service, *, api_key: str | None = None, review: ReviewSt
         return RecommendOut(request_id=result.request_id, trace_id=result.trace_id, k=result.k, items=items,
                             note=result.note, ignored_history=result.ignored_history)
 
-    @app.post("/v1/feedback", response_model=FeedbackOut, dependencies=[Depends(require_key)])
+    @router.post("/v1/feedback", response_model=FeedbackOut, dependencies=[Depends(require_key)])
     def feedback(body: FeedbackIn, background: BackgroundTasks) -> FeedbackOut:
         events = [
             FeedbackEvent(e.request_id, e.item, e.kind, e.position, e.value, e.user_id,
@@ -90,7 +89,7 @@ def create_app(service: Service, *, api_key: str | None = None, review: ReviewSt
         background.add_task(service.update_span_metrics, [e.request_id for e in events])
         return FeedbackOut(accepted=len(ids), event_ids=ids)
 
-    @app.get("/v1/traces", dependencies=[Depends(require_key)])
+    @router.get("/v1/traces", dependencies=[Depends(require_key)])
     def traces(
         since_minutes: float | None = Query(None, gt=0, description="only traces started this recently"),
         user_id: str | None = None,
@@ -103,7 +102,7 @@ def create_app(service: Service, *, api_key: str | None = None, review: ReviewSt
         table = service.store.traces(since=since, user_id=user_id, kind=kind, status=status, limit=limit)
         return {"traces": table.to_pylist()}
 
-    @app.get("/v1/traces/{trace_id}", dependencies=[Depends(require_key)])
+    @router.get("/v1/traces/{trace_id}", dependencies=[Depends(require_key)])
     def trace(trace_id: str) -> dict[str, Any]:
         store = service.store
         store.flush(timeout=5.0)
@@ -129,4 +128,4 @@ def create_app(service: Service, *, api_key: str | None = None, review: ReviewSt
             "feedback": service.feedback.events(spans[0].request_id).to_pylist() if spans[0].request_id else [],
         }
 
-    return app
+    return router

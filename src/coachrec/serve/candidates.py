@@ -124,3 +124,6 @@ class RequestContext:
     tracer: Tracer
     context: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+    """Full-catalog model scores computed ahead for a batch of requests (offline scoring), by
+    retriever name: a retriever uses them instead of scoring the history again."""

@@ -11,7 +11,7 @@ relaxed silently.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ from coachrec.policy import Constraints, EpsilonGreedy
 from coachrec.serve.candidates import Candidates, RequestContext, ServingCatalog
 from coachrec.serve.retrievers import RecommenderRetriever, Retriever
 from coachrec.serve.stages import BlendRanker, ConstraintFilter, Diversify, Explain, Explore, Guardrail, Retrieve, Stage
-from coachrec.tracing import SpanKind, Tracer, new_trace_id
+from coachrec.tracing import NoopSpan, SpanKind, Tracer, new_trace_id
 
 
 _SCORED_KINDS = (SpanKind.RETRIEVER, SpanKind.RANKER)
@@ -96,6 +96,8 @@ class Pipeline:
         self.stages = list(stages)
         self.models = list(models)
         self.tracer = tracer or Tracer()
+        self.closers: list[Callable[[], None]] = []
+        """Resources the stages hold (the LLM tiers' model backends), released by `close`."""
         self._users = models[0]
         if self._users.items is None or len(self._users.items) != len(catalog):
             raise ValueError("the models' item map does not match the catalog")
@@ -109,9 +111,10 @@ class Pipeline:
         tracer: Tracer | None = None,
         config: PipelineConfig = PipelineConfig(),
         retrievers: Sequence[Retriever] | None = None,
+        ranker: Stage | None = None,
     ) -> Pipeline:
-        """The standard stack over fitted models sharing one item map (`retrievers` overrides
-        the one-retriever-per-model default)."""
+        """The standard stages over fitted models sharing one item map (`retrievers` overrides
+        the one-retriever-per-model default, `ranker` the weighted blend)."""
         items = models[0].items
         for m in models[1:]:
             if m.items is None or items is None or list(m.items.ids) != list(items.ids):
@@ -120,7 +123,7 @@ class Pipeline:
         rets = list(retrievers) if retrievers is not None else [RecommenderRetriever(m, config.candidates) for m in models]
         stages: list[Stage] = [
             Retrieve(rets),
-            BlendRanker(config.weights),
+            ranker if ranker is not None else BlendRanker(config.weights),
             ConstraintFilter(),
             Diversify(config.diversity),
             Explore(EpsilonGreedy(config.epsilon, config.seed)),
@@ -128,6 +131,40 @@ class Pipeline:
             Explain(rets),
         ]
         return cls(serving, stages, models, tracer)
+
+    def close(self) -> None:
+        for close in self.closers:
+            close()
+        self.closers.clear()
+
+    # -- offline scoring ---------------------------------------------------------------------
+
+    def offline(self, histories: Sequence[np.ndarray], *, through: str = "rank", batch: int = 256) -> list[Candidates]:
+        """Each history's candidates after the stages up to and including the one named
+        `through`, untraced, with no constraints but "seen items excluded": the same stage
+        code a served request runs, for metrics, distillation and the gate. Model scores are
+        computed a batch at a time and handed to the retrievers through `RequestContext.scores`."""
+        names = [stage.name for stage in self.stages]
+        if through not in names:
+            raise ValueError(f"through: no stage {through!r} in this pipeline; it has {names}")
+        stages = self.stages[: names.index(through) + 1]
+        scorers = [r for r in _retrievers(self) if isinstance(r, RecommenderRetriever)]
+        none = Constraints()
+        span = NoopSpan()
+        tracer = Tracer(enabled=False)
+        out: list[Candidates] = []
+        for start in range(0, len(histories), batch):
+            chunk = [np.asarray(h, dtype=np.int64) for h in histories[start : start + batch]]
+            scores = {r.name: np.asarray(r.model.score(chunk), dtype=np.float64) for r in scorers}
+            for row, history in enumerate(chunk):
+                ctx = RequestContext(f"offline-{start + row}", None, history, 10, none,
+                                     self.catalog.index.mask(none, history), self.catalog, tracer,
+                                     scores={name: s[row] for name, s in scores.items()})
+                candidates = Candidates.empty()
+                for stage in stages:
+                    candidates = stage(ctx, candidates, span)
+                out.append(candidates)
+        return out
 
     # -- the request -------------------------------------------------------------------------
 
@@ -204,3 +241,7 @@ class Pipeline:
             allowed_in_catalog=n_allowed,
             ignored_history=ignored,
         )
+
+
+def _retrievers(pipeline: Pipeline) -> list[Retriever]:
+    return [r for stage in pipeline.stages if isinstance(stage, Retrieve) for r in stage.retrievers]

@@ -47,7 +47,9 @@ class RecommenderRetriever:
         self._into = model.sim.T.tocsr() if isinstance(model, ItemKNN) else None
 
     def retrieve(self, ctx: RequestContext) -> tuple[np.ndarray, np.ndarray]:
-        scores = self.model.score([ctx.history])[0]
+        scores = ctx.scores.get(self.name)
+        if scores is None:
+            scores = self.model.score([ctx.history])[0]
         floor = 0.0 if self._positive_only else -np.inf
         scores = np.where(ctx.allowed & (scores > floor), scores, -np.inf)
         idx = top_k(scores[None, :], self.n)[0]

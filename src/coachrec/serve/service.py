@@ -2,7 +2,7 @@
 
 The HTTP API is a thin layer over this, so everything it does is also usable in-process:
 
-    service = Service.open(db="traces.duckdb")
+    service = Service.open(Stack.fit(data), db="traces.duckdb")
     result = service.recommend(RecommendRequest(user_id="1", k=10))
     service.record_feedback([FeedbackEvent(result.request_id, result.items[0], "click", position=0)])
     service.update_span_metrics([result.request_id])
@@ -15,12 +15,10 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from coachrec.serve.llm_stages import LLMServeConfig, attach_llm
 from coachrec.serve.feedback import FeedbackEvent, FeedbackLog, Relevance
-from coachrec.serve.pipeline import Pipeline, PipelineConfig, RecommendRequest, RecommendResult
-from coachrec.serve.stages import BlendRanker
+from coachrec.serve.pipeline import Pipeline, RecommendRequest, RecommendResult
 from coachrec.serve.span_metrics import update_span_metrics
-from coachrec.serve.stack import Stack, resolve_stack
+from coachrec.serve.stack import Stack
 from coachrec.tracing import Tracer, TraceStore
 
 log = logging.getLogger(__name__)
@@ -45,31 +43,15 @@ class Service:
         """Extra resources to release on close (the LLM stages' model backends)."""
 
     @classmethod
-    def open(
-        cls,
-        db: str | Path | None = None,
-        *,
-        model_path: str | Path | None = None,
-        dataset: str = "ml-latest-small",
-        config: PipelineConfig = PipelineConfig(),
-        stack: Stack | None = None,
-        sample_rate: float = 1.0,
-        llm: LLMServeConfig | None = None,
-    ) -> Service:
-        """Open the store (and its feedback table) at `db` and build the pipeline; with `llm`,
-        add the routed LLM reranker and the grounded explainer (models load on first use)."""
-        stack = stack or resolve_stack(model_path, dataset)
+    def open(cls, stack: Stack, db: str | Path | None = None, *, sample_rate: float = 1.0) -> Service:
+        """Open the store (and its feedback table) at `db` and serve `stack`'s pipeline
+        (LLM tiers included when the stack has them; their models load on first use)."""
         # spans reach disk within flush_interval; feedback is committed before each reply
         store = TraceStore(db, flush_interval=0.2)
         feedback = FeedbackLog(store.path)
-        tracer = Tracer(store, sample_rate=sample_rate)
-        pipeline = Pipeline.from_models(stack.models, stack.catalog, tracer=tracer, config=config)
-        if stack.ranker is not None:
-            at = next(i for i, stage in enumerate(pipeline.stages) if isinstance(stage, BlendRanker))
-            pipeline.stages[at] = stack.ranker
-        service = cls(pipeline, store, feedback, source=stack.source)
-        if llm is not None:
-            service.closers.append(attach_llm(pipeline, stack.catalog, llm).close)
+        pipeline = stack.pipeline(Tracer(store, sample_rate=sample_rate))
+        service = cls(pipeline, store, feedback, source=stack.source or stack.describe())
+        service.closers.append(pipeline.close)
         return service
 
     def recommend(self, request: RecommendRequest) -> RecommendResult:

@@ -1,71 +1,219 @@
-"""Which models a server runs: a saved stack from `--model-path`, else one fitted at start-up.
+"""The servable unit: fitted models, pipeline settings, the ranker stage and the LLM tiers.
 
-Resolution order in `resolve_stack`: an explicit model path; then (when the model registry
-lands) the registry's champion, inserted before the bundled fallback; then item-kNN + popularity
-fitted on the bundled MovieLens latest-small, so a fresh install serves something sensible.
+    stack = Stack.fit(train, models=("itemknn", "pop"))      # the default champion
+    pipeline = stack.pipeline(tracer)                          # what a user is served, traced
+    stack.scorer()                                             # the same stages, untraced, for metrics
+    stack.save("stacks/v1"); Stack.load("stacks/v1")
+
+A `Stack` is the only thing the coach produces, the registry stores and the server serves, so
+the gate scores exactly the stages users get. `scorer()` and `candidates()` run the pipeline's
+own retrieve and rank stages (`Pipeline.offline`) with tracing off; items no retriever proposes
+rank below every candidate, in the order of the first model's scores.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import json
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import polars as pl
+
 from coachrec import datasets
-from coachrec.data import Catalog
+from coachrec.data import Catalog, Dataset
 from coachrec.models import BaseRecommender, create, load
+from coachrec.ranking import ItemStats, Student, feature_names
+from coachrec.serve.candidates import Candidates
+from coachrec.serve.llm_stages import LLMServeConfig, attach_llm
+from coachrec.serve.pipeline import Pipeline, PipelineConfig
+from coachrec.serve.stages import LearnedRanker
+from coachrec.tracing import Tracer
 
 DEFAULT_MODELS = ("itemknn", "pop")
+NON_CANDIDATE = -1e6
+"""Score floor for items no retriever proposed (below every candidate, order kept by model 0)."""
+FORMAT = 2
+
+
+def catalog_for(data: Dataset) -> Catalog:
+    """The data's catalog, or a bare one (titles = item ids) for order-only data such as Beauty."""
+    if data.catalog is not None:
+        return data.catalog
+    ids = [str(i) for i in data.items.ids]
+    return Catalog.from_frame(pl.DataFrame({"item": ids, "title": ids}), data.items)
 
 
 @dataclass
 class Stack:
     models: list[BaseRecommender]
     catalog: Catalog
-    source: str  # where the models came from, for /health and traces
-    ranker: Any = None
-    """A `rank` stage replacing the score blend (a coached champion's distilled ranker)."""
+    config: PipelineConfig = field(default_factory=PipelineConfig)
+    ranker: LearnedRanker | None = None
+    """The `rank` stage replacing the weighted blend (a coached stack's distilled student)."""
+    llm: LLMServeConfig | None = None
+    """LLM reranker and explainer tiers (models load on the first request that needs them)."""
+    dataset: str | None = None
+    """The named dataset whose catalog the stack serves (so `load` can rebuild it)."""
+    source: str = ""
+    """Where the stack came from, for /health and traces."""
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ValueError("a stack needs at least one fitted model")
+
+    @classmethod
+    def fit(cls, data: Dataset, models: Sequence[str] = DEFAULT_MODELS, config: PipelineConfig = PipelineConfig(), *,
+            catalog: Catalog | None = None, dataset: str | None = None) -> Stack:
+        """Fit each named model on `data` with its tuned defaults for this dataset."""
+        fitted = [create(name, dataset=data).fit(data) for name in models]
+        name = dataset or data.name
+        return cls(fitted, catalog if catalog is not None else catalog_for(data), config, dataset=name,
+                   source=f"{'+'.join(models)} fitted on {name}")
+
+    # -- what it is -----------------------------------------------------------------------------
+
+    @property
+    def retriever_names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.models)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The features a learned ranker over this stack's retrievers reads."""
+        return feature_names(self.retriever_names)
+
+    def describe(self) -> str:
+        base = "+".join(self.retriever_names)
+        if self.ranker is None:
+            text = f"{base} blend"
+        else:
+            text = f"{base} + distilled student (strength {self.ranker.student.strength:g})"
+        return text + (f" + LLM {self.llm.small}" if self.llm is not None else "")
+
+    def with_ranker(self, student: Student, stats: ItemStats) -> Stack:
+        return replace(self, ranker=LearnedRanker(student, stats))
+
+    # -- serving and scoring ----------------------------------------------------------------------
+
+    def pipeline(self, tracer: Tracer | None = None) -> Pipeline:
+        """The request path over this stack; close it to release the LLM backends."""
+        pipeline = Pipeline.from_models(self.models, self.catalog, tracer=tracer, config=self.config, ranker=self.ranker)
+        if self.llm is not None:
+            pipeline.closers.append(attach_llm(pipeline, self.catalog, self.llm).close)
+        return pipeline
+
+    def _offline(self) -> Pipeline:
+        return Pipeline.from_models(self.models, self.catalog, config=self.config, ranker=self.ranker)
+
+    def candidates(self, histories: Sequence[np.ndarray], *, through: str = "retrieve") -> list[Candidates]:
+        """Per history, the candidate set after the stage `through` ("retrieve": merged
+        retriever lists, scored by the unweighted blend; "rank": after the ranker)."""
+        return self._offline().offline(histories, through=through)
+
+    def scorer(self) -> StackScorer:
+        return StackScorer(self)
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    def save(self, folder: str | Path) -> Path:
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        for m in self.models:
+            m.save(out / "models" / m.name)
+        meta: dict[str, Any] = {
+            "format": FORMAT,
+            "models": list(self.retriever_names),
+            "dataset": self.dataset,
+            "config": dataclasses.asdict(self.config),
+            "student": None,
+            "llm": None if self.llm is None else dataclasses.asdict(self.llm),
+            "source": self.source,
+        }
+        if self.ranker is not None:
+            meta["student"] = self.ranker.student.to_dict()
+            np.savez_compressed(out / "item_stats.npz", **self.ranker.stats.to_state())
+        (out / "stack.json").write_text(json.dumps(meta, indent=2) + "\n")
+        return out
+
+    @classmethod
+    def load(cls, folder: str | Path, catalog: Catalog | None = None) -> Stack:
+        """A saved stack; the catalog comes from its named dataset unless `catalog` is given."""
+        root = Path(folder)
+        meta_path = root / "stack.json"
+        if not meta_path.exists():
+            raise FileNotFoundError(f"{root}: not a saved stack (no stack.json)")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{meta_path}: stack format {meta.get('format')!r}, this coachrec reads format {FORMAT}; "
+                             "re-create it (coachrec coach) or load its models with --model-path")
+        models = [load(root / "models" / name) for name in meta["models"]]
+        if catalog is None:
+            if not meta.get("dataset"):
+                raise ValueError(f"{meta_path}: no dataset recorded; pass the catalog the stack serves")
+            catalog = catalog_for(datasets.load(meta["dataset"]))
+        ranker = None
+        if meta.get("student"):
+            with np.load(root / "item_stats.npz") as z:
+                stats = ItemStats.from_state({k: z[k] for k in z.files})
+            ranker = LearnedRanker(Student.from_dict(meta["student"]), stats)
+        config = _from_dict(PipelineConfig, meta["config"])
+        llm = None if meta.get("llm") is None else _from_dict(LLMServeConfig, meta["llm"])
+        return cls(models, catalog, config, ranker, llm, meta.get("dataset"), meta.get("source") or f"stack saved in {root}")
 
 
-def _catalog_for(dataset: str) -> Catalog:
-    data = datasets.load(dataset)
-    if data.catalog is None:
-        raise ValueError(f"dataset {dataset!r} has no item catalog; the server needs titles and attributes")
-    return data.catalog
-
-
-def load_stack(path: str | Path, dataset: str = "ml-latest-small") -> Stack:
-    """Models saved under `path`: one saved model folder, or a folder of them (each a retriever).
-
-    The catalog (titles, genres, attributes) comes from `dataset`, realigned to the models' items.
-    """
+def load_models(path: str | Path, catalog: Catalog, config: PipelineConfig = PipelineConfig(), dataset: str | None = None) -> Stack:
+    """A stack over saved models: `path` is a saved stack, one saved model folder, or a folder
+    of them (each a retriever)."""
     folder = Path(path)
+    if (folder / "stack.json").exists():
+        return Stack.load(folder, catalog)
     if (folder / "model.json").exists():
         folders = [folder]
     else:
         folders = sorted(p for p in folder.iterdir() if (p / "model.json").exists()) if folder.is_dir() else []
     if not folders:
-        raise FileNotFoundError(f"{folder}: no saved coachrec model (a model.json here or in a subfolder)")
-    models = [load(f) for f in folders]
-    return Stack(models, _catalog_for(dataset), f"saved models in {folder}")
+        raise FileNotFoundError(f"{folder}: no saved coachrec stack or model (stack.json or model.json here or in a subfolder)")
+    return Stack([load(f) for f in folders], catalog, config, dataset=dataset, source=f"saved models in {folder}")
 
 
-def fit_default_stack(dataset: str = "ml-latest-small", models: tuple[str, ...] = DEFAULT_MODELS) -> Stack:
-    """Fit the default retrievers on a named dataset (all of it: serving, not evaluating)."""
-    data = datasets.load(dataset)
-    if data.catalog is None:
-        raise ValueError(f"dataset {dataset!r} has no item catalog; the server needs titles and attributes")
-    fitted = [create(name).fit(data) for name in models]
-    return Stack(fitted, data.catalog, f"{'+'.join(models)} fitted at start-up on {dataset}")
+class StackScorer:
+    """`score(histories)` over the full catalog for `metrics.evaluate`: candidates get their
+    ranker score, every other item a score below all candidates."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.name = stack.describe()
+        self.n_items = stack.models[0].n_items
+        self._pipeline = stack._offline()
+
+    def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        fallback = np.asarray(self.stack.models[0].score(list(histories)), dtype=np.float64)
+        lo, hi = fallback.min(axis=1, keepdims=True), fallback.max(axis=1, keepdims=True)
+        out = NON_CANDIDATE + (fallback - lo) / np.where(hi > lo, hi - lo, 1.0)
+        for row, ranked in enumerate(self._pipeline.offline(histories, through="rank")):
+            out[row, ranked.idx] = ranked.score
+        return out.astype(np.float32)
 
 
-def resolve_stack(model_path: str | Path | None, dataset: str = "ml-latest-small") -> Stack:
-    """The stack to serve (see the module docstring for the order)."""
-    if model_path is not None:
-        return load_stack(model_path, dataset)
-    from coachrec.coach.registry import champion_stack  # the registry's champion, when there is one
-
-    champion = champion_stack(dataset)
-    if champion is not None:
-        return champion
-    return fit_default_stack(dataset)
+def _from_dict(cls: type, values: dict[str, Any]) -> Any:
+    """A (nested, frozen) config dataclass from its `dataclasses.asdict` form."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        value, hint = values[f.name], hints[f.name]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = _from_dict(hint, value)  # type: ignore[arg-type]
+        elif typing.get_origin(hint) in (dict, Mapping) and isinstance(value, dict):
+            inner = typing.get_args(hint)[1] if typing.get_args(hint) else None
+            if inner is not None and dataclasses.is_dataclass(inner):
+                value = {k: _from_dict(inner, v) for k, v in value.items()}  # type: ignore[arg-type]
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)

@@ -14,6 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from coachrec.policy import EpsilonGreedy, Explorer, mmr
+from coachrec.ranking import ItemStats, Student, candidate_features
 from coachrec.serve.candidates import TRACE_LIMIT, Candidates, RequestContext
 from coachrec.serve.retrievers import Retriever
 from coachrec.tracing import NoopSpan, Span, SpanKind, SpanStatus
@@ -91,6 +92,30 @@ class BlendRanker:
         w = np.array([self.weights.get(n, 1.0) for n in candidates.source_names])
         span.set_attribute("weights", dict(zip(candidates.source_names, w.tolist())))
         candidates.score = candidates.normalized_sources() @ w
+        return _order_by_score(candidates)
+
+
+class LearnedRanker:
+    """Score = the unweighted blend + `student.strength` * the student's P(pass) per candidate.
+
+    A coached stack's `rank` stage: strength 0 is the blend's own ranking; `stats` are the
+    training data's item statistics the student's features read.
+    """
+
+    kind = SpanKind.RANKER
+
+    def __init__(self, student: Student, stats: ItemStats, name: str = "rank") -> None:
+        self.student = student
+        self.stats = stats
+        self.name = name
+
+    def __call__(self, ctx: RequestContext, candidates: Candidates, span: AnySpan) -> Candidates:
+        blend = candidates.normalized_sources().sum(axis=1)
+        candidates.score = blend
+        if len(candidates):
+            x = candidate_features(self.stats, ctx.history, candidates.idx, candidates.sources, blend)
+            candidates.score = blend + self.student.strength * self.student.probability(x)
+        span.set_attributes({"ranker": "distilled-student", "strength": self.student.strength})
         return _order_by_score(candidates)
 
 

@@ -1,0 +1,79 @@
+"""The composition root: which stack to serve, the service around it, the HTTP app.
+
+    stack = resolve_stack(model_path=None, dataset="ml-latest-small")   # path > champion > default
+    service = Service.open(stack, db="traces.duckdb")
+    app = create_app(service, review=ReviewStore(review_path_for(service.store.path)))
+
+Nothing below this module imports it: serving (`coachrec.serve`) knows nothing of the coach's
+registry or the review queue; this is where they meet.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fastapi import Depends, FastAPI
+from fastapi.exceptions import RequestValidationError
+
+import coachrec
+from coachrec import datasets
+from coachrec.coach.registry import Registry
+from coachrec.review import ReviewStore
+from coachrec.review.api import review_router
+from coachrec.serve import PipelineConfig, Service, Stack
+from coachrec.serve.api import api_key_guard, serve_router, validation_error
+from coachrec.serve.llm_stages import LLMServeConfig
+from coachrec.serve.stack import DEFAULT_MODELS, catalog_for, load_models
+
+
+def resolve_stack(
+    model_path: str | Path | None = None,
+    dataset: str = "ml-latest-small",
+    *,
+    registry: Registry | None = None,
+    config: PipelineConfig | None = None,
+    llm: LLMServeConfig | None = None,
+) -> Stack:
+    """The stack to serve: the saved stack or models at `model_path`; else the registry's
+    champion for `dataset`; else item-kNN + popularity fitted on all of `dataset` (so a fresh
+    install serves something sensible). `config` and `llm`, when given, override the stack's."""
+    if model_path is not None:
+        stack = load_models(model_path, catalog_for(datasets.load(dataset)), dataset=dataset)
+    else:
+        found = champion(dataset, registry or Registry())
+        if found is None:
+            found = Stack.fit(datasets.load(dataset), DEFAULT_MODELS)
+            found.source += " at start-up (all events: serving, not evaluating)"
+        stack = found
+    if config is not None:
+        stack.config = config
+    if llm is not None:
+        stack.llm = llm
+    return stack
+
+
+def champion(dataset: str, registry: Registry) -> Stack | None:
+    """The registry's champion when it serves `dataset`, else None."""
+    if registry.champion is None:
+        return None
+    version = registry.version(registry.champion)
+    if version.dataset != dataset:
+        return None
+    stack = registry.load_stack(version.id)
+    stack.source = f"registry champion {version.id} in {registry.root}: {stack.describe()}"
+    return stack
+
+
+def create_app(service: Service, *, review: ReviewStore | None = None, api_key: str | None = None) -> FastAPI:
+    """The HTTP app over `service`; `api_key` defaults to `$COACHREC_API_KEY` (unset: no key
+    needed). With `review`, the review queue and golden sets are served under `/v1/review`."""
+    key = api_key if api_key is not None else os.environ.get("COACHREC_API_KEY") or None
+    app = FastAPI(title="coachrec", version=coachrec.__version__, description="Coachable recommender serving API.")
+    app.state.service = service
+    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
+    require_key = api_key_guard(key)
+    app.include_router(serve_router(service, require_key))
+    if review is not None:
+        app.include_router(review_router(review), prefix="/v1/review", dependencies=[Depends(require_key)])
+    return app
