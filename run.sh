@@ -2,6 +2,7 @@
 # The two entry points of the README, each setting up what it needs first.
 #   bash run.sh quickstart [ARGS]   the full loop on the bundled MovieLens latest-small
 #   bash run.sh test [PYTEST ARGS]  the test suite (what CI runs)
+#   bash run.sh lint                ruff format --check, ruff check, lint-imports, mypy (CI runs it too)
 # Set-up is idempotent: a stamp file skips steps whose inputs did not change.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -63,11 +64,18 @@ case "$cmd" in
         export COACHREC_STRICT_SKIPS=1
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
+    lint)
+        setup
+        "$VENV/bin/ruff" format --check src tests benchmarks scripts
+        "$VENV/bin/ruff" check src tests benchmarks scripts
+        "$VENV/bin/lint-imports"
+        "$VENV/bin/mypy"
+        ;;
     setup)
         setup
         ;;
     *)
-        echo "usage: bash run.sh quickstart|test|setup [ARGS]" >&2
+        echo "usage: bash run.sh quickstart|test|lint|setup [ARGS]" >&2
         exit 2
         ;;
 esac
