@@ -44,7 +44,7 @@ def pipe_tables(text: str) -> list[list[list[str]]]:
 
 def fake_result(promoted=False):
     mode = SimpleNamespace(name="short_slate", criterion="slate_complete", count=12, rate=0.3, span="RETRIEVER:retrieve",
-                           why=LONG[:140], examples=["0123456789abcdef0123456789abcdef"])
+                           why=LONG, examples=["0123456789abcdef0123456789abcdef"])
     report = SimpleNamespace(judged_traces=40, modes=[mode])
     row = SimpleNamespace(section="held-out traffic", metric="short_slate failure rate", role="target", champion=0.3, candidate=0.1,
                           delta=-0.2, ci="[-0.2812, -0.1190]", p_value=0.001, n=400, passed=True)
@@ -63,7 +63,7 @@ def test_quickstart_tables_are_whole_pipe_tables_when_captured(capsys):
     assert "…" not in out and "\x1b[" not in out
     failures, gate = pipe_tables(out)
     assert failures[0] == ["failure mode", "criterion", "traces", "rate", "where (span)", "why (teacher's rationale)", "example trace"]
-    assert failures[1][5] == LONG[:140].strip() and failures[1][6] == "0123456789abcdef0123456789abcdef"
+    assert failures[1][5] == LONG and failures[1][6] == "0123456789abcdef0123456789abcdef"
     assert gate[1][:2] == ["held-out traffic", "short_slate failure rate"] and gate[1][6] == "[-0.2812, -0.1190]"
     assert gate[1][-1] == "yes"  # the markup of the "ok" column is gone, its text kept
     assert "ground_truth" not in out and "x" * 150 in out  # the caption, whole
@@ -94,7 +94,7 @@ def test_command_through_a_pipe_prints_a_long_cell_whole(ml_small, tmp_path):
     store = TraceStore(db, read_only=True)
     modes = failure_report(store, judge_version=None).modes
     store.close()
-    assert modes and max(len(m.why[:160]) for m in modes) > 60  # wider than an 80-column table leaves a column
+    assert modes and max(len(m.why) for m in modes) > 60  # wider than an 80-column table leaves a column
 
     env = {k: v for k, v in os.environ.items() if k not in ("COACHREC_TABLES", "FORCE_COLOR")} | {"COLUMNS": "80", "TERM": "xterm-256color"}
     proc = subprocess.run([sys.executable, "-c", "from coachrec.cli import main; main()", "report", "failures", "--db", str(db)],
@@ -106,7 +106,7 @@ def test_command_through_a_pipe_prints_a_long_cell_whole(ml_small, tmp_path):
     assert table[0][:3] == ["failure mode", "criterion", "traces"]
     body = {r[0]: r for r in table[1:]}
     for m in modes:
-        assert body[m.name][5] == m.why[:160].replace("|", "\\|").strip()
+        assert body[m.name][5] == m.why.replace("|", "\\|").strip()  # whole: a terminal shows 160 characters
         assert m.examples[0] in body[m.name][6]
 
 
@@ -150,7 +150,7 @@ def test_a_terminal_still_gets_rich_tables():
 
 
 def test_progress_without_a_terminal_prints_steps_notes_and_tenths(capsys):
-    p = RichProgress()
+    p = RichProgress(min_interval=0)
     assert isinstance(p, Progress) and isinstance(SILENT, Progress) and isinstance(Silent(), Progress)
     p.step("replay 40 requests [through] the champion")
     p.note("relevance criterion does not apply: no ratings", level="warn")
@@ -177,3 +177,10 @@ def test_silent_progress_does_nothing(capsys):
         advance(3, 3)
     assert capsys.readouterr().out == ""
 
+
+
+def test_a_quick_bar_is_one_line_in_a_log(capsys):
+    with RichProgress().bar("serving", 80) as advance:  # done well within a second
+        for i in range(1, 81):
+            advance(i, 80)
+    assert [ln.split()[1] for ln in capsys.readouterr().out.splitlines()] == ["80/80"]

@@ -38,7 +38,8 @@ def print_result(result: LoopResult, con: Console | None = None) -> None:
     for col in ("failure mode", "criterion", "traces", "rate", "where (span)", "why (teacher's rationale)", "example trace"):
         table.add_column(col, overflow="fold")
     for m in report.modes[:6]:
-        table.add_row(m.name, m.criterion, str(m.count), f"{m.rate:.1%}", m.span, m.why[:140], m.examples[0] if m.examples else "")
+        why = m.why[:140] if con.is_terminal else m.why  # a log gets the whole rationale
+        table.add_row(m.name, m.criterion, str(m.count), f"{m.rate:.1%}", m.span, Text(why), m.examples[0] if m.examples else "")
     if report.modes:
         show_table(table, con)
     else:

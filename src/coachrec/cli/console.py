@@ -8,7 +8,7 @@ bars. Anywhere else (CI logs, `| tee`, `> log.txt`, a notebook) nothing may be c
   breaks as `<br>`), or with `COACHREC_TABLES=plain` an ASCII box as wide as the table needs,
   its columns folding rather than ending in "…";
 - `RichProgress` (the CLI's `coachrec.progress.Progress`) prints a step as a `==` line and a bar
-  as one line per ~10% and one on completion, instead of a live bar;
+  as a line per ~10% (at most one a second) and one on completion, instead of a live bar;
 - `status(con, text)` prints its text once instead of a spinner; `heading` and `show_panel`
   print plain lines instead of a full-width rule or box.
 
@@ -203,10 +203,12 @@ _LEGACY_LEVEL: dict[str, Level] = {"yellow": "warn", "red": "error", "dim": "dim
 
 class RichProgress:
     """`coachrec.progress.Progress` for the CLI: numbered, timed steps, notes styled by level,
-    a live Rich bar in a terminal and a line per ~10% elsewhere."""
+    a live Rich bar in a terminal; elsewhere a line per ~10% (at most one per `min_interval`
+    seconds, so a bar done in a blink is a single line) and one on completion."""
 
-    def __init__(self, con: Console | None = None) -> None:
+    def __init__(self, con: Console | None = None, *, min_interval: float = 1.0) -> None:
         self.console = con or console()
+        self.min_interval = min_interval
         self.t0 = time.perf_counter()
         self.steps = 0
 
@@ -240,25 +242,28 @@ class RichProgress:
                 task = progress.add_task(label, total=total)
                 yield lambda n, total: progress.update(task, completed=n, total=total)
             return
-        line = _LineBar(self.console, label, total)
+        line = _LineBar(self.console, label, total, self.min_interval)
         yield line.advance
         line.close()
 
 
 class _LineBar:
-    """A bar for logs: one line each time another tenth is done, and one on completion."""
+    """A bar for logs: a line each time another tenth is done (if `min_interval` seconds have
+    passed since the last line), and one on completion."""
 
-    def __init__(self, con: Console, label: str, total: int) -> None:
+    def __init__(self, con: Console, label: str, total: int, min_interval: float = 1.0) -> None:
         self.con, self.label, self.total = con, label, max(0, int(total))
-        self.t0 = time.perf_counter()
+        self.min_interval = min_interval
+        self.t0 = self.last = time.perf_counter()
         self.tenth = 0
         self.done = 0
         self.finished = False
         self.lock = threading.Lock()
 
     def _print(self, n: int) -> None:
+        self.last = time.perf_counter()
         pct = f" ({100 * n / self.total:.0f}%)" if self.total else ""
-        self.con.out(f"  {self.label}: {n}/{self.total}{pct}  {time.perf_counter() - self.t0:.0f}s", highlight=False)
+        self.con.out(f"  {self.label}: {n}/{self.total}{pct}  {self.last - self.t0:.0f}s", highlight=False)
 
     def advance(self, n: int, total: int) -> None:
         with self.lock:
@@ -272,7 +277,8 @@ class _LineBar:
             tenth = 10 * self.done // self.total if self.total else 0
             if tenth > self.tenth:
                 self.tenth = tenth
-                self._print(self.done)
+                if time.perf_counter() - self.last >= self.min_interval:
+                    self._print(self.done)
 
     def close(self) -> None:
         with self.lock:

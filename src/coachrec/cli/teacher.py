@@ -150,7 +150,8 @@ def print_failures(
     for col in ("failure mode", "criterion", "traces", "rate", "where (span)", "why (teacher's rationale)", "example traces"):
         table.add_column(col, overflow="fold")
     for m in report.modes[:top]:
-        table.add_row(m.name, m.criterion, str(m.count), f"{m.rate:.1%}", m.span, Text(m.why[:160]), "\n".join(m.examples))
+        why = m.why[:160] if con.is_terminal else m.why  # a log gets the whole rationale
+        table.add_row(m.name, m.criterion, str(m.count), f"{m.rate:.1%}", m.span, Text(why), "\n".join(m.examples))
     show_table(table, con)
     if bucket:
         trend = Table(title=f"Failure rate per {bucket} (by trace start)", title_justify="left")
