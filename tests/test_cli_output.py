@@ -14,7 +14,11 @@ from rich.table import Table
 from coachrec.cli.console import RichProgress, console, markdown_table, print_rows, show_table
 from coachrec.progress import SILENT, Progress, Silent
 
-LONG = "the slate has 3 of the 5 requested items because the genre filter removed " + "every candidate of the retriever " * 6 + "END"
+LONG = (
+    "the slate has 3 of the 5 requested items because the genre filter removed "
+    + "every candidate of the retriever " * 6
+    + "END"
+)
 _CELL_SPLIT = re.compile(r"(?<!\\)\|")
 
 
@@ -22,7 +26,7 @@ def pipe_tables(text: str) -> list[list[list[str]]]:
     """Every block of consecutive `|` lines in `text`, as rows of cells; fails unless each block
     is a valid GitHub pipe table (a header, a separator row, the same cell count on every row)."""
     blocks, cur = [], []
-    for line in text.splitlines() + [""]:
+    for line in [*text.splitlines(), ""]:
         if line.startswith("|"):
             cur.append(line)
         elif cur:
@@ -38,20 +42,46 @@ def pipe_tables(text: str) -> list[list[list[str]]]:
         width = len(rows[0])
         assert all(len(r) == width for r in rows), block
         assert all(re.fullmatch(r":?-{3,}:?", c) for c in rows[1]), block[1]
-        tables.append([rows[0]] + rows[2:])
+        tables.append([rows[0], *rows[2:]])
     return tables
 
 
 def fake_result(promoted=False):
-    mode = SimpleNamespace(name="short_slate", criterion="slate_complete", count=12, rate=0.3, span="RETRIEVER:retrieve",
-                           why=LONG, examples=["0123456789abcdef0123456789abcdef"])
+    mode = SimpleNamespace(
+        name="short_slate",
+        criterion="slate_complete",
+        count=12,
+        rate=0.3,
+        span="RETRIEVER:retrieve",
+        why=LONG,
+        examples=["0123456789abcdef0123456789abcdef"],
+    )
     report = SimpleNamespace(judged_traces=40, modes=[mode])
-    row = SimpleNamespace(section="held-out traffic", metric="short_slate failure rate", role="target", champion=0.3, candidate=0.1,
-                          delta=-0.2, ci="[-0.2812, -0.1190]", p_value=0.001, n=400, passed=True)
-    gate = SimpleNamespace(candidate="v0002", champion="v0001", target_mode="short_slate", rows=[row],
-                           protocol={"ci": "paired bootstrap, 2000 resamples", "ground_truth": "leave-one-out NDCG@10 " + "x" * 150})
-    return SimpleNamespace(observation=SimpleNamespace(report=report), gate=gate, promoted=promoted,
-                           decision="refused: v0002 loses ground truth (NDCG@10 CI lower bound -0.0123 < -0.01)")
+    row = SimpleNamespace(
+        section="held-out traffic",
+        metric="short_slate failure rate",
+        role="target",
+        champion=0.3,
+        candidate=0.1,
+        delta=-0.2,
+        ci="[-0.2812, -0.1190]",
+        p_value=0.001,
+        n=400,
+        passed=True,
+    )
+    gate = SimpleNamespace(
+        candidate="v0002",
+        champion="v0001",
+        target_mode="short_slate",
+        rows=[row],
+        protocol={"ci": "paired bootstrap, 2000 resamples", "ground_truth": "leave-one-out NDCG@10 " + "x" * 150},
+    )
+    return SimpleNamespace(
+        observation=SimpleNamespace(report=report),
+        gate=gate,
+        promoted=promoted,
+        decision="refused: v0002 loses ground truth (NDCG@10 CI lower bound -0.0123 < -0.01)",
+    )
 
 
 def test_quickstart_tables_are_whole_pipe_tables_when_captured(capsys):
@@ -62,7 +92,15 @@ def test_quickstart_tables_are_whole_pipe_tables_when_captured(capsys):
     out = capsys.readouterr().out
     assert "…" not in out and "\x1b[" not in out
     failures, gate = pipe_tables(out)
-    assert failures[0] == ["failure mode", "criterion", "traces", "rate", "where (span)", "why (teacher's rationale)", "example trace"]
+    assert failures[0] == [
+        "failure mode",
+        "criterion",
+        "traces",
+        "rate",
+        "where (span)",
+        "why (teacher's rationale)",
+        "example trace",
+    ]
     assert failures[1][5] == LONG and failures[1][6] == "0123456789abcdef0123456789abcdef"
     assert gate[1][:2] == ["held-out traffic", "short_slate failure rate"] and gate[1][6] == "[-0.2812, -0.1190]"
     assert gate[1][-1] == "yes"  # the markup of the "ok" column is gone, its text kept
@@ -87,18 +125,48 @@ def test_command_through_a_pipe_prints_a_long_cell_whole(ml_small, tmp_path):
     pipeline = Pipeline.from_models([create("pop").fit(ml_small)], ml_small.catalog, tracer=Tracer(store))
     user = ml_small.users.ids[0]
     for _ in range(2):  # a constraint nothing satisfies: a short slate, with the teacher's rationale
-        pipeline.recommend(RecommendRequest(user_id=user, k=5, constraints=Constraints(require_genres=("Film-Noir",), exclude_genres=("Crime", "Drama", "Thriller", "Mystery"))))
+        pipeline.recommend(
+            RecommendRequest(
+                user_id=user,
+                k=5,
+                constraints=Constraints(
+                    require_genres=("Film-Noir",), exclude_genres=("Crime", "Drama", "Thriller", "Mystery")
+                ),
+            )
+        )
     store.close()
-    judged = CliRunner().invoke(app, ["judge", "--sample", "all", "--db", str(db), "--review-db", str(tmp_path / "review.duckdb"), "--llm", "none", "--no-relevance"])
+    judged = CliRunner().invoke(
+        app,
+        [
+            "judge",
+            "--sample",
+            "all",
+            "--db",
+            str(db),
+            "--review-db",
+            str(tmp_path / "review.duckdb"),
+            "--llm",
+            "none",
+            "--no-relevance",
+        ],
+    )
     assert judged.exit_code == 0, judged.output
     store = TraceStore(db, read_only=True)
     modes = failure_report(store, judge_version=None).modes
     store.close()
     assert modes and max(len(m.why) for m in modes) > 60  # wider than an 80-column table leaves a column
 
-    env = {k: v for k, v in os.environ.items() if k not in ("COACHREC_TABLES", "FORCE_COLOR")} | {"COLUMNS": "80", "TERM": "xterm-256color"}
-    proc = subprocess.run([sys.executable, "-c", "from coachrec.cli import main; main()", "report", "failures", "--db", str(db)],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, timeout=300)
+    env = {k: v for k, v in os.environ.items() if k not in ("COACHREC_TABLES", "FORCE_COLOR")} | {
+        "COLUMNS": "80",
+        "TERM": "xterm-256color",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", "from coachrec.cli import main; main()", "report", "failures", "--db", str(db)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "…" not in out and "\x1b[" not in out
@@ -163,7 +231,11 @@ def test_progress_without_a_terminal_prints_steps_notes_and_tenths(capsys):
         advance(5, 100)  # ends early: one closing line with where it stopped
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("== 1. replay 40 requests [through] the champion  (")
-    assert lines[1:4] == ["warning: relevance criterion does not apply: no ratings", "not targeted: too rare", "data [1, 2] kept as it is"]
+    assert lines[1:4] == [
+        "warning: relevance criterion does not apply: no ratings",
+        "not targeted: too rare",
+        "data [1, 2] kept as it is",
+    ]
     serving = [ln for ln in lines if ln.strip().startswith("serving:")]
     assert [ln.split()[1] for ln in serving] == [f"{4 * k}/40" for k in range(1, 11)]
     assert [ln.split()[1] for ln in lines if ln.strip().startswith("judging:")] == ["5/100"]
@@ -176,7 +248,6 @@ def test_silent_progress_does_nothing(capsys):
     with s.bar("z", 3) as advance:
         advance(3, 3)
     assert capsys.readouterr().out == ""
-
 
 
 def test_a_quick_bar_is_one_line_in_a_log(capsys):

@@ -43,8 +43,17 @@ from rich.text import Text
 from coachrec.progress import Advance, Level
 
 __all__ = [
-    "WIDE", "RichProgress", "console", "heading", "interactive", "markdown_table", "print_rows", "show_panel", "show_table",
-    "status", "table_format",
+    "WIDE",
+    "RichProgress",
+    "console",
+    "heading",
+    "interactive",
+    "markdown_table",
+    "print_rows",
+    "show_panel",
+    "show_table",
+    "status",
+    "table_format",
 ]
 
 WIDE = 200
@@ -70,8 +79,19 @@ def console(*, stderr: bool = False, file: IO[str] | None = None) -> Console:
     stream = file if file is not None else (sys.stderr if stderr else sys.stdout)
     if interactive(stream):
         return Console(stderr=stderr, file=file)
-    return Console(stderr=stderr, file=file, width=WIDE, color_system=None, no_color=True, force_terminal=False,
-                   force_interactive=False, force_jupyter=False, soft_wrap=True, highlight=False, emoji=False)
+    return Console(
+        stderr=stderr,
+        file=file,
+        width=WIDE,
+        color_system=None,
+        no_color=True,
+        force_terminal=False,
+        force_interactive=False,
+        force_jupyter=False,
+        soft_wrap=True,
+        highlight=False,
+        emoji=False,
+    )
 
 
 def _live(con: Console) -> bool:
@@ -131,8 +151,17 @@ def _full_width(table: Table, con: Console) -> Console:
     """A console exactly as wide as `table` needs, writing where `con` writes."""
     probe = Console(width=100_000, color_system=None, force_terminal=False, file=io.StringIO())
     need = Measurement.get(probe, probe.options, table).maximum
-    return Console(file=con.file, width=max(need, 20), color_system=None, no_color=True, force_terminal=False,
-                   force_interactive=False, force_jupyter=False, highlight=False, emoji=False)
+    return Console(
+        file=con.file,
+        width=max(need, 20),
+        color_system=None,
+        no_color=True,
+        force_terminal=False,
+        force_interactive=False,
+        force_jupyter=False,
+        highlight=False,
+        emoji=False,
+    )
 
 
 def show_table(table: Table, con: Console | None = None, *, fmt: str | None = None) -> None:
@@ -154,8 +183,15 @@ def show_table(table: Table, con: Console | None = None, *, fmt: str | None = No
         _full_width(table, con).print(table)
 
 
-def print_rows(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None, caption: str | None = None,
-               right: Sequence[str] = (), con: Console | None = None) -> Table:
+def print_rows(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    title: str | None = None,
+    caption: str | None = None,
+    right: Sequence[str] = (),
+    con: Console | None = None,
+) -> Table:
     """A table of `rows` under `headers` (columns named in `right` right-aligned), shown with
     `show_table`; returns the Table."""
     table = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
@@ -237,8 +273,14 @@ class RichProgress:
         if _live(self.console):
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            with Progress(TextColumn(escape(label)), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          console=self.console, transient=False) as progress:
+            with Progress(
+                TextColumn(escape(label)),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=False,
+            ) as progress:
                 task = progress.add_task(label, total=total)
                 yield lambda n, total: progress.update(task, completed=n, total=total)
             return
@@ -285,4 +327,3 @@ class _LineBar:
             if not self.finished:
                 self.finished = True
                 self._print(self.done)
-
