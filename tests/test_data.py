@@ -175,3 +175,76 @@ def test_by_session_split(ml_small):
     assert len(s.train) + len(s.valid) + len(s.test) == len(ml_small)
     task = s.task("test")
     assert len(task.users) == len(task.targets) == len(task.histories)
+
+
+def _tied_pairs(ds):
+    """(earlier, later) raw movie ids of consecutive events of one user at the same second."""
+    ev = ds.events
+    u, t = ev["user"].to_numpy(), ev["time"].to_numpy()
+    ids = ds.items.decode(ev["item"].to_numpy()).astype(np.int64)
+    same = (u[1:] == u[:-1]) & (t[1:] == t[:-1])
+    return ids[:-1][same], ids[1:][same]
+
+
+def test_tied_timestamps_are_ordered_by_a_seeded_hash_not_by_id(ml_small):
+    # ml-latest-small lists each user's ratings by movie id and stores seconds: 15,790 of the
+    # consecutive pairs tie; in file order the later id would always be the larger one
+    a, b = _tied_pairs(ml_small)
+    assert len(a) == 15_790
+    assert 0.47 < (b > a).mean() < 0.53
+    from coachrec import datasets
+
+    again = datasets.load("ml-latest-small")
+    assert again.events.equals(ml_small.events)  # deterministic across loads
+    # splits and concat re-sort with the same key: the order survives them
+    split = leave_one_out(ml_small)
+    assert split.train.concat(split.valid).concat(split.test).events.equals(ml_small.events)
+    # the users whose test and validation events share a second: test = larger id about half the time
+    va = split.valid.events.select("user", pl.col("item").alias("v"), pl.col("time").alias("tv"))
+    both = split.test.events.join(va, on="user").filter(pl.col("time") == pl.col("tv"))
+    assert both.height == 94
+    larger = ml_small.items.decode(both["item"].to_numpy()).astype(int) > ml_small.items.decode(both["v"].to_numpy()).astype(int)
+    assert 0.3 < larger.mean() < 0.7
+    # another seed, another order of the ties (and only of the ties)
+    other = load(ml_small.info["source"].rsplit("/", 1)[0], name="ml-latest-small", tie_seed=1)
+    assert not other.events.equals(ml_small.events)
+    assert other.events.select("user", "time").equals(ml_small.events.select("user", "time"))
+
+
+def test_split_parts_know_what_they_are():
+    ds = Dataset.from_events([Event(f"u{u}", f"i{i}", t) for u in range(4) for t, i in enumerate(range(u, u + 5))])
+    split = leave_one_out(ds)
+    assert ds.fit_on == "all"
+    assert (split.train.fit_on, split.valid.fit_on, split.test.fit_on) == ("train", "valid", "test")
+    assert split.fit_data("train+valid").fit_on == "train+valid" and split.train.info["split"] == "leave-one-out"
+    assert split.train.concat(ds).fit_on == "all"
+    assert temporal(ds, 0.25, 0.25).train.info["split"] == "temporal"
+
+
+def test_tags_are_cut_at_each_users_first_held_out_event(ml_small):
+    tags = ml_small.catalog.tag_events
+    assert set(tags.columns) == {"user", "item", "tag", "time"} and tags.height == 3_683
+    split = leave_one_out(ml_small)
+    kept = split.train.catalog.tag_events
+    assert split.valid.catalog is split.train.catalog is split.test.catalog
+    held = pl.concat([split.valid.to_polars(), split.test.to_polars()]).group_by("user").agg(pl.col("time").min().alias("first_held"))
+    late = kept.join(held, on="user").filter(pl.col("time") >= pl.col("first_held"))
+    assert late.height == 0  # no tag at or after the user's first held-out event
+    # 7 test users tagged their own test movie; every one of those tags given at or after
+    # rating it is gone, and a tag nobody else gave that movie leaves its text
+    test = split.test.to_polars().select("user", "item", pl.col("time").alias("rated"))
+    own = tags.join(test, on=["user", "item"])
+    assert own["user"].n_unique() == 7
+    after = own.filter(pl.col("time") >= pl.col("rated"))
+    assert after.height > 0 and after.join(kept, on=["user", "item", "tag", "time"]).height == 0
+    only_theirs = after.join(tags.group_by("item", "tag").agg(pl.len().alias("n")), on=["item", "tag"]).filter(pl.col("n") == 1)
+    assert only_theirs.height > 0
+    for item, tag in only_theirs.select("item", "tag").rows():
+        idx = [ml_small.items.index(item)]
+        assert tag in ml_small.catalog.frame["tags"][idx[0]].to_list()
+        assert tag not in split.train.catalog.frame["tags"][idx[0]].to_list()
+        text = split.train.catalog.texts(idx)[0]
+        assert tag not in (text.split(". Tags: ")[1].split(", ") if ". Tags: " in text else [])
+    # the full data keeps every tag; a global cut (temporal) keeps only earlier ones
+    cut = int(temporal(ml_small, 0.1, 0.1).valid.events["time"].min())
+    assert temporal(ml_small, 0.1, 0.1).train.catalog.tag_events["time"].max() < cut

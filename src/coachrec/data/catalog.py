@@ -13,6 +13,20 @@ from coachrec.data.idmap import IdMap
 #: Columns every catalog frame has; anything else is an attribute (year, price, ...).
 TEXT_COLUMNS = ("item", "title", "genres", "tags", "text")
 
+#: Timestamped tag assignments (`Catalog.tag_events`): raw user and item ids, the tag, epoch seconds.
+TAG_EVENT_SCHEMA: dict[str, pl.DataType] = {"user": pl.Utf8(), "item": pl.Utf8(), "tag": pl.Utf8(), "time": pl.Int64()}
+
+
+def tags_per_item(tag_events: pl.DataFrame) -> pl.DataFrame:
+    """`item` -> `tags`: each item's distinct tags, most used first (ties: first listed first)."""
+    counted = (
+        tag_events.with_row_index("_row")
+        .group_by("item", "tag")
+        .agg(pl.len().alias("_n"), pl.col("_row").min().alias("_first"))
+        .sort(["item", "_n", "_first"], descending=[False, True, False])
+    )
+    return counted.group_by("item", maintain_order=True).agg(pl.col("tag").alias("tags"))
+
 
 class Catalog:
     """Item metadata in columnar form: one row per item index of `items`.
@@ -20,12 +34,21 @@ class Catalog:
     `frame` has columns `item` (raw id), `title` (str), `genres` (list[str]), `tags`
     (list[str]), `text` (free text) and any attribute columns. Items without metadata get
     empty text, so every item index has a row.
+
+    `tag_events`, when the source has them (MovieLens `tags.csv`), are the timestamped tag
+    assignments (`user`, `item` raw ids, `tag`, `time`); the `tags` column is then derived
+    from them (most used first), and `visible_tags` keeps only those before a cut, which is
+    how splits keep held-out information out of the item text (see `coachrec.data.splits`).
     """
 
-    def __init__(self, frame: pl.DataFrame, items: IdMap):
+    def __init__(self, frame: pl.DataFrame, items: IdMap, tag_events: pl.DataFrame | None = None):
+        if tag_events is not None:
+            frame = frame.drop("tags", strict=False).with_columns(pl.col("item").cast(pl.Utf8))
+            frame = frame.join(tags_per_item(tag_events), on="item", how="left")
         missing = [c for c in ("item", "title", "genres", "tags", "text") if c not in frame.columns]
         if missing:
             raise ValueError(f"Catalog frame lacks column(s) {missing}")
+        self.tag_events = tag_events
         frame = frame.with_columns(pl.col("item").cast(pl.Utf8)).unique("item", keep="first")
         base = pl.DataFrame({"item": pl.Series(items.ids.tolist(), dtype=pl.Utf8)})
         self.frame = base.join(frame, on="item", how="left").with_columns(
@@ -47,6 +70,30 @@ class Catalog:
             if c not in df.columns:
                 cols.append(pl.lit([], dtype=pl.List(pl.Utf8)).alias(c))
         return cls(df.with_columns(cols) if cols else df, items)
+
+    def with_tag_events(self, tag_events: pl.DataFrame) -> Catalog:
+        """This catalog with its `tags` derived from timestamped tag events (`user`, `item`,
+        `tag`, `time`; ids raw, tags compared as given)."""
+        missing = [c for c in TAG_EVENT_SCHEMA if c not in tag_events.columns]
+        if missing:
+            raise ValueError(f"tag events lack column(s) {missing}")
+        ev = tag_events.select(pl.col(c).cast(t) for c, t in TAG_EVENT_SCHEMA.items())
+        ev = ev.filter(pl.col("tag").is_not_null() & (pl.col("tag") != ""))
+        return Catalog(self.frame, self.items, tag_events=ev)
+
+    def visible_tags(self, before: int | pl.DataFrame) -> Catalog:
+        """Only the tags assigned before a cut: `before` is a time (every tag with `time <
+        before` is kept) or a frame of `user` (raw id) and `before` (a time per user; the
+        tags of users not in it are all kept). Without tag events there is nothing to cut."""
+        if self.tag_events is None:
+            return self
+        ev = self.tag_events
+        if isinstance(before, pl.DataFrame):
+            cut = before.select(pl.col("user").cast(pl.Utf8), pl.col("before").cast(pl.Int64))
+            ev = ev.join(cut, on="user", how="left").filter(pl.col("before").is_null() | (pl.col("time") < pl.col("before"))).drop("before")
+        else:
+            ev = ev.filter(pl.col("time") < int(before))
+        return Catalog(self.frame, self.items, tag_events=ev)
 
     def __len__(self) -> int:
         return self.frame.height

@@ -125,9 +125,24 @@ class Conversations:
         """Candidate column of each entity id, -1 for entities outside the candidate set."""
         return np.fromiter((self._column.get(int(e), -1) for e in entity_ids), dtype=np.int64, count=len(entity_ids))
 
+    def row(self, turn: int) -> int:
+        """Row of `turns` holding turn index `turn` (equal unless this is a `subset`)."""
+        if not hasattr(self, "_row_of"):
+            self._row_of = {int(t): i for i, t in enumerate(self.turns["turn"].to_list())}
+        try:
+            return self._row_of[int(turn)]
+        except KeyError:
+            raise KeyError(f"turn {turn} is not in {self!r}") from None
+
+    def mentions(self, turns: Sequence[int] | np.ndarray) -> tuple[list[list[int]], list[list[int]]]:
+        """Earlier-mentioned entity ids (oldest first) and their ages, for each turn index."""
+        rows = [self.row(t) for t in turns]
+        prev, age = self.turns["prev_entity"], self.turns["prev_age"]
+        return [prev[r].to_list() for r in rows], [age[r].to_list() for r in rows]
+
     def context(self, turn: int) -> list[tuple[Speaker, str]]:
         """The turn's context as (speaker, utterance), the empty first slot left out."""
-        utts = self.turns["context"][turn].to_list()
+        utts = self.turns["context"][self.row(turn)].to_list()
         return [(speaker_of(i), u) for i, u in enumerate(utts) if i > 0 or u.strip()]
 
     def entity_names(self, ids: Sequence[int] | np.ndarray) -> list[str]:

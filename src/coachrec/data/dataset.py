@@ -49,10 +49,17 @@ class Event:
 
 @dataclass
 class Dataset:
-    """Events sorted by (user, time, arrival order), plus the id maps and an optional catalog.
+    """Events sorted by (user, time, tie key), plus the id maps and an optional catalog.
 
     `events` is a polars frame with EVENT_SCHEMA columns. `timestamps` is False when the
     source had only an order (sequence files): `time` is then the position in the sequence.
+
+    Events of one user at the same `time` (MovieLens stores seconds, and its files list a
+    user's ratings by movie id, so a tie would otherwise always run in increasing id order)
+    are ordered by `tie_key(user, item, tie_seed)`: a seeded hash of the user and item
+    indices. The order is deterministic (the same on every load and after every split or
+    concat, which re-sort with the same key), carries no information about the items, and
+    `tie_seed` gives another one; arrival order breaks the rest (repeats of one item).
     """
 
     events: pl.DataFrame
@@ -62,6 +69,7 @@ class Dataset:
     name: str = "dataset"
     timestamps: bool = True
     info: dict[str, Any] = field(default_factory=dict)
+    tie_seed: int = 0
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -75,10 +83,12 @@ class Dataset:
         duplicates: Duplicates = "keep",
         time_format: str | None = None,
         source: str = "frame",
+        tie_seed: int = 0,
     ) -> Dataset:
         """Build from a frame with raw ids. `columns` maps our names to yours, e.g.
         `{"user": "userId", "item": "movieId", "time": "timestamp", "value": "rating"}`.
-        `user` and `item` are required; `time` is optional (arrival order is used)."""
+        `user` and `item` are required; `time` is optional (arrival order is used).
+        `tie_seed` picks the order of a user's events at the same time (see `Dataset`)."""
         if isinstance(df, pd.DataFrame):
             df = pl.from_pandas(df)
         elif isinstance(df, pa.Table):
@@ -124,7 +134,7 @@ class Dataset:
         raw, removed = _apply_duplicates(raw, duplicates, source)
         items = IdMap.build(raw["item"].unique().to_list() + (catalog["item"].cast(pl.Utf8).to_list() if catalog is not None else []))
         users = IdMap.build(raw["user"].unique().to_list())
-        ds = cls._from_raw(raw, users, items, name=name, timestamps=has_time)
+        ds = cls._from_raw(raw, users, items, name=name, timestamps=has_time, tie_seed=tie_seed)
         ds.info["duplicates"] = {"policy": duplicates, "removed": removed}
         ds.info["source"] = source
         if catalog is not None:
@@ -156,15 +166,22 @@ class Dataset:
         u = pl.Series(users.encode(raw["user"].to_list()), dtype=pl.Int32)
         i = pl.Series(items.encode(raw["item"].to_list()), dtype=pl.Int32)
         ev = raw.with_columns(user=u, item=i)
-        return cls(events=_sorted(ev), users=users, items=items, **kw)
+        return cls(events=_sorted(ev, kw.get("tie_seed", 0)), users=users, items=items, **kw)
 
     def with_events(self, events: pl.DataFrame, **kw: Any) -> Dataset:
         """Same id maps and catalog, other events (already encoded)."""
         args: dict[str, Any] = dict(
-            users=self.users, items=self.items, catalog=self.catalog, name=self.name, timestamps=self.timestamps, info=dict(self.info)
+            users=self.users,
+            items=self.items,
+            catalog=self.catalog,
+            name=self.name,
+            timestamps=self.timestamps,
+            info=dict(self.info),
+            tie_seed=self.tie_seed,
         )
         args.update(kw)
-        return Dataset(events=_sorted(events.select(list(EVENT_SCHEMA) + [c for c in events.columns if c not in EVENT_SCHEMA and c != "_order"])), **args)
+        cols = list(EVENT_SCHEMA) + [c for c in events.columns if c not in EVENT_SCHEMA and c != "_order"]
+        return Dataset(events=_sorted(events.select(cols), args["tie_seed"]), **args)
 
     # ---------------------------------------------------------------- views
     def __len__(self) -> int:
@@ -214,10 +231,24 @@ class Dataset:
         return np.bincount(self.events["item"].to_numpy(), minlength=self.n_items).astype(np.int64)
 
     def concat(self, other: Dataset) -> Dataset:
-        """Events of both (same id maps required)."""
+        """Events of both (same id maps required). Parts of one split stay named:
+        train + valid is the part "train+valid"; anything else is no part (see `fit_on`)."""
         if other.users is not self.users or other.items is not self.items:
             raise ValueError("concat: both datasets must share their id maps (split from the same data)")
-        return self.with_events(pl.concat([self.events, other.events], how="diagonal_relaxed"))
+        out = self.with_events(pl.concat([self.events, other.events], how="diagonal_relaxed"))
+        a, b = self.info.get("part"), other.info.get("part")
+        if a and b and self.info.get("split") == other.info.get("split"):
+            out.info["part"] = a if a == b else f"{a}+{b}"
+        else:
+            out.info.pop("part", None)
+            out.info.pop("split", None)
+        return out
+
+    @property
+    def fit_on(self) -> str:
+        """What a model fitted on this dataset was fitted on: its split part ("train",
+        "train+valid", ...), or "all" for a dataset that is no split's part."""
+        return str(self.info.get("part", "all"))
 
     # ---------------------------------------------------------------- export
     def to_polars(self) -> pl.DataFrame:
@@ -235,10 +266,27 @@ class Dataset:
 
 
 # -------------------------------------------------------------------- helpers
-def _sorted(ev: pl.DataFrame) -> pl.DataFrame:
+_MASK64 = (1 << 64) - 1
+
+
+def tie_key(user: np.ndarray, item: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A seeded hash (splitmix64) of (user index, item index): the order of a user's events
+    that share a timestamp. Deterministic across runs, platforms and library versions."""
+    mix = np.uint64(((seed + 1) * 0x9E3779B97F4A7C15) & _MASK64)
+    z = (user.astype(np.uint64) << np.uint64(32)) ^ item.astype(np.uint32).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        z = z ^ mix
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _sorted(ev: pl.DataFrame, tie_seed: int = 0) -> pl.DataFrame:
+    """Sort by user, time, then the seeded tie key (see `Dataset`), then arrival order."""
     if "_order" not in ev.columns:
         ev = ev.with_row_index("_order")
-    return ev.sort(["user", "time", "_order"]).drop("_order")
+    key = tie_key(ev["user"].to_numpy(), ev["item"].to_numpy(), tie_seed)
+    return ev.with_columns(pl.Series("_tie", key, dtype=pl.UInt64)).sort(["user", "time", "_tie", "_order"]).drop("_tie", "_order")
 
 
 def _cast(df: pl.DataFrame, col: str, dtype: pl.DataType, source: str) -> pl.Expr:

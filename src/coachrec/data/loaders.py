@@ -1,6 +1,8 @@
 """Loaders: MovieLens (100K, 1M, latest), P5/SASRec sequence files, CSV, Parquet, frames.
 
-`load(path)` picks the loader by what the folder (or file) holds.
+`load(path)` picks the loader by what the folder (or file) holds. Every loader sorts each
+user's events by time; events at the same time are ordered by a seeded hash of (user, item)
+(`tie_seed`, default 0), not by their order in the file (see `Dataset`).
 """
 
 from __future__ import annotations
@@ -35,12 +37,19 @@ def _year_from_title(titles: pl.Expr) -> pl.Expr:
     return titles.str.extract(r"\((\d{4})\)\s*$", 1).cast(pl.Int32, strict=False)
 
 
-def load_movielens(path: str | Path, *, duplicates: Duplicates = "keep", name: str | None = None) -> Dataset:
+def load_movielens(path: str | Path, *, duplicates: Duplicates = "keep", name: str | None = None, tie_seed: int = 0) -> Dataset:
     """MovieLens latest (`ratings.csv`, `movies.csv`, `tags.csv`), 1M (`ratings.dat`,
-    `movies.dat`, `::`-separated) or 100K (`u.data`, `u.item`). Value = rating."""
+    `movies.dat`, `::`-separated) or 100K (`u.data`, `u.item`). Value = rating.
+
+    MovieLens timestamps are seconds and the files list each user's ratings by movie id, so
+    many events tie; a user's events at the same second are ordered by a seeded hash of
+    (user, item) (`tie_seed`; see `Dataset`), never by movie id. The tags of `tags.csv` keep
+    their user and timestamp (`Catalog.tag_events`): splits cut them so that no tag at or
+    after a held-out event enters the item text (`coachrec.data.splits`)."""
     folder = Path(path)
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder")
+    tag_events: pl.DataFrame | None = None
     if (folder / "ratings.csv").exists():
         ratings_p, movies_p = _need(folder, "ratings.csv", "movies.csv")
         ratings = _read_csv(ratings_p)
@@ -55,13 +64,17 @@ def load_movielens(path: str | Path, *, duplicates: Duplicates = "keep", name: s
             _year_from_title(pl.col("title")).alias("year"),
         )
         if (folder / "tags.csv").exists():
-            tags = _read_csv(folder / "tags.csv", schema_overrides={"movieId": pl.Utf8, "tag": pl.Utf8})
-            per_item = (
-                tags.with_columns(pl.col("tag").str.to_lowercase().str.strip_chars())
-                .group_by("movieId")
-                .agg(pl.col("tag").value_counts(sort=True).struct.field("tag").alias("tags"))
+            tags_p = folder / "tags.csv"
+            tags = _read_csv(tags_p, schema_overrides={"userId": pl.Utf8, "movieId": pl.Utf8, "tag": pl.Utf8})
+            missing = [c for c in ("userId", "movieId", "tag", "timestamp") if c not in tags.columns]
+            if missing:
+                raise DataError(f"{tags_p}: missing column(s) {missing}; columns are {tags.columns}")
+            tag_events = tags.select(
+                pl.col("userId").alias("user"),
+                pl.col("movieId").alias("item"),
+                pl.col("tag").str.to_lowercase().str.strip_chars(),
+                pl.col("timestamp").cast(pl.Int64, strict=False).alias("time"),
             )
-            catalog = catalog.join(per_item.rename({"movieId": "item"}), on="item", how="left")
         fmt = "ml-latest"
     elif (folder / "ratings.dat").exists():
         ratings_p, movies_p = _need(folder, "ratings.dat", "movies.dat")
@@ -96,8 +109,16 @@ def load_movielens(path: str | Path, *, duplicates: Duplicates = "keep", name: s
     else:
         raise DataError(f"{folder}: not a MovieLens folder (expected ratings.csv, ratings.dat or u.data)")
     ds = Dataset.from_frame(
-        ratings, columns=ML_COLUMNS, name=name or folder.name, catalog=catalog, duplicates=duplicates, source=str(ratings_p if fmt != "ml-100k" else data_p)
+        ratings,
+        columns=ML_COLUMNS,
+        name=name or folder.name,
+        catalog=catalog,
+        duplicates=duplicates,
+        source=str(ratings_p if fmt != "ml-100k" else data_p),
+        tie_seed=tie_seed,
     )
+    if tag_events is not None and ds.catalog is not None:
+        ds.catalog = ds.catalog.with_tag_events(tag_events)
     ds.info["format"] = fmt
     return ds
 
@@ -115,10 +136,11 @@ def _read_sep(path: Path, names: list[str], sep: str, encoding: str = "utf8") ->
     return pl.DataFrame(rows, schema=names, orient="row")
 
 
-def load_sequences(path: str | Path, *, name: str | None = None, duplicates: Duplicates = "keep") -> Dataset:
+def load_sequences(path: str | Path, *, name: str | None = None, duplicates: Duplicates = "keep", tie_seed: int = 0) -> Dataset:
     """P5/SASRec-style file: one line per user, `user item1 item2 ...` in time order.
 
-    There are no timestamps: `time` is the position in the sequence (`timestamps=False`)."""
+    There are no timestamps: `time` is the position in the sequence (`timestamps=False`), so
+    nothing ties (`tie_seed` is accepted for a uniform `load(...)` and has no effect)."""
     p = Path(path)
     if p.is_dir():
         cands = [p / n for n in ("user_sequence.txt", "sequences.txt") if (p / n).exists()]
@@ -142,7 +164,7 @@ def load_sequences(path: str | Path, *, name: str | None = None, duplicates: Dup
     if not users:
         raise DataError(f"{p}: no sequences")
     df = pl.DataFrame({"user": users, "item": items, "time": times})
-    ds = Dataset.from_frame(df, name=name or p.parent.name, duplicates=duplicates, source=str(p))
+    ds = Dataset.from_frame(df, name=name or p.parent.name, duplicates=duplicates, source=str(p), tie_seed=tie_seed)
     ds.timestamps = False
     ds.info["format"] = "sequences"
     return ds
@@ -156,17 +178,19 @@ def load_csv(
     name: str | None = None,
     duplicates: Duplicates = "keep",
     time_format: str | None = None,
+    tie_seed: int = 0,
 ) -> Dataset:
-    """Any CSV with a column mapping, e.g. `columns={"user": "uid", "item": "sku", "time": "ts"}`."""
+    """Any CSV with a column mapping, e.g. `columns={"user": "uid", "item": "sku", "time": "ts"}`.
+    A user's events at the same time are ordered by a seeded hash (`tie_seed`; see `Dataset`)."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: no such file")
     df = _read_csv(p, separator=separator, infer_schema_length=10000)
-    return Dataset.from_frame(df, columns=columns, name=name or p.stem, duplicates=duplicates, time_format=time_format, source=str(p))
+    return Dataset.from_frame(df, columns=columns, name=name or p.stem, duplicates=duplicates, time_format=time_format, source=str(p), tie_seed=tie_seed)
 
 
 def load_parquet(
-    path: str | Path, *, columns: dict[str, str] | None = None, name: str | None = None, duplicates: Duplicates = "keep"
+    path: str | Path, *, columns: dict[str, str] | None = None, name: str | None = None, duplicates: Duplicates = "keep", tie_seed: int = 0
 ) -> Dataset:
     p = Path(path)
     if not p.exists():
@@ -175,7 +199,7 @@ def load_parquet(
         df = pl.read_parquet(p)
     except Exception as exc:  # polars/arrow raise several error types for corrupt files
         raise DataError(f"{p}: cannot read as Parquet: {str(exc).splitlines()[0]}") from exc
-    return Dataset.from_frame(df, columns=columns, name=name or p.stem, duplicates=duplicates, source=str(p))
+    return Dataset.from_frame(df, columns=columns, name=name or p.stem, duplicates=duplicates, source=str(p), tie_seed=tie_seed)
 
 
 def load(path: str | Path, **kw: Any) -> Dataset:

@@ -1,4 +1,22 @@
-"""Splits that never leak test events into training, and the evaluation tasks they define."""
+"""Splits that never leak test events into training, and the evaluation tasks they define.
+
+Each part is a `Dataset` whose `info` names it (`info["part"]`: "train", "valid", "test";
+`train.concat(valid)` is "train+valid"; `info["split"]`: the split kind), so a model records
+what it was fitted on (`fit_info["fit_on"]`; a dataset that is no split's part is "all").
+
+Side information with timestamps is cut too. Item tags (MovieLens `tags.csv`) are user
+events: a tag that a user assigned at or after one of their own held-out events says what
+that user was watching then, so the parts of a split share a catalog whose tags (and so
+`Catalog.texts()`, what the content model embeds) keep only
+
+- leave-one-out: each user's tags strictly before that user's first held-out (validation
+  or test) event; users without held-out events keep all of theirs;
+- temporal and by-session: every tag strictly before the earliest held-out event (the
+  temporal cut), or the start of the earliest held-out session.
+
+That holds for the validation task too (the cut is the first held-out event, not the test
+event), and for fitting on train + valid (more conservative than needed there).
+"""
 
 from __future__ import annotations
 
@@ -52,10 +70,23 @@ class Split:
         return EvalTask(users=users, histories=hist, targets=targets)
 
 
-def leave_one_out(ds: Dataset, min_events: int = 3) -> Split:
-    """Last event of each user -> test, second-to-last -> valid, the rest -> train.
+def _split(ds: Dataset, train: pl.DataFrame, valid: pl.DataFrame, test: pl.DataFrame, split: str, kind: str, tags_before: int | pl.DataFrame) -> Split:
+    """The three parts, named in `info`, sharing a catalog whose tags end at `tags_before`."""
+    catalog = ds.catalog.visible_tags(tags_before) if ds.catalog is not None else None
+    parts = []
+    for name, ev in (("train", train), ("valid", valid), ("test", test)):
+        part = ds.with_events(ev, catalog=catalog)
+        part.info.update(part=name, split=split)
+        parts.append(part)
+    return Split(*parts, kind)
 
-    Users with fewer than `min_events` events stay entirely in train."""
+
+def leave_one_out(ds: Dataset, min_events: int = 3) -> Split:
+    """Last event of each user -> test, second-to-last -> valid, the rest -> train ("last"
+    in the dataset's order: time, ties broken by a seeded hash, see `Dataset`).
+
+    Users with fewer than `min_events` events stay entirely in train. Tags end at each
+    user's first held-out event (see the module docstring)."""
     ev = ds.events.with_columns(
         pl.int_range(pl.len()).over("user").alias("_pos"), pl.len().over("user").alias("_n")
     )
@@ -63,8 +94,10 @@ def leave_one_out(ds: Dataset, min_events: int = 3) -> Split:
     test = ev.filter(eligible & (pl.col("_pos") == pl.col("_n") - 1))
     valid = ev.filter(eligible & (pl.col("_pos") == pl.col("_n") - 2))
     train = ev.filter(~eligible | (pl.col("_pos") < pl.col("_n") - 2))
+    held = ev.filter(eligible & (pl.col("_pos") >= pl.col("_n") - 2)).group_by("user").agg(pl.col("time").min().alias("before"))
+    before = held.with_columns(user=pl.Series(ds.users.decode(held["user"].to_numpy()).astype(str).tolist(), dtype=pl.Utf8))
     drop = ["_pos", "_n"]
-    return Split(ds.with_events(train.drop(drop)), ds.with_events(valid.drop(drop)), ds.with_events(test.drop(drop)), "leave-one-out")
+    return _split(ds, train.drop(drop), valid.drop(drop), test.drop(drop), "leave-one-out", "leave-one-out", before)
 
 
 def temporal(ds: Dataset, test_fraction: float = 0.1, valid_fraction: float = 0.1) -> Split:
@@ -78,11 +111,14 @@ def temporal(ds: Dataset, test_fraction: float = 0.1, valid_fraction: float = 0.
     t_test = np.quantile(t, 1 - test_fraction, method="higher")
     t_valid = np.quantile(t, 1 - test_fraction - valid_fraction, method="higher")
     ev = ds.events
-    return Split(
-        ds.with_events(ev.filter(pl.col("time") < t_valid)),
-        ds.with_events(ev.filter((pl.col("time") >= t_valid) & (pl.col("time") < t_test))),
-        ds.with_events(ev.filter(pl.col("time") >= t_test)),
+    return _split(
+        ds,
+        ev.filter(pl.col("time") < t_valid),
+        ev.filter((pl.col("time") >= t_valid) & (pl.col("time") < t_test)),
+        ev.filter(pl.col("time") >= t_test),
+        "temporal",
         f"temporal (cut at t={int(t_test)})",
+        int(t_valid),
     )
 
 
@@ -101,9 +137,5 @@ def by_session(ds: Dataset, test_fraction: float = 0.1, valid_fraction: float = 
     ev = s.events
     in_test = pl.col("session").is_in(test_ids.tolist())
     in_valid = pl.col("session").is_in(valid_ids.tolist())
-    return Split(
-        s.with_events(ev.filter(~in_test & ~in_valid)),
-        s.with_events(ev.filter(in_valid)),
-        s.with_events(ev.filter(in_test)),
-        "by-session",
-    )
+    first_held = int(starts["start"][n - n_test - n_valid])
+    return _split(s, ev.filter(~in_test & ~in_valid), ev.filter(in_valid), ev.filter(in_test), "by-session", "by-session", first_held)
