@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from coachrec.llm import CachedBackend, ChatMessage, Completion, LLMBackend, ResponseCache
+from coachrec.llm import ChatMessage, LLMBackend, ResponseCache
+
+from coachrec.llm.backend import Completion
+
+from coachrec.llm.cache import CachedBackend
 from coachrec.llm.backend import Timer
 
 

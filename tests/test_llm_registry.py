@@ -11,16 +11,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from coachrec.llm import (
-    HashMismatchError,
-    LLMError,
-    ModelRegistry,
-    ModelRegistryError,
-    add_local,
-    download_from_hub,
-    load_backend,
-    pull,
-)
+from coachrec.llm import LLMError, ModelRegistry, load_backend, pull
+
+from coachrec.llm.pull import add_local, download_from_hub
+
+from coachrec.llm.registry import HashMismatchError, ModelRegistryError
 from coachrec.llm.pull import assemble_parts, find_parts
 
 

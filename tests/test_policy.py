@@ -11,7 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coachrec.data import Catalog, IdMap
-from coachrec.policy import ConstraintError, ConstraintIndex, Constraints, EpsilonGreedy, Range, mmr, normalize_rows
+from coachrec.policy import ConstraintError, Constraints, EpsilonGreedy, Range, mmr
+from coachrec.policy.constraints import ConstraintIndex
+from coachrec.policy.diversity import normalize_rows
 
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Sci-Fi", "Western"]
 

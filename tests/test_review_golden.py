@@ -6,7 +6,8 @@ from fastapi.testclient import TestClient
 
 from coachrec.review import ReviewError, ReviewStore, golden_quality
 from coachrec.review.api import review_router
-from coachrec.teacher import JudgeCase, Judgment, SpanRef, load_rubric
+from coachrec.teacher import JudgeCase, Judgment, load_rubric
+from coachrec.teacher.cases import SpanRef
 
 
 def case(trace_id: str) -> JudgeCase:

@@ -12,11 +12,9 @@ from coachrec.policy import Constraints, Range
 from coachrec.review import ReviewStore
 from coachrec.serve.feedback import FeedbackEvent, FeedbackLog
 from coachrec.serve.pipeline import Pipeline, RecommendRequest
-from coachrec.teacher import (
-    ByFailureMode, CatalogView, Judge, LatencyOutliers, NegativeFeedback, NewItems, PairwiseJudge, Rate, RatedPairs,
-    RelevanceCommittee,
-    cases_from_store, failure_report, judged_traces, load_rubric, parse_json_verdict, record, sample_traces,
-)
+from coachrec.teacher import ByFailureMode, CatalogView, Judge, LatencyOutliers, NegativeFeedback, NewItems, PairwiseJudge, Rate, RelevanceCommittee, cases_from_store, failure_report, judged_traces, load_rubric, record, sample_traces
+from coachrec.teacher.llm_scoring import parse_json_verdict
+from coachrec.teacher.movielens import RatedPairs
 from coachrec.teacher.fake import FakeJudgeBackend
 from coachrec.teacher.llm_scoring import JsonScorer, LogitScorer
 from coachrec.teacher.prompts import fence

@@ -4,7 +4,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from coachrec.teacher import RelevanceCommittee, heldout_labels, measure
+from coachrec.teacher import RelevanceCommittee, measure
+
+from coachrec.teacher.movielens import heldout_labels
 
 
 @pytest.fixture(scope="module")

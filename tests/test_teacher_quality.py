@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from coachrec.teacher import best_threshold, load_rubric, measure, parse_rubric
+from coachrec.teacher import load_rubric, measure, parse_rubric
+
+from coachrec.teacher.quality import best_threshold
 from coachrec.teacher.quality import MIN_CASES, auc
 
 

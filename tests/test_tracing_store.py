@@ -12,16 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coachrec.tracing import (
-    LATEST_VERSION,
-    SchemaVersionError,
-    SpanKind,
-    SpanRecord,
-    SpanStatus,
-    Tracer,
-    TraceStore,
-    TraceStoreError,
-)
+from coachrec.tracing import SchemaVersionError, SpanKind, SpanRecord, SpanStatus, Tracer, TraceStore, TraceStoreError
+
+from coachrec.tracing.schema import LATEST_VERSION
 from coachrec.tracing.schema import current_version, migrate
 
 

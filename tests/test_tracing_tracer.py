@@ -11,16 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from coachrec.tracing import (
-    NoopSpan,
-    SpanKind,
-    SpanRecord,
-    Tracer,
-    TraceStore,
-    WriterClosedError,
-    current_span,
-    in_current_context,
-)
+from coachrec.tracing import NoopSpan, SpanKind, SpanRecord, Tracer, TraceStore, current_span
+
+from coachrec.tracing.context import in_current_context
+
+from coachrec.tracing.writer import WriterClosedError
 from coachrec.tracing.writer import BatchWriter
 
 

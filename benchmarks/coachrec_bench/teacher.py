@@ -58,7 +58,7 @@ def _users_subset(pairs: Any, n: int, seed: int, per_user: int = 4) -> np.ndarra
 
 def _llm_pair_scores(backend: Any, labels: Any, pairs: Any, history_items: int) -> tuple[np.ndarray, np.ndarray]:
     """P(yes) per pair with the liked-history list in original and reversed order."""
-    from coachrec.teacher import LogitScorer
+    from coachrec.teacher.llm_scoring import LogitScorer
 
     scorer = LogitScorer(backend)
     train = labels.train
@@ -105,7 +105,9 @@ def bench_teacher(
     """Teacher speed, judge quality vs held-out ratings, and failure modes on replayed traces."""
     from coachrec import datasets
     from coachrec.llm import LlamaCppConfig
-    from coachrec.teacher import RelevanceCommittee, best_threshold, heldout_labels, load_rubric, measure
+    from coachrec.teacher import RelevanceCommittee, load_rubric, measure
+    from coachrec.teacher.movielens import heldout_labels
+    from coachrec.teacher.quality import best_threshold
     from coachrec.teacher.quality import kappa_interval
     from coachrec.teacher.relevance import RelevanceConfig
 
@@ -165,7 +167,9 @@ def _llm_member(role: str, n_pairs: int, labels: Any, p_cal: np.ndarray, p_eval:
     """Quality of one LLM as a relevance judge (and blended with the committee), and its speed
     with logit scoring vs JSON generation."""
     from coachrec.llm import LLMError, load_backend
-    from coachrec.teacher import JsonScorer, LogitScorer, best_threshold, measure
+    from coachrec.teacher import measure
+    from coachrec.teacher.llm_scoring import JsonScorer, LogitScorer
+    from coachrec.teacher.quality import best_threshold
     from coachrec.teacher.quality import kappa_interval
     from coachrec.teacher.relevance import LogisticBlend
 

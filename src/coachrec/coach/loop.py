@@ -31,10 +31,8 @@ from coachrec.progress import SILENT, Progress
 from coachrec.review import GoldenCase
 from coachrec.serve import PipelineConfig, RecommendRequest, Stack
 from coachrec.serve.stack import DEFAULT_MODELS, catalog_for
-from coachrec.teacher import (
-    CatalogView, FailureReport, Judge, JudgeCase, Judgment, RelevanceCommittee, RubricSpec, constraints_from_dict,
-    failure_report, load_rubric, record,
-)
+from coachrec.teacher import CatalogView, FailureReport, Judge, JudgeCase, Judgment, RelevanceCommittee, RubricSpec, failure_report, load_rubric, record
+from coachrec.teacher.catalog_view import constraints_from_dict
 from coachrec.teacher.traffic import replay_requests
 from coachrec.tracing import TraceStore
 

@@ -19,7 +19,8 @@ from typing import Any
 
 
 from coachrec.data import Dataset
-from coachrec.teacher import JudgeQuality, RelevanceCommittee, RelevanceConfig, RubricSpec, heldout_labels, measure
+from coachrec.teacher import JudgeQuality, RelevanceCommittee, RelevanceConfig, RubricSpec, measure
+from coachrec.teacher.movielens import heldout_labels
 
 
 @dataclass(frozen=True)

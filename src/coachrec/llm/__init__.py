@@ -10,66 +10,41 @@
     Router().route(signals(scores, len(history), request))     # none / small / escalate
 """
 
-from coachrec.llm.backend import ChatMessage, Completion, LLMBackend, LLMError, LLMUnsupportedError, Usage
-from coachrec.llm.cache import CachedBackend, ResponseCache
-from coachrec.llm.catalog import CATALOG, ModelSpec, find_spec
+from coachrec.llm.backend import ChatMessage, LLMBackend, LLMError, LLMUnsupportedError, Usage
+from coachrec.llm.cache import ResponseCache
+from coachrec.llm.cost import TierPrice, cost_report
+from coachrec.llm.explain import ExplainConfig, GroundedExplainer
 from coachrec.llm.factory import load_backend
+from coachrec.llm.fake import FakeBackend
 from coachrec.llm.http_backend import HTTPConfig, OpenAICompatBackend
 from coachrec.llm.llama_cpp_backend import LlamaCppBackend, LlamaCppConfig
-from coachrec.llm.pull import add_local, download_from_hub, pull
-from coachrec.llm.cost import TierPrice, cost_report
-from coachrec.llm.explain import ExplainConfig, Explanation, GroundedExplainer
-from coachrec.llm.fake import FakeBackend
-from coachrec.llm.faithfulness import Claim, ClaimChecker, Grounding
-from coachrec.llm.rerank import LLMReranker, RerankConfig, RerankResult
-from coachrec.llm.router import Route, Router, RouterConfig, Signals
-from coachrec.llm.registry import (
-    HashMismatchError,
-    ModelEntry,
-    ModelRegistry,
-    ModelRegistryError,
-    coachrec_home,
-)
+from coachrec.llm.pull import pull
+from coachrec.llm.registry import ModelRegistry, coachrec_home
+from coachrec.llm.rerank import LLMReranker, RerankConfig
+from coachrec.llm.router import Router, RouterConfig
 
 __all__ = [
-    "Claim",
-    "ClaimChecker",
-    "ExplainConfig",
-    "Explanation",
-    "FakeBackend",
-    "Grounding",
-    "GroundedExplainer",
-    "LLMReranker",
-    "RerankConfig",
-    "RerankResult",
-    "Route",
-    "Router",
-    "RouterConfig",
-    "Signals",
-    "TierPrice",
-    "cost_report",
-    "CATALOG",
-    "CachedBackend",
     "ChatMessage",
-    "Completion",
+    "ExplainConfig",
+    "FakeBackend",
+    "GroundedExplainer",
     "HTTPConfig",
-    "HashMismatchError",
     "LLMBackend",
     "LLMError",
+    "LLMReranker",
     "LLMUnsupportedError",
     "LlamaCppBackend",
     "LlamaCppConfig",
-    "ModelEntry",
     "ModelRegistry",
-    "ModelRegistryError",
-    "ModelSpec",
     "OpenAICompatBackend",
+    "RerankConfig",
     "ResponseCache",
+    "Router",
+    "RouterConfig",
+    "TierPrice",
     "Usage",
-    "add_local",
     "coachrec_home",
-    "download_from_hub",
-    "find_spec",
+    "cost_report",
     "load_backend",
     "pull",
 ]

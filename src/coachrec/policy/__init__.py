@@ -7,19 +7,16 @@
                          seen=history)                # bool per item index
 """
 
-from coachrec.policy.constraints import ConstraintError, ConstraintIndex, Constraints, Range
-from coachrec.policy.diversity import mmr, normalize_rows
-from coachrec.policy.exploration import EpsilonGreedy, Exploration, Explorer, request_rng
+from coachrec.policy.constraints import ConstraintError, Constraints, Range
+from coachrec.policy.diversity import mmr
+from coachrec.policy.exploration import EpsilonGreedy, Exploration, Explorer
 
 __all__ = [
     "ConstraintError",
-    "ConstraintIndex",
     "Constraints",
     "EpsilonGreedy",
     "Exploration",
     "Explorer",
     "Range",
     "mmr",
-    "normalize_rows",
-    "request_rng",
 ]

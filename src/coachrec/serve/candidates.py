@@ -8,7 +8,9 @@ from typing import Any
 import numpy as np
 
 from coachrec.data import Catalog, IdMap
-from coachrec.policy import ConstraintIndex, Constraints, normalize_rows
+from coachrec.policy import Constraints
+from coachrec.policy.constraints import ConstraintIndex
+from coachrec.policy.diversity import normalize_rows
 from coachrec.tracing import Tracer
 
 TRACE_LIMIT = 100

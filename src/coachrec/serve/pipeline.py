@@ -23,7 +23,8 @@ from coachrec.policy import Constraints, EpsilonGreedy
 from coachrec.serve.candidates import Candidates, RequestContext, ServingCatalog
 from coachrec.serve.retrievers import RecommenderRetriever, Retriever
 from coachrec.serve.stages import BlendRanker, ConstraintFilter, Diversify, Explain, Explore, Guardrail, Retrieve, Stage
-from coachrec.tracing import NoopSpan, SpanKind, Tracer, new_trace_id
+from coachrec.tracing import NoopSpan, SpanKind, Tracer
+from coachrec.tracing.model import new_trace_id
 
 
 _SCORED_KINDS = (SpanKind.RETRIEVER, SpanKind.RANKER)

@@ -11,34 +11,44 @@ Members: program checks (exact), a relevance committee (a heavier recommender ca
 real later ratings) and LLM criteria scored from next-token logits, never parsed free text.
 """
 
-from coachrec.teacher.cases import JudgeCase, SpanRef, TraceLayoutError, case_from_spans, cases_from_store
-from coachrec.teacher.catalog_view import CatalogView, constraints_from_dict
+from coachrec.teacher.cases import JudgeCase, cases_from_store
+from coachrec.teacher.catalog_view import CatalogView
 from coachrec.teacher.failures import FailureMode, FailureReport, failure_report
 from coachrec.teacher.judge import Judge, JudgeConfig, record
-from coachrec.teacher.judgment import FAIL, PASS, Judgment
-from coachrec.teacher.llm_scoring import JsonScorer, LogitScorer, parse_json_verdict
-from coachrec.teacher.movielens import HeldOutLabels, RatedPairs, heldout_labels
-from coachrec.teacher.pairwise import PairwiseJudge, PairwiseVerdict
-from coachrec.teacher.quality import JudgeQuality, best_threshold, measure
-from coachrec.teacher.relevance import RelevanceCommittee, RelevanceConfig, calibrated_committee, relevance_quality
+from coachrec.teacher.judgment import Judgment
+from coachrec.teacher.pairwise import PairwiseJudge
+from coachrec.teacher.quality import JudgeQuality, measure
+from coachrec.teacher.relevance import RelevanceCommittee, RelevanceConfig, calibrated_committee
 from coachrec.teacher.rubric import CriterionSpec, RubricSpec, load_rubric, parse_rubric
-from coachrec.teacher.sampling import (
-    ByFailureMode,
-    LatencyOutliers,
-    NegativeFeedback,
-    NewItems,
-    Rate,
-    Sample,
-    SamplingPolicy,
-    judged_traces,
-    sample_traces,
-)
+from coachrec.teacher.sampling import ByFailureMode, LatencyOutliers, NegativeFeedback, NewItems, Rate, SamplingPolicy, judged_traces, sample_traces
 
 __all__ = [
-    "FAIL", "PASS", "ByFailureMode", "CatalogView", "CriterionSpec", "FailureMode", "FailureReport", "HeldOutLabels",
-    "JsonScorer", "Judge", "JudgeCase", "JudgeConfig", "JudgeQuality", "Judgment", "LatencyOutliers", "LogitScorer",
-    "NegativeFeedback", "NewItems", "PairwiseJudge", "PairwiseVerdict", "Rate", "RatedPairs", "RelevanceCommittee", "RelevanceConfig", "RubricSpec",
-    "Sample", "SamplingPolicy", "SpanRef", "TraceLayoutError", "best_threshold", "calibrated_committee", "case_from_spans", "cases_from_store",
-    "constraints_from_dict", "failure_report", "heldout_labels", "judged_traces", "load_rubric", "measure",
-    "parse_json_verdict", "record", "relevance_quality", "sample_traces",
+    "ByFailureMode",
+    "CatalogView",
+    "CriterionSpec",
+    "FailureMode",
+    "FailureReport",
+    "Judge",
+    "JudgeCase",
+    "JudgeConfig",
+    "JudgeQuality",
+    "Judgment",
+    "LatencyOutliers",
+    "NegativeFeedback",
+    "NewItems",
+    "PairwiseJudge",
+    "Rate",
+    "RelevanceCommittee",
+    "RelevanceConfig",
+    "RubricSpec",
+    "SamplingPolicy",
+    "calibrated_committee",
+    "cases_from_store",
+    "failure_report",
+    "judged_traces",
+    "load_rubric",
+    "measure",
+    "parse_rubric",
+    "record",
+    "sample_traces",
 ]

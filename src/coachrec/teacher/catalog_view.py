@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from coachrec.data import Catalog
-from coachrec.policy import ConstraintIndex, Constraints, Range
+from coachrec.policy import Constraints, Range
+from coachrec.policy.constraints import ConstraintIndex
 
 
 def constraints_from_dict(raw: Mapping[str, Any]) -> Constraints:

@@ -13,7 +13,9 @@ import hashlib
 import math
 from collections.abc import Callable, Sequence
 
-from coachrec.llm import ChatMessage, Completion, LLMBackend, Usage
+from coachrec.llm import ChatMessage, LLMBackend, Usage
+
+from coachrec.llm.backend import Completion
 
 Rule = Callable[[str], float]
 

@@ -14,18 +14,15 @@
 OTLP export lives in `coachrec.tracing.otlp` (it needs the `tracing` extra's OpenTelemetry SDK).
 """
 
-from coachrec.tracing.context import current_span, in_current_context
-from coachrec.tracing.model import SpanKind, SpanRecord, SpanStatus, new_span_id, new_trace_id
-from coachrec.tracing.schema import LATEST_VERSION, SchemaVersionError
-from coachrec.tracing.span import NoopSpan, SampledOutSpan, Span
+from coachrec.tracing.context import current_span
+from coachrec.tracing.model import SpanKind, SpanRecord, SpanStatus
+from coachrec.tracing.schema import SchemaVersionError
+from coachrec.tracing.span import NoopSpan, Span
 from coachrec.tracing.store import TraceStore, TraceStoreError, default_db_path
 from coachrec.tracing.tracer import SpanSink, Tracer
-from coachrec.tracing.writer import WriterClosedError, WriterStats
 
 __all__ = [
-    "LATEST_VERSION",
     "NoopSpan",
-    "SampledOutSpan",
     "SchemaVersionError",
     "Span",
     "SpanKind",
@@ -35,11 +32,6 @@ __all__ = [
     "TraceStore",
     "TraceStoreError",
     "Tracer",
-    "WriterClosedError",
-    "WriterStats",
     "current_span",
     "default_db_path",
-    "in_current_context",
-    "new_span_id",
-    "new_trace_id",
 ]
