@@ -75,8 +75,14 @@ def test_dataset_without_text_is_a_clear_error():
 
 def test_hybrid_surfaces_new_item_and_round_trips(content, data, tmp_path):
     pytest.importorskip("torch")
-    hy = create("hybrid", sequential="sasrec", sequential_config={"epochs": 3, "dim": 16, "max_len": 6}, weight=0.3).fit(data)
-    assert hy.cold.sum() == 2
+    hy = create("hybrid", sequential="sasrec", sequential_config={"epochs": 3, "dim": 16, "max_len": 6}, weight=0.3)
+    epochs = []
+    hy.on_epoch = lambda epoch, *_: epochs.append(epoch)  # the sequential part's epochs
+    hy.checkpoint = tmp_path / "hybrid-ckpt"
+    hy.fit(data)
+    assert epochs == [1, 2, 3] and hy.cold.sum() == 2
+    ckpt = load(tmp_path / "hybrid-ckpt")
+    assert type(ckpt) is type(hy) and ckpt.fit_info["fit_on"] == "all" and ckpt.fit_info["epochs_done"] == 3
     rec = hy.recommend(history=["space0", "space1", "space2"], k=3)
     assert "new-space" in rec.items, rec.items
     again = load(hy.save(tmp_path / "hybrid"))
@@ -88,3 +94,34 @@ def test_hybrid_surfaces_new_item_and_round_trips(content, data, tmp_path):
     # the sequential part alone can never surface the cold item above what it learned
     seq_rec = hy.sequential.recommend(history=["space0", "space1", "space2"], k=3)
     assert "new-space" not in seq_rec.items
+
+
+def test_content_text_leaves_out_a_test_users_later_tag_on_their_test_movie(ml_small, monkeypatch):
+    """Fitted on `leave_one_out(ds).train`, the text the encoder gets holds no tag that a test
+    user gave their own test movie at or after rating it (user 62 tagged 49530, Blood
+    Diamond, seconds after rating it; on the full data those tags are in its text)."""
+    import polars as pl
+
+    import coachrec.models.content as content_mod
+    from coachrec.data import leave_one_out
+
+    seen: list[list[str]] = []
+
+    def fake_embed(texts, *args, **kwargs):
+        seen.append(list(texts))
+        return np.zeros((len(texts), 4), dtype=np.float32)
+
+    monkeypatch.setattr(content_mod, "embed_texts", fake_embed)
+    split = leave_one_out(ml_small)
+    test = split.test.to_polars()
+    user, item = "62", test.filter(pl.col("user") == "62")["item"][0]
+    own = ml_small.catalog.tag_events.filter((pl.col("user") == user) & (pl.col("item") == item))
+    assert own.height > 0 and (own["time"] >= test.filter(pl.col("user") == user)["time"][0]).all()
+    only_theirs = [t for t in own["tag"] if ml_small.catalog.tag_events.filter((pl.col("item") == item) & (pl.col("tag") == t)).height == 1]
+    assert only_theirs
+    idx = ml_small.items.index(item)
+    create("content").fit(ml_small)
+    create("content").fit(split.train)
+    full, train = seen[0][idx], seen[1][idx]
+    assert all(t in full for t in only_theirs)
+    assert not any(t in train for t in only_theirs), train

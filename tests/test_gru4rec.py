@@ -9,7 +9,7 @@ from coachrec.data import Dataset, Event, leave_one_out
 from coachrec.metrics import evaluate, named
 from coachrec.models import create, load
 from coachrec.models.defaults import defaults
-from coachrec.models.gru4rec import IndexedAdagradM, defaults_for, session_parallel_schedule
+from coachrec.models.gru4rec import IndexedAdagradM, session_parallel_schedule
 
 SMALL = dict(layers=[48], batch_size=32, n_sample=32, sample_alpha=0.5, learning_rate=0.1, momentum=0.2, threads=1)
 
@@ -33,7 +33,7 @@ def chains():
 @pytest.fixture(scope="module")
 def fitted(chains):
     split = leave_one_out(chains)
-    return split, create("gru4rec", loss="bpr-max", final_act="elu-1", n_epochs=8, **SMALL).fit(split.train)
+    return split, create("gru4rec", loss="bpr-max", final_act="elu-1", epochs=8, **SMALL).fit(split.train)
 
 
 def test_learns_planted_sequence_far_above_popularity(fitted):
@@ -77,13 +77,13 @@ def test_anonymous_history_recommendation(fitted):
 
 @pytest.mark.parametrize("loss,act,logq", [("cross-entropy", "linear", 0.0), ("cross-entropy", "tanh", 1.0), ("bpr-max", "elu-0.5", 0.0)])
 def test_losses_decrease(chains, loss, act, logq):
-    m = create("gru4rec", loss=loss, final_act=act, logq=logq, n_epochs=4, **SMALL).fit(chains)
+    m = create("gru4rec", loss=loss, final_act=act, logq=logq, epochs=4, **SMALL).fit(chains)
     assert m.epoch_losses[-1] < m.epoch_losses[0]
 
 
 @pytest.mark.parametrize("variant", [dict(constrained_embedding=False, embedding=16), dict(constrained_embedding=False, embedding=0)])
 def test_embedding_variants_train_and_score(chains, variant):
-    m = create("gru4rec", n_epochs=2, dropout_p_embed=0.2, dropout_p_hidden=0.1, **(SMALL | {"layers": [24, 16]}), **variant).fit(chains)
+    m = create("gru4rec", epochs=2, dropout_p_embed=0.2, dropout_p_hidden=0.1, **(SMALL | {"layers": [24, 16]}), **variant).fit(chains)
     s = m.score([np.array([1, 2, 3])])
     assert s.shape == (1, chains.n_items) and np.isfinite(s).all()
 
@@ -114,10 +114,44 @@ def test_schedule_is_session_parallel():
 
 
 def test_defaults_follow_the_official_parameter_file():
-    d = defaults_for("beauty")
+    d = defaults("gru4rec", "beauty")
     assert d == defaults("gru4rec", "/some/path/beauty")
-    assert d["loss"] == "bpr-max" and d["layers"] == [512] and d["n_sample"] == 2048
+    assert d["loss"] == "bpr-max" and d["layers"] == [512] and d["n_sample"] == 2048 and d["epochs"] == 10
     assert defaults("no-such-model", "beauty") == {}
+    # create(..., dataset=...) applies them, then the caller's settings
+    m = create("gru4rec", dataset="/some/path/beauty", layers=[64])
+    assert m.config.loss == "bpr-max" and m.config.layers == [64] and m.config.n_sample == 2048
+    assert create("gru4rec").config.loss == "cross-entropy"  # no dataset: the class defaults
+
+
+def test_old_checkpoint_with_n_epochs_loads(fitted, tmp_path):
+    """Checkpoints saved before the rename have `n_epochs` in their config."""
+    import json
+
+    _, m = fitted
+    path = m.save(tmp_path / "old")
+    meta = json.loads((path / "model.json").read_text())
+    meta["config"]["n_epochs"] = meta["config"].pop("epochs")
+    (path / "model.json").write_text(json.dumps(meta))
+    old = load(path)
+    assert old.config.epochs == 8 and old.config == m.config
+    with pytest.raises(TypeError, match=r"unknown setting.*n_epochs.*valid settings are"):
+        create("gru4rec", n_epochs=3)
+
+
+def test_checkpoint_after_every_epoch_records_fit_on(chains, tmp_path):
+    split = leave_one_out(chains)
+    m = create("gru4rec", epochs=2, **SMALL)
+    m.checkpoint = tmp_path / "ckpt"
+    saved = []
+    m.on_epoch = lambda epoch, *_: saved.append(load(tmp_path / "ckpt").fit_info)
+    m.fit(split.fit_data("train+valid"))
+    assert [(f["epochs_done"], f["fit_on"], f["checkpoint"]) for f in saved] == [(1, "train+valid", True), (2, "train+valid", True)]
+    assert m.fit_info["fit_on"] == "train+valid" and "checkpoint" not in m.fit_info
+    assert [e["epoch"] for e in m.train_log] == [1, 2] and len(m.epoch_losses) == 2
+    # the last checkpoint holds the final weights (untrained items silenced there too)
+    hist = split.task("test").histories[:10]
+    np.testing.assert_array_equal(load(tmp_path / "ckpt").score(hist), m.score(hist))
 
 
 def test_fused_optimizer_matches_the_authors_update():
@@ -162,7 +196,7 @@ def test_items_without_training_events_rank_last_and_are_skipped_in_histories(ch
     # a catalog item that never occurs in training: the official code does not know it at all
     sub = chains.with_events(chains.events.filter(chains.events["item"] != 5))
     assert sub.n_items == chains.n_items and sub.item_popularity()[5] == 0
-    m = create("gru4rec", n_epochs=1, **SMALL).fit(sub)
+    m = create("gru4rec", epochs=1, **SMALL).fit(sub)
     s = m.score([np.array([1, 2, 3]), np.array([])])
     assert (s[:, 5] < np.delete(s, 5, axis=1).min(axis=1)).all()
     np.testing.assert_allclose(m.score([np.array([1, 5, 2])]), m.score([np.array([1, 2])]))
@@ -173,5 +207,5 @@ def test_one_event_users_are_left_out_of_training():
     with pytest.raises(ValueError, match=">= 2 events"):
         session_parallel_schedule(np.array([0, 3, 4, 9]), np.arange(3), 2)
     evs = [Event(f"u{u}", f"i{(u + t) % 30}", t) for u in range(60) for t in range(1 if u % 7 == 0 else 6)]
-    m = create("gru4rec", n_epochs=1, **(SMALL | {"batch_size": 8})).fit(Dataset.from_events(evs))
+    m = create("gru4rec", epochs=1, **(SMALL | {"batch_size": 8})).fit(Dataset.from_events(evs))
     assert np.isfinite(m.score([np.array([1, 2])])).all()

@@ -134,3 +134,28 @@ def test_beyond_accuracy():
     assert beyond.intra_list_diversity(lists, feats) == pytest.approx(1.0)
     assert beyond.intra_list_diversity(np.array([[0, 0]]), feats) == pytest.approx(0.0)
     assert beyond.gini(np.array([[0], [0]]), 2) == pytest.approx(0.5)
+
+
+def test_evaluate_reports_progress_through_a_callback_and_draws_nothing(capsys):
+    from coachrec.data import EvalTask
+    from coachrec.metrics import evaluate, named
+
+    class Const:
+        n_items = 6
+
+        def score(self, histories):
+            return np.tile(np.arange(6, dtype=np.float32), (len(histories), 1))
+
+    task = EvalTask(np.arange(5), [np.array([0])] * 5, [np.array([5])] * 5)
+    calls = []
+    res = evaluate(Const(), task, named("loo-full"), ks=(1,), batch_size=2, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(2, 5), (4, 5), (5, 5)] and res.metrics["hr@1"] == 1.0
+    evaluate(Const(), task, named("loo-full"), ks=(1,))  # silent by default
+    assert capsys.readouterr() == ("", "")
+    with pytest.raises(TypeError, match="progress must be a callable"):
+        evaluate(Const(), task, named("loo-full"), progress=True)
+    import inspect
+
+    import coachrec.metrics.evaluation as ev
+
+    assert "rich" not in inspect.getsource(ev)  # library code does not draw

@@ -80,3 +80,36 @@ def test_on_epoch_reports_every_epoch(split, name):
     assert [c[0] for c in calls] == [1, 2, 3]
     assert all(np.isfinite(c[1]) and c[2] > 0 and c[3] > 0 for c in calls)
     assert [round(c[1], 5) for c in calls] == [e["loss"] for e in m.train_log]
+
+
+def test_training_prints_nothing_and_logs_epochs(split, capsys, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="coachrec.models.training"):
+        m = create("sasrec", epochs=2, eval_every=1, patience=5, dim=16, max_len=10).fit(split.train, valid=split.task("valid"))
+    assert capsys.readouterr().out == ""
+    assert [r.getMessage().startswith("sasrec {'epoch': ") for r in caplog.records] == [True, True]
+    assert [e["epoch"] for e in m.train_log] == [1, 2]
+
+
+def test_config_is_typed_and_checked():
+    m = create("sasrec", dim=32)
+    assert m.get_params()["dim"] == 32 and set(m.get_params()) == set(m.settings())
+    assert create("sasrec", **m.get_params()).config == m.config
+    with pytest.raises(TypeError, match=r"sasrec: unknown setting\(s\) \['dimm'\]; valid settings are \[.*'dim'"):
+        create("sasrec", dimm=32)
+    # the tuned defaults of a dataset apply first, explicit settings win; a Dataset works as a name
+    assert create("sasrec", dataset="ml-latest-small").config.batch_size == 32
+    assert create("sasrec", dataset="beauty", dim=64).config.dim == 64
+    assert create("sasrec", dataset="beauty").config.dim == 128
+    assert create("sasrec", dataset=planted(n_users=5)).config == create("sasrec").config  # no defaults for "planted"
+
+
+def test_saved_verbose_setting_still_loads(tmp_path, fitted):
+    import json
+
+    path = fitted.save(tmp_path / "m")
+    meta = json.loads((path / "model.json").read_text())
+    meta["config"]["verbose"] = True  # a setting of earlier versions
+    (path / "model.json").write_text(json.dumps(meta))
+    assert load(path).config == fitted.config

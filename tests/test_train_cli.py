@@ -65,3 +65,46 @@ def test_train_rejects_unknown_setting(tmp_path):
     res = CliRunner().invoke(app, ["train", "--model", "gru4rec", "--out", str(tmp_path / "x"), "--set", "hidden=3"])
     assert res.exit_code != 0
     assert "no setting" in res.output
+
+
+def test_evaluate_needs_to_know_what_a_saved_model_was_fitted_on(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "pop"
+    assert runner.invoke(app, ["train", "--model", "pop", "--out", str(out)]).exit_code == 0
+    meta_path = out / "model.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta["fit_info"]["fit_on"] == "train" and meta["fit_info"]["split"] == "leave-one-out"
+    # fitted on a leave-one-out part: a temporal test split may be in its training events
+    res = runner.invoke(app, ["evaluate", "--model-path", str(out), "--protocol", "temporal-full"])
+    assert res.exit_code != 0 and "leave-one-out split" in _flat(res.output)
+    # a model that does not say what it was fitted on is not scored as if it were "train"
+    del meta["fit_info"]["fit_on"]
+    meta_path.write_text(json.dumps(meta))
+    res = runner.invoke(app, ["evaluate", "--model-path", str(out)])
+    flat = _flat(res.output)
+    assert res.exit_code != 0 and "model.json" in flat and "does not record what the model was fitted on" in flat
+
+
+def test_checkpoints_record_fit_on(tmp_path):
+    """`--checkpoint` saves after every epoch; each save says what it was fitted on."""
+    out = tmp_path / "g"
+    args = ["train", "--model", "gru4rec", "--out", str(out), "--epochs", "2", "--threads", "1", "--fit-on", "train+valid", "--checkpoint"]
+    args += ["--set", "layers=[16]", "--set", "n_sample=32", "--set", "batch_size=64"]
+    seen = []
+    import coachrec.models.base as base
+
+    real = base.BaseRecommender.save
+
+    def spy(self, path):
+        p = real(self, path)
+        seen.append(json.loads((p / "model.json").read_text())["fit_info"])
+        return p
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(base.BaseRecommender, "save", spy)
+        res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert [f.get("epochs_done") for f in seen] == [1, 2, None]  # two checkpoints, then the final save
+    assert all(f["fit_on"] == "train+valid" for f in seen)
+    res = CliRunner().invoke(app, ["evaluate", "--model-path", str(out)])
+    assert res.exit_code != 0 and "use --protocol loo-full/train+valid" in _flat(res.output)

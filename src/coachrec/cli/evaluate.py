@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from coachrec.metrics import EvalResult
@@ -53,7 +54,6 @@ def evaluate(
     from coachrec.metrics import evaluate as run_eval
     from coachrec.metrics import named
     from coachrec.models import create, load
-    from coachrec.models.defaults import defaults
 
     proto = replace(named(protocol), seed=seed)
     with console.status(f"loading {dataset}"):
@@ -63,7 +63,21 @@ def evaluate(
         m = load(model_path)
         if len(m.items) != split.train.n_items or list(m.items.ids[:5]) != list(split.train.items.ids[:5]):
             raise typer.BadParameter(f"{model_path} was fitted on other items than {dataset}", param_hint="--model-path")
-        fitted_on = m.fit_info.get("fit_on", "train")
+        fitted_on = m.fit_info.get("fit_on")
+        if fitted_on is None:
+            raise typer.BadParameter(
+                f"{model_path / 'model.json'} does not record what the model was fitted on (fit_info.fit_on; saved by an "
+                "older coachrec or by hand), so test events may have been in training; refit and save it with `coachrec train` "
+                'or `model.save()` (both record it), or, if you know, add "fit_on": "train" (or "train+valid") to its fit_info',
+                param_hint="--model-path",
+            )
+        fitted_split = m.fit_info.get("split")
+        if fitted_split is not None and fitted_split != proto.split:
+            raise typer.BadParameter(
+                f"{model_path} was fitted on a part of a {fitted_split} split, but the protocol splits {proto.split}: its training "
+                "events may hold this protocol's test events; use a protocol with the same split or refit",
+                param_hint="--protocol",
+            )
         if fitted_on == "all":
             raise typer.BadParameter(f"{model_path} was fitted on every event, test events included; it cannot be evaluated", param_hint="--model-path")
         if fitted_on != proto.fit_on:
@@ -75,9 +89,11 @@ def evaluate(
     else:
         data = split.fit_data(proto.fit_on)
         with console.status(f"fitting {model} on {len(data):,} events ({proto.fit_on})"):
-            m = create(model, **defaults(model, ds.name)).fit(data)
+            m = create(model, dataset=ds).fit(data)
     ks = tuple(sorted(set(k)))
-    res = run_eval(m, split, proto, ks=ks, model_name=model, dataset=ds.name, progress=True)
+    with Progress(TextColumn("[bold]evaluate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True) as bar:
+        job = bar.add_task("users", total=None)
+        res = run_eval(m, split, proto, ks=ks, model_name=model, dataset=ds.name, progress=lambda done, total: bar.update(job, completed=done, total=total))
     res.extra["fit_seconds"] = m.fit_info.get("seconds")
     console.print(results_table([res], f"{ds.name} — {proto.describe()}", ks))
     if json_out is not None:

@@ -6,8 +6,9 @@ measures the test protocol honestly (the test task still sees train + valid as h
 `--valid` reports full-ranking NDCG@10/Recall@10 on the held-out second-to-last events after
 training, for model selection. `--fit-on train+valid` refits on train + valid once the config is
 chosen (evaluate it with `--protocol loo-full/train+valid`). `--checkpoint` saves after every epoch, so a long run can be
-evaluated part-way. `--all-events` fits on every event instead (for serving; the
-result must not be evaluated on this dataset's test split).
+evaluated part-way (every save, checkpoints included, records `fit_on`, which `coachrec
+evaluate` checks). `--all-events` fits on every event instead (for serving; the result must
+not be evaluated on this dataset's test split).
 """
 
 from __future__ import annotations
@@ -54,16 +55,13 @@ def train(
     checkpoint: Annotated[bool, typer.Option(help="Save to --out after every epoch (epoch-based models)")] = False,
 ) -> None:
     """Fit a model (per-dataset defaults, then your overrides) and save it to --out."""
-    import dataclasses
-
     from coachrec import datasets
     from coachrec.data import leave_one_out
-    from coachrec.models import config_fields, create, epoch_field
-    from coachrec.models.defaults import defaults
+    from coachrec.models import config_fields, create
 
     fields = config_fields(model)
-    config = defaults(model, dataset)
-    for key, value, option in ((epoch_field(model), epochs, "--epochs"), ("threads", threads, "--threads"), ("seed", seed, "--seed")):
+    config: dict[str, Any] = {}
+    for key, value, option in (("epochs", epochs, "--epochs"), ("threads", threads, "--threads"), ("seed", seed, "--seed")):
         if value is not None:
             if key not in fields:
                 raise typer.BadParameter(f"{model} has no such setting", param_hint=option)
@@ -80,11 +78,10 @@ def train(
         ds = datasets.load(dataset)
     split = leave_one_out(ds)
     data = ds if all_events else split.fit_data(fit_on)
-    m = create(model, **config)
+    m = create(model, dataset=ds, **config)
     console.print(f"[bold]{model}[/] on {data!r}")
-    console.print(f"config: {dataclasses.asdict(m.config) if dataclasses.is_dataclass(m.config) else m.config}")
-    ep_field = epoch_field(model)
-    n_epochs = int(getattr(m.config, ep_field, 0) or 0) if ep_field else 0
+    console.print(f"config: {m.get_params()}")
+    n_epochs = int(m.get_params().get("epochs", 0) or 0)
     with Progress(
         TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console
     ) as bar:
@@ -92,16 +89,14 @@ def train(
 
         def on_epoch(epoch: int, loss: float, seconds: float, events: int) -> None:
             info = f"loss {loss:.4f}  {seconds:.1f}s  {events / max(seconds, 1e-9):,.0f} events/s"
-            bar.console.print(f"epoch {epoch}/{n_epochs}: {info}")
+            bar.console.print(f"epoch {epoch}/{n_epochs}: {info}" + ("  (checkpoint saved)" if checkpoint else ""))
             bar.update(job, advance=1, info=info)
-            if checkpoint:
-                m.fit_info = {"dataset": data.name, "epochs_done": epoch, "checkpoint": True}
-                m.save(out)
 
-        if hasattr(m, "on_epoch"):
-            m.on_epoch = on_epoch
+        m.on_epoch = on_epoch
+        m.checkpoint = out if checkpoint else None  # saved with fit_on after every epoch
         t0 = time.perf_counter()
         m.fit(data)
+        m.checkpoint = None
         bar.update(job, completed=n_epochs)
     console.print(f"fitted in {time.perf_counter() - t0:.1f}s")
     if valid and not all_events:
@@ -114,6 +109,5 @@ def train(
             f"NDCG@10 {res.metrics['ndcg@10']:.4f}  Recall@10 {res.metrics['recall@10']:.4f}"
         )
         m.fit_info["valid"] = {"protocol": "loo-full (valid stage)", "ndcg@10": res.metrics["ndcg@10"], "recall@10": res.metrics["recall@10"]}
-    m.fit_info["fit_on"] = "all" if all_events else fit_on
     path = m.save(out)
-    console.print(f"saved to [bold]{path}[/]")
+    console.print(f"saved to [bold]{path}[/] (fitted on {m.fit_info['fit_on']})")

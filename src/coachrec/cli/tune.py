@@ -9,7 +9,6 @@ The test events are never looked at. Every trial (params, value, seconds, state)
 from __future__ import annotations
 
 import csv
-import inspect
 import json
 import time
 from collections.abc import Callable
@@ -97,8 +96,7 @@ def tune(
     from coachrec import datasets
     from coachrec.data import leave_one_out
     from coachrec.metrics import evaluate, named
-    from coachrec.models import MODELS, create
-    from coachrec.models.defaults import defaults
+    from coachrec.models import MODELS, create, model_class
 
     if model not in MODELS:
         raise typer.BadParameter(f"unknown model {model!r}; choose from {sorted(MODELS)}", param_hint="--model")
@@ -107,9 +105,11 @@ def tune(
     ds = datasets.load(dataset)
     split = leave_one_out(ds)
     valid = split.task("valid")
-    base = defaults(model, ds.name)
+    base: dict[str, Any] = {}
     if epochs is not None:
-        base["n_epochs" if model == "gru4rec" else "epochs"] = epochs
+        if "epochs" not in model_class(model).settings():
+            raise typer.BadParameter(f"{model} does not train in epochs", param_hint="--epochs")
+        base["epochs"] = epochs
     path = out or Path("runs/tune") / f"{model}-{ds.name}"
     records: list[dict[str, Any]] = []
     proto = named("loo-full")
@@ -117,11 +117,8 @@ def tune(
     def objective(trial: Any) -> float:
         params = SPACES[model](trial)
         t0 = time.perf_counter()
-        m = create(model, **(base | params))
-        if "valid" in inspect.signature(m.fit).parameters:
-            m.fit(split.train, valid=valid)  # type: ignore[call-arg]
-        else:
-            m.fit(split.train)
+        m = create(model, dataset=ds, **(base | params))  # the dataset's tuned defaults, then the trial's
+        m.fit(split.train, valid=valid)  # models that stop early read it; the others ignore it
         value = evaluate(m, valid, proto, ks=(10,)).metrics["ndcg@10"]
         trial.set_user_attr("seconds", round(time.perf_counter() - t0, 2))
         return value

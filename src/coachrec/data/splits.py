@@ -73,12 +73,11 @@ class Split:
 def _split(ds: Dataset, train: pl.DataFrame, valid: pl.DataFrame, test: pl.DataFrame, split: str, kind: str, tags_before: int | pl.DataFrame) -> Split:
     """The three parts, named in `info`, sharing a catalog whose tags end at `tags_before`."""
     catalog = ds.catalog.visible_tags(tags_before) if ds.catalog is not None else None
-    parts = []
+    parts: dict[str, Dataset] = {}
     for name, ev in (("train", train), ("valid", valid), ("test", test)):
-        part = ds.with_events(ev, catalog=catalog)
-        part.info.update(part=name, split=split)
-        parts.append(part)
-    return Split(*parts, kind)
+        parts[name] = ds.with_events(ev, catalog=catalog)
+        parts[name].info.update(part=name, split=split)
+    return Split(parts["train"], parts["valid"], parts["test"], kind)
 
 
 def leave_one_out(ds: Dataset, min_events: int = 3) -> Split:

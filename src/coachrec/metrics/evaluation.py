@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from coachrec.data import EvalTask, Split
 from coachrec.metrics import beyond
@@ -99,11 +98,15 @@ def evaluate(
     popularity: np.ndarray | None = None,
     item_features: Any = None,
     batch_size: int = 512,
-    progress: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
-    """Rank held-out targets under `protocol`. `model` is a Recommender or any object with
-    `score(histories) -> (n, n_items)`. `popularity` (training counts per item) drives the
-    popularity sampler and novelty; by default it comes from the split's training data."""
+    """Rank held-out targets under `protocol`. `model` is a `BaseRecommender` or any object
+    with `score(histories) -> (n, n_items)`. `popularity` (training counts per item) drives the
+    popularity sampler and novelty; by default it comes from the split's training data.
+    `progress(done, total)` is called after every batch of users (silent by default; the CLI
+    draws a bar with it)."""
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be a callable(done, total) or None, got {progress!r}")
     t0 = time.perf_counter()
     if isinstance(data, Split):
         task = data.task("test")
@@ -130,38 +133,35 @@ def evaluate(
     lists: list[np.ndarray] = []
     kmax = max(ks)
     n = len(task.users)
-    with Progress(
-        TextColumn("[bold]evaluate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=not progress, transient=True
-    ) as bar:
-        job = bar.add_task("users", total=n)
-        for lo in range(0, n, batch_size):
-            hist = task.histories[lo : lo + batch_size]
-            tgts = task.targets[lo : lo + batch_size]
-            b = len(hist)
-            scores = np.array(model.score(hist), dtype=np.float32, copy=True)
-            t_rows = np.repeat(np.arange(b), [len(t) for t in tgts])
-            t_cols = np.concatenate(tgts).astype(np.int64)
-            if protocol.exclude_seen:
-                target_scores = scores[t_rows, t_cols]
-                h_rows = np.repeat(np.arange(b), [len(h) for h in hist])
-                scores[h_rows, np.concatenate(hist).astype(np.int64)] = -np.inf
-                scores[t_rows, t_cols] = target_scores
-            if protocol.candidates == "full":
-                ranks = target_ranks(scores, t_cols) if not multi else multi_target_ranks(scores, t_rows, t_cols)
-                n_targets = np.array([len(t) for t in tgts])
-                top = np.argpartition(-scores, kmax - 1, axis=1)[:, :kmax]
-                vals = np.take_along_axis(scores, top, axis=1)
-                lists.append(np.take_along_axis(top, np.argsort(-vals, axis=1, kind="stable"), axis=1))
-            else:
-                negs = _sample_negatives(rng, hist, t_cols, n_items, protocol.n_negatives, p)
-                cand = np.concatenate([t_cols[:, None], negs], axis=1)
-                sub = np.take_along_axis(scores, cand, axis=1)
-                ranks = target_ranks(sub, np.zeros(b, dtype=np.int64))
-                n_targets = np.ones(b, dtype=np.int64)
-            m = metrics_from_ranks(ranks, t_rows, b, n_targets, ks)
-            for key, val in m.items():
-                per_user.setdefault(key, []).append(val)
-            bar.advance(job, b)
+    for lo in range(0, n, batch_size):
+        hist = task.histories[lo : lo + batch_size]
+        tgts = task.targets[lo : lo + batch_size]
+        b = len(hist)
+        scores = np.array(model.score(hist), dtype=np.float32, copy=True)
+        t_rows = np.repeat(np.arange(b), [len(t) for t in tgts])
+        t_cols = np.concatenate(tgts).astype(np.int64)
+        if protocol.exclude_seen:
+            target_scores = scores[t_rows, t_cols]
+            h_rows = np.repeat(np.arange(b), [len(h) for h in hist])
+            scores[h_rows, np.concatenate(hist).astype(np.int64)] = -np.inf
+            scores[t_rows, t_cols] = target_scores
+        if protocol.candidates == "full":
+            ranks = target_ranks(scores, t_cols) if not multi else multi_target_ranks(scores, t_rows, t_cols)
+            n_targets = np.array([len(t) for t in tgts])
+            top = np.argpartition(-scores, kmax - 1, axis=1)[:, :kmax]
+            vals = np.take_along_axis(scores, top, axis=1)
+            lists.append(np.take_along_axis(top, np.argsort(-vals, axis=1, kind="stable"), axis=1))
+        else:
+            negs = _sample_negatives(rng, hist, t_cols, n_items, protocol.n_negatives, p)
+            cand = np.concatenate([t_cols[:, None], negs], axis=1)
+            sub = np.take_along_axis(scores, cand, axis=1)
+            ranks = target_ranks(sub, np.zeros(b, dtype=np.int64))
+            n_targets = np.ones(b, dtype=np.int64)
+        m = metrics_from_ranks(ranks, t_rows, b, n_targets, ks)
+        for key, val in m.items():
+            per_user.setdefault(key, []).append(val)
+        if progress is not None:
+            progress(lo + b, n)
     pu = {k: np.concatenate(v) for k, v in per_user.items()}
     metrics = {k: float(v.mean()) for k, v in pu.items()}
     if lists:

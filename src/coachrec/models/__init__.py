@@ -1,16 +1,18 @@
-"""Recommenders behind one protocol: fit, score, recommend, save, load.
+"""Recommenders behind one contract (`BaseRecommender`): fit, score, recommend, save, load.
 
 Models are looked up by name; their modules load lazily so the CLI stays quick and the
-baselines never import torch.
+baselines never import torch. `create(name, dataset=...)` applies the tuned settings of
+`coachrec.models.defaults` for that dataset, then yours.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
+from pathlib import Path
 from typing import Any
 
-from coachrec.models.base import BaseRecommender, Recommendations, Recommender, load, top_k
+from coachrec.data import Dataset
+from coachrec.models.base import BaseRecommender, Recommendations, SettingError, load, top_k
 
 #: name -> "module:Class"
 MODELS: dict[str, str] = {
@@ -33,19 +35,21 @@ def model_class(name: str) -> type[BaseRecommender]:
 
 
 def config_fields(name: str) -> set[str]:
-    """The settings of model `name`'s config (empty for a model without a config dataclass)."""
-    cfg = model_class(name).Config
-    return {f.name for f in dataclasses.fields(cfg)} if dataclasses.is_dataclass(cfg) else set()
+    """The settings of model `name` (its `Config` fields)."""
+    return set(model_class(name).settings())
 
 
-def epoch_field(name: str) -> str | None:
-    """The config setting that counts training epochs ("n_epochs" or "epochs"), if any."""
-    return next((f for f in ("n_epochs", "epochs") if f in config_fields(name)), None)
+def create(name: str, dataset: str | Path | Dataset | None = None, **config: Any) -> BaseRecommender:
+    """A new, unfitted model by name. With `dataset` (a name such as "beauty", a path, or a
+    `Dataset`, whose `.name` is used) the tuned settings for that dataset apply first
+    (`coachrec.models.defaults`); keywords override them, e.g. `create("sasrec",
+    dataset="beauty", dim=64)`. Without it, the model's own defaults. Unknown settings raise
+    `SettingError` listing the valid ones."""
+    from coachrec.models.defaults import defaults
 
-
-def create(name: str, **config: Any) -> BaseRecommender:
-    """A new, unfitted model by name with config overrides, e.g. `create("itemknn", neighbors=50)`."""
+    if dataset is not None:
+        config = defaults(name, dataset.name if isinstance(dataset, Dataset) else dataset) | config
     return model_class(name)(**config)
 
 
-__all__ = ["MODELS", "BaseRecommender", "Recommendations", "Recommender", "config_fields", "create", "epoch_field", "load", "model_class", "top_k"]
+__all__ = ["MODELS", "BaseRecommender", "Recommendations", "SettingError", "create", "load", "model_class", "top_k"]

@@ -1,8 +1,10 @@
-"""The `Recommender` protocol and the base class that gives every model the same edges.
+"""`BaseRecommender`: the one contract every coachrec model follows, and the base class that
+gives every model the same edges.
 
 A model is fitted on a `Dataset`, scores all items for a batch of histories, recommends
 for a known user or an anonymous history of raw item ids, and saves to a folder that
-carries its class, config and coachrec version with the weights.
+carries its class, config, coachrec version and what it was fitted on with the weights.
+Its settings are one typed dataclass, `Config` (`get_params()` returns it as a dict).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, Self, runtime_checkable
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
@@ -22,6 +24,11 @@ import coachrec
 from coachrec.data import Dataset, EvalTask, IdMap
 
 FORMAT_VERSION = 1
+
+
+class SettingError(TypeError, ValueError):
+    """A model was given a setting its `Config` does not have (a TypeError, like any unknown
+    keyword argument, and a ValueError, like any other bad input)."""
 
 
 @dataclass
@@ -37,24 +44,6 @@ class Recommendations:
         return len(self.items)
 
 
-@runtime_checkable
-class Recommender(Protocol):
-    """What every coachrec model offers (see `BaseRecommender` for the shared behaviour)."""
-
-    name: ClassVar[str]
-    items: IdMap
-
-    def fit(self, data: Dataset, valid: EvalTask | None = None) -> Self: ...
-
-    def score(self, histories: Sequence[np.ndarray] | None = None, *, users: Sequence[int] | None = None) -> np.ndarray: ...
-
-    def recommend(
-        self, user: str | None = None, *, history: Sequence[str] | None = None, k: int = 10, exclude_seen: bool = True
-    ) -> Recommendations: ...
-
-    def save(self, path: str | Path) -> Path: ...
-
-
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k best scores per row, best first; ties go to the lower item index."""
     n_items = scores.shape[-1]
@@ -67,14 +56,28 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=-1)
 
 
+@dataclass
+class NoConfig:
+    """The settings of a model that has none."""
+
+
 class BaseRecommender:
-    """Shared fit/score/recommend/save/load logic. Subclasses implement `_fit`, `_score`,
-    `_state` and `_set_state`, and declare `name` and a `Config` dataclass."""
+    """What every coachrec model offers, and the shared fit/score/recommend/save/load logic.
+
+    Public: `fit(data, valid=None)`, `score(histories | users=...)`, `recommend(user,
+    history=..., k=...)`, `recommend_batch`, `save(path)` / `coachrec.models.load(path)`,
+    `get_params()`, and the attributes `config`, `items`, `users`, `fit_info` (what it was
+    fitted on: `dataset`, `fit_on`, ...), `on_epoch` and `checkpoint` (models that train in
+    epochs). Subclasses declare `name` and a `Config` dataclass and implement `_fit`,
+    `_score`, `_state` and `_set_state`."""
 
     name: ClassVar[str] = "base"
-    Config: ClassVar[type] = object
+    Config: ClassVar[type] = NoConfig
+    #: settings of earlier versions in saved configs: old name -> new name (None: dropped)
+    renamed_settings: ClassVar[dict[str, str | None]] = {}
 
     def __init__(self, config: Any = None, **overrides: Any):
+        self._check_settings(overrides)
         if config is None:
             config = self.Config(**overrides)
         elif overrides:
@@ -89,6 +92,40 @@ class BaseRecommender:
         #: called after every training epoch of models that train in epochs, as
         #: `on_epoch(epoch, mean loss, seconds of that epoch, events predicted)` (progress bars, timing)
         self.on_epoch: Callable[[int, float, float, int], None] | None = None
+        #: a folder the model saves itself to after every training epoch (models that train
+        #: in epochs), so a long run can be evaluated part-way; None = no checkpoints
+        self.checkpoint: str | Path | None = None
+
+    # ------------------------------------------------------------------ settings
+    @classmethod
+    def settings(cls) -> list[str]:
+        """The names of this model's settings (its `Config` fields)."""
+        return [f.name for f in dataclasses.fields(cls.Config)] if dataclasses.is_dataclass(cls.Config) else []
+
+    @classmethod
+    def _check_settings(cls, given: dict[str, Any]) -> None:
+        unknown = sorted(set(given) - set(cls.settings()))
+        if unknown:
+            raise SettingError(f"{cls.name}: unknown setting(s) {unknown}; valid settings are {sorted(cls.settings())}")
+
+    @classmethod
+    def config_from_dict(cls, values: dict[str, Any]) -> Any:
+        """A `Config` from saved settings, renaming or dropping those of earlier versions
+        (`renamed_settings`)."""
+        values = dict(values)
+        for old, new in cls.renamed_settings.items():
+            if old in values:
+                value = values.pop(old)
+                if new is not None:
+                    values.setdefault(new, value)
+        cls._check_settings(values)
+        return cls.Config(**values)
+
+    def get_params(self) -> dict[str, Any]:
+        """The settings as a dict (scikit-learn style): `create(name, **m.get_params())` is an
+        unfitted copy."""
+        cfg = self.config
+        return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type) else {}
 
     # ------------------------------------------------------------------ subclass hooks
     def _fit(self, data: Dataset) -> None:
@@ -119,12 +156,31 @@ class BaseRecommender:
         self.items, self.users = data.items, data.users
         self._hist_indptr, self._hist_items = data.sequences()
         self._valid = valid
+        self.fit_info = self._data_info(data)  # already there for checkpoints written during training
         try:
             self._fit(data)
         finally:
             self._valid = None
-        self.fit_info = {"dataset": data.name, "events": len(data), "users": data.n_users, "items": data.n_items, "seconds": round(time.perf_counter() - t0, 3)}
+        self.fit_info = self._data_info(data) | {"seconds": round(time.perf_counter() - t0, 3)}
         return self
+
+    @staticmethod
+    def _data_info(data: Dataset) -> dict[str, Any]:
+        """What a model fitted on `data` records: `fit_on` is the split part ("train",
+        "train+valid") or "all" (see `Dataset.fit_on`); `split` the split kind, if any."""
+        info: dict[str, Any] = {"dataset": data.name, "fit_on": data.fit_on}
+        if "split" in data.info:
+            info["split"] = data.info["split"]
+        return info | {"events": len(data), "users": data.n_users, "items": data.n_items}
+
+    def _end_epoch(self, epoch: int, loss: float, seconds: float, events: int) -> None:
+        """Called by the training loop (`coachrec.models.training`) after every epoch: write
+        the checkpoint, if asked for, then report to `on_epoch`."""
+        if self.checkpoint is not None:
+            self.fit_info.update(epochs_done=epoch, checkpoint=True)
+            self.save(self.checkpoint)
+        if self.on_epoch is not None:
+            self.on_epoch(epoch, loss, seconds, events)
 
     def _check_fitted(self) -> None:
         if self.items is None:
@@ -192,7 +248,8 @@ class BaseRecommender:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
-        """Write `model.json` (class, config, versions, fit info) and `state.npz` to a folder."""
+        """Write `model.json` (class, config, versions, fit info with `fit_on`) and `state.npz`
+        to a folder."""
         self._check_fitted()
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
@@ -201,7 +258,7 @@ class BaseRecommender:
             "class": f"{type(self).__module__}:{type(self).__qualname__}",
             "format_version": FORMAT_VERSION,
             "coachrec_version": coachrec.__version__,
-            "config": dataclasses.asdict(self.config),
+            "config": self.get_params(),
             "fit_info": self.fit_info,
         }
         state = dict(self._state())
@@ -219,7 +276,7 @@ class BaseRecommender:
 
     @classmethod
     def _from_saved(cls, meta: dict[str, Any], state: dict[str, np.ndarray]) -> BaseRecommender:
-        model = cls(cls.Config(**meta["config"]))
+        model = cls(cls.config_from_dict(meta["config"]))
         model.items = IdMap(state.pop("__items").tolist())
         model.users = IdMap(state.pop("__users").tolist())
         model._hist_indptr = state.pop("__hist_indptr")

@@ -6,6 +6,14 @@ becomes the recency-weighted mean of its item embeddings; an item's score is its
 with that vector. Interactions play no part, so items never seen in training (cold start)
 score like any other. Embeddings are cached on disk under `$COACHREC_HOME/embeddings`
 (default `~/.cache/coachrec`), keyed by the encoder and a hash of the texts.
+
+No leakage through the text: tags are user events with timestamps, and the text is that of
+the catalog of the dataset the model is fitted on. Fitted on a split's part (e.g.
+`leave_one_out(ds).train`), that catalog keeps only the tags from before each user's first
+held-out event (leave-one-out; a global cut for temporal and by-session splits; see
+`coachrec.data.splits`), so a tag that a test user gave their test item while or after
+watching it never enters the text. Tags a user gave before the held-out event were there to
+be seen at prediction time and stay. Fitted on every event ("all"), every tag is used.
 """
 
 from __future__ import annotations
@@ -88,7 +96,7 @@ class ContentModel(BaseRecommender):
                 f"content: dataset {data.name!r} has no item text (no catalog); the content model embeds "
                 "Catalog.texts(), so it needs titles or descriptions (Beauty's P5 sequence file has none)"
             )
-        texts = data.catalog.texts()
+        texts = data.catalog.texts()  # tags already cut at the split's boundary (see the module docstring)
         if not any(t.strip() for t in texts):
             raise DataError(f"content: every item text in dataset {data.name!r} is empty; nothing to embed")
         self.embeddings = embed_texts(texts, self.config.encoder, self.config.batch_size, self.config.threads)

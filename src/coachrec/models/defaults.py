@@ -1,8 +1,9 @@
-"""Sensible config overrides per model and dataset.
+"""Tuned config overrides per model and dataset.
 
-`defaults(model, dataset)` is what the CLI passes to `create(model, **...)` when the user did
-not choose a config. Add a model's entries to `DEFAULTS`: `"*"` applies to every dataset, a
-dataset name (`Dataset.name`, e.g. "beauty", "ml-latest-small") refines it.
+`create(model, dataset=...)` applies `defaults(model, dataset)` before the caller's own
+settings, so every caller (CLI, serving, coach, benchmarks) gets the same ones; `defaults`
+stays public to show what applies. Add a model's entries to `DEFAULTS`: `"*"` applies to
+every dataset, a dataset name (`Dataset.name`, e.g. "beauty", "ml-latest-small") refines it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ _GRU4REC_DIGINETICA: dict[str, Any] = {
     "embedding": 0,
     "final_act": "elu-1",  # official elu_param=1
     "layers": [512],
-    "n_epochs": 10,
+    "epochs": 10,
     "batch_size": 128,
     "dropout_p_embed": 0.5,
     "dropout_p_hidden": 0.3,

@@ -26,10 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numba
 import numpy as np
@@ -39,7 +38,7 @@ from torch.nn import functional as F
 
 from coachrec.data import Dataset
 from coachrec.models.base import BaseRecommender
-from coachrec.models.defaults import defaults
+from coachrec.models.training import fit_epochs
 
 LOSSES = ("cross-entropy", "bpr-max")
 #: output bias of items that had no training event (see `GRU4Rec._silence_untrained`)
@@ -48,8 +47,8 @@ UNTRAINED_BIAS = -1e4
 
 @dataclass
 class GRU4RecConfig:
-    """Defaults are the official code's class defaults; see `defaults_for` for tuned,
-    per-dataset settings (its published parameter files).
+    """Defaults are the official code's class defaults; `create("gru4rec", dataset=...)`
+    applies tuned, per-dataset settings (its published parameter files, `models/defaults.py`).
 
     `final_act` is applied to the sampled scores before the loss: "linear", "relu", "tanh",
     "elu-<alpha>", "leaky-<slope>". The official PyTorch code's `elu_param=a` is "elu-a" under
@@ -72,7 +71,7 @@ class GRU4RecConfig:
     final_act: str = "linear"
     bpreg: float = 1.0
     logq: float = 0.0
-    n_epochs: int = 10
+    epochs: int = 10
     seed: int = 0
     threads: int = 0
     score_batch: int = 512
@@ -87,8 +86,8 @@ class GRU4RecConfig:
         self.layers = [int(x) for x in self.layers]
         if not self.layers or min(self.layers) <= 0:
             raise ValueError(f"gru4rec: layers must be positive sizes, got {self.layers}")
-        if self.batch_size < 1 or self.n_epochs < 0 or self.n_sample < 0:
-            raise ValueError("gru4rec: batch_size >= 1, n_epochs >= 0 and n_sample >= 0 required")
+        if self.batch_size < 1 or self.epochs < 0 or self.n_sample < 0:
+            raise ValueError("gru4rec: batch_size >= 1, epochs >= 0 and n_sample >= 0 required")
         if self.loss == "cross-entropy" and self.n_sample == 0 and self.batch_size < 2:
             raise ValueError("gru4rec: cross-entropy without extra samples needs batch_size >= 2")
         final_activation(self.final_act)  # validates
@@ -113,11 +112,6 @@ def final_activation(spec: str) -> Callable[[torch.Tensor], torch.Tensor]:
     except ValueError:
         pass
     raise ValueError(f"gru4rec: unknown final_act {spec!r}; use linear, relu, tanh, elu-<alpha> or leaky-<slope>")
-
-
-def defaults_for(dataset: str) -> dict[str, Any]:
-    """Tuned config overrides for a dataset name (empty when none are known)."""
-    return defaults("gru4rec", dataset)
 
 
 # ---------------------------------------------------------------------------- optimizer
@@ -370,11 +364,14 @@ class GRU4Rec(BaseRecommender):
 
     name = "gru4rec"
     Config = GRU4RecConfig
+    renamed_settings: ClassVar[dict[str, str | None]] = {"n_epochs": "epochs"}  # the old name, in saved configs
 
     def __init__(self, config: GRU4RecConfig | None = None, **overrides: Any):
         super().__init__(config, **overrides)
         self.net: _Net | None = None
         self.epoch_losses: list[float] = []
+        self.train_log: list[dict[str, Any]] = []
+        self._untrained: np.ndarray | None = None
 
     @contextlib.contextmanager
     def _threads(self) -> Iterator[None]:
@@ -416,14 +413,15 @@ class GRU4Rec(BaseRecommender):
             log_pop = torch.log(torch.tensor(pop, dtype=torch.float32).clamp_(min=1)) if cfg.logq > 0 else None
             opt = IndexedAdagradM(cfg.learning_rate, cfg.momentum)
             self.epoch_losses = []
-            for epoch in range(cfg.n_epochs):
-                t0_ = time.perf_counter()
+            self._untrained = pop == 0  # silenced in checkpoints (`_state`) and at the end
+
+            def run_epoch() -> tuple[float, int]:
                 loss = self._epoch(sched, sampler, log_pop, opt)
-                dt = time.perf_counter() - t0_
                 self.epoch_losses.append(loss)
-                if self.on_epoch is not None:
-                    self.on_epoch(epoch + 1, loss, dt, len(sched.inputs))
-            self._silence_untrained(pop == 0)
+                return loss, len(sched.inputs)
+
+            self.train_log = fit_epochs(self, self.net, cfg.epochs, run_epoch)
+            self._silence_untrained(self._untrained)
             self.net.eval()
 
     @torch.no_grad()
@@ -562,7 +560,11 @@ class GRU4Rec(BaseRecommender):
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, np.ndarray]:
         assert self.net is not None
-        return {k: v.detach().numpy().copy() for k, v in self.net.state_dict().items()}
+        state = {k: v.detach().numpy().copy() for k, v in self.net.state_dict().items()}
+        if self._untrained is not None and self._untrained.any():  # a checkpoint mid-training
+            state["Wy"][self._untrained] = 0.0
+            state["By"][self._untrained] = UNTRAINED_BIAS
+        return state
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         n_items = len(self.items)  # type: ignore[arg-type]

@@ -4,11 +4,13 @@ Per history, both score vectors are z-normalized over the items (so their scales
 then `(1 - weight) * z_seq + weight * z_content` for items with training interactions and
 `z_content` alone for items with none: a sequential model's scores for an item it never
 saw in training are noise (untrained embeddings), while the text still says what it is.
+
+The sequential part trains in epochs: the hybrid's `on_epoch` and `checkpoint` apply to
+those epochs (a checkpoint is the whole hybrid, content part included).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import json
 from dataclasses import dataclass, field
@@ -49,13 +51,13 @@ class Hybrid(BaseRecommender):
         """A hybrid over parts already fitted on `data` (no second training run)."""
         if sequential.items is not data.items or content.items is not data.items:
             raise ValueError("hybrid.from_parts: both parts must be fitted on `data` (same item map)")
-        cfg = HybridConfig(sequential.name, dataclasses.asdict(sequential.config), dataclasses.asdict(content.config), weight)
+        cfg = HybridConfig(sequential.name, sequential.get_params(), content.get_params(), weight)
         model = cls(cfg)
         model.items, model.users = data.items, data.users
         model._hist_indptr, model._hist_items = data.sequences()
         model.sequential, model.content = sequential, content
         model.cold = data.item_popularity() == 0
-        model.fit_info = {"dataset": data.name, "from_parts": True}
+        model.fit_info = cls._data_info(data) | {"from_parts": True}
         return model
 
     def _fit(self, data: Dataset) -> None:
@@ -64,9 +66,13 @@ class Hybrid(BaseRecommender):
         if not 0.0 <= self.config.weight <= 1.0:
             raise ValueError(f"hybrid: weight must be in [0, 1], got {self.config.weight}")
         self.content = ContentModel(**self.config.content_config).fit(data)  # first: fails fast without text
-        self.sequential = create(self.config.sequential, **self.config.sequential_config)
-        self.sequential.fit(data, valid=self._valid)
         self.cold = data.item_popularity() == 0
+        self.sequential = create(self.config.sequential, **self.config.sequential_config)
+        self.sequential._end_epoch = self._end_epoch  # type: ignore[method-assign]  # its epochs are the hybrid's
+        try:
+            self.sequential.fit(data, valid=self._valid)
+        finally:
+            del self.sequential._end_epoch
 
     def _score(self, histories: list[np.ndarray]) -> np.ndarray:
         z_seq = _znorm(self.sequential.score(histories))
@@ -79,7 +85,7 @@ class Hybrid(BaseRecommender):
     def _state(self) -> dict[str, np.ndarray]:
         state: dict[str, np.ndarray] = {"cold": self.cold}
         for prefix, part in (("seq", self.sequential), ("content", self.content)):
-            meta = {"class": f"{type(part).__module__}:{type(part).__qualname__}", "config": dataclasses.asdict(part.config)}
+            meta = {"class": f"{type(part).__module__}:{type(part).__qualname__}", "config": part.get_params()}
             state[f"{prefix}/__meta"] = np.asarray(json.dumps(meta))
             state.update({f"{prefix}/{k}": v for k, v in part._state().items()})
         return state
@@ -91,7 +97,7 @@ class Hybrid(BaseRecommender):
             meta = json.loads(str(state[f"{prefix}/__meta"]))
             module, _, qual = meta["class"].partition(":")
             cls = getattr(importlib.import_module(module), qual)
-            part = cls(cls.Config(**meta["config"]))
+            part = cls(cls.config_from_dict(meta["config"]))
             part.items, part.users = self.items, self.users
             part._hist_indptr, part._hist_items = self._hist_indptr, self._hist_items
             part._set_state({k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + "/") and not k.endswith("/__meta")})

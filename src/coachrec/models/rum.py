@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -30,7 +31,8 @@ from torch import nn
 
 from coachrec.data import Dataset
 from coachrec.models.base import BaseRecommender
-from coachrec.models.sasrec import pad_left, torch_setup, train_epochs, training_windows
+from coachrec.models.sasrec import pad_left, training_windows
+from coachrec.models.training import adam_epochs, torch_setup
 
 MEMORIES = ("item", "feature")
 
@@ -150,7 +152,6 @@ class RUMConfig:
     valid_users: int = 5000
     seed: int = 0
     threads: int = 1
-    verbose: bool = False
 
 
 class RUM(BaseRecommender):
@@ -159,6 +160,7 @@ class RUM(BaseRecommender):
 
     name = "rum"
     Config = RUMConfig
+    renamed_settings: ClassVar[dict[str, str | None]] = {"verbose": None}  # printed epochs; now on_epoch / logging
     item_chunk = 2048  # candidate items scored at once (batch x chunk x slots tensors)
 
     def _build(self, n_items: int) -> None:
@@ -201,7 +203,7 @@ class RUM(BaseRecommender):
             logits = torch.cat([s_pos[:, None], s_neg.masked_fill(neg[None, :] == pos[:, None], float("-inf"))], dim=1)
             return nn.functional.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long))
 
-        self.train_log = train_epochs(self, self.net, lengths, batch_loss, self._valid, rng)
+        self.train_log = adam_epochs(self, self.net, lengths, batch_loss, self._valid, rng)
 
     @torch.no_grad()
     def _score(self, histories: list[np.ndarray]) -> np.ndarray:

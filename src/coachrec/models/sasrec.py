@@ -22,30 +22,21 @@ Optional early stopping: `fit(train, valid=split.task("valid"))` checks validati
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from coachrec.data import Dataset, EvalTask
+from coachrec.data import Dataset
 from coachrec.models.base import BaseRecommender
+from coachrec.models.training import adam_epochs, torch_setup
 
 LOSSES = ("bce", "ce", "sampled-ce")
 
 
-# ---------------------------------------------------------------------- shared torch helpers
-def torch_setup(seed: int, threads: int) -> torch.Generator:
-    """Seed torch and set its CPU thread count; returns a seeded generator for sampling."""
-    if threads > 0:
-        torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-
+# ---------------------------------------------------------------------- window helpers (SASRec, RUM)
 def pad_left(histories: list[np.ndarray], width: int, shift: int = 1) -> np.ndarray:
     """The last `width` items of each history, right-aligned, as `item + shift` (0 = padding)."""
     out = np.zeros((len(histories), width), dtype=np.int64)
@@ -54,20 +45,6 @@ def pad_left(histories: list[np.ndarray], width: int, shift: int = 1) -> np.ndar
         if len(tail):
             out[r, width - len(tail) :] = tail + shift
     return out
-
-
-def bucket_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, pool: int = 50) -> list[np.ndarray]:
-    """Shuffled mini-batches of row indices whose lengths are similar: rows are shuffled,
-    cut into pools of `pool` batches, sorted by length within a pool, then the batches are
-    shuffled. Batches can then be trimmed to their longest row (far less padding)."""
-    order = rng.permutation(len(lengths))
-    batches: list[np.ndarray] = []
-    span = batch_size * pool
-    for lo in range(0, len(order), span):
-        chunk = order[lo : lo + span]
-        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))]
 
 
 def training_windows(indptr: np.ndarray, items: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -79,69 +56,6 @@ def training_windows(indptr: np.ndarray, items: np.ndarray, width: int) -> tuple
     inp = pad_left([s[:-1] for s in seqs], width)
     tgt = pad_left([s[1:] for s in seqs], width)
     return inp, tgt, (tgt > 0).sum(axis=1)
-
-
-def valid_ndcg(model: BaseRecommender, task: EvalTask) -> float:
-    """Validation NDCG@10, leave-one-out, full ranking, seen items excluded."""
-    from coachrec.metrics import evaluate, named
-
-    return evaluate(model, task, named("loo-full"), ks=(10,)).metrics["ndcg@10"]
-
-
-def subsample_task(task: EvalTask, n: int, seed: int) -> EvalTask:
-    if n <= 0 or len(task.users) <= n:
-        return task
-    keep = np.sort(np.random.default_rng(seed).choice(len(task.users), n, replace=False))
-    return EvalTask(task.users[keep], [task.histories[i] for i in keep], [task.targets[i] for i in keep])
-
-
-def train_epochs(
-    model: BaseRecommender,
-    net: nn.Module,
-    lengths: np.ndarray,
-    batch_loss: Callable[[np.ndarray], torch.Tensor],
-    valid: EvalTask | None,
-    rng: np.random.Generator,
-) -> list[dict[str, Any]]:
-    """Adam over length-bucketed mini-batches of training rows for `config.epochs` epochs;
-    with a validation task, check NDCG@10 every `eval_every` epochs, stop after `patience`
-    checks without improvement and restore the best weights. Returns the per-epoch log."""
-    c = model.config
-    opt = torch.optim.Adam(net.parameters(), lr=c.lr, betas=(0.9, 0.98), weight_decay=c.weight_decay)
-    valid = subsample_task(valid, c.valid_users, c.seed) if valid is not None else None
-    best, best_state, bad, log = -1.0, None, 0, []
-    t0 = time.perf_counter()
-    for epoch in range(1, c.epochs + 1):
-        net.train()
-        total, t_epoch = 0.0, time.perf_counter()
-        for b in bucket_batches(lengths, c.batch_size, rng):
-            loss = batch_loss(b)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(b)
-        epoch_s = time.perf_counter() - t_epoch  # training only, validation excluded
-        entry: dict[str, Any] = {"epoch": epoch, "loss": round(total / len(lengths), 5), "seconds": round(time.perf_counter() - t0, 1)}
-        if valid is not None and (epoch % c.eval_every == 0 or epoch == c.epochs):
-            net.eval()
-            score = valid_ndcg(model, valid)
-            entry["valid_ndcg@10"] = round(score, 5)
-            if score > best:
-                best, bad = score, 0
-                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-            else:
-                bad += 1
-        log.append(entry)
-        if model.on_epoch is not None:
-            model.on_epoch(epoch, entry["loss"], epoch_s, int(lengths.sum()))  # events predicted, as GRU4Rec reports
-        if c.verbose:
-            print(f"{model.name} {entry}", flush=True)
-        if valid is not None and bad >= c.patience:
-            break
-    if best_state is not None:
-        net.load_state_dict(best_state)
-    net.eval()
-    return log
 
 
 class _FullSoftmaxCE(torch.autograd.Function):
@@ -248,7 +162,8 @@ class SASRecConfig:
     `n_negatives` shared negatives drawn by popularity ** `neg_alpha`). `epochs` is a maximum when fitted with a
     validation task (early stopping after `patience` checks without improvement).
     `valid_users` caps the users used for each validation check (0 = all). `threads`: torch
-    CPU threads (0 = torch's default); 1 is fastest for these small ops on a busy 2-core box."""
+    CPU threads (0 = torch's default); 1 is fastest for these small ops on a busy 2-core box.
+    Per-epoch progress goes to `on_epoch` and the `coachrec.models.training` logger."""
 
     max_len: int = 50
     dim: int = 64
@@ -267,7 +182,6 @@ class SASRecConfig:
     valid_users: int = 5000
     seed: int = 0
     threads: int = 1
-    verbose: bool = False
 
 
 class SASRec(BaseRecommender):
@@ -275,6 +189,7 @@ class SASRec(BaseRecommender):
 
     name = "sasrec"
     Config = SASRecConfig
+    renamed_settings: ClassVar[dict[str, str | None]] = {"verbose": None}  # printed epochs; now on_epoch / logging
 
     def _build(self, n_items: int) -> None:
         c = self.config
@@ -304,7 +219,7 @@ class SASRec(BaseRecommender):
 
         workspace: list[torch.Tensor] = []
 
-        self.train_log = train_epochs(self, self.net, lengths, batch_loss, self._valid, rng)
+        self.train_log = adam_epochs(self, self.net, lengths, batch_loss, self._valid, rng)
 
     def _loss(
         self,
