@@ -17,12 +17,13 @@ with the name rule every one of the 4,778 reference rows agrees, in order
 from __future__ import annotations
 
 import functools
+import gzip
 import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import numpy as np
 import polars as pl
@@ -136,9 +137,11 @@ class Conversations:
 
     def mentions(self, turns: Sequence[int] | np.ndarray) -> tuple[list[list[int]], list[list[int]]]:
         """Earlier-mentioned entity ids (oldest first) and their ages, for each turn index."""
+        if not hasattr(self, "_prev_lists"):
+            self._prev_lists = (self.turns["prev_entity"].to_list(), self.turns["prev_age"].to_list())
+        prev, age = self._prev_lists
         rows = [self.row(t) for t in turns]
-        prev, age = self.turns["prev_entity"], self.turns["prev_age"]
-        return [prev[r].to_list() for r in rows], [age[r].to_list() for r in rows]
+        return [prev[r] for r in rows], [age[r] for r in rows]
 
     def context(self, turn: int) -> list[tuple[Speaker, str]]:
         """The turn's context as (speaker, utterance), the empty first slot left out."""
@@ -170,10 +173,10 @@ class Conversations:
 
     def subset(self, turns: np.ndarray | Sequence[int]) -> Conversations:
         """Only the given turns (by `turn` index); turn indices are kept, not renumbered."""
-        keep = pl.Series(np.asarray(turns, dtype=np.int64))
+        keep = np.asarray(turns, dtype=np.int64)
         return Conversations(
-            self.turns.filter(pl.col("turn").is_in(keep)),
-            self.targets.filter(pl.col("turn").is_in(keep)),
+            self.turns.filter(pl.Series(np.isin(self.turns["turn"].to_numpy(), keep))),
+            self.targets.filter(pl.Series(np.isin(self.targets["turn"].to_numpy(), keep))),
             self.entities,
             self.candidates,
             self.source,
@@ -188,17 +191,34 @@ class Conversations:
 
 
 # ---------------------------------------------------------------------- loading
+def _existing(path: Path) -> Path:
+    """`path`, or `path.gz` when only the compressed file is there."""
+    gz = path.with_name(path.name + ".gz")
+    if path.exists() or not gz.exists():
+        return path
+    return gz
+
+
+def _open_text(path: Path) -> IO[str]:
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")
+
+
 def _read_json(path: Path) -> Any:
+    path = _existing(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        with _open_text(path) as fh:
+            return json.load(fh)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: line {exc.lineno}: not valid JSON: {exc.msg}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read: {exc}") from exc
 
 
 def _entity_table(path: Path) -> dict[int, str]:
     raw = _read_json(path)
+    path = _existing(path)
     if not isinstance(raw, dict):
         raise DataError(f"{path}: expected a JSON object of URI -> entity id, got {type(raw).__name__}")
     uri_of: dict[int, str] = {}
@@ -300,14 +320,15 @@ def _ages(rows: list[dict[str, Any]], name_of: dict[int, str]) -> None:
 def load_conversations(
     folder: str | Path, split: str = "test", *, entities: str = "entity2id.json", items: str = "item_ids.json"
 ) -> Conversations:
-    """Read a CRS-layout folder: `{split}.jsonl`, `entity2id.json`, `item_ids.json`. Bad input
-    raises `DataError` naming the file and, for the turns, the line."""
+    """Read a CRS-layout folder: `{split}.jsonl`, `entity2id.json`, `item_ids.json` (each may
+    be gzip-compressed, `NAME.gz`). Bad input raises `DataError` naming the file and, for the
+    turns, the line."""
     root = Path(folder)
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
     uri_of = _entity_table(root / entities)
-    items_path = root / items
-    cand = _read_json(items_path)
+    cand = _read_json(root / items)
+    items_path = _existing(root / items)
     if not isinstance(cand, list) or not all(isinstance(c, int) and not isinstance(c, bool) for c in cand):
         raise DataError(f"{items_path}: expected a JSON list of integer entity ids")
     unknown = [c for c in cand if c not in uri_of]
@@ -315,11 +336,11 @@ def load_conversations(
         raise DataError(f"{items_path}: entity id(s) {unknown[:5]} not in {entities}")
     if len(set(cand)) != len(cand):
         raise DataError(f"{items_path}: the candidate list repeats an entity id")
-    turns_path = root / f"{split}.jsonl"
+    turns_path = _existing(root / f"{split}.jsonl")
     if not turns_path.exists():
         raise DataError(f"{turns_path}: file not found")
     rows: list[dict[str, Any]] = []
-    with turns_path.open(encoding="utf-8") as fh:
+    with _open_text(turns_path) as fh:
         for lineno, line in enumerate(fh, start=1):
             if line.strip():
                 rows.append(_parse_turn(line, f"{turns_path}:{lineno}", uri_of))

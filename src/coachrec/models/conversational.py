@@ -1,0 +1,331 @@
+"""Scorers over a conversational data set's candidate set, learned from conversations or
+borrowed zero-shot from a catalog's interactions.
+
+- `CoMention`: popularity of targets and mentions in the training dialogs, plus co-mention
+  counts: entities mentioned earlier in a dialog (movies, and also genres, people: ReDial
+  annotates them) -> the movies recommended next, each pair weighted by how recently the
+  entity was mentioned (`recency ** age`, age in utterances), every source's row shrunk
+  towards zero by `shrink` (a source seen a few times says little). No text is read.
+- `MentionKNN`: zero-shot: a recommender fitted on another catalog's interactions (item-kNN
+  on MovieLens latest-small), fed the linked movies mentioned so far as a history; candidates
+  the linker could not place score below every linked one.
+- `cross_fit`: two (or more) folds by dialog id (seeded); fit on the other folds, score this
+  one, so every target is scored by a model that never saw its dialog. `tune_co_mention`
+  picks the settings by an inner split of the training dialogs only.
+
+Every scorer gives `scorer(conv)`, the `score(turns)` function `coachrec.metrics.conversational.conv_full` takes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from coachrec.data.conversations import Conversations
+from coachrec.data.linking import CandidateLinks
+from coachrec.metrics.conversational import Match, aggregate, conv_full
+from coachrec.progress import SILENT, Progress
+
+__all__ = [
+    "CO_MENTION_GRID", "CoMention", "CoMentionConfig", "ConversationScorer", "MentionKNN", "Popularity",
+    "cross_fit", "tune_co_mention",
+]  # fmt: skip
+
+ScoreFn = Callable[[np.ndarray], np.ndarray]
+
+
+class ConversationScorer(Protocol):
+    name: str
+
+    def scorer(self, conv: Conversations) -> ScoreFn:
+        """`score(turns)` over `conv`'s candidate columns for turn indices of `conv`."""
+
+
+# ---------------------------------------------------------------------- learned from dialogs
+@dataclass
+class CoMentionConfig:
+    """`recency`: weight of a mention `age` utterances old is `recency ** age` (when pairs are
+    counted and when a turn is scored). `shrink`: added to each source's total weight, in both
+    count tables. `other_weight`: weight of sources that are not movies (genres, people, ...)
+    relative to movies. `dialog_weight`: weight of the dialog co-occurrence table against the
+    mention -> target table. `prior`: weight of the popularity prior (max-normalised).
+    `mention_prior`: how much one dialog mentioning a movie adds to its popularity, against 1
+    per time it is a target. `new_only`: count only targets not mentioned before (what
+    conv-full scores) as targets."""
+
+    recency: float = 0.9
+    shrink: float = 10.0
+    other_weight: float = 1.0
+    dialog_weight: float = 1.0
+    prior: float = 0.02
+    mention_prior: float = 0.5
+    new_only: bool = True
+
+
+def _turn_mask(frame: pl.DataFrame, turns: np.ndarray) -> pl.Series:
+    return pl.Series(np.isin(frame["turn"].to_numpy(), turns))
+
+
+def _training_pairs(
+    conv: Conversations, turns: np.ndarray, recency: float, new_only: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(source entity ids, target columns, weights) of every (earlier mention, target) pair of
+    the given turns, and the target column of every counted target."""
+    tg = conv.targets.filter(_turn_mask(conv.targets, turns))
+    if new_only:
+        tg = tg.filter(pl.col("condition") == "rec")
+    t_cols = conv.column(tg["target"].to_numpy())
+    keep = t_cols >= 0
+    t_turns, t_cols = tg["turn"].to_numpy()[keep], t_cols[keep]
+    prev, ages = conv.mentions(t_turns)
+    lengths = np.array([len(p) for p in prev], dtype=np.int64)
+    src = np.fromiter(itertools.chain.from_iterable(prev), dtype=np.int64, count=int(lengths.sum()))
+    age = np.fromiter(itertools.chain.from_iterable(ages), dtype=np.float64, count=int(lengths.sum()))
+    cols = np.repeat(t_cols, lengths)
+    w = np.power(recency, age)
+    self_pair = conv.column(src) == cols
+    return src[~self_pair], cols[~self_pair], w[~self_pair], t_cols
+
+
+def _dialog_entities(conv: Conversations, turns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(dialog code, entity id) of every distinct entity mentioned or recommended in the
+    dialogs of the given turns (only what those turns show: earlier mentions and targets)."""
+    sub = conv.turns.filter(_turn_mask(conv.turns, turns)).select(
+        "dialog_id", pl.concat_list("prev_entity", "targets").alias("e")
+    )
+    pairs = sub.explode("e").drop_nulls().unique()
+    codes = pairs["dialog_id"].cast(pl.Categorical).to_physical().to_numpy().astype(np.int64)
+    return codes, pairs["e"].to_numpy()
+
+
+def _row_normalised(counts: sp.csr_matrix, shrink: float) -> sp.csr_matrix:
+    totals = np.asarray(counts.sum(axis=1)).ravel()
+    return sp.csr_matrix(sp.diags(1.0 / (totals + shrink)) @ counts, dtype=np.float32)
+
+
+class CoMention:
+    """Popularity + co-mention counts learned from the training turns of a `Conversations`.
+
+    Two count tables, entity x candidate, each row divided by its total plus `shrink` (an
+    estimate of P(candidate | source) shrunk towards zero for rare sources):
+    - mention -> target: for every target of a training turn, each entity mentioned earlier
+      in its dialog, weighted `recency ** age`;
+    - dialog co-occurrence: 1 for every (entity, movie) pair that occurs in the same training
+      dialog (mentioned or recommended; a movie not with itself).
+    A turn's score sums, over its earlier mentions, `recency ** age` (times `other_weight` for
+    non-movies) times (mention -> target row + `dialog_weight` * dialog row), plus `prior` *
+    popularity."""
+
+    name = "co-mention"
+    Config = CoMentionConfig
+
+    def __init__(self, config: CoMentionConfig | None = None, **overrides: Any):
+        self.config = dataclasses.replace(config or CoMentionConfig(), **overrides)
+        self.matrix: sp.csr_matrix | None = None
+
+    def fit(self, conv: Conversations, turns: np.ndarray | Sequence[int] | None = None) -> CoMention:
+        """Count on the given turn indices (default: all turns of `conv`)."""
+        c = self.config
+        turns = conv.turns["turn"].to_numpy() if turns is None else np.asarray(turns, dtype=np.int64)
+        self.entity_ids = conv.entities["id"].to_numpy()
+        self.is_movie = conv.entities["is_movie"].to_numpy()
+        n_e, n_c = len(self.entity_ids), conv.n_candidates
+        self.n_candidates = n_c
+        src, cols, w, t_cols = _training_pairs(conv, turns, c.recency, c.new_only)
+        directed = sp.csr_matrix((w, (np.searchsorted(self.entity_ids, src), cols)), shape=(n_e, n_c))
+        codes, ents = _dialog_entities(conv, turns)
+        n_d = int(codes.max()) + 1 if len(codes) else 0
+        incidence = sp.csr_matrix((np.ones(len(ents)), (codes, np.searchsorted(self.entity_ids, ents))), shape=(n_d, n_e))
+        e_cols = conv.column(ents)
+        m = e_cols >= 0
+        movies = sp.csr_matrix((np.ones(int(m.sum())), (codes[m], e_cols[m])), shape=(n_d, n_c))
+        dialog = (incidence.T @ movies).tocoo()
+        not_self = self.entity_ids[dialog.row] != conv.candidates[dialog.col]
+        dialog = sp.csr_matrix((dialog.data[not_self], (dialog.row[not_self], dialog.col[not_self])), shape=(n_e, n_c))
+        self.matrix = (_row_normalised(directed, c.shrink) + c.dialog_weight * _row_normalised(dialog, c.shrink)).tocsr()
+        pop = np.bincount(t_cols, minlength=n_c).astype(np.float64)
+        mentioned = conv.turns.filter(_turn_mask(conv.turns, turns)).select("dialog_id", "prev_entity").explode("prev_entity")
+        m_cols = conv.column(mentioned.drop_nulls().unique()["prev_entity"].to_numpy())
+        pop += c.mention_prior * np.bincount(m_cols[m_cols >= 0], minlength=n_c)
+        self.popularity = (pop / max(pop.max(), 1.0)).astype(np.float32)
+        return self
+
+    def score_mentions(self, mentions: Sequence[Sequence[int]], ages: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+        """Scores of every candidate column for each list of mentioned entity ids (with their
+        ages in utterances; default 0). Unknown entity ids are ignored."""
+        if self.matrix is None:
+            raise RuntimeError("co-mention: not fitted; call fit(conv, turns)")
+        c = self.config
+        lengths = np.array([len(m) for m in mentions], dtype=np.int64)
+        ids = np.fromiter(itertools.chain.from_iterable(mentions), dtype=np.int64, count=int(lengths.sum()))
+        age = (
+            np.zeros(len(ids))
+            if ages is None
+            else np.fromiter(itertools.chain.from_iterable(ages), dtype=np.float64, count=int(lengths.sum()))
+        )
+        rows = np.repeat(np.arange(len(mentions)), lengths)
+        pos = np.searchsorted(self.entity_ids, ids).clip(max=len(self.entity_ids) - 1)
+        known = self.entity_ids[pos] == ids
+        w = np.power(c.recency, age) * np.where(self.is_movie[pos], 1.0, c.other_weight)
+        x = sp.csr_matrix((w[known], (rows[known], pos[known])), shape=(len(mentions), len(self.entity_ids)))
+        out = np.asarray((x @ self.matrix).todense(), dtype=np.float32)
+        out += c.prior * self.popularity
+        return out
+
+    def scorer(self, conv: Conversations) -> ScoreFn:
+        def score(turns: np.ndarray) -> np.ndarray:
+            prev, ages = conv.mentions(turns)
+            return self.score_mentions(prev, ages)
+
+        return score
+
+
+class Popularity:
+    """How often each candidate was a target (and, at `mention_prior`, mentioned) in the
+    training turns, whatever the conversation: `CoMention` without its co-mention part."""
+
+    name = "popularity"
+
+    def __init__(self, mention_prior: float = 0.5):
+        self.inner = CoMention(prior=1.0, mention_prior=mention_prior, dialog_weight=0.0)
+
+    def fit(self, conv: Conversations, turns: np.ndarray | Sequence[int] | None = None) -> Popularity:
+        self.inner.fit(conv, turns)
+        return self
+
+    def scorer(self, conv: Conversations) -> ScoreFn:
+        pop = self.inner.popularity
+
+        def score(turns: np.ndarray) -> np.ndarray:
+            return np.broadcast_to(pop, (len(turns), len(pop))).copy()
+
+        return score
+
+
+# ---------------------------------------------------------------------- zero-shot from a catalog
+class MentionKNN:
+    """A recommender fitted on a catalog's interactions (`model.score(histories)` over the
+    catalog's items), fed each turn's linked earlier-mentioned movies, oldest first. Linked
+    candidates get the model's score, unlinked ones one less than the lowest linked score, so
+    they tie below all of them (pessimistic ties make them misses unless nothing is linked)."""
+
+    name = "mention-knn"
+
+    def __init__(self, model: Any, links: CandidateLinks):
+        self.model = model
+        self.links = links
+        if int(getattr(model, "n_items", len(links.item))) <= int(links.item.max(initial=-1)):
+            raise ValueError("the links point at items the model does not have: link against the model's own catalog")
+
+    def histories(self, conv: Conversations, turns: np.ndarray) -> list[np.ndarray]:
+        prev, _ = conv.mentions(turns)
+        return [self.links.history(conv.column(p)) for p in prev]
+
+    def score_histories(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        item = self.links.item
+        linked = item >= 0
+        s = np.asarray(self.model.score(list(histories)), dtype=np.float32)
+        out = np.empty((len(histories), len(item)), dtype=np.float32)
+        vals = s[:, item[linked]]
+        out[:, linked] = vals
+        low = vals.min(axis=1, keepdims=True) if vals.size else np.zeros((len(histories), 1), np.float32)
+        out[:, ~linked] = low - 1.0
+        return out
+
+    def scorer(self, conv: Conversations) -> ScoreFn:
+        def score(turns: np.ndarray) -> np.ndarray:
+            return self.score_histories(self.histories(conv, turns))
+
+        return score
+
+
+# ---------------------------------------------------------------------- cross-fitting and tuning
+#: the settings `tune_co_mention` searches by default
+CO_MENTION_GRID: dict[str, Sequence[Any]] = {
+    "dialog_weight": (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
+    "recency": (0.7, 0.8, 0.9, 1.0),
+    "shrink": (2.0, 5.0, 10.0, 20.0, 40.0, 80.0),
+    "other_weight": (0.25, 0.5, 1.0, 1.5),
+    "prior": (0.005, 0.02, 0.05, 0.1),
+}
+
+
+def _split_turns(conv: Conversations, turns: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+    sub = conv.subset(turns)
+    return sub.folds(n_folds, seed)
+
+
+def tune_co_mention(
+    conv: Conversations,
+    turns: np.ndarray,
+    *,
+    grid: Mapping[str, Sequence[Any]] | None = None,
+    metric: str = "recall@10",
+    seed: int = 0,
+    match: Match = "name",
+    base: CoMentionConfig | None = None,
+    progress: Progress = SILENT,
+) -> tuple[CoMentionConfig, list[dict[str, Any]]]:
+    """The `CoMention` settings with the best mean `metric` over an inner two-fold split (by
+    dialog, seeded) of the given training turns only, and every setting's score. A coordinate
+    search: one setting at a time over its grid values, the others held, twice round."""
+    grid = dict(CO_MENTION_GRID if grid is None else grid)
+    turns = np.asarray(turns, dtype=np.int64)
+    inner = _split_turns(conv, turns, 2, seed + 1)
+    parts = [(turns[inner != k], conv.subset(turns[inner == k])) for k in range(2)]
+    tried: dict[tuple[tuple[str, Any], ...], float] = {}
+    log: list[dict[str, Any]] = []
+
+    def value(cfg: CoMentionConfig) -> float:
+        key = tuple(sorted((k, getattr(cfg, k)) for k in grid))
+        if key not in tried:
+            vals = [aggregate(conv_full(CoMention(cfg).fit(conv, tr).scorer(held), held, match=match))[metric] for tr, held in parts]
+            tried[key] = float(np.mean(vals))
+            log.append(dict(key) | {metric: tried[key]})
+        return tried[key]
+
+    best = base or CoMentionConfig()
+    best_v = value(best)
+    with progress.bar("tune co-mention", 2 * len(grid)) as advance:
+        done = 0
+        for _ in range(2):
+            for name, values in grid.items():
+                for v in values:
+                    cand = dataclasses.replace(best, **{name: v})
+                    cv = value(cand)
+                    if cv > best_v + 1e-12:
+                        best, best_v = cand, cv
+                done += 1
+                advance(done, 2 * len(grid))
+    return best, log
+
+
+def cross_fit(
+    conv: Conversations,
+    fit: Callable[[Conversations, np.ndarray], ConversationScorer],
+    *,
+    n_folds: int = 2,
+    seed: int = 0,
+    match: Match = "name",
+    progress: Progress = SILENT,
+) -> tuple[pl.DataFrame, list[ConversationScorer]]:
+    """Per-target conv-full rows of every target of `conv`, each fold's targets scored by
+    `fit(conv, training turn indices)` fitted on the other folds (by dialog, `conv.folds`).
+    The rows get a `fold` column; the fitted scorers are returned in fold order."""
+    folds = conv.folds(n_folds, seed)
+    turns = conv.turns["turn"].to_numpy()
+    out, models = [], []
+    for k in range(n_folds):
+        progress.step(f"fold {k + 1} of {n_folds}: fit on {int((folds != k).sum()):,} turns, score {int((folds == k).sum()):,}")
+        model = fit(conv, turns[folds != k])
+        held = conv.subset(turns[folds == k])
+        out.append(conv_full(model.scorer(held), held, match=match).with_columns(pl.lit(k).alias("fold")))
+        models.append(model)
+    return pl.concat(out).sort("turn", "position"), models
