@@ -111,6 +111,8 @@ def _excluded(conv: Conversations, units: CandidateUnits, prev: list[list[int]])
 
 
 # ---------------------------------------------------------------------- the protocol
+_NEVER = np.int64(2**40)  # the rank of a target that cannot be hit: beyond every K
+
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 """`score(turns)`: scores of every candidate column for the given turn indices, (len, n_candidates)."""
 
@@ -170,11 +172,12 @@ def conv_full(
             if len(ok):
                 ranks[ok] = target_ranks(u[t_row[ok] - lo], t_units[ok])
             advance(hi, n)
-    m = metrics_from_ranks(ranks, np.arange(len(tg)), len(tg), np.ones(len(tg), dtype=np.int64), KS)
+    miss = dis | (t_units < 0)
+    m = metrics_from_ranks(np.where(miss, _NEVER, ranks), np.arange(len(tg)), len(tg), np.ones(len(tg), dtype=np.int64), KS)
     cols = {k: m[k] for k in METRICS}
     return tg.select("turn", "dialog_id", "position", "target").with_columns(
         pl.Series("condition", np.where(dis, "dis", "rec"), dtype=pl.Utf8),
-        pl.Series("rank", ranks),
+        pl.Series("rank", ranks).set(pl.Series(miss), None),
         *(pl.Series(k, v) for k, v in cols.items()),
     )
 
@@ -206,11 +209,13 @@ class Reference:
 
     `reordered_turns`: turns whose rows come in a different order of conditions than the
     targets' `rec` order (rows are matched to targets by turn and condition, in order, so
-    this is reported, not an error)."""
+    this is reported, not an error). `outside_rows`: rows of turns the `Conversations` does not
+    hold (a sample or a subset), left out."""
 
     name: str
     per_target: pl.DataFrame
     reordered_turns: int = 0
+    outside_rows: int = 0
 
 
 def reference_path(folder: str | Path, model: str) -> Path:
@@ -225,8 +230,9 @@ def reference_path(folder: str | Path, model: str) -> Path:
 def load_reference(path: str | Path, conv: Conversations | None = None, *, name: str | None = None) -> Reference:
     """Read a per-target file (`idx`, `condition`, metric columns; `.csv` or `.csv.gz`). With
     `conv`, align it: each row gets its turn's `dialog_id`, the target's `position` and
-    `target`, matching rows to targets by `idx` and condition in order; a turn whose rows and
-    targets disagree in number raises `DataError`."""
+    `target`, matching rows to targets by `idx` and condition in order; rows of turns `conv`
+    does not hold are left out (counted); a turn whose rows and targets disagree in number
+    raises `DataError`."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: file not found")
@@ -248,16 +254,18 @@ def load_reference(path: str | Path, conv: Conversations | None = None, *, name:
 
 
 def _align(label: str, df: pl.DataFrame, conv: Conversations, path: Path) -> Reference:
+    tg = conv.targets
+    by_turn: dict[int, list[tuple[int, str, int]]] = {}
+    for t, c, pos, e in zip(tg["turn"].to_list(), tg["condition"].to_list(), tg["position"].to_list(), tg["target"].to_list(), strict=True):
+        by_turn.setdefault(t, []).append((pos, c, e))
+    inside = np.isin(df["turn"].to_numpy(), np.fromiter(by_turn, dtype=np.int64))
+    if not inside.any():
+        raise DataError(f"{path}: no idx is a turn of {conv.source}")
+    n_outside = int((~inside).sum())
+    df = df.filter(pl.Series(inside))
     ref_rows: dict[int, list[tuple[int, str]]] = {}
     for i, (t, c) in enumerate(zip(df["turn"].to_list(), df["condition"].to_list(), strict=True)):
         ref_rows.setdefault(t, []).append((i, c))
-    tg = conv.targets
-    by_turn: dict[int, list[tuple[int, str, int, int]]] = {}
-    for t, c, pos, e in zip(tg["turn"].to_list(), tg["condition"].to_list(), tg["position"].to_list(), tg["target"].to_list(), strict=True):
-        by_turn.setdefault(t, []).append((pos, c, e, t))
-    unknown = sorted(set(ref_rows) - set(by_turn))
-    if unknown:
-        raise DataError(f"{path}: idx {unknown[:5]} are not turns of {conv.source}")
     positions = np.empty(df.height, dtype=np.int64)
     targets = np.empty(df.height, dtype=np.int64)
     reordered = 0
@@ -265,15 +273,15 @@ def _align(label: str, df: pl.DataFrame, conv: Conversations, path: Path) -> Ref
         tgts = by_turn[t]
         if len(rows) != len(tgts):
             raise DataError(f"{path}: idx {t} has {len(rows)} row(s) but the turn has {len(tgts)} target(s)")
-        if [c for _, c in rows] != [c for _, c, _, _ in tgts]:
+        if [c for _, c in rows] != [c for _, c, _ in tgts]:
             reordered += 1
         for cond in ("rec", "dis"):
             r = [i for i, c in rows if c == cond]
-            g = [(pos, e) for pos, c, e, _ in tgts if c == cond]
+            g = [(pos, e) for pos, c, e in tgts if c == cond]
             if len(r) != len(g):
                 raise DataError(
                     f"{path}: idx {t} has {len(r)} {cond!r} row(s) but {len(g)} such target(s) (conditions here: "
-                    f"{[c for _, c in rows]}, in the data: {[c for _, c, _, _ in tgts]})"
+                    f"{[c for _, c in rows]}, in the data: {[c for _, c, _ in tgts]})"
                 )
             for i, (pos, e) in zip(r, g, strict=True):
                 positions[i], targets[i] = pos, e
@@ -283,7 +291,7 @@ def _align(label: str, df: pl.DataFrame, conv: Conversations, path: Path) -> Ref
         pl.Series("target", targets),
         pl.Series("dialog_id", [dialog[t] for t in df["turn"].to_list()], dtype=pl.Utf8),
     ).select("turn", "dialog_id", "position", "target", "condition", *[c for c in df.columns if c not in ("turn", "condition")])
-    return Reference(label, aligned, reordered)
+    return Reference(label, aligned, reordered, n_outside)
 
 
 # ---------------------------------------------------------------------- paired comparison
