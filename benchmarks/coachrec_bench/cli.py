@@ -10,6 +10,7 @@ import typer
 
 from coachrec_bench import accuracy as _accuracy
 from coachrec_bench import coach as _coach
+from coachrec_bench import conversational as _conversational
 from coachrec_bench import gru4rec_official as _gru4rec_official
 from coachrec_bench import llm as _llm
 from coachrec_bench import recbole_ref as _recbole
@@ -43,3 +44,4 @@ app.command("teacher")(_teacher.bench_teacher)
 app.command("coach")(_coach.bench_coach)
 app.command("serve")(_serve.bench_serve)
 app.command("tracing")(bench_tracing)
+app.command("conversational")(_conversational.bench_conversational)
