@@ -1,5 +1,7 @@
-"""The gate: promotes a better candidate, refuses a worse one (naming each broken rule), and
-refuses whenever the judge of the targeted criterion is below the kappa floor."""
+"""The gate: promotes a better candidate, refuses a worse one (naming each broken rule), refuses
+an identical or sparsely different candidate and one that escapes the judge, clusters repeated
+requests of a user, and refuses whenever the judge of the targeted criterion is below the kappa
+floor."""
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from coachrec.data import leave_one_out
 from coachrec.models import create
 from coachrec.teacher import load_rubric, measure
 
-CONFIG = GateConfig(n_boot=300, tolerance=0.01)
+CONFIG = GateConfig(n_boot=300, n_perm=2000)
 TRUSTED = {"relevance": Trust("relevance", "recommender", True, "kappa 0.6 >= floor 0.4 on 500 cases")}
 
 
@@ -24,7 +26,11 @@ def split(ml_small):
 def truth(split):
     """Ground-truth rows of item-kNN over popularity (better) and the reverse (worse)."""
     pop, knn = create("pop").fit(split.train), create("itemknn").fit(split.train)
-    return {"better": ground_truth_rows(pop, knn, split, CONFIG), "worse": ground_truth_rows(knn, pop, split, CONFIG)}
+    users = [str(u) for u in split.train.users.ids]
+    return {"better": ground_truth_rows(pop, knn, split, users, CONFIG), "worse": ground_truth_rows(knn, pop, split, users, CONFIG)}
+
+
+USERS = [f"u{i}" for i in range(300)]
 
 
 def _modes(rate: float, n: int = 300, seed: int = 0) -> dict[str, np.ndarray]:
@@ -32,9 +38,12 @@ def _modes(rate: float, n: int = 300, seed: int = 0) -> dict[str, np.ndarray]:
     return {"irrelevant_items": (rng.random(n) < rate).astype(float), "constraint_leak": np.zeros(n)}
 
 
+def _rows(a, b, users=USERS, **kw):
+    return failure_rows("held-out traffic", a, b, users, "irrelevant_items", CONFIG, **kw)
+
+
 def test_better_candidate_is_promoted(truth):
-    rows = failure_rows("held-out traffic", _modes(0.4), _modes(0.1, seed=1), "irrelevant_items", CONFIG)
-    rows += truth["better"]  # item-kNN beats popularity on later interactions
+    rows = _rows(_modes(0.4), _modes(0.1, seed=1)) + truth["better"]  # item-kNN beats popularity on later interactions
     promote, reasons = decide(rows, TRUSTED, "irrelevant_items", "relevance", CONFIG)
     assert promote, reasons
     target = next(r for r in rows if r.role == "target")
@@ -44,8 +53,7 @@ def test_better_candidate_is_promoted(truth):
 
 
 def test_worse_candidate_is_refused_with_every_reason(truth):
-    rows = failure_rows("held-out traffic", _modes(0.2), _modes(0.3, seed=1), "irrelevant_items", CONFIG)
-    rows += truth["worse"]  # the candidate ranks later interactions worse
+    rows = _rows(_modes(0.2), _modes(0.3, seed=1)) + truth["worse"]  # the candidate ranks later interactions worse
     promote, reasons = decide(rows, TRUSTED, "irrelevant_items", "relevance", CONFIG)
     assert not promote
     text = " | ".join(reasons)
@@ -66,7 +74,7 @@ def test_judge_below_kappa_floor_cannot_gate_nor_distil(split, truth):
     assert not trust["relevance"].may_gate and "below floor" in trust["relevance"].reason
     assert trust["constraint_adherence"].may_gate and not trust["request_match"].may_gate
 
-    rows = failure_rows("held-out traffic", _modes(0.4), _modes(0.05, seed=1), "irrelevant_items", CONFIG) + truth["better"]
+    rows = _rows(_modes(0.4), _modes(0.05, seed=1)) + truth["better"]
     promote, reasons = decide(rows, trust, "irrelevant_items", "relevance", CONFIG)
     assert not promote  # every measured rule passes, the judge alone refuses
     assert reasons == [f"the judge of 'relevance' may not gate (weak-committee: {quality.reason()})"]
@@ -81,3 +89,46 @@ def test_unmeasured_llm_criterion_is_not_distillable():
     rubric = load_rubric()
     ok, why = distillable(rubric, criterion_trust(rubric), "ignores_request")
     assert not ok and "golden set" in why
+
+
+def test_identical_candidate_is_refused(truth, split):
+    same = _modes(0.3)
+    knn = create("itemknn").fit(split.train)
+    users = [str(u) for u in split.train.users.ids]
+    rows = _rows(same, same) + ground_truth_rows(knn, knn, split, users, CONFIG)
+    promote, reasons = decide(rows, TRUSTED, "irrelevant_items", "relevance", CONFIG)
+    assert not promote and any("champion's result on every request" in r for r in reasons)
+
+
+def test_a_handful_of_discordant_users_is_not_evidence(truth):
+    """5 of 300 users improve, all in the same direction: a percentile bootstrap alone would
+    call it significant; the permutation p and the discordance floor refuse it."""
+    a = _modes(0.0)
+    b = {k: v.copy() for k, v in a.items()}
+    a["irrelevant_items"][:5] = 1.0
+    rows = _rows(a, b) + truth["better"]
+    target = next(r for r in rows if r.role == "target")
+    assert target.discordant == 5 and target.ci_high < 0  # the bootstrap alone would promote
+    promote, reasons = decide(rows, TRUSTED, "irrelevant_items", "relevance", CONFIG)
+    assert not promote and any("only 5 of 300 users" in r or "p 0.0" in r for r in reasons)
+
+
+def test_repeated_requests_of_a_user_count_once_and_cluster_by_user():
+    """One user repeating a failing plain request 50 times is one user's evidence, not 50."""
+    a, b = {"irrelevant_items": np.ones(60)}, {"irrelevant_items": np.zeros(60)}
+    users = ["heavy"] * 50 + [f"u{i}" for i in range(10)]
+    keys = ["heavy|plain"] * 50 + [f"u{i}|plain" for i in range(10)]
+    row = _rows(a, b, users, keys=keys)[0]
+    assert row.n == 11 and row.discordant == 11
+    clustered = _rows(a, b, users)[0]
+    assert clustered.n == 11  # without keys: 60 requests, still 11 clusters
+
+
+def test_a_candidate_that_escapes_the_judge_is_refused(truth):
+    """Slates the judge cannot score are NaN for the mode (not a pass) and their rate is a guard."""
+    a, b = _modes(0.4), _modes(0.1, seed=1)
+    b["irrelevant_items"][:150] = np.nan  # half the candidate's slates unjudgeable
+    unknown = (np.zeros(300), np.r_[np.ones(150), np.zeros(150)])
+    rows = _rows(a, b, unknown=unknown) + truth["better"]
+    promote, reasons = decide(rows, TRUSTED, "irrelevant_items", "relevance", CONFIG)
+    assert not promote and any("unjudgeable slate rate higher" in r for r in reasons)

@@ -21,12 +21,13 @@ RegistryOption = Annotated[Optional[Path], typer.Option("--registry", help="Mode
 def gate_table(report: GateReport) -> Table:
     table = Table(title=f"Gate: {report.candidate} vs champion {report.champion} (target: {report.target_mode})", title_justify="left",
                   caption=f"{report.protocol.get('ci', '')}; ground truth: {report.protocol.get('ground_truth', '')}", caption_justify="left")
-    for col in ("section", "metric", "role", "champion", "candidate", "delta", "95% CI", "p", "n", "ok"):
-        table.add_column(col, justify="right" if col in ("champion", "candidate", "delta", "p", "n") else "left")
+    numeric = ("champion", "candidate", "delta", "p", "users", "differ")
+    for col in ("section", "metric", "role", "champion", "candidate", "delta", "95% CI", "p", "users", "differ", "ok"):
+        table.add_column(col, justify="right" if col in numeric else "left")
     for r in report.rows:
         ok = "" if r.passed is None else ("[green]yes[/green]" if r.passed else "[red]no[/red]")
         table.add_row(r.section, r.metric, r.role, f"{r.champion:.4f}", f"{r.candidate:.4f}", f"{r.delta:+.4f}", r.ci,
-                      f"{r.p_value:.4f}", str(r.n), ok)
+                      f"{r.p_value:.4f}", str(r.n), str(r.discordant), ok)
     return table
 
 
@@ -58,7 +59,7 @@ def coach(
     target_mode: Annotated[Optional[str], typer.Option(help="Failure mode to coach (default: the most frequent distillable one).")] = None,
     golden: Annotated[Optional[str], typer.Option(help="Golden set whose requests the gate also replays (and whose labels measure LLM criteria).")] = None,
     review_db: Annotated[Optional[Path], typer.Option(help="Review store holding the golden set.")] = None,
-    tolerance: Annotated[float, typer.Option(help="Largest ground-truth loss accepted (CI lower bound above -tolerance).")] = 0.01,
+    margin: Annotated[float, typer.Option(help="Ground-truth non-inferiority margin, relative to the champion (0.02 = 2%).")] = 0.02,
     out: Annotated[Path, typer.Option(help="Folder for traces and the report")] = Path("runs/coach"),
     registry: RegistryOption = None,
     seed: int = 0,
@@ -69,7 +70,7 @@ def coach(
     from coachrec.coach.report import write_report
     config = LoopConfig(dataset=dataset, distill_requests=requests, gate_requests=requests, llm=llm, llm_traces=llm_traces,
                         llm_criteria=tuple(llm_criterion), golden=golden, review_db=review_db, target_mode=target_mode, seed=seed,
-                        gate=GateConfig(tolerance=tolerance, seed=seed))
+                        gate=GateConfig(margin=margin, seed=seed))
     con = console()
     result = run_loop(config, Registry(registry), out, RichProgress(con))
     print_result(result, con)
@@ -83,7 +84,7 @@ def gate(
     requests: Annotated[int, typer.Option(help="Held-out replayed requests served by both stacks.")] = 400,
     golden: Annotated[Optional[str], typer.Option(help="Golden set whose requests are also replayed.")] = None,
     review_db: Annotated[Optional[Path], typer.Option(help="Review store holding the golden set.")] = None,
-    tolerance: Annotated[float, typer.Option(help="Largest ground-truth loss accepted.")] = 0.01,
+    margin: Annotated[float, typer.Option(help="Ground-truth non-inferiority margin, relative to the champion (0.02 = 2%).")] = 0.02,
     promote: Annotated[bool, typer.Option("--promote", help="Make the candidate champion if the gate passes.")] = False,
     out: Annotated[Path, typer.Option(help="Folder for the gate's traces")] = Path("runs/gate"),
     registry: RegistryOption = None,
@@ -111,7 +112,7 @@ def gate(
     if mode is None:
         raise typer.BadParameter(f"{candidate} has no distillation record naming its target; pass --target-mode", param_hint="--target-mode")
     config = LoopConfig(dataset=version.dataset, gate_requests=requests, golden=golden, review_db=review_db, seed=seed,
-                        gate=GateConfig(tolerance=tolerance, seed=seed), llm="none")
+                        gate=GateConfig(margin=margin, seed=seed), llm="none")
     out.mkdir(parents=True, exist_ok=True)
     progress = RichProgress(con)
     ctx = prepare(config, reg, progress)

@@ -48,7 +48,7 @@ class DistillConfig:
     """Candidates per request labelled by the teacher (top of the champion's blend)."""
     strengths: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
     valid_users: int = 1000
-    """Users (of the split's valid task) used to choose the strength."""
+    """Most selection users (of the split's valid task) used to choose the strength."""
     valid_tolerance: float = 0.002
     """Largest validation NDCG@10 loss accepted when choosing the strength."""
     l2: float = 1.0
@@ -130,19 +130,29 @@ def teacher_pairs(stack: Stack, stats: ItemStats, committee: RelevanceCommittee,
     return np.vstack(xs), np.concatenate(ys), np.concatenate(ws), len(seen)
 
 
-def _validation(stack: Stack, stats: ItemStats, student: Student, committee: RelevanceCommittee, split: Split, rubric: RubricSpec,
-                criterion: str, config: DistillConfig) -> list[dict[str, float]]:
-    """NDCG@10 on the split's valid items and the teacher's pass rate of the top 10, per strength
-    (strength 0 is the champion)."""
+def selection_rows(split: Split, users: Sequence[str] | None, limit: int, seed: int) -> np.ndarray:
+    """Rows of the split's valid task for the strength search: only `users` (the selection
+    users; None = all), at most `limit`, in a seeded order."""
     task = split.task("valid")
-    rng = np.random.default_rng(config.seed)
-    rows = rng.permutation(len(task.users))[: config.valid_users]
+    ids = np.asarray(split.train.users.ids, dtype=object)[np.asarray(task.users, dtype=np.int64)]
+    rows = np.arange(len(task.users)) if users is None else np.flatnonzero(np.isin(ids, np.asarray(list(users), dtype=object)))
+    return np.random.default_rng(seed).permutation(rows)[:limit]
+
+
+def _validation(stack: Stack, stats: ItemStats, student: Student, committee: RelevanceCommittee, split: Split, rubric: RubricSpec,
+                criterion: str, config: DistillConfig, users: Sequence[str] | None) -> list[dict[str, float]]:
+    """NDCG@10 on the selection users' valid items and the teacher's pass rate of the top 10, per
+    strength (strength 0 is the champion)."""
+    task = split.task("valid")
+    rows = selection_rows(split, users, config.valid_users, config.seed)
+    if not len(rows):
+        raise DistillError("no selection user has a validation interaction to choose the strength on")
     spec = rubric.criterion(criterion)
     ids = stack.models[0].items.ids
     users_map = split.train.users
     strengths = (0.0, *config.strengths)
     ndcg = np.zeros((len(strengths), len(rows)))
-    passed = np.zeros((len(strengths), len(rows)))
+    passed = np.full((len(strengths), len(rows)), np.nan)
     histories = [np.asarray(task.histories[r], dtype=np.int64) for r in rows]
     for j, (r, history, found) in enumerate(zip(rows, histories, stack.candidates(histories))):
         if not len(found):
@@ -163,8 +173,8 @@ def _validation(stack: Stack, stats: ItemStats, student: Student, committee: Rel
         for s, strength in enumerate(strengths):
             ps = np.array([p_teacher[i] for i in order_cache[strength].tolist()])
             ps = ps[~np.isnan(ps)]
-            passed[s, j] = float(len(ps) == 0 or (ps >= spec.item_threshold).mean() >= spec.pass_threshold)
-    return [{"strength": s, "valid_ndcg@10": float(ndcg[i].mean()), "teacher_pass_rate": float(passed[i].mean()), "users": len(rows)}
+            passed[s, j] = np.nan if len(ps) == 0 else float((ps >= spec.item_threshold).mean() >= spec.pass_threshold)
+    return [{"strength": s, "valid_ndcg@10": float(ndcg[i].mean()), "teacher_pass_rate": float(np.nanmean(passed[i])) if (~np.isnan(passed[i])).any() else 0.0, "users": len(rows)}
             for i, s in enumerate(strengths)]
 
 
@@ -178,8 +188,10 @@ def distill(
     target_mode: str,
     config: DistillConfig = DistillConfig(),
     progress: Progress | None = None,
+    users: Sequence[str] | None = None,
 ) -> Distilled:
-    """A candidate stack whose ranker is distilled from the teacher's verdicts on `cases`."""
+    """A candidate stack whose ranker is distilled from the teacher's verdicts on `cases`; the
+    strength is chosen on `users` (the selection users; never the gate's)."""
     ok, why = distillable(rubric, trust, target_mode)
     if not ok:
         raise DistillError(why)
@@ -191,7 +203,7 @@ def distill(
     say(f"fitting the student on {len(y):,} teacher-labelled pairs")
     student = Student(champion.feature_names).fit(x, y, w, l2=config.l2)
     say("choosing the distillation strength on validation items")
-    search = _validation(champion, stats, student, committee, split, rubric, criterion, config)
+    search = _validation(champion, stats, student, committee, split, rubric, criterion, config, users)
     base = search[0]
     allowed = [r for r in search[1:] if r["valid_ndcg@10"] >= base["valid_ndcg@10"] - config.valid_tolerance]
     if allowed:

@@ -1,16 +1,23 @@
 """The gate: may a candidate stack replace the champion?
 
-It compares the two on the same evidence, paired:
+It compares the two on the same evidence, paired, on the gate's users only (users no selection
+step ever saw):
 
 - **judged traffic**: the same requests (a golden set's requests when one is published, and
-  held-out users' replayed traffic) served by both stacks through the traced pipeline and judged
-  by the teacher; per failure mode, the rate difference with a paired bootstrap CI;
-- **ground truth**: leave-one-out, full-ranking NDCG@10 and Recall@10 on real later
-  interactions, per user, paired.
+  the gate users' replayed traffic) served by both stacks through the traced pipeline and
+  judged by the teacher; per failure mode, the rate difference;
+- **independent evidence**: what the candidate was not fitted to: ground-truth later
+  interactions (leave-one-out, full ranking, NDCG@10 and Recall@10) and, where a remedy brings
+  them, human labels (e.g. held-out ReDial dialogs for a request-understanding remedy).
 
-Promotion needs all of: the judge of the targeted criterion may gate (kappa floor); the
-candidate's targeted failure rate is lower with the CI's upper bound below 0; each ground-truth
-metric's CI lower bound is above `-tolerance`. Otherwise the refusal lists every rule broken.
+Statistics are clustered by user (by dialog for conversations): a repeated identical request is
+counted once, each user's requests are averaged, the bootstrap resamples users and the
+permutation test flips the sign of a user's whole difference. Promotion needs all of: the judge
+of the targeted criterion may gate; the target's failure rate lower with the CI's upper bound
+below 0 *and* p < alpha *and* at least `min_discordant` users whose outcome differs (a handful
+of changed requests is not evidence); the rate of slates the judge could not score not higher;
+every independent metric non-inferior (CI lower bound above -margin x the champion's value) or,
+where a row says so, better. A candidate identical to the champion on every request is refused.
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from coachrec.coach.trust import Trust
-from coachrec.metrics import compare, evaluate, named
+from coachrec.metrics import evaluate, named
+from coachrec.metrics.stats import clustered_compare
 
 GROUND_TRUTH = ("ndcg@10", "recall@10")
 PROTOCOL = "loo-full"
@@ -30,9 +38,15 @@ PROTOCOL = "loo-full"
 
 @dataclass(frozen=True)
 class GateConfig:
-    tolerance: float = 0.01
-    """Largest ground-truth loss accepted: each metric's CI lower bound must stay above -tolerance."""
+    margin: float = 0.02
+    """Non-inferiority margin, relative: an independent metric may lose at most this share of
+    the champion's value (the CI's lower bound must stay above -margin x champion)."""
+    alpha: float = 0.05
+    """The target's permutation p must be below this (beside the CI excluding zero)."""
+    min_discordant: int = 10
+    """Fewest users whose target outcome differs between the stacks for a promotion."""
     n_boot: int = 2000
+    n_perm: int = 10000
     confidence: float = 0.95
     seed: int = 0
 
@@ -42,7 +56,7 @@ class GateRow:
     section: str
     metric: str
     role: str
-    """`target` (must improve), `guard` (must not get worse) or `report`."""
+    """`target` (must improve), `guard` (must not get worse), `independent` (must improve) or `report`."""
     champion: float
     candidate: float
     delta: float
@@ -50,9 +64,12 @@ class GateRow:
     ci_high: float
     p_value: float
     n: int
+    """Clusters (users or dialogs) compared."""
     better: str
     """`lower` or `higher`."""
     passed: bool | None
+    discordant: int = 0
+    """Clusters whose outcome differs between the two stacks."""
 
     @property
     def ci(self) -> str:
@@ -78,12 +95,6 @@ class GateReport:
         d["rows"] = [asdict(r) for r in self.rows]
         return d
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> GateReport:
-        rows = [GateRow(**r) for r in d["rows"]]
-        return cls(d["champion"], d["candidate"], d["target_mode"], d["target_criterion"], d["judge_version"], bool(d["promote"]),
-                   list(d["reasons"]), rows, list(d["trust"]), dict(d["protocol"]), GateConfig(**d.get("config", {})))
-
     def row(self, section: str, metric: str) -> GateRow:
         for r in self.rows:
             if r.section == section and r.metric == metric:
@@ -91,48 +102,85 @@ class GateReport:
         raise KeyError(f"gate report has no row {section}/{metric}")
 
     def verdict(self) -> str:
-        if self.promote:
-            return f"PROMOTE {self.candidate}: " + "; ".join(self.reasons)
-        return f"REFUSE {self.candidate}: " + "; ".join(self.reasons)
+        return f"{'PROMOTE' if self.promote else 'REFUSE'} {self.candidate}: " + "; ".join(self.reasons)
 
     def markdown(self) -> str:
-        lines = ["| section | metric | role | champion | candidate | delta | 95% CI | p | n | ok |", "|---" * 10 + "|"]
+        head = "| section | metric | role | champion | candidate | delta | 95% CI | p | clusters | differ | ok |"
+        lines = [head, "|---" * 11 + "|"]
         for r in self.rows:
             ok = "" if r.passed is None else ("yes" if r.passed else "**no**")
             lines.append(f"| {r.section} | {r.metric} | {r.role} | {r.champion:.4f} | {r.candidate:.4f} | {r.delta:+.4f} | "
-                         f"{r.ci} | {r.p_value:.4f} | {r.n} | {ok} |")
+                         f"{r.ci} | {r.p_value:.4f} | {r.n} | {r.discordant} | {ok} |")
         return "\n".join(lines)
 
 
-def _row(section: str, metric: str, role: str, a: np.ndarray, b: np.ndarray, better: str, config: GateConfig,
-         passed: Callable[[float, float], bool] | None) -> GateRow:
-    c = compare(a, b, n_boot=config.n_boot, confidence=config.confidence, seed=config.seed)
-    return GateRow(section, metric, role, c.mean_a, c.mean_b, c.delta, c.ci_low, c.ci_high, c.p_value, c.n, better,
-                   None if passed is None else passed(c.ci_low, c.ci_high))
+def per_cluster(values: np.ndarray, clusters: Sequence[str], keys: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Values with repeated identical requests (same `keys` entry) counted once, NaN dropped;
+    returns (values, cluster of each)."""
+    values = np.asarray(values, dtype=np.float64)
+    keep = ~np.isnan(values)
+    if keys is not None:
+        first = np.zeros(len(values), dtype=bool)
+        first[np.unique(np.asarray(keys, dtype=object), return_index=True)[1]] = True
+        keep &= first
+    return values[keep], np.asarray(clusters, dtype=object)[keep]
 
 
-def failure_rows(section: str, champion: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray], target_mode: str,
-                 config: GateConfig) -> list[GateRow]:
-    """One row per failure mode judged on both sides: rate of the mode over the cases both
-    judged (NaN = the criterion did not apply), paired by request."""
+def _row(section: str, metric: str, role: str, a: np.ndarray, b: np.ndarray, clusters: np.ndarray, better: str,
+         config: GateConfig, passed: Callable[[float, float, float], bool] | None) -> GateRow:
+    c = clustered_compare(a, b, clusters, n_boot=config.n_boot, n_perm=config.n_perm, confidence=config.confidence,
+                          seed=config.seed)
+    _, g = np.unique(clusters, return_inverse=True)
+    differ = int((np.bincount(g, weights=np.abs(b - a) > 1e-12) > 0).sum())
+    n = int(g.max()) + 1 if len(g) else 0
+    return GateRow(section, metric, role, c.mean_a, c.mean_b, c.delta, c.ci_low, c.ci_high, c.p_value, n, better,
+                   None if passed is None else passed(c.ci_low, c.ci_high, c.p_value), differ)
+
+
+def failure_rows(section: str, champion: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray],
+                 users: Sequence[str], target_mode: str, config: GateConfig, *,
+                 keys: Sequence[str] | None = None, unknown: tuple[np.ndarray, np.ndarray] | None = None) -> list[GateRow]:
+    """One row per failure mode judged on both sides: rate of the mode over the requests both
+    judged (NaN = the criterion did not apply or could not judge), clustered by `users`, repeated
+    identical requests (`keys`) once. `unknown`: per request, 1 where the target criterion could
+    not judge the slate (champion, candidate) — a guard, so a candidate cannot escape the judge."""
     rows = []
     for mode in sorted(set(champion) & set(candidate), key=lambda m: (m != target_mode, m)):
-        a, b = champion[mode], candidate[mode]
-        both = ~np.isnan(a) & ~np.isnan(b)
-        if not both.any():
+        a, b = np.asarray(champion[mode], dtype=np.float64), np.asarray(candidate[mode], dtype=np.float64)
+        both = np.where(~np.isnan(a) & ~np.isnan(b), 0.0, np.nan)
+        av, cl = per_cluster(a + both, users, keys)
+        bv, _ = per_cluster(b + both, users, keys)
+        if not len(av):
             continue
         role = "target" if mode == target_mode else "report"
-        rows.append(_row(section, f"{mode} rate", role, a[both], b[both], "lower", config,
-                         (lambda lo, hi: hi < 0) if role == "target" else None))
+        rule = (lambda lo, hi, p: hi < 0 and p < config.alpha) if role == "target" else None
+        rows.append(_row(section, f"{mode} rate", role, av, bv, cl, "lower", config, rule))
+    if unknown is not None:
+        av, cl = per_cluster(unknown[0], users, keys)
+        bv, _ = per_cluster(unknown[1], users, keys)
+        if len(av):
+            rows.append(_row(section, "unjudgeable slate rate", "guard", av, bv, cl, "lower", config,
+                             lambda lo, hi, p: not (lo > 0)))
     return rows
 
 
-def ground_truth_rows(champion_scorer: Any, candidate_scorer: Any, split: Any, config: GateConfig) -> list[GateRow]:
+def ground_truth_rows(champion_scorer: Any, candidate_scorer: Any, split: Any, users: Sequence[str],
+                      config: GateConfig) -> list[GateRow]:
+    """Leave-one-out full-ranking NDCG@10 and Recall@10 on `users`' last interactions, paired by
+    user; non-inferiority with a relative margin."""
     proto = named(PROTOCOL)
     a = evaluate(champion_scorer, split, proto, ks=(10,))
     b = evaluate(candidate_scorer, split, proto, ks=(10,))
-    return [_row("ground truth", m, "guard", a.per_user[m], b.per_user[m], "higher", config,
-                 lambda lo, hi: lo > -config.tolerance) for m in GROUND_TRUTH]
+    ids = np.asarray(split.train.users.ids, dtype=object)[a.users]
+    keep = np.isin(ids, np.asarray(list(users), dtype=object))
+    if not keep.any():
+        raise ValueError("ground truth: none of the gate users has a test interaction")
+    rows = []
+    for m in GROUND_TRUTH:
+        champ = float(a.per_user[m][keep].mean())
+        rows.append(_row("ground truth", m, "guard", a.per_user[m][keep], b.per_user[m][keep], ids[keep], "higher", config,
+                         lambda lo, hi, p, c=champ: lo > -config.margin * c))
+    return rows
 
 
 def decide(rows: Sequence[GateRow], trust: Mapping[str, Trust], target_mode: str, target_criterion: str,
@@ -144,22 +192,34 @@ def decide(rows: Sequence[GateRow], trust: Mapping[str, Trust], target_mode: str
         problems.append(f"the judge of {target_criterion!r} may not gate ({t.reason if t else 'quality unknown'})")
     else:
         good.append(f"judge of {target_criterion!r} trusted ({t.reason})")
+    if rows and all(r.discordant == 0 for r in rows):
+        problems.append("the candidate gives the champion's result on every request and user: nothing to promote")
     targets = [r for r in rows if r.role == "target"]
     if not targets:
         problems.append(f"no judged case of failure mode {target_mode!r} on both sides")
     for r in targets:
-        if r.passed:
-            good.append(f"{r.section}: {r.metric} {r.champion:.3f} -> {r.candidate:.3f} (delta {r.delta:+.4f}, CI {r.ci})")
+        if not r.passed:
+            problems.append(f"{r.section}: {r.metric} not lower with confidence (delta {r.delta:+.4f}, CI {r.ci}, "
+                            f"p {r.p_value:.3f}; needs the CI's upper bound below 0 and p < {config.alpha})")
+        elif r.discordant < config.min_discordant:
+            problems.append(f"{r.section}: {r.metric} differs for only {r.discordant} of {r.n} users "
+                            f"(at least {config.min_discordant} needed: too sparse to be evidence)")
         else:
-            problems.append(f"{r.section}: {r.metric} not lower with confidence (delta {r.delta:+.4f}, CI {r.ci}; "
-                            "the CI's upper bound must be below 0)")
-    guards = [r for r in rows if r.role == "guard"]
-    if not guards:
+            good.append(f"{r.section}: {r.metric} {r.champion:.3f} -> {r.candidate:.3f} (delta {r.delta:+.4f}, CI {r.ci}, "
+                        f"p {r.p_value:.3f}, {r.discordant} users differ)")
+    independent = [r for r in rows if r.role in ("guard", "independent")]
+    if not any(r.section == "ground truth" for r in independent):
         problems.append("no ground-truth comparison")
-    for r in guards:
+    for r in independent:
         if r.passed:
-            good.append(f"{r.metric} not worse (delta {r.delta:+.4f}, CI {r.ci} above -{config.tolerance})")
-        else:
+            good.append(f"{r.section}: {r.metric} {'better' if r.role == 'independent' else 'not worse'} "
+                        f"(delta {r.delta:+.4f}, CI {r.ci})")
+        elif r.role == "independent":
+            problems.append(f"{r.section}: {r.metric} not better with confidence (delta {r.delta:+.4f}, CI {r.ci}, "
+                            f"p {r.p_value:.3f})")
+        elif r.section == "ground truth":
             problems.append(f"ground truth {r.metric} may be worse: delta {r.delta:+.4f}, CI {r.ci}; the lower bound must be "
-                            f"above -{config.tolerance} ({PROTOCOL})")
+                            f"above -{config.margin:.0%} of the champion's {r.champion:.4f} ({PROTOCOL})")
+        else:
+            problems.append(f"{r.section}: {r.metric} higher for the candidate (delta {r.delta:+.4f}, CI {r.ci})")
     return (not problems, good if not problems else problems)

@@ -4,8 +4,10 @@
 
 Every stack in a run is fitted on the leave-one-out *training* part of the data, so each user's
 last interaction stays unseen by the models, the teacher and the student: it is the ground
-truth the gate measures. Users are split in two: replayed traffic of the first half is judged
-and distilled, traffic of the second half (never distilled from) is what the gate judges.
+truth the gate measures. Users are split three ways up front (`split_users`, seeded):
+*selection* users' traffic is judged and distilled, and every choice (strength, weights, which
+remedy) is made on their data; *gate* users' traffic and later interactions are what the gate
+compares, never seen by any selection; the rest are left unused (a reserve no step reads).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from coachrec import datasets
 from coachrec.coach.distill import DistillConfig, Distilled, DistillError, distill, distillable
 from coachrec.coach.gate import GateConfig, GateReport, decide, failure_rows, ground_truth_rows
 from coachrec.coach.registry import Registry
-from coachrec.coach.traffic import Served, failures_by_mode, serve
+from coachrec.coach.traffic import Served, failures_by_mode, request_key, serve, unknown_by_criterion
 from coachrec.coach.trust import Trust, criterion_trust, kappa_table, measured_committee
 from coachrec.data import Catalog, Dataset, Split, leave_one_out
 from coachrec.llm.cost import TierPrice
@@ -181,10 +183,25 @@ def prepare(config: LoopConfig, registry: Registry, ui: Progress = SILENT) -> Co
     for row in kappa_table(trust):
         ui.note(f"  {row['criterion']:<26} {'may gate' if row['may_gate'] else 'report only':<12} {row['why']}")
     timings["teacher"] = time.perf_counter() - t0
-    users = [str(u) for u in np.random.default_rng(config.seed).permutation(np.asarray(split.train.users.ids, dtype=object))]
-    half = len(users) // 2
-    return Context(config, data, split, catalog, rubric, committee, trust, champion, champion_id, users[:half], users[half:],
+    users = split_users([str(u) for u in split.train.users.ids], config.seed)
+    ui.note(f"users: {len(users.selection)} for selection, {len(users.gate)} for the gate, {len(users.unused)} unused")
+    return Context(config, data, split, catalog, rubric, committee, trust, champion, champion_id, users.selection, users.gate,
                    golden_requests, info, timings)
+
+
+@dataclass(frozen=True)
+class UserSplit:
+    selection: list[str]
+    gate: list[str]
+    unused: list[str]
+
+
+def split_users(users: Sequence[str], seed: int, shares: tuple[float, float] = (0.4, 0.4)) -> UserSplit:
+    """A seeded three-way split of `users`: selection, gate and unused (the rest)."""
+    order = [str(u) for u in np.random.default_rng(seed).permutation(np.asarray(list(users), dtype=object))]
+    a = int(round(shares[0] * len(order)))
+    b = a + int(round(shares[1] * len(order)))
+    return UserSplit(order[:a], order[a:b], order[b:])
 
 
 def traffic(ctx: Context, users: list[str], n: int, seed: int) -> list[RecommendRequest]:
@@ -294,8 +311,9 @@ def gate_candidate(ctx: Context, candidate: Stack, target_mode: str, out: Path, 
     rows: list[Any] = []
     served_by: dict[str, Served] = {}
     judge_s = 0.0
+    criterion = next(c.name for c in ctx.rubric.criteria if target_mode in c.failure_modes)
     for section, requests in sections:
-        modes = {}
+        modes, unknown = {}, {}
         for side, stack in (("champion", ctx.champion), ("candidate", candidate)):
             path = out / f"gate-{side}-{section.replace(' ', '-')}.duckdb"
             path.unlink(missing_ok=True)
@@ -311,11 +329,14 @@ def gate_candidate(ctx: Context, candidate: Stack, target_mode: str, out: Path, 
             finally:
                 store.close()
             modes[side] = failures_by_mode(judge, served.cases, judgments)
+            unknown[side] = unknown_by_criterion(served.cases, judgments).get(criterion, np.full(len(served.cases), np.nan))
             served_by[f"{section}/{side}"] = served
-        rows += failure_rows(section, modes["champion"], modes["candidate"], target_mode, cfg.gate)
-    ui.note("ground truth: leave-one-out full-ranking NDCG@10 / Recall@10 on each user's last interaction")
-    rows += ground_truth_rows(ctx.champion.scorer(), candidate.scorer(), ctx.split, cfg.gate)
-    criterion = next(c.name for c in ctx.rubric.criteria if target_mode in c.failure_modes)
+        users = [r.user_id or f"anonymous:{i}" for i, r in enumerate(requests)]
+        keys = [request_key(r) for r in requests]
+        rows += failure_rows(section, modes["champion"], modes["candidate"], users, target_mode, cfg.gate, keys=keys,
+                             unknown=(unknown["champion"], unknown["candidate"]))
+    ui.note("ground truth: leave-one-out full-ranking NDCG@10 / Recall@10 on each gate user's last interaction")
+    rows += ground_truth_rows(ctx.champion.scorer(), candidate.scorer(), ctx.split, ctx.gate_users, cfg.gate)
     promote, reasons = decide(rows, ctx.trust, target_mode, criterion, cfg.gate)
     report = GateReport(
         champion=f"{ctx.champion_id} ({ctx.champion.describe()})", candidate=candidate.describe(), target_mode=target_mode,
@@ -323,9 +344,12 @@ def gate_candidate(ctx: Context, candidate: Stack, target_mode: str, out: Path, 
         trust=kappa_table(ctx.trust),
         protocol={"traffic": f"{cfg.gate_requests} replayed requests ({_mix(ctx)}) of {len(ctx.gate_users)} "
                              "held-out users never distilled from, served by both stacks, judged by program + relevance criteria",
-                  "ground_truth": "leave-one-out, full ranking over all items, each user's last interaction; ranker output "
-                                  "before the policy stages; per-user paired",
-                  "ci": f"{cfg.gate.confidence:.0%} paired bootstrap ({cfg.gate.n_boot} resamples), permutation p",
+                  "ground_truth": f"leave-one-out, full ranking over all items, the last interaction of each of the "
+                                  f"{len(ctx.gate_users)} gate users; ranker output before the policy stages; paired by user; "
+                                  f"non-inferiority margin {cfg.gate.margin:.0%} of the champion's value",
+                  "ci": f"{cfg.gate.confidence:.0%} bootstrap over users ({cfg.gate.n_boot} resamples), sign-flip permutation "
+                        f"p by user ({cfg.gate.n_perm}); repeated identical requests counted once; target needs p < "
+                        f"{cfg.gate.alpha} and >= {cfg.gate.min_discordant} users differing",
                   "golden": f"golden set {cfg.golden!r}" if cfg.golden else "no golden set given"},
         config=cfg.gate,
     )
@@ -364,7 +388,7 @@ def run_loop(config: LoopConfig, registry: Registry, out: Path, ui: Progress = S
     t0 = time.perf_counter()
     try:
         distilled = distill(ctx.champion, ctx.committee, obs.served.cases, ctx.split, ctx.rubric, ctx.trust, target,
-                            config.distill, progress=ui.note)
+                            config.distill, progress=ui.note, users=ctx.distill_users)
     except DistillError as exc:
         decision = f"REFUSE: {exc}"
         return LoopResult(ctx, obs, target, None, None, None, False, decision, tiers, {}, time.perf_counter() - start)

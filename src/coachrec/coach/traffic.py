@@ -7,6 +7,7 @@ compares is what users would have been shown, policy and guardrail included.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -49,9 +50,15 @@ def serve(stack: Stack, requests: Sequence[RecommendRequest], store: TraceStore,
     return Served(trace_ids, cases_from_store(store, trace_ids, skip_foreign=False), np.asarray(latency))
 
 
+def request_key(request: RecommendRequest) -> str:
+    """What makes two requests the same request: user, history, k, constraints, context."""
+    return json.dumps({**request.to_trace(), "user_id": request.user_id}, sort_keys=True, default=str)
+
+
 def failures_by_mode(judge: Judge, cases: Sequence[JudgeCase], judgments: Sequence[Judgment]) -> dict[str, np.ndarray]:
     """Per failure mode, a float array over `cases`: 1 = the mode fired, 0 = judged and clear,
-    NaN = the emitting criterion did not apply to the case (e.g. no free-text request)."""
+    NaN = the emitting criterion did not apply to the case (e.g. no free-text request) or could
+    not judge it (`unknown`: counted by `unknown_by_criterion`, never as a pass)."""
     position = {c.trace_id: i for i, c in enumerate(cases)}
     out: dict[str, np.ndarray] = {}
     for criterion in judge.criteria:
@@ -59,8 +66,21 @@ def failures_by_mode(judge: Judge, cases: Sequence[JudgeCase], judgments: Sequen
             out[mode] = np.full(len(cases), np.nan)
     for j in judgments:
         spec = next(c for c in judge.criteria if c.name == j.criterion)
+        if j.unknown:
+            continue
         for mode in spec.failure_modes:
             out[mode][position[j.trace_id]] = float(mode in j.failure_modes)
+    return out
+
+
+def unknown_by_criterion(cases: Sequence[JudgeCase], judgments: Sequence[Judgment]) -> dict[str, np.ndarray]:
+    """Per criterion, a float array over `cases`: 1 where its member could not judge the slate,
+    0 where it judged, NaN where it did not apply."""
+    position = {c.trace_id: i for i, c in enumerate(cases)}
+    out: dict[str, np.ndarray] = {}
+    for j in judgments:
+        row = out.setdefault(j.criterion, np.full(len(cases), np.nan))
+        row[position[j.trace_id]] = float(j.unknown)
     return out
 
 

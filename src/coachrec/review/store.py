@@ -218,6 +218,8 @@ class ReviewStore:
             why = []
             if j.failed or j.score < review_below:
                 why.append("low_score")
+            if j.unknown:
+                why.append("judge_unknown")
             if j.swap_consistent is False:
                 why.append("swap_disagreement")
             if audit_rate > 0 and _unit_hash(f"{seed}:{j.trace_id}:{j.criterion}") < audit_rate:

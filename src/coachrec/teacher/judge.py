@@ -22,7 +22,7 @@ import coachrec
 from coachrec.llm import LLMBackend
 from coachrec.teacher.cases import JudgeCase
 from coachrec.teacher.catalog_view import CatalogView
-from coachrec.teacher.judgment import FAIL, PASS, Judgment
+from coachrec.teacher.judgment import FAIL, PASS, UNKNOWN, Judgment
 from coachrec.teacher.llm_scoring import LogitScorer
 from coachrec.teacher.program_checks import CHECKS
 from coachrec.teacher.prompts import judge_prompt, numbered
@@ -111,10 +111,11 @@ class Judge:
             )
             evaluator = self.llm.model_id if self.llm else ""
         passed = score >= c.pass_threshold
+        label = UNKNOWN if np.isnan(score) else PASS if passed else FAIL
         span = case.span_for(c.blames.value, c.blames_span)
         return Judgment(
             criterion=c.name, trace_id=case.trace_id, span_id=span.span_id, span_name=span.name, span_kind=span.kind,
-            score=float(score), label=PASS if passed else FAIL, failure_modes=() if passed else c.failure_modes,
+            score=float(score), label=label, failure_modes=c.failure_modes if label == FAIL else (),
             rationale=rationale, evaluator=evaluator, judge_version=self.version, threshold=c.pass_threshold,
             order_scores=order_scores, details=details,
         )
@@ -125,11 +126,11 @@ class Judge:
         assert self.relevance is not None
         shown = [(i, item) for i, item in enumerate(case.items) if not case.explored[i]]
         if not shown:
-            return 1.0, "every shown item was an exploration slot (not judged for relevance)", {}
+            return float("nan"), "unknown: every shown item was an exploration slot (not judged for relevance)", {}
         p = self.relevance.probability(case.user_id, case.history, [item for _, item in shown])
         known = ~np.isnan(p)
         if not known.any():
-            return 1.0, "no shown item is known to the relevance committee", {}
+            return float("nan"), "unknown: no shown item is known to the relevance committee", {}
         relevant = p[known] >= c.item_threshold
         score = float(relevant.mean())
         ranked = sorted((float(pi), item) for pi, (_, item) in zip(p, shown) if not np.isnan(pi))

@@ -7,11 +7,14 @@ from typing import Any
 
 PASS = "pass"
 FAIL = "fail"
+UNKNOWN = "unknown"
+"""The member could not judge the case (e.g. no shown item known to the relevance committee):
+neither a pass nor a fail; its score is NaN."""
 
 
 @dataclass(frozen=True)
 class Judgment:
-    """`score` in [0, 1], higher is better; `label` is `pass` or `fail`.
+    """`score` in [0, 1], higher is better; `label` is `pass`, `fail` or `unknown` (score NaN).
 
     LLM members judge the slate in both orders and `score` is the mean of `order_scores`
     (original, reversed), which cancels position bias; the judgment is swap-consistent when both
@@ -43,6 +46,10 @@ class Judgment:
     @property
     def failed(self) -> bool:
         return self.label == FAIL
+
+    @property
+    def unknown(self) -> bool:
+        return self.label == UNKNOWN
 
     def attributes(self) -> dict[str, Any]:
         """What travels with the stored evaluation (and its OTLP event) besides score and label."""
