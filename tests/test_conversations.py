@@ -38,7 +38,15 @@ def test_sample_loads_with_speakers_mentions_and_targets(conv):
     assert conv.turns["turn"].to_list() == list(range(147))  # line numbers = the reference files' idx
     first = conv.context(0)
     assert first == [("seeker", "Hi I am looking for a movie like Super Troopers (2001)")]
-    assert [s for s, _ in conv.context(2)] == ["seeker", "recommender", "seeker", "recommender", "seeker", "recommender", "seeker"]
+    assert [s for s, _ in conv.context(2)] == [
+        "seeker",
+        "recommender",
+        "seeker",
+        "recommender",
+        "seeker",
+        "recommender",
+        "seeker",
+    ]
     assert speaker_of(0) == "recommender" and speaker_of(1) == "seeker"
     # earlier mentions oldest first, with their age in utterances (0 = the last utterance)
     prev, ages = conv.mentions([1])
@@ -46,7 +54,10 @@ def test_sample_loads_with_speakers_mentions_and_targets(conv):
     assert names[0] == "Super Troopers" and names[-1] == "American Pie (film)"
     assert ages[0][0] == 2 and ages[0][-1] == 0 and ages[0] == sorted(ages[0], reverse=True)
     tg = conv.targets.filter(pl.col("turn") == 1)
-    assert conv.entity_names(tg["target"].to_list()) == ["Police Academy (film)", "Police Academy 2: Their First Assignment"]
+    assert conv.entity_names(tg["target"].to_list()) == [
+        "Police Academy (film)",
+        "Police Academy 2: Their First Assignment",
+    ]
     assert tg["condition"].to_list() == ["dis", "rec"]  # Police Academy was recommended in turn 0
     ents = conv.entities.filter(pl.col("id") == 29891)
     assert ents["uri"][0] == "<http://dbpedia.org/resource/Police_Academy_(film)>" and ents["is_movie"][0]
@@ -89,14 +100,25 @@ def _write(folder: Path, turns: list, entities: dict | None = None, items: list 
 
 
 def _turn(dialog="d1", turn_id=1, rec=(2,), prev=(1,), context=("", "hi, I liked A (1990)")):
-    return {"context": list(context), "resp": "try B", "rec": list(rec), "prev_entity": list(prev), "entity": list(rec), "dialog_id": dialog, "turn_id": turn_id}
+    return {
+        "context": list(context),
+        "resp": "try B",
+        "rec": list(rec),
+        "prev_entity": list(prev),
+        "entity": list(rec),
+        "dialog_id": dialog,
+        "turn_id": turn_id,
+    }
 
 
 @pytest.mark.parametrize(
     ("line", "message"),
     [
         ("{not json", "test.jsonl:2: not valid JSON"),
-        (json.dumps({"context": [""], "resp": "x", "rec": [2]}), "test.jsonl:2: missing key(s) ['prev_entity', 'dialog_id', 'turn_id']"),
+        (
+            json.dumps({"context": [""], "resp": "x", "rec": [2]}),
+            "test.jsonl:2: missing key(s) ['prev_entity', 'dialog_id', 'turn_id']",
+        ),
         (json.dumps(_turn(rec=(99,))), "test.jsonl:2: 'rec' has entity id(s) [99] not in entity2id.json"),
         (json.dumps(_turn(prev=("x",))), "test.jsonl:2: 'prev_entity' must be a list of integer entity ids"),
         (json.dumps(_turn(context=("", 3))), "test.jsonl:2: 'context' must be a list of utterance strings"),
@@ -104,7 +126,9 @@ def _turn(dialog="d1", turn_id=1, rec=(2,), prev=(1,), context=("", "hi, I liked
 )
 def test_bad_turns_name_file_and_line(tmp_path, line, message):
     folder = _write(tmp_path / "crs", [_turn(), line])
-    with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(
+        DataError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")
+    ):
         load_conversations(folder)
 
 
@@ -131,7 +155,9 @@ def test_gzipped_tables_are_read(tmp_path):
 def _catalog(titles: list[str]) -> Catalog:
     ids = [str(i) for i in range(len(titles))]
     years = [parse_title(t).year for t in titles]
-    return Catalog.from_frame(pl.DataFrame({"item": ids, "title": titles, "year": pl.Series(years, dtype=pl.Int32)}), IdMap(ids))
+    return Catalog.from_frame(
+        pl.DataFrame({"item": ids, "title": titles, "year": pl.Series(years, dtype=pl.Int32)}), IdMap(ids)
+    )
 
 
 TITLES = [
@@ -184,7 +210,10 @@ def test_title_index_years_articles_sequels_and_ambiguity():
     assert linked("Water_(1985_film)") == ("Water (1985)", "title+year")
     assert linked("<http://dbpedia.org/resource/The_Matrix>") == ("Matrix, The (1999)", "title")
     assert linked("Police_Academy_(film)") == ("Police Academy (1984)", "title")  # not the sequel
-    assert linked("Police Academy 2: Their First Assignment (1985)") == ("Police Academy 2: Their First Assignment (1985)", "title+year")
+    assert linked("Police Academy 2: Their First Assignment (1985)") == (
+        "Police Academy 2: Their First Assignment (1985)",
+        "title+year",
+    )
     assert linked("Psycho_(1998_film)") == ("Psycho (1998)", "title+year")
     assert linked("Psycho (1961)") == ("Psycho (1960)", "title+year±1")
     assert linked("Psycho (2005)") == (None, "other-year")  # a remake the catalog lacks
@@ -207,7 +236,7 @@ def test_link_report_on_redial_counts_everything(conv, ml_small):
     assert r.linked_candidates + r.unlinked + r.ambiguous == r.n_candidates  # nothing silently dropped
     assert sum(r.by_rule.values()) == r.n_candidates
     assert r.unlinked_examples and r.ambiguous_examples
-    assert any("It (miniseries)" == t for t, _ in r.ambiguous_examples) or r.by_rule["ambiguous"] > 0
+    assert any(t == "It (miniseries)" for t, _ in r.ambiguous_examples) or r.by_rule["ambiguous"] > 0
     pa = int(np.nonzero(conv.candidates == 29891)[0][0])
     assert ml_small.catalog.titles([links.item[pa]]) == ["Police Academy (1984)"]
     assert "candidates linked to ml-latest-small" in r.lines()[0]
@@ -220,7 +249,11 @@ def test_mention_finder_spans_years_articles_and_common_words():
     finder = MentionFinder(cat)
     text = "Hi I am looking for a movie like Super Troopers (2001)"
     (m,) = finder.find(text)
-    assert TITLES[m.item] == "Super Troopers (2001)" and text[m.start : m.end] == "Super Troopers (2001)" and m.year == 2001
+    assert (
+        TITLES[m.item] == "Super Troopers (2001)"
+        and text[m.start : m.end] == "Super Troopers (2001)"
+        and m.year == 2001
+    )
     assert m.confidence == 1.0
     (m,) = finder.find("I loved the matrix")
     assert TITLES[m.item] == "Matrix, The (1999)" and m.text == "the matrix"
@@ -232,7 +265,10 @@ def test_mention_finder_spans_years_articles_and_common_words():
     assert not ms[0].ambiguous and ms[1].ambiguous and len(ms[1].candidates) == 2
     # longest title wins; articles, apostrophes and case do not matter
     ms = finder.find("police academy 2: their first assignment, schindler's list")
-    assert [TITLES[m.item] for m in ms] == ["Police Academy 2: Their First Assignment (1985)", "Schindler's List (1993)"]
+    assert [TITLES[m.item] for m in ms] == [
+        "Police Academy 2: Their First Assignment (1985)",
+        "Schindler's List (1993)",
+    ]
     assert finder.find("Psycho (2005)") == []  # a year the catalog does not have: another film
     pop = np.zeros(len(TITLES))
     pop[2] = 10.0
@@ -319,7 +355,9 @@ def test_gpt4_published_figures_from_its_per_target_rows():
             assert s[key][f"{metric}_se"] == pytest.approx(p[f"{metric}_se"], rel=1e-9)
 
 
-@pytest.mark.parametrize(("model", "r10"), [("gpt-3.5-turbo", 0.1643), ("vicuna-13b", 0.1080), ("baize-v2-13b", 0.1293)])
+@pytest.mark.parametrize(
+    ("model", "r10"), [("gpt-3.5-turbo", 0.1643), ("vicuna-13b", 0.1080), ("baize-v2-13b", 0.1293)]
+)
 def test_other_published_figures(model, r10):
     assert round(aggregate(load_reference(reference_path(REFERENCE, model)).per_target)["recall@10"], 4) == r10
 
@@ -400,7 +438,9 @@ def test_co_mention_learns_what_follows_a_mention(tmp_path):
     from coachrec.models.conversational import CoMention
 
     # in training, whoever mentions A is recommended C; E is popular on its own
-    turns = [_turn(f"d{i}", 1, rec=(3,), prev=(1,)) for i in range(5)] + [_turn(f"e{i}", 1, rec=(5,), prev=(4,)) for i in range(8)]
+    turns = [_turn(f"d{i}", 1, rec=(3,), prev=(1,)) for i in range(5)] + [
+        _turn(f"e{i}", 1, rec=(5,), prev=(4,)) for i in range(8)
+    ]
     conv = load_conversations(_write(tmp_path / "cm", turns))
     model = CoMention(prior=0.01).fit(conv)
     s = model.score_mentions([[1], [], [999]], [[0], [], [0]])

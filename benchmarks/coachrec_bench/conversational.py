@@ -41,7 +41,12 @@ import typer
 from coachrec_bench.results import row, write
 
 K_SHOWN = (1, 5, 10, 20)
-REFERENCE_LABELS = {"gpt-4": "GPT-4", "gpt-3.5-turbo": "GPT-3.5-turbo", "vicuna-13b": "Vicuna-13B", "baize-v2-13b": "BAIZE-V2-13B"}
+REFERENCE_LABELS = {
+    "gpt-4": "GPT-4",
+    "gpt-3.5-turbo": "GPT-3.5-turbo",
+    "vicuna-13b": "Vicuna-13B",
+    "baize-v2-13b": "BAIZE-V2-13B",
+}
 DATASET = "redial-test"
 
 
@@ -89,7 +94,13 @@ def _diff(gpt4: Any, pt: Any, metric: str, n_boot: int, n_perm: int) -> dict[str
     from coachrec.metrics.conversational import compare_paired
 
     c = compare_paired(gpt4, pt, metric, n_boot=n_boot, n_perm=n_perm)
-    return {"delta": round(c.delta, 4), "ci_low": round(c.ci_low, 4), "ci_high": round(c.ci_high, 4), "p": round(c.p_value, 4), "n": c.n}
+    return {
+        "delta": round(c.delta, 4),
+        "ci_low": round(c.ci_low, 4),
+        "ci_high": round(c.ci_high, 4),
+        "p": round(c.p_value, 4),
+        "n": c.n,
+    }
 
 
 def metrics_of(m: Measured, gpt4: Any, *, n_boot: int, n_perm: int) -> dict[str, Any]:
@@ -99,7 +110,11 @@ def metrics_of(m: Measured, gpt4: Any, *, n_boot: int, n_perm: int) -> dict[str,
     a, new = aggregate(m.per_target), aggregate(m.per_target, "rec")
     out: dict[str, Any] = {f"recall@{k}": round(a[f"recall@{k}"], 4) for k in K_SHOWN}
     out |= {"ndcg@10": round(a["ndcg@10"], 4), "mrr@10": round(a["mrr@10"], 4), "targets": int(a["n"])}
-    out |= {"recall@10_new": round(new["recall@10"], 4), "ndcg@10_new": round(new["ndcg@10"], 4), "targets_new": int(new["n"])}
+    out |= {
+        "recall@10_new": round(new["recall@10"], 4),
+        "ndcg@10_new": round(new["ndcg@10"], 4),
+        "targets_new": int(new["n"]),
+    }
     if m.per_target_id is not None:
         b = aggregate(m.per_target_id)
         out |= {"recall@10_by_id": round(b["recall@10"], 4), "ndcg@10_by_id": round(b["ndcg@10"], 4)}
@@ -115,7 +130,9 @@ def metrics_of(m: Measured, gpt4: Any, *, n_boot: int, n_perm: int) -> dict[str,
     return out
 
 
-def measure_rows(measured: Sequence[Measured], gpt4: Any, *, protocol: str, n_boot: int = 2000, n_perm: int = 10000) -> list[dict[str, Any]]:
+def measure_rows(
+    measured: Sequence[Measured], gpt4: Any, *, protocol: str, n_boot: int = 2000, n_perm: int = 10000
+) -> list[dict[str, Any]]:
     """Results rows (`coachrec_bench.results.row`) of measured configurations."""
     rows = []
     for m in measured:
@@ -125,7 +142,15 @@ def measure_rows(measured: Sequence[Measured], gpt4: Any, *, protocol: str, n_bo
 
 
 def _cross_fitted(
-    name: str, conv: Any, fit: Callable[[Any, np.ndarray], Any], *, folds: int, seed: int, latency_turns: np.ndarray, signals: str, progress: Any
+    name: str,
+    conv: Any,
+    fit: Callable[[Any, np.ndarray], Any],
+    *,
+    folds: int,
+    seed: int,
+    latency_turns: np.ndarray,
+    signals: str,
+    progress: Any,
 ) -> Measured:
     """Cross-fitted per-target rows by name and by id, and latency measured with each held-out
     turn's own fold model."""
@@ -152,12 +177,20 @@ def _cross_fitted(
     return Measured(name, pt, False, signals, np.concatenate(lat), pl.concat(by_id).sort("turn", "position"), extra)
 
 
-def _zero_shot(name: str, conv: Any, scorer: Any, *, latency_turns: np.ndarray, signals: str, extra: dict[str, Any]) -> Measured:
+def _zero_shot(
+    name: str, conv: Any, scorer: Any, *, latency_turns: np.ndarray, signals: str, extra: dict[str, Any]
+) -> Measured:
     from coachrec.metrics.conversational import conv_full
 
     score = scorer.scorer(conv)
     return Measured(
-        name, conv_full(score, conv), True, signals, latency(score, conv, latency_turns), conv_full(score, conv, match="id"), extra
+        name,
+        conv_full(score, conv),
+        True,
+        signals,
+        latency(score, conv, latency_turns),
+        conv_full(score, conv, match="id"),
+        extra,
     )
 
 
@@ -185,7 +218,10 @@ def run(
     progress = progress or SILENT
     progress.step(f"load {data}")
     conv = load_conversations(data)
-    progress.note(f"{conv.n_turns:,} turns, {conv.n_targets:,} targets, {conv.n_dialogs:,} dialogs, {conv.n_candidates:,} candidates")
+    progress.note(
+        f"{conv.n_turns:,} turns, {conv.n_targets:,} targets, {conv.n_dialogs:,} dialogs, "
+        f"{conv.n_candidates:,} candidates"
+    )
     mism = conv.condition_mismatches()
     progress.note(
         f"{mism.height} targets in {mism['turn'].n_unique()} turns count as mentioned before by name but not by id "
@@ -197,7 +233,10 @@ def run(
         if path.exists():
             refs[model] = load_reference(path, conv, name=REFERENCE_LABELS[model])
             r = refs[model]
-            progress.note(f"{r.name}: {r.per_target.height:,} rows aligned; {r.reordered_turns} turns reordered, {r.outside_rows} rows outside")
+            progress.note(
+                f"{r.name}: {r.per_target.height:,} rows aligned; {r.reordered_turns} turns reordered, "
+                f"{r.outside_rows} rows outside"
+            )
     progress.step("link candidates to MovieLens latest-small")
     ml = datasets.load("ml-latest-small")
     assert ml.catalog is not None
@@ -241,25 +280,37 @@ def run(
         return fit
 
     configs: list[tuple[str, Callable[[Any, np.ndarray], Any], str]] = [
-        ("popularity", lambda c, tr: Popularity().fit(c, tr), "target and mention counts of the training fold's dialogs"),
+        (
+            "popularity",
+            lambda c, tr: Popularity().fit(c, tr),
+            "target and mention counts of the training fold's dialogs",
+        ),
         (
             "popularity + mention→target",
             tuned({"dialog_weight": 0.0}),
-            "training fold: counts of (entity mentioned earlier -> movie recommended), recency-weighted, plus popularity",
+            "training fold: counts of (entity mentioned earlier -> movie recommended), recency-weighted, "
+            "plus popularity",
         ),
         (
             "popularity + co-mention",
             tuned({}),
-            "training fold: mention -> recommended counts and dialog co-occurrence counts of entities and movies, plus popularity",
+            "training fold: mention -> recommended counts and dialog co-occurrence counts of entities and "
+            "movies, plus popularity",
         ),
     ]
     for name, fit, signals in configs:
         progress.step(f"cross-fitted: {name}")
         measured.append(
-            _cross_fitted(name, conv, fit, folds=folds, seed=seed, latency_turns=lat_turns, signals=signals, progress=progress)
+            _cross_fitted(
+                name, conv, fit, folds=folds, seed=seed, latency_turns=lat_turns, signals=signals, progress=progress
+            )
         )
-    for model, ref in refs.items():
-        measured.append(Measured(ref.name, ref.per_target, True, f"published zero-shot results of {ref.name} (He et al., CIKM 2023)"))
+    for ref in refs.values():
+        measured.append(
+            Measured(
+                ref.name, ref.per_target, True, f"published zero-shot results of {ref.name} (He et al., CIKM 2023)"
+            )
+        )
     return conv, refs, measured, links.report
 
 
@@ -276,9 +327,30 @@ def show(rows: list[dict[str, Any]], title: str) -> None:
         diff = f"{d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] p={d['p']:.3f}" if d else ""
         lat = f"{m['latency_p50_ms']:.2f} / {m['latency_p99_ms']:.2f}" if "latency_p50_ms" in m else ""
         table_rows.append(
-            [r["name"], "yes" if m.get("zero_shot") else "no", *(f(m.get(f"recall@{k}")) for k in K_SHOWN), f(m.get("ndcg@10")), f(m.get("mrr@10")), diff, lat, f"{m['targets']:,}"]
-        )  # fmt: skip
-    headers = ["configuration", "zero-shot", "R@1", "R@5", "R@10", "R@20", "NDCG@10", "MRR@10", "R@10 − GPT-4 [95% CI] p", "p50/p99 ms", "targets"]
+            [
+                r["name"],
+                "yes" if m.get("zero_shot") else "no",
+                *(f(m.get(f"recall@{k}")) for k in K_SHOWN),
+                f(m.get("ndcg@10")),
+                f(m.get("mrr@10")),
+                diff,
+                lat,
+                f"{m['targets']:,}",
+            ]
+        )
+    headers = [
+        "configuration",
+        "zero-shot",
+        "R@1",
+        "R@5",
+        "R@10",
+        "R@20",
+        "NDCG@10",
+        "MRR@10",
+        "R@10 − GPT-4 [95% CI] p",
+        "p50/p99 ms",
+        "targets",
+    ]
     print_rows(headers, table_rows, title=title, right=headers[2:])
 
 
@@ -286,7 +358,11 @@ def plot_cost(rows: list[dict[str, Any]], path: Path, metric: str = "recall@10")
     """R@10 against cost per 1,000 requests (log scale), one point per row whose metrics have
     `cost_per_1k_requests` (USD); returns the path, or None when no row has a cost yet (part B
     adds costs: the LLM layer's local price, and the published models' API prices)."""
-    pts = [(r["name"], r["metrics"]["cost_per_1k_requests"], r["metrics"][metric]) for r in rows if "cost_per_1k_requests" in r.get("metrics", {})]
+    pts = [
+        (r["name"], r["metrics"]["cost_per_1k_requests"], r["metrics"][metric])
+        for r in rows
+        if "cost_per_1k_requests" in r.get("metrics", {})
+    ]
     if not pts:
         return None
     import matplotlib
@@ -316,7 +392,9 @@ def bench_conversational(
     data: Annotated[Path | None, typer.Option(help="CRS-layout folder (default: the shared ReDial test data)")] = None,
     folds: Annotated[int, typer.Option(help="folds by dialog id for cross-fitting")] = 2,
     seed: Annotated[int, typer.Option(help="seed of the fold assignment and the latency sample")] = 0,
-    tune: Annotated[bool, typer.Option(help="choose co-mention settings by an inner split of each training fold")] = True,
+    tune: Annotated[
+        bool, typer.Option(help="choose co-mention settings by an inner split of each training fold")
+    ] = True,
     latency_turns: Annotated[int, typer.Option(help="turns timed one at a time per configuration")] = 300,
     n_boot: Annotated[int, typer.Option(help="bootstrap resamples (of dialogs) for the CI against GPT-4")] = 2000,
     n_perm: Annotated[int, typer.Option(help="sign flips (by dialog) for the permutation p against GPT-4")] = 10000,
@@ -329,7 +407,9 @@ def bench_conversational(
     folder = data or default_data()
     t0 = time.perf_counter()
     load_start = _load()
-    conv, refs, measured, report = run(folder, folds=folds, seed=seed, tune=tune, latency_turns=latency_turns, progress=RichProgress())
+    conv, refs, measured, report = run(
+        folder, folds=folds, seed=seed, tune=tune, latency_turns=latency_turns, progress=RichProgress()
+    )
     gpt4 = refs["gpt-4"].per_target if "gpt-4" in refs else None
     protocol = DESCRIPTION["name"]
     rows = measure_rows(measured, gpt4, protocol=protocol, n_boot=n_boot, n_perm=n_perm)
@@ -340,4 +420,7 @@ def bench_conversational(
     con = console()
     for line in report.lines()[:3]:
         con.out(line, highlight=False)
-    con.out(f"wrote {path} in {time.perf_counter() - t0:.0f} s; load {load_start} at start, {_load()} at end", highlight=False)
+    con.out(
+        f"wrote {path} in {time.perf_counter() - t0:.0f} s; load {load_start} at start, {_load()} at end",
+        highlight=False,
+    )

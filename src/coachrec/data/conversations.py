@@ -261,7 +261,11 @@ def _parse_turn(line: str, where: str, uri_of: dict[int, str]) -> dict[str, Any]
             raise DataError(f"{where}: {key!r} has entity id(s) {unknown[:5]} not in entity2id.json")
     if len(set(rec)) != len(rec):
         raise DataError(f"{where}: 'rec' repeats an entity id: {rec}")
-    if not isinstance(obj["dialog_id"], str | int) or isinstance(obj["turn_id"], bool) or not isinstance(obj["turn_id"], int):
+    if (
+        not isinstance(obj["dialog_id"], str | int)
+        or isinstance(obj["turn_id"], bool)
+        or not isinstance(obj["turn_id"], int)
+    ):
         raise DataError(f"{where}: 'dialog_id' must be a string and 'turn_id' an integer")
     return {
         "dialog_id": str(obj["dialog_id"]),
@@ -303,7 +307,9 @@ def _ages(rows: list[dict[str, Any]], name_of: dict[int, str]) -> None:
             ctx = r["context"]
             for e in r["prev_entity"]:
                 pattern = _name_pattern(name_of[e])
-                hit = next((p for p in range(len(ctx) - 1, seen_until - 1, -1) if pattern and pattern.search(ctx[p])), None)
+                hit = next(
+                    (p for p in range(len(ctx) - 1, seen_until - 1, -1) if pattern and pattern.search(ctx[p])), None
+                )
                 if hit is not None:
                     last[e] = hit
                 elif e not in last:

@@ -51,11 +51,16 @@ _YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)\b")
 _TOKEN = re.compile(r"&|[^\W_]+(?:['’`][^\W_]+)*")
 _APOSTROPHES = str.maketrans("", "", "'’`")
 _STOPWORDS = frozenset(
-    "a an the and or but of to in on at for with by from as is it its i me my we us you your he him his she her they "
-    "them their this that these those be am are was were been do did does have has had not no so up out down off "
-    "over all any some one two what who how why when where which if then than there here just too very can will "
-    "would should could get got go going like love life home".split()
-)
+    [
+        "a", "an", "the", "and", "or", "but", "of", "to", "in", "on", "at", "for", "with", "by", "from", "as", "is",
+        "it", "its", "i", "me", "my", "we", "us", "you", "your", "he", "him", "his", "she", "her", "they", "them",
+        "their", "this", "that", "these", "those", "be", "am", "are", "was", "were", "been", "do", "did", "does",
+        "have", "has", "had", "not", "no", "so", "up", "out", "down", "off", "over", "all", "any", "some", "one",
+        "two", "what", "who", "how", "why", "when", "where", "which", "if", "then", "than", "there", "here", "just",
+        "too", "very", "can", "will", "would", "should", "could", "get", "got", "go", "going", "like", "love", "life",
+        "home"
+    ]
+)  # fmt: skip
 
 
 def _fold(text: str) -> str:
@@ -154,10 +159,13 @@ def parse_title(title: str) -> ParsedTitle:
 
 
 _QUALIFIER_WORDS = frozenset(
-    "film films movie series miniseries tv franchise american british indian australian canadian french german "
-    "japanese korean chinese hong kong italian spanish animated musical documentary short soundtrack serial "
-    "telefilm remake trilogy novel character play comics comic book video game anime".split()
-)
+    [
+        "film", "films", "movie", "series", "miniseries", "tv", "franchise", "american", "british", "indian",
+        "australian", "canadian", "french", "german", "japanese", "korean", "chinese", "hong", "kong", "italian",
+        "spanish", "animated", "musical", "documentary", "short", "soundtrack", "serial", "telefilm", "remake",
+        "trilogy", "novel", "character", "play", "comics", "comic", "book", "video", "game", "anime"
+    ]
+)  # fmt: skip
 
 
 def _is_qualifier(text: str) -> bool:
@@ -290,9 +298,11 @@ class LinkReport:
     def lines(self) -> list[str]:
         """A plain-text summary, one fact a line (for a progress note or a report)."""
         out = [
-            f"candidates linked to {self.catalog}: {self.linked_candidates:,} of {self.n_candidates:,} ({self.candidate_coverage:.1%})",
+            f"candidates linked to {self.catalog}: {self.linked_candidates:,} of {self.n_candidates:,} "
+            f"({self.candidate_coverage:.1%})",
             f"targets linked: {self.linked_targets:,} of {self.n_targets:,} ({self.target_coverage:.1%})",
-            f"earlier-mentioned movies linked: {self.linked_mentions:,} of {self.n_mentions:,} ({self.mention_coverage:.1%})",
+            f"earlier-mentioned movies linked: {self.linked_mentions:,} of {self.n_mentions:,} "
+            f"({self.mention_coverage:.1%})",
             f"candidates unlinked: {self.unlinked:,}; ambiguous: {self.ambiguous:,}; by rule: "
             + ", ".join(f"{k} {v:,}" for k, v in self.by_rule.items()),
         ]
@@ -337,7 +347,9 @@ class CandidateLinks:
         return items[items >= 0]
 
 
-def link_conversations(conv: Conversations, catalog: Catalog, *, catalog_name: str = "catalog", examples: int = 8) -> CandidateLinks:
+def link_conversations(
+    conv: Conversations, catalog: Catalog, *, catalog_name: str = "catalog", examples: int = 8
+) -> CandidateLinks:
     """Link every candidate movie of `conv` to `catalog` by its DBpedia name (title, and the
     year when the name carries one), and measure coverage of candidates, of targets and of the
     earlier-mentioned movies. Nothing read from the turns decides a link."""
@@ -353,7 +365,11 @@ def link_conversations(conv: Conversations, catalog: Catalog, *, catalog_name: s
     for lk in links:
         by_rule[lk.rule] = by_rule.get(lk.rule, 0) + 1
     titles = catalog.titles()
-    unl = [display(uris[int(e)]) for e, lk in zip(conv.candidates, links, strict=True) if lk.rule in ("unlinked", "other-year")]
+    unl = [
+        display(uris[int(e)])
+        for e, lk in zip(conv.candidates, links, strict=True)
+        if lk.rule in ("unlinked", "other-year")
+    ]
     amb = [
         (display(uris[int(e)]), tuple(titles[i] for i in lk.candidates[:4]))
         for e, lk in zip(conv.candidates, links, strict=True)
@@ -435,20 +451,20 @@ class MentionFinder:
         self.table: dict[tuple[str, ...], list[int]] = {}
         self.article: dict[int, str] = {}
         for i, p in enumerate(self.index.parsed):
-            for k in (p.key, *p.alias_keys):
-                if k:
-                    self.table.setdefault(tuple(k.split()), []).append(i)
+            for key in (p.key, *p.alias_keys):
+                if key:
+                    self.table.setdefault(tuple(key.split()), []).append(i)
             lead = tokens(_move_article(p.main))
             if lead and lead[0] in ARTICLES and len(lead) > 1:
                 self.article[i] = lead[0]
         order = np.lexsort((np.arange(len(pop)), -pop))
         rank = np.empty(len(pop), dtype=np.int64)
         rank[order] = np.arange(len(pop))
-        for k, items in self.table.items():
-            self.table[k] = sorted(set(items), key=lambda i: rank[i])
+        for words, items in self.table.items():
+            self.table[words] = sorted(set(items), key=lambda i: rank[i])
         self.longest: dict[str, int] = {}
-        for k in self.table:
-            self.longest[k[0]] = max(self.longest.get(k[0], 0), len(k))
+        for words in self.table:
+            self.longest[words[0]] = max(self.longest.get(words[0], 0), len(words))
 
     def find(self, text: str, min_confidence: float = 0.5) -> list[Mention]:
         """Mentions in `text`, in order of position."""
@@ -481,14 +497,24 @@ class MentionFinder:
         return out
 
     def _mention(
-        self, text: str, toks: list[str], matches: list[re.Match[str]], i: int, n: int, start: int, end: int, items: list[int]
+        self,
+        text: str,
+        toks: list[str],
+        matches: list[re.Match[str]],
+        i: int,
+        n: int,
+        start: int,
+        end: int,
+        items: list[int],
     ) -> Mention | None:
         year = None
         ym = _YEAR_AFTER.match(text, end)
         if ym:
             year = int(ym.group(1))
             dated = [c for c in items if self.index.years[c] == year] or [
-                c for c in items if self.index.years[c] is not None and abs(self.index.years[c] - year) <= 1  # type: ignore[operator]
+                c
+                for c in items
+                if self.index.years[c] is not None and abs(self.index.years[c] - year) <= 1  # type: ignore[operator]
             ]
             if not dated:
                 return None  # the title with a year the catalog does not have: another film

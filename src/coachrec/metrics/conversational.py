@@ -49,8 +49,8 @@ METRICS: tuple[str, ...] = tuple(f"{m}@{k}" for k in KS for m in ("recall", "ndc
 #: the protocol record of conv-full (name "conv-full")
 CONV_FULL = Protocol(split="conv", candidates="full", exclude_seen=True)
 DESCRIPTION = {
-    "name": "conv-full: every candidate ranked per turn, earlier-mentioned movies removed (by name), "
-    "each target scored on its own (an earlier-mentioned target is a miss), candidates matched by name, ties pessimistic",
+    "name": "conv-full: every candidate ranked per turn, earlier-mentioned movies removed (by name), each "
+    "target scored on its own (an earlier-mentioned target is a miss), candidates matched by name, ties pessimistic",
     "id": "conv-full (by id): as conv-full, but entity ids ranked and removed by id",
 }
 #: per-target files of the reference models, by model name
@@ -139,9 +139,10 @@ def conv_full(
         matrix = score
         row_of = {int(t): i for i, t in enumerate(turn_ids)}
 
-        def score_fn(turns: np.ndarray) -> np.ndarray:
+        def from_matrix(turns: np.ndarray) -> np.ndarray:
             return matrix[[row_of[int(t)] for t in turns]]
 
+        score_fn: ScoreFn = from_matrix
     else:
         score_fn = score
     prev = conv.turns["prev_entity"].to_list()
@@ -160,7 +161,9 @@ def conv_full(
             hi = min(lo + batch_size, n)
             s = np.asarray(score_fn(turn_ids[lo:hi]), dtype=np.float32)
             if s.shape != (hi - lo, conv.n_candidates):
-                raise ValueError(f"score() returned shape {s.shape} for {hi - lo} turns; expected ({hi - lo}, {conv.n_candidates})")
+                raise ValueError(
+                    f"score() returned shape {s.shape} for {hi - lo} turns; expected ({hi - lo}, {conv.n_candidates})"
+                )
             u = units.unit_scores(s).copy()
             rows = np.repeat(np.arange(hi - lo), [len(excluded[i]) for i in range(lo, hi)])
             if len(rows):
@@ -173,7 +176,9 @@ def conv_full(
                 ranks[ok] = target_ranks(u[t_row[ok] - lo], t_units[ok])
             advance(hi, n)
     miss = dis | (t_units < 0)
-    m = metrics_from_ranks(np.where(miss, _NEVER, ranks), np.arange(len(tg)), len(tg), np.ones(len(tg), dtype=np.int64), KS)
+    m = metrics_from_ranks(
+        np.where(miss, _NEVER, ranks), np.arange(len(tg)), len(tg), np.ones(len(tg), dtype=np.int64), KS
+    )
     cols = {k: m[k] for k in METRICS}
     return tg.select("turn", "dialog_id", "position", "target").with_columns(
         pl.Series("condition", np.where(dis, "dis", "rec"), dtype=pl.Utf8),
@@ -183,7 +188,9 @@ def conv_full(
 
 
 # ---------------------------------------------------------------------- aggregation
-def aggregate(per_target: pl.DataFrame, condition: str | None = None, metrics: Sequence[str] | None = None) -> dict[str, float]:
+def aggregate(
+    per_target: pl.DataFrame, condition: str | None = None, metrics: Sequence[str] | None = None
+) -> dict[str, float]:
     """Mean of each metric column over a per-target table (yours or a reference's), over all
     targets or one `condition` ("rec" / "dis"); also `n` and, per metric, `…_se` (standard
     error of the mean, ddof 1)."""
@@ -245,7 +252,9 @@ def load_reference(path: str | Path, conv: Conversations | None = None, *, name:
         raise DataError(f"{p}: missing column(s) {missing}")
     bad = np.nonzero(~df["condition"].is_in(["rec", "dis"]).to_numpy())[0]
     if len(bad):
-        raise DataError(f"{p}: line {int(bad[0]) + 2}: condition must be 'rec' or 'dis', got {df['condition'][int(bad[0])]!r}")
+        raise DataError(
+            f"{p}: line {int(bad[0]) + 2}: condition must be 'rec' or 'dis', got {df['condition'][int(bad[0])]!r}"
+        )
     label = name or p.name.split("_per_target")[0]
     df = df.rename({"idx": "turn"}).with_columns(pl.col("turn").cast(pl.Int64))
     if conv is None:
@@ -256,7 +265,9 @@ def load_reference(path: str | Path, conv: Conversations | None = None, *, name:
 def _align(label: str, df: pl.DataFrame, conv: Conversations, path: Path) -> Reference:
     tg = conv.targets
     by_turn: dict[int, list[tuple[int, str, int]]] = {}
-    for t, c, pos, e in zip(tg["turn"].to_list(), tg["condition"].to_list(), tg["position"].to_list(), tg["target"].to_list(), strict=True):
+    for t, c, pos, e in zip(
+        tg["turn"].to_list(), tg["condition"].to_list(), tg["position"].to_list(), tg["target"].to_list(), strict=True
+    ):
         by_turn.setdefault(t, []).append((pos, c, e))
     inside = np.isin(df["turn"].to_numpy(), np.fromiter(by_turn, dtype=np.int64))
     if not inside.any():
@@ -290,7 +301,14 @@ def _align(label: str, df: pl.DataFrame, conv: Conversations, path: Path) -> Ref
         pl.Series("position", positions),
         pl.Series("target", targets),
         pl.Series("dialog_id", [dialog[t] for t in df["turn"].to_list()], dtype=pl.Utf8),
-    ).select("turn", "dialog_id", "position", "target", "condition", *[c for c in df.columns if c not in ("turn", "condition")])
+    ).select(
+        "turn",
+        "dialog_id",
+        "position",
+        "target",
+        "condition",
+        *[c for c in df.columns if c not in ("turn", "condition")],
+    )
     return Reference(label, aligned, reordered, n_outside)
 
 
@@ -312,7 +330,10 @@ def clustered_comparison(
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1 or len(a) == 0 or len(clusters) != len(a):
-        raise ValueError(f"paired samples need equal non-empty 1-d shapes and a cluster per value, got {a.shape}, {b.shape}, {np.shape(clusters)}")
+        raise ValueError(
+            "paired samples need equal non-empty 1-d shapes and a cluster per value, "
+            f"got {a.shape}, {b.shape}, {np.shape(clusters)}"
+        )
     _, g = np.unique(np.asarray(clusters), return_inverse=True)
     n_g = int(g.max()) + 1
     d_sum = np.bincount(g, weights=b - a, minlength=n_g)
@@ -361,5 +382,10 @@ def compare_paired(
     if joined.height == 0:
         raise ValueError("the two tables share no (turn, position) targets")
     return clustered_comparison(
-        joined["_a"].to_numpy(), joined["_b"].to_numpy(), joined["dialog_id"].to_numpy(), n_boot=n_boot, n_perm=n_perm, seed=seed
+        joined["_a"].to_numpy(),
+        joined["_b"].to_numpy(),
+        joined["dialog_id"].to_numpy(),
+        n_boot=n_boot,
+        n_perm=n_perm,
+        seed=seed,
     )

@@ -142,22 +142,30 @@ class CoMention:
         directed = sp.csr_matrix((w, (np.searchsorted(self.entity_ids, src), cols)), shape=(n_e, n_c))
         codes, ents = _dialog_entities(conv, turns)
         n_d = int(codes.max()) + 1 if len(codes) else 0
-        incidence = sp.csr_matrix((np.ones(len(ents)), (codes, np.searchsorted(self.entity_ids, ents))), shape=(n_d, n_e))
+        incidence = sp.csr_matrix(
+            (np.ones(len(ents)), (codes, np.searchsorted(self.entity_ids, ents))), shape=(n_d, n_e)
+        )
         e_cols = conv.column(ents)
         m = e_cols >= 0
         movies = sp.csr_matrix((np.ones(int(m.sum())), (codes[m], e_cols[m])), shape=(n_d, n_c))
         dialog = (incidence.T @ movies).tocoo()
         not_self = self.entity_ids[dialog.row] != conv.candidates[dialog.col]
         dialog = sp.csr_matrix((dialog.data[not_self], (dialog.row[not_self], dialog.col[not_self])), shape=(n_e, n_c))
-        self.matrix = (_row_normalised(directed, c.shrink) + c.dialog_weight * _row_normalised(dialog, c.shrink)).tocsr()
+        self.matrix = (
+            _row_normalised(directed, c.shrink) + c.dialog_weight * _row_normalised(dialog, c.shrink)
+        ).tocsr()
         pop = np.bincount(t_cols, minlength=n_c).astype(np.float64)
-        mentioned = conv.turns.filter(_turn_mask(conv.turns, turns)).select("dialog_id", "prev_entity").explode("prev_entity")
+        mentioned = (
+            conv.turns.filter(_turn_mask(conv.turns, turns)).select("dialog_id", "prev_entity").explode("prev_entity")
+        )
         m_cols = conv.column(mentioned.drop_nulls().unique()["prev_entity"].to_numpy())
         pop += c.mention_prior * np.bincount(m_cols[m_cols >= 0], minlength=n_c)
         self.popularity = (pop / max(pop.max(), 1.0)).astype(np.float32)
         return self
 
-    def score_mentions(self, mentions: Sequence[Sequence[int]], ages: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+    def score_mentions(
+        self, mentions: Sequence[Sequence[int]], ages: Sequence[Sequence[int]] | None = None
+    ) -> np.ndarray:
         """Scores of every candidate column for each list of mentioned entity ids (with their
         ages in utterances; default 0). Unknown entity ids are ignored."""
         if self.matrix is None:
@@ -286,7 +294,10 @@ def tune_co_mention(
     def value(cfg: CoMentionConfig) -> float:
         key = tuple(sorted((k, getattr(cfg, k)) for k in grid))
         if key not in tried:
-            vals = [aggregate(conv_full(CoMention(cfg).fit(conv, tr).scorer(held), held, match=match))[metric] for tr, held in parts]
+            vals = [
+                aggregate(conv_full(CoMention(cfg).fit(conv, tr).scorer(held), held, match=match))[metric]
+                for tr, held in parts
+            ]
             tried[key] = float(np.mean(vals))
             log.append(dict(key) | {metric: tried[key]})
         return tried[key]
@@ -323,7 +334,9 @@ def cross_fit(
     turns = conv.turns["turn"].to_numpy()
     out, models = [], []
     for k in range(n_folds):
-        progress.step(f"fold {k + 1} of {n_folds}: fit on {int((folds != k).sum()):,} turns, score {int((folds == k).sum()):,}")
+        progress.step(
+            f"fold {k + 1} of {n_folds}: fit on {int((folds != k).sum()):,} turns, score {int((folds == k).sum()):,}"
+        )
         model = fit(conv, turns[folds != k])
         held = conv.subset(turns[folds == k])
         out.append(conv_full(model.scorer(held), held, match=match).with_columns(pl.lit(k).alias("fold")))
