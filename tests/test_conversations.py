@@ -15,7 +15,6 @@ from coachrec.data.conversations import load_conversations, match_name, speaker_
 from coachrec.data.linking import MentionFinder, TitleIndex, link_conversations, normalize_title, parse_title
 from coachrec.metrics.conversational import (
     aggregate,
-    clustered_comparison,
     compare_paired,
     conv_full,
     load_reference,
@@ -399,17 +398,17 @@ def test_paired_comparison_sanity(conv):
 
 
 def test_clustered_bootstrap_is_wider_than_per_target_when_dialogs_cluster():
-    from coachrec.metrics.stats import paired_bootstrap
+    from coachrec.metrics.stats import clustered_compare, paired_bootstrap
 
     rng = np.random.default_rng(0)
     clusters = np.repeat(np.arange(50), 10)
     effect = rng.normal(0, 1, 50)[clusters]  # whole dialogs move together
     a, b = np.zeros(500), effect + rng.normal(0, 0.1, 500)
-    c = clustered_comparison(a, b, clusters, n_perm=2000)
+    c = clustered_compare(a, b, clusters, n_perm=2000)
     lo, hi = paired_bootstrap(a, b)
     assert (c.ci_high - c.ci_low) > 2 * (hi - lo)
     with pytest.raises(ValueError, match="cluster per value"):
-        clustered_comparison(a, b, clusters[:10])
+        clustered_compare(a, b, clusters[:10])
 
 
 # ---------------------------------------------------------------------- learned and zero-shot scorers

@@ -34,12 +34,12 @@ from coachrec.data.conversations import Conversations
 from coachrec.data.errors import DataError
 from coachrec.metrics.protocol import Protocol
 from coachrec.metrics.ranking import metrics_from_ranks, target_ranks
-from coachrec.metrics.stats import PairedComparison
+from coachrec.metrics.stats import PairedComparison, clustered_compare
 from coachrec.progress import SILENT, Progress
 
 __all__ = [
-    "CONV_FULL", "KS", "METRICS", "REFERENCE_FILES", "CandidateUnits", "Match", "Reference", "aggregate",
-    "candidate_units", "clustered_comparison", "compare_paired", "conv_full", "load_reference", "summary",
+    "CONV_FULL", "DESCRIPTION", "KS", "METRICS", "REFERENCE_FILES", "CandidateUnits", "Match", "Reference",
+    "aggregate", "candidate_units", "compare_paired", "conv_full", "load_reference", "reference_path", "summary",
 ]  # fmt: skip
 
 Match = Literal["name", "id"]
@@ -313,53 +313,6 @@ def _align(label: str, df: pl.DataFrame, conv: Conversations, path: Path) -> Ref
 
 
 # ---------------------------------------------------------------------- paired comparison
-def clustered_comparison(
-    a: np.ndarray,
-    b: np.ndarray,
-    clusters: np.ndarray,
-    *,
-    n_boot: int = 2000,
-    n_perm: int = 10000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> PairedComparison:
-    """b versus a on the same targets, targets grouped in `clusters` (dialogs): the mean of
-    b - a, a percentile bootstrap CI that resamples whole clusters, and a two-sided paired
-    permutation p-value that flips the sign of each cluster's differences together (targets of
-    one dialog are not independent). A system against itself gives delta 0, CI [0, 0], p 1."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 1 or len(a) == 0 or len(clusters) != len(a):
-        raise ValueError(
-            "paired samples need equal non-empty 1-d shapes and a cluster per value, "
-            f"got {a.shape}, {b.shape}, {np.shape(clusters)}"
-        )
-    _, g = np.unique(np.asarray(clusters), return_inverse=True)
-    n_g = int(g.max()) + 1
-    d_sum = np.bincount(g, weights=b - a, minlength=n_g)
-    n_sum = np.bincount(g, minlength=n_g).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    delta = float(d_sum.sum() / n_sum.sum())
-    means = np.empty(n_boot)
-    chunk = max(1, 2_000_000 // n_g)
-    for lo in range(0, n_boot, chunk):
-        hi = min(lo + chunk, n_boot)
-        idx = rng.integers(0, n_g, size=(hi - lo, n_g))
-        means[lo:hi] = d_sum[idx].sum(axis=1) / n_sum[idx].sum(axis=1)
-    alpha = (1 - confidence) / 2
-    observed = abs(d_sum.sum())
-    count = 0
-    for lo in range(0, n_perm, chunk):
-        hi = min(lo + chunk, n_perm)
-        signs = rng.integers(0, 2, size=(hi - lo, n_g)) * 2 - 1
-        count += int((np.abs(signs @ d_sum) >= observed - 1e-9).sum())
-    return PairedComparison(
-        float(a.mean()), float(b.mean()), delta,
-        float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha)),
-        confidence, (count + 1) / (n_perm + 1), len(a),
-    )  # fmt: skip
-
-
 def compare_paired(
     a: pl.DataFrame,
     b: pl.DataFrame,
@@ -381,7 +334,7 @@ def compare_paired(
         joined = joined.join(targets.select(keys).unique(), on=keys, how="inner")
     if joined.height == 0:
         raise ValueError("the two tables share no (turn, position) targets")
-    return clustered_comparison(
+    return clustered_compare(
         joined["_a"].to_numpy(),
         joined["_b"].to_numpy(),
         joined["dialog_id"].to_numpy(),
