@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 
+import numpy as np
+
 from coachrec.data import Dataset
+from coachrec.metrics import cohen_kappa
 from coachrec.teacher import JudgeQuality, RelevanceCommittee, RelevanceConfig, RubricSpec, measure
 from coachrec.teacher.movielens import heldout_labels
 
@@ -45,9 +48,13 @@ def measured_committee(
     data: Dataset, rubric: RubricSpec, config: RelevanceConfig = RelevanceConfig(), *, seed: int = 0
 ) -> tuple[RelevanceCommittee, JudgeQuality]:
     """The relevance committee for judging traces of a stack fitted on `data`, and its measured
-    quality. As `teacher.calibrated_committee`: blend weights fitted on the calibration half of
-    held-out later ratings; here the same split-fitted committee is also scored on the
-    evaluation half (pairs the blend never saw) before the members are refitted on all of `data`."""
+    quality on the unit the gate judges: a *slate*. As `teacher.calibrated_committee`: blend
+    weights fitted on the calibration half of held-out later ratings; the split-fitted committee
+    is then scored on the evaluation half (pairs the blend never saw), each evaluation user's
+    rated items forming one slate judged as the rubric judges a served slate (pass when at least
+    `pass_threshold` of its items reach `item_threshold`) against the same rule applied to the
+    real ratings; kappa with a bootstrap CI over users, whose lower bound must reach the floor.
+    The members are then refitted on all of `data`."""
     if not has_ratings(data):
         raise ValueError(f"dataset {data.name!r} has no graded ratings: the relevance criterion is calibrated on "
                          "later ratings >= 4 and does not apply")
@@ -55,9 +62,18 @@ def measured_committee(
     split = RelevanceCommittee(config).fit(labels.train)
     split.fit_blend(split.pair_features(labels.calibration), labels.calibration.labels)
     p = split.probability_from_features(split.pair_features(labels.evaluation))
-    threshold = rubric.criterion("relevance").item_threshold
-    quality = measure("relevance", split.model_id, p >= threshold, labels.evaluation.labels, kappa_floor=rubric.kappa_floor,
-                      scores=p, protocol=f"{labels.protocol}; item threshold {threshold}")
+    spec = rubric.criterion("relevance")
+    ev = labels.evaluation
+    users, slate = np.unique(ev.users, return_inverse=True)
+    size = np.bincount(slate).astype(np.float64)
+    judged = np.bincount(slate, weights=(p >= spec.item_threshold).astype(float)) / size >= spec.pass_threshold
+    human = np.bincount(slate, weights=np.asarray(ev.labels, dtype=float)) / size >= spec.pass_threshold
+    item_kappa = cohen_kappa(p >= spec.item_threshold, np.asarray(ev.labels, dtype=bool))
+    quality = measure("relevance", split.model_id, judged, human, kappa_floor=rubric.kappa_floor,
+                      scores=np.bincount(slate, weights=p) / size, groups=users, unit="slate", seed=seed,
+                      protocol=f"{labels.protocol}; one slate per evaluation user ({size.mean():.1f} rated items), pass "
+                               f"when >= {spec.pass_threshold} of its items reach P >= {spec.item_threshold}; "
+                               f"item-level kappa {item_kappa:.3f} on {len(p)} pairs")
     full = RelevanceCommittee(config).fit(data)
     full.blend = split.blend
     return full, quality

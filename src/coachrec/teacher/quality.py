@@ -3,7 +3,9 @@
 The positive class is `pass` (for relevance: *relevant*). TPR is the share of human-pass cases
 the judge passes; TNR the share of human-fail cases it fails. Swap consistency is the share of
 cases whose label survives reversing the order the judge was shown (LLM members). A criterion
-whose judge has kappa below the floor may report but may not gate or be distilled.
+whose judge has kappa below the floor may report but may not gate or be distilled; when the
+kappa's confidence interval is known (`kappa_ci`, bootstrap by user), its *lower bound* must
+reach the floor. `unit` says what one case is: an `item` or a `slate` (the unit the gate judges).
 """
 
 from __future__ import annotations
@@ -32,18 +34,28 @@ class JudgeQuality:
     kappa_floor: float
     auc: float | None = None
     protocol: str = ""
+    kappa_ci: tuple[float, float] | None = None
+    unit: str = "item"
+
+    @property
+    def kappa_bound(self) -> float:
+        """What is held against the floor: the CI's lower bound when known, else the kappa."""
+        return self.kappa_ci[0] if self.kappa_ci is not None else self.kappa
 
     @property
     def may_gate(self) -> bool:
         """True when this judge may gate a promotion or feed distillation."""
-        return self.n >= MIN_CASES and self.kappa >= self.kappa_floor - 1e-12  # kappa is a ratio of floats
+        return self.n >= MIN_CASES and self.kappa_bound >= self.kappa_floor - 1e-12  # kappa is a ratio of floats
 
     def reason(self) -> str:
+        ci = f" (95% CI [{self.kappa_ci[0]:.3f}, {self.kappa_ci[1]:.3f}])" if self.kappa_ci is not None else ""
+        what = f"kappa{' CI lower bound' if self.kappa_ci is not None else ''}"
+        cases = f"{self.n} {self.unit}s"
         if self.may_gate:
-            return f"kappa {self.kappa:.3f} >= floor {self.kappa_floor} on {self.n} cases"
+            return f"kappa {self.kappa:.3f}{ci}: {what} >= floor {self.kappa_floor} on {cases}"
         if self.n < MIN_CASES:
-            return f"only {self.n} human-labelled cases (< {MIN_CASES})"
-        return f"kappa {self.kappa:.3f} below floor {self.kappa_floor} on {self.n} cases"
+            return f"only {self.n} human-labelled {self.unit}s (< {MIN_CASES})"
+        return f"kappa {self.kappa:.3f}{ci}: {what} below floor {self.kappa_floor} on {cases}"
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "may_gate": self.may_gate}
@@ -79,7 +91,12 @@ def measure(
     swap_consistent: Sequence[bool] | np.ndarray | None = None,
     scores: Sequence[float] | np.ndarray | None = None,
     protocol: str = "",
+    groups: Sequence[Any] | np.ndarray | None = None,
+    unit: str = "item",
+    seed: int = 0,
 ) -> JudgeQuality:
+    """Agreement of a judge with human labels; with `groups` (the user of each case) the kappa
+    also gets a bootstrap CI over groups, and its lower bound decides `may_gate`."""
     j = np.asarray(judge_pass, dtype=bool)
     h = np.asarray(human_pass, dtype=bool)
     if j.shape != h.shape or j.ndim != 1 or len(j) == 0:
@@ -92,9 +109,10 @@ def measure(
         if s.shape != j.shape:
             raise ValueError(f"swap consistency has shape {s.shape}, judge labels {j.shape}")
         swap = float(s.mean())
+    ci = kappa_interval(j, h, np.asarray(groups), seed=seed) if groups is not None else None
     return JudgeQuality(
         criterion, judge, len(j), cohen_kappa(j, h), tpr, tnr, swap, kappa_floor,
-        auc(np.asarray(scores), h) if scores is not None else None, protocol,
+        auc(np.asarray(scores), h) if scores is not None else None, protocol, ci, unit,
     )
 
 
