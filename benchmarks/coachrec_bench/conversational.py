@@ -306,11 +306,14 @@ def run(
             )
         )
     for ref in refs.values():
-        measured.append(
-            Measured(
-                ref.name, ref.per_target, True, f"published zero-shot results of {ref.name} (He et al., CIKM 2023)"
-            )
-        )
+        alignment = {
+            "rows_aligned": ref.per_target.height,
+            "turns_reordered": ref.reordered_turns,
+            "rows_outside": ref.outside_rows,
+            "targets_mentioned_before_by_name_only": mism.height,
+        }
+        signals = f"published zero-shot results of {ref.name} (He et al., CIKM 2023)"
+        measured.append(Measured(ref.name, ref.per_target, True, signals, extra={"alignment": alignment}))
     return conv, refs, measured, links.report
 
 

@@ -257,7 +257,7 @@ class MentionKNN:
 # ---------------------------------------------------------------------- cross-fitting and tuning
 #: the settings `tune_co_mention` searches by default
 CO_MENTION_GRID: dict[str, Sequence[Any]] = {
-    "dialog_weight": (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
+    "dialog_weight": (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0),
     "recency": (0.7, 0.8, 0.9, 1.0),
     "shrink": (2.0, 5.0, 10.0, 20.0, 40.0, 80.0),
     "other_weight": (0.25, 0.5, 1.0, 1.5),
