@@ -132,3 +132,11 @@ def test_a_candidate_that_escapes_the_judge_is_refused(truth):
     rows = _rows(a, b, unknown=unknown) + truth["better"]
     promote, reasons = decide(rows, TRUSTED, "irrelevant_items", "relevance", CONFIG)
     assert not promote and any("unjudgeable slate rate higher" in r for r in reasons)
+
+
+def test_a_candidate_that_games_the_teacher_but_hurts_ground_truth_is_refused(truth):
+    rows = _rows(_modes(0.4), _modes(0.05, seed=1)) + truth["worse"]
+    promote, reasons = decide(rows, TRUSTED, "irrelevant_items", "relevance", CONFIG)
+    target = next(r for r in rows if r.role == "target")
+    assert target.passed and not promote
+    assert all("ground truth" in r for r in reasons) and len(reasons) == 2

@@ -67,7 +67,9 @@ def _row(result: Any, requests: int, started: str) -> dict[str, Any]:
                                "seconds": round(result.seconds, 1), "load_start": started, "load_end": _load(),
                                "criteria_apply": applicable(result),
                                "criteria_trust": {t["criterion"]: ("may gate: " if t["may_gate"] else "report only: ") + t["why"] for t in s["trust"]},
-                               "top_failure_modes": s["failure_modes"][:5]}
+                               "top_failure_modes": s["failure_modes"][:5],
+                               "remedies": [{"remedy": t.remedy, "note": t.note, "promoted": t.promoted,
+                                             "reasons": t.gate.reasons if t.gate else None} for t in result.tried]}
     if result.gate is not None:
         target = next(r for r in result.gate.rows if r.role == "target" and r.section == "held-out traffic")
         metrics["target_rate"] = {"before": target.champion, "after": target.candidate, "delta": target.delta,
@@ -75,15 +77,16 @@ def _row(result: Any, requests: int, started: str) -> dict[str, Any]:
         for m in ("ndcg@10", "recall@10"):
             g = result.gate.row("ground truth", m)
             metrics[m] = {"before": g.champion, "after": g.candidate, "delta": g.delta, "ci95": [g.ci_low, g.ci_high], "users": g.n}
-        metrics["strength"] = result.distilled.stack.ranker.student.strength
+        metrics["remedy"] = result.chosen.remedy if result.chosen else None
     else:
         truth = _champion_truth(result)
         metrics["target_rate"] = None
         for m, v in truth.items():
             metrics[m] = {"before": v, "after": v, "delta": 0.0, "ci95": None, "users": result.context.split.test.n_users}
-    protocol = (f"one coach iteration: {requests} replayed requests of half the users judged and distilled, {requests} of the "
-                "other half served by champion and candidate and judged (paired bootstrap 95% CI, 2000 resamples); ground truth "
-                "leave-one-out full ranking over all items (each user's last interaction), ranker output before policy; "
+    protocol = (f"one coach iteration: users split 40/40/20 (selection, gate, unused); {requests} replayed requests of selection "
+                f"users judged, every remedy for the target built on selection users; {requests} requests of gate users served "
+                "by champion and each candidate and judged (95% CI by user bootstrap, sign-flip permutation by user); ground "
+                "truth leave-one-out full ranking over all items (gate users' last interaction), ranker output before policy; "
                 "all stacks fitted on the leave-one-out training part")
     return row("coach", result.context.data.name, protocol, metrics)
 

@@ -45,8 +45,17 @@ def print_result(result: LoopResult, con: Console | None = None) -> None:
         show_table(table, con)
     else:
         con.print("no failures found")
-    if result.gate is not None:
-        show_table(gate_table(result.gate), con)
+    if result.tried:
+        tried = Table(title=f"Remedies tried for {result.target_mode}", title_justify="left")
+        for col in ("remedy", "span", "what it did (selection users)", "candidate", "decision"):
+            tried.add_column(col, overflow="fold")
+        for t in result.tried:
+            verdict = "not applicable" if t.gate is None else ("PROMOTED" if t.promoted else "refused: " + "; ".join(t.gate.reasons))
+            tried.add_row(t.remedy, t.span, Text(t.note), t.candidate_id or "", Text(verdict))
+        show_table(tried, con)
+    for t in result.tried:
+        if t.gate is not None:
+            show_table(gate_table(t.gate), con)
     con.print(Text(result.decision, style="bold green" if result.promoted else "bold red"))
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,10 @@ import numpy as np
 import polars as pl
 
 from coachrec import datasets
-from coachrec.coach.distill import DistillConfig, Distilled, DistillError, distill, distillable
+from coachrec.coach.distill import DistillConfig
 from coachrec.coach.gate import GateConfig, GateReport, decide, failure_rows, ground_truth_rows
 from coachrec.coach.registry import Registry
+from coachrec.coach.remedies import RemedyContext, RemedyError, remedies_for
 from coachrec.coach.traffic import Served, failures_by_mode, request_key, serve, unknown_by_criterion
 from coachrec.coach.trust import Trust, criterion_trust, kappa_table, measured_committee
 from coachrec.data import Catalog, Dataset, Split, leave_one_out
@@ -98,18 +99,48 @@ class Observation:
 
 
 @dataclass
+class Tried:
+    """One remedy of an iteration: its candidate (if it could be built), gate report, outcome."""
+
+    remedy: str
+    span: str
+    note: str
+    candidate_id: str | None = None
+    gate: GateReport | None = None
+    promoted: bool = False
+    selection: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {"remedy": self.remedy, "span": self.span, "note": self.note, "candidate": self.candidate_id,
+                "promoted": self.promoted, "selection": self.selection, "gate": self.gate.to_dict() if self.gate else None,
+                **self.details}
+
+
+@dataclass
 class LoopResult:
     context: Context
     observation: Observation
     target_mode: str | None
-    distilled: Distilled | None
-    candidate_id: str | None
-    gate: GateReport | None
+    tried: list[Tried]
     promoted: bool
     decision: str
     tiers: list[dict[str, Any]]
     before_after: dict[str, dict[str, float]]
     seconds: float
+
+    @property
+    def chosen(self) -> Tried | None:
+        """The promoted remedy, else the first one gated (whose report the summary shows)."""
+        return next((t for t in self.tried if t.promoted), next((t for t in self.tried if t.gate is not None), None))
+
+    @property
+    def gate(self) -> GateReport | None:
+        return self.chosen.gate if self.chosen else None
+
+    @property
+    def candidate_id(self) -> str | None:
+        return self.chosen.candidate_id if self.chosen else None
 
 
 def _fingerprint(data: Dataset) -> dict[str, Any]:
@@ -162,8 +193,8 @@ def prepare(config: LoopConfig, registry: Registry, ui: Progress = SILENT) -> Co
     committee, quality = None, None
     try:
         committee, quality = measured_committee(split.train, rubric, seed=config.seed)
-        ui.note(f"relevance committee vs later real ratings: kappa {quality.kappa:.3f} (floor {rubric.kappa_floor}), "
-                f"AUC {quality.auc:.3f}, {quality.n} pairs -> {'may gate' if quality.may_gate else 'may NOT gate'}")
+        ui.note(f"relevance committee vs later real ratings: {quality.reason()}, AUC {quality.auc:.3f} "
+                f"-> {'may gate' if quality.may_gate else 'may NOT gate'}")
     except ValueError as exc:
         ui.note(f"relevance criterion does not apply: {exc}", level="warn")
     golden_quality: dict[str, Any] = {}
@@ -286,24 +317,32 @@ def observe(ctx: Context, out: Path, ui: Progress = SILENT) -> Observation:
 
 
 def choose_target(ctx: Context, obs: Observation) -> tuple[str | None, list[str]]:
-    """The mode to coach and, for each more frequent mode passed over, why."""
+    """The most frequent failure mode whose judge may gate and that has a remedy (or the one
+    asked for), and, for each mode passed over, why."""
     skipped = []
     modes = [m.name for m in obs.report.modes]
     if ctx.config.target_mode is not None:
         modes = [ctx.config.target_mode]
     for mode in modes:
-        ok, why = distillable(ctx.rubric, ctx.trust, mode)
-        if ok and (ctx.committee is not None):
+        spec = next((c for c in ctx.rubric.criteria if mode in c.failure_modes), None)
+        trust = ctx.trust.get(spec.name) if spec else None
+        if spec is None:
+            skipped.append(f"{mode}: no criterion of the rubric emits it")
+        elif trust is None or not trust.may_gate:
+            skipped.append(f"{mode}: the judge of {spec.name!r} may not gate ({trust.reason if trust else 'not measured'})")
+        elif not remedies_for(mode):
+            skipped.append(f"{mode}: no remedy in the catalogue addresses it")
+        else:
             return mode, skipped
-        skipped.append(f"{mode}: {why}" if not ok else f"{mode}: no relevance committee")
     return None, skipped
 
 
-def gate_candidate(ctx: Context, candidate: Stack, target_mode: str, out: Path, ui: Progress = SILENT
-                   ) -> tuple[GateReport, dict[str, Served], float]:
-    """Serve the held-out users' traffic (and golden requests) through both stacks, judge, compare."""
+def gate_candidate(ctx: Context, candidate: Stack, target_mode: str, out: Path, ui: Progress = SILENT, *,
+                   gate_config: GateConfig | None = None) -> tuple[GateReport, dict[str, Served], float]:
+    """Serve the gate users' traffic (and golden requests) through both stacks, judge, compare."""
     t0 = time.perf_counter()
-    cfg = ctx.config
+    cfg = replace(ctx.config, gate=gate_config) if gate_config is not None else ctx.config
+    out.mkdir(parents=True, exist_ok=True)
     judge = _gate_judge(ctx)
     sections = [("held-out traffic", traffic(ctx, ctx.gate_users, cfg.gate_requests, cfg.seed + 1))]
     if ctx.golden_requests:
@@ -366,6 +405,10 @@ def _tier(tier: str, n: int, seconds_each: np.ndarray | float, note: str) -> dic
 
 
 def run_loop(config: LoopConfig, registry: Registry, out: Path, ui: Progress = SILENT) -> LoopResult:
+    """Observe, judge, pick the target mode, try every remedy for it (each built on selection
+    users, each gated on the gate users), promote at most one: the first, in the order of the
+    remedies' selection-side NDCG, that passes with the target's alpha divided by the number of
+    remedies gated (Bonferroni: trying many remedies does not buy a promotion)."""
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     (out / "traces.duckdb").unlink(missing_ok=True)
@@ -382,35 +425,59 @@ def run_loop(config: LoopConfig, registry: Registry, out: Path, ui: Progress = S
         tiers.append(_tier(f"teacher: LLM criteria ({obs.llm_model})", obs.llm_traces, obs.llm_seconds / obs.llm_traces,
                            "per judged trace, both slate orders"))
     if target is None:
-        decision = "REFUSE: no failure mode may be distilled (" + "; ".join(skipped or ["no failures found"]) + ")"
-        return LoopResult(ctx, obs, None, None, None, None, False, decision, tiers, {}, time.perf_counter() - start)
-    ui.step(f"distil the teacher into the ranker (target: {target})")
-    t0 = time.perf_counter()
-    try:
-        distilled = distill(ctx.champion, ctx.committee, obs.served.cases, ctx.split, ctx.rubric, ctx.trust, target,
-                            config.distill, progress=ui.note, users=ctx.distill_users)
-    except DistillError as exc:
-        decision = f"REFUSE: {exc}"
-        return LoopResult(ctx, obs, target, None, None, None, False, decision, tiers, {}, time.perf_counter() - start)
-    ctx.timings["distill"] = time.perf_counter() - t0
-    ui.note(distilled.note)
-    candidate = registry.register(distilled.stack, description=f"candidate {distilled.stack.describe()} targeting {target}",
-                                  dataset=ctx.data.name, data=ctx.data_info, judge_version=obs.judge_version,
-                                  parent=ctx.champion_id, distillation=distilled.summary())
-    ui.step(f"gate {candidate.id} against champion {ctx.champion_id}")
-    report, served_by, gate_judge_s = gate_candidate(ctx, distilled.stack, target, out, ui)
-    registry.attach_gate(candidate.id, report.to_dict())
-    if report.promote:
-        registry.promote(candidate.id, note=report.verdict())
-    else:
-        registry.refuse(candidate.id, note=report.verdict())
-    held = served_by.get("held-out traffic/candidate")
-    if held is not None:
-        tiers.insert(1, _tier("serve: candidate pipeline (traced, + student ranker)", len(held.latency_ms), held.latency_ms / 1000,
-                              distilled.stack.describe()))
-    before_after = {r.metric.removesuffix(" rate"): {"before": r.champion, "after": r.candidate, "ci_low": r.ci_low,
-                                                     "ci_high": r.ci_high, "n": r.n}
-                    for r in report.rows if r.section == "held-out traffic"}
-    return LoopResult(ctx, obs, target, distilled, candidate.id, report, report.promote, report.verdict(), tiers, before_after,
-                      time.perf_counter() - start)
+        decision = "REFUSE: no failure mode may be coached (" + "; ".join(skipped or ["no failures found"]) + ")"
+        return LoopResult(ctx, obs, None, [], False, decision, tiers, {}, time.perf_counter() - start)
 
+    ui.step(f"build the remedies for {target} on the selection users")
+    t0 = time.perf_counter()
+    rctx = RemedyContext(ctx.champion, ctx.split, ctx.distill_users, obs.served.cases, ctx.rubric, ctx.trust, ctx.committee,
+                         target, config.distill, config.seed, ui)
+    tried: list[Tried] = []
+    built: list[tuple[Tried, Stack]] = []
+    for r in remedies_for(target):
+        try:
+            cand = r.build(rctx)
+        except RemedyError as exc:
+            tried.append(Tried(r.name, r.span, f"not applicable: {exc}"))
+            ui.note(f"{r.name}: not applicable: {exc}", level="dim")
+            continue
+        t = Tried(r.name, r.span, cand.note, selection=cand.selection, details=cand.details)
+        tried.append(t)
+        built.append((t, cand.stack))
+        ui.note(f"{r.name}: {cand.note}")
+    ctx.timings["remedies"] = time.perf_counter() - t0
+    built.sort(key=lambda tb: -np.nan_to_num(tb[0].selection.get("valid_ndcg@10", np.nan), nan=-np.inf))
+    gate_config = replace(config.gate, alpha=config.gate.alpha / max(len(built), 1))
+    promoted: Tried | None = None
+    for t, stack in built:
+        v = registry.register(stack, description=f"candidate {stack.describe()} ({t.remedy}) targeting {target}",
+                              dataset=ctx.data.name, data=ctx.data_info, judge_version=obs.judge_version,
+                              parent=ctx.champion_id, distillation=t.details.get("distillation"))
+        t.candidate_id = v.id
+        ui.step(f"gate {v.id} ({t.remedy}) against champion {ctx.champion_id}")
+        report, served_by, _ = gate_candidate(ctx, stack, target, out / t.remedy, ui, gate_config=gate_config)
+        t.gate = report
+        registry.attach_gate(v.id, report.to_dict())
+        if report.promote and promoted is None:
+            promoted, t.promoted = t, True
+            registry.promote(v.id, note=report.verdict())
+            held = served_by.get("held-out traffic/candidate")
+            if held is not None:
+                tiers.insert(1, _tier(f"serve: candidate pipeline (traced, {t.remedy})", len(held.latency_ms),
+                                      held.latency_ms / 1000, stack.describe()))
+        else:
+            registry.refuse(v.id, note=report.verdict() if not report.promote else
+                            f"passed, but {promoted.remedy if promoted else '?'} came first in the selection order")
+    if not built:
+        decision = f"REFUSE: no remedy for {target} could be built (" + "; ".join(f"{t.remedy}: {t.note}" for t in tried) + ")"
+    elif promoted is not None:
+        decision = promoted.gate.verdict() if promoted.gate else "PROMOTE"
+    else:
+        decision = "REFUSE: every remedy was refused by the gate (" + "; ".join(
+            f"{t.remedy}: {t.gate.reasons[0] if t.gate and t.gate.reasons else t.note}" for t, _ in built) + ")"
+    result = LoopResult(ctx, obs, target, tried, promoted is not None, decision, tiers, {}, time.perf_counter() - start)
+    if result.gate is not None:
+        result.before_after = {r.metric.removesuffix(" rate"): {"before": r.champion, "after": r.candidate, "ci_low": r.ci_low,
+                                                                "ci_high": r.ci_high, "n": r.n}
+                               for r in result.gate.rows if r.section == "held-out traffic"}
+    return result

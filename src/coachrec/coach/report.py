@@ -35,16 +35,20 @@ def _plots(result: LoopResult, out: Path) -> list[str]:
             fig.savefig(out / "failure_rates.png", dpi=110)
             plt.close(fig)
             files.append("failure_rates.png")
-        fig, ax = plt.subplots(figsize=(9, 0.5 * len(result.gate.rows) + 1.5))
-        gate_rows = result.gate.rows
-        for i, r in enumerate(gate_rows):
-            color = "#2b7bba" if r.passed or r.passed is None else "#c0392b"
-            ax.errorbar(r.delta, i, xerr=[[r.delta - r.ci_low], [r.ci_high - r.delta]], fmt="o", color=color, capsize=3)
-        ax.axvline(0, color="black", lw=0.8)
-        ax.set_yticks(range(len(gate_rows)), [f"{r.metric} ({r.section})" for r in gate_rows])
-        ax.set_xlabel("candidate - champion, 95% paired bootstrap CI (red: rule broken)")
-        ax.xaxis.set_major_locator(MaxNLocator(5))
-        ax.set_title("Metric deltas")
+    gated = [t for t in result.tried if t.gate is not None]
+    if gated:
+        n_rows = max(len(t.gate.rows) for t in gated if t.gate)
+        fig, axes = plt.subplots(1, len(gated), figsize=(6 * len(gated) + 3, 0.5 * n_rows + 1.8), squeeze=False)
+        for ax, t in zip(axes[0], gated, strict=True):
+            assert t.gate is not None
+            for i, r in enumerate(t.gate.rows):
+                color = "#2b7bba" if r.passed or r.passed is None else "#c0392b"
+                ax.errorbar(r.delta, i, xerr=[[r.delta - r.ci_low], [r.ci_high - r.delta]], fmt="o", color=color, capsize=3)
+            ax.axvline(0, color="black", lw=0.8)
+            ax.set_yticks(range(len(t.gate.rows)), [f"{r.metric} ({r.section})" for r in t.gate.rows])
+            ax.set_xlabel("candidate - champion, 95% CI by user (red: rule broken)")
+            ax.xaxis.set_major_locator(MaxNLocator(5))
+            ax.set_title(f"{t.remedy}: {'PROMOTED' if t.promoted else 'refused'}")
         fig.tight_layout()
         fig.savefig(out / "metric_deltas.png", dpi=110)
         plt.close(fig)
@@ -97,7 +101,7 @@ def write_report(result: LoopResult, out: Path, title: str = "coachrec quickstar
         md.append(f"| {r['criterion']} | {r['member']} | {'' if r['kappa'] is None else r['kappa']} | {r['n'] or ''} | "
                   f"{'' if r['auc'] is None else r['auc']} | {'yes' if r['may_gate'] else 'no'} | {r['why']} |")
     md += ["", f"Judge: `{obs.judge_version}`" + (f"; LLM member {obs.llm_model} on {obs.llm_traces} traces" if obs.llm_model else ""),
-           *([f"", f"> {obs.llm_note}"] if obs.llm_note else []), ""]
+           *(["", f"> {obs.llm_note}"] if obs.llm_note else []), ""]
     md += [f"## 3. Top failure modes ({obs.report.judged_traces} judged traces of {len(ctx.distill_users)} users, champion)", "",
            "| failure mode | criterion | traces | rate | where (span) | why (teacher) |", "|---|---|---|---|---|---|"]
     for m in obs.report.modes[:8]:
@@ -108,24 +112,34 @@ def write_report(result: LoopResult, out: Path, title: str = "coachrec quickstar
     for m in obs.report.modes[:3]:
         md.append(f"- **{m.name}** examples:")
         md += _examples(result, m.name)
-    md += ["", "## 4. Distillation", ""]
-    if result.distilled is not None:
-        d = result.distilled.summary()
-        md += [f"- target failure mode: **{result.target_mode}** (criterion `{d['criterion']}`)",
-               f"- {d['pairs']:,} teacher-labelled (request, candidate) pairs from {d['requests']} distinct users' traced requests; "
-               "soft labels weighted by teacher confidence and teacher-champion rank agreement",
-               f"- student fit: {json.dumps({k: round(v, 4) for k, v in d['student_fit'].items()})}",
-               f"- strength search on validation items (never the gate's test items): {result.distilled.note}", "",
-               "| strength | valid NDCG@10 | teacher pass rate |", "|---|---|---|"]
-        md += [f"| {r['strength']:g} | {r['valid_ndcg@10']:.4f} | {r['teacher_pass_rate']:.3f} |" for r in d["strength_search"]]
-        md += ["", f"- candidate registered as `{result.candidate_id}`"]
+    md += ["", "## 4. Remedies tried", ""]
+    if result.target_mode is None:
+        md.append(f"Nothing targeted: {result.decision}")
     else:
-        md.append(f"Nothing distilled: {result.decision}")
+        md += [f"Target failure mode: **{result.target_mode}**. Each remedy was built on the selection users' data and "
+               "gated on its own on the gate users; at most one is promoted (the first in the order of the remedies' "
+               "selection-side NDCG that passes, with the target's alpha divided by the number gated).", "",
+               "| remedy | span | what it did (on selection users) | candidate | decision |", "|---|---|---|---|---|"]
+        for t in result.tried:
+            decision = "not applicable" if t.gate is None else ("**PROMOTED**" if t.promoted else
+                                                                 ("refused: " + "; ".join(t.gate.reasons)[:200]))
+            md.append(f"| {t.remedy} | {t.span} | {t.note} | {t.candidate_id or ''} | {decision} |")
+        for t in result.tried:
+            d = t.details.get("distillation")
+            if d:
+                md += ["", f"### {t.remedy}: distillation", "",
+                       f"- {d['pairs']:,} teacher-labelled (request, candidate) pairs from {d['requests']} distinct users' traced "
+                       "requests; soft labels weighted by teacher confidence and teacher-champion rank agreement",
+                       f"- student fit: {json.dumps({k: round(v, 4) for k, v in d['student_fit'].items()})}", "",
+                       "| strength | valid NDCG@10 (selection users) | teacher pass rate |", "|---|---|---|"]
+                md += [f"| {r['strength']:g} | {r['valid_ndcg@10']:.4f} | {r['teacher_pass_rate']:.3f} |" for r in d["strength_search"]]
     md += ["", "## 5. Gate", ""]
-    if result.gate is not None:
-        g = result.gate
-        md += [f"Champion `{g.champion}` vs candidate `{g.candidate}`.", "", g.markdown(), "",
-               *[f"- {k}: {v}" for k, v in g.protocol.items()], "", f"**{g.verdict()}**", ""]
+    for t in result.tried:
+        if t.gate is None:
+            continue
+        g = t.gate
+        md += [f"### {t.remedy} (`{t.candidate_id}`)", "", f"Champion `{g.champion}` vs candidate `{g.candidate}`.", "",
+               g.markdown(), "", *[f"- {k}: {v}" for k, v in g.protocol.items()], "", f"**{g.verdict()}**", ""]
     md += ["## 6. Latency and cost per tier", "", "| tier | n | mean ms | p95 ms | USD per 1k | note |", "|---|---|---|---|---|---|"]
     for t in result.tiers:
         p95 = "" if t["ms_p95"] is None else f"{t['ms_p95']:.1f}"
@@ -149,5 +163,5 @@ def summary(result: LoopResult) -> dict[str, Any]:
                           for m in result.observation.report.modes],
         "trust": kappa_table(result.context.trust), "before_after": result.before_after,
         "gate": result.gate.to_dict() if result.gate else None, "tiers": result.tiers,
-        "distillation": result.distilled.summary() if result.distilled else None,
+        "remedies": [t.summary() for t in result.tried],
     }

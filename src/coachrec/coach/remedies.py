@@ -1,0 +1,149 @@
+"""Remedies: the declared catalogue of changes the coach may try against a failure mode.
+
+Each remedy is a function from the champion `Stack` (and what the iteration observed) to a
+candidate `Stack`, tagged with the failure modes it addresses and the span it changes. Every
+choice a remedy makes (a strength, blend weights, a model) is made on the *selection* users'
+data only; the gate then judges each candidate on users no remedy saw.
+
+    @remedy("my-idea", modes=("irrelevant_items",), span="rank")
+    def my_idea(ctx: RemedyContext) -> Candidate:
+        ...
+        return Candidate(stack, note="why this candidate", selection={"valid_ndcg@10": ...})
+
+A remedy that cannot apply raises `RemedyError` with the reason (it is reported, not fatal).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from coachrec.coach.distill import DistillConfig, DistillError, distill, selection_rows
+from coachrec.coach.trust import Trust
+from coachrec.data import EvalTask, Split
+from coachrec.metrics import evaluate, named
+from coachrec.progress import SILENT, Progress
+from coachrec.serve import Stack
+from coachrec.teacher import JudgeCase, RelevanceCommittee, RubricSpec
+
+
+class RemedyError(ValueError):
+    """A remedy that does not apply here (the message says why)."""
+
+
+@dataclass
+class RemedyContext:
+    """What a remedy may read: the champion, the training split, the selection users (never the
+    gate's), their judged traffic, and the teacher."""
+
+    champion: Stack
+    split: Split
+    selection_users: list[str]
+    cases: list[JudgeCase]
+    rubric: RubricSpec
+    trust: dict[str, Trust]
+    committee: RelevanceCommittee | None
+    target_mode: str
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    seed: int = 0
+    progress: Progress = SILENT
+
+
+@dataclass
+class Candidate:
+    stack: Stack
+    note: str
+    selection: dict[str, float] = field(default_factory=dict)
+    """What the remedy measured on the selection users (the order remedies are gated in)."""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Remedy:
+    name: str
+    modes: tuple[str, ...]
+    span: str
+    """The span (stage) of the pipeline the candidate changes."""
+    build: Callable[[RemedyContext], Candidate]
+    description: str
+
+
+REMEDIES: dict[str, Remedy] = {}
+
+
+def remedy(name: str, *, modes: Sequence[str], span: str) -> Callable[[Callable[[RemedyContext], Candidate]], Callable[[RemedyContext], Candidate]]:
+    """Register a remedy for `modes` (a user's own remedies too: decorate and import)."""
+
+    def register(fn: Callable[[RemedyContext], Candidate]) -> Callable[[RemedyContext], Candidate]:
+        if name in REMEDIES:
+            raise ValueError(f"a remedy named {name!r} is already registered")
+        REMEDIES[name] = Remedy(name, tuple(modes), span, fn, (fn.__doc__ or "").strip().split("\n")[0])
+        return fn
+
+    return register
+
+
+def remedies_for(mode: str) -> list[Remedy]:
+    return [r for r in REMEDIES.values() if mode in r.modes]
+
+
+def selection_ndcg(stack: Stack, split: Split, users: Sequence[str]) -> float:
+    """NDCG@10 (full ranking, seen items excluded) of the stack's ranker on the selection users'
+    validation interactions: the yardstick every remedy's choice is made with."""
+    task = split.task("valid")
+    rows = np.sort(selection_rows(split, users, len(task.users), seed=0))
+    mine = EvalTask(task.users[rows], [task.histories[r] for r in rows], [task.targets[r] for r in rows])
+    result = evaluate(stack.scorer(), mine, named("loo-full"), ks=(10,))
+    return float(result.metrics["ndcg@10"])
+
+
+# -- the built-in catalogue ---------------------------------------------------------------------
+
+
+@remedy("distilled-student", modes=("irrelevant_items",), span="rank")
+def distilled_student(ctx: RemedyContext) -> Candidate:
+    """A logistic ranker distilled from the relevance committee's verdicts on selection traffic."""
+    if ctx.committee is None:
+        raise RemedyError("no relevance committee to distil (the data has no graded ratings)")
+    try:
+        d = distill(ctx.champion, ctx.committee, ctx.cases, ctx.split, ctx.rubric, ctx.trust, ctx.target_mode, ctx.distill,
+                    progress=lambda text: ctx.progress.note(text, level="dim"), users=ctx.selection_users)
+    except DistillError as exc:
+        raise RemedyError(str(exc)) from exc
+    best = next(r for r in d.strength_search if r["strength"] == d.stack.ranker.strength) if d.stack.ranker else {}  # type: ignore[union-attr]
+    return Candidate(d.stack, d.note, {"valid_ndcg@10": best.get("valid_ndcg@10", float("nan"))}, {"distillation": d.summary()})
+
+
+@remedy("learned-blend-weights", modes=("irrelevant_items",), span="rank")
+def learned_blend_weights(ctx: RemedyContext) -> Candidate:
+    """Blend weights per retriever chosen on the selection users' validation NDCG@10."""
+    names = ctx.champion.retriever_names
+    if len(names) < 2:
+        raise RemedyError("the champion has one retriever: there is no blend to weigh")
+    grid = [0.0, 0.25, 0.5, 1.0, 2.0, 4.0]
+    base = selection_ndcg(ctx.champion, ctx.split, ctx.selection_users)
+    best, best_w = base, None
+    for w in grid:  # the first retriever keeps weight 1; the others share w (a 1-d search)
+        weights = {names[0]: 1.0, **{n: w for n in names[1:]}}
+        trial = replace(ctx.champion, config=replace(ctx.champion.config, weights=weights))
+        score = selection_ndcg(trial, ctx.split, ctx.selection_users)
+        if score > best + 1e-9:
+            best, best_w = score, weights
+    if best_w is None:
+        raise RemedyError(f"no weighting beats the champion's blend on selection users (valid NDCG@10 {base:.4f})")
+    stack = replace(ctx.champion, config=replace(ctx.champion.config, weights=best_w), ranker=None)
+    return Candidate(stack, f"weights {best_w}: selection valid NDCG@10 {base:.4f} -> {best:.4f}", {"valid_ndcg@10": best})
+
+
+@remedy("diversity-strength", modes=("monotonous_slate",), span="policy.diversity")
+def diversity_strength(ctx: RemedyContext) -> Candidate:
+    """A stronger MMR diversity setting (lambda one step lower than the champion's)."""
+    lam = ctx.champion.config.diversity
+    if lam <= 0.5:
+        raise RemedyError(f"diversity lambda is already {lam}: lowering it further trades too much relevance")
+    new = round(lam - 0.1, 2)
+    stack = replace(ctx.champion, config=replace(ctx.champion.config, diversity=new))
+    return Candidate(stack, f"MMR lambda {lam} -> {new}", {})
