@@ -33,6 +33,11 @@ def conv():
 
 # ---------------------------------------------------------------------- loader
 def test_sample_loads_with_speakers_mentions_and_targets(conv):
+    import hashlib
+
+    # the first 147 lines of the full test.jsonl (tests/data/redial/README.md)
+    digest = hashlib.sha256((REDIAL / "test.jsonl").read_bytes()).hexdigest()
+    assert digest == "54d2dd34976eadc069196077541fe8829eb16fd975aec67098e564f3039853e9"
     assert (conv.n_turns, conv.n_targets, conv.n_dialogs, conv.n_candidates) == (147, 202, 50, 6281)
     assert conv.turns["turn"].to_list() == list(range(147))  # line numbers = the reference files' idx
     first = conv.context(0)
@@ -413,7 +418,7 @@ def test_clustered_bootstrap_is_wider_than_per_target_when_dialogs_cluster():
 
 # ---------------------------------------------------------------------- learned and zero-shot scorers
 def test_cross_fit_scores_every_target_with_a_model_that_never_saw_its_dialog(conv):
-    from coachrec.models.conversational import CoMention, Popularity, cross_fit
+    from coachrec.models.conversational import CoMention, DialogPopularity, cross_fit
 
     seen: list[set[str]] = []
 
@@ -428,7 +433,7 @@ def test_cross_fit_scores_every_target_with_a_model_that_never_saw_its_dialog(co
         held = set(conv.turns.filter(pl.Series(folds == k))["dialog_id"].to_list())
         assert not held & seen[k]
         assert set(pt.filter(pl.col("fold") == k)["dialog_id"].to_list()) == held
-    pop, _ = cross_fit(conv, lambda c, tr: Popularity().fit(c, tr))
+    pop, _ = cross_fit(conv, lambda c, tr: DialogPopularity().fit(c, tr))
     # co-mentions add to popularity even on 25 training dialogs
     assert aggregate(pt)["recall@20"] >= aggregate(pop)["recall@20"]
 

@@ -212,7 +212,7 @@ def run(
     from coachrec.data.linking import link_conversations
     from coachrec.metrics.conversational import REFERENCE_FILES, load_reference, reference_path
     from coachrec.models import create
-    from coachrec.models.conversational import CoMention, CoMentionConfig, MentionKNN, Popularity, tune_co_mention
+    from coachrec.models.conversational import CoMention, CoMentionConfig, DialogPopularity, MentionKNN, tune_co_mention
     from coachrec.progress import SILENT
 
     progress = progress or SILENT
@@ -282,7 +282,7 @@ def run(
     configs: list[tuple[str, Callable[[Any, np.ndarray], Any], str]] = [
         (
             "popularity",
-            lambda c, tr: Popularity().fit(c, tr),
+            lambda c, tr: DialogPopularity().fit(c, tr),
             "target and mention counts of the training fold's dialogs",
         ),
         (

@@ -32,8 +32,8 @@ if TYPE_CHECKING:
     from coachrec.data.conversations import Conversations
 
 __all__ = [
-    "Link", "LinkReport", "Mention", "MentionFinder", "TitleIndex", "link_conversations", "normalize_title",
-    "parse_title", "title_key",
+    "CandidateLinks", "Link", "LinkReport", "Mention", "MentionFinder", "TitleIndex", "link_conversations",
+    "normalize_title", "parse_title", "title_key",
 ]  # fmt: skip
 
 Rule = Literal["title+year", "title+year±1", "title", "alias", "ambiguous", "other-year", "unlinked"]

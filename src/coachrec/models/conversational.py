@@ -34,7 +34,7 @@ from coachrec.metrics.conversational import Match, aggregate, conv_full
 from coachrec.progress import SILENT, Progress
 
 __all__ = [
-    "CO_MENTION_GRID", "CoMention", "CoMentionConfig", "ConversationScorer", "MentionKNN", "Popularity",
+    "CO_MENTION_GRID", "CoMention", "CoMentionConfig", "ConversationScorer", "DialogPopularity", "MentionKNN",
     "cross_fit", "tune_co_mention",
 ]  # fmt: skip
 
@@ -195,7 +195,7 @@ class CoMention:
         return score
 
 
-class Popularity:
+class DialogPopularity:
     """How often each candidate was a target (and, at `mention_prior`, mentioned) in the
     training turns, whatever the conversation: `CoMention` without its co-mention part."""
 
@@ -204,7 +204,7 @@ class Popularity:
     def __init__(self, mention_prior: float = 0.5):
         self.inner = CoMention(prior=1.0, mention_prior=mention_prior, dialog_weight=0.0)
 
-    def fit(self, conv: Conversations, turns: np.ndarray | Sequence[int] | None = None) -> Popularity:
+    def fit(self, conv: Conversations, turns: np.ndarray | Sequence[int] | None = None) -> DialogPopularity:
         self.inner.fit(conv, turns)
         return self
 
