@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -41,7 +42,7 @@ def serve(
         llm_config = LLMServeConfig(small=llm, escalate=llm_escalate, cache=str(llm_cache) if llm_cache else None, explain_with_llm=llm_explain)
     typer.echo("coachrec serve: loading models ...", err=True)
     stack = resolve_stack(model_path, dataset, llm=llm_config)
-    overrides = {k: v for k, v in {"diversity": diversity, "epsilon": epsilon, "seed": seed}.items() if v is not None}
+    overrides: dict[str, Any] = {k: v for k, v in {"diversity": diversity, "epsilon": epsilon, "seed": seed}.items() if v is not None}
     if overrides:
         stack.config = replace(stack.config, **overrides)
         stack.source += f" (pipeline settings overridden: {overrides})"

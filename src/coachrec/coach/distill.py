@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from coachrec.coach.trust import Trust
-from coachrec.data import Split
+from coachrec.data import IdMap, Split
 from coachrec.models import top_k
 from coachrec.ranking import ItemStats, Student, candidate_features
 from coachrec.serve import Stack
@@ -87,11 +87,18 @@ def distillable(rubric: RubricSpec, trust: dict[str, Trust], mode: str) -> tuple
     return True, f"{spec.name}: {t.reason}"
 
 
+def _items(stack: Stack) -> IdMap:
+    items = stack.models[0].items
+    if items is None:
+        raise DistillError(f"{stack.models[0].name} is not fitted")
+    return items
+
+
 def _history(stack: Stack, case: JudgeCase) -> np.ndarray:
     model = stack.models[0]
     if case.user_id is not None and model.users is not None and case.user_id in model.users:
         return model.user_history(model.users.index(case.user_id))
-    enc = model.items.encode(list(case.history), unknown="mask")
+    enc = _items(stack).encode(list(case.history), unknown="mask")
     return enc[enc >= 0].astype(np.int64)
 
 
@@ -101,7 +108,7 @@ def teacher_pairs(stack: Stack, stats: ItemStats, committee: RelevanceCommittee,
     (user, history) among `cases`."""
     seen: set[tuple[str | None, tuple[str, ...]]] = set()
     xs, ys, ws = [], [], []
-    ids = stack.models[0].items.ids
+    ids = _items(stack).ids
     for case in cases:
         key = (case.user_id, tuple(case.history) if case.user_id is None else ())
         if key in seen:
@@ -148,7 +155,7 @@ def _validation(stack: Stack, stats: ItemStats, student: Student, committee: Rel
     if not len(rows):
         raise DistillError("no selection user has a validation interaction to choose the strength on")
     spec = rubric.criterion(criterion)
-    ids = stack.models[0].items.ids
+    ids = _items(stack).ids
     users_map = split.train.users
     strengths = (0.0, *config.strengths)
     ndcg = np.zeros((len(strengths), len(rows)))

@@ -177,10 +177,14 @@ def ground_truth_rows(champion_scorer: Any, candidate_scorer: Any, split: Any, u
         raise ValueError("ground truth: none of the gate users has a test interaction")
     rows = []
     for m in GROUND_TRUTH:
-        champ = float(a.per_user[m][keep].mean())
+        floor = -config.margin * float(a.per_user[m][keep].mean())
         rows.append(_row("ground truth", m, "guard", a.per_user[m][keep], b.per_user[m][keep], ids[keep], "higher", config,
-                         lambda lo, hi, p, c=champ: lo > -config.margin * c))
+                         _above(floor)))
     return rows
+
+
+def _above(floor: float) -> Callable[[float, float, float], bool]:
+    return lambda lo, hi, p: lo > floor
 
 
 def decide(rows: Sequence[GateRow], trust: Mapping[str, Trust], target_mode: str, target_criterion: str,

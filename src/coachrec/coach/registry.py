@@ -86,7 +86,8 @@ class Registry:
         if not self._index.exists():
             return {"champion": None, "events": []}
         try:
-            return json.loads(self._index.read_text())
+            state: dict[str, Any] = json.loads(self._index.read_text())
+            return state
         except json.JSONDecodeError as exc:
             raise RegistryError(f"{self._index} is not valid JSON ({exc}); fix or remove it") from exc
 

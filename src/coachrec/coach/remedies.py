@@ -113,7 +113,8 @@ def distilled_student(ctx: RemedyContext) -> Candidate:
                     progress=lambda text: ctx.progress.note(text, level="dim"), users=ctx.selection_users)
     except DistillError as exc:
         raise RemedyError(str(exc)) from exc
-    best = next(r for r in d.strength_search if r["strength"] == d.stack.ranker.strength) if d.stack.ranker else {}  # type: ignore[union-attr]
+    strength = d.stack.ranker.student.strength if d.stack.ranker is not None else 0.0
+    best = next((r for r in d.strength_search if r["strength"] == strength), {})
     return Candidate(d.stack, d.note, {"valid_ndcg@10": best.get("valid_ndcg@10", float("nan"))}, {"distillation": d.summary()})
 
 

@@ -141,9 +141,9 @@ def write_report(result: LoopResult, out: Path, title: str = "coachrec quickstar
         md += [f"### {t.remedy} (`{t.candidate_id}`)", "", f"Champion `{g.champion}` vs candidate `{g.candidate}`.", "",
                g.markdown(), "", *[f"- {k}: {v}" for k, v in g.protocol.items()], "", f"**{g.verdict()}**", ""]
     md += ["## 6. Latency and cost per tier", "", "| tier | n | mean ms | p95 ms | USD per 1k | note |", "|---|---|---|---|---|---|"]
-    for t in result.tiers:
-        p95 = "" if t["ms_p95"] is None else f"{t['ms_p95']:.1f}"
-        md.append(f"| {t['tier']} | {t['n']} | {t['ms_mean']:.1f} | {p95} | {t['usd_per_1k']:.5f} | {t['note']} |")
+    for tier in result.tiers:
+        p95 = "" if tier["ms_p95"] is None else f"{tier['ms_p95']:.1f}"
+        md.append(f"| {tier['tier']} | {tier['n']} | {tier['ms_mean']:.1f} | {p95} | {tier['usd_per_1k']:.5f} | {tier['note']} |")
     md += ["", "Cost = CPU time held at the LLM layer's default local price (2 cores at $0.05 per core-hour); no per-token charge.", ""]
     md += ["## Plots", "", *[f"![{p}]({p})" for p in plots], "",
            "## Timings (s)", "", ", ".join(f"{k} {v:.0f}" for k, v in ctx.timings.items()), ""]

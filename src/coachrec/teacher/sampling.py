@@ -45,7 +45,8 @@ class Candidates:
 
 
 class SamplingPolicy(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def select(self, candidates: Candidates, store: TraceStore) -> list[str]: ...
 
