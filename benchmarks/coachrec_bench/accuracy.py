@@ -68,7 +68,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "sasrec": {"loss": "sampled-ce", "n_negatives": 1024, "epochs": 40, "eval_every": 4, "patience": 2},
     "rum-item": {"epochs": 24, "eval_every": 4, "patience": 2},
     "rum-feature": {"epochs": 24, "eval_every": 4, "patience": 2},
-    "gru4rec": {"n_epochs": 5},
+    "gru4rec": {"epochs": 5},
 }
 
 ORDER = ("pop", "itemknn", "gru4rec", "sasrec", "rum-item", "rum-feature", "content", "hybrid")

@@ -84,7 +84,6 @@ _SHARED = (
     "n_sample",
     "embedding",
     "constrained_embedding",
-    "n_epochs",
     "bpreg",
     "logq",
 )
@@ -167,6 +166,7 @@ def official_params(config: dict[str, Any]) -> dict[str, Any]:
 
     cfg = GRU4RecConfig(**{k: v for k, v in config.items() if k not in ("threads", "score_batch")})
     out = {k: getattr(cfg, k) for k in _SHARED}
+    out["n_epochs"] = cfg.epochs  # the official name of the setting
     out["layers"] = list(cfg.layers)
     name, _, arg = cfg.final_act.partition("-")
     if cfg.loss == "bpr-max" and name == "elu":
@@ -580,7 +580,7 @@ def bench_gru4rec_official(
     split = leave_one_out(ds)
     train = split.train if fit_on == "train" else split.train.concat(split.valid)
 
-    config = defaults("gru4rec", ds.name) | {"n_epochs": epochs}
+    config = defaults("gru4rec", ds.name) | {"epochs": epochs}
     params = official_params(config)
     common: dict[str, Any] = {
         "fit_on": fit_on,

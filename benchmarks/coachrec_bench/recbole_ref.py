@@ -513,13 +513,12 @@ def reused_results(folder: Path, config: dict[str, dict[str, Any]]) -> dict[str,
 
 def default_epochs(name: str, dataset: str) -> int | None:
     """The epochs coachrec's model trains for by default on `dataset`."""
-    from coachrec.models import epoch_field, model_class
+    from coachrec.models import config_fields, model_class
     from coachrec.models.defaults import defaults
 
-    field = epoch_field(name)
-    if field is None:
+    if "epochs" not in config_fields(name):
         return None
-    return int(defaults(name, dataset).get(field, getattr(model_class(name).Config(), field)))
+    return int(defaults(name, dataset).get("epochs", model_class(name).Config().epochs))
 
 
 def table(summary: list[tuple[str, str, dict[str, Any], dict[str, dict[str, float]]]], protocols: list[str], dname: str,

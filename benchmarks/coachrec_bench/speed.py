@@ -30,15 +30,15 @@ console = Console(width=150)
 def epochs_owner(name: str, config: dict[str, Any]) -> str | None:
     """The model whose epochs a fit of `name` runs: `name` itself, the hybrid's sequential
     part, or None for a model that does not train in epochs."""
-    from coachrec.models import epoch_field
+    from coachrec.models import config_fields
 
-    if epoch_field(name):
+    if "epochs" in config_fields(name):
         return name
     if name == "hybrid":
         from coachrec.models.hybrid import HybridConfig
 
         part = config.get("sequential", HybridConfig.sequential)
-        return part if epoch_field(part) else None
+        return part if "epochs" in config_fields(part) else None
     return None
 
 
@@ -48,16 +48,15 @@ def timed_fit(name: str, data: Any, *, epochs: int, threads: int) -> tuple[Any, 
     model's epoch callback or training log when it has one, else fit time / epochs."""
     import torch
 
-    from coachrec.models import config_fields, create, epoch_field
+    from coachrec.models import config_fields, create
     from coachrec.models.defaults import defaults
 
     config = defaults(name, data.name)
     owner = epochs_owner(name, config)
-    ep_field = epoch_field(owner) if owner else None
     if owner == name:
-        config[ep_field] = epochs
+        config["epochs"] = epochs
     elif owner:  # the hybrid: epochs and threads go to its sequential part
-        part = dict(config.get("sequential_config", {})) | {ep_field: epochs}
+        part = dict(config.get("sequential_config", {})) | {"epochs": epochs}
         if "threads" in config_fields(owner):
             part["threads"] = threads
         config["sequential_config"] = part
@@ -77,7 +76,7 @@ def timed_fit(name: str, data: Any, *, epochs: int, threads: int) -> tuple[Any, 
     elif log and log[-1].get("seconds"):  # cumulative training seconds (no validation here)
         per_epoch = float(log[-1]["seconds"]) / len(log)
     else:
-        per_epoch = fit_s / (epochs if ep_field else 1)
+        per_epoch = fit_s / (epochs if owner else 1)
     return model, fit_s, per_epoch
 
 

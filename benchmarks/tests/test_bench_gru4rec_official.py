@@ -77,7 +77,7 @@ def test_parse_epoch_lines():
 def test_official_params_translate_final_act():
     from coachrec.models.defaults import defaults
 
-    p = bench.official_params(defaults("gru4rec", "beauty") | {"n_epochs": 3})
+    p = bench.official_params(defaults("gru4rec", "beauty") | {"epochs": 3})
     assert p["elu_param"] == 1.0 and p["loss"] == "bpr-max" and p["layers"] == [512] and p["n_epochs"] == 3
     assert "final_act" not in p
     assert bench.official_params({"loss": "cross-entropy"})["elu_param"] == 0.0
