@@ -25,7 +25,7 @@ from coachrec import datasets
 from coachrec.coach.distill import DistillConfig
 from coachrec.coach.gate import GateConfig, GateReport, decide, failure_rows, ground_truth_rows
 from coachrec.coach.registry import Registry
-from coachrec.coach.remedies import RemedyContext, RemedyError, remedies_for
+from coachrec.coach.remedies import RemedyContext, RemedyError, remedies_for, strongest_stack
 from coachrec.coach.traffic import Served, failures_by_mode, request_key, serve, unknown_by_criterion
 from coachrec.coach.trust import Trust, criterion_trust, kappa_table, measured_committee
 from coachrec.data import Catalog, Dataset, Split, leave_one_out
@@ -33,7 +33,7 @@ from coachrec.llm.cost import TierPrice
 from coachrec.progress import SILENT, Progress
 from coachrec.review import GoldenCase
 from coachrec.serve import PipelineConfig, RecommendRequest, Stack
-from coachrec.serve.stack import DEFAULT_MODELS, catalog_for
+from coachrec.serve.stack import catalog_for
 from coachrec.teacher import CatalogView, FailureReport, Judge, JudgeCase, Judgment, RelevanceCommittee, RubricSpec, failure_report, load_rubric, record
 from coachrec.teacher.catalog_view import constraints_from_dict
 from coachrec.teacher.traffic import replay_requests
@@ -43,8 +43,9 @@ from coachrec.tracing import TraceStore
 @dataclass(frozen=True)
 class LoopConfig:
     dataset: str = "ml-latest-small"
-    models: tuple[str, ...] = DEFAULT_MODELS
-    """The champion's retrievers when the registry has none for this data."""
+    champions: tuple[tuple[str, ...], ...] = (("itemknn",), ("itemknn", "pop"), ("pop",))
+    """Candidate first champions (retriever sets) when the registry has none for this data: the
+    one with the best NDCG@10 on the selection users' validation interactions is chosen."""
     pipeline: PipelineConfig = PipelineConfig()
     distill_requests: int = 400
     gate_requests: int = 400
@@ -175,13 +176,17 @@ def prepare(config: LoopConfig, registry: Registry, ui: Progress = SILENT) -> Co
     catalog = catalog_for(data)
     ui.note(f"{data}; leave-one-out: {split.train.events.height:,} training events")
     info = _fingerprint(split.train)
+    users = split_users([str(u) for u in split.train.users.ids], config.seed)
     champion_id = registry.champion
     if champion_id is not None and registry.version(champion_id).data.get("hash") == info["hash"]:
         champion = registry.load_stack(champion_id)
         ui.note(f"champion {champion_id} from the registry: {champion.describe()}")
     else:
-        champion = Stack.fit(split.train, config.models, config.pipeline, catalog=catalog, dataset=data.name)
-        v = registry.register(champion, description=f"baseline {champion.describe()}", dataset=data.name, data=info)
+        champion, scores = strongest_stack(split, config.champions, config.pipeline, catalog, users.selection)
+        ui.note("first champion chosen on the selection users' validation NDCG@10: "
+                + ", ".join(f"{'+'.join(m)} {v:.4f}" for m, v in scores.items()))
+        v = registry.register(champion, description=f"baseline {champion.describe()}", dataset=data.name, data=info,
+                              metrics={"selection_valid_ndcg@10": {"+".join(m): v for m, v in scores.items()}})
         registry.promote(v.id, note="first champion for this data (nothing to gate against)")
         champion_id = v.id
         ui.note(f"fitted {champion.describe()} on the training part; registered as {v.id} (first champion)")
@@ -214,7 +219,6 @@ def prepare(config: LoopConfig, registry: Registry, ui: Progress = SILENT) -> Co
     for row in kappa_table(trust):
         ui.note(f"  {row['criterion']:<26} {'may gate' if row['may_gate'] else 'report only':<12} {row['why']}")
     timings["teacher"] = time.perf_counter() - t0
-    users = split_users([str(u) for u in split.train.users.ids], config.seed)
     ui.note(f"users: {len(users.selection)} for selection, {len(users.gate)} for the gate, {len(users.unused)} unused")
     return Context(config, data, split, catalog, rubric, committee, trust, champion, champion_id, users.selection, users.gate,
                    golden_requests, info, timings)

@@ -23,10 +23,11 @@ import numpy as np
 
 from coachrec.coach.distill import DistillConfig, DistillError, distill, selection_rows
 from coachrec.coach.trust import Trust
-from coachrec.data import EvalTask, Split
+from coachrec.data import Catalog, EvalTask, Split
 from coachrec.metrics import evaluate, named
+from coachrec.models import BaseRecommender, create
 from coachrec.progress import SILENT, Progress
-from coachrec.serve import Stack
+from coachrec.serve import PipelineConfig, Stack
 from coachrec.teacher import JudgeCase, RelevanceCommittee, RubricSpec
 
 
@@ -98,6 +99,25 @@ def selection_ndcg(stack: Stack, split: Split, users: Sequence[str]) -> float:
     mine = EvalTask(task.users[rows], [task.histories[r] for r in rows], [task.targets[r] for r in rows])
     result = evaluate(stack.scorer(), mine, named("loo-full"), ks=(10,))
     return float(result.metrics["ndcg@10"])
+
+
+def strongest_stack(split: Split, options: Sequence[Sequence[str]], config: PipelineConfig, catalog: Catalog,
+                    users: Sequence[str]) -> tuple[Stack, dict[tuple[str, ...], float]]:
+    """The first champion: of the retriever sets in `options` (each model fitted once on the
+    training part), the stack with the best selection-user validation NDCG@10, and every score."""
+    fitted: dict[str, BaseRecommender] = {}
+    scores: dict[tuple[str, ...], float] = {}
+    stacks: dict[tuple[str, ...], Stack] = {}
+    for names in options:
+        for name in names:
+            if name not in fitted:
+                fitted[name] = create(name, dataset=split.train).fit(split.train)
+        key = tuple(names)
+        stacks[key] = Stack([fitted[n] for n in key], catalog, config, dataset=split.train.name,
+                            source=f"{'+'.join(key)} fitted on the {split.train.name} training part")
+        scores[key] = selection_ndcg(stacks[key], split, users)
+    best = max(scores, key=lambda k: scores[k])
+    return stacks[best], scores
 
 
 # -- the built-in catalogue ---------------------------------------------------------------------

@@ -89,7 +89,7 @@ class Stack:
     def describe(self) -> str:
         base = "+".join(self.retriever_names)
         if self.ranker is None:
-            text = f"{base} blend"
+            text = base if len(self.models) == 1 else f"{base} blend"
         else:
             text = f"{base} + distilled student (strength {self.ranker.student.strength:g})"
         return text + (f" + LLM {self.llm.small}" if self.llm is not None else "")
