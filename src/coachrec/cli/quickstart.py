@@ -31,7 +31,7 @@ def quickstart(
 
     config = LoopConfig(llm=llm, seed=seed)
     if fast:
-        config = LoopConfig(distill_requests=80, gate_requests=80, llm=llm, llm_traces=2, seed=seed,
+        config = LoopConfig(distill_requests=80, gate_requests=80, conversations=60, llm=llm, llm_traces=2, seed=seed,
                             distill=DistillConfig(valid_users=200, strengths=(0.1, 0.5, 1.0)), gate=GateConfig(n_boot=500, seed=seed))
     con = console()
     heading(con, "coachrec quickstart" + (" --fast" if fast else ""))

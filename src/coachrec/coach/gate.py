@@ -164,6 +164,31 @@ def failure_rows(section: str, champion: Mapping[str, np.ndarray], candidate: Ma
     return rows
 
 
+def conversation_recall_row(requests: Sequence[Any], champion: Any, candidate: Any, targets: Mapping[str, Sequence[str]],
+                            clusters: Sequence[str], role: str, config: GateConfig) -> GateRow:
+    """Recall@10 of the human recommender's next movies in the slates each stack served for the
+    same conversations (`Served` of each side), clustered by dialog: human ground truth the
+    candidate was never fitted to. As `independent` it must improve; as `guard`, not worsen
+    beyond the margin."""
+    def recall(served: Any) -> np.ndarray:
+        out = np.full(len(requests), np.nan)
+        for i, (req, case) in enumerate(zip(requests, served.cases, strict=True)):
+            want = set(targets.get(req.request_id, ()))
+            if want:
+                out[i] = len(want & set(case.items[:10])) / len(want)
+        return out
+
+    a, b = recall(champion), recall(candidate)
+    keep = ~np.isnan(a)
+    cl = np.asarray(clusters, dtype=object)[keep]
+    if role == "independent":
+        rule: Callable[[float, float, float], bool] = lambda lo, hi, p: lo > 0 and p < config.alpha
+    else:
+        rule = _above(-config.margin * float(a[keep].mean()))
+    return _row("conversations", "recall@10 of the human recommender's next movies", role, a[keep], b[keep], cl, "higher",
+                config, rule)
+
+
 def ground_truth_rows(champion_scorer: Any, candidate_scorer: Any, split: Any, users: Sequence[str],
                       config: GateConfig) -> list[GateRow]:
     """Leave-one-out full-ranking NDCG@10 and Recall@10 on `users`' last interactions, paired by

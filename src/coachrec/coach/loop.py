@@ -23,7 +23,7 @@ import polars as pl
 
 from coachrec import datasets
 from coachrec.coach.distill import DistillConfig
-from coachrec.coach.gate import GateConfig, GateReport, decide, failure_rows, ground_truth_rows
+from coachrec.coach.gate import GateConfig, GateReport, conversation_recall_row, decide, failure_rows, ground_truth_rows
 from coachrec.coach.registry import Registry
 from coachrec.coach.remedies import RemedyContext, RemedyError, remedies_for, strongest_stack
 from coachrec.coach.traffic import Served, failures_by_mode, request_key, serve, unknown_by_criterion
@@ -48,6 +48,10 @@ class LoopConfig:
     one with the best NDCG@10 on the selection users' validation interactions is chosen."""
     pipeline: PipelineConfig = PipelineConfig()
     distill_requests: int = 400
+    conversations: int = 300
+    """Real ReDial conversations (linked to ml-latest-small, bundled) replayed beside the
+    users' traffic, per side: selection dialogs observed, gate dialogs gated (0 = none; only on
+    ml-latest-small, whose catalog they are linked to)."""
     gate_requests: int = 400
     llm: str = "small"
     """LLM member of the teacher for its LLM criteria (a role, GGUF path or URL; `none` = off)."""
@@ -84,6 +88,10 @@ class Context:
     golden_requests: list[RecommendRequest]
     data_info: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
+    conversations: dict[str, list[RecommendRequest]] = field(default_factory=dict)
+    """ReDial requests by role ("selection", "gate"); `targets` holds each one's ground truth."""
+    targets: dict[str, list[str]] = field(default_factory=dict)
+    """Request id -> the movies the human recommender suggested next (not mentioned before)."""
 
 
 @dataclass
@@ -220,8 +228,34 @@ def prepare(config: LoopConfig, registry: Registry, ui: Progress = SILENT) -> Co
         ui.note(f"  {row['criterion']:<26} {'may gate' if row['may_gate'] else 'report only':<12} {row['why']}")
     timings["teacher"] = time.perf_counter() - t0
     ui.note(f"users: {len(users.selection)} for selection, {len(users.gate)} for the gate, {len(users.unused)} unused")
-    return Context(config, data, split, catalog, rubric, committee, trust, champion, champion_id, users.selection, users.gate,
-                   golden_requests, info, timings)
+    ctx = Context(config, data, split, catalog, rubric, committee, trust, champion, champion_id, users.selection, users.gate,
+                  golden_requests, info, timings)
+    if config.conversations > 0 and data.name == "ml-latest-small":
+        rows = datasets.requests("redial-ml")
+        dialogs = split_users(sorted({r["dialog_id"] for r in rows}), config.seed)
+        for role, keep in (("selection", set(dialogs.selection)), ("gate", set(dialogs.gate))):
+            mine = [r for r in rows if r["dialog_id"] in keep]
+            picked = np.random.default_rng(config.seed).permutation(len(mine))[: config.conversations]
+            ctx.conversations[role] = [conversation_request(mine[i]) for i in sorted(picked)]
+            ctx.targets.update({f"redial:{mine[i]['dialog_id']}:{mine[i]['turn']}": mine[i]["targets"] for i in picked})
+        ui.note(f"ReDial conversations: {len(dialogs.selection)} dialogs for selection, {len(dialogs.gate)} for the gate; "
+                f"{len(ctx.conversations['selection'])} and {len(ctx.conversations['gate'])} requests replayed")
+    return ctx
+
+
+def conversation_request(row: dict[str, Any]) -> RecommendRequest:
+    """A ReDial turn as an anonymous request: the linked movies mentioned so far as history, the
+    conversation as context."""
+    return RecommendRequest(history=list(row["mentions"]), k=10, context=list(row["context"]) or None,
+                            request_id=f"redial:{row['dialog_id']}:{row['turn']}")
+
+
+def cluster_of(request: RecommendRequest, position: int) -> str:
+    """The unit requests are clustered by: the user, or the dialog of a conversation."""
+    if request.user_id is not None:
+        return request.user_id
+    rid = request.request_id or ""
+    return f"dialog:{rid.split(':')[1]}" if rid.startswith("redial:") else f"anonymous:{position}"
 
 
 @dataclass(frozen=True)
@@ -295,8 +329,9 @@ def _gate_judge(ctx: Context) -> Judge:
 def observe(ctx: Context, out: Path, ui: Progress = SILENT) -> Observation:
     """Replay the distillation users' traffic through the champion, judge it, count failures."""
     t0 = time.perf_counter()
-    ui.step(f"replay {ctx.config.distill_requests} requests through the traced champion pipeline")
-    requests = traffic(ctx, ctx.distill_users, ctx.config.distill_requests, ctx.config.seed)
+    ui.step(f"replay {ctx.config.distill_requests} requests of selection users and {len(ctx.conversations.get('selection', []))} "
+            "conversations through the traced champion pipeline")
+    requests = traffic(ctx, ctx.distill_users, ctx.config.distill_requests, ctx.config.seed) + ctx.conversations.get("selection", [])
     store = TraceStore(out / "traces.duckdb")
     try:
         with ui.bar("serving", len(requests)) as advance:
@@ -349,6 +384,8 @@ def gate_candidate(ctx: Context, candidate: Stack, target_mode: str, out: Path, 
     out.mkdir(parents=True, exist_ok=True)
     judge = _gate_judge(ctx)
     sections = [("held-out traffic", traffic(ctx, ctx.gate_users, cfg.gate_requests, cfg.seed + 1))]
+    if ctx.conversations.get("gate"):
+        sections.append(("conversations", ctx.conversations["gate"]))
     if ctx.golden_requests:
         sections.insert(0, ("golden set", ctx.golden_requests))
     rows: list[Any] = []
@@ -374,10 +411,14 @@ def gate_candidate(ctx: Context, candidate: Stack, target_mode: str, out: Path, 
             modes[side] = failures_by_mode(judge, served.cases, judgments)
             unknown[side] = unknown_by_criterion(served.cases, judgments).get(criterion, np.full(len(served.cases), np.nan))
             served_by[f"{section}/{side}"] = served
-        users = [r.user_id or f"anonymous:{i}" for i, r in enumerate(requests)]
+        users = [cluster_of(r, i) for i, r in enumerate(requests)]
         keys = [request_key(r) for r in requests]
         rows += failure_rows(section, modes["champion"], modes["candidate"], users, target_mode, cfg.gate, keys=keys,
                              unknown=(unknown["champion"], unknown["candidate"]))
+        if section == "conversations":
+            role = "independent" if target_mode == "ignores_request" else "guard"
+            rows.append(conversation_recall_row(requests, served_by["conversations/champion"], served_by["conversations/candidate"],
+                                                ctx.targets, users, role, cfg.gate))
     ui.note("ground truth: leave-one-out full-ranking NDCG@10 / Recall@10 on each gate user's last interaction")
     rows += ground_truth_rows(ctx.champion.scorer(), candidate.scorer(), ctx.split, ctx.gate_users, cfg.gate)
     promote, reasons = decide(rows, ctx.trust, target_mode, criterion, cfg.gate)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 from coachrec.data import Dataset, DataError, load as load_path, load_sequences
 
@@ -39,3 +42,14 @@ def load(name: str) -> Dataset:
     if Path(name).exists():
         return load_path(name)
     raise DataError(f"unknown dataset {name!r}: use one of {NAMES} or a path to a folder or file")
+
+
+def requests(name: str = "redial-ml") -> list[dict[str, Any]]:
+    """Bundled conversational requests: `redial-ml`, ReDial test turns linked to ml-latest-small
+    (CC BY 4.0; see `datasets/redial-ml/README.md`). Each: `dialog_id`, `turn`, `context` (list of
+    `{"speaker", "text"}`), `mentions` and `targets` (ml-latest-small movieIds)."""
+    if name != "redial-ml":
+        raise DataError(f"unknown request set {name!r}: the bundled one is 'redial-ml'")
+    path = BUNDLED / "redial-ml" / "requests.jsonl.gz"
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -50,6 +50,7 @@ class JudgeCase:
     """The user's recent history as the retrievers saw it (oldest first)."""
     constraints: dict[str, Any]
     context: str | None
+    """The request's free text; a conversation reads as its turns, one `speaker: text` a line."""
     retrievers: list[str]
     spans: list[SpanRef]
     policy_drops: dict[str, int] = field(default_factory=dict)
@@ -134,7 +135,7 @@ def case_from_spans(spans: Sequence[SpanRecord]) -> JudgeCase:
         explored=[bool(e) for e in explored] if len(explored) == len(items) else [False] * len(items),
         history=[str(h) for h in history],
         constraints=dict(request.get("constraints") or {}),
-        context=request.get("context"),
+        context=context_text(request.get("context")),
         retrievers=retrievers,
         spans=[SpanRef(s.span_id, s.name, s.kind) for s in ordered],
         policy_drops=drops,
@@ -157,3 +158,12 @@ def cases_from_store(store: TraceStore, trace_ids: Iterable[str], *, skip_foreig
             if not skip_foreign:
                 raise
     return cases
+
+
+def context_text(context: Any) -> str | None:
+    """A traced request context as the teacher reads it: free text as is, a conversation (a
+    list of `{"speaker", "text"}` turns) as one `speaker: text` line per turn."""
+    if context is None or isinstance(context, str):
+        return context
+    lines = [f"{t.get('speaker', 'user')}: {t.get('text', '')}" for t in context if isinstance(t, dict)]
+    return "\n".join(lines) or None
