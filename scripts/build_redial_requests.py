@@ -45,19 +45,30 @@ def main(folder: str) -> None:
         if not new:
             continue
         context = [{"speaker": speaker, "text": text} for speaker, text in conv.context(turn) if text.strip()]
-        lines.append(json.dumps({
-            "dialog_id": str(row["dialog_id"]), "turn": turn, "context": context,
-            "mentions": [str(ids[i]) for i in mentions], "targets": [str(ids[i]) for i in new],
-            "mentioned_targets": int(len(set(linked.tolist())) - len(new)), "unlinked_targets": int(len(targets) - len(linked)),
-        }, ensure_ascii=False))
+        lines.append(
+            json.dumps(
+                {
+                    "dialog_id": str(row["dialog_id"]),
+                    "turn": turn,
+                    "context": context,
+                    "mentions": [str(ids[i]) for i in mentions],
+                    "targets": [str(ids[i]) for i in new],
+                    "mentioned_targets": int(len(set(linked.tolist())) - len(new)),
+                    "unlinked_targets": int(len(targets) - len(linked)),
+                },
+                ensure_ascii=False,
+            )
+        )
         kept += 1
     OUT.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz:
         gz.write(("\n".join(lines) + "\n").encode())
     OUT.write_bytes(buf.getvalue())
-    print(f"{kept} of {conv.n_turns} turns kept (a new linked target each); {unlinked_targets} targets unlinked; "
-          f"wrote {OUT} ({OUT.stat().st_size:,} bytes)")
+    print(
+        f"{kept} of {conv.n_turns} turns kept (a new linked target each); {unlinked_targets} targets unlinked; "
+        f"wrote {OUT} ({OUT.stat().st_size:,} bytes)"
+    )
 
 
 if __name__ == "__main__":

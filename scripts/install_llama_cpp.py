@@ -79,10 +79,7 @@ def derive_cmake_args(cpuinfo_path: Path = Path("/proc/cpuinfo")) -> list[str]:
 
 def installed_ok(python: str, with_server: bool) -> bool:
     """True if `llama_cpp` imports at the pinned version (and its server, if wanted)."""
-    code = (
-        "import llama_cpp, sys; "
-        f"sys.exit(0 if llama_cpp.__version__ == {LLAMA_CPP_VERSION!r} else 3)"
-    )
+    code = f"import llama_cpp, sys; sys.exit(0 if llama_cpp.__version__ == {LLAMA_CPP_VERSION!r} else 3)"
     if with_server:
         code = "import llama_cpp.server.app; " + code
     result = subprocess.run([python, "-c", code], capture_output=True)
@@ -119,8 +116,16 @@ def build(args: list[str], with_server: bool) -> int:
     # --no-cache-dir: pip's wheel cache ignores CMAKE_ARGS, so a cached wheel built with other
     # flags (e.g. the crashing native build) would otherwise be reused silently.
     cmd = [
-        sys.executable, "-m", "pip", "install", "--no-cache-dir",
-        "--no-binary", "llama-cpp-python", "--force-reinstall", "--no-deps", spec,
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--no-cache-dir",
+        "--no-binary",
+        "llama-cpp-python",
+        "--force-reinstall",
+        "--no-deps",
+        spec,
     ]
     deps_cmd = [sys.executable, "-m", "pip", "install", spec]
     print(f"CMAKE_ARGS={env['CMAKE_ARGS']}", flush=True)

@@ -67,6 +67,7 @@ def fake_result(promoted=False):
         ci="[-0.2812, -0.1190]",
         p_value=0.001,
         n=400,
+        discordant=120,
         passed=True,
     )
     gate = SimpleNamespace(
@@ -75,9 +76,14 @@ def fake_result(promoted=False):
         target_mode="short_slate",
         rows=[row],
         protocol={"ci": "paired bootstrap, 2000 resamples", "ground_truth": "leave-one-out NDCG@10 " + "x" * 150},
+        reasons=["v0002 loses ground truth"],
     )
+    tried = SimpleNamespace(remedy="distilled-student", span="rank", note=LONG, candidate_id="v0002", gate=gate,
+                            promoted=promoted)
     return SimpleNamespace(
         observation=SimpleNamespace(report=report),
+        target_mode="short_slate",
+        tried=[tried],
         gate=gate,
         promoted=promoted,
         decision="refused: v0002 loses ground truth (NDCG@10 CI lower bound -0.0123 < -0.01)",
@@ -91,7 +97,8 @@ def test_quickstart_tables_are_whole_pipe_tables_when_captured(capsys):
     print_result(fake_result())
     out = capsys.readouterr().out
     assert "…" not in out and "\x1b[" not in out
-    failures, gate = pipe_tables(out)
+    failures, remedies, gate = pipe_tables(out)
+    assert remedies[1][2] == LONG  # the remedy's note whole
     assert failures[0] == [
         "failure mode",
         "criterion",

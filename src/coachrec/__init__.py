@@ -53,7 +53,30 @@ _EXPORTS: dict[str, str] = {
     "run_loop": "coachrec.coach:run_loop",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [
+    "Dataset",
+    "Judge",
+    "LoopConfig",
+    "RecommendRequest",
+    "Registry",
+    "ReviewStore",
+    "Service",
+    "Stack",
+    "TraceStore",
+    "Tracer",
+    "__version__",
+    "create_app",
+    "create_model",
+    "evaluate",
+    "leave_one_out",
+    "load_csv",
+    "load_data",
+    "load_dataset",
+    "load_model",
+    "load_rubric",
+    "protocol",
+    "run_loop",
+]
 
 if TYPE_CHECKING:
     from coachrec.app import create_app

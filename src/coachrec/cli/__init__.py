@@ -13,17 +13,17 @@ from typing import TYPE_CHECKING
 import click
 import typer
 
+from coachrec.cli import coach as _coach
 from coachrec.cli import evaluate as _evaluate
+from coachrec.cli import llm_models as _llm_models
+from coachrec.cli import quickstart as _quickstart
+from coachrec.cli import report_cost as _report_cost
+from coachrec.cli import review as _review
+from coachrec.cli import serve as _serve
+from coachrec.cli import teacher as _teacher
+from coachrec.cli import traces as _traces
 from coachrec.cli import train as _train
 from coachrec.cli import tune as _tune
-from coachrec.cli import llm_models as _llm_models
-from coachrec.cli import serve as _serve
-from coachrec.cli import traces as _traces
-from coachrec.cli import review as _review
-from coachrec.cli import teacher as _teacher
-from coachrec.cli import report_cost as _report_cost
-from coachrec.cli import coach as _coach
-from coachrec.cli import quickstart as _quickstart
 
 app = typer.Typer(
     name="coachrec",
@@ -88,7 +88,9 @@ def load_plugin(name: str) -> click.Command:
         return typer.main.get_command(target)
     if isinstance(target, click.Command):
         return target
-    raise TypeError(f"entry point {ep.name} = {ep.value} of group {PLUGIN_GROUP} is neither a typer app nor a click command")
+    raise TypeError(
+        f"entry point {ep.name} = {ep.value} of group {PLUGIN_GROUP} is neither a typer app nor a click command"
+    )
 
 
 def _plugin_command(name: str, help_text: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -15,19 +15,41 @@ from coachrec.cli.console import RichProgress, console, show_table
 if TYPE_CHECKING:
     from coachrec.coach import GateReport, LoopResult
 
-RegistryOption = Annotated[Optional[Path], typer.Option("--registry", help="Model registry folder (default: $COACHREC_REGISTRY or .coachrec/registry).")]
+RegistryOption = Annotated[
+    Path | None,
+    typer.Option("--registry", help="Model registry folder (default: $COACHREC_REGISTRY or .coachrec/registry)."),
+]
+
+
+LLM_CRITERIA = ["request_match"]
+"""LLM criteria judged by default (typer reads the default list and never mutates it)."""
 
 
 def gate_table(report: GateReport) -> Table:
-    table = Table(title=f"Gate: {report.candidate} vs champion {report.champion} (target: {report.target_mode})", title_justify="left",
-                  caption=f"{report.protocol.get('ci', '')}; ground truth: {report.protocol.get('ground_truth', '')}", caption_justify="left")
+    table = Table(
+        title=f"Gate: {report.candidate} vs champion {report.champion} (target: {report.target_mode})",
+        title_justify="left",
+        caption=f"{report.protocol.get('ci', '')}; ground truth: {report.protocol.get('ground_truth', '')}",
+        caption_justify="left",
+    )
     numeric = ("champion", "candidate", "delta", "p", "users", "differ")
     for col in ("section", "metric", "role", "champion", "candidate", "delta", "95% CI", "p", "users", "differ", "ok"):
         table.add_column(col, justify="right" if col in numeric else "left")
     for r in report.rows:
         ok = "" if r.passed is None else ("[green]yes[/green]" if r.passed else "[red]no[/red]")
-        table.add_row(r.section, r.metric, r.role, f"{r.champion:.4f}", f"{r.candidate:.4f}", f"{r.delta:+.4f}", r.ci,
-                      f"{r.p_value:.4f}", str(r.n), str(r.discordant), ok)
+        table.add_row(
+            r.section,
+            r.metric,
+            r.role,
+            f"{r.champion:.4f}",
+            f"{r.candidate:.4f}",
+            f"{r.delta:+.4f}",
+            r.ci,
+            f"{r.p_value:.4f}",
+            str(r.n),
+            str(r.discordant),
+            ok,
+        )
     return table
 
 
@@ -36,11 +58,21 @@ def print_result(result: LoopResult, con: Console | None = None) -> None:
     con = con or console()
     report = result.observation.report
     table = Table(title=f"Top failure modes ({report.judged_traces} judged traces, champion)", title_justify="left")
-    for col in ("failure mode", "criterion", "traces", "rate", "where (span)", "why (teacher's rationale)", "example trace"):
+    for col in (
+        "failure mode",
+        "criterion",
+        "traces",
+        "rate",
+        "where (span)",
+        "why (teacher's rationale)",
+        "example trace",
+    ):
         table.add_column(col, overflow="fold")
     for m in report.modes[:6]:
         why = m.why[:140] if con.is_terminal else m.why  # a log gets the whole rationale
-        table.add_row(m.name, m.criterion, str(m.count), f"{m.rate:.1%}", m.span, Text(why), m.examples[0] if m.examples else "")
+        table.add_row(
+            m.name, m.criterion, str(m.count), f"{m.rate:.1%}", m.span, Text(why), m.examples[0] if m.examples else ""
+        )
     if report.modes:
         show_table(table, con)
     else:
@@ -50,7 +82,11 @@ def print_result(result: LoopResult, con: Console | None = None) -> None:
         for col in ("remedy", "span", "what it did (selection users)", "candidate", "decision"):
             tried.add_column(col, overflow="fold")
         for t in result.tried:
-            verdict = "not applicable" if t.gate is None else ("PROMOTED" if t.promoted else "refused: " + "; ".join(t.gate.reasons))
+            verdict = (
+                "not applicable"
+                if t.gate is None
+                else ("PROMOTED" if t.promoted else "refused: " + "; ".join(t.gate.reasons))
+            )
             tried.add_row(t.remedy, t.span, Text(t.note), t.candidate_id or "", Text(verdict))
         show_table(tried, con)
     for t in result.tried:
@@ -61,14 +97,27 @@ def print_result(result: LoopResult, con: Console | None = None) -> None:
 
 def coach(
     dataset: Annotated[str, typer.Option(help="ml-latest-small, beauty, or a path")] = "ml-latest-small",
-    requests: Annotated[int, typer.Option(help="Replayed requests to judge and distil from (and as many for the gate).")] = 400,
-    llm: Annotated[str, typer.Option(help="LLM member of the teacher for its LLM criteria: small|medium|teacher|path|URL|none.")] = "small",
+    requests: Annotated[
+        int, typer.Option(help="Replayed requests to judge and distil from (and as many for the gate).")
+    ] = 400,
+    llm: Annotated[
+        str, typer.Option(help="LLM member of the teacher for its LLM criteria: small|medium|teacher|path|URL|none.")
+    ] = "small",
     llm_traces: Annotated[int, typer.Option(help="Traces whose LLM criteria are judged.")] = 6,
-    llm_criterion: Annotated[list[str], typer.Option("--llm-criterion", help="LLM criteria to judge (repeatable).")] = ["request_match"],  # noqa: B006
-    target_mode: Annotated[Optional[str], typer.Option(help="Failure mode to coach (default: the most frequent distillable one).")] = None,
-    golden: Annotated[Optional[str], typer.Option(help="Golden set whose requests the gate also replays (and whose labels measure LLM criteria).")] = None,
-    review_db: Annotated[Optional[Path], typer.Option(help="Review store holding the golden set.")] = None,
-    margin: Annotated[float, typer.Option(help="Ground-truth non-inferiority margin, relative to the champion (0.02 = 2%).")] = 0.02,
+    llm_criterion: Annotated[
+        list[str], typer.Option("--llm-criterion", help="LLM criteria to judge (repeatable).")
+    ] = LLM_CRITERIA,
+    target_mode: Annotated[
+        str | None, typer.Option(help="Failure mode to coach (default: the most frequent distillable one).")
+    ] = None,
+    golden: Annotated[
+        str | None,
+        typer.Option(help="Golden set whose requests the gate also replays (and whose labels measure LLM criteria)."),
+    ] = None,
+    review_db: Annotated[Path | None, typer.Option(help="Review store holding the golden set.")] = None,
+    margin: Annotated[
+        float, typer.Option(help="Ground-truth non-inferiority margin, relative to the champion (0.02 = 2%).")
+    ] = 0.02,
     out: Annotated[Path, typer.Option(help="Folder for traces and the report")] = Path("runs/coach"),
     registry: RegistryOption = None,
     seed: int = 0,
@@ -77,9 +126,20 @@ def coach(
     ranker, gate the candidate against the champion, promote or refuse (with the reasons)."""
     from coachrec.coach import GateConfig, LoopConfig, Registry, run_loop
     from coachrec.coach.report import write_report
-    config = LoopConfig(dataset=dataset, distill_requests=requests, gate_requests=requests, llm=llm, llm_traces=llm_traces,
-                        llm_criteria=tuple(llm_criterion), golden=golden, review_db=review_db, target_mode=target_mode, seed=seed,
-                        gate=GateConfig(margin=margin, seed=seed))
+
+    config = LoopConfig(
+        dataset=dataset,
+        distill_requests=requests,
+        gate_requests=requests,
+        llm=llm,
+        llm_traces=llm_traces,
+        llm_criteria=tuple(llm_criterion),
+        golden=golden,
+        review_db=review_db,
+        target_mode=target_mode,
+        seed=seed,
+        gate=GateConfig(margin=margin, seed=seed),
+    )
     con = console()
     result = run_loop(config, Registry(registry), out, RichProgress(con))
     print_result(result, con)
@@ -89,11 +149,15 @@ def coach(
 
 def gate(
     candidate: Annotated[str, typer.Argument(help="Registry version id of the candidate, e.g. v0002")],
-    target_mode: Annotated[Optional[str], typer.Option(help="Failure mode the candidate targets (default: from its distillation record).")] = None,
+    target_mode: Annotated[
+        str | None, typer.Option(help="Failure mode the candidate targets (default: from its distillation record).")
+    ] = None,
     requests: Annotated[int, typer.Option(help="Held-out replayed requests served by both stacks.")] = 400,
-    golden: Annotated[Optional[str], typer.Option(help="Golden set whose requests are also replayed.")] = None,
-    review_db: Annotated[Optional[Path], typer.Option(help="Review store holding the golden set.")] = None,
-    margin: Annotated[float, typer.Option(help="Ground-truth non-inferiority margin, relative to the champion (0.02 = 2%).")] = 0.02,
+    golden: Annotated[str | None, typer.Option(help="Golden set whose requests are also replayed.")] = None,
+    review_db: Annotated[Path | None, typer.Option(help="Review store holding the golden set.")] = None,
+    margin: Annotated[
+        float, typer.Option(help="Ground-truth non-inferiority margin, relative to the champion (0.02 = 2%).")
+    ] = 0.02,
     promote: Annotated[bool, typer.Option("--promote", help="Make the candidate champion if the gate passes.")] = False,
     out: Annotated[Path, typer.Option(help="Folder for the gate's traces")] = Path("runs/gate"),
     registry: RegistryOption = None,
@@ -119,9 +183,18 @@ def gate(
         raise typer.Exit(1)
     mode = target_mode or (version.distillation or {}).get("target_mode")
     if mode is None:
-        raise typer.BadParameter(f"{candidate} has no distillation record naming its target; pass --target-mode", param_hint="--target-mode")
-    config = LoopConfig(dataset=version.dataset, gate_requests=requests, golden=golden, review_db=review_db, seed=seed,
-                        gate=GateConfig(margin=margin, seed=seed), llm="none")
+        raise typer.BadParameter(
+            f"{candidate} has no distillation record naming its target; pass --target-mode", param_hint="--target-mode"
+        )
+    config = LoopConfig(
+        dataset=version.dataset,
+        gate_requests=requests,
+        golden=golden,
+        review_db=review_db,
+        seed=seed,
+        gate=GateConfig(margin=margin, seed=seed),
+        llm="none",
+    )
     out.mkdir(parents=True, exist_ok=True)
     progress = RichProgress(con)
     ctx = prepare(config, reg, progress)

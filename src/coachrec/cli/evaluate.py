@@ -20,14 +20,19 @@ SHOWN = {"recall": "R", "ndcg": "NDCG", "mrr": "MRR"}
 
 def results_table(results: list[EvalResult], title: str, ks: tuple[int, ...]) -> Table:
     """One row per result; the protocol is in the title."""
-    table = Table(title=title, title_justify="left", caption="R = Recall (= HR with one target), Cov = catalog coverage", caption_justify="left")
+    table = Table(
+        title=title,
+        title_justify="left",
+        caption="R = Recall (= HR with one target), Cov = catalog coverage",
+        caption_justify="left",
+    )
     table.add_column("model")
     cols = [f"{m}@{k}" for k in ks for m in SHOWN]
     extra = [c for c in ("coverage@10",) if any(c in r.metrics for r in results)]
     for c in cols:
         m, _, k = c.partition("@")
         table.add_column(f"{SHOWN[m]}@{k}", justify="right")
-    for c in extra:
+    if extra:
         table.add_column("Cov@10", justify="right")
     table.add_column("users", justify="right")
     table.add_column("s", justify="right")
@@ -40,7 +45,15 @@ def results_table(results: list[EvalResult], title: str, ks: tuple[int, ...]) ->
 def evaluate(
     model: Annotated[str, typer.Option(help="Model name (pop, itemknn, ...)")] = "pop",
     dataset: Annotated[str, typer.Option(help="ml-latest-small, beauty, or a path")] = "ml-latest-small",
-    protocol: Annotated[str, typer.Option(help="loo-full, loo-sampled100, loo-sampledpop100, temporal-full, session-full; add /train+valid to fit on train + valid")] = "loo-full",
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help=(
+                "loo-full, loo-sampled100, loo-sampledpop100, temporal-full, session-full; add /train+valid to fit "
+                "on train + valid"
+            )
+        ),
+    ] = "loo-full",
     k: Annotated[list[int], typer.Option(help="Cut-offs (repeatable)")] = [10, 20],  # noqa: B006
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON here")] = None,
     model_path: Annotated[Path | None, typer.Option(help="Evaluate a saved model instead of fitting one")] = None,
@@ -62,38 +75,64 @@ def evaluate(
     if model_path is not None:
         m = load(model_path)
         if len(m.items) != split.train.n_items or list(m.items.ids[:5]) != list(split.train.items.ids[:5]):
-            raise typer.BadParameter(f"{model_path} was fitted on other items than {dataset}", param_hint="--model-path")
+            raise typer.BadParameter(
+                f"{model_path} was fitted on other items than {dataset}", param_hint="--model-path"
+            )
         fitted_on = m.fit_info.get("fit_on")
         if fitted_on is None:
             raise typer.BadParameter(
-                f"{model_path / 'model.json'} does not record what the model was fitted on (fit_info.fit_on; saved by an "
-                "older coachrec or by hand), so test events may have been in training; refit and save it with `coachrec train` "
-                'or `model.save()` (both record it), or, if you know, add "fit_on": "train" (or "train+valid") to its fit_info',
+                f"{model_path / 'model.json'} does not record what the model was fitted on (fit_info.fit_on; saved "
+                "by an "
+                "older coachrec or by hand), so test events may have been in training; refit and save it with "
+                "`coachrec train` "
+                'or `model.save()` (both record it), or, if you know, add "fit_on": "train" (or "train+valid") to '
+                "its fit_info",
                 param_hint="--model-path",
             )
         fitted_split = m.fit_info.get("split")
         if fitted_split is not None and fitted_split != proto.split:
             raise typer.BadParameter(
-                f"{model_path} was fitted on a part of a {fitted_split} split, but the protocol splits {proto.split}: its training "
+                f"{model_path} was fitted on a part of a {fitted_split} split, but the protocol splits "
+                f"{proto.split}: its training "
                 "events may hold this protocol's test events; use a protocol with the same split or refit",
                 param_hint="--protocol",
             )
         if fitted_on == "all":
-            raise typer.BadParameter(f"{model_path} was fitted on every event, test events included; it cannot be evaluated", param_hint="--model-path")
+            raise typer.BadParameter(
+                f"{model_path} was fitted on every event, test events included; it cannot be evaluated",
+                param_hint="--model-path",
+            )
         if fitted_on != proto.fit_on:
             base = proto.short.partition("/")[0]
             fix = base if fitted_on == "train" else f"{base}/{fitted_on}"
             raise typer.BadParameter(
-                f"{model_path} was fitted on {fitted_on!r} events but the protocol says {proto.fit_on!r}; use --protocol {fix}", param_hint="--protocol"
+                f"{model_path} was fitted on {fitted_on!r} events but the protocol says {proto.fit_on!r}; use "
+                f"--protocol {fix}",
+                param_hint="--protocol",
             )
     else:
         data = split.fit_data(proto.fit_on)
         with console.status(f"fitting {model} on {len(data):,} events ({proto.fit_on})"):
             m = create(model, dataset=ds).fit(data)
     ks = tuple(sorted(set(k)))
-    with Progress(TextColumn("[bold]evaluate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True) as bar:
+    with Progress(
+        TextColumn("[bold]evaluate"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
         job = bar.add_task("users", total=None)
-        res = run_eval(m, split, proto, ks=ks, model_name=model, dataset=ds.name, progress=lambda done, total: bar.update(job, completed=done, total=total))
+        res = run_eval(
+            m,
+            split,
+            proto,
+            ks=ks,
+            model_name=model,
+            dataset=ds.name,
+            progress=lambda done, total: bar.update(job, completed=done, total=total),
+        )
     res.extra["fit_seconds"] = m.fit_info.get("seconds")
     console.print(results_table([res], f"{ds.name} — {proto.describe()}", ks))
     if json_out is not None:

@@ -19,7 +19,9 @@ from coachrec.llm.catalog import CATALOG
 from coachrec.llm.pull import add_local, download_from_hub, pull
 from coachrec.llm.registry import ModelRegistry, ModelRegistryError, sha256_file
 
-app = typer.Typer(help="Model files: pull offline LLMs and embedders, add local GGUFs, list them.", no_args_is_help=True)
+app = typer.Typer(
+    help="Model files: pull offline LLMs and embedders, add local GGUFs, list them.", no_args_is_help=True
+)
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -95,7 +97,9 @@ def list_cmd() -> None:
     registered = {e.name for e in entries}
     for spec in CATALOG:
         if spec.name not in registered:
-            table.add_row(spec.role, Text(spec.name), "", spec.sha256[:10], "not pulled", f"coachrec models pull {spec.role}")
+            table.add_row(
+                spec.role, Text(spec.name), "", spec.sha256[:10], "not pulled", f"coachrec models pull {spec.role}"
+            )
     show_table(table)
 
 
@@ -127,7 +131,9 @@ def verify_cmd(
 
 # -- the recommender registry (coachrec.coach): versions, champion, rollback ----------------------
 
-_RegistryOption = Annotated[Path | None, typer.Option("--registry", help="Registry folder (default: $COACHREC_REGISTRY or .coachrec/registry).")]
+_RegistryOption = Annotated[
+    Path | None, typer.Option("--registry", help="Registry folder (default: $COACHREC_REGISTRY or .coachrec/registry).")
+]
 
 
 @app.command("history")
@@ -145,10 +151,21 @@ def history_cmd(registry: _RegistryOption = None) -> None:
     for col in ("version", "created", "description", "parent", "data", "judge", "gate"):
         table.add_column(col, overflow="fold")
     for v in versions:
-        gate = "" if v.gate is None else ("promote" if v.gate.get("promote") else "refuse: " + "; ".join(v.gate.get("reasons", []))[:120])
+        gate = (
+            ""
+            if v.gate is None
+            else ("promote" if v.gate.get("promote") else "refuse: " + "; ".join(v.gate.get("reasons", []))[:120])
+        )
         mark = " *" if v.id == reg.champion else ""
-        table.add_row(v.id + mark, v.created, Text(v.description or ""), v.parent or "", Text(f"{v.data.get('name')} ({v.data.get('events')} ev)"),
-                      v.judge_version or "", Text(gate))
+        table.add_row(
+            v.id + mark,
+            v.created,
+            Text(v.description or ""),
+            v.parent or "",
+            Text(f"{v.data.get('name')} ({v.data.get('events')} ev)"),
+            v.judge_version or "",
+            Text(gate),
+        )
     show_table(table, con)
     events = Table(title="champion history", title_justify="left")
     for col in ("time", "action", "version", "from", "note"):

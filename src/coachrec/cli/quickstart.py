@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
 from rich.text import Text
 
 from coachrec.cli.coach import RegistryOption, print_result
@@ -31,8 +30,16 @@ def quickstart(
 
     config = LoopConfig(llm=llm, seed=seed)
     if fast:
-        config = LoopConfig(distill_requests=80, gate_requests=80, conversations=60, llm=llm, llm_traces=2, seed=seed,
-                            distill=DistillConfig(valid_users=200, strengths=(0.1, 0.5, 1.0)), gate=GateConfig(n_boot=500, seed=seed))
+        config = LoopConfig(
+            distill_requests=80,
+            gate_requests=80,
+            conversations=60,
+            llm=llm,
+            llm_traces=2,
+            seed=seed,
+            distill=DistillConfig(valid_users=200, strengths=(0.1, 0.5, 1.0)),
+            gate=GateConfig(n_boot=500, seed=seed),
+        )
     con = console()
     heading(con, "coachrec quickstart" + (" --fast" if fast else ""))
     result = run_loop(config, Registry(registry), out, RichProgress(con))

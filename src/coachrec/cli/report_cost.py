@@ -35,9 +35,30 @@ def report_cost(
         con.print(Text(f"no routed LLM requests in {db or 'the default trace store'}"))
         return
     table = Table(title="LLM cost per tier")
-    for column in ("tier", "requests", "calls", "cache hits", "input tok", "output tok", "latency s", "p50 ms", "p95 ms", "cost USD"):
+    for column in (
+        "tier",
+        "requests",
+        "calls",
+        "cache hits",
+        "input tok",
+        "output tok",
+        "latency s",
+        "p50 ms",
+        "p95 ms",
+        "cost USD",
+    ):
         table.add_column(column, justify="left" if column == "tier" else "right")
     for r in rows:
-        table.add_row(r.tier, str(r.requests), str(r.calls), str(r.cache_hits), str(r.input_tokens), str(r.output_tokens),
-                      f"{r.latency_s:.2f}", f"{r.latency_p50_ms:.0f}", f"{r.latency_p95_ms:.0f}", f"{r.cost_usd:.6f}")
+        table.add_row(
+            r.tier,
+            str(r.requests),
+            str(r.calls),
+            str(r.cache_hits),
+            str(r.input_tokens),
+            str(r.output_tokens),
+            f"{r.latency_s:.2f}",
+            f"{r.latency_p50_ms:.0f}",
+            f"{r.latency_p95_ms:.0f}",
+            f"{r.cost_usd:.6f}",
+        )
     show_table(table, con)

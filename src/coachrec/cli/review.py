@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -15,7 +15,13 @@ from rich.text import Text
 from coachrec.cli.console import console, show_panel, show_table
 
 golden_app = typer.Typer(help="Golden sets: reviewed cases, versioned and immutable.", no_args_is_help=True)
-ReviewDb = Annotated[Optional[Path], typer.Option("--review-db", help="Review store (default: $COACHREC_REVIEW_DB, else DB.review.duckdb beside the default trace store).")]
+ReviewDb = Annotated[
+    Path | None,
+    typer.Option(
+        "--review-db",
+        help="Review store (default: $COACHREC_REVIEW_DB, else DB.review.duckdb beside the default trace store).",
+    ),
+]
 
 
 def _show(item: object, con: Console) -> None:
@@ -24,13 +30,21 @@ def _show(item: object, con: Console) -> None:
     assert isinstance(item, ReviewItem)
     case = item.case
     lines = [  # data is escaped: a rationale or context with [brackets] is not markup
-        f"[bold]{escape(item.criterion)}[/bold]: judge says [bold]{escape(item.judge_label)}[/bold] (score {item.judge_score:.2f}"
-        + (f", orders {item.order_scores[0]:.2f}/{item.order_scores[1]:.2f}" if item.order_scores else "") + ")",
+        f"[bold]{escape(item.criterion)}[/bold]: judge says [bold]{escape(item.judge_label)}[/bold] (score "
+        f"{item.judge_score:.2f}"
+        + (f", orders {item.order_scores[0]:.2f}/{item.order_scores[1]:.2f}" if item.order_scores else "")
+        + ")",
         escape(f"queued because: {', '.join(item.queued_because)}   trace {item.trace_id}   span {item.span_id}"),
         escape(f"why: {item.rationale}"),
         escape(f"request: user {case.get('user_id')}, k={case.get('k')}, context={case.get('context')!r}"),
         escape(f"constraints: {case.get('constraints')}"),
-        escape("shown: " + "; ".join(f"{i} ({r})" if r else str(i) for i, r in zip(case.get("items", []), case.get("reasons", [])))),
+        escape(
+            "shown: "
+            + "; ".join(
+                f"{i} ({r})" if r else str(i)
+                for i, r in zip(case.get("items", []), case.get("reasons", []), strict=False)
+            )
+        ),
     ]
     if item.note:
         lines.append(escape(f"notes: {item.note}"))
@@ -39,9 +53,11 @@ def _show(item: object, con: Console) -> None:
 
 def review(
     review_db: ReviewDb = None,
-    criterion: Annotated[Optional[str], typer.Option("--criterion", help="Only items of this criterion.")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Review at most this many items.")] = None,
-    reviewer: Annotated[str, typer.Option("--reviewer", help="Your name, kept in each case's provenance.")] = "anonymous",
+    criterion: Annotated[str | None, typer.Option("--criterion", help="Only items of this criterion.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Review at most this many items.")] = None,
+    reviewer: Annotated[
+        str, typer.Option("--reviewer", help="Your name, kept in each case's provenance.")
+    ] = "anonymous",
 ) -> None:
     """Annotate queued cases: (a)ccept the judge's label, (c)orrect it, add a (n)ote, (s)kip, (q)uit."""
     from coachrec.review import ReviewStore
@@ -56,7 +72,12 @@ def review(
     for item in items:
         _show(item, con)
         while True:
-            action = Prompt.ask("(a)ccept / (c)orrect / (n)ote / (s)kip / (q)uit", choices=["a", "c", "n", "s", "q"], default="a", console=con)
+            action = Prompt.ask(
+                "(a)ccept / (c)orrect / (n)ote / (s)kip / (q)uit",
+                choices=["a", "c", "n", "s", "q"],
+                default="a",
+                console=con,
+            )
             if action == "q":
                 con.print(Text(f"reviewed {done}; queue: {store.counts()}"))
                 return
@@ -79,7 +100,7 @@ def review(
 def golden_publish(
     name: str,
     review_db: ReviewDb = None,
-    description: Annotated[Optional[str], typer.Option("--description")] = None,
+    description: Annotated[str | None, typer.Option("--description")] = None,
 ) -> None:
     """Freeze every reviewed case into a new version of golden set NAME."""
     from coachrec.review import ReviewError, ReviewStore
@@ -102,13 +123,20 @@ def golden_list(review_db: ReviewDb = None) -> None:
 
     table = Table("set", "version", "cases", "created", "description")
     for s in ReviewStore(review_db).golden_sets():
-        table.add_row(s.set_name, str(s.version), str(s.n_cases), dt.datetime.fromtimestamp(s.created_ns / 1e9).isoformat(timespec="seconds"),
-                      Text(s.description or ""))
+        table.add_row(
+            s.set_name,
+            str(s.version),
+            str(s.n_cases),
+            dt.datetime.fromtimestamp(s.created_ns / 1e9).isoformat(timespec="seconds"),
+            Text(s.description or ""),
+        )
     show_table(table)
 
 
 @golden_app.command("show")
-def golden_show(name: str, version: Annotated[Optional[int], typer.Option("--version")] = None, review_db: ReviewDb = None) -> None:
+def golden_show(
+    name: str, version: Annotated[int | None, typer.Option("--version")] = None, review_db: ReviewDb = None
+) -> None:
     """The cases of one version (latest by default) with their provenance."""
     from coachrec.review import ReviewError, ReviewStore
 
@@ -117,18 +145,34 @@ def golden_show(name: str, version: Annotated[Optional[int], typer.Option("--ver
     except ReviewError as exc:
         console().print(Text(str(exc), style="red"))
         raise typer.Exit(1) from exc
-    table = Table("criterion", "label", "judge", "score", "trace", "reviewer", "judge version", title=Text(f"{name} v{cases[0].version}"))
+    table = Table(
+        "criterion",
+        "label",
+        "judge",
+        "score",
+        "trace",
+        "reviewer",
+        "judge version",
+        title=Text(f"{name} v{cases[0].version}"),
+    )
     for c in cases:
-        table.add_row(c.criterion, c.label, c.judge_label, f"{c.judge_score:.2f}", c.trace_id, Text(str(c.provenance.get("reviewer"))),
-                      str(c.provenance.get("judge_version")))
+        table.add_row(
+            c.criterion,
+            c.label,
+            c.judge_label,
+            f"{c.judge_score:.2f}",
+            c.trace_id,
+            Text(str(c.provenance.get("reviewer"))),
+            str(c.provenance.get("judge_version")),
+        )
     show_table(table)
 
 
 @golden_app.command("quality")
 def golden_quality_cmd(
     name: str,
-    version: Annotated[Optional[int], typer.Option("--version")] = None,
-    rubric: Annotated[Optional[Path], typer.Option("--rubric")] = None,
+    version: Annotated[int | None, typer.Option("--version")] = None,
+    rubric: Annotated[Path | None, typer.Option("--rubric")] = None,
     review_db: ReviewDb = None,
 ) -> None:
     """Judge quality per criterion on a golden set: kappa, TPR, TNR, swap consistency, may gate."""
@@ -143,5 +187,14 @@ def golden_quality_cmd(
     table = Table("criterion", "n", "kappa", "TPR", "TNR", "swap consistency", "may gate", "why")
     for q in golden_quality(cases, load_rubric(rubric)).values():
         swap = "" if q.swap_consistency is None else f"{q.swap_consistency:.2f}"
-        table.add_row(q.criterion, str(q.n), f"{q.kappa:.3f}", f"{q.tpr:.2f}", f"{q.tnr:.2f}", swap, "yes" if q.may_gate else "no", Text(q.reason()))
+        table.add_row(
+            q.criterion,
+            str(q.n),
+            f"{q.kappa:.3f}",
+            f"{q.tpr:.2f}",
+            f"{q.tnr:.2f}",
+            swap,
+            "yes" if q.may_gate else "no",
+            Text(q.reason()),
+        )
     show_table(table)

@@ -12,25 +12,48 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="interface to listen on"),
     port: int = typer.Option(8000, help="TCP port"),
     model_path: Path | None = typer.Option(
-        None, "--model-path", help="a saved stack or model folder, or a folder of models; default: the registry's champion, "
-        "else item-kNN + popularity fitted on the bundled MovieLens"
+        None,
+        "--model-path",
+        help="a saved stack or model folder, or a folder of models; default: the registry's champion, "
+        "else item-kNN + popularity fitted on the bundled MovieLens",
     ),
-    db: Path | None = typer.Option(None, "--db", help="trace and feedback DuckDB file (default: $COACHREC_DB or .coachrec/traces.duckdb)"),
-    review_db: Path | None = typer.Option(None, "--review-db", help="review queue and golden sets (default: DB.review.duckdb beside --db)"),
+    db: Path | None = typer.Option(
+        None, "--db", help="trace and feedback DuckDB file (default: $COACHREC_DB or .coachrec/traces.duckdb)"
+    ),
+    review_db: Path | None = typer.Option(
+        None, "--review-db", help="review queue and golden sets (default: DB.review.duckdb beside --db)"
+    ),
     dataset: str = typer.Option("ml-latest-small", help="dataset whose catalog (titles, genres, attributes) is served"),
-    diversity: float | None = typer.Option(None, min=0.0, max=1.0, help="MMR lambda, 1 = no diversity re-ranking (default: the stack's)"),
-    epsilon: float | None = typer.Option(None, min=0.0, max=1.0, help="epsilon-greedy exploration rate (default: the stack's)"),
+    diversity: float | None = typer.Option(
+        None, min=0.0, max=1.0, help="MMR lambda, 1 = no diversity re-ranking (default: the stack's)"
+    ),
+    epsilon: float | None = typer.Option(
+        None, min=0.0, max=1.0, help="epsilon-greedy exploration rate (default: the stack's)"
+    ),
     seed: int | None = typer.Option(None, help="exploration seed (default: the stack's)"),
     sample_rate: float = typer.Option(1.0, min=0.0, max=1.0, help="fraction of requests traced"),
-    llm: str | None = typer.Option(None, "--llm", help="turn on the LLM reranker/explainer with this small model (role, registry name, GGUF path or URL), e.g. small"),
-    llm_escalate: str | None = typer.Option(None, "--llm-escalate", help="larger model the router escalates to, e.g. medium"),
-    llm_cache: Path | None = typer.Option(None, "--llm-cache", help="sqlite file of the LLM response cache (default: in memory)"),
-    llm_explain: bool = typer.Option(False, "--llm-explain", help="let the small model phrase the (fact-checked) reasons; slow on CPU"),
+    llm: str | None = typer.Option(
+        None,
+        "--llm",
+        help=(
+            "turn on the LLM reranker/explainer with this small model (role, registry name, GGUF path or URL), e.g. "
+            "small"
+        ),
+    ),
+    llm_escalate: str | None = typer.Option(
+        None, "--llm-escalate", help="larger model the router escalates to, e.g. medium"
+    ),
+    llm_cache: Path | None = typer.Option(
+        None, "--llm-cache", help="sqlite file of the LLM response cache (default: in memory)"
+    ),
+    llm_explain: bool = typer.Option(
+        False, "--llm-explain", help="let the small model phrase the (fact-checked) reasons; slow on CPU"
+    ),
 ) -> None:
     """Serve recommendations, feedback and traces over HTTP (API key: $COACHREC_API_KEY)."""
-    import uvicorn
-
     from dataclasses import replace
+
+    import uvicorn
 
     from coachrec.app import create_app, resolve_stack
     from coachrec.review import ReviewStore, review_path_for
@@ -39,10 +62,14 @@ def serve(
 
     llm_config = None
     if llm is not None:
-        llm_config = LLMServeConfig(small=llm, escalate=llm_escalate, cache=str(llm_cache) if llm_cache else None, explain_with_llm=llm_explain)
+        llm_config = LLMServeConfig(
+            small=llm, escalate=llm_escalate, cache=str(llm_cache) if llm_cache else None, explain_with_llm=llm_explain
+        )
     typer.echo("coachrec serve: loading models ...", err=True)
     stack = resolve_stack(model_path, dataset, llm=llm_config)
-    overrides: dict[str, Any] = {k: v for k, v in {"diversity": diversity, "epsilon": epsilon, "seed": seed}.items() if v is not None}
+    overrides: dict[str, Any] = {
+        k: v for k, v in {"diversity": diversity, "epsilon": epsilon, "seed": seed}.items() if v is not None
+    }
     if overrides:
         stack.config = replace(stack.config, **overrides)
         stack.source += f" (pipeline settings overridden: {overrides})"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 
 report_app = typer.Typer(help="Reports over judged traces.", no_args_is_help=True)
 
-DbOption = Annotated[Optional[Path], typer.Option("--db", help="Trace store (default: $COACHREC_DB or .coachrec/traces.duckdb).")]
+DbOption = Annotated[
+    Path | None, typer.Option("--db", help="Trace store (default: $COACHREC_DB or .coachrec/traces.duckdb).")
+]
 
 SAMPLE_HELP = (
     "Sampling policy, repeatable (union): rate:0.1 | negative-feedback | latency:0.95 | new-items | by-mode:5 | all"
@@ -60,27 +62,48 @@ def parse_policies(specs: list[str], store: TraceStore, dataset: str, seed: int)
 def judge(
     sample: Annotated[list[str], typer.Option("--sample", help=SAMPLE_HELP)] = ["rate:0.1"],  # noqa: B006
     db: DbOption = None,
-    since: Annotated[Optional[str], typer.Option("--since", help="Only traces started within this long: 30m, 1h, 7d.")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Judge at most this many traces.")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only traces started within this long: 30m, 1h, 7d.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Judge at most this many traces.")] = None,
     llm: Annotated[str, typer.Option("--llm", help="LLM member: teacher|medium|small|path|URL|none.")] = "teacher",
-    relevance: Annotated[bool, typer.Option("--relevance/--no-relevance", help="Judge relevance with the recommender committee.")] = True,
-    dataset: Annotated[str, typer.Option("--dataset", help="Catalog and rating history the teacher uses.")] = "ml-latest-small",
-    rubric: Annotated[Optional[Path], typer.Option("--rubric", help="Rubric YAML (default: the built-in one).")] = None,
-    criteria: Annotated[Optional[list[str]], typer.Option("--criterion", help="Judge only these criteria (repeatable).")] = None,
-    review_db: Annotated[Optional[Path], typer.Option("--review-db", help="Review store (default: DB.review.duckdb beside the trace store DB.duckdb).")] = None,
-    audit_rate: Annotated[float, typer.Option("--audit-rate", help="Share of all judgments also queued for review.")] = 0.05,
+    relevance: Annotated[
+        bool, typer.Option("--relevance/--no-relevance", help="Judge relevance with the recommender committee.")
+    ] = True,
+    dataset: Annotated[
+        str, typer.Option("--dataset", help="Catalog and rating history the teacher uses.")
+    ] = "ml-latest-small",
+    rubric: Annotated[Path | None, typer.Option("--rubric", help="Rubric YAML (default: the built-in one).")] = None,
+    criteria: Annotated[
+        list[str] | None, typer.Option("--criterion", help="Judge only these criteria (repeatable).")
+    ] = None,
+    review_db: Annotated[
+        Path | None,
+        typer.Option("--review-db", help="Review store (default: DB.review.duckdb beside the trace store DB.duckdb)."),
+    ] = None,
+    audit_rate: Annotated[
+        float, typer.Option("--audit-rate", help="Share of all judgments also queued for review.")
+    ] = 0.05,
     rejudge: Annotated[bool, typer.Option("--rejudge", help="Judge traces this judge version already judged.")] = False,
     swap: Annotated[bool, typer.Option("--swap/--no-swap", help="Judge LLM criteria in both slate orders.")] = True,
     seed: int = 0,
 ) -> None:
     """Run the teacher over a sample of stored traces; store judgments, queue doubtful ones."""
     from coachrec import datasets
+    from coachrec.cli.traces import _since
     from coachrec.llm import LLMError, ResponseCache, coachrec_home, load_backend
     from coachrec.review import ReviewStore, review_path_for
     from coachrec.teacher import (
-        CatalogView, Judge, JudgeConfig, calibrated_committee, cases_from_store, judged_traces, load_rubric, record, sample_traces,
+        CatalogView,
+        Judge,
+        JudgeConfig,
+        calibrated_committee,
+        cases_from_store,
+        judged_traces,
+        load_rubric,
+        record,
+        sample_traces,
     )
-    from coachrec.cli.traces import _since
     from coachrec.tracing import TraceStore, TraceStoreError, default_db_path
 
     con = console()
@@ -105,13 +128,21 @@ def judge(
         if relevance:
             with status(con, "fitting the relevance committee (calibrated on held-out later ratings)"):
                 committee = calibrated_committee(data)
-        teacher = Judge(spec, CatalogView(data.catalog), llm=backend, relevance=committee, criteria=criteria,
-                        config=JudgeConfig(swap=swap))
+        teacher = Judge(
+            spec,
+            CatalogView(data.catalog),
+            llm=backend,
+            relevance=committee,
+            criteria=criteria,
+            config=JudgeConfig(swap=swap),
+        )
         progress = RichProgress(con)
         if teacher.skipped:
             progress.note(f"not judged (member not configured): {', '.join(teacher.skipped)}", level="warn")
         skip = () if rejudge else judged_traces(store, teacher.version)
-        picked = sample_traces(store, parse_policies(sample, store, dataset, seed), since=_since(since), limit=limit, skip=skip)
+        picked = sample_traces(
+            store, parse_policies(sample, store, dataset, seed), since=_since(since), limit=limit, skip=skip
+        )
         progress.note(f"judge {teacher.version}: {len(picked.trace_ids)} of {picked.candidates} traces sampled")
         cases = cases_from_store(store, picked.trace_ids)
         with progress.bar("judging", len(cases)) as advance:
@@ -121,7 +152,10 @@ def judge(
         queued = review.enqueue(judgments, cases, review_below=spec.review_below, audit_rate=audit_rate, seed=seed)
         review.close()
         failed = sum(j.failed for j in judgments)
-        progress.note(f"{len(judgments)} judgments on {len(cases)} traces, {failed} failed; {queued} queued for review in {review.path}")
+        progress.note(
+            f"{len(judgments)} judgments on {len(cases)} traces, {failed} failed; {queued} queued for review in "
+            f"{review.path}"
+        )
     finally:
         store.close()  # also on errors: a second open in this process must not clash
     print_failures(db, judge_version=teacher.version, top=10)
@@ -138,16 +172,33 @@ def print_failures(
     width = _since(bucket) if bucket else None
     store = _open(db)
     try:
-        report = failure_report(store, judge_version=judge_version, examples=examples,
-                                **({"bucket_ns": int(width.total_seconds() * 1e9)} if width else {}))
+        report = failure_report(
+            store,
+            judge_version=judge_version,
+            examples=examples,
+            **({"bucket_ns": int(width.total_seconds() * 1e9)} if width else {}),
+        )
     finally:
         store.close()
     con = console()
     if not report.modes:
         con.print(Text(f"no failures among {report.judged_traces} judged traces"))
         return
-    table = Table(title=Text(f"Top failure modes ({report.judged_traces} judged traces; judge {', '.join(report.judge_versions)})"), title_justify="left")
-    for col in ("failure mode", "criterion", "traces", "rate", "where (span)", "why (teacher's rationale)", "example traces"):
+    table = Table(
+        title=Text(
+            f"Top failure modes ({report.judged_traces} judged traces; judge {', '.join(report.judge_versions)})"
+        ),
+        title_justify="left",
+    )
+    for col in (
+        "failure mode",
+        "criterion",
+        "traces",
+        "rate",
+        "where (span)",
+        "why (teacher's rationale)",
+        "example traces",
+    ):
         table.add_column(col, overflow="fold")
     for m in report.modes[:top]:
         why = m.why[:160] if con.is_terminal else m.why  # a log gets the whole rationale
@@ -158,7 +209,10 @@ def print_failures(
         trend.add_column("failure mode")
         trend.add_column("failed / judged per bucket", overflow="fold")
         for m in report.modes[:top]:
-            cells = [f"{dt.datetime.fromtimestamp(b / 1e9):%m-%d %H:%M} {f}/{j}" for b, f, j in report.over_time.get(m.name, [])]
+            cells = [
+                f"{dt.datetime.fromtimestamp(b / 1e9):%m-%d %H:%M} {f}/{j}"
+                for b, f, j in report.over_time.get(m.name, [])
+            ]
             trend.add_row(m.name, "  ".join(cells))
         show_table(trend, con)
 
@@ -166,10 +220,14 @@ def print_failures(
 @report_app.command("failures")
 def report_failures(
     db: DbOption = None,
-    judge_version: Annotated[Optional[str], typer.Option("--judge-version", help="Only this judge version's verdicts.")] = None,
+    judge_version: Annotated[
+        str | None, typer.Option("--judge-version", help="Only this judge version's verdicts.")
+    ] = None,
     top: Annotated[int, typer.Option("--top", help="How many modes to show.")] = 10,
     examples: Annotated[int, typer.Option("--examples", help="Example trace ids per mode.")] = 3,
-    over_time: Annotated[Optional[str], typer.Option("--over-time", help="Also show rates per time bucket: 1h, 1d, ...")] = None,
+    over_time: Annotated[
+        str | None, typer.Option("--over-time", help="Also show rates per time bucket: 1h, 1d, ...")
+    ] = None,
 ) -> None:
     """The most frequent failure modes: what, where (the blamed span), why, example traces."""
     print_failures(db, judge_version=judge_version, top=top, examples=examples, bucket=over_time)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -21,9 +21,11 @@ if TYPE_CHECKING:  # the tracing package needs duckdb; import it only when a com
 app = typer.Typer(help="Inspect and export recorded traces.", no_args_is_help=True)
 
 DbOption = Annotated[
-    Optional[Path], typer.Option("--db", help="Trace store (default: $COACHREC_DB or .coachrec/traces.duckdb).")
+    Path | None, typer.Option("--db", help="Trace store (default: $COACHREC_DB or .coachrec/traces.duckdb).")
 ]
-SinceOption = Annotated[Optional[str], typer.Option("--since", help="Only spans started within this long: 30s, 15m, 1h, 7d.")]
+SinceOption = Annotated[
+    str | None, typer.Option("--since", help="Only spans started within this long: 30s, 15m, 1h, 7d.")
+]
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -61,32 +63,56 @@ def _when(ns: int) -> str:
 def list_traces(
     db: DbOption = None,
     since: SinceOption = None,
-    kind: Annotated[Optional[list[str]], typer.Option("--kind", help="Span kind (repeatable).")] = None,
-    status: Annotated[Optional[str], typer.Option("--status", help="OK, ERROR or UNSET.")] = None,
-    user: Annotated[Optional[str], typer.Option("--user", help="User id.")] = None,
-    request: Annotated[Optional[str], typer.Option("--request", help="Request id.")] = None,
-    name: Annotated[Optional[str], typer.Option("--name", help="Span name.")] = None,
+    kind: Annotated[list[str] | None, typer.Option("--kind", help="Span kind (repeatable).")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="OK, ERROR or UNSET.")] = None,
+    user: Annotated[str | None, typer.Option("--user", help="User id.")] = None,
+    request: Annotated[str | None, typer.Option("--request", help="Request id.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Span name.")] = None,
     spans: Annotated[bool, typer.Option("--spans", help="List matching spans instead of traces.")] = False,
     limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
 ) -> None:
     """List traces (or spans, with --spans) that have a span matching every filter, newest first."""
     store = _open(db)
-    filters = dict(since=_since(since), kind=kind or None, status=status, user_id=user, request_id=request, name=name)
+    filters = {
+        "since": _since(since),
+        "kind": kind or None,
+        "status": status,
+        "user_id": user,
+        "request_id": request,
+        "name": name,
+    }
     try:
         if spans:
             rows = store.spans(**filters, limit=limit).to_pylist()  # type: ignore[arg-type]
             table = Table("trace", "span", "name", "kind", "start", "duration", "status", "error")
             for r in rows:
-                table.add_row(r["trace_id"], r["span_id"], Text(r["name"]), r["kind"], _when(r["start_ns"]),
-                              _ms(r["end_ns"] - r["start_ns"]), r["status"], Text(r["error"] or ""))
+                table.add_row(
+                    r["trace_id"],
+                    r["span_id"],
+                    Text(r["name"]),
+                    r["kind"],
+                    _when(r["start_ns"]),
+                    _ms(r["end_ns"] - r["start_ns"]),
+                    r["status"],
+                    Text(r["error"] or ""),
+                )
         else:
             rows = store.traces(**filters, limit=limit).to_pylist()  # type: ignore[arg-type]
             table = Table("trace", "request", "user", "root", "start", "duration", "spans", "errors", "tokens", "cost")
             for r in rows:
                 tokens = (r["input_tokens"] or 0) + (r["output_tokens"] or 0)
-                table.add_row(r["trace_id"], Text(r["request_id"] or ""), Text(r["user_id"] or ""), Text(r["root"] or ""), _when(r["start_ns"]),
-                              _ms(r["duration_ns"]), str(r["spans"]), str(r["errors"]) if r["errors"] else "",
-                              str(tokens) if tokens else "", f"{r['cost']:.4g}" if r["cost"] else "")
+                table.add_row(
+                    r["trace_id"],
+                    Text(r["request_id"] or ""),
+                    Text(r["user_id"] or ""),
+                    Text(r["root"] or ""),
+                    _when(r["start_ns"]),
+                    _ms(r["duration_ns"]),
+                    str(r["spans"]),
+                    str(r["errors"]) if r["errors"] else "",
+                    str(tokens) if tokens else "",
+                    f"{r['cost']:.4g}" if r["cost"] else "",
+                )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     finally:
@@ -103,7 +129,8 @@ def _label(span: SpanRecord) -> str:
         extra.append(f"tokens {span.input_tokens or 0}→{span.output_tokens or 0}")
     if span.cost is not None:
         extra.append(f"cost {span.cost:.4g}")
-    text = f"[bold]{escape(span.name)}[/bold] [dim]{escape(span.kind)}[/dim] {_ms(span.duration_ns)} [{colour}]{span.status}[/{colour}]"
+    name, kind = escape(span.name), escape(span.kind)
+    text = f"[bold]{name}[/bold] [dim]{kind}[/dim] {_ms(span.duration_ns)} [{colour}]{span.status}[/{colour}]"
     if extra:
         text += " [dim]" + ", ".join(extra) + "[/dim]"
     if span.error:
@@ -131,7 +158,12 @@ def show(
         con.print(Text(f"no trace or request with id {trace_id!r}", style="red"))
         raise typer.Exit(1)
     first = spans[0]
-    tree = Tree(Text(f"trace {first.trace_id}  request {first.request_id or '-'}  user {first.user_id or '-'}  {_when(first.start_ns)}"))
+    tree = Tree(
+        Text(
+            f"trace {first.trace_id}  request {first.request_id or '-'}  user {first.user_id or '-'}  "
+            f"{_when(first.start_ns)}"
+        )
+    )
     nodes: dict[str | None, Tree] = {}
     ids = {s.span_id for s in spans}
     for span in spans:  # start order: a parent starts before its children
@@ -149,11 +181,13 @@ def show(
 @app.command("export")
 def export(
     db: DbOption = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Parquet file to write.")] = None,
-    otlp: Annotated[Optional[str], typer.Option("--otlp", help="OTLP/HTTP endpoint, e.g. http://127.0.0.1:6006.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Parquet file to write.")] = None,
+    otlp: Annotated[str | None, typer.Option("--otlp", help="OTLP/HTTP endpoint, e.g. http://127.0.0.1:6006.")] = None,
     since: SinceOption = None,
     table: Annotated[str, typer.Option("--table", help="spans, span_metrics or evaluations (Parquet only).")] = "spans",
-    service_name: Annotated[str, typer.Option("--service-name", help="OTLP service / Phoenix project name.")] = "coachrec",
+    service_name: Annotated[
+        str, typer.Option("--service-name", help="OTLP service / Phoenix project name.")
+    ] = "coachrec",
 ) -> None:
     """Export traces to a Parquet file (--out) or an OTLP collector (--otlp)."""
     if (out is None) == (otlp is None):
@@ -168,7 +202,9 @@ def export(
             try:
                 from coachrec.tracing.otlp import export_otlp
             except ImportError as exc:
-                con.print(Text(f"OTLP export needs the tracing extra: pip install 'coachrec[tracing]' ({exc})", style="red"))
+                con.print(
+                    Text(f"OTLP export needs the tracing extra: pip install 'coachrec[tracing]' ({exc})", style="red")
+                )
                 raise typer.Exit(1) from exc
             n = export_otlp(store, otlp, since=_since(since), service_name=service_name)  # type: ignore[arg-type]
             con.print(Text(f"sent {n} spans to {otlp}"))
@@ -176,4 +212,3 @@ def export(
         raise typer.BadParameter(str(exc)) from exc
     finally:
         store.close()
-

@@ -5,8 +5,8 @@ last two), the same data `coachrec evaluate` fits on, so `coachrec evaluate --mo
 measures the test protocol honestly (the test task still sees train + valid as history).
 `--valid` reports full-ranking NDCG@10/Recall@10 on the held-out second-to-last events after
 training, for model selection. `--fit-on train+valid` refits on train + valid once the config is
-chosen (evaluate it with `--protocol loo-full/train+valid`). `--checkpoint` saves after every epoch, so a long run can be
-evaluated part-way (every save, checkpoints included, records `fit_on`, which `coachrec
+chosen (evaluate it with `--protocol loo-full/train+valid`). `--checkpoint` saves after every
+epoch, so a long run can be evaluated part-way (every save, checkpoints included, records `fit_on`, which `coachrec
 evaluate` checks). `--all-events` fits on every event instead (for serving; the result must
 not be evaluated on this dataset's test split).
 """
@@ -50,7 +50,12 @@ def train(
     seed: Annotated[int | None, typer.Option(help="Random seed (stochastic models)")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Config override key=value (repeatable)")] = [],  # noqa: B006
     valid: Annotated[bool, typer.Option(help="Report validation NDCG@10/Recall@10 (loo-full) after training")] = False,
-    fit_on: Annotated[str, typer.Option(help="train, or train+valid (refit after model selection; evaluate with --protocol loo-full/train+valid)")] = "train",
+    fit_on: Annotated[
+        str,
+        typer.Option(
+            help="train, or train+valid (refit after model selection; evaluate with --protocol loo-full/train+valid)"
+        ),
+    ] = "train",
     all_events: Annotated[bool, typer.Option(help="Fit on every event (for serving, not for evaluation)")] = False,
     checkpoint: Annotated[bool, typer.Option(help="Save to --out after every epoch (epoch-based models)")] = False,
 ) -> None:
@@ -61,7 +66,11 @@ def train(
 
     fields = config_fields(model)
     config: dict[str, Any] = {}
-    for key, value, option in (("epochs", epochs, "--epochs"), ("threads", threads, "--threads"), ("seed", seed, "--seed")):
+    for key, value, option in (
+        ("epochs", epochs, "--epochs"),
+        ("threads", threads, "--threads"),
+        ("seed", seed, "--seed"),
+    ):
         if value is not None:
             if key not in fields:
                 raise typer.BadParameter(f"{model} has no such setting", param_hint=option)
@@ -69,11 +78,15 @@ def train(
     overrides = parse_sets(set_)
     unknown = sorted(set(overrides) - fields)
     if unknown:
-        raise typer.BadParameter(f"{model} has no setting(s) {unknown}; choose from {sorted(fields)}", param_hint="--set")
+        raise typer.BadParameter(
+            f"{model} has no setting(s) {unknown}; choose from {sorted(fields)}", param_hint="--set"
+        )
     config.update(overrides)
 
     if valid and fit_on != "train":
-        raise typer.BadParameter("validation events would be in training; --valid needs --fit-on train", param_hint="--valid")
+        raise typer.BadParameter(
+            "validation events would be in training; --valid needs --fit-on train", param_hint="--valid"
+        )
     with console.status(f"loading {dataset}"):
         ds = datasets.load(dataset)
     split = leave_one_out(ds)
@@ -83,7 +96,12 @@ def train(
     console.print(f"config: {m.get_params()}")
     n_epochs = int(m.get_params().get("epochs", 0) or 0)
     with Progress(
-        TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
     ) as bar:
         job = bar.add_task("epochs", total=n_epochs or None, info="")
 
@@ -108,6 +126,10 @@ def train(
             f"valid (leave-one-out second-to-last event, full ranking, seen items excluded): "
             f"NDCG@10 {res.metrics['ndcg@10']:.4f}  Recall@10 {res.metrics['recall@10']:.4f}"
         )
-        m.fit_info["valid"] = {"protocol": "loo-full (valid stage)", "ndcg@10": res.metrics["ndcg@10"], "recall@10": res.metrics["recall@10"]}
+        m.fit_info["valid"] = {
+            "protocol": "loo-full (valid stage)",
+            "ndcg@10": res.metrics["ndcg@10"],
+            "recall@10": res.metrics["recall@10"],
+        }
     path = m.save(out)
     console.print(f"saved to [bold]{path}[/] (fitted on {m.fit_info['fit_on']})")

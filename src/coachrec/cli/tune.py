@@ -83,8 +83,12 @@ def tune(
     dataset: Annotated[str, typer.Option(help="ml-latest-small, beauty, or a path")] = "ml-latest-small",
     trials: Annotated[int, typer.Option(help="Number of trials")] = 20,
     timeout: Annotated[float | None, typer.Option(help="Stop starting trials after this many seconds")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Override epochs of neural models (max, with early stopping)")] = None,
-    out: Annotated[Path | None, typer.Option(help="Trial log path without suffix (default runs/tune/MODEL-DATASET)")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Override epochs of neural models (max, with early stopping)")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Trial log path without suffix (default runs/tune/MODEL-DATASET)")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Sampler seed")] = 0,
 ) -> None:
     """Search a model's config with Optuna (TPE), maximizing validation NDCG@10 (leave-one-out,
@@ -101,7 +105,9 @@ def tune(
     if model not in MODELS:
         raise typer.BadParameter(f"unknown model {model!r}; choose from {sorted(MODELS)}", param_hint="--model")
     if model not in SPACES:
-        raise typer.BadParameter(f"no search space for {model!r}; add one to coachrec.cli.tune.SPACES", param_hint="--model")
+        raise typer.BadParameter(
+            f"no search space for {model!r}; add one to coachrec.cli.tune.SPACES", param_hint="--model"
+        )
     ds = datasets.load(dataset)
     split = leave_one_out(ds)
     valid = split.task("valid")
@@ -131,14 +137,19 @@ def tune(
                 "params": trial.params,
                 "value": trial.value,
                 "seconds": trial.user_attrs.get("seconds"),
-                "metric": "valid ndcg@10 (loo-full: leave-one-out validation item, full ranking, seen excluded, ties pessimistic)",
+                "metric": "valid ndcg@10 (loo-full: leave-one-out validation item, full ranking, seen excluded, "
+                "ties pessimistic)",
             }
         )
         _write(path, records)
-        console.print(f"trial {trial.number}: ndcg@10 = {trial.value} {trial.params} ({trial.user_attrs.get('seconds')} s)")
+        console.print(
+            f"trial {trial.number}: ndcg@10 = {trial.value} {trial.params} ({trial.user_attrs.get('seconds')} s)"
+        )
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed), study_name=f"{model}-{ds.name}")
+    study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed), study_name=f"{model}-{ds.name}"
+    )
     study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[record])
     if not any(r["state"] == "COMPLETE" for r in records):
         raise typer.Exit(1)

@@ -17,6 +17,17 @@ from coachrec.coach.loop import LoopConfig, LoopResult, run_loop
 from coachrec.coach.registry import Registry, RegistryError, Version
 
 __all__ = [
-    "DistillConfig", "DistillError", "Distilled", "GateConfig", "GateReport", "GateRow", "LoopConfig", "LoopResult",
-    "Registry", "RegistryError", "Version", "distill", "run_loop",
+    "DistillConfig",
+    "DistillError",
+    "Distilled",
+    "GateConfig",
+    "GateReport",
+    "GateRow",
+    "LoopConfig",
+    "LoopResult",
+    "Registry",
+    "RegistryError",
+    "Version",
+    "distill",
+    "run_loop",
 ]

@@ -68,9 +68,17 @@ class Distilled:
     def summary(self) -> dict[str, Any]:
         assert self.stack.ranker is not None
         student = self.stack.ranker.student
-        return {"criterion": self.criterion, "target_mode": self.target_mode, "pairs": self.pairs, "requests": self.requests,
-                "strength": student.strength, "strength_search": self.strength_search,
-                "student_fit": student.fit_info, "coefficients": student.coefficients(), "note": self.note}
+        return {
+            "criterion": self.criterion,
+            "target_mode": self.target_mode,
+            "pairs": self.pairs,
+            "requests": self.requests,
+            "strength": student.strength,
+            "strength_search": self.strength_search,
+            "student_fit": student.fit_info,
+            "coefficients": student.coefficients(),
+            "note": self.note,
+        }
 
 
 def distillable(rubric: RubricSpec, trust: dict[str, Trust], mode: str) -> tuple[bool, str]:
@@ -82,8 +90,10 @@ def distillable(rubric: RubricSpec, trust: dict[str, Trust], mode: str) -> tuple
     if t is None or not t.may_gate:
         return False, f"criterion {spec.name!r} may not be distilled: {t.reason if t else 'judge quality unknown'}"
     if spec.member != "recommender":
-        return False, (f"criterion {spec.name!r} is judged per slate by a {spec.member} member; the distiller needs "
-                       "per-item verdicts (the relevance committee's)")
+        return False, (
+            f"criterion {spec.name!r} is judged per slate by a {spec.member} member; the distiller needs "
+            "per-item verdicts (the relevance committee's)"
+        )
     return True, f"{spec.name}: {t.reason}"
 
 
@@ -102,8 +112,9 @@ def _history(stack: Stack, case: JudgeCase) -> np.ndarray:
     return enc[enc >= 0].astype(np.int64)
 
 
-def teacher_pairs(stack: Stack, stats: ItemStats, committee: RelevanceCommittee, cases: Sequence[JudgeCase], depth: int
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def teacher_pairs(
+    stack: Stack, stats: ItemStats, committee: RelevanceCommittee, cases: Sequence[JudgeCase], depth: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Features, teacher soft labels and pair weights over the candidates of each distinct
     (user, history) among `cases`."""
     seen: set[tuple[str | None, tuple[str, ...]]] = set()
@@ -142,12 +153,25 @@ def selection_rows(split: Split, users: Sequence[str] | None, limit: int, seed: 
     users; None = all), at most `limit`, in a seeded order."""
     task = split.task("valid")
     ids = np.asarray(split.train.users.ids, dtype=object)[np.asarray(task.users, dtype=np.int64)]
-    rows = np.arange(len(task.users)) if users is None else np.flatnonzero(np.isin(ids, np.asarray(list(users), dtype=object)))
+    rows = (
+        np.arange(len(task.users))
+        if users is None
+        else np.flatnonzero(np.isin(ids, np.asarray(list(users), dtype=object)))
+    )
     return np.random.default_rng(seed).permutation(rows)[:limit]
 
 
-def _validation(stack: Stack, stats: ItemStats, student: Student, committee: RelevanceCommittee, split: Split, rubric: RubricSpec,
-                criterion: str, config: DistillConfig, users: Sequence[str] | None) -> list[dict[str, float]]:
+def _validation(
+    stack: Stack,
+    stats: ItemStats,
+    student: Student,
+    committee: RelevanceCommittee,
+    split: Split,
+    rubric: RubricSpec,
+    criterion: str,
+    config: DistillConfig,
+    users: Sequence[str] | None,
+) -> list[dict[str, float]]:
     """NDCG@10 on the selection users' valid items and the teacher's pass rate of the top 10, per
     strength (strength 0 is the champion)."""
     task = split.task("valid")
@@ -161,7 +185,7 @@ def _validation(stack: Stack, stats: ItemStats, student: Student, committee: Rel
     ndcg = np.zeros((len(strengths), len(rows)))
     passed = np.full((len(strengths), len(rows)), np.nan)
     histories = [np.asarray(task.histories[r], dtype=np.int64) for r in rows]
-    for j, (r, history, found) in enumerate(zip(rows, histories, stack.candidates(histories))):
+    for j, (r, history, found) in enumerate(zip(rows, histories, stack.candidates(histories), strict=False)):
         if not len(found):
             continue
         items, blend = found.idx, found.score
@@ -176,13 +200,22 @@ def _validation(stack: Stack, stats: ItemStats, student: Student, committee: Rel
             hits = np.flatnonzero(np.isin(items[top], list(target)))
             ndcg[s, j] = 1.0 / np.log2(hits[0] + 2) if len(hits) else 0.0
         shown = np.unique(np.concatenate(list(order_cache.values())))
-        p_teacher = dict(zip(shown.tolist(), committee.probability(user, [], [str(ids[i]) for i in shown]).tolist()))
+        p_teacher = dict(
+            zip(shown.tolist(), committee.probability(user, [], [str(ids[i]) for i in shown]).tolist(), strict=False)
+        )
         for s, strength in enumerate(strengths):
             ps = np.array([p_teacher[i] for i in order_cache[strength].tolist()])
             ps = ps[~np.isnan(ps)]
             passed[s, j] = np.nan if len(ps) == 0 else float((ps >= spec.item_threshold).mean() >= spec.pass_threshold)
-    return [{"strength": s, "valid_ndcg@10": float(ndcg[i].mean()), "teacher_pass_rate": float(np.nanmean(passed[i])) if (~np.isnan(passed[i])).any() else 0.0, "users": len(rows)}
-            for i, s in enumerate(strengths)]
+    return [
+        {
+            "strength": s,
+            "valid_ndcg@10": float(ndcg[i].mean()),
+            "teacher_pass_rate": float(np.nanmean(passed[i])) if (~np.isnan(passed[i])).any() else 0.0,
+            "users": len(rows),
+        }
+        for i, s in enumerate(strengths)
+    ]
 
 
 def distill(
@@ -215,11 +248,17 @@ def distill(
     allowed = [r for r in search[1:] if r["valid_ndcg@10"] >= base["valid_ndcg@10"] - config.valid_tolerance]
     if allowed:
         best = max(allowed, key=lambda r: (r["teacher_pass_rate"], -r["strength"]))
-        note = (f"strength {best['strength']:g}: teacher pass rate {base['teacher_pass_rate']:.3f} -> {best['teacher_pass_rate']:.3f}, "
-                f"valid NDCG@10 {base['valid_ndcg@10']:.4f} -> {best['valid_ndcg@10']:.4f} (tolerance {config.valid_tolerance})")
+        note = (
+            f"strength {best['strength']:g}: teacher pass rate {base['teacher_pass_rate']:.3f} -> "
+            f"{best['teacher_pass_rate']:.3f}, "
+            f"valid NDCG@10 {base['valid_ndcg@10']:.4f} -> {best['valid_ndcg@10']:.4f} (tolerance "
+            f"{config.valid_tolerance})"
+        )
     else:
         best = max(search[1:], key=lambda r: (r["valid_ndcg@10"], r["teacher_pass_rate"]))
-        note = (f"no strength kept validation NDCG@10 within {config.valid_tolerance} of the champion; "
-                f"strength {best['strength']:g} loses least")
+        note = (
+            f"no strength kept validation NDCG@10 within {config.valid_tolerance} of the champion; "
+            f"strength {best['strength']:g} loses least"
+        )
     student.strength = float(best["strength"])
     return Distilled(champion.with_ranker(student, stats), criterion, target_mode, len(y), requests, search, note)

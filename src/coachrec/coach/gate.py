@@ -109,12 +109,16 @@ class GateReport:
         lines = [head, "|---" * 11 + "|"]
         for r in self.rows:
             ok = "" if r.passed is None else ("yes" if r.passed else "**no**")
-            lines.append(f"| {r.section} | {r.metric} | {r.role} | {r.champion:.4f} | {r.candidate:.4f} | {r.delta:+.4f} | "
-                         f"{r.ci} | {r.p_value:.4f} | {r.n} | {r.discordant} | {ok} |")
+            lines.append(
+                f"| {r.section} | {r.metric} | {r.role} | {r.champion:.4f} | {r.candidate:.4f} | {r.delta:+.4f} | "
+                f"{r.ci} | {r.p_value:.4f} | {r.n} | {r.discordant} | {ok} |"
+            )
         return "\n".join(lines)
 
 
-def per_cluster(values: np.ndarray, clusters: Sequence[str], keys: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def per_cluster(
+    values: np.ndarray, clusters: Sequence[str], keys: Sequence[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Values with repeated identical requests (same `keys` entry) counted once, NaN dropped;
     returns (values, cluster of each)."""
     values = np.asarray(values, dtype=np.float64)
@@ -126,20 +130,51 @@ def per_cluster(values: np.ndarray, clusters: Sequence[str], keys: Sequence[str]
     return values[keep], np.asarray(clusters, dtype=object)[keep]
 
 
-def _row(section: str, metric: str, role: str, a: np.ndarray, b: np.ndarray, clusters: np.ndarray, better: str,
-         config: GateConfig, passed: Callable[[float, float, float], bool] | None) -> GateRow:
-    c = clustered_compare(a, b, clusters, n_boot=config.n_boot, n_perm=config.n_perm, confidence=config.confidence,
-                          seed=config.seed)
+def _row(
+    section: str,
+    metric: str,
+    role: str,
+    a: np.ndarray,
+    b: np.ndarray,
+    clusters: np.ndarray,
+    better: str,
+    config: GateConfig,
+    passed: Callable[[float, float, float], bool] | None,
+) -> GateRow:
+    c = clustered_compare(
+        a, b, clusters, n_boot=config.n_boot, n_perm=config.n_perm, confidence=config.confidence, seed=config.seed
+    )
     _, g = np.unique(clusters, return_inverse=True)
     differ = int((np.bincount(g, weights=np.abs(b - a) > 1e-12) > 0).sum())
     n = int(g.max()) + 1 if len(g) else 0
-    return GateRow(section, metric, role, c.mean_a, c.mean_b, c.delta, c.ci_low, c.ci_high, c.p_value, n, better,
-                   None if passed is None else passed(c.ci_low, c.ci_high, c.p_value), differ)
+    return GateRow(
+        section,
+        metric,
+        role,
+        c.mean_a,
+        c.mean_b,
+        c.delta,
+        c.ci_low,
+        c.ci_high,
+        c.p_value,
+        n,
+        better,
+        None if passed is None else passed(c.ci_low, c.ci_high, c.p_value),
+        differ,
+    )
 
 
-def failure_rows(section: str, champion: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray],
-                 users: Sequence[str], target_mode: str, config: GateConfig, *,
-                 keys: Sequence[str] | None = None, unknown: tuple[np.ndarray, np.ndarray] | None = None) -> list[GateRow]:
+def failure_rows(
+    section: str,
+    champion: Mapping[str, np.ndarray],
+    candidate: Mapping[str, np.ndarray],
+    users: Sequence[str],
+    target_mode: str,
+    config: GateConfig,
+    *,
+    keys: Sequence[str] | None = None,
+    unknown: tuple[np.ndarray, np.ndarray] | None = None,
+) -> list[GateRow]:
     """One row per failure mode judged on both sides: rate of the mode over the requests both
     judged (NaN = the criterion did not apply or could not judge), clustered by `users`, repeated
     identical requests (`keys`) once. `unknown`: per request, 1 where the target criterion could
@@ -159,17 +194,36 @@ def failure_rows(section: str, champion: Mapping[str, np.ndarray], candidate: Ma
         av, cl = per_cluster(unknown[0], users, keys)
         bv, _ = per_cluster(unknown[1], users, keys)
         if len(av):
-            rows.append(_row(section, "unjudgeable slate rate", "guard", av, bv, cl, "lower", config,
-                             lambda lo, hi, p: not (lo > 0)))
+            rows.append(
+                _row(
+                    section,
+                    "unjudgeable slate rate",
+                    "guard",
+                    av,
+                    bv,
+                    cl,
+                    "lower",
+                    config,
+                    lambda lo, hi, p: not (lo > 0),
+                )
+            )
     return rows
 
 
-def conversation_recall_row(requests: Sequence[Any], champion: Any, candidate: Any, targets: Mapping[str, Sequence[str]],
-                            clusters: Sequence[str], role: str, config: GateConfig) -> GateRow:
+def conversation_recall_row(
+    requests: Sequence[Any],
+    champion: Any,
+    candidate: Any,
+    targets: Mapping[str, Sequence[str]],
+    clusters: Sequence[str],
+    role: str,
+    config: GateConfig,
+) -> GateRow:
     """Recall@10 of the human recommender's next movies in the slates each stack served for the
     same conversations (`Served` of each side), clustered by dialog: human ground truth the
     candidate was never fitted to. As `independent` it must improve; as `guard`, not worsen
     beyond the margin."""
+
     def recall(served: Any) -> np.ndarray:
         out = np.full(len(requests), np.nan)
         for i, (req, case) in enumerate(zip(requests, served.cases, strict=True)):
@@ -181,16 +235,23 @@ def conversation_recall_row(requests: Sequence[Any], champion: Any, candidate: A
     a, b = recall(champion), recall(candidate)
     keep = ~np.isnan(a)
     cl = np.asarray(clusters, dtype=object)[keep]
-    if role == "independent":
-        rule: Callable[[float, float, float], bool] = lambda lo, hi, p: lo > 0 and p < config.alpha
-    else:
-        rule = _above(-config.margin * float(a[keep].mean()))
-    return _row("conversations", "recall@10 of the human recommender's next movies", role, a[keep], b[keep], cl, "higher",
-                config, rule)
+    rule = _better(config.alpha) if role == "independent" else _above(-config.margin * float(a[keep].mean()))
+    return _row(
+        "conversations",
+        "recall@10 of the human recommender's next movies",
+        role,
+        a[keep],
+        b[keep],
+        cl,
+        "higher",
+        config,
+        rule,
+    )
 
 
-def ground_truth_rows(champion_scorer: Any, candidate_scorer: Any, split: Any, users: Sequence[str],
-                      config: GateConfig) -> list[GateRow]:
+def ground_truth_rows(
+    champion_scorer: Any, candidate_scorer: Any, split: Any, users: Sequence[str], config: GateConfig
+) -> list[GateRow]:
     """Leave-one-out full-ranking NDCG@10 and Recall@10 on `users`' last interactions, paired by
     user; non-inferiority with a relative margin."""
     proto = named(PROTOCOL)
@@ -203,8 +264,19 @@ def ground_truth_rows(champion_scorer: Any, candidate_scorer: Any, split: Any, u
     rows = []
     for m in GROUND_TRUTH:
         floor = -config.margin * float(a.per_user[m][keep].mean())
-        rows.append(_row("ground truth", m, "guard", a.per_user[m][keep], b.per_user[m][keep], ids[keep], "higher", config,
-                         _above(floor)))
+        rows.append(
+            _row(
+                "ground truth",
+                m,
+                "guard",
+                a.per_user[m][keep],
+                b.per_user[m][keep],
+                ids[keep],
+                "higher",
+                config,
+                _above(floor),
+            )
+        )
     return rows
 
 
@@ -212,8 +284,13 @@ def _above(floor: float) -> Callable[[float, float, float], bool]:
     return lambda lo, hi, p: lo > floor
 
 
-def decide(rows: Sequence[GateRow], trust: Mapping[str, Trust], target_mode: str, target_criterion: str,
-           config: GateConfig) -> tuple[bool, list[str]]:
+def _better(alpha: float) -> Callable[[float, float, float], bool]:
+    return lambda lo, hi, p: lo > 0 and p < alpha
+
+
+def decide(
+    rows: Sequence[GateRow], trust: Mapping[str, Trust], target_mode: str, target_criterion: str, config: GateConfig
+) -> tuple[bool, list[str]]:
     """Apply the promotion rules; returns (promote, reasons) with every broken rule named."""
     problems, good = [], []
     t = trust.get(target_criterion)
@@ -228,27 +305,39 @@ def decide(rows: Sequence[GateRow], trust: Mapping[str, Trust], target_mode: str
         problems.append(f"no judged case of failure mode {target_mode!r} on both sides")
     for r in targets:
         if not r.passed:
-            problems.append(f"{r.section}: {r.metric} not lower with confidence (delta {r.delta:+.4f}, CI {r.ci}, "
-                            f"p {r.p_value:.3f}; needs the CI's upper bound below 0 and p < {config.alpha})")
+            problems.append(
+                f"{r.section}: {r.metric} not lower with confidence (delta {r.delta:+.4f}, CI {r.ci}, "
+                f"p {r.p_value:.3f}; needs the CI's upper bound below 0 and p < {config.alpha})"
+            )
         elif r.discordant < config.min_discordant:
-            problems.append(f"{r.section}: {r.metric} differs for only {r.discordant} of {r.n} users "
-                            f"(at least {config.min_discordant} needed: too sparse to be evidence)")
+            problems.append(
+                f"{r.section}: {r.metric} differs for only {r.discordant} of {r.n} users "
+                f"(at least {config.min_discordant} needed: too sparse to be evidence)"
+            )
         else:
-            good.append(f"{r.section}: {r.metric} {r.champion:.3f} -> {r.candidate:.3f} (delta {r.delta:+.4f}, CI {r.ci}, "
-                        f"p {r.p_value:.3f}, {r.discordant} users differ)")
+            good.append(
+                f"{r.section}: {r.metric} {r.champion:.3f} -> {r.candidate:.3f} (delta {r.delta:+.4f}, CI {r.ci}, "
+                f"p {r.p_value:.3f}, {r.discordant} users differ)"
+            )
     independent = [r for r in rows if r.role in ("guard", "independent")]
     if not any(r.section == "ground truth" for r in independent):
         problems.append("no ground-truth comparison")
     for r in independent:
         if r.passed:
-            good.append(f"{r.section}: {r.metric} {'better' if r.role == 'independent' else 'not worse'} "
-                        f"(delta {r.delta:+.4f}, CI {r.ci})")
+            good.append(
+                f"{r.section}: {r.metric} {'better' if r.role == 'independent' else 'not worse'} "
+                f"(delta {r.delta:+.4f}, CI {r.ci})"
+            )
         elif r.role == "independent":
-            problems.append(f"{r.section}: {r.metric} not better with confidence (delta {r.delta:+.4f}, CI {r.ci}, "
-                            f"p {r.p_value:.3f})")
+            problems.append(
+                f"{r.section}: {r.metric} not better with confidence (delta {r.delta:+.4f}, CI {r.ci}, "
+                f"p {r.p_value:.3f})"
+            )
         elif r.section == "ground truth":
-            problems.append(f"ground truth {r.metric} may be worse: delta {r.delta:+.4f}, CI {r.ci}; the lower bound must be "
-                            f"above -{config.margin:.0%} of the champion's {r.champion:.4f} ({PROTOCOL})")
+            problems.append(
+                f"ground truth {r.metric} may be worse: delta {r.delta:+.4f}, CI {r.ci}; the lower bound must be "
+                f"above -{config.margin:.0%} of the champion's {r.champion:.4f} ({PROTOCOL})"
+            )
         else:
             problems.append(f"{r.section}: {r.metric} higher for the candidate (delta {r.delta:+.4f}, CI {r.ci})")
-    return (not problems, good if not problems else problems)
+    return (not problems, problems if problems else good)

@@ -34,7 +34,18 @@ from coachrec.progress import SILENT, Progress
 from coachrec.review import GoldenCase
 from coachrec.serve import PipelineConfig, RecommendRequest, Stack
 from coachrec.serve.stack import catalog_for
-from coachrec.teacher import CatalogView, FailureReport, Judge, JudgeCase, Judgment, RelevanceCommittee, RubricSpec, failure_report, load_rubric, record
+from coachrec.teacher import (
+    CatalogView,
+    FailureReport,
+    Judge,
+    JudgeCase,
+    Judgment,
+    RelevanceCommittee,
+    RubricSpec,
+    failure_report,
+    load_rubric,
+    record,
+)
 from coachrec.teacher.catalog_view import constraints_from_dict
 from coachrec.teacher.traffic import replay_requests
 from coachrec.tracing import TraceStore
@@ -121,9 +132,16 @@ class Tried:
     details: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        return {"remedy": self.remedy, "span": self.span, "note": self.note, "candidate": self.candidate_id,
-                "promoted": self.promoted, "selection": self.selection, "gate": self.gate.to_dict() if self.gate else None,
-                **self.details}
+        return {
+            "remedy": self.remedy,
+            "span": self.span,
+            "note": self.note,
+            "candidate": self.candidate_id,
+            "promoted": self.promoted,
+            "selection": self.selection,
+            "gate": self.gate.to_dict() if self.gate else None,
+            **self.details,
+        }
 
 
 @dataclass
@@ -154,9 +172,14 @@ class LoopResult:
 
 def _fingerprint(data: Dataset) -> dict[str, Any]:
     ev = data.events
-    return {"name": data.name, "events": ev.height, "users": data.n_users, "items": data.n_items,
-            "hash": str(ev.select(pl.col("user").hash().sum() + pl.col("item").hash().sum()).item() % 10**12),
-            "split": "leave-one-out training part (last two interactions per user held out)"}
+    return {
+        "name": data.name,
+        "events": ev.height,
+        "users": data.n_users,
+        "items": data.n_items,
+        "hash": str(ev.select(pl.col("user").hash().sum() + pl.col("item").hash().sum()).item() % 10**12),
+        "split": "leave-one-out training part (last two interactions per user held out)",
+    }
 
 
 def requests_from_golden(cases: Sequence[GoldenCase], known_users: set[str]) -> list[RecommendRequest]:
@@ -169,9 +192,15 @@ def requests_from_golden(cases: Sequence[GoldenCase], known_users: set[str]) -> 
         if c.trace_id in seen or user is None or str(user) not in known_users:
             continue
         seen.add(c.trace_id)
-        out.append(RecommendRequest(user_id=str(user), k=int(case.get("k") or 10),
-                                    constraints=constraints_from_dict(case.get("constraints") or {}),
-                                    context=case.get("context"), request_id=f"golden-{c.trace_id}"))
+        out.append(
+            RecommendRequest(
+                user_id=str(user),
+                k=int(case.get("k") or 10),
+                constraints=constraints_from_dict(case.get("constraints") or {}),
+                context=case.get("context"),
+                request_id=f"golden-{c.trace_id}",
+            )
+        )
     return out
 
 
@@ -191,10 +220,17 @@ def prepare(config: LoopConfig, registry: Registry, ui: Progress = SILENT) -> Co
         ui.note(f"champion {champion_id} from the registry: {champion.describe()}")
     else:
         champion, scores = strongest_stack(split, config.champions, config.pipeline, catalog, users.selection)
-        ui.note("first champion chosen on the selection users' validation NDCG@10: "
-                + ", ".join(f"{'+'.join(m)} {v:.4f}" for m, v in scores.items()))
-        v = registry.register(champion, description=f"baseline {champion.describe()}", dataset=data.name, data=info,
-                              metrics={"selection_valid_ndcg@10": {"+".join(m): v for m, v in scores.items()}})
+        ui.note(
+            "first champion chosen on the selection users' validation NDCG@10: "
+            + ", ".join(f"{'+'.join(m)} {v:.4f}" for m, v in scores.items())
+        )
+        v = registry.register(
+            champion,
+            description=f"baseline {champion.describe()}",
+            dataset=data.name,
+            data=info,
+            metrics={"selection_valid_ndcg@10": {"+".join(m): v for m, v in scores.items()}},
+        )
         registry.promote(v.id, note="first champion for this data (nothing to gate against)")
         champion_id = v.id
         ui.note(f"fitted {champion.describe()} on the training part; registered as {v.id} (first champion)")
@@ -206,14 +242,17 @@ def prepare(config: LoopConfig, registry: Registry, ui: Progress = SILENT) -> Co
     committee, quality = None, None
     try:
         committee, quality = measured_committee(split.train, rubric, seed=config.seed)
-        ui.note(f"relevance committee vs later real ratings: {quality.reason()}, AUC {quality.auc:.3f} "
-                f"-> {'may gate' if quality.may_gate else 'may NOT gate'}")
+        ui.note(
+            f"relevance committee vs later real ratings: {quality.reason()}, AUC {quality.auc:.3f} "
+            f"-> {'may gate' if quality.may_gate else 'may NOT gate'}"
+        )
     except ValueError as exc:
         ui.note(f"relevance criterion does not apply: {exc}", level="warn")
     golden_quality: dict[str, Any] = {}
     golden_requests: list[RecommendRequest] = []
     if config.golden:
-        from coachrec.review import ReviewStore, golden_quality as measure_golden
+        from coachrec.review import ReviewStore
+        from coachrec.review import golden_quality as measure_golden
 
         review = ReviewStore(config.review_db)
         try:
@@ -228,8 +267,22 @@ def prepare(config: LoopConfig, registry: Registry, ui: Progress = SILENT) -> Co
         ui.note(f"  {row['criterion']:<26} {'may gate' if row['may_gate'] else 'report only':<12} {row['why']}")
     timings["teacher"] = time.perf_counter() - t0
     ui.note(f"users: {len(users.selection)} for selection, {len(users.gate)} for the gate, {len(users.unused)} unused")
-    ctx = Context(config, data, split, catalog, rubric, committee, trust, champion, champion_id, users.selection, users.gate,
-                  golden_requests, info, timings)
+    ctx = Context(
+        config,
+        data,
+        split,
+        catalog,
+        rubric,
+        committee,
+        trust,
+        champion,
+        champion_id,
+        users.selection,
+        users.gate,
+        golden_requests,
+        info,
+        timings,
+    )
     if config.conversations > 0 and data.name == "ml-latest-small":
         rows = datasets.requests("redial-ml")
         dialogs = split_users(sorted({r["dialog_id"] for r in rows}), config.seed)
@@ -238,16 +291,22 @@ def prepare(config: LoopConfig, registry: Registry, ui: Progress = SILENT) -> Co
             picked = np.random.default_rng(config.seed).permutation(len(mine))[: config.conversations]
             ctx.conversations[role] = [conversation_request(mine[i]) for i in sorted(picked)]
             ctx.targets.update({f"redial:{mine[i]['dialog_id']}:{mine[i]['turn']}": mine[i]["targets"] for i in picked})
-        ui.note(f"ReDial conversations: {len(dialogs.selection)} dialogs for selection, {len(dialogs.gate)} for the gate; "
-                f"{len(ctx.conversations['selection'])} and {len(ctx.conversations['gate'])} requests replayed")
+        ui.note(
+            f"ReDial conversations: {len(dialogs.selection)} dialogs for selection, {len(dialogs.gate)} for the gate; "
+            f"{len(ctx.conversations['selection'])} and {len(ctx.conversations['gate'])} requests replayed"
+        )
     return ctx
 
 
 def conversation_request(row: dict[str, Any]) -> RecommendRequest:
     """A ReDial turn as an anonymous request: the linked movies mentioned so far as history, the
     conversation as context."""
-    return RecommendRequest(history=list(row["mentions"]), k=10, context=list(row["context"]) or None,
-                            request_id=f"redial:{row['dialog_id']}:{row['turn']}")
+    return RecommendRequest(
+        history=list(row["mentions"]),
+        k=10,
+        context=list(row["context"]) or None,
+        request_id=f"redial:{row['dialog_id']}:{row['turn']}",
+    )
 
 
 def cluster_of(request: RecommendRequest, position: int) -> str:
@@ -268,8 +327,8 @@ class UserSplit:
 def split_users(users: Sequence[str], seed: int, shares: tuple[float, float] = (0.4, 0.4)) -> UserSplit:
     """A seeded three-way split of `users`: selection, gate and unused (the rest)."""
     order = [str(u) for u in np.random.default_rng(seed).permutation(np.asarray(list(users), dtype=object))]
-    a = int(round(shares[0] * len(order)))
-    b = a + int(round(shares[1] * len(order)))
+    a = round(shares[0] * len(order))
+    b = a + round(shares[1] * len(order))
     return UserSplit(order[:a], order[a:b], order[b:])
 
 
@@ -288,10 +347,16 @@ def _rich_request_rate(ctx: Context) -> float:
 
 def _mix(ctx: Context) -> str:
     rate = _rich_request_rate(ctx)
-    return f"{rate:.0%} free-text, {rate:.0%} constraints" if rate else "plain requests: no catalog attributes to constrain"
+    return (
+        f"{rate:.0%} free-text, {rate:.0%} constraints"
+        if rate
+        else "plain requests: no catalog attributes to constrain"
+    )
 
 
-def _llm_judge(ctx: Context, cases: list[JudgeCase], ui: Progress) -> tuple[list[Judgment], float, str | None, str | None]:
+def _llm_judge(
+    ctx: Context, cases: list[JudgeCase], ui: Progress
+) -> tuple[list[Judgment], float, str | None, str | None]:
     """LLM criteria on a sample of cases (free-text requests first); never fails the run."""
     from coachrec.llm import LLMError, ResponseCache, coachrec_home, load_backend
 
@@ -312,7 +377,11 @@ def _llm_judge(ctx: Context, cases: list[JudgeCase], ui: Progress) -> tuple[list
         with ui.bar(f"LLM criteria ({backend.model_id})", len(picked)) as advance:
             out = judge.judge(picked, progress=advance)
         cache = getattr(backend, "cache", None)
-        note = f"LLM prompts answered from the response cache: {cache.hits} of {cache.hits + cache.misses}" if cache and cache.hits else None
+        note = (
+            f"LLM prompts answered from the response cache: {cache.hits} of {cache.hits + cache.misses}"
+            if cache and cache.hits
+            else None
+        )
         return out, time.perf_counter() - t0, backend.model_id, note
     except LLMError as exc:
         return [], 0.0, None, f"LLM criteria not judged: {exc}"
@@ -322,16 +391,23 @@ def _llm_judge(ctx: Context, cases: list[JudgeCase], ui: Progress) -> tuple[list
 
 def _gate_judge(ctx: Context) -> Judge:
     """Program and relevance criteria: the ones that can be trusted without human labels."""
-    names = [c.name for c in ctx.rubric.criteria if c.member == "program" or (c.member == "recommender" and ctx.committee)]
+    names = [
+        c.name for c in ctx.rubric.criteria if c.member == "program" or (c.member == "recommender" and ctx.committee)
+    ]
     return Judge(ctx.rubric, CatalogView(ctx.catalog), relevance=ctx.committee, criteria=names)
 
 
 def observe(ctx: Context, out: Path, ui: Progress = SILENT) -> Observation:
     """Replay the distillation users' traffic through the champion, judge it, count failures."""
     t0 = time.perf_counter()
-    ui.step(f"replay {ctx.config.distill_requests} requests of selection users and {len(ctx.conversations.get('selection', []))} "
-            "conversations through the traced champion pipeline")
-    requests = traffic(ctx, ctx.distill_users, ctx.config.distill_requests, ctx.config.seed) + ctx.conversations.get("selection", [])
+    ui.step(
+        f"replay {ctx.config.distill_requests} requests of selection users and "
+        f"{len(ctx.conversations.get('selection', []))} "
+        "conversations through the traced champion pipeline"
+    )
+    requests = traffic(ctx, ctx.distill_users, ctx.config.distill_requests, ctx.config.seed) + ctx.conversations.get(
+        "selection", []
+    )
     store = TraceStore(out / "traces.duckdb")
     try:
         with ui.bar("serving", len(requests)) as advance:
@@ -352,7 +428,9 @@ def observe(ctx: Context, out: Path, ui: Progress = SILENT) -> Observation:
         store.close()
     ctx.timings["observe"] = time.perf_counter() - t0
     llm_traces = len({j.trace_id for j in llm_judgments})
-    return Observation(served, judgments + llm_judgments, report, judge.version, judge_s, llm_s, llm_traces, llm_model, llm_note)
+    return Observation(
+        served, judgments + llm_judgments, report, judge.version, judge_s, llm_s, llm_traces, llm_model, llm_note
+    )
 
 
 def choose_target(ctx: Context, obs: Observation) -> tuple[str | None, list[str]]:
@@ -368,7 +446,9 @@ def choose_target(ctx: Context, obs: Observation) -> tuple[str | None, list[str]
         if spec is None:
             skipped.append(f"{mode}: no criterion of the rubric emits it")
         elif trust is None or not trust.may_gate:
-            skipped.append(f"{mode}: the judge of {spec.name!r} may not gate ({trust.reason if trust else 'not measured'})")
+            skipped.append(
+                f"{mode}: the judge of {spec.name!r} may not gate ({trust.reason if trust else 'not measured'})"
+            )
         elif not remedies_for(mode):
             skipped.append(f"{mode}: no remedy in the catalogue addresses it")
         else:
@@ -376,8 +456,15 @@ def choose_target(ctx: Context, obs: Observation) -> tuple[str | None, list[str]
     return None, skipped
 
 
-def gate_candidate(ctx: Context, candidate: Stack, target_mode: str, out: Path, ui: Progress = SILENT, *,
-                   gate_config: GateConfig | None = None) -> tuple[GateReport, dict[str, Served], float]:
+def gate_candidate(
+    ctx: Context,
+    candidate: Stack,
+    target_mode: str,
+    out: Path,
+    ui: Progress = SILENT,
+    *,
+    gate_config: GateConfig | None = None,
+) -> tuple[GateReport, dict[str, Served], float]:
     """Serve the gate users' traffic (and golden requests) through both stacks, judge, compare."""
     t0 = time.perf_counter()
     cfg = replace(ctx.config, gate=gate_config) if gate_config is not None else ctx.config
@@ -409,32 +496,60 @@ def gate_candidate(ctx: Context, candidate: Stack, target_mode: str, out: Path, 
             finally:
                 store.close()
             modes[side] = failures_by_mode(judge, served.cases, judgments)
-            unknown[side] = unknown_by_criterion(served.cases, judgments).get(criterion, np.full(len(served.cases), np.nan))
+            unknown[side] = unknown_by_criterion(served.cases, judgments).get(
+                criterion, np.full(len(served.cases), np.nan)
+            )
             served_by[f"{section}/{side}"] = served
         users = [cluster_of(r, i) for i, r in enumerate(requests)]
         keys = [request_key(r) for r in requests]
-        rows += failure_rows(section, modes["champion"], modes["candidate"], users, target_mode, cfg.gate, keys=keys,
-                             unknown=(unknown["champion"], unknown["candidate"]))
+        rows += failure_rows(
+            section,
+            modes["champion"],
+            modes["candidate"],
+            users,
+            target_mode,
+            cfg.gate,
+            keys=keys,
+            unknown=(unknown["champion"], unknown["candidate"]),
+        )
         if section == "conversations":
             role = "independent" if target_mode == "ignores_request" else "guard"
-            rows.append(conversation_recall_row(requests, served_by["conversations/champion"], served_by["conversations/candidate"],
-                                                ctx.targets, users, role, cfg.gate))
+            rows.append(
+                conversation_recall_row(
+                    requests,
+                    served_by["conversations/champion"],
+                    served_by["conversations/candidate"],
+                    ctx.targets,
+                    users,
+                    role,
+                    cfg.gate,
+                )
+            )
     ui.note("ground truth: leave-one-out full-ranking NDCG@10 / Recall@10 on each gate user's last interaction")
     rows += ground_truth_rows(ctx.champion.scorer(), candidate.scorer(), ctx.split, ctx.gate_users, cfg.gate)
     promote, reasons = decide(rows, ctx.trust, target_mode, criterion, cfg.gate)
     report = GateReport(
-        champion=f"{ctx.champion_id} ({ctx.champion.describe()})", candidate=candidate.describe(), target_mode=target_mode,
-        target_criterion=criterion, judge_version=judge.version, promote=promote, reasons=reasons, rows=rows,
+        champion=f"{ctx.champion_id} ({ctx.champion.describe()})",
+        candidate=candidate.describe(),
+        target_mode=target_mode,
+        target_criterion=criterion,
+        judge_version=judge.version,
+        promote=promote,
+        reasons=reasons,
+        rows=rows,
         trust=kappa_table(ctx.trust),
-        protocol={"traffic": f"{cfg.gate_requests} replayed requests ({_mix(ctx)}) of {len(ctx.gate_users)} "
-                             "held-out users never distilled from, served by both stacks, judged by program + relevance criteria",
-                  "ground_truth": f"leave-one-out, full ranking over all items, the last interaction of each of the "
-                                  f"{len(ctx.gate_users)} gate users; ranker output before the policy stages; paired by user; "
-                                  f"non-inferiority margin {cfg.gate.margin:.0%} of the champion's value",
-                  "ci": f"{cfg.gate.confidence:.0%} bootstrap over users ({cfg.gate.n_boot} resamples), sign-flip permutation "
-                        f"p by user ({cfg.gate.n_perm}); repeated identical requests counted once; target needs p < "
-                        f"{cfg.gate.alpha} and >= {cfg.gate.min_discordant} users differing",
-                  "golden": f"golden set {cfg.golden!r}" if cfg.golden else "no golden set given"},
+        protocol={
+            "traffic": f"{cfg.gate_requests} replayed requests ({_mix(ctx)}) of {len(ctx.gate_users)} "
+            "held-out users never distilled from, served by both stacks, judged by program + relevance criteria",
+            "ground_truth": f"leave-one-out, full ranking over all items, the last interaction of each of the "
+            f"{len(ctx.gate_users)} gate users; ranker output before the policy stages; paired by user; "
+            f"non-inferiority margin {cfg.gate.margin:.0%} of the champion's value",
+            "ci": f"{cfg.gate.confidence:.0%} bootstrap over users ({cfg.gate.n_boot} resamples), sign-flip "
+            "permutation "
+            f"p by user ({cfg.gate.n_perm}); repeated identical requests counted once; target needs p < "
+            f"{cfg.gate.alpha} and >= {cfg.gate.min_discordant} users differing",
+            "golden": f"golden set {cfg.golden!r}" if cfg.golden else "no golden set given",
+        },
         config=cfg.gate,
     )
     ctx.timings["gate"] = time.perf_counter() - t0
@@ -444,9 +559,14 @@ def gate_candidate(ctx: Context, candidate: Stack, target_mode: str, out: Path, 
 def _tier(tier: str, n: int, seconds_each: np.ndarray | float, note: str) -> dict[str, Any]:
     ms = np.atleast_1d(np.asarray(seconds_each, dtype=np.float64)) * 1000
     price = TierPrice()
-    return {"tier": tier, "n": n, "ms_mean": float(ms.mean()) if len(ms) else None,
-            "ms_p95": float(np.percentile(ms, 95)) if len(ms) > 1 else None,
-            "usd_per_1k": float(ms.mean() / 1000 * price.usd_per_second * 1000) if len(ms) else None, "note": note}
+    return {
+        "tier": tier,
+        "n": n,
+        "ms_mean": float(ms.mean()) if len(ms) else None,
+        "ms_p95": float(np.percentile(ms, 95)) if len(ms) > 1 else None,
+        "usd_per_1k": float(ms.mean() / 1000 * price.usd_per_second * 1000) if len(ms) else None,
+        "note": note,
+    }
 
 
 def run_loop(config: LoopConfig, registry: Registry, out: Path, ui: Progress = SILENT) -> LoopResult:
@@ -462,21 +582,48 @@ def run_loop(config: LoopConfig, registry: Registry, out: Path, ui: Progress = S
     target, skipped = choose_target(ctx, obs)
     for why in skipped:
         ui.note(f"not targeted: {why}", level="dim")
-    tiers = [_tier("serve: champion pipeline (traced)", len(obs.served.latency_ms), obs.served.latency_ms / 1000,
-                   ctx.champion.describe()),
-             _tier("teacher: program checks + relevance committee", len(obs.served.cases),
-                   obs.judge_seconds / max(len(obs.served.cases), 1), "per judged trace")]
+    tiers = [
+        _tier(
+            "serve: champion pipeline (traced)",
+            len(obs.served.latency_ms),
+            obs.served.latency_ms / 1000,
+            ctx.champion.describe(),
+        ),
+        _tier(
+            "teacher: program checks + relevance committee",
+            len(obs.served.cases),
+            obs.judge_seconds / max(len(obs.served.cases), 1),
+            "per judged trace",
+        ),
+    ]
     if obs.llm_traces:
-        tiers.append(_tier(f"teacher: LLM criteria ({obs.llm_model})", obs.llm_traces, obs.llm_seconds / obs.llm_traces,
-                           "per judged trace, both slate orders"))
+        tiers.append(
+            _tier(
+                f"teacher: LLM criteria ({obs.llm_model})",
+                obs.llm_traces,
+                obs.llm_seconds / obs.llm_traces,
+                "per judged trace, both slate orders",
+            )
+        )
     if target is None:
         decision = "REFUSE: no failure mode may be coached (" + "; ".join(skipped or ["no failures found"]) + ")"
         return LoopResult(ctx, obs, None, [], False, decision, tiers, {}, time.perf_counter() - start)
 
     ui.step(f"build the remedies for {target} on the selection users")
     t0 = time.perf_counter()
-    rctx = RemedyContext(ctx.champion, ctx.split, ctx.distill_users, obs.served.cases, ctx.rubric, ctx.trust, ctx.committee,
-                         target, config.distill, config.seed, ui)
+    rctx = RemedyContext(
+        ctx.champion,
+        ctx.split,
+        ctx.distill_users,
+        obs.served.cases,
+        ctx.rubric,
+        ctx.trust,
+        ctx.committee,
+        target,
+        config.distill,
+        config.seed,
+        ui,
+    )
     tried: list[Tried] = []
     built: list[tuple[Tried, Stack]] = []
     for r in remedies_for(target):
@@ -495,9 +642,15 @@ def run_loop(config: LoopConfig, registry: Registry, out: Path, ui: Progress = S
     gate_config = replace(config.gate, alpha=config.gate.alpha / max(len(built), 1))
     promoted: Tried | None = None
     for t, stack in built:
-        v = registry.register(stack, description=f"candidate {stack.describe()} ({t.remedy}) targeting {target}",
-                              dataset=ctx.data.name, data=ctx.data_info, judge_version=obs.judge_version,
-                              parent=ctx.champion_id, distillation=t.details.get("distillation"))
+        v = registry.register(
+            stack,
+            description=f"candidate {stack.describe()} ({t.remedy}) targeting {target}",
+            dataset=ctx.data.name,
+            data=ctx.data_info,
+            judge_version=obs.judge_version,
+            parent=ctx.champion_id,
+            distillation=t.details.get("distillation"),
+        )
         t.candidate_id = v.id
         ui.step(f"gate {v.id} ({t.remedy}) against champion {ctx.champion_id}")
         report, served_by, _ = gate_candidate(ctx, stack, target, out / t.remedy, ui, gate_config=gate_config)
@@ -508,21 +661,45 @@ def run_loop(config: LoopConfig, registry: Registry, out: Path, ui: Progress = S
             registry.promote(v.id, note=report.verdict())
             held = served_by.get("held-out traffic/candidate")
             if held is not None:
-                tiers.insert(1, _tier(f"serve: candidate pipeline (traced, {t.remedy})", len(held.latency_ms),
-                                      held.latency_ms / 1000, stack.describe()))
+                tiers.insert(
+                    1,
+                    _tier(
+                        f"serve: candidate pipeline (traced, {t.remedy})",
+                        len(held.latency_ms),
+                        held.latency_ms / 1000,
+                        stack.describe(),
+                    ),
+                )
         else:
-            registry.refuse(v.id, note=report.verdict() if not report.promote else
-                            f"passed, but {promoted.remedy if promoted else '?'} came first in the selection order")
+            registry.refuse(
+                v.id,
+                note=report.verdict()
+                if not report.promote
+                else f"passed, but {promoted.remedy if promoted else '?'} came first in the selection order",
+            )
     if not built:
-        decision = f"REFUSE: no remedy for {target} could be built (" + "; ".join(f"{t.remedy}: {t.note}" for t in tried) + ")"
+        decision = (
+            f"REFUSE: no remedy for {target} could be built (" + "; ".join(f"{t.remedy}: {t.note}" for t in tried) + ")"
+        )
     elif promoted is not None:
         decision = promoted.gate.verdict() if promoted.gate else "PROMOTE"
     else:
-        decision = "REFUSE: every remedy was refused by the gate (" + "; ".join(
-            f"{t.remedy}: {t.gate.reasons[0] if t.gate and t.gate.reasons else t.note}" for t, _ in built) + ")"
+        decision = (
+            "REFUSE: every remedy was refused by the gate ("
+            + "; ".join(f"{t.remedy}: {t.gate.reasons[0] if t.gate and t.gate.reasons else t.note}" for t, _ in built)
+            + ")"
+        )
     result = LoopResult(ctx, obs, target, tried, promoted is not None, decision, tiers, {}, time.perf_counter() - start)
     if result.gate is not None:
-        result.before_after = {r.metric.removesuffix(" rate"): {"before": r.champion, "after": r.candidate, "ci_low": r.ci_low,
-                                                                "ci_high": r.ci_high, "n": r.n}
-                               for r in result.gate.rows if r.section == "held-out traffic"}
+        result.before_after = {
+            r.metric.removesuffix(" rate"): {
+                "before": r.champion,
+                "after": r.candidate,
+                "ci_low": r.ci_low,
+                "ci_high": r.ci_high,
+                "n": r.n,
+            }
+            for r in result.gate.rows
+            if r.section == "held-out traffic"
+        }
     return result

@@ -39,7 +39,7 @@ def default_registry_path() -> Path:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -96,21 +96,50 @@ class Registry:
 
     # -- versions -----------------------------------------------------------------------------
 
-    def register(self, stack: Stack, *, description: str, dataset: str, data: dict[str, Any],
-                 judge_version: str | None = None, parent: str | None = None, metrics: dict[str, Any] | None = None,
-                 gate: dict[str, Any] | None = None, distillation: dict[str, Any] | None = None) -> Version:
+    def register(
+        self,
+        stack: Stack,
+        *,
+        description: str,
+        dataset: str,
+        data: dict[str, Any],
+        judge_version: str | None = None,
+        parent: str | None = None,
+        metrics: dict[str, Any] | None = None,
+        gate: dict[str, Any] | None = None,
+        distillation: dict[str, Any] | None = None,
+    ) -> Version:
         """Save `stack` as a new immutable version (not champion yet)."""
         with self._locked() as state:
-            existing = sorted(p.name for p in (self.root / "versions").glob("v*")) if (self.root / "versions").exists() else []
+            existing = (
+                sorted(p.name for p in (self.root / "versions").glob("v*")) if (self.root / "versions").exists() else []
+            )
             version_id = f"v{len(existing) + 1:04d}"
             folder = self._folder(version_id)
             stack.save(folder / "stack")
-            config = {"models": list(stack.retriever_names), "pipeline": dataclasses.asdict(stack.config),
-                      "ranker": "distilled-student" if stack.ranker else "blend",
-                      "student": stack.ranker.student.to_dict() if stack.ranker else None}
-            v = Version(version_id, _now(), description, dataset, data, config, judge_version, parent, metrics or {}, gate, distillation)
+            config = {
+                "models": list(stack.retriever_names),
+                "pipeline": dataclasses.asdict(stack.config),
+                "ranker": "distilled-student" if stack.ranker else "blend",
+                "student": stack.ranker.student.to_dict() if stack.ranker else None,
+            }
+            v = Version(
+                version_id,
+                _now(),
+                description,
+                dataset,
+                data,
+                config,
+                judge_version,
+                parent,
+                metrics or {},
+                gate,
+                distillation,
+            )
             (folder / "version.json").write_text(json.dumps(v.to_dict(), indent=2) + "\n")
-            state["events"].append({"time": v.created, "action": "register", "version": version_id, "note": description})
+            state["events"].append(
+                {"time": v.created, "action": "register", "version": version_id, "note": description}
+            )
         return v
 
     def versions(self) -> list[Version]:
@@ -122,7 +151,11 @@ class Registry:
     def version(self, version_id: str) -> Version:
         path = self._folder(version_id) / "version.json"
         if not path.exists():
-            known = [p.name for p in sorted((self.root / "versions").glob("v*"))] if (self.root / "versions").exists() else []
+            known = (
+                [p.name for p in sorted((self.root / "versions").glob("v*"))]
+                if (self.root / "versions").exists()
+                else []
+            )
             raise RegistryError(f"no version {version_id!r} in {self.root}; known: {known or 'none'}")
         return Version(**json.loads(path.read_text()))
 
@@ -148,12 +181,22 @@ class Registry:
     def promote(self, version_id: str, *, note: str) -> None:
         self.version(version_id)
         with self._locked() as state:
-            state["events"].append({"time": _now(), "action": "promote", "version": version_id, "from": state.get("champion"), "note": note})
+            state["events"].append(
+                {
+                    "time": _now(),
+                    "action": "promote",
+                    "version": version_id,
+                    "from": state.get("champion"),
+                    "note": note,
+                }
+            )
             state["champion"] = version_id
 
     def refuse(self, version_id: str, *, note: str) -> None:
         with self._locked() as state:
-            state["events"].append({"time": _now(), "action": "refuse", "version": version_id, "from": state.get("champion"), "note": note})
+            state["events"].append(
+                {"time": _now(), "action": "refuse", "version": version_id, "from": state.get("champion"), "note": note}
+            )
 
     def rollback(self, to: str | None = None, *, note: str = "") -> str:
         """Point the champion back at `to`, or at the champion before the current one."""

@@ -75,7 +75,9 @@ class Remedy:
 REMEDIES: dict[str, Remedy] = {}
 
 
-def remedy(name: str, *, modes: Sequence[str], span: str) -> Callable[[Callable[[RemedyContext], Candidate]], Callable[[RemedyContext], Candidate]]:
+def remedy(
+    name: str, *, modes: Sequence[str], span: str
+) -> Callable[[Callable[[RemedyContext], Candidate]], Callable[[RemedyContext], Candidate]]:
     """Register a remedy for `modes` (a user's own remedies too: decorate and import)."""
 
     def register(fn: Callable[[RemedyContext], Candidate]) -> Callable[[RemedyContext], Candidate]:
@@ -101,8 +103,9 @@ def selection_ndcg(stack: Stack, split: Split, users: Sequence[str]) -> float:
     return float(result.metrics["ndcg@10"])
 
 
-def strongest_stack(split: Split, options: Sequence[Sequence[str]], config: PipelineConfig, catalog: Catalog,
-                    users: Sequence[str]) -> tuple[Stack, dict[tuple[str, ...], float]]:
+def strongest_stack(
+    split: Split, options: Sequence[Sequence[str]], config: PipelineConfig, catalog: Catalog, users: Sequence[str]
+) -> tuple[Stack, dict[tuple[str, ...], float]]:
     """The first champion: of the retriever sets in `options` (each model fitted once on the
     training part), the stack with the best selection-user validation NDCG@10, and every score."""
     fitted: dict[str, BaseRecommender] = {}
@@ -113,8 +116,13 @@ def strongest_stack(split: Split, options: Sequence[Sequence[str]], config: Pipe
             if name not in fitted:
                 fitted[name] = create(name, dataset=split.train).fit(split.train)
         key = tuple(names)
-        stacks[key] = Stack([fitted[n] for n in key], catalog, config, dataset=split.train.name,
-                            source=f"{'+'.join(key)} fitted on the {split.train.name} training part")
+        stacks[key] = Stack(
+            [fitted[n] for n in key],
+            catalog,
+            config,
+            dataset=split.train.name,
+            source=f"{'+'.join(key)} fitted on the {split.train.name} training part",
+        )
         scores[key] = selection_ndcg(stacks[key], split, users)
     best = max(scores, key=lambda k: scores[k])
     return stacks[best], scores
@@ -129,13 +137,25 @@ def distilled_student(ctx: RemedyContext) -> Candidate:
     if ctx.committee is None:
         raise RemedyError("no relevance committee to distil (the data has no graded ratings)")
     try:
-        d = distill(ctx.champion, ctx.committee, ctx.cases, ctx.split, ctx.rubric, ctx.trust, ctx.target_mode, ctx.distill,
-                    progress=lambda text: ctx.progress.note(text, level="dim"), users=ctx.selection_users)
+        d = distill(
+            ctx.champion,
+            ctx.committee,
+            ctx.cases,
+            ctx.split,
+            ctx.rubric,
+            ctx.trust,
+            ctx.target_mode,
+            ctx.distill,
+            progress=lambda text: ctx.progress.note(text, level="dim"),
+            users=ctx.selection_users,
+        )
     except DistillError as exc:
         raise RemedyError(str(exc)) from exc
     strength = d.stack.ranker.student.strength if d.stack.ranker is not None else 0.0
     best = next((r for r in d.strength_search if r["strength"] == strength), {})
-    return Candidate(d.stack, d.note, {"valid_ndcg@10": best.get("valid_ndcg@10", float("nan"))}, {"distillation": d.summary()})
+    return Candidate(
+        d.stack, d.note, {"valid_ndcg@10": best.get("valid_ndcg@10", float("nan"))}, {"distillation": d.summary()}
+    )
 
 
 @remedy("learned-blend-weights", modes=("irrelevant_items",), span="rank")
@@ -148,7 +168,7 @@ def learned_blend_weights(ctx: RemedyContext) -> Candidate:
     base = selection_ndcg(ctx.champion, ctx.split, ctx.selection_users)
     best, best_w = base, None
     for w in grid:  # the first retriever keeps weight 1; the others share w (a 1-d search)
-        weights = {names[0]: 1.0, **{n: w for n in names[1:]}}
+        weights = {names[0]: 1.0, **dict.fromkeys(names[1:], w)}
         trial = replace(ctx.champion, config=replace(ctx.champion.config, weights=weights))
         score = selection_ndcg(trial, ctx.split, ctx.selection_users)
         if score > best + 1e-9:
@@ -156,7 +176,9 @@ def learned_blend_weights(ctx: RemedyContext) -> Candidate:
     if best_w is None:
         raise RemedyError(f"no weighting beats the champion's blend on selection users (valid NDCG@10 {base:.4f})")
     stack = replace(ctx.champion, config=replace(ctx.champion.config, weights=best_w), ranker=None)
-    return Candidate(stack, f"weights {best_w}: selection valid NDCG@10 {base:.4f} -> {best:.4f}", {"valid_ndcg@10": best})
+    return Candidate(
+        stack, f"weights {best_w}: selection valid NDCG@10 {base:.4f} -> {best:.4f}", {"valid_ndcg@10": best}
+    )
 
 
 @remedy("diversity-strength", modes=("monotonous_slate",), span="policy.diversity")

@@ -29,7 +29,9 @@ class Served:
     """Wall-clock latency of each request, pipeline only (traced)."""
 
 
-def serve(stack: Stack, requests: Sequence[RecommendRequest], store: TraceStore, progress: Progress | None = None) -> Served:
+def serve(
+    stack: Stack, requests: Sequence[RecommendRequest], store: TraceStore, progress: Progress | None = None
+) -> Served:
     """Serve `requests` (in order) through `stack`'s pipeline with full tracing into `store`;
     cases align with `requests`."""
     pipeline = stack.pipeline(Tracer(store))

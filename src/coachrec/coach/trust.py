@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-
 import numpy as np
 
 from coachrec.data import Dataset
@@ -35,8 +34,13 @@ class Trust:
     quality: JudgeQuality | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"criterion": self.criterion, "member": self.member, "may_gate": self.may_gate, "reason": self.reason,
-                "quality": self.quality.to_dict() if self.quality else None}
+        return {
+            "criterion": self.criterion,
+            "member": self.member,
+            "may_gate": self.may_gate,
+            "reason": self.reason,
+            "quality": self.quality.to_dict() if self.quality else None,
+        }
 
 
 def has_ratings(data: Dataset) -> bool:
@@ -45,7 +49,7 @@ def has_ratings(data: Dataset) -> bool:
 
 
 def measured_committee(
-    data: Dataset, rubric: RubricSpec, config: RelevanceConfig = RelevanceConfig(), *, seed: int = 0
+    data: Dataset, rubric: RubricSpec, config: RelevanceConfig | None = None, *, seed: int = 0
 ) -> tuple[RelevanceCommittee, JudgeQuality]:
     """The relevance committee for judging traces of a stack fitted on `data`, and its measured
     quality on the unit the gate judges: a *slate*. As `teacher.calibrated_committee`: blend
@@ -55,9 +59,12 @@ def measured_committee(
     `pass_threshold` of its items reach `item_threshold`) against the same rule applied to the
     real ratings; kappa with a bootstrap CI over users, whose lower bound must reach the floor.
     The members are then refitted on all of `data`."""
+    config = config or RelevanceConfig()
     if not has_ratings(data):
-        raise ValueError(f"dataset {data.name!r} has no graded ratings: the relevance criterion is calibrated on "
-                         "later ratings >= 4 and does not apply")
+        raise ValueError(
+            f"dataset {data.name!r} has no graded ratings: the relevance criterion is calibrated on "
+            "later ratings >= 4 and does not apply"
+        )
     labels = heldout_labels(data, like=config.like, dislike=config.dislike, seed=seed)
     split = RelevanceCommittee(config).fit(labels.train)
     split.fit_blend(split.pair_features(labels.calibration), labels.calibration.labels)
@@ -69,11 +76,20 @@ def measured_committee(
     judged = np.bincount(slate, weights=(p >= spec.item_threshold).astype(float)) / size >= spec.pass_threshold
     human = np.bincount(slate, weights=np.asarray(ev.labels, dtype=float)) / size >= spec.pass_threshold
     item_kappa = cohen_kappa(p >= spec.item_threshold, np.asarray(ev.labels, dtype=bool))
-    quality = measure("relevance", split.model_id, judged, human, kappa_floor=rubric.kappa_floor,
-                      scores=np.bincount(slate, weights=p) / size, groups=users, unit="slate", seed=seed,
-                      protocol=f"{labels.protocol}; one slate per evaluation user ({size.mean():.1f} rated items), pass "
-                               f"when >= {spec.pass_threshold} of its items reach P >= {spec.item_threshold}; "
-                               f"item-level kappa {item_kappa:.3f} on {len(p)} pairs")
+    quality = measure(
+        "relevance",
+        split.model_id,
+        judged,
+        human,
+        kappa_floor=rubric.kappa_floor,
+        scores=np.bincount(slate, weights=p) / size,
+        groups=users,
+        unit="slate",
+        seed=seed,
+        protocol=f"{labels.protocol}; one slate per evaluation user ({size.mean():.1f} rated items), pass "
+        f"when >= {spec.pass_threshold} of its items reach P >= {spec.item_threshold}; "
+        f"item-level kappa {item_kappa:.3f} on {len(p)} pairs",
+    )
     full = RelevanceCommittee(config).fit(data)
     full.blend = split.blend
     return full, quality
@@ -105,7 +121,15 @@ def kappa_table(trust: Mapping[str, Trust]) -> list[dict[str, Any]]:
     rows = []
     for t in trust.values():
         q = t.quality
-        rows.append({"criterion": t.criterion, "member": t.member, "kappa": None if q is None else round(q.kappa, 3),
-                     "n": None if q is None else q.n, "auc": None if q is None or q.auc is None else round(float(q.auc), 3),
-                     "may_gate": t.may_gate, "why": t.reason})
+        rows.append(
+            {
+                "criterion": t.criterion,
+                "member": t.member,
+                "kappa": None if q is None else round(q.kappa, 3),
+                "n": None if q is None else q.n,
+                "auc": None if q is None or q.auc is None else round(float(q.auc), 3),
+                "may_gate": t.may_gate,
+                "why": t.reason,
+            }
+        )
     return rows

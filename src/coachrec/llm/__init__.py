@@ -1,13 +1,13 @@
 """The LLM layer: model files, backends (local llama.cpp and OpenAI-compatible HTTP), caching.
 
-    from coachrec.llm import load_backend, ResponseCache
-    llm = load_backend("small", cache=ResponseCache())       # after `coachrec models pull small`
-    scores = llm.next_token_logprobs(prompt, ["A", "B", "C"])  # one forward pass
-    llm.last_usage                                            # tokens and latency for the span
+from coachrec.llm import load_backend, ResponseCache
+llm = load_backend("small", cache=ResponseCache())       # after `coachrec models pull small`
+scores = llm.next_token_logprobs(prompt, ["A", "B", "C"])  # one forward pass
+llm.last_usage                                            # tokens and latency for the span
 
-    LLMReranker(llm).rerank(history_titles, candidate_texts)  # one-pass letter reranker
-    GroundedExplainer(catalog).explain(items, history)         # fact-checked reasons
-    Router().route(signals(scores, len(history), request))     # none / small / escalate
+LLMReranker(llm).rerank(history_titles, candidate_texts)  # one-pass letter reranker
+GroundedExplainer(catalog).explain(items, history)         # fact-checked reasons
+Router().route(signals(scores, len(history), request))     # none / small / escalate
 """
 
 from coachrec.llm.backend import ChatMessage, LLMBackend, LLMError, LLMUnsupportedError, Usage

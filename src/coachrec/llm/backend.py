@@ -104,7 +104,7 @@ class LLMBackend(ABC):
     def context_length(self) -> int:
         """Maximum prompt plus output tokens the model accepts."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (an optional hook: a backend without resources keeps it)
         """Release the model or connection; the backend is unusable afterwards."""
 
     def __enter__(self) -> LLMBackend:
@@ -113,9 +113,7 @@ class LLMBackend(ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _record(
-        self, operation: str, input_tokens: int, output_tokens: int, timer: Timer, reused: int = 0
-    ) -> Usage:
+    def _record(self, operation: str, input_tokens: int, output_tokens: int, timer: Timer, reused: int = 0) -> Usage:
         usage = Usage(self.model_id, operation, input_tokens, output_tokens, timer.elapsed, False, reused)
         self.last_usage = usage
         return usage

@@ -35,7 +35,9 @@ class ResponseCache:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS llm_cache (key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL)")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS llm_cache (key TEXT PRIMARY KEY, value TEXT NOT NULL, created REAL)"
+            )
             self._db.commit()
 
     @staticmethod
@@ -110,7 +112,11 @@ class CachedBackend(LLMBackend):
     ) -> Completion:
         params = {"max_tokens": max_tokens, "temperature": temperature, "stop": list(stop or []), "seed": seed}
         return self._cached_completion(
-            "complete", prompt, params, temperature, seed,
+            "complete",
+            prompt,
+            params,
+            temperature,
+            seed,
             lambda: self.inner.complete(prompt, max_tokens, temperature, stop, seed),
         )
 
@@ -124,7 +130,11 @@ class CachedBackend(LLMBackend):
     ) -> Completion:
         params = {"max_tokens": max_tokens, "temperature": temperature, "stop": list(stop or []), "seed": seed}
         return self._cached_completion(
-            "chat", [dict(m) for m in messages], params, temperature, seed,
+            "chat",
+            [dict(m) for m in messages],
+            params,
+            temperature,
+            seed,
             lambda: self.inner.chat(messages, max_tokens, temperature, stop, seed),
         )
 

@@ -83,7 +83,9 @@ def cost_report(store: TraceStore, since: timedelta | None = None) -> list[TierC
     store.flush()
     rows: dict[str, TierCost] = {}
     latencies: dict[str, list[float]] = {}
-    calls = store.spans(kind=SpanKind.LLM, since=since, columns=["attributes", "input_tokens", "output_tokens", "cost"]).to_pylist()
+    calls = store.spans(
+        kind=SpanKind.LLM, since=since, columns=["attributes", "input_tokens", "output_tokens", "cost"]
+    ).to_pylist()
     for span in calls:
         attrs = _attrs(span["attributes"])
         tier = attrs.get(TIER_ATTRIBUTE)

@@ -65,12 +65,16 @@ class Explanation:
 class GroundedExplainer:
     """Builds facts and reasons for items of one catalog (rows = model item indices)."""
 
-    def __init__(self, catalog: Catalog, backend: LLMBackend | None = None, config: ExplainConfig | None = None) -> None:
+    def __init__(
+        self, catalog: Catalog, backend: LLMBackend | None = None, config: ExplainConfig | None = None
+    ) -> None:
         self.backend = backend
         self.config = config or ExplainConfig()
         frame = catalog.frame
         self.titles: list[str] = [clean_data(t, 120) for t in frame["title"].to_list()]
-        self.genres: list[list[str]] = [[g for g in gs if g and not g.startswith("(")] for gs in frame["genres"].to_list()]
+        self.genres: list[list[str]] = [
+            [g for g in gs if g and not g.startswith("(")] for gs in frame["genres"].to_list()
+        ]
         self.tags: list[list[str]] = [[clean_data(t, 40) for t in ts] for ts in frame["tags"].to_list()]
         self.years: list[int | None] = frame["year"].to_list() if "year" in frame.columns else [None] * len(self.titles)
         vocabulary = sorted({g for gs in self.genres for g in gs})
@@ -98,7 +102,9 @@ class GroundedExplainer:
                 if shared:
                     facts.append(f"shares the genres {', '.join(shared)} with {self.titles[anchor]}")
             else:
-                facts.append(f"shares the genres {', '.join(shared)} with {self.titles[anchor]}, which the user watched")
+                facts.append(
+                    f"shares the genres {', '.join(shared)} with {self.titles[anchor]}, which the user watched"
+                )
                 clauses.append(f"{_join(shared)}, like {self.titles[anchor]} that you watched")
         if genres:
             grounding.add_genres(genres)
@@ -151,7 +157,9 @@ class GroundedExplainer:
             if use_llm and self.backend is not None:
                 out.append(self._phrase(f))
             else:
-                out.append(Explanation(f.item, f.template, "template", f.facts, self.checker.check(f.template, f.grounding)))
+                out.append(
+                    Explanation(f.item, f.template, "template", f.facts, self.checker.check(f.template, f.grounding))
+                )
         return out
 
     def check(self, text: str, grounding: Grounding) -> list[Claim]:
@@ -159,14 +167,27 @@ class GroundedExplainer:
 
     def _phrase(self, f: ItemFacts) -> Explanation:
         assert self.backend is not None
-        completion = self.backend.complete(explain_prompt(f.title, f.facts), max_tokens=self.config.max_tokens, temperature=0.0, stop=["\n", "<|im_end|>"])
+        completion = self.backend.complete(
+            explain_prompt(f.title, f.facts),
+            max_tokens=self.config.max_tokens,
+            temperature=0.0,
+            stop=["\n", "<|im_end|>"],
+        )
         text = " ".join(completion.text.split()).strip().strip('"')
         claims = self.checker.check(text, f.grounding)
         bad = [c for c in claims if not c.supported]
         if not text:
             bad = [Claim("instruction", "(empty answer)", False, 0, 0)]
         if bad and self.config.on_unsupported == "drop":
-            return Explanation(f.item, f.template, "llm-dropped", f.facts, self.checker.check(f.template, f.grounding), bad, completion.usage)
+            return Explanation(
+                f.item,
+                f.template,
+                "llm-dropped",
+                f.facts,
+                self.checker.check(f.template, f.grounding),
+                bad,
+                completion.usage,
+            )
         return Explanation(f.item, text, "llm-flagged" if bad else "llm", f.facts, claims, bad, completion.usage)
 
 

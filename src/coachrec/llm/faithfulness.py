@@ -29,9 +29,30 @@ _TITLE_WITH_YEAR = re.compile(rf"{_CAP}(?:,?\s+(?:{_CAP}|{_SMALL}(?=\s+[A-Z0-9])
 _YEAR = re.compile(r"(?<!\d)(1[89]\d\d|20\d\d)(?!\d)")
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])")
 COMMON_GENRES: tuple[str, ...] = (
-    "Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
-    "Film-Noir", "Horror", "IMAX", "Musical", "Mystery", "Romance", "Sci-Fi", "Science Fiction", "Thriller",
-    "War", "Western", "Biography", "History", "Sport", "Family",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "IMAX",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Science Fiction",
+    "Thriller",
+    "War",
+    "Western",
+    "Biography",
+    "History",
+    "Sport",
+    "Family",
 )
 """Genre words checked in every text besides the catalog's own (MovieLens and IMDb genres)."""
 
@@ -96,7 +117,11 @@ class ClaimChecker:
                 by_first.setdefault(words[0], set()).add(variant)
         self._by_first = {w: sorted(v, key=len, reverse=True) for w, v in by_first.items()}
         names = sorted({g for g in (*genres, *COMMON_GENRES) if g and not g.startswith("(")}, key=len, reverse=True)
-        self._genre_re = re.compile(r"(?<![\w-])(" + "|".join(re.escape(g) for g in names) + r")(?![\w-])", re.IGNORECASE) if names else None
+        self._genre_re = (
+            re.compile(r"(?<![\w-])(" + "|".join(re.escape(g) for g in names) + r")(?![\w-])", re.IGNORECASE)
+            if names
+            else None
+        )
 
     def check(self, text: str, grounding: Grounding) -> list[Claim]:
         """Every claim in `text`, in order of position, each marked supported or not."""

@@ -45,7 +45,7 @@ class FakeBackend(LLMBackend):
         raw = np.array([self.scorer(prompt, c) if self.scorer else _hash_score(prompt, c) for c in candidates])
         logp = raw - np.log(np.exp(raw - raw.max()).sum()) - raw.max() if len(raw) else raw
         self._record("next_token_logprobs", self.count_tokens(prompt) + 1, 0, timer)
-        return {c: float(v) for c, v in zip(candidates, logp)}
+        return {c: float(v) for c, v in zip(candidates, logp, strict=False)}
 
     def complete(
         self,

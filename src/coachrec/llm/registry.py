@@ -101,15 +101,11 @@ class ModelRegistry:
         by_role = [e for e in models.values() if e.role == name_or_role]
         return max(by_role, key=lambda e: e.added) if by_role else None
 
-    def register(
-        self, name: str, role: str, kind: str, path: Path, sha256: str, source: str
-    ) -> ModelEntry:
+    def register(self, name: str, role: str, kind: str, path: Path, sha256: str, source: str) -> ModelEntry:
         path = path.resolve()
         if not path.exists():
             raise ModelRegistryError(f"cannot register {name!r}: {path} does not exist")
-        size = path.stat().st_size if path.is_file() else sum(
-            p.stat().st_size for p in path.rglob("*") if p.is_file()
-        )
+        size = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
         entry = ModelEntry(
             name=name,
             role=role,
@@ -118,7 +114,7 @@ class ModelRegistry:
             size=size,
             sha256=sha256,
             source=source,
-            added=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds"),
+            added=_dt.datetime.now(_dt.UTC).isoformat(timespec="microseconds"),
         )
         with self._locked():
             models = self._load()

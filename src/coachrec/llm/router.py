@@ -37,7 +37,9 @@ class RouterConfig:
         if self.escalate_margin < 0 or self.skip_margin < 0:
             raise ValueError("router margins must be >= 0")
         if self.escalate_margin > self.skip_margin:
-            raise ValueError(f"escalate_margin ({self.escalate_margin}) must not exceed skip_margin ({self.skip_margin})")
+            raise ValueError(
+                f"escalate_margin ({self.escalate_margin}) must not exceed skip_margin ({self.skip_margin})"
+            )
         if self.short_history < 0:
             raise ValueError(f"short_history must be >= 0, got {self.short_history}")
 
@@ -82,7 +84,10 @@ class Router:
         if not sig.free_text and sig.margin >= c.skip_margin:
             return Route("none", f"no free text and margin {sig.margin:.3f} >= {c.skip_margin}", sig)
         if sig.history_length < c.short_history and uncertain:
-            return self._escalate(sig, f"history {sig.history_length} < {c.short_history} and margin {sig.margin:.3f} < {c.escalate_margin}")
+            return self._escalate(
+                sig,
+                f"history {sig.history_length} < {c.short_history} and margin {sig.margin:.3f} < {c.escalate_margin}",
+            )
         return Route("small", "free text" if sig.free_text else f"margin {sig.margin:.3f} < {c.skip_margin}", sig)
 
     def _escalate(self, sig: Signals, reason: str) -> Route:

@@ -1,10 +1,10 @@
 """The policy layer: hard constraints that never leak, diversity re-ranking, exploration.
 
-    from coachrec.policy import ConstraintIndex, Constraints, Range, mmr, EpsilonGreedy
+from coachrec.policy import ConstraintIndex, Constraints, Range, mmr, EpsilonGreedy
 
-    index = ConstraintIndex(dataset.catalog)          # once per catalog
-    allowed = index.mask(Constraints(exclude_genres=("Horror",), ranges={"year": Range(1990, 1999)}),
-                         seen=history)                # bool per item index
+index = ConstraintIndex(dataset.catalog)          # once per catalog
+allowed = index.mask(Constraints(exclude_genres=("Horror",), ranges={"year": Range(1990, 1999)}),
+                     seen=history)                # bool per item index
 """
 
 from coachrec.policy.constraints import ConstraintError, Constraints, Range

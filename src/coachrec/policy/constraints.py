@@ -119,7 +119,8 @@ class ConstraintIndex:
         values = self.attributes.get(name)
         if values is None:
             raise ConstraintError(
-                f"ranges.{name}", f"no numeric catalog attribute {name!r}; numeric attributes are {sorted(self.attributes)}"
+                f"ranges.{name}",
+                f"no numeric catalog attribute {name!r}; numeric attributes are {sorted(self.attributes)}",
             )
         return values
 
@@ -187,7 +188,10 @@ class ConstraintIndex:
             flag(~has & valid, f"lacks required genre(s) {list(constraints.require_genres)}")
         if constraints.exclude_genres:
             cols = self.genre_columns(constraints.exclude_genres, "exclude_genres")
-            flag(self.genres[safe][:, cols].any(axis=1) & valid, f"has excluded genre(s) {list(constraints.exclude_genres)}")
+            flag(
+                self.genres[safe][:, cols].any(axis=1) & valid,
+                f"has excluded genre(s) {list(constraints.exclude_genres)}",
+            )
         for name, rng in constraints.ranges.items():
             values = self.attribute(name)[safe]
             lo = -np.inf if rng.min is None else rng.min

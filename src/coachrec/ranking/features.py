@@ -53,8 +53,15 @@ class ItemStats:
 
     def to_state(self) -> dict[str, np.ndarray]:
         g = self.genres.tocsr()
-        return {"log_popularity": self.log_popularity, "mean_rating": self.mean_rating, "year": self.year,
-                "g_data": g.data, "g_indices": g.indices, "g_indptr": g.indptr, "g_shape": np.asarray(g.shape)}
+        return {
+            "log_popularity": self.log_popularity,
+            "mean_rating": self.mean_rating,
+            "year": self.year,
+            "g_data": g.data,
+            "g_indices": g.indices,
+            "g_indptr": g.indptr,
+            "g_shape": np.asarray(g.shape),
+        }
 
     @classmethod
     def from_state(cls, s: dict[str, np.ndarray]) -> ItemStats:
@@ -64,7 +71,7 @@ class ItemStats:
 
 def feature_names(retrievers: tuple[str, ...]) -> tuple[str, ...]:
     per_retriever = tuple(f"{kind}.{r}" for r in retrievers for kind in ("score", "present"))
-    return per_retriever + ("blend_rank",) + ITEM_FEATURES
+    return (*per_retriever, "blend_rank", *ITEM_FEATURES)
 
 
 def scaled_sources(sources: np.ndarray) -> np.ndarray:
@@ -75,7 +82,9 @@ def scaled_sources(sources: np.ndarray) -> np.ndarray:
     return np.where(present, src / np.where(top > 0, top, 1.0), 0.0)
 
 
-def candidate_features(stats: ItemStats, history: np.ndarray, idx: np.ndarray, sources: np.ndarray, blend: np.ndarray) -> np.ndarray:
+def candidate_features(
+    stats: ItemStats, history: np.ndarray, idx: np.ndarray, sources: np.ndarray, blend: np.ndarray
+) -> np.ndarray:
     """Features of candidates `idx` (with per-retriever raw `sources`, NaN = not proposed, and
     the champion's `blend` score) for a user with `history`; shape (len(idx), n_features)."""
     n = len(idx)
@@ -94,4 +103,6 @@ def candidate_features(stats: ItemStats, history: np.ndarray, idx: np.ndarray, s
             g = stats.genres[idx]
             item_norm = np.sqrt(np.asarray(g.multiply(g).sum(axis=1)).ravel())
             overlap = (g @ profile) / norm / np.where(item_norm > 0, item_norm, 1.0)
-    return np.column_stack([per_retriever, blend_rank, stats.log_popularity[idx], stats.mean_rating[idx], overlap, stats.year[idx]])
+    return np.column_stack(
+        [per_retriever, blend_rank, stats.log_popularity[idx], stats.mean_rating[idx], overlap, stats.year[idx]]
+    )

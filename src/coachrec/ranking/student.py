@@ -28,9 +28,13 @@ class Student:
     strength: float = 1.0
     fit_info: dict[str, Any] = field(default_factory=dict)
 
-    def fit(self, x: np.ndarray, soft: np.ndarray, weight: np.ndarray, *, l2: float = 1.0, iterations: int = 25) -> Student:
+    def fit(
+        self, x: np.ndarray, soft: np.ndarray, weight: np.ndarray, *, l2: float = 1.0, iterations: int = 25
+    ) -> Student:
         if x.shape[1] != len(self.features):
-            raise ValueError(f"student expects {len(self.features)} features ({self.features}), got {x.shape[1]} columns")
+            raise ValueError(
+                f"student expects {len(self.features)} features ({self.features}), got {x.shape[1]} columns"
+            )
         if not len(x):
             raise ValueError("no teacher-labelled pairs to distil from")
         y = np.clip(np.asarray(soft, dtype=np.float64), 0.0, 1.0)
@@ -53,8 +57,10 @@ class Student:
         self.weights = w
         p = sigmoid(z @ w)
         self.fit_info = {
-            "pairs": int(len(x)),
-            "weighted_soft_log_loss": float(-(w_pair * (y * np.log(p + 1e-12) + (1 - y) * np.log(1 - p + 1e-12))).sum() / w_pair.sum()),
+            "pairs": len(x),
+            "weighted_soft_log_loss": float(
+                -(w_pair * (y * np.log(p + 1e-12) + (1 - y) * np.log(1 - p + 1e-12))).sum() / w_pair.sum()
+            ),
             "mean_abs_error_vs_teacher": float(np.abs(p - y).mean()),
         }
         return self
@@ -65,14 +71,29 @@ class Student:
         return sigmoid(self.weights[0] + ((x - self.mu) / self.sd) @ self.weights[1:])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"features": list(self.features), "weights": self.weights.tolist(), "mu": self.mu.tolist(),
-                "sd": self.sd.tolist(), "strength": self.strength, "fit_info": self.fit_info}
+        return {
+            "features": list(self.features),
+            "weights": self.weights.tolist(),
+            "mu": self.mu.tolist(),
+            "sd": self.sd.tolist(),
+            "strength": self.strength,
+            "fit_info": self.fit_info,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Student:
-        return cls(tuple(d["features"]), np.asarray(d["weights"]), np.asarray(d["mu"]), np.asarray(d["sd"]),
-                   float(d["strength"]), dict(d.get("fit_info", {})))
+        return cls(
+            tuple(d["features"]),
+            np.asarray(d["weights"]),
+            np.asarray(d["mu"]),
+            np.asarray(d["sd"]),
+            float(d["strength"]),
+            dict(d.get("fit_info", {})),
+        )
 
     def coefficients(self) -> dict[str, float]:
         """Standardised coefficients by feature name (what the student learned to value)."""
-        return {"bias": float(self.weights[0]), **{f: float(v) for f, v in zip(self.features, self.weights[1:])}}
+        return {
+            "bias": float(self.weights[0]),
+            **{f: float(v) for f, v in zip(self.features, self.weights[1:], strict=False)},
+        }

@@ -18,4 +18,13 @@ from coachrec.review.store import (
     review_path_for,
 )
 
-__all__ = ["GoldenCase", "GoldenSetInfo", "ReviewError", "ReviewItem", "ReviewStore", "default_review_path", "golden_quality", "review_path_for"]
+__all__ = [
+    "GoldenCase",
+    "GoldenSetInfo",
+    "ReviewError",
+    "ReviewItem",
+    "ReviewStore",
+    "default_review_path",
+    "golden_quality",
+    "review_path_for",
+]

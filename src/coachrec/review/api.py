@@ -53,7 +53,9 @@ def review_router(store: ReviewStore) -> APIRouter:
         except ReviewError as exc:
             raise HTTPException(404, str(exc)) from exc
         try:
-            return store.annotate(item_id, body.action, label=body.label, note=body.note, reviewer=body.reviewer).to_dict()
+            return store.annotate(
+                item_id, body.action, label=body.label, note=body.note, reviewer=body.reviewer
+            ).to_dict()
         except ReviewError as exc:
             raise HTTPException(422, str(exc)) from exc
 

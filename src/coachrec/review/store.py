@@ -181,7 +181,9 @@ class ReviewStore:
         row = con.execute("SELECT max(version) FROM review_schema_version").fetchone()
         current = int(row[0]) if row and row[0] is not None else 0
         if current > len(MIGRATIONS):
-            raise ReviewError(f"review store {self.path} has schema version {current}, newer than this coachrec ({len(MIGRATIONS)})")
+            raise ReviewError(
+                f"review store {self.path} has schema version {current}, newer than this coachrec ({len(MIGRATIONS)})"
+            )
         for version in range(current + 1, len(MIGRATIONS) + 1):
             con.execute("BEGIN TRANSACTION")
             con.execute(MIGRATIONS[version - 1])
@@ -229,24 +231,44 @@ class ReviewStore:
             case = by_trace.get(j.trace_id)
             if case is None:
                 raise ReviewError(f"judgment of trace {j.trace_id} has no case to show the reviewer")
-            rows.append([
-                uuid.uuid4().hex, j.trace_id, j.span_id, j.criterion, j.label, j.score,
-                json.dumps(list(j.order_scores)) if j.order_scores else None, json.dumps(why), j.judge_version,
-                j.evaluator, j.rationale, json.dumps(list(j.failure_modes)), json.dumps(case.summary()),
-                "pending", None, None, None, time.time_ns(), None,
-            ])
+            rows.append(
+                [
+                    uuid.uuid4().hex,
+                    j.trace_id,
+                    j.span_id,
+                    j.criterion,
+                    j.label,
+                    j.score,
+                    json.dumps(list(j.order_scores)) if j.order_scores else None,
+                    json.dumps(why),
+                    j.judge_version,
+                    j.evaluator,
+                    j.rationale,
+                    json.dumps(list(j.failure_modes)),
+                    json.dumps(case.summary()),
+                    "pending",
+                    None,
+                    None,
+                    None,
+                    time.time_ns(),
+                    None,
+                ]
+            )
         cur = self._cursor()
         queued = 0
         for row in rows:
             exists = cur.execute(
-                "SELECT 1 FROM review_queue WHERE trace_id = ? AND criterion = ? AND judge_version = ?", [row[1], row[3], row[8]]
+                "SELECT 1 FROM review_queue WHERE trace_id = ? AND criterion = ? AND judge_version = ?",
+                [row[1], row[3], row[8]],
             ).fetchone()
             if exists is None:
                 cur.execute(f"INSERT INTO review_queue VALUES ({', '.join('?' * len(row))})", row)
                 queued += 1
         return queued
 
-    def items(self, *, status: str | None = "pending", criterion: str | None = None, limit: int | None = None) -> list[ReviewItem]:
+    def items(
+        self, *, status: str | None = "pending", criterion: str | None = None, limit: int | None = None
+    ) -> list[ReviewItem]:
         """Queue items, oldest first (lowest score first within a batch)."""
         where, params = [], []
         if status is not None:
@@ -270,7 +292,13 @@ class ReviewStore:
         return {str(s): int(n) for s, n in rows}
 
     def annotate(
-        self, item_id: str, action: Action, *, label: str | None = None, note: str | None = None, reviewer: str = "anonymous"
+        self,
+        item_id: str,
+        action: Action,
+        *,
+        label: str | None = None,
+        note: str | None = None,
+        reviewer: str = "anonymous",
     ) -> ReviewItem:
         """`accept` the judge's label, `correct` it to `label`, add a `note`, or `skip` the item."""
         item = self.get(item_id)
@@ -278,16 +306,24 @@ class ReviewStore:
         cur = self._cursor()
         note = item.note if not note else note if not item.note else f"{item.note}\n{note}"  # notes accumulate
         if action == "accept":
-            cur.execute("UPDATE review_queue SET status='accepted', human_label=judge_label, note=?, "
-                        "reviewer=?, reviewed_ns=? WHERE item_id=?", [note, reviewer, now, item_id])
+            cur.execute(
+                "UPDATE review_queue SET status='accepted', human_label=judge_label, note=?, "
+                "reviewer=?, reviewed_ns=? WHERE item_id=?",
+                [note, reviewer, now, item_id],
+            )
         elif action == "correct":
             if label not in LABELS:
                 raise ReviewError(f"a correction needs a label, one of {LABELS}; got {label!r}")
-            cur.execute("UPDATE review_queue SET status='corrected', human_label=?, note=?, "
-                        "reviewer=?, reviewed_ns=? WHERE item_id=?", [label, note, reviewer, now, item_id])
+            cur.execute(
+                "UPDATE review_queue SET status='corrected', human_label=?, note=?, "
+                "reviewer=?, reviewed_ns=? WHERE item_id=?",
+                [label, note, reviewer, now, item_id],
+            )
         elif action == "skip":
-            cur.execute("UPDATE review_queue SET status='skipped', note=?, reviewer=?, reviewed_ns=? "
-                        "WHERE item_id=?", [note, reviewer, now, item_id])
+            cur.execute(
+                "UPDATE review_queue SET status='skipped', note=?, reviewer=?, reviewed_ns=? WHERE item_id=?",
+                [note, reviewer, now, item_id],
+            )
         elif action == "note":
             if note == item.note:
                 raise ReviewError("a note action needs the note text")
@@ -309,27 +345,46 @@ class ReviewStore:
         cases: dict[tuple[str, str], list[Any]] = {}
         since = 0
         if previous:
-            created = cur.execute("SELECT created_ns FROM golden_sets WHERE set_name = ? AND version = ?", [set_name, previous]).fetchone()
+            created = cur.execute(
+                "SELECT created_ns FROM golden_sets WHERE set_name = ? AND version = ?", [set_name, previous]
+            ).fetchone()
             since = int(created[0]) if created else 0
-            for r in cur.execute("SELECT * FROM golden_cases WHERE set_name = ? AND version = ?", [set_name, previous]).fetchall():
+            for r in cur.execute(
+                "SELECT * FROM golden_cases WHERE set_name = ? AND version = ?", [set_name, previous]
+            ).fetchall():
                 cases[(r[3], r[5])] = list(r)
         reviewed = cur.execute(
-            "SELECT * FROM review_queue WHERE status IN ('accepted', 'corrected') AND reviewed_ns > ? ORDER BY reviewed_ns, item_id",
+            "SELECT * FROM review_queue WHERE status IN ('accepted', 'corrected') AND reviewed_ns > ? ORDER BY "
+            "reviewed_ns, item_id",
             [since],
         ).fetchall()
         version = previous + 1
         for r in reviewed:
             item = self._item(r)
             provenance = {
-                "trace_id": item.trace_id, "request_id": item.case.get("request_id"),
-                "model_versions": item.case.get("retrievers"), "judge_version": item.judge_version,
-                "evaluator": item.evaluator, "reviewer": item.reviewer, "reviewed_ns": item.reviewed_ns,
-                "review": item.status, "note": item.note, "queued_because": list(item.queued_because),
+                "trace_id": item.trace_id,
+                "request_id": item.case.get("request_id"),
+                "model_versions": item.case.get("retrievers"),
+                "judge_version": item.judge_version,
+                "evaluator": item.evaluator,
+                "reviewer": item.reviewer,
+                "reviewed_ns": item.reviewed_ns,
+                "review": item.status,
+                "note": item.note,
+                "queued_because": list(item.queued_because),
                 "case": item.case,
             }
             cases[(item.trace_id, item.criterion)] = [
-                set_name, version, item.item_id, item.trace_id, item.span_id, item.criterion, item.human_label,
-                item.judge_label, item.judge_score, json.dumps(list(item.order_scores)) if item.order_scores else None,
+                set_name,
+                version,
+                item.item_id,
+                item.trace_id,
+                item.span_id,
+                item.criterion,
+                item.human_label,
+                item.judge_label,
+                item.judge_score,
+                json.dumps(list(item.order_scores)) if item.order_scores else None,
                 json.dumps(provenance),
             ]
         if not cases:
@@ -339,7 +394,9 @@ class ReviewStore:
         now = time.time_ns()
         cur.execute("BEGIN TRANSACTION")
         try:
-            cur.execute("INSERT INTO golden_sets VALUES (?, ?, ?, ?, ?)", [set_name, version, description, len(cases), now])
+            cur.execute(
+                "INSERT INTO golden_sets VALUES (?, ?, ?, ?, ?)", [set_name, version, description, len(cases), now]
+            )
             for values in cases.values():
                 values[1] = version
                 cur.execute("INSERT INTO golden_cases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
@@ -362,22 +419,48 @@ class ReviewStore:
                 raise ReviewError(f"no golden set {set_name!r}")
             version = int(row[0])
         rows = cur.execute(
-            "SELECT * FROM golden_cases WHERE set_name = ? AND version = ? ORDER BY criterion, trace_id", [set_name, version]
+            "SELECT * FROM golden_cases WHERE set_name = ? AND version = ? ORDER BY criterion, trace_id",
+            [set_name, version],
         ).fetchall()
         if not rows:
             raise ReviewError(f"golden set {set_name!r} has no version {version}")
         return [
-            GoldenCase(str(r[0]), int(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]), str(r[6]), str(r[7]),
-                       float(r[8]), _pair(r[9]), json.loads(r[10]))
+            GoldenCase(
+                str(r[0]),
+                int(r[1]),
+                str(r[2]),
+                str(r[3]),
+                str(r[4]),
+                str(r[5]),
+                str(r[6]),
+                str(r[7]),
+                float(r[8]),
+                _pair(r[9]),
+                json.loads(r[10]),
+            )
             for r in rows
         ]
 
     def _item(self, r: Sequence[Any]) -> ReviewItem:
         return ReviewItem(
-            item_id=r[0], trace_id=r[1], span_id=r[2], criterion=r[3], judge_label=r[4], judge_score=float(r[5]),
-            order_scores=_pair(r[6]), queued_because=tuple(json.loads(r[7])), judge_version=r[8], evaluator=r[9],
-            rationale=r[10], failure_modes=tuple(json.loads(r[11] or "[]")), case=json.loads(r[12]), status=r[13],
-            human_label=r[14], note=r[15], reviewer=r[16], created_ns=int(r[17]),
+            item_id=r[0],
+            trace_id=r[1],
+            span_id=r[2],
+            criterion=r[3],
+            judge_label=r[4],
+            judge_score=float(r[5]),
+            order_scores=_pair(r[6]),
+            queued_because=tuple(json.loads(r[7])),
+            judge_version=r[8],
+            evaluator=r[9],
+            rationale=r[10],
+            failure_modes=tuple(json.loads(r[11] or "[]")),
+            case=json.loads(r[12]),
+            status=r[13],
+            human_label=r[14],
+            note=r[15],
+            reviewer=r[16],
+            created_ns=int(r[17]),
             reviewed_ns=None if r[18] is None else int(r[18]),
         )
 
@@ -412,7 +495,13 @@ def golden_quality(
             continue
         consistent = None if any(s is None for s in swap) else [bool(s) for s in swap]
         out[criterion] = measure(
-            criterion, judge_name, judge_pass, human_pass, kappa_floor=rubric.kappa_floor, swap_consistent=consistent,
-            scores=scores, protocol=f"golden set {group[0].set_name} v{group[0].version}",
+            criterion,
+            judge_name,
+            judge_pass,
+            human_pass,
+            kappa_floor=rubric.kappa_floor,
+            swap_consistent=consistent,
+            scores=scores,
+            protocol=f"golden set {group[0].set_name} v{group[0].version}",
         )
     return out

@@ -64,9 +64,9 @@ def _attribute_value(value: Any) -> Any:
     """OTLP attributes are primitives or homogeneous primitive lists; anything else goes as JSON."""
     if isinstance(value, _PRIMITIVES):
         return value
-    if isinstance(value, (list, tuple)) and value and all(type(v) is type(value[0]) for v in value):
-        if isinstance(value[0], _PRIMITIVES):
-            return list(value)
+    homogeneous = isinstance(value, (list, tuple)) and value and all(type(v) is type(value[0]) for v in value)
+    if homogeneous and isinstance(value[0], _PRIMITIVES):
+        return list(value)
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
@@ -79,11 +79,14 @@ def _retrieval_documents(output: Any) -> str | None:
     if isinstance(output, Mapping) and isinstance(output.get("items"), list):
         items, scores = output["items"], output.get("scores")
         if isinstance(scores, list) and len(scores) == len(items):
-            return json.dumps([{"id": str(i), "score": s} for i, s in zip(items, scores)])
+            return json.dumps([{"id": str(i), "score": s} for i, s in zip(items, scores, strict=False)])
         return json.dumps([{"id": str(i)} for i in items])
     if isinstance(output, list) and output:
         if all(isinstance(d, Mapping) and ("id" in d or "item" in d) for d in output):
-            docs = [{"id": str(d.get("id", d.get("item"))), **({"score": d["score"]} if "score" in d else {})} for d in output]
+            docs = [
+                {"id": str(d.get("id", d.get("item"))), **({"score": d["score"]} if "score" in d else {})}
+                for d in output
+            ]
             return json.dumps(docs)
         if all(isinstance(d, (str, int)) for d in output):
             return json.dumps([{"id": str(d)} for d in output])
@@ -146,9 +149,7 @@ def _evaluation_event(evaluation: Mapping[str, Any]) -> Event:
     return Event("gen_ai.evaluation.result", attributes=attrs, timestamp=int(evaluation["created_ns"]))
 
 
-def to_otel_span(
-    record: SpanRecord, resource: Resource, evaluations: Sequence[Mapping[str, Any]] = ()
-) -> ReadableSpan:
+def to_otel_span(record: SpanRecord, resource: Resource, evaluations: Sequence[Mapping[str, Any]] = ()) -> ReadableSpan:
     """One coachrec span as an OpenTelemetry `ReadableSpan`, ids and timestamps preserved."""
     flags = trace_api.TraceFlags(trace_api.TraceFlags.SAMPLED)
     trace_id = int(record.trace_id, 16)
@@ -225,7 +226,9 @@ def export_otlp(
     exporter = exporter or _http_exporter(endpoint, headers, timeout)
     try:
         for start in range(0, len(records), batch_size):
-            spans = [to_otel_span(r, resource, evaluations.get(r.span_id, ())) for r in records[start : start + batch_size]]
+            spans = [
+                to_otel_span(r, resource, evaluations.get(r.span_id, ())) for r in records[start : start + batch_size]
+            ]
             if exporter.export(spans) is not SpanExportResult.SUCCESS:
                 raise OTLPExportError(f"OTLP endpoint {endpoint} refused a batch of {len(spans)} spans (see log)")
     finally:

@@ -28,7 +28,7 @@ _UNSET = SpanStatus.UNSET.value
 class TraceState:
     """What every span of one trace shares."""
 
-    __slots__ = ("trace_id", "user_id", "request_id")
+    __slots__ = ("request_id", "trace_id", "user_id")
 
     def __init__(self, trace_id: str, user_id: str | None, request_id: str | None) -> None:
         self.trace_id = trace_id
@@ -44,9 +44,24 @@ class Span:
     """
 
     __slots__ = (
-        "_emit", "_trace", "span_id", "parent_span_id", "name", "kind", "start_ns", "_t0",
-        "_input", "_output", "_attributes", "_status", "_error", "_input_tokens", "_output_tokens",
-        "_cost", "_token", "_ended",
+        "_attributes",
+        "_cost",
+        "_emit",
+        "_ended",
+        "_error",
+        "_input",
+        "_input_tokens",
+        "_output",
+        "_output_tokens",
+        "_status",
+        "_t0",
+        "_token",
+        "_trace",
+        "kind",
+        "name",
+        "parent_span_id",
+        "span_id",
+        "start_ns",
     )
 
     def __init__(
@@ -172,10 +187,23 @@ class Span:
             _new_record(
                 SpanRecord,
                 (
-                    trace.trace_id, self.span_id, self.parent_span_id, self.name, self.kind,
-                    self.start_ns, end_ns, self._status, self._error, self._input, self._output,
+                    trace.trace_id,
+                    self.span_id,
+                    self.parent_span_id,
+                    self.name,
+                    self.kind,
+                    self.start_ns,
+                    end_ns,
+                    self._status,
+                    self._error,
+                    self._input,
+                    self._output,
                     None if attributes is None else to_json(attributes),
-                    self._input_tokens, self._output_tokens, self._cost, trace.user_id, trace.request_id,
+                    self._input_tokens,
+                    self._output_tokens,
+                    self._cost,
+                    trace.user_id,
+                    trace.request_id,
                 ),
             )
         )
@@ -233,7 +261,7 @@ NOOP_SPAN = NoopSpan()
 class SampledOutSpan(NoopSpan):
     """The root of a trace the sampler skipped: marks the context so children are skipped too."""
 
-    __slots__ = ("user_id", "request_id", "_token")
+    __slots__ = ("_token", "request_id", "user_id")
 
     def __init__(self, user_id: str | None, request_id: str | None) -> None:
         self.user_id = user_id

@@ -86,9 +86,9 @@ def records_to_arrow(batch: Sequence[SpanRecord]) -> pa.Table:
     """Turn span records into an Arrow table, column by column."""
     if not batch:
         return SPAN_SCHEMA.empty_table()
-    columns = zip(*batch)
+    columns = zip(*batch, strict=False)
     return pa.Table.from_arrays(
-        [pa.array(col, type=field.type) for col, field in zip(columns, SPAN_SCHEMA)], schema=SPAN_SCHEMA
+        [pa.array(col, type=field.type) for col, field in zip(columns, SPAN_SCHEMA, strict=False)], schema=SPAN_SCHEMA
     )
 
 
@@ -287,8 +287,16 @@ class TraceStore:
         self._cursor().execute(
             "INSERT INTO evaluations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                evaluation_id, span_id, trace_id, name, score, label, explanation, evaluator,
-                to_json(dict(attributes)) if attributes else None, time.time_ns(),
+                evaluation_id,
+                span_id,
+                trace_id,
+                name,
+                score,
+                label,
+                explanation,
+                evaluator,
+                to_json(dict(attributes)) if attributes else None,
+                time.time_ns(),
             ],
         )
         return evaluation_id
@@ -309,16 +317,16 @@ class TraceStore:
 
     def trace(self, trace_id: str) -> list[SpanRecord]:
         """Every span of one trace, in start order (empty if the id is unknown)."""
-        rows = self._cursor().execute(
-            "SELECT * FROM spans WHERE trace_id = ? ORDER BY start_ns, span_id", [trace_id]
-        ).fetchall()
+        rows = (
+            self._cursor()
+            .execute("SELECT * FROM spans WHERE trace_id = ? ORDER BY start_ns, span_id", [trace_id])
+            .fetchall()
+        )
         return [SpanRecord._make(r) for r in rows]
 
     def trace_id_for_request(self, request_id: str) -> str | None:
         """The trace id recorded for a request id, if any."""
-        row = self._cursor().execute(
-            "SELECT trace_id FROM spans WHERE request_id = ? LIMIT 1", [request_id]
-        ).fetchone()
+        row = self._cursor().execute("SELECT trace_id FROM spans WHERE request_id = ? LIMIT 1", [request_id]).fetchone()
         return None if row is None else str(row[0])
 
     def spans(

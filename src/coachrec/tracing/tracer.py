@@ -192,6 +192,4 @@ class Tracer:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Flush every sink; False if any did not finish within `timeout`."""
-        return all([sink.flush(timeout) for sink in self.sinks])
-
-
+        return all(sink.flush(timeout) for sink in self.sinks)
