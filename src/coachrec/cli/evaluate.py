@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from coachrec.cli.console import RichProgress, console, show_table, status
 from coachrec.metrics import EvalResult
-
-console = Console()
 
 SHOWN = {"recall": "R", "ndcg": "NDCG", "mrr": "MRR"}
 
@@ -63,18 +61,28 @@ def evaluate(
     from dataclasses import replace
 
     from coachrec import datasets
-    from coachrec.data import by_session, leave_one_out, temporal
+    from coachrec.data import Dataset, Split, by_session, leave_one_out, temporal
     from coachrec.metrics import evaluate as run_eval
     from coachrec.metrics import named
     from coachrec.models import create, load
 
     proto = replace(named(protocol), seed=seed)
-    with console.status(f"loading {dataset}"):
+    con = console()
+    with status(con, f"loading {dataset}"):
         ds = datasets.load(dataset)
-    split = {"leave-one-out": leave_one_out, "temporal": temporal, "by-session": by_session}[proto.split](ds)
+    splitters: dict[str, Callable[[Dataset], Split]] = {
+        "leave-one-out": leave_one_out,
+        "temporal": temporal,
+        "by-session": by_session,
+    }
+    split = splitters[proto.split](ds)
     if model_path is not None:
         m = load(model_path)
-        if len(m.items) != split.train.n_items or list(m.items.ids[:5]) != list(split.train.items.ids[:5]):
+        if (
+            m.items is None
+            or len(m.items) != split.train.n_items
+            or list(m.items.ids[:5]) != list(split.train.items.ids[:5])
+        ):
             raise typer.BadParameter(
                 f"{model_path} was fitted on other items than {dataset}", param_hint="--model-path"
             )
@@ -112,30 +120,15 @@ def evaluate(
             )
     else:
         data = split.fit_data(proto.fit_on)
-        with console.status(f"fitting {model} on {len(data):,} events ({proto.fit_on})"):
+        with status(con, f"fitting {model} on {len(data):,} events ({proto.fit_on})"):
             m = create(model, dataset=ds).fit(data)
     ks = tuple(sorted(set(k)))
-    with Progress(
-        TextColumn("[bold]evaluate"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-        job = bar.add_task("users", total=None)
-        res = run_eval(
-            m,
-            split,
-            proto,
-            ks=ks,
-            model_name=model,
-            dataset=ds.name,
-            progress=lambda done, total: bar.update(job, completed=done, total=total),
-        )
+
+    with RichProgress(con).bar("evaluate", 0) as advance:  # the library reports, the CLI draws
+        res = run_eval(m, split, proto, ks=ks, model_name=model, dataset=ds.name, progress=advance)
     res.extra["fit_seconds"] = m.fit_info.get("seconds")
-    console.print(results_table([res], f"{ds.name} — {proto.describe()}", ks))
+    show_table(results_table([res], f"{ds.name} — {proto.describe()}", ks), con)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(res.to_dict(), indent=2) + "\n")
-        console.print(f"wrote {json_out}")
+        con.print(f"wrote {json_out}")

@@ -13,6 +13,7 @@ from coachrec.data import EvalTask, Split
 from coachrec.metrics import beyond
 from coachrec.metrics.protocol import Protocol
 from coachrec.metrics.ranking import metrics_from_ranks, multi_target_ranks, target_ranks
+from coachrec.progress import Advance
 
 ScoreFn = Callable[[Sequence[np.ndarray]], np.ndarray]
 
@@ -49,7 +50,12 @@ class EvalResult:
 
 
 def _sample_negatives(
-    rng: np.random.Generator, histories: Sequence[np.ndarray], targets: np.ndarray, n_items: int, n: int, p: np.ndarray | None
+    rng: np.random.Generator,
+    histories: Sequence[np.ndarray],
+    targets: np.ndarray,
+    n_items: int,
+    n: int,
+    p: np.ndarray | None,
 ) -> np.ndarray:
     """n distinct negatives per row, none in the row's history nor its target (rejection
     sampling, vectorized over rows)."""
@@ -65,7 +71,11 @@ def _sample_negatives(
     todo = np.arange(rows)
     draw = n * 2 + 16
     while len(todo):
-        cand = rng.choice(n_items, size=(len(todo), draw), p=p) if p is not None else rng.integers(0, n_items, size=(len(todo), draw))
+        cand = (
+            rng.choice(n_items, size=(len(todo), draw), p=p)
+            if p is not None
+            else rng.integers(0, n_items, size=(len(todo), draw))
+        )
         key = todo[:, None] * n_items + cand
         pos = np.searchsorted(forbidden, key).clip(max=len(forbidden) - 1)
         ok = forbidden[pos] != key
@@ -98,13 +108,13 @@ def evaluate(
     popularity: np.ndarray | None = None,
     item_features: Any = None,
     batch_size: int = 512,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Advance | None = None,
 ) -> EvalResult:
     """Rank held-out targets under `protocol`. `model` is a `BaseRecommender` or any object
     with `score(histories) -> (n, n_items)`. `popularity` (training counts per item) drives the
     popularity sampler and novelty; by default it comes from the split's training data.
-    `progress(done, total)` is called after every batch of users (silent by default; the CLI
-    draws a bar with it)."""
+    `progress(done, total)` is called after every batch of users (a `coachrec.progress.Advance`,
+    e.g. from `Progress.bar`; silent by default; `coachrec evaluate` draws a bar with it)."""
     if progress is not None and not callable(progress):
         raise TypeError(f"progress must be a callable(done, total) or None, got {progress!r}")
     t0 = time.perf_counter()
@@ -118,7 +128,7 @@ def evaluate(
             item_features = data.train.catalog.genre_matrix()[0]
     else:
         task = data
-        n_items = int(getattr(model, "n_items"))
+        n_items = int(model.n_items)
     if popularity is None:
         popularity = np.ones(n_items, dtype=np.int64)
     multi = any(len(t) != 1 for t in task.targets)
@@ -173,7 +183,7 @@ def evaluate(
         if item_features is not None:
             metrics["ild@10"] = beyond.intra_list_diversity(top10, item_features)
     return EvalResult(
-        model=model_name or getattr(model, "name", type(model).__name__),
+        model=str(model_name or getattr(model, "name", type(model).__name__)),
         dataset=dataset or "?",
         protocol=protocol,
         metrics=metrics,
