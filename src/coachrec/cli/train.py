@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
-console = Console()
+from coachrec.cli.console import RichProgress, console, status
 
 
 def parse_sets(items: list[str]) -> dict[str, Any]:
@@ -87,42 +86,35 @@ def train(
         raise typer.BadParameter(
             "validation events would be in training; --valid needs --fit-on train", param_hint="--valid"
         )
-    with console.status(f"loading {dataset}"):
+    con = console()
+    with status(con, f"loading {dataset}"):
         ds = datasets.load(dataset)
     split = leave_one_out(ds)
     data = ds if all_events else split.fit_data(fit_on)
     m = create(model, dataset=ds, **config)
-    console.print(f"[bold]{model}[/] on {data!r}")
-    console.print(f"config: {m.get_params()}")
+    con.print(Text.assemble((model, "bold"), f" on {data!r}"))
+    con.print(Text(f"config: {m.get_params()}"))
     n_epochs = int(m.get_params().get("epochs", 0) or 0)
-    with Progress(
-        TextColumn("[bold]train"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as bar:
-        job = bar.add_task("epochs", total=n_epochs or None, info="")
+    progress = RichProgress(con)
+    with progress.bar("train (epochs)", n_epochs) as advance:
 
         def on_epoch(epoch: int, loss: float, seconds: float, events: int) -> None:
             info = f"loss {loss:.4f}  {seconds:.1f}s  {events / max(seconds, 1e-9):,.0f} events/s"
-            bar.console.print(f"epoch {epoch}/{n_epochs}: {info}" + ("  (checkpoint saved)" if checkpoint else ""))
-            bar.update(job, advance=1, info=info)
+            progress.note(f"epoch {epoch}/{n_epochs}: {info}" + ("  (checkpoint saved)" if checkpoint else ""))
+            advance(epoch, n_epochs)
 
         m.on_epoch = on_epoch
         m.checkpoint = out if checkpoint else None  # saved with fit_on after every epoch
         t0 = time.perf_counter()
         m.fit(data)
         m.checkpoint = None
-        bar.update(job, completed=n_epochs)
-    console.print(f"fitted in {time.perf_counter() - t0:.1f}s")
+    con.print(f"fitted in {time.perf_counter() - t0:.1f}s")
     if valid and not all_events:
         from coachrec.metrics import evaluate as run_eval
         from coachrec.metrics import named
 
         res = run_eval(m, split.task("valid"), named("loo-full"), ks=(10,), model_name=model, dataset=ds.name)
-        console.print(
+        con.print(
             f"valid (leave-one-out second-to-last event, full ranking, seen items excluded): "
             f"NDCG@10 {res.metrics['ndcg@10']:.4f}  Recall@10 {res.metrics['recall@10']:.4f}"
         )
@@ -132,4 +124,4 @@ def train(
             "recall@10": res.metrics["recall@10"],
         }
     path = m.save(out)
-    console.print(f"saved to [bold]{path}[/] (fitted on {m.fit_info['fit_on']})")
+    con.print(Text.assemble("saved to ", (str(path), "bold"), f" (fitted on {m.fit_info['fit_on']})"))

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.text import Text
 
-console = Console()
+from coachrec.cli.console import console
 
 Space = Callable[[Any], dict[str, Any]]
 
@@ -108,6 +108,7 @@ def tune(
         raise typer.BadParameter(
             f"no search space for {model!r}; add one to coachrec.cli.tune.SPACES", param_hint="--model"
         )
+    con = console()
     ds = datasets.load(dataset)
     split = leave_one_out(ds)
     valid = split.task("valid")
@@ -142,9 +143,7 @@ def tune(
             }
         )
         _write(path, records)
-        console.print(
-            f"trial {trial.number}: ndcg@10 = {trial.value} {trial.params} ({trial.user_attrs.get('seconds')} s)"
-        )
+        con.print(f"trial {trial.number}: ndcg@10 = {trial.value} {trial.params} ({trial.user_attrs.get('seconds')} s)")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -154,7 +153,10 @@ def tune(
     if not any(r["state"] == "COMPLETE" for r in records):
         raise typer.Exit(1)
     best = study.best_trial
-    console.print(
-        f"[bold]best[/] {model} on {ds.name}: valid NDCG@10 (loo-full) = {best.value:.4f} with {best.params} "
-        f"(trial {best.number} of {len(records)}); trials in {path.with_suffix('.json')} and .csv"
+    con.print(
+        Text.assemble(
+            ("best", "bold"),
+            f" {model} on {ds.name}: valid NDCG@10 (loo-full) = {best.value:.4f} with {best.params} "
+            f"(trial {best.number} of {len(records)}); trials in {path.with_suffix('.json')} and .csv",
+        )
     )

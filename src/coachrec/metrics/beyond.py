@@ -33,7 +33,7 @@ def gini(lists: np.ndarray, n_items: int) -> float:
 
 def intra_list_diversity(lists: np.ndarray, features: np.ndarray | sp.spmatrix) -> float:
     """Mean pairwise cosine distance between the items of each list, averaged over lists."""
-    f = features.toarray() if sp.issparse(features) else np.asarray(features)
+    f = sp.csr_matrix(features).toarray() if sp.issparse(features) else np.asarray(features)
     f = f.astype(np.float32)
     norms = np.linalg.norm(f, axis=1, keepdims=True)
     f = f / np.maximum(norms, 1e-12)

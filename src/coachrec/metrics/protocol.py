@@ -85,4 +85,4 @@ def named(name: str) -> Protocol:
     base, _, fit_on = name.partition("/")
     if base not in NAMED or (fit_on and fit_on not in FIT_ON):
         raise ValueError(f"unknown protocol {name!r}; choose from {sorted(NAMED)}, optionally with '/train+valid'")
-    return replace(NAMED[base], fit_on=fit_on) if fit_on else NAMED[base]
+    return replace(NAMED[base], fit_on=fit_on) if fit_on else NAMED[base]  # type: ignore[arg-type]  # checked above

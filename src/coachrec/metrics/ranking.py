@@ -16,7 +16,8 @@ def target_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     if np.isnan(scores).any():
         raise ValueError("scores contain NaN; the model produced invalid output")
     t = scores[np.arange(len(targets)), targets][:, None]
-    return (scores > t).sum(axis=1) + (scores == t).sum(axis=1) - 1
+    ranks: np.ndarray = (scores > t).sum(axis=1) + (scores == t).sum(axis=1) - 1
+    return ranks
 
 
 def multi_target_ranks(scores: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -33,7 +34,8 @@ def multi_target_ranks(scores: np.ndarray, rows: np.ndarray, cols: np.ndarray) -
     first = np.maximum.accumulate(np.where(new_group, np.arange(m), 0), axis=1)
     first_of_item = np.empty_like(first)
     np.put_along_axis(first_of_item, order, first, axis=1)
-    return m - first_of_item[rows, cols] - 1
+    ranks: np.ndarray = m - first_of_item[rows, cols] - 1
+    return ranks
 
 
 def metrics_from_ranks(

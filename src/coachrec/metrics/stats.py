@@ -35,7 +35,9 @@ def _paired(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, n_boot: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap CI of mean(b - a), resampling users (pairs stay together)."""
     a, b = _paired(a, b)
     d = b - a
@@ -66,11 +68,22 @@ def permutation_test(a: np.ndarray, b: np.ndarray, n_perm: int = 10000, seed: in
     return (count + 1) / (n_perm + 1)
 
 
-def compare(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, confidence: float = 0.95, seed: int = 0) -> PairedComparison:
+def compare(
+    a: np.ndarray, b: np.ndarray, n_boot: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> PairedComparison:
     """Bootstrap CI and permutation p-value for b versus a on the same users."""
     a, b = _paired(a, b)
     lo, hi = paired_bootstrap(a, b, n_boot, confidence, seed)
-    return PairedComparison(float(a.mean()), float(b.mean()), float((b - a).mean()), lo, hi, confidence, permutation_test(a, b, seed=seed), len(a))
+    return PairedComparison(
+        float(a.mean()),
+        float(b.mean()),
+        float((b - a).mean()),
+        lo,
+        hi,
+        confidence,
+        permutation_test(a, b, seed=seed),
+        len(a),
+    )
 
 
 def cohen_kappa(y1: np.ndarray, y2: np.ndarray) -> float:
@@ -127,5 +140,13 @@ def clustered_compare(
         count += int((np.abs(signs @ d_sum) >= observed - 1e-9).sum())
     alpha = (1 - confidence) / 2
     lo_ci, hi_ci = float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
-    return PairedComparison(float(a.mean()), float(b.mean()), float(d_sum.sum() / n_sum.sum()), lo_ci, hi_ci, confidence,
-                            (count + 1) / (n_perm + 1), len(a))
+    return PairedComparison(
+        float(a.mean()),
+        float(b.mean()),
+        float(d_sum.sum() / n_sum.sum()),
+        lo_ci,
+        hi_ci,
+        confidence,
+        (count + 1) / (n_perm + 1),
+        len(a),
+    )

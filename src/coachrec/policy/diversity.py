@@ -14,9 +14,10 @@ import scipy.sparse as sp
 
 def normalize_rows(features: np.ndarray | sp.spmatrix) -> np.ndarray:
     """Dense float32 rows scaled to unit length (all-zero rows stay zero)."""
-    dense = np.asarray(features.todense() if sp.issparse(features) else features, dtype=np.float32)
+    dense = np.asarray(sp.csr_matrix(features).todense() if sp.issparse(features) else features, dtype=np.float32)
     norms = np.linalg.norm(dense, axis=1, keepdims=True)
-    return dense / np.maximum(norms, 1e-12)
+    out: np.ndarray = dense / np.maximum(norms, 1e-12)
+    return out
 
 
 def mmr(scores: np.ndarray, features: np.ndarray, k: int, lam: float) -> np.ndarray:

@@ -16,7 +16,8 @@ import numpy as np
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -35, 35)))
+    out: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(z, -35, 35)))
+    return out
 
 
 @dataclass

@@ -31,10 +31,20 @@ import polars as pl
 from coachrec.data import Dataset
 from coachrec.models import BaseRecommender, create
 from coachrec.models.defaults import defaults
+from coachrec.models.itemknn import ItemKNN
 from coachrec.teacher.movielens import RatedPairs
 from coachrec.teacher.quality import JudgeQuality, measure
 
-BASE_FEATURES = ("liked_knn", "all_knn", "disliked_knn", "item_mean", "user_mean", "popularity", "knn_rating", "genre_affinity")
+BASE_FEATURES = (
+    "liked_knn",
+    "all_knn",
+    "disliked_knn",
+    "item_mean",
+    "user_mean",
+    "popularity",
+    "knn_rating",
+    "genre_affinity",
+)
 
 
 @dataclass(frozen=True)
@@ -55,7 +65,8 @@ class RelevanceConfig:
 def _percentiles(scores: np.ndarray) -> np.ndarray:
     """Rank of each score among the row's scores, scaled to [0, 1] (1 = best)."""
     order = np.argsort(np.argsort(scores, axis=1, kind="stable"), axis=1, kind="stable")
-    return order / max(scores.shape[1] - 1, 1)
+    out: np.ndarray = order / max(scores.shape[1] - 1, 1)
+    return out
 
 
 def _shrunk_means(keys: np.ndarray, values: np.ndarray, n: int, prior: float, mean: float) -> np.ndarray:
@@ -95,7 +106,8 @@ class LogisticBlend:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         z = np.column_stack([np.ones(len(x)), (x - self.mean) / self.scale])
-        return 1.0 / (1.0 + np.exp(-z @ self.weights))
+        out: np.ndarray = 1.0 / (1.0 + np.exp(-z @ self.weights))
+        return out
 
 
 class RelevanceCommittee:
@@ -125,7 +137,7 @@ class RelevanceCommittee:
         self.user_mean = _shrunk_means(users, values, data.n_users, cfg.prior, mean)
         counts = np.bincount(items, minlength=data.n_items)
         self.popularity = np.log1p(counts) / np.log1p(max(counts.max(), 1))
-        self.all_knn = create("itemknn").fit(data)
+        self.all_knn: ItemKNN = ItemKNN().fit(data)
         self.liked_knn = create("itemknn", recency=0.9).fit(data.with_events(ev.filter(pl.col("value") >= cfg.like)))
         self.extra: list[BaseRecommender] = []
         for name in cfg.extra_models:
@@ -139,19 +151,28 @@ class RelevanceCommittee:
 
     # -- features ----------------------------------------------------------------------------
 
-    def _user_lists(self, user: int | None, history: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray]:
+    def _user_lists(
+        self, user: int | None, history: Sequence[int] | np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray]:
         """(all, liked, disliked) item indices, the user-mean feature and the user's mean-centred
         ratings of `all`. A user the committee was fitted on brings their ratings; an anonymous
         history counts as liked (it holds what the user chose to consume), with neutral ratings."""
         if user is not None:
             lo, hi = self._indptr[user], self._indptr[user + 1]
             items, values = self._hist[lo:hi], self._values[lo:hi]
-            return (items, items[values >= self.config.like], items[values <= self.config.dislike],
-                    float(self.user_mean[user]), values - values.mean())
+            return (
+                items,
+                items[values >= self.config.like],
+                items[values <= self.config.dislike],
+                float(self.user_mean[user]),
+                values - values.mean(),
+            )
         h = np.asarray(history, dtype=np.int64)
         return h, h, np.zeros(0, np.int64), 0.0, np.zeros(len(h))
 
-    def _rating_features(self, all_h: np.ndarray, centred: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _rating_features(
+        self, all_h: np.ndarray, centred: np.ndarray, items: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """`knn_rating` and `genre_affinity` of `items` for one user's rated history."""
         if len(all_h) == 0:
             return np.zeros(len(items)), np.zeros(len(items))
@@ -167,20 +188,30 @@ class RelevanceCommittee:
         n_genres = np.asarray(cand.sum(axis=1)).ravel()
         return knn_rating, (cand @ affinity) / np.maximum(n_genres, 1)
 
-    def feature_matrix(self, user: int | None, history: Sequence[int], items: np.ndarray) -> np.ndarray:
+    def feature_matrix(self, user: int | None, history: Sequence[int] | np.ndarray, items: np.ndarray) -> np.ndarray:
         """Features of `items` (catalog indices) for one user, shape (len(items), n_features)."""
         all_h, liked, disliked, user_mean, centred = self._user_lists(user, history)
         knn_rating, genre_affinity = self._rating_features(all_h, centred, items)
-        scored = np.vstack([
-            self.liked_knn.score([liked])[0],
-            self.all_knn.score([all_h])[0],
-            self.all_knn.score([disliked])[0] if len(disliked) else np.zeros(len(self.items), np.float32),
-            *[m.score([all_h])[0] for m in self.extra],
-        ])
+        scored = np.vstack(
+            [
+                self.liked_knn.score([liked])[0],
+                self.all_knn.score([all_h])[0],
+                self.all_knn.score([disliked])[0] if len(disliked) else np.zeros(len(self.items), np.float32),
+                *[m.score([all_h])[0] for m in self.extra],
+            ]
+        )
         pct = _percentiles(scored)
-        cols = [pct[0, items], pct[1, items], pct[2, items], self.item_mean[items],
-                np.full(len(items), user_mean), self.popularity[items], knn_rating, genre_affinity,
-                *[pct[3 + j, items] for j in range(len(self.extra))]]
+        cols = [
+            pct[0, items],
+            pct[1, items],
+            pct[2, items],
+            self.item_mean[items],
+            np.full(len(items), user_mean),
+            self.popularity[items],
+            knn_rating,
+            genre_affinity,
+            *[pct[3 + j, items] for j in range(len(self.extra))],
+        ]
         return np.column_stack(cols)
 
     def pair_features(self, pairs: RatedPairs) -> np.ndarray:
@@ -199,7 +230,10 @@ class RelevanceCommittee:
 
     def blend_weights(self) -> dict[str, float]:
         blend = self._require_blend()
-        return {"bias": float(blend.weights[0]), **{f: float(v) for f, v in zip(self.features, blend.weights[1:])}}
+        return {
+            "bias": float(blend.weights[0]),
+            **{f: float(v) for f, v in zip(self.features, blend.weights[1:], strict=False)},
+        }
 
     def probability_from_features(self, x: np.ndarray) -> np.ndarray:
         return self._require_blend().predict(x)
@@ -222,7 +256,9 @@ class RelevanceCommittee:
         return out
 
 
-def calibrated_committee(data: Dataset, config: RelevanceConfig = RelevanceConfig(), **label_options: Any) -> RelevanceCommittee:
+def calibrated_committee(
+    data: Dataset, config: RelevanceConfig = RelevanceConfig(), **label_options: Any
+) -> RelevanceCommittee:
     """A committee for judging live traces: the blend is learned on held-out later ratings
     (`heldout_labels(data, **label_options)`, calibration half), then the members are refitted
     on all of `data` with that blend kept."""
@@ -236,8 +272,9 @@ def calibrated_committee(data: Dataset, config: RelevanceConfig = RelevanceConfi
     return full
 
 
-def relevance_quality(data: Dataset, config: RelevanceConfig = RelevanceConfig(), *, kappa_floor: float = 0.4,
-                      **label_options: Any) -> JudgeQuality:
+def relevance_quality(
+    data: Dataset, config: RelevanceConfig = RelevanceConfig(), *, kappa_floor: float = 0.4, **label_options: Any
+) -> JudgeQuality:
     """The committee's `JudgeQuality` on the relevance criterion against held-out later ratings
     (blend fitted on calibration users, measured on evaluation users): what decides whether
     relevance verdicts may gate or be distilled."""
@@ -247,5 +284,12 @@ def relevance_quality(data: Dataset, config: RelevanceConfig = RelevanceConfig()
     committee = RelevanceCommittee(config).fit(labels.train)
     committee.fit_blend(committee.pair_features(labels.calibration), labels.calibration.labels)
     p = committee.probability_from_features(committee.pair_features(labels.evaluation))
-    return measure("relevance", committee.model_id, p >= 0.5, labels.evaluation.labels, kappa_floor=kappa_floor,
-                   scores=p, protocol=labels.protocol)
+    return measure(
+        "relevance",
+        committee.model_id,
+        p >= 0.5,
+        labels.evaluation.labels,
+        kappa_floor=kappa_floor,
+        scores=p,
+        protocol=labels.protocol,
+    )

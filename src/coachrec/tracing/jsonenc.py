@@ -13,18 +13,14 @@ import json
 from json.encoder import encode_basestring  # the C string encoder behind ensure_ascii=False
 from typing import Any
 
-try:  # numpy is a core dependency, but keep the encoder importable without it
-    import numpy as _np
-except ImportError:  # pragma: no cover
-    _np = None
+import numpy as _np
 
 
 def _default(obj: Any) -> Any:
-    if _np is not None:
-        if isinstance(obj, _np.ndarray):
-            return obj.tolist()
-        if isinstance(obj, _np.generic):
-            return obj.item()
+    if isinstance(obj, _np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, _np.generic):
+        return obj.item()
     if isinstance(obj, (set, frozenset, tuple)):
         return list(obj)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):

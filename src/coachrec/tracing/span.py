@@ -279,7 +279,7 @@ class SampledOutSpan(NoopSpan):
 def kind_value(kind: SpanKind | str) -> str:
     """The stored string of a kind, with a clear error for an unknown one."""
     if kind.__class__ is SpanKind:
-        return kind.value  # type: ignore[union-attr]
+        return kind.value
     try:
         return SpanKind(kind).value
     except ValueError:

@@ -166,7 +166,7 @@ class TraceStore:
                 name="coachrec-trace-writer",
                 warmup=_warm_arrow,
             )
-            self.submit = self._writer.submit
+            self.submit = self._writer.submit  # type: ignore[method-assign]  # the writer's bound method: no extra call per span
             atexit.register(self.close)
 
     # -- writing -----------------------------------------------------------------------------

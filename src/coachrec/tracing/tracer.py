@@ -80,7 +80,7 @@ class Tracer:
             return self._root(name, kind, input, attributes, None, None)
         if parent.__class__ is not Span:
             return NOOP_SPAN  # inside a sampled-out trace
-        return Span(self._emit, parent._trace, parent.span_id, name, kind_value(kind), input, attributes)  # type: ignore[union-attr]
+        return Span(self._emit, parent._trace, parent.span_id, name, kind_value(kind), input, attributes)
 
     def trace_request(
         self,
