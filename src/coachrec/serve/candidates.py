@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -12,6 +13,9 @@ from coachrec.policy import Constraints
 from coachrec.policy.constraints import ConstraintIndex
 from coachrec.policy.diversity import normalize_rows
 from coachrec.tracing import Tracer
+
+if TYPE_CHECKING:
+    from coachrec.serve.understanding import RequestIntent
 
 TRACE_LIMIT = 100
 """Candidates recorded per span input/output: enough for any K a teacher or metric looks at."""
@@ -23,6 +27,8 @@ class ServingCatalog:
     def __init__(self, catalog: Catalog, items: IdMap | None = None) -> None:
         if items is not None and items is not catalog.items:
             catalog = Catalog(catalog.frame, items)  # realign rows to the model's item indices
+        self.data = catalog
+        """The data catalog, rows aligned with the item indices (text, tags, attributes)."""
         self.items = catalog.items
         self.ids: np.ndarray = np.asarray(self.items.ids, dtype=object)
         self.titles: np.ndarray = np.asarray(catalog.titles(), dtype=object)
@@ -112,6 +118,90 @@ def _nullable(values: np.ndarray) -> list[float | None]:
     return out.tolist()
 
 
+Speaker = Literal["seeker", "recommender"]
+SPEAKER_ALIASES: dict[str, Speaker] = {
+    "seeker": "seeker", "user": "seeker", "human": "seeker", "customer": "seeker",
+    "recommender": "recommender", "assistant": "recommender", "system": "recommender", "bot": "recommender",
+    "agent": "recommender",
+}  # fmt: skip
+"""Speaker names a conversation may use, and whose side each is on."""
+MAX_TURNS = 200
+MAX_TURN_CHARS = 4_000
+MAX_CONTEXT_CHARS = 20_000
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One utterance of a conversation: who said it ("seeker": the person asking for
+    recommendations; "recommender": the other side) and what they said."""
+
+    speaker: Speaker
+    text: str
+
+
+class TurnLike(Protocol):
+    """Anything with a `speaker` and a `text` (a `Turn`, the HTTP schema's turn)."""
+
+    @property
+    def speaker(self) -> str: ...
+
+    @property
+    def text(self) -> str: ...
+
+
+RequestText = str | Sequence[TurnLike | Mapping[str, Any]]
+"""A request's free text: one message, or a conversation as turns (oldest first)."""
+
+
+def as_turns(context: RequestText | None) -> tuple[Turn, ...]:
+    """The turns of a request's text: a string is one seeker turn; a conversation is a list
+    of `Turn`s or of mappings (or objects) with `speaker` and `text`. Raises `ValueError`
+    naming the problem (unknown speaker, not text, too long); empty text gives no turns."""
+    if context is None:
+        return ()
+    if isinstance(context, str):
+        if len(context) > MAX_CONTEXT_CHARS:
+            raise ValueError(f"context: {len(context):,} characters; at most {MAX_CONTEXT_CHARS:,}")
+        return (Turn("seeker", context),) if context.strip() else ()
+    turns = list(context)
+    if not turns:
+        raise ValueError("context: an empty conversation; give at least one turn, or omit context")
+    if len(turns) > MAX_TURNS:
+        raise ValueError(f"context: {len(turns)} turns; at most {MAX_TURNS}")
+    out: list[Turn] = []
+    total = 0
+    for i, t in enumerate(turns):
+        speaker: Any
+        text: Any
+        if isinstance(t, Turn):
+            speaker, text = t.speaker, t.text
+        elif isinstance(t, Mapping):
+            speaker, text = t.get("speaker"), t.get("text")
+        else:
+            speaker, text = getattr(t, "speaker", None), getattr(t, "text", None)
+        side = SPEAKER_ALIASES.get(str(speaker).lower()) if isinstance(speaker, str) else None
+        if side is None:
+            raise ValueError(f"context.{i}.speaker: unknown speaker {speaker!r}; use one of {sorted(SPEAKER_ALIASES)}")
+        if not isinstance(text, str):
+            raise ValueError(f"context.{i}.text: must be a string, got {type(text).__name__}")
+        if len(text) > MAX_TURN_CHARS:
+            raise ValueError(f"context.{i}.text: {len(text):,} characters; at most {MAX_TURN_CHARS:,} a turn")
+        total += len(text)
+        out.append(Turn(side, text))
+    if total > MAX_CONTEXT_CHARS:
+        raise ValueError(f"context: {total:,} characters in all; at most {MAX_CONTEXT_CHARS:,}")
+    return tuple(out) if any(t.text.strip() for t in out) else ()
+
+
+def flatten(turns: Sequence[Turn]) -> str | None:
+    """The turns as one text (a single seeker turn as itself), None when there are none."""
+    if not turns:
+        return None
+    if len(turns) == 1 and turns[0].speaker == "seeker":
+        return turns[0].text
+    return "\n".join(f"{'User' if t.speaker == 'seeker' else 'Recommender'}: {t.text}" for t in turns)
+
+
 @dataclass
 class RequestContext:
     """Everything a stage may read about the request. `allowed` is the compiled constraint mask."""
@@ -129,3 +219,11 @@ class RequestContext:
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     """Full-catalog model scores computed ahead for a batch of requests (offline scoring), by
     retriever name: a retriever uses them instead of scoring the history again."""
+    turns: tuple[Turn, ...] = ()
+    """The request's text as turns (a message is one seeker turn); empty without text."""
+    intent: RequestIntent | None = None
+    """What the `understand` stage read in the text (None: no text, or no such stage)."""
+
+    @property
+    def has_text(self) -> bool:
+        return bool(self.turns)

@@ -112,15 +112,25 @@ class LLMRerank:
         self.prices = dict(prices or {})
         self.name = name
         self._rerankers: dict[str, LLMReranker] = {}
+        self.understood_confidence = 0.7
+        """A request whose text the `understand` stage read at this confidence or more is routed
+        as one without text (the LLM runs only when the candidates' scores are close)."""
 
     def __call__(self, ctx: RequestContext, candidates: Candidates, span: AnySpan) -> Candidates:
         head = min(len(candidates), self.config.max_candidates)
         if head < 2:
             span.set_attributes({"router.tier": "none", "router.reason": f"{head} candidate(s): nothing to rerank"})
             return candidates
-        route = self.router.route(signals(candidates.score[:head], len(ctx.history), ctx.context))
+        intent = ctx.intent
+        request = intent.request_text if intent is not None and intent.request_text else ctx.context
+        # text the understanding stage read with confidence is already in the candidates: the
+        # router then treats the request as it would one without text (rerank only if unsure)
+        understood = intent is not None and intent.confidence >= self.understood_confidence
+        route = self.router.route(signals(candidates.score[:head], len(ctx.history), None if understood else request))
         span.set_attributes({"router.tier": route.tier, "router.reason": route.reason,
                              **{f"router.{k}": v for k, v in route.signals.as_dict().items()}})
+        if intent is not None:
+            span.set_attribute("router.understood", understood)
         if route.tier == "none":
             return candidates
         titles = ctx.catalog.titles
@@ -132,7 +142,7 @@ class LLMRerank:
         with ctx.tracer.span(f"llm.{route.tier}", kind=SpanKind.LLM) as call:
             try:
                 reranker = self._reranker(route.tier)
-                result = reranker.rerank(history, texts, candidates.score[:head], ctx.context)
+                result = reranker.rerank(history, texts, candidates.score[:head], request)
             except LLMError as exc:
                 call.record_exception(exc)
                 span.set_attribute("llm.fallback", "retriever order kept: " + str(exc))

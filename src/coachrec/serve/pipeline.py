@@ -7,6 +7,12 @@
 
 A constraint that leaves fewer than k items returns fewer and says so in `note`; nothing is ever
 relaxed silently.
+
+With `PipelineConfig(understand=True, semantic=True)` the request's `context` (a message, or a
+conversation as turns with speakers) is read: an `understand` stage before `retrieve` finds
+titles, genres, eras, moods and negations (`coachrec.serve.understanding`), and two more
+retrievers score items by intent and by text similarity (`coachrec.serve.semantic`). A
+request without text runs exactly as it would without those stages.
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ import numpy as np
 from coachrec.data import Catalog
 from coachrec.models import BaseRecommender
 from coachrec.policy import Constraints, EpsilonGreedy
-from coachrec.serve.candidates import Candidates, RequestContext, ServingCatalog
-from coachrec.serve.retrievers import RecommenderRetriever, Retriever
+from coachrec.serve.candidates import Candidates, RequestContext, RequestText, ServingCatalog, Turn, as_turns, flatten
+from coachrec.serve.retrievers import RecommenderRetriever, Retriever, ScoresRetriever
+from coachrec.serve.semantic import QueryEncoderName, SemanticRetriever
 from coachrec.serve.stages import BlendRanker, ConstraintFilter, Diversify, Explain, Explore, Guardrail, Retrieve, Stage
+from coachrec.serve.understanding import IntentParser, IntentRetriever, Understand, popularity_of
 from coachrec.tracing import NoopSpan, SpanKind, Tracer
 from coachrec.tracing.model import new_trace_id
 
@@ -40,22 +48,32 @@ class UnknownUserError(KeyError):
 
 @dataclass
 class RecommendRequest:
-    """`user_id` (known to the models), or an anonymous `history` of raw item ids, or both."""
+    """`user_id` (known to the models), or an anonymous `history` of raw item ids, or both, or
+    neither when there is `context`: free text (a message) or a conversation, a list of turns
+    (`Turn`, or mappings with `speaker` "seeker" | "recommender" (or "user" | "assistant") and
+    `text`), oldest first."""
 
     user_id: str | None = None
     history: Sequence[str] | None = None
     k: int = 10
     constraints: Constraints = field(default_factory=Constraints)
-    context: str | None = None
+    context: RequestText | None = None
     request_id: str | None = None
 
+    def turns(self) -> tuple[Turn, ...]:
+        """The context as turns (`ValueError` naming what is wrong with it)."""
+        return as_turns(self.context)
+
     def to_trace(self) -> dict[str, Any]:
+        context: Any = self.context
+        if context is not None and not isinstance(context, str):
+            context = [{"speaker": t.speaker, "text": t.text} for t in as_turns(context)]
         return {
             "user_id": self.user_id,
             "history": None if self.history is None else list(self.history),
             "k": self.k,
             "constraints": self.constraints.to_dict(),
-            "context": self.context,
+            "context": context,
         }
 
 
@@ -77,14 +95,33 @@ class RecommendResult:
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """`candidates`: items each retriever returns; `weights`: ranker blend per retriever name;
-    `diversity`: MMR lambda (1 = off); `epsilon`/`seed`: epsilon-greedy exploration (0 = off)."""
+    """`candidates`: items each retriever returns; `weights`: ranker blend per retriever name
+    (requests without text); `diversity`: MMR lambda (1 = off); `epsilon`/`seed`:
+    epsilon-greedy exploration (0 = off).
+
+    Reading text: `understand` adds the `understand` stage and the `intent` retriever;
+    `semantic` the `semantic` retriever (`query_encoder`: "static" or "full"); `text_weights`:
+    the blend for requests with text (learned: `Stack.learn_blend`); `scores`: names of
+    signals handed in per request (`RequestContext.scores`, offline), each a `ScoresRetriever`."""
 
     candidates: int = 200
     weights: dict[str, float] | None = None
     diversity: float = 0.8
     epsilon: float = 0.0
     seed: int = 0
+    understand: bool = False
+    semantic: bool = False
+    query_encoder: QueryEncoderName = "static"
+    text_weights: dict[str, float] | None = None
+    scores: tuple[str, ...] = ()
+
+    @property
+    def reads_text(self) -> bool:
+        return self.understand or self.semantic
+
+    def text_retriever_names(self) -> tuple[str, ...]:
+        """The retrievers these settings add after the models' own, in order."""
+        return (*(("intent",) if self.understand else ()), *(("semantic",) if self.semantic else ()), *self.scores)
 
 
 class Pipeline:
@@ -121,10 +158,21 @@ class Pipeline:
             if m.items is None or items is None or list(m.items.ids) != list(items.ids):
                 raise ValueError(f"model {m.name} was fitted on another item map than {models[0].name}")
         serving = ServingCatalog(catalog, items)
-        rets = list(retrievers) if retrievers is not None else [RecommenderRetriever(m, config.candidates) for m in models]
+        rets: list[Retriever] = (
+            list(retrievers) if retrievers is not None else [RecommenderRetriever(m, config.candidates) for m in models]
+        )
+        before: list[Stage] = []
+        if config.understand:
+            parser = IntentParser(serving.data, popularity_of(models, len(serving)))
+            before.append(Understand(parser))
+            rets.append(IntentRetriever(parser, serving, popularity_of(models, len(serving)), config.candidates))
+        if config.semantic:
+            rets.append(SemanticRetriever(serving.data, config.candidates, query_encoder_name=config.query_encoder))
+        rets += [ScoresRetriever(name, config.candidates) for name in config.scores]
         stages: list[Stage] = [
+            *before,
             Retrieve(rets),
-            ranker if ranker is not None else BlendRanker(config.weights),
+            ranker if ranker is not None else BlendRanker(config.weights, text_weights=config.text_weights),
             ConstraintFilter(),
             Diversify(config.diversity),
             Explore(EpsilonGreedy(config.epsilon, config.seed)),
@@ -138,33 +186,70 @@ class Pipeline:
             close()
         self.closers.clear()
 
+    def warm(self) -> None:
+        """Load what the first request with text would (item embeddings, query encoder), so
+        it is not slow; a pipeline without text stages has nothing to load."""
+        for r in _retrievers(self):
+            warm = getattr(r, "warm", None)
+            if warm is not None:
+                warm()
+
     # -- offline scoring ---------------------------------------------------------------------
 
-    def offline(self, histories: Sequence[np.ndarray], *, through: str = "rank", batch: int = 256) -> list[Candidates]:
+    def offline(
+        self,
+        histories: Sequence[np.ndarray],
+        *,
+        through: str = "rank",
+        batch: int = 256,
+        contexts: Sequence[RequestText | None] | None = None,
+        scores: Sequence[dict[str, np.ndarray]] | None = None,
+        keep: list[RequestContext] | None = None,
+    ) -> list[Candidates]:
         """Each history's candidates after the stages up to and including the one named
         `through`, untraced, with no constraints but "seen items excluded": the same stage
         code a served request runs, for metrics, distillation and the gate. Model scores are
-        computed a batch at a time and handed to the retrievers through `RequestContext.scores`."""
+        computed a batch at a time (after the `understand` stage, which may add titles the text
+        mentions to a history) and handed to the retrievers through `RequestContext.scores`.
+        `contexts`: each request's text (None: none); `scores`: signals handed in per request
+        (for the `PipelineConfig.scores` retrievers). `keep`, when given, receives each
+        request's context after the stages (its intent, history, constraints), in order."""
         names = [stage.name for stage in self.stages]
         if through not in names:
             raise ValueError(f"through: no stage {through!r} in this pipeline; it has {names}")
+        for given, what in ((contexts, "contexts"), (scores, "scores")):
+            if given is not None and len(given) != len(histories):
+                raise ValueError(f"{what}: {len(given)} for {len(histories)} histories")
         stages = self.stages[: names.index(through) + 1]
+        first = next((i for i, s in enumerate(stages) if isinstance(s, Retrieve)), len(stages))
         scorers = [r for r in _retrievers(self) if isinstance(r, RecommenderRetriever)]
         none = Constraints()
         span = NoopSpan()
         tracer = Tracer(enabled=False)
         out: list[Candidates] = []
         for start in range(0, len(histories), batch):
-            chunk = [np.asarray(h, dtype=np.int64) for h in histories[start : start + batch]]
-            scores = {r.name: np.asarray(r.model.score(chunk), dtype=np.float64) for r in scorers}
-            for row, history in enumerate(chunk):
+            ctxs = []
+            for row, h in enumerate(histories[start : start + batch]):
+                history = np.asarray(h, dtype=np.int64)
+                turns = as_turns(contexts[start + row]) if contexts is not None else ()
                 ctx = RequestContext(f"offline-{start + row}", None, history, 10, none,
                                      self.catalog.index.mask(none, history), self.catalog, tracer,
-                                     scores={name: s[row] for name, s in scores.items()})
+                                     flatten(turns), turns=turns)  # fmt: skip
+                if scores is not None:
+                    ctx.scores.update(scores[start + row])
                 candidates = Candidates.empty()
-                for stage in stages:
+                for stage in stages[:first]:
+                    candidates = stage(ctx, candidates, span)
+                ctxs.append((ctx, candidates))
+            chunk = [ctx.history for ctx, _ in ctxs]
+            model_scores = {r.name: np.asarray(r.model.score(chunk), dtype=np.float64) for r in scorers}
+            for row, (ctx, candidates) in enumerate(ctxs):
+                ctx.scores.update({name: s[row] for name, s in model_scores.items()})
+                for stage in stages[first:]:
                     candidates = stage(ctx, candidates, span)
                 out.append(candidates)
+                if keep is not None:
+                    keep.append(ctx)
         return out
 
     # -- the request -------------------------------------------------------------------------
@@ -178,8 +263,8 @@ class Pipeline:
                 hist = model.user_history(model.users.index(request.user_id))
             elif request.history is None:
                 raise UnknownUserError(f"user_id: unknown user {request.user_id!r}; pass a history for a new user")
-        elif request.history is None:
-            raise UnknownUserError("user_id: give a user_id or an anonymous history")
+        elif request.history is None and request.context is None:
+            raise UnknownUserError("user_id: give a user_id, an anonymous history or a context")
         ignored: list[str] = []
         if request.history:
             enc = self.catalog.items.encode(list(request.history), unknown="mask")
@@ -191,6 +276,7 @@ class Pipeline:
         if request.k < 1:
             raise ValueError(f"k: must be at least 1, got {request.k}")
         self.catalog.index.validate(request.constraints)
+        turns = request.turns()
         request_id = request.request_id or new_trace_id()
         with self.tracer.trace_request(
             "recommend", user_id=request.user_id, request_id=request_id, input=request.to_trace()
@@ -199,7 +285,7 @@ class Pipeline:
             allowed = self.catalog.index.mask(request.constraints, history)
             ctx = RequestContext(
                 request_id, request.user_id, history, request.k, request.constraints, allowed,
-                self.catalog, self.tracer, request.context,
+                self.catalog, self.tracer, flatten(turns), turns=turns,
             )
             candidates = Candidates.empty()
             recorded: dict[str, Any] | None = None  # the previous stage's output is this one's input
@@ -209,7 +295,7 @@ class Pipeline:
                     if span.recording and len(candidates):
                         span.set_input(recorded if recorded is not None and not sources else candidates.trace(self.catalog, sources=sources))
                     candidates = stage(ctx, candidates, span)
-                    if span.recording:
+                    if span.recording and not getattr(stage, "own_output", False):
                         recorded = candidates.trace(self.catalog, sources=sources)
                         span.set_output(recorded)
             result = self._result(ctx, candidates, root.trace_id, ignored)

@@ -59,7 +59,7 @@ class RecommenderRetriever:
     def reasons(self, ctx: RequestContext, idx: np.ndarray) -> list[str]:
         if isinstance(self.model, ItemKNN) and len(ctx.history):
             return self._similar_to(ctx, np.asarray(idx, dtype=np.int64))
-        if isinstance(self.model, Popularity):
+        if isinstance(self.model, Popularity) or (self._positive_only and not len(ctx.history)):
             return ["popular with other viewers"] * len(idx)
         return [f"recommended by {self.name}"] * len(idx)
 
@@ -81,3 +81,33 @@ class RecommenderRetriever:
             else:
                 out.append("recommended by item-kNN")
         return out
+
+
+class ScoresRetriever:
+    """The top `n` allowed items of full-catalog scores handed in with the request
+    (`RequestContext.scores[name]`): a signal computed outside the pipeline, such as a model
+    fitted on another data set's interactions or a co-mention table, blended like any other
+    retriever. A request without such scores retrieves nothing."""
+
+    def __init__(self, name: str, n: int = 200, reason: str = "often recommended in similar conversations") -> None:
+        if n < 1:
+            raise ValueError(f"a retriever needs n >= 1 candidates, got {n}")
+        self.name = name
+        self.n = n
+        self.reason = reason
+
+    def retrieve(self, ctx: RequestContext) -> tuple[np.ndarray, np.ndarray]:
+        scores = ctx.scores.get(self.name)
+        if scores is None:
+            return np.zeros(0, np.int64), np.zeros(0)
+        masked = np.where(ctx.allowed & np.isfinite(scores), scores, -np.inf)
+        idx = top_k(masked[None, :], self.n)[0]
+        keep = np.isfinite(masked[idx])
+        return idx[keep], masked[idx[keep]].astype(np.float64)
+
+    def score_items(self, ctx: RequestContext, idx: np.ndarray) -> np.ndarray | None:
+        scores = ctx.scores.get(self.name)
+        return None if scores is None else np.asarray(scores, dtype=np.float64)[np.asarray(idx, dtype=np.int64)]
+
+    def reasons(self, ctx: RequestContext, idx: np.ndarray) -> list[str]:
+        return [self.reason] * len(idx)

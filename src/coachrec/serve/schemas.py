@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import typing
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from coachrec.policy import Constraints, Range
+from coachrec.serve.candidates import MAX_CONTEXT_CHARS, MAX_TURN_CHARS, MAX_TURNS, SPEAKER_ALIASES
 
 
 class RangeIn(BaseModel):
@@ -41,18 +44,75 @@ class ConstraintsIn(BaseModel):
         )
 
 
+SpeakerIn = Literal["seeker", "user", "human", "customer", "recommender", "assistant", "system", "bot", "agent"]
+assert set(typing.get_args(SpeakerIn)) == set(SPEAKER_ALIASES), "the HTTP speakers must be the ones the pipeline reads"
+
+
+class TurnIn(BaseModel):
+    """One utterance of a conversation."""
+
+    model_config = ConfigDict(extra="forbid")
+    speaker: SpeakerIn = Field(description='"seeker" (who asks; also "user") or "recommender" (also "assistant")')
+    text: str = Field(max_length=MAX_TURN_CHARS, description="what they said")
+
+
+_TURNS = TypeAdapter(list[TurnIn])
+
+
 class RecommendIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     user_id: str | None = Field(None, min_length=1, description="a known user; or give history")
     history: list[str] | None = Field(None, max_length=10_000, description="item ids the user engaged with, oldest first")
     k: int = Field(10, ge=1, le=100, description="how many items to return")
     constraints: ConstraintsIn = Field(default_factory=ConstraintsIn)
-    context: str | None = Field(None, max_length=4_000, description="free-text context (used by the LLM stage when present)")
+    context: str | list[TurnIn] | None = Field(
+        None,
+        description="what the user asks for in words: a message, or a conversation as turns "
+        '[{"speaker": "seeker", "text": "..."}, {"speaker": "recommender", "text": "..."}, ...] (oldest first)',
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _context_form(cls, data: Any) -> Any:
+        """One error per bad turn, named `context.N.field` (not one per union member)."""
+        if not isinstance(data, dict) or data.get("context") is None or isinstance(data["context"], str):
+            return data
+        context = data["context"]
+        if not isinstance(context, list):
+            error = PydanticCustomError("context_type", "must be a string or a list of turns ({speaker, text})")
+            raise ValidationError.from_exception_data(
+                cls.__name__, [InitErrorDetails(type=error, loc=("context",), input=context)]
+            )
+        try:
+            _TURNS.validate_python(context)
+        except ValidationError as exc:
+            details = [
+                InitErrorDetails(type=PydanticCustomError(e["type"], e["msg"]), loc=("context", *e["loc"]), input=e["input"])
+                for e in exc.errors()
+            ]
+            raise ValidationError.from_exception_data(cls.__name__, details) from None
+        return data
 
     @model_validator(mode="after")
     def _who(self) -> RecommendIn:
-        if self.user_id is None and self.history is None:
-            raise ValueError("give a user_id or an anonymous history (or both)")
+        if self.user_id is None and self.history is None and self.context is None:
+            raise ValueError("give a user_id or an anonymous history, or a context (or several)")
+        return self
+
+    @model_validator(mode="after")
+    def _context_size(self) -> RecommendIn:
+        c = self.context
+        if isinstance(c, str):
+            if len(c) > MAX_CONTEXT_CHARS:
+                raise ValueError(f"context: {len(c):,} characters; at most {MAX_CONTEXT_CHARS:,}")
+        elif c is not None:
+            if not c:
+                raise ValueError("context: an empty conversation; give at least one turn, or omit context")
+            if len(c) > MAX_TURNS:
+                raise ValueError(f"context: {len(c)} turns; at most {MAX_TURNS}")
+            total = sum(len(t.text) for t in c)
+            if total > MAX_CONTEXT_CHARS:
+                raise ValueError(f"context: {total:,} characters in all; at most {MAX_CONTEXT_CHARS:,}")
         return self
 
 

@@ -6,7 +6,10 @@
     stack.save("stacks/v1"); Stack.load("stacks/v1")
 
 A `Stack` is the only thing the coach produces, the registry stores and the server serves, so
-the gate scores exactly the stages users get. `scorer()` and `candidates()` run the pipeline's
+the gate scores exactly the stages users get. `Stack.fit` reads text by default
+(`TEXT_CONFIG`: the `understand` stage, intent and semantic retrievers) and learns the blend
+for requests with text from simulated requests on a validation split (`learn_blend`); a
+request without text is ranked exactly as by the models alone. `scorer()` and `candidates()` run the pipeline's
 own retrieve and rank stages (`Pipeline.offline`) with tracing off; items no retriever proposes
 rank below every candidate, in the order of the first model's scores.
 """
@@ -25,19 +28,28 @@ import numpy as np
 import polars as pl
 
 from coachrec import datasets
-from coachrec.data import Catalog, Dataset
+from coachrec.data import Catalog, Dataset, leave_one_out
 from coachrec.models import BaseRecommender, create, load
 from coachrec.ranking import ItemStats, Student, feature_names
-from coachrec.serve.candidates import Candidates
+from coachrec.serve.candidates import Candidates, RequestContext, RequestText
 from coachrec.serve.llm_stages import LLMServeConfig, attach_llm
 from coachrec.serve.pipeline import Pipeline, PipelineConfig
-from coachrec.serve.stages import LearnedRanker
+from coachrec.serve.stages import LearnedRanker, learn_weights
+from coachrec.serve.understanding import simulated_requests
 from coachrec.tracing import Tracer
 
 DEFAULT_MODELS = ("itemknn", "pop")
 NON_CANDIDATE = -1e6
 """Score floor for items no retriever proposed (below every candidate, order kept by model 0)."""
 FORMAT = 2
+TEXT_CONFIG = PipelineConfig(understand=True, semantic=True)
+"""The default: reads a request's text (understand stage, intent and semantic retrievers)."""
+
+
+def has_item_text(catalog: Catalog) -> bool:
+    """Whether items have text beyond their ids (titles, genres or tags) for the text stages."""
+    f = catalog.frame
+    return bool((f["title"] != f["item"]).any() or (f["genres"].list.len() > 0).any() or (f["tags"].list.len() > 0).any())
 
 
 def catalog_for(data: Dataset) -> Catalog:
@@ -67,19 +79,39 @@ class Stack:
             raise ValueError("a stack needs at least one fitted model")
 
     @classmethod
-    def fit(cls, data: Dataset, models: Sequence[str] = DEFAULT_MODELS, config: PipelineConfig = PipelineConfig(), *,
-            catalog: Catalog | None = None, dataset: str | None = None) -> Stack:
-        """Fit each named model on `data` with its tuned defaults for this dataset."""
+    def fit(cls, data: Dataset, models: Sequence[str] = DEFAULT_MODELS, config: PipelineConfig = TEXT_CONFIG, *,
+            catalog: Catalog | None = None, dataset: str | None = None, learn_blend: bool | None = None,
+            seed: int = 0) -> Stack:  # fmt: skip
+        """Fit each named model on `data` with its tuned defaults for this dataset.
+
+        With text stages (`config.reads_text`; dropped for a catalog without item text) and no
+        `config.text_weights`, the blend for requests with text is learned (`learn_blend`,
+        default on): the models are fitted once more on a leave-one-out split's training part,
+        simulated requests are written for its validation targets (`simulated_requests`) and
+        the weights fitted on how they rank them."""
+        catalog = catalog if catalog is not None else catalog_for(data)
+        if config.reads_text and not has_item_text(catalog):
+            config = replace(config, understand=False, semantic=False, text_weights=None)
         fitted = [create(name, dataset=data).fit(data) for name in models]
         name = dataset or data.name
-        return cls(fitted, catalog if catalog is not None else catalog_for(data), config, dataset=name,
-                   source=f"{'+'.join(models)} fitted on {name}")
+        stack = cls(fitted, catalog, config, dataset=name, source=f"{'+'.join(models)} fitted on {name}")
+        learn = config.reads_text and config.text_weights is None if learn_blend is None else learn_blend
+        if learn:
+            split = leave_one_out(data)
+            inner = cls([create(m, dataset=data).fit(split.train) for m in models], catalog, config)
+            task = split.task("valid")
+            histories, texts = simulated_requests(task.histories, task.targets, catalog, seed=seed)
+            weights, info = inner.learn_blend(histories, texts, task.targets)
+            stack.config = replace(config, text_weights=weights)
+            stack.source += f"; text blend learned on {int(info['requests'])} simulated requests"
+        return stack
 
     # -- what it is -----------------------------------------------------------------------------
 
     @property
     def retriever_names(self) -> tuple[str, ...]:
-        return tuple(m.name for m in self.models)
+        """The models' retrievers, then those the text settings add (`intent`, `semantic`)."""
+        return tuple(m.name for m in self.models) + self.config.text_retriever_names()
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -87,7 +119,9 @@ class Stack:
         return feature_names(self.retriever_names)
 
     def describe(self) -> str:
-        base = "+".join(self.retriever_names)
+        base = "+".join(m.name for m in self.models)
+        if self.config.reads_text:
+            base += " + text (" + ", ".join(self.config.text_retriever_names()) + ")"
         if self.ranker is None:
             text = base if len(self.models) == 1 else f"{base} blend"
         else:
@@ -99,20 +133,59 @@ class Stack:
 
     # -- serving and scoring ----------------------------------------------------------------------
 
+    def _ranker(self) -> LearnedRanker | None:
+        if self.ranker is None or self.ranker.text_weights == self.config.text_weights:
+            return self.ranker
+        return LearnedRanker(self.ranker.student, self.ranker.stats, text_weights=self.config.text_weights)
+
     def pipeline(self, tracer: Tracer | None = None) -> Pipeline:
         """The request path over this stack; close it to release the LLM backends."""
-        pipeline = Pipeline.from_models(self.models, self.catalog, tracer=tracer, config=self.config, ranker=self.ranker)
+        pipeline = Pipeline.from_models(self.models, self.catalog, tracer=tracer, config=self.config, ranker=self._ranker())
         if self.llm is not None:
             pipeline.closers.append(attach_llm(pipeline, self.catalog, self.llm).close)
         return pipeline
 
     def _offline(self) -> Pipeline:
-        return Pipeline.from_models(self.models, self.catalog, config=self.config, ranker=self.ranker)
+        """The untraced pipeline for offline scoring, kept while the stack is unchanged (so
+        the text stages' tables and embeddings are built once)."""
+        key = (self.config, id(self.ranker), id(self.catalog), tuple(id(m) for m in self.models))
+        cached = self.__dict__.get("_offline_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, Pipeline.from_models(self.models, self.catalog, config=self.config, ranker=self._ranker()))
+            self.__dict__["_offline_cache"] = cached
+        pipeline: Pipeline = cached[1]
+        return pipeline
 
-    def candidates(self, histories: Sequence[np.ndarray], *, through: str = "retrieve") -> list[Candidates]:
+    def candidates(
+        self,
+        histories: Sequence[np.ndarray],
+        *,
+        through: str = "retrieve",
+        contexts: Sequence[RequestText | None] | None = None,
+        scores: Sequence[dict[str, np.ndarray]] | None = None,
+        keep: list[RequestContext] | None = None,
+    ) -> list[Candidates]:
         """Per history, the candidate set after the stage `through` ("retrieve": merged
-        retriever lists, scored by the unweighted blend; "rank": after the ranker)."""
-        return self._offline().offline(histories, through=through)
+        retriever lists, scored by the unweighted blend; "rank": after the ranker), with each
+        request's text (`contexts`) and handed-in signals (`scores`) when given; `keep`
+        receives each request's context after the stages (`Pipeline.offline`)."""
+        return self._offline().offline(histories, through=through, contexts=contexts, scores=scores, keep=keep)
+
+    def learn_blend(
+        self,
+        histories: Sequence[np.ndarray],
+        contexts: Sequence[RequestText | None],
+        targets: Sequence[np.ndarray],
+        *,
+        scores: Sequence[dict[str, np.ndarray]] | None = None,
+        seed: int = 0,
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """Blend weights for requests with text, fitted (`stages.learn_weights`: pairwise
+        logistic regression) on how this stack's retrievers rank each request's `targets`.
+        Returns the weights and the fit's statistics; `replace(stack.config, text_weights=...)`
+        serves them (they are saved with the stack)."""
+        found = self.candidates(histories, through="retrieve", contexts=contexts, scores=scores)
+        return learn_weights(found, targets, seed=seed)
 
     def scorer(self) -> StackScorer:
         return StackScorer(self)
@@ -126,7 +199,7 @@ class Stack:
             m.save(out / "models" / m.name)
         meta: dict[str, Any] = {
             "format": FORMAT,
-            "models": list(self.retriever_names),
+            "models": [m.name for m in self.models],
             "dataset": self.dataset,
             "config": dataclasses.asdict(self.config),
             "student": None,

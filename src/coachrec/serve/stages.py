@@ -68,6 +68,13 @@ class Retrieve:
         sources = np.full((len(items), len(lists)), np.nan, dtype=np.float32)
         cols = np.repeat(np.arange(len(lists)), [len(idx) for idx, _ in lists])
         np.fmax.at(sources, (inverse, cols), np.concatenate([s for _, s in lists]).astype(np.float32))
+        for r, retriever in enumerate(self.retrievers):
+            fill = getattr(retriever, "score_items", None)  # text retrievers score any item cheaply
+            missing = np.flatnonzero(np.isnan(sources[:, r])) if fill is not None else np.zeros(0, np.int64)
+            if len(missing) and fill is not None:
+                values = fill(ctx, items[missing])
+                if values is not None:
+                    sources[missing, r] = np.asarray(values, dtype=np.float32)
         merged = Candidates(items, np.zeros(len(items)), sources, self.names)
         merged.score = merged.normalized_sources().sum(axis=1)
         return _order_by_score(merged)
@@ -76,23 +83,88 @@ class Retrieve:
 class BlendRanker:
     """Score = weighted sum of per-retriever scores scaled to [0, 1] (missing counts 0).
 
-    A placeholder for the position-debiased ranker; weights default to 1 per retriever.
+    `weights` (default 1 per retriever) rank requests without text, exactly as before text
+    stages existed; `text_weights` (learned by `learn_weights`, default `weights`) rank
+    requests with text, whose candidates also carry the text retrievers' scores.
     """
 
     kind = SpanKind.RANKER
 
-    def __init__(self, weights: Mapping[str, float] | None = None, name: str = "rank") -> None:
+    def __init__(self, weights: Mapping[str, float] | None = None, name: str = "rank",
+                 text_weights: Mapping[str, float] | None = None) -> None:  # fmt: skip
         self.weights = dict(weights or {})
+        self.text_weights = None if text_weights is None else dict(text_weights)
         self.name = name
 
     def __call__(self, ctx: RequestContext, candidates: Candidates, span: AnySpan) -> Candidates:
-        unknown = set(self.weights) - set(candidates.source_names)
+        use_text = ctx.has_text and self.text_weights is not None
+        table = self.text_weights if use_text and self.text_weights is not None else self.weights
+        unknown = set(table) - set(candidates.source_names)
         if unknown:
             raise ValueError(f"ranker weights name unknown retrievers {sorted(unknown)}; have {candidates.source_names}")
-        w = np.array([self.weights.get(n, 1.0) for n in candidates.source_names])
+        w = np.array([table.get(n, 1.0) for n in candidates.source_names])
         span.set_attribute("weights", dict(zip(candidates.source_names, w.tolist())))
+        if use_text:
+            span.set_attribute("weights.for", "text")
         candidates.score = candidates.normalized_sources() @ w
         return _order_by_score(candidates)
+
+
+def learn_weights(
+    candidate_sets: Sequence[Candidates],
+    positives: Sequence[np.ndarray],
+    *,
+    negatives: int = 64,
+    l2: float = 1e-3,
+    iterations: int = 50,
+    seed: int = 0,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Blend weights (per retriever, on the scores `BlendRanker` sees: scaled to [0, 1] over
+    each candidate set) fitted by pairwise logistic regression: for each request, every
+    positive (a target in its candidate set) against up to `negatives` sampled candidates,
+    P(positive above negative) = sigmoid(w . (x_pos - x_neg)), Newton steps with an L2 penalty,
+    weights kept >= 0 (a retriever proposing an item never counts against it) and scaled to
+    sum to the number of retrievers. Returns the weights and fit statistics (pairs, requests
+    used, pairwise accuracy before and after)."""
+    if not candidate_sets:
+        raise ValueError("learn_weights needs at least one candidate set")
+    names = candidate_sets[0].source_names
+    rng = np.random.default_rng(seed)
+    diffs: list[np.ndarray] = []
+    used = 0
+    for c, pos in zip(candidate_sets, positives, strict=True):
+        if c.source_names != names:
+            raise ValueError(f"candidate sets have different retrievers: {c.source_names} vs {names}")
+        is_pos = np.isin(c.idx, np.asarray(pos, dtype=np.int64))
+        if not is_pos.any() or is_pos.all():
+            continue
+        used += 1
+        x = c.normalized_sources()
+        neg_rows = np.flatnonzero(~is_pos)
+        if len(neg_rows) > negatives:
+            neg_rows = rng.choice(neg_rows, negatives, replace=False)
+        for p in np.flatnonzero(is_pos):
+            diffs.append(x[p] - x[neg_rows])
+    if not diffs:
+        raise ValueError("no request has a target among its candidates: nothing to learn the blend from")
+    d = np.concatenate(diffs)
+    w = np.ones(d.shape[1])
+    before = float((d @ w > 0).mean())
+    for _ in range(iterations):
+        z = d @ w
+        wrong = 1.0 / (1.0 + np.exp(np.clip(z, -35, 35)))  # P(wrong order)
+        grad = -(d * wrong[:, None]).sum(axis=0) / len(d) + l2 * w
+        hess = (d * (wrong * (1 - wrong))[:, None]).T @ d / len(d) + l2 * np.eye(len(w))
+        step = np.linalg.solve(hess, grad)
+        w = np.maximum(w - step, 0.0)
+        if np.abs(step).max() < 1e-7:
+            break
+    total = w.sum()
+    w = w * (len(w) / total) if total > 0 else np.ones_like(w)
+    after = float((d @ w > 0).mean())
+    stats = {"pairs": float(len(d)), "requests": float(used), "requests_given": float(len(candidate_sets)),
+             "pairwise_accuracy_unweighted": round(before, 4), "pairwise_accuracy": round(after, 4)}  # fmt: skip
+    return {n: round(float(v), 6) for n, v in zip(names, w)}, stats
 
 
 class LearnedRanker:
@@ -104,16 +176,26 @@ class LearnedRanker:
 
     kind = SpanKind.RANKER
 
-    def __init__(self, student: Student, stats: ItemStats, name: str = "rank") -> None:
+    def __init__(self, student: Student, stats: ItemStats, name: str = "rank",
+                 text_weights: Mapping[str, float] | None = None) -> None:  # fmt: skip
         self.student = student
         self.stats = stats
         self.name = name
+        self.text_weights = None if text_weights is None else dict(text_weights)
+        self.reads = tuple(f.removeprefix("score.") for f in student.features if f.startswith("score."))
+        """The retrievers whose scores the student's features were built from, in order."""
 
     def __call__(self, ctx: RequestContext, candidates: Candidates, span: AnySpan) -> Candidates:
-        blend = candidates.normalized_sources().sum(axis=1)
+        names = candidates.source_names
+        if ctx.has_text and self.text_weights is not None:
+            blend = candidates.normalized_sources() @ np.array([self.text_weights.get(n, 1.0) for n in names])
+        else:
+            blend = candidates.normalized_sources().sum(axis=1)
         candidates.score = blend
         if len(candidates):
-            x = candidate_features(self.stats, ctx.history, candidates.idx, candidates.sources, blend)
+            cols = [names.index(n) for n in self.reads if n in names]
+            sources = candidates.sources[:, cols] if len(cols) != len(names) else candidates.sources
+            x = candidate_features(self.stats, ctx.history, candidates.idx, sources, blend)
             candidates.score = blend + self.student.strength * self.student.probability(x)
         span.set_attributes({"ranker": "distilled-student", "strength": self.student.strength})
         return _order_by_score(candidates)
