@@ -1,13 +1,17 @@
 """The teacher: a committee that judges served requests against a rubric.
 
     judge = Judge(load_rubric(), CatalogView(catalog), llm=load_backend("teacher"), relevance=committee)
+    judge = Judge(..., request_match=request_committee)   # `request_match` by a measured committee
     judgments = judge.judge(cases_from_store(store, trace_ids), progress=print_progress)
     record(store, judgments)            # evaluations on the blamed spans (OTLP: gen_ai.evaluation.result)
 
 Program criteria are exact checks, the relevance criterion asks the heavier recommender, and
 LLM criteria read P(yes) from next-token logits with the slate shown in both orders. A member
 that is not configured (no LLM, no relevance committee) leaves its criteria unjudged rather
-than guessed.
+than guessed. With `request_match=` (a `teacher.request_match.RequestMatchCommittee`, measured
+on ReDial by `measured_request_match`) the `request_match` criterion is judged per shown item by
+that committee instead of the listwise LLM question: score = share of shown items matching,
+`details` = each item's P(match); a request without seeker text is unknown, not a pass.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from coachrec.teacher.llm_scoring import LogitScorer
 from coachrec.teacher.program_checks import CHECKS
 from coachrec.teacher.prompts import judge_prompt, numbered
 from coachrec.teacher.relevance import RelevanceCommittee
+from coachrec.teacher.request_match import REQUEST_MATCH, RequestMatchCommittee
 from coachrec.teacher.rubric import CriterionSpec, RubricSpec
 from coachrec.tracing import TraceStore
 
@@ -49,6 +54,7 @@ class Judge:
         *,
         llm: LLMBackend | None = None,
         relevance: RelevanceCommittee | None = None,
+        request_match: RequestMatchCommittee | None = None,
         criteria: Sequence[str] | None = None,
         config: JudgeConfig = JudgeConfig(),
     ) -> None:
@@ -57,11 +63,14 @@ class Judge:
         self.llm = llm
         self.scorer = LogitScorer(llm) if llm is not None else None
         self.relevance = relevance
+        self.request_match = request_match
         self.config = config
         selected = [rubric.criterion(n) for n in criteria] if criteria is not None else list(rubric.criteria)
         self.criteria = [c for c in selected if self._member_available(c)]
         self.skipped = [c.name for c in selected if not self._member_available(c)]
         members = [f"llm={llm.model_id}" if llm else "llm=none", f"relevance={relevance.model_id}" if relevance else "relevance=none"]
+        if request_match is not None:
+            members.append(f"request_match={request_match.model_id}")
         digest = hashlib.sha256(f"{rubric.fingerprint()}|{'|'.join(members)}|{coachrec.__version__}".encode()).hexdigest()[:8]
         self.version = f"{rubric.name}@v{rubric.version}+{digest}"
         self.members = members
@@ -69,7 +78,7 @@ class Judge:
     def _member_available(self, c: CriterionSpec) -> bool:
         return c.member == "program" or (c.member == "llm" and self.llm is not None) or (
             c.member == "recommender" and self.relevance is not None
-        )
+        ) or (c.name == REQUEST_MATCH and self.request_match is not None)
 
     def judge(self, cases: Iterable[JudgeCase], progress: Progress | None = None) -> list[Judgment]:
         cases = list(cases)
@@ -102,6 +111,10 @@ class Judge:
         elif c.member == "recommender":
             score, rationale, details = self._relevance(c, case)
             evaluator = self.relevance.model_id if self.relevance else ""
+        elif c.name == REQUEST_MATCH and self.request_match is not None:
+            verdict = self.request_match.judge_slate(case.context, case.items, case.explored)
+            score, rationale, details = verdict.score, verdict.rationale, verdict.details
+            evaluator = self.request_match.model_id
         else:
             first, second = self._llm_scores(c, case)
             order_scores = (first, second) if second is not None else None
