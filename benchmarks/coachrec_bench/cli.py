@@ -15,6 +15,7 @@ from coachrec_bench import gru4rec_official as _gru4rec_official
 from coachrec_bench import llm as _llm
 from coachrec_bench import recbole_ref as _recbole
 from coachrec_bench import report as _report
+from coachrec_bench import request_match as _request_match
 from coachrec_bench import serve as _serve
 from coachrec_bench import speed as _speed
 from coachrec_bench import teacher as _teacher
@@ -45,3 +46,4 @@ app.command("coach")(_coach.bench_coach)
 app.command("serve")(_serve.bench_serve)
 app.command("tracing")(bench_tracing)
 app.command("conversational")(_conversational.bench_conversational)
+app.command("request-match")(_request_match.bench_request_match)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 import coachrec_bench
 from coachrec import cli
 
-SUBCOMMANDS = ["accuracy", "speed", "gru4rec-official", "recbole", "report", "llm", "teacher", "coach", "serve", "tracing"]
+SUBCOMMANDS = ["accuracy", "speed", "gru4rec-official", "recbole", "report", "llm", "teacher", "coach", "serve", "tracing", "request-match"]
 
 
 def test_importing_the_cli_imports_no_benchmark():

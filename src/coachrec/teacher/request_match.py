@@ -7,9 +7,11 @@ text. Each gives features; a logistic blend fitted on labelled pairs of calibrat
 turns them into P(match):
 
 - `EmbeddingMember`: MiniLM (the bundled all-MiniLM-L6-v2) cosine between the request vector
-  (the recency-weighted mean of the seeker utterances' embeddings) and the item's text
-  embedding (`Catalog.texts()`, computed once per catalog, cached on disk). Judging a slate is
-  one matrix-vector product; each new seeker utterance is encoded once (in-memory LRU cache).
+  (the recency-weighted mean of the seeker utterances' embeddings; also the whole
+  conversation's, and the best single seeker utterance) and the item's text embedding
+  (`Catalog.texts()`, computed once per catalog, cached on disk), each as the item's percentile
+  among the catalog for that request. Judging a slate is a few matrix-vector products; each new
+  utterance is encoded once (in-memory LRU cache).
 - `MentionMember`: the titles the seeker names ("something like Super Troopers", found by
   `coachrec.data.linking.MentionFinder`) against the item: the MiniLM cosine of the item's
   text with each named movie's text (max and recency-weighted mean), and whether any was named.
@@ -262,15 +264,17 @@ def _percentile(scores: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 class MentionMember:
-    """How close the item is to the movies the seeker names ("like Super Troopers"): the
-    MiniLM cosine of the item's text with the named movies' texts (max over them), as a
-    percentile among the catalog, and whether any movie was named. A request naming no
-    catalog title gives (0, 0)."""
+    """How close the item is to the movies the conversation names ("like Super Troopers", and
+    the recommender's earlier suggestions): the titles found by `MentionFinder` in the last
+    `max_turns` utterances (both speakers: which movies were discussed is part of what is
+    asked for; with `seeker_only`, the seeker's alone), and the MiniLM cosine of the item's text
+    with theirs, as percentiles among the catalog: the closest named movie (max) and their
+    centroid; plus whether any was named. A request naming no catalog title gives (0, 0, 0)."""
 
-    feature_names: tuple[str, ...] = ("mention_max_pct", "has_mention")
+    feature_names: tuple[str, ...] = ("mention_max_pct", "mention_mean_pct", "has_mention")
 
     def __init__(self, embedding: EmbeddingMember, finder: MentionFinder | None = None, *,
-                 popularity: np.ndarray | None = None, max_turns: int = 8) -> None:
+                 popularity: np.ndarray | None = None, max_turns: int = 8, seeker_only: bool = False) -> None:
         from coachrec.data.linking import MentionFinder
 
         self.name = "mentions"
@@ -278,7 +282,9 @@ class MentionMember:
         self.catalog = embedding.catalog
         self.finder = finder or MentionFinder(embedding.catalog, popularity)
         self.max_turns = max_turns
+        self.seeker_only = seeker_only
         self._found: OrderedDict[str, list[int]] = OrderedDict()
+        self._scored: OrderedDict[Turns, np.ndarray | None] = OrderedDict()
 
     def _mentions(self, text: str) -> list[int]:
         if text not in self._found:
@@ -288,20 +294,35 @@ class MentionMember:
         return self._found[text]
 
     def mentioned(self, turns: Turns) -> np.ndarray:
-        """Catalog rows of the titles the seeker names, in order of first mention."""
-        found = [item for text in seeker_texts(turns, self.max_turns) for item in self._mentions(text)]
+        """Catalog rows of the titles named, in order of first mention."""
+        said = seeker_texts(turns, self.max_turns) if self.seeker_only else self.embedding.texts(turns)
+        found = [item for text in said for item in self._mentions(text)]
         return np.array(list(dict.fromkeys(found)), dtype=np.int64)
 
     def features(self, turns: Turns, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
-        if not seeker_texts(turns, self.max_turns):
-            return np.full((len(rows), 2), np.nan)
+        if not seeker_texts(turns):
+            return np.full((len(rows), 3), np.nan)
+        s = self.catalog_scores(turns)
+        if s is None:
+            return np.zeros((len(rows), 3))
+        return np.column_stack([_percentile(s[0], rows), _percentile(s[1], rows), np.ones(len(rows))])
+
+    def catalog_scores(self, turns: Turns) -> np.ndarray | None:
+        """(2, n_items): every catalog item's cosine with the closest named movie and with their
+        centroid; None when no movie is named. Cached per request (LRU)."""
+        if turns in self._scored:
+            self._scored.move_to_end(turns)
+            return self._scored[turns]
         items = self.mentioned(turns)
-        if not len(items):
-            return np.zeros((len(rows), 2))
-        e = self.embedding.item_embeddings
-        closest = (e @ e[items].T).max(axis=1)
-        return np.column_stack([_percentile(closest, rows), np.ones(len(rows))])
+        out: np.ndarray | None = None
+        if len(items):
+            e = self.embedding.item_embeddings
+            out = np.vstack([(e @ e[items].T).max(axis=1), e @ e[items].mean(axis=0)])
+        self._scored[turns] = out
+        while len(self._scored) > 256:
+            self._scored.popitem(last=False)
+        return out
 
 
 class LLMMember:
@@ -386,6 +407,12 @@ class RequestMatchCommittee:
         if len(catalogs) > 1:
             raise ValueError("every member of a request-match committee must read the same catalog")
         self.catalog: Catalog = self.members[0].catalog
+        self._row = {str(item): i for i, item in enumerate(self.catalog.items.ids.tolist())}
+        self._titles = self.catalog.titles()
+
+    def rows(self, items: Sequence[str]) -> np.ndarray:
+        """Catalog rows of raw item ids, -1 for ids the catalog lacks."""
+        return np.fromiter((self._row.get(str(i), -1) for i in items), dtype=np.int64, count=len(items))
 
     @property
     def model_id(self) -> str:
@@ -420,7 +447,7 @@ class RequestMatchCommittee:
         turns); NaN for items the catalog lacks, and for every item when the request has no
         seeker text."""
         turns = request_turns(context)
-        rows = self.catalog.items.encode([str(i) for i in items], unknown="mask")
+        rows = self.rows(items)
         out = np.full(len(rows), np.nan)
         known = rows >= 0
         if known.any() and seeker_texts(turns):
@@ -445,10 +472,8 @@ class RequestMatchCommittee:
         p_match = {item: round(float(pi), 4) for item, pi in zip(shown, p, strict=True) if not np.isnan(pi)}
         matched = [item for item, pi in p_match.items() if pi >= self.threshold]
         score = len(matched) / len(p_match)
-        titles = self.catalog.titles()
-        rows = self.catalog.items.encode(list(p_match), unknown="mask")
-        weakest = sorted(zip(p_match.values(), rows, strict=True))[:3]
-        names = "; ".join(f"{titles[r]} ({pi:.2f})" for pi, r in weakest if r >= 0)
+        weakest = sorted(zip(p_match.values(), self.rows(list(p_match)), strict=True))[:3]
+        names = "; ".join(f"{self._titles[r]} ({pi:.2f})" for pi, r in weakest if r >= 0)
         rationale = (f"{len(matched)} of {len(p_match)} judged items match the request (P(match) >= "
                      f"{self.threshold:.2f}); least matching: {names}")
         unmatched = [item for item in p_match if item not in set(matched)]
