@@ -6,7 +6,8 @@ match the request. `request_labels` turns it into labelled (request, item) pairs
 (MovieLens latest-small first, through `coachrec.data.linking.link_conversations`):
 
 - one *request* per recommender turn: its context (the utterances so far, with speakers); the
-  members read the seeker's turns, the most recent weighted most;
+  members read the seeker's turns, the most recent weighted most (and, as further views, the
+  whole conversation and the movies it names: `teacher.request_match`);
 - *positives*: the turn's targets (the movies the human recommended in that response) that
   link to the catalog and were not mentioned earlier in the dialog (condition "rec"; an
   earlier-mentioned target is a repeat, not a recommendation for the request, and a served
