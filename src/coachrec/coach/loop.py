@@ -27,7 +27,7 @@ from coachrec.coach.gate import GateConfig, GateReport, conversation_recall_row,
 from coachrec.coach.registry import Registry
 from coachrec.coach.remedies import RemedyContext, RemedyError, remedies_for, strongest_stack
 from coachrec.coach.traffic import Served, failures_by_mode, request_key, serve, unknown_by_criterion
-from coachrec.coach.trust import Trust, criterion_trust, kappa_table, measured_committee
+from coachrec.coach.trust import Trust, criterion_trust, kappa_table, measured_committee, measured_request_match
 from coachrec.data import Catalog, Dataset, Split, leave_one_out
 from coachrec.llm.cost import TierPrice
 from coachrec.progress import SILENT, Progress
@@ -47,6 +47,7 @@ from coachrec.teacher import (
     record,
 )
 from coachrec.teacher.catalog_view import constraints_from_dict
+from coachrec.teacher.request_match import REQUEST_MATCH, RequestMatchCommittee
 from coachrec.teacher.traffic import replay_requests
 from coachrec.tracing import TraceStore
 
@@ -69,8 +70,11 @@ class LoopConfig:
     llm_traces: int = 6
     """Traces whose LLM criteria are judged (each costs 2 prompts per criterion)."""
     llm_criteria: tuple[str, ...] = ("request_match",)
-    """LLM criteria judged (report only until a golden set measures them). `request_match`
-    by default: the pipeline does not read free-text requests, so its failures are real."""
+    """LLM criteria judged on a few traces (report only until a golden set measures them)."""
+    request_match: bool = False
+    """Calibrate a request-match committee on the selection dialogs and measure it on the unused
+    ones, so `request_match` is judged on every trace and may gate when trusted (minutes of
+    sentence encoding on 2 cores; off by default)."""
     golden: str | None = None
     """A published golden set (review store) whose requests the gate also replays."""
     review_db: Path | None = None
@@ -99,6 +103,8 @@ class Context:
     golden_requests: list[RecommendRequest]
     data_info: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
+    request_match: RequestMatchCommittee | None = None
+    """The request-match committee, calibrated on selection dialogs, measured on unused ones."""
     conversations: dict[str, list[RecommendRequest]] = field(default_factory=dict)
     """ReDial requests by role ("selection", "gate"); `targets` holds each one's ground truth."""
     targets: dict[str, list[str]] = field(default_factory=dict)
@@ -262,6 +268,26 @@ def prepare(config: LoopConfig, registry: Registry, ui: Progress = SILENT) -> Co
         golden_quality = measure_golden(cases, rubric)
         golden_requests = requests_from_golden(cases, {str(u) for u in split.train.users.ids})
         ui.note(f"golden set {config.golden!r}: {len(cases)} labelled cases, {len(golden_requests)} requests to replay")
+    rows: list[dict[str, Any]] = []
+    dialogs = None
+    request_committee = None
+    if config.conversations > 0 and data.name == "ml-latest-small":
+        rows = datasets.requests("redial-ml")
+        dialogs = split_users(sorted({r["dialog_id"] for r in rows}), config.seed)
+    if dialogs is not None and config.request_match:
+        request_committee, rm_quality = measured_request_match(
+            rows,
+            catalog,
+            split.train.item_popularity(),
+            rubric,
+            set(dialogs.selection),
+            set(dialogs.unused),
+            seed=config.seed,
+        )
+        golden_quality = {**golden_quality, "request_match": rm_quality}
+        ui.note(
+            f"request-match committee vs human recommenders (ReDial): {rm_quality.reason()}, AUC {rm_quality.auc:.3f}"
+        )
     trust = criterion_trust(rubric, relevance=quality, golden=golden_quality)
     for row in kappa_table(trust):
         ui.note(f"  {row['criterion']:<26} {'may gate' if row['may_gate'] else 'report only':<12} {row['why']}")
@@ -283,9 +309,8 @@ def prepare(config: LoopConfig, registry: Registry, ui: Progress = SILENT) -> Co
         info,
         timings,
     )
-    if config.conversations > 0 and data.name == "ml-latest-small":
-        rows = datasets.requests("redial-ml")
-        dialogs = split_users(sorted({r["dialog_id"] for r in rows}), config.seed)
+    ctx.request_match = request_committee
+    if dialogs is not None:
         for role, keep in (("selection", set(dialogs.selection)), ("gate", set(dialogs.gate))):
             mine = [r for r in rows if r["dialog_id"] in keep]
             picked = np.random.default_rng(config.seed).permutation(len(mine))[: config.conversations]
@@ -392,9 +417,15 @@ def _llm_judge(
 def _gate_judge(ctx: Context) -> Judge:
     """Program and relevance criteria: the ones that can be trusted without human labels."""
     names = [
-        c.name for c in ctx.rubric.criteria if c.member == "program" or (c.member == "recommender" and ctx.committee)
+        c.name
+        for c in ctx.rubric.criteria
+        if c.member == "program"
+        or (c.member == "recommender" and ctx.committee)
+        or (c.name == REQUEST_MATCH and ctx.request_match)
     ]
-    return Judge(ctx.rubric, CatalogView(ctx.catalog), relevance=ctx.committee, criteria=names)
+    return Judge(
+        ctx.rubric, CatalogView(ctx.catalog), relevance=ctx.committee, request_match=ctx.request_match, criteria=names
+    )
 
 
 def observe(ctx: Context, out: Path, ui: Progress = SILENT) -> Observation:
@@ -495,7 +526,7 @@ def gate_candidate(
                 record(store, judgments)
             finally:
                 store.close()
-            modes[side] = failures_by_mode(judge, served.cases, judgments)
+            modes[side] = failures_by_mode(judge, served.cases, judgments, per_item={REQUEST_MATCH})
             unknown[side] = unknown_by_criterion(served.cases, judgments).get(
                 criterion, np.full(len(served.cases), np.nan)
             )
@@ -572,7 +603,7 @@ def _tier(tier: str, n: int, seconds_each: np.ndarray | float, note: str) -> dic
 def run_loop(config: LoopConfig, registry: Registry, out: Path, ui: Progress = SILENT) -> LoopResult:
     """Observe, judge, pick the target mode, try every remedy for it (each built on selection
     users, each gated on the gate users), promote at most one: the first, in the order of the
-    remedies' selection-side NDCG, that passes with the target's alpha divided by the number of
+    remedies' selection-side score, that passes with the target's alpha divided by the number of
     remedies gated (Bonferroni: trying many remedies does not buy a promotion)."""
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -623,6 +654,8 @@ def run_loop(config: LoopConfig, registry: Registry, out: Path, ui: Progress = S
         config.distill,
         config.seed,
         ui,
+        ctx.conversations.get("selection", []),
+        ctx.targets,
     )
     tried: list[Tried] = []
     built: list[tuple[Tried, Stack]] = []
@@ -638,7 +671,7 @@ def run_loop(config: LoopConfig, registry: Registry, out: Path, ui: Progress = S
         built.append((t, cand.stack))
         ui.note(f"{r.name}: {cand.note}")
     ctx.timings["remedies"] = time.perf_counter() - t0
-    built.sort(key=lambda tb: -np.nan_to_num(tb[0].selection.get("valid_ndcg@10", np.nan), nan=-np.inf))
+    built.sort(key=lambda tb: -np.nan_to_num(next(iter(tb[0].selection.values()), np.nan), nan=-np.inf))
     gate_config = replace(config.gate, alpha=config.gate.alpha / max(len(built), 1))
     promoted: Tried | None = None
     for t, stack in built:

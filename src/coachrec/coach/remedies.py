@@ -27,7 +27,7 @@ from coachrec.data import Catalog, EvalTask, Split
 from coachrec.metrics import evaluate, named
 from coachrec.models import BaseRecommender, create
 from coachrec.progress import SILENT, Progress
-from coachrec.serve import PipelineConfig, Stack
+from coachrec.serve import PipelineConfig, RecommendRequest, Stack
 from coachrec.teacher import JudgeCase, RelevanceCommittee, RubricSpec
 
 
@@ -51,6 +51,10 @@ class RemedyContext:
     distill: DistillConfig = field(default_factory=DistillConfig)
     seed: int = 0
     progress: Progress = SILENT
+    conversations: list[RecommendRequest] = field(default_factory=list)
+    """The selection dialogs' requests (ReDial), whose human targets a remedy may learn from."""
+    targets: dict[str, list[str]] = field(default_factory=dict)
+    """Request id -> the movies the human recommender suggested next."""
 
 
 @dataclass
@@ -58,7 +62,8 @@ class Candidate:
     stack: Stack
     note: str
     selection: dict[str, float] = field(default_factory=dict)
-    """What the remedy measured on the selection users (the order remedies are gated in)."""
+    """What the remedy measured on the selection users; the first value orders the gating
+    (higher first)."""
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -190,3 +195,43 @@ def diversity_strength(ctx: RemedyContext) -> Candidate:
     new = round(lam - 0.1, 2)
     stack = replace(ctx.champion, config=replace(ctx.champion.config, diversity=new))
     return Candidate(stack, f"MMR lambda {lam} -> {new}", {})
+
+
+@remedy("request-understanding", modes=("ignores_request",), span="understand")
+def request_understanding(ctx: RemedyContext) -> Candidate:
+    """Read the request: mentions as history, intent (genres, years, negations), semantic
+    retrieval over item text, with the text blend learned on the selection conversations."""
+    items = ctx.champion.models[0].items
+    if items is None:
+        raise RemedyError("the champion's models are not fitted")
+    convs = [r for r in ctx.conversations if r.context and ctx.targets.get(r.request_id or "")]
+    if len(convs) < 20:
+        raise RemedyError(f"only {len(convs)} selection conversations with human targets to learn the text blend on")
+    histories = [_encode(items, r.history or ()) for r in convs]
+    targets = [_encode(items, ctx.targets[r.request_id or ""]) for r in convs]
+    base = replace(ctx.champion, config=replace(ctx.champion.config, understand=True, semantic=True), ranker=None)
+    weights, fit = base.learn_blend(histories, [r.context for r in convs], targets, seed=ctx.seed)
+    stack = replace(base, config=replace(base.config, text_weights=weights))
+    before = _conversation_recall(ctx.champion, convs, histories, targets)
+    after = _conversation_recall(stack, convs, histories, targets)
+    note = (
+        f"understand + intent + semantic retrieval; text blend learned on {len(convs)} selection conversations "
+        f"{ {k: round(v, 3) for k, v in weights.items()} }; selection recall@10 {before:.4f} -> {after:.4f}"
+    )
+    return Candidate(stack, note, {"selection_recall@10": after}, {"text_blend": {"weights": weights, "fit": fit}})
+
+
+def _encode(items: Any, ids: Sequence[str]) -> np.ndarray:
+    enc = items.encode(list(ids), unknown="mask")
+    return np.asarray(enc[enc >= 0], dtype=np.int64)
+
+
+def _conversation_recall(
+    stack: Stack, convs: Sequence[RecommendRequest], histories: Sequence[np.ndarray], targets: Sequence[np.ndarray]
+) -> float:
+    """Mean recall@10 of the targets in the stack's ranked candidates (offline, same stages)."""
+    found = stack.candidates(histories, through="rank", contexts=[r.context for r in convs])
+    hits = [
+        len(set(c.idx[:10].tolist()) & set(t.tolist())) / len(t) for c, t in zip(found, targets, strict=True) if len(t)
+    ]
+    return float(np.mean(hits)) if hits else 0.0

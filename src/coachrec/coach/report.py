@@ -160,7 +160,7 @@ def write_report(result: LoopResult, out: Path, title: str = "coachrec quickstar
         md += [
             f"Target failure mode: **{result.target_mode}**. Each remedy was built on the selection users' data and "
             "gated on its own on the gate users; at most one is promoted (the first in the order of the remedies' "
-            "selection-side NDCG that passes, with the target's alpha divided by the number gated).",
+            "selection-side score that passes, with the target's alpha divided by the number gated).",
             "",
             "| remedy | span | what it did (on selection users) | candidate | decision |",
             "|---|---|---|---|---|",

@@ -57,7 +57,13 @@ def request_key(request: RecommendRequest) -> str:
     return json.dumps({**request.to_trace(), "user_id": request.user_id}, sort_keys=True, default=str)
 
 
-def failures_by_mode(judge: Judge, cases: Sequence[JudgeCase], judgments: Sequence[Judgment]) -> dict[str, np.ndarray]:
+def failures_by_mode(
+    judge: Judge,
+    cases: Sequence[JudgeCase],
+    judgments: Sequence[Judgment],
+    *,
+    per_item: set[str] | frozenset[str] = frozenset(),
+) -> dict[str, np.ndarray]:
     """Per failure mode, a float array over `cases`: 1 = the mode fired, 0 = judged and clear,
     NaN = the emitting criterion did not apply to the case (e.g. no free-text request) or could
     not judge it (`unknown`: counted by `unknown_by_criterion`, never as a pass)."""
@@ -71,7 +77,10 @@ def failures_by_mode(judge: Judge, cases: Sequence[JudgeCase], judgments: Sequen
         if j.unknown:
             continue
         for mode in spec.failure_modes:
-            out[mode][position[j.trace_id]] = float(mode in j.failure_modes)
+            # a criterion judged per shown item (its trust is measured per pair) counts the share
+            # of shown items that fail; the others count the slate
+            value = 1.0 - j.score if j.criterion in per_item else float(mode in j.failure_modes)
+            out[mode][position[j.trace_id]] = value
     return out
 
 

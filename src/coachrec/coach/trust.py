@@ -13,16 +13,22 @@ rubric's floor on enough cases).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from coachrec.data import Dataset
+from coachrec.data import Catalog, Dataset
 from coachrec.metrics import cohen_kappa
 from coachrec.teacher import JudgeQuality, RelevanceCommittee, RelevanceConfig, RubricSpec, measure
 from coachrec.teacher.movielens import heldout_labels
+from coachrec.teacher.request_match import (
+    RequestMatchCommittee,
+    default_members,
+    request_match_quality,
+    request_turns,
+)
 
 
 @dataclass(frozen=True)
@@ -133,3 +139,73 @@ def kappa_table(trust: Mapping[str, Trust]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def measured_request_match(
+    rows: Sequence[Mapping[str, Any]],
+    catalog: Catalog,
+    popularity: np.ndarray,
+    rubric: RubricSpec,
+    calibration_dialogs: set[str],
+    evaluation_dialogs: set[str],
+    *,
+    seed: int = 0,
+    window: int = 50,
+    max_requests: int = 400,
+) -> tuple[RequestMatchCommittee, JudgeQuality]:
+    """The request-match committee for the coach, from the bundled ReDial requests: positives
+    are the human recommender's next movies (linked, not mentioned before), negatives one
+    popularity-matched catalog movie per positive (among the `window` nearest in popularity,
+    never a target or mention of the dialog); the blend and threshold are fitted on
+    `calibration_dialogs` (the selection dialogs) and the quality measured per (request, item)
+    pair on `evaluation_dialogs` (the unused dialogs: never the gate's), CI by dialog. At most
+    `max_requests` requests (seeded) of each part are labelled: every request costs a sentence
+    encoding."""
+    committee = RequestMatchCommittee(default_members(catalog, popularity))
+    order = np.argsort(-np.asarray(popularity, dtype=np.float64), kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    rng = np.random.default_rng(seed)
+    parts: dict[str, tuple[list[np.ndarray], list[np.ndarray], list[str]]] = {"cal": ([], [], []), "ev": ([], [], [])}
+    by_dialog: dict[str, set[int]] = {}
+    for r in rows:
+        by_dialog.setdefault(r["dialog_id"], set()).update(committee.rows([*r["targets"], *r["mentions"]]).tolist())
+    chosen: list[Mapping[str, Any]] = []
+    for keep in (calibration_dialogs, evaluation_dialogs):
+        mine = [r for r in rows if r["dialog_id"] in keep]
+        chosen += [mine[i] for i in sorted(rng.permutation(len(mine))[:max_requests].tolist())]
+    for r in chosen:
+        part = (
+            "cal" if r["dialog_id"] in calibration_dialogs else "ev" if r["dialog_id"] in evaluation_dialogs else None
+        )
+        turns = request_turns(r["context"])
+        if part is None or not any(s == "seeker" and u.strip() for s, u in turns):
+            continue
+        pos = committee.rows(r["targets"])
+        pos = pos[pos >= 0]
+        forbidden = by_dialog[r["dialog_id"]]
+        neg = []
+        for p in pos.tolist():
+            lo = max(0, int(rank[p]) - window // 2)
+            pool = [int(i) for i in order[lo : lo + window] if int(i) not in forbidden]
+            if pool:
+                neg.append(pool[int(rng.integers(len(pool)))])
+        items = np.concatenate([pos, np.asarray(neg, dtype=np.int64)])
+        if not len(items):
+            continue
+        xs, ys, ds = parts[part]
+        xs.append(committee.feature_matrix(turns, items))
+        ys.append(np.r_[np.ones(len(pos), bool), np.zeros(len(neg), bool)])
+        ds.extend([r["dialog_id"]] * len(items))
+    if not parts["cal"][0] or not parts["ev"][0]:
+        raise ValueError("request_match: no labelled pairs in the calibration or the evaluation dialogs")
+    cal = (np.vstack(parts["cal"][0]), np.concatenate(parts["cal"][1]))
+    ev = (np.vstack(parts["ev"][0]), np.concatenate(parts["ev"][1]), np.asarray(parts["ev"][2], dtype=object))
+    protocol = (
+        "ReDial requests linked to the catalog: the human recommender's next movies vs "
+        f"popularity-matched negatives; blend fitted on {len(calibration_dialogs)} selection dialogs, measured "
+        f"on {len(set(ev[2].tolist()))} unused dialogs (never the gate's), per (request, item) pair"
+    )
+    return committee, request_match_quality(
+        committee, cal, ev, kappa_floor=rubric.kappa_floor, protocol=protocol, seed=seed
+    )
