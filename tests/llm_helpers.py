@@ -15,8 +15,13 @@ from coachrec.tracing import Tracer, TraceStore
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Sci-Fi"]
 
 
-def synthetic(n_users: int = 60, n_items: int = 120, seed: int = 0, titles: dict[int, str] | None = None,
-              tags: dict[int, list[str]] | None = None) -> Dataset:
+def synthetic(
+    n_users: int = 60,
+    n_items: int = 120,
+    seed: int = 0,
+    titles: dict[int, str] | None = None,
+    tags: dict[int, list[str]] | None = None,
+) -> Dataset:
     """Users with 15 popularity-skewed events each; `titles`/`tags` override items' text."""
     rng = np.random.default_rng(seed)
     pop = 1.0 / np.arange(1, n_items + 1)
@@ -39,8 +44,12 @@ def synthetic(n_users: int = 60, n_items: int = 120, seed: int = 0, titles: dict
     return Dataset.from_frame(events, catalog=catalog, name="synthetic")
 
 
-def llm_pipeline(data: Dataset, config: LLMServeConfig | None = None, small: FakeBackend | None = None,
-                 escalate: FakeBackend | None = None) -> tuple[Pipeline, TraceStore, TierBackends]:
+def llm_pipeline(
+    data: Dataset,
+    config: LLMServeConfig | None = None,
+    small: FakeBackend | None = None,
+    escalate: FakeBackend | None = None,
+) -> tuple[Pipeline, TraceStore, TierBackends]:
     models = [create("itemknn").fit(data), create("pop").fit(data)]
     store = TraceStore(":memory:")
     pipeline = Pipeline.from_models(models, data.catalog, tracer=Tracer(store))

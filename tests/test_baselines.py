@@ -71,7 +71,20 @@ def test_sampled_protocol_draws_unseen_negatives(ml_small):
 
 def test_cli_evaluate_json_contract(tmp_path):
     out = tmp_path / "r.json"
-    r = CliRunner().invoke(app, ["evaluate", "--model", "itemknn", "--dataset", "ml-latest-small", "--protocol", "loo-full", "--json", str(out)])
+    r = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            "itemknn",
+            "--dataset",
+            "ml-latest-small",
+            "--protocol",
+            "loo-full",
+            "--json",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "leave-one-out, full ranking" in r.output
     d = json.loads(out.read_text())

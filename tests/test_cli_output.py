@@ -78,8 +78,9 @@ def fake_result(promoted=False):
         protocol={"ci": "paired bootstrap, 2000 resamples", "ground_truth": "leave-one-out NDCG@10 " + "x" * 150},
         reasons=["v0002 loses ground truth"],
     )
-    tried = SimpleNamespace(remedy="distilled-student", span="rank", note=LONG, candidate_id="v0002", gate=gate,
-                            promoted=promoted)
+    tried = SimpleNamespace(
+        remedy="distilled-student", span="rank", note=LONG, candidate_id="v0002", gate=gate, promoted=promoted
+    )
     return SimpleNamespace(
         observation=SimpleNamespace(report=report),
         target_mode="short_slate",

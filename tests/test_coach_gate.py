@@ -27,7 +27,10 @@ def truth(split):
     """Ground-truth rows of item-kNN over popularity (better) and the reverse (worse)."""
     pop, knn = create("pop").fit(split.train), create("itemknn").fit(split.train)
     users = [str(u) for u in split.train.users.ids]
-    return {"better": ground_truth_rows(pop, knn, split, users, CONFIG), "worse": ground_truth_rows(knn, pop, split, users, CONFIG)}
+    return {
+        "better": ground_truth_rows(pop, knn, split, users, CONFIG),
+        "worse": ground_truth_rows(knn, pop, split, users, CONFIG),
+    }
 
 
 USERS = [f"u{i}" for i in range(300)]

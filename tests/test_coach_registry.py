@@ -21,14 +21,18 @@ def stacks(ml_small):
 
 
 def _register(reg, stack, name):
-    return reg.register(stack, description=name, dataset="ml-latest-small", data={"name": "ml-latest-small", "hash": "h"})
+    return reg.register(
+        stack, description=name, dataset="ml-latest-small", data={"name": "ml-latest-small", "hash": "h"}
+    )
 
 
 def test_promote_rollback_and_history(tmp_path, stacks):
     reg = Registry(tmp_path / "registry")
     with pytest.raises(RegistryError, match="no champion"):
         reg.rollback()
-    v1, v2, v3 = (_register(reg, s, n) for s, n in zip((*stacks, stacks[1]), ("base", "student", "student again")))
+    v1, v2, v3 = (
+        _register(reg, s, n) for s, n in zip((*stacks, stacks[1]), ("base", "student", "student again"), strict=False)
+    )
     assert [v.id for v in reg.versions()] == ["v0001", "v0002", "v0003"]
     reg.promote(v1.id, note="first")
     with pytest.raises(RegistryError, match="no earlier champion"):
@@ -87,10 +91,13 @@ def test_scorer_ranks_what_the_served_pipeline_ranks(tmp_path, stacks, ml_small)
         model = coached.models[0]
         histories = [model.user_history(model.users.index(u)) for u in users]
         scores = coached.scorer().score(histories)
-        for result, row in zip(results, scores):
+        for result, row in zip(results, scores, strict=False):
             rank = next(s for s in store.trace(result.trace_id) if s.name == "rank")
             traced = rank.output_value()["items"]
-            offline = [str(i) for i in np.asarray(model.items.ids, dtype=object)[np.argsort(-row, kind="stable")[: len(traced)]]]
+            offline = [
+                str(i)
+                for i in np.asarray(model.items.ids, dtype=object)[np.argsort(-row, kind="stable")[: len(traced)]]
+            ]
             assert offline == traced
     finally:
         store.close()

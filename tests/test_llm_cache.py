@@ -6,11 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from coachrec.llm import ChatMessage, LLMBackend, ResponseCache
-
-from coachrec.llm.backend import Completion
-
+from coachrec.llm.backend import Completion, Timer
 from coachrec.llm.cache import CachedBackend
-from coachrec.llm.backend import Timer
 
 
 class CountingBackend(LLMBackend):
@@ -28,14 +25,26 @@ class CountingBackend(LLMBackend):
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
-    def complete(self, prompt: str, max_tokens: int = 128, temperature: float = 0.0,
-                 stop: Sequence[str] | None = None, seed: int | None = None) -> Completion:
+    def complete(
+        self,
+        prompt: str,
+        max_tokens: int = 128,
+        temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+        seed: int | None = None,
+    ) -> Completion:
         self.calls += 1
         usage = self._record("complete", self.count_tokens(prompt), 2, Timer())
         return Completion(f"echo {prompt} {self.calls}", "stop", usage)
 
-    def chat(self, messages: Sequence[ChatMessage], max_tokens: int = 128, temperature: float = 0.0,
-             stop: Sequence[str] | None = None, seed: int | None = None) -> Completion:
+    def chat(
+        self,
+        messages: Sequence[ChatMessage],
+        max_tokens: int = 128,
+        temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+        seed: int | None = None,
+    ) -> Completion:
         return self.complete(messages[-1]["content"], max_tokens, temperature, stop, seed)
 
     def next_token_logprobs(self, prompt: str, candidates: Sequence[str]) -> dict[str, float]:

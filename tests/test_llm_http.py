@@ -13,7 +13,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from coachrec.llm import HTTPConfig, LlamaCppBackend, LlamaCppConfig, LLMError, ModelRegistry, OpenAICompatBackend, load_backend
+from coachrec.llm import (
+    HTTPConfig,
+    LlamaCppBackend,
+    LlamaCppConfig,
+    LLMError,
+    ModelRegistry,
+    OpenAICompatBackend,
+    load_backend,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -51,8 +59,23 @@ def server(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     port = _free_port()
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     cmd = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--model_alias", "smollm2",
-        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "1", "--seed", "0",
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model_path),
+        "--model_alias",
+        "smollm2",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        "2048",
+        "--n_threads",
+        "1",
+        "--seed",
+        "0",
     ]
     with log_path.open("w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)

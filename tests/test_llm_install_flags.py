@@ -44,8 +44,17 @@ def test_sapphire_rapids_turns_on_avx512_family_but_never_amx() -> None:
     assert "amx_tile" in flags and "fpu" in flags
     args = _as_dict(script.cmake_args(flags))
     assert args["GGML_NATIVE"] == "OFF"
-    for option in ("GGML_AVX", "GGML_AVX2", "GGML_FMA", "GGML_F16C", "GGML_AVX512", "GGML_AVX512_VBMI",
-                   "GGML_AVX512_VNNI", "GGML_AVX512_BF16", "GGML_AVX_VNNI"):
+    for option in (
+        "GGML_AVX",
+        "GGML_AVX2",
+        "GGML_FMA",
+        "GGML_F16C",
+        "GGML_AVX512",
+        "GGML_AVX512_VBMI",
+        "GGML_AVX512_VNNI",
+        "GGML_AVX512_BF16",
+        "GGML_AVX_VNNI",
+    ):
         assert args[option] == "ON", option
     assert args["GGML_AMX_TILE"] == args["GGML_AMX_INT8"] == args["GGML_AMX_BF16"] == "OFF"
 

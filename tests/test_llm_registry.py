@@ -12,11 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from coachrec.llm import LLMError, ModelRegistry, load_backend, pull
-
-from coachrec.llm.pull import add_local, download_from_hub
-
+from coachrec.llm.pull import add_local, assemble_parts, download_from_hub, find_parts
 from coachrec.llm.registry import HashMismatchError, ModelRegistryError
-from coachrec.llm.pull import assemble_parts, find_parts
 
 
 def _sha(data: bytes) -> str:

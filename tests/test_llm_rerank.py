@@ -65,7 +65,7 @@ def test_history_is_truncated_to_the_context_keeping_the_most_recent():
     prompt, used = reranker.build_prompt(history, [f"cand {i}" for i in range(20)])
     assert 0 < used < 50
     assert backend.count_tokens(prompt) + 1 <= 400 - 16
-    assert f"Old movie number 49" in prompt and f"Old movie number {49 - used} " not in prompt
+    assert "Old movie number 49" in prompt and f"Old movie number {49 - used} " not in prompt
     with pytest.raises(LLMError, match="do not fit"):
         LLMReranker(FakeBackend(context=120)).rerank(history, [f"candidate movie {i}" for i in range(20)])
 
@@ -98,7 +98,9 @@ def _small_model():
 def smollm2():
     from coachrec.llm import LlamaCppConfig, load_backend
 
-    backend = load_backend(_small_model(), llama=LlamaCppConfig(n_ctx=1024, n_threads=1))  # 1 thread: robust on a busy machine
+    backend = load_backend(
+        _small_model(), llama=LlamaCppConfig(n_ctx=1024, n_threads=1)
+    )  # 1 thread: robust on a busy machine
     yield backend
     backend.close()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from llm_helpers import llm_pipeline, synthetic
 from typer.testing import CliRunner
 
 from coachrec.llm.cache import CachedBackend, ResponseCache
@@ -15,6 +14,7 @@ from coachrec.llm.router import Router, RouterConfig, Signals, signals
 from coachrec.serve import RecommendRequest
 from coachrec.serve.llm_stages import LLMServeConfig
 from coachrec.tracing import SpanKind
+from llm_helpers import llm_pipeline, synthetic
 
 CONFIG = RouterConfig(skip_margin=0.3, escalate_margin=0.05, short_history=4)
 
@@ -51,7 +51,10 @@ def test_pipeline_routes_records_usage_and_cache_hits_skip_the_model(tmp_path):
     data = synthetic()
     small, big = FakeBackend("fake-small"), FakeBackend("fake-big")
     cached_small = CachedBackend(small, ResponseCache())
-    prices = {"small": TierPrice(usd_per_1m_input=100.0, usd_per_second=0.0), "escalate": TierPrice(usd_per_1m_input=1000.0, usd_per_second=0.0)}
+    prices = {
+        "small": TierPrice(usd_per_1m_input=100.0, usd_per_second=0.0),
+        "escalate": TierPrice(usd_per_1m_input=1000.0, usd_per_second=0.0),
+    }
     config = LLMServeConfig(router=RouterConfig(skip_margin=1.0, escalate_margin=1.0, short_history=0), prices=prices)
     pipeline, store, _ = llm_pipeline(data, config, small=cached_small, escalate=big)
     plain = [pipeline.recommend(RecommendRequest(user_id="2", k=5)) for _ in range(2)]
@@ -64,10 +67,17 @@ def test_pipeline_routes_records_usage_and_cache_hits_skip_the_model(tmp_path):
 
     first, hit, escalated = llm_span(plain[0]), llm_span(plain[1]), llm_span(typed)
     a = first.attribute_dict()
-    assert a["coachrec.llm.tier"] == "small" and a["gen_ai.request.model"] == "fake-small" and not a["coachrec.llm.cached"]
-    assert first.input_tokens == a["gen_ai.usage.input_tokens"] > 100 and first.cost == pytest.approx(first.input_tokens * 100 / 1e6)
+    assert (
+        a["coachrec.llm.tier"] == "small" and a["gen_ai.request.model"] == "fake-small" and not a["coachrec.llm.cached"]
+    )
+    assert first.input_tokens == a["gen_ai.usage.input_tokens"] > 100 and first.cost == pytest.approx(
+        first.input_tokens * 100 / 1e6
+    )
     assert hit.attribute_dict()["coachrec.llm.cached"] and hit.cost == 0.0
-    assert escalated.attribute_dict()["coachrec.llm.tier"] == "escalate" and escalated.attribute_dict()["gen_ai.request.model"] == "fake-big"
+    assert (
+        escalated.attribute_dict()["coachrec.llm.tier"] == "escalate"
+        and escalated.attribute_dict()["gen_ai.request.model"] == "fake-big"
+    )
     rerank = next(s for s in store.trace(typed.trace_id) if s.name == "llm.rerank").attribute_dict()
     assert rerank["router.tier"] == "escalate" and rerank["router.free_text"] is True
 
@@ -90,8 +100,20 @@ def test_report_cost_cli(tmp_path):
     store.close()
     out = CliRunner().invoke(app, ["report", "cost", "--db", str(db), "--json"])
     assert out.exit_code == 0, out.output
-    assert json.loads(out.output) == [{"tier": "none", "requests": 1, "calls": 0, "cache_hits": 0, "input_tokens": 0, "output_tokens": 0,
-                                       "latency_s": 0.0, "latency_p50_ms": 0.0, "latency_p95_ms": 0.0, "cost_usd": 0.0}]
+    assert json.loads(out.output) == [
+        {
+            "tier": "none",
+            "requests": 1,
+            "calls": 0,
+            "cache_hits": 0,
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "latency_s": 0.0,
+            "latency_p50_ms": 0.0,
+            "latency_p95_ms": 0.0,
+            "cost_usd": 0.0,
+        }
+    ]
 
 
 def test_a_failing_model_keeps_the_retriever_order_and_marks_the_span():

@@ -7,8 +7,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coachrec.metrics import cohen_kappa, compare, metrics_from_ranks, multi_target_ranks, paired_bootstrap, permutation_test, target_ranks
-from coachrec.metrics import beyond
+from coachrec.metrics import (
+    beyond,
+    cohen_kappa,
+    compare,
+    metrics_from_ranks,
+    multi_target_ranks,
+    paired_bootstrap,
+    permutation_test,
+    target_ranks,
+)
 
 
 def brute_rank(row: np.ndarray, t: int) -> int:
@@ -148,7 +156,14 @@ def test_evaluate_reports_progress_through_a_callback_and_draws_nothing(capsys):
 
     task = EvalTask(np.arange(5), [np.array([0])] * 5, [np.array([5])] * 5)
     calls = []
-    res = evaluate(Const(), task, named("loo-full"), ks=(1,), batch_size=2, progress=lambda done, total: calls.append((done, total)))
+    res = evaluate(
+        Const(),
+        task,
+        named("loo-full"),
+        ks=(1,),
+        batch_size=2,
+        progress=lambda done, total: calls.append((done, total)),
+    )
     assert calls == [(2, 5), (4, 5), (5, 5)] and res.metrics["hr@1"] == 1.0
     evaluate(Const(), task, named("loo-full"), ks=(1,))  # silent by default
     assert capsys.readouterr() == ("", "")

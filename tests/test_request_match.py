@@ -47,8 +47,9 @@ def conv():
 def setup(conv, ml_small):
     """(catalog, links, popularity): the cut catalog, the sample linked to it, rating counts."""
     full = link_conversations(conv, ml_small.catalog)
-    needed = conv.column(np.concatenate([conv.targets["target"].to_numpy(),
-                                         conv.turns["prev_entity"].explode().drop_nulls().to_numpy()]))
+    needed = conv.column(
+        np.concatenate([conv.targets["target"].to_numpy(), conv.turns["prev_entity"].explode().drop_nulls().to_numpy()])
+    )
     rows = set(full.item[needed[needed >= 0]].tolist()) - {-1}
     others = np.setdiff1d(np.unique(full.item[full.item >= 0]), np.fromiter(rows, np.int64))
     rows |= set(np.random.default_rng(0).choice(others, 600, replace=False).tolist())
@@ -143,12 +144,17 @@ def test_calibration_and_evaluation_dialogs_are_disjoint_and_seeded(conv, setup,
 # ---------------------------------------------------------------------- members
 def test_request_text_is_the_seekers_turns():
     turns = request_turns("User: I want a romance\nRecommender: Have you seen Heat?\nUser: no horror please")
-    assert turns == (("seeker", "I want a romance"), ("recommender", "Have you seen Heat?"),
-                     ("seeker", "no horror please"))
+    assert turns == (
+        ("seeker", "I want a romance"),
+        ("recommender", "Have you seen Heat?"),
+        ("seeker", "no horror please"),
+    )
     assert seeker_texts(turns) == ["I want a romance", "no horror please"]
     assert request_turns("a classic from before 1980") == (("seeker", "a classic from before 1980"),)
     assert request_turns([{"speaker": "assistant", "text": "hi"}, ("user", "a comedy")]) == (
-        ("recommender", "hi"), ("seeker", "a comedy"))
+        ("recommender", "hi"),
+        ("seeker", "a comedy"),
+    )
     assert seeker_texts(request_turns("   ")) == [] and seeker_texts(request_turns("Recommender: hello")) == []
 
 
@@ -208,9 +214,21 @@ def test_committee_state_round_trips(committee, embedding, setup):
 def _case(context: str | None, items: list[str], explored: list[bool] | None = None) -> JudgeCase:
     spans = [SpanRef("s0", "recommend", "CHAIN"), SpanRef("s1", "rank", "RANKER")]
     return JudgeCase(
-        trace_id="t1", request_id="r1", user_id=None, start_ns=0, latency_ns=1, k=len(items), items=items,
-        scores=[1.0] * len(items), reasons=[""] * len(items), explored=explored or [False] * len(items), history=[],
-        constraints={}, context=context, retrievers=["itemknn"], spans=spans,
+        trace_id="t1",
+        request_id="r1",
+        user_id=None,
+        start_ns=0,
+        latency_ns=1,
+        k=len(items),
+        items=items,
+        scores=[1.0] * len(items),
+        reasons=[""] * len(items),
+        explored=explored or [False] * len(items),
+        history=[],
+        constraints={},
+        context=context,
+        retrievers=["itemknn"],
+        spans=spans,
     )
 
 

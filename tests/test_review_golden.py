@@ -12,15 +12,39 @@ from coachrec.teacher.cases import SpanRef
 
 def case(trace_id: str) -> JudgeCase:
     return JudgeCase(
-        trace_id=trace_id, request_id=f"r-{trace_id}", user_id="1", start_ns=0, latency_ns=1, k=2, items=["1", "2"],
-        scores=[1.0, 0.5], reasons=["", ""], explored=[False, False], history=["3"], constraints={}, context=None,
-        retrievers=["itemknn", "pop"], spans=[SpanRef(f"s-{trace_id}", "recommend", "CHAIN")],
+        trace_id=trace_id,
+        request_id=f"r-{trace_id}",
+        user_id="1",
+        start_ns=0,
+        latency_ns=1,
+        k=2,
+        items=["1", "2"],
+        scores=[1.0, 0.5],
+        reasons=["", ""],
+        explored=[False, False],
+        history=["3"],
+        constraints={},
+        context=None,
+        retrievers=["itemknn", "pop"],
+        spans=[SpanRef(f"s-{trace_id}", "recommend", "CHAIN")],
     )
 
 
 def judgment(trace_id: str, criterion: str, score: float, orders=None, version="judge@v1") -> Judgment:
-    return Judgment(criterion, trace_id, f"s-{trace_id}", "recommend", "CHAIN", score, "pass" if score >= 0.5 else "fail",
-                    () if score >= 0.5 else ("mode",), "because", "fake", version, order_scores=orders)
+    return Judgment(
+        criterion,
+        trace_id,
+        f"s-{trace_id}",
+        "recommend",
+        "CHAIN",
+        score,
+        "pass" if score >= 0.5 else "fail",
+        () if score >= 0.5 else ("mode",),
+        "because",
+        "fake",
+        version,
+        order_scores=orders,
+    )
 
 
 @pytest.fixture
@@ -31,8 +55,12 @@ def store(tmp_path):
 
 
 def test_queue_rules_and_annotations(store):
-    js = [judgment("a", "slate_variety", 0.2), judgment("b", "slate_variety", 0.8, orders=(0.9, 0.7)),
-          judgment("c", "slate_variety", 0.6, orders=(0.9, 0.3)), judgment("d", "relevance", 0.9)]
+    js = [
+        judgment("a", "slate_variety", 0.2),
+        judgment("b", "slate_variety", 0.8, orders=(0.9, 0.7)),
+        judgment("c", "slate_variety", 0.6, orders=(0.9, 0.3)),
+        judgment("d", "relevance", 0.9),
+    ]
     cases = [case(t) for t in "abcd"]
     assert store.enqueue(js, cases, review_below=0.5) == 2  # a: low score, c: swap disagreement
     reasons = {i.trace_id: i.queued_because for i in store.items()}
@@ -45,7 +73,9 @@ def test_queue_rules_and_annotations(store):
     store.annotate(items["a"].item_id, "accept", reviewer="ann")
     store.annotate(items["c"].item_id, "note", note="cast is similar")
     fixed = store.annotate(items["c"].item_id, "correct", label="fail", note="but all thrillers", reviewer="bob")
-    assert fixed.human_label == "fail" and fixed.note == "cast is similar\nbut all thrillers" and fixed.reviewer == "bob"
+    assert (
+        fixed.human_label == "fail" and fixed.note == "cast is similar\nbut all thrillers" and fixed.reviewer == "bob"
+    )
     store.annotate(items["b"].item_id, "skip")
     with pytest.raises(ReviewError, match="needs a label"):
         store.annotate(items["d"].item_id, "correct", label="maybe")
@@ -64,7 +94,7 @@ def test_golden_sets_are_versioned_immutable_and_keep_provenance(store):
     store.annotate(items["c"].item_id, "correct", label="fail", reviewer="bob")
     # a re-judged trace, reviewed again: its newer label replaces the old one in the next version
     store.enqueue([judgment("a", "slate_variety", 0.3, version="judge@v2")], [case("a")], review_below=0.5)
-    again = [i for i in store.items() if i.judge_version == "judge@v2"][0]
+    again = next(i for i in store.items() if i.judge_version == "judge@v2")
     store.annotate(again.item_id, "correct", label="pass", reviewer="cy")
     v2 = store.publish("default")
     assert (v2.version, v2.n_cases) == (2, 2)
@@ -84,8 +114,11 @@ def test_golden_sets_are_versioned_immutable_and_keep_provenance(store):
     # judge labels: a fail(0.3), c pass(0.6); human: a pass, c fail -> total disagreement
     assert quality.n == 2 and quality.kappa == pytest.approx(-1.0) and quality.tpr == 0.0 and quality.tnr == 0.0
     assert not quality.may_gate
-    fresh = golden_quality(store.golden_cases("default"), load_rubric(),
-                           judgments=[judgment("a", "slate_variety", 0.9), judgment("c", "slate_variety", 0.1)])
+    fresh = golden_quality(
+        store.golden_cases("default"),
+        load_rubric(),
+        judgments=[judgment("a", "slate_variety", 0.9), judgment("c", "slate_variety", 0.1)],
+    )
     assert fresh["slate_variety"].kappa == pytest.approx(1.0)
 
 
@@ -99,7 +132,9 @@ def test_http_router_exposes_the_same_actions(store):
     item_id = queue["items"][0]["item_id"]
     assert client.post(f"/review/queue/{item_id}", json={"action": "correct"}).status_code == 422
     assert client.post("/review/queue/nope", json={"action": "accept"}).status_code == 404
-    done = client.post(f"/review/queue/{item_id}", json={"action": "correct", "label": "pass", "reviewer": "web"}).json()
+    done = client.post(
+        f"/review/queue/{item_id}", json={"action": "correct", "label": "pass", "reviewer": "web"}
+    ).json()
     assert done["human_label"] == "pass" and done["status"] == "corrected"
     assert client.post("/review/golden/web", json={"description": "from the API"}).json()["version"] == 1
     assert client.get("/review/golden/web").json()[0]["label"] == "pass"

@@ -17,7 +17,11 @@ torch = pytest.importorskip("torch")
 def cycle_data(n_users: int = 160, n_items: int = 30, length: int = 10, seed: int = 0) -> Dataset:
     """Item i is always followed by item (i + 1) % n_items; popularity is flat."""
     rng = np.random.default_rng(seed)
-    rows = [(f"u{u}", f"i{(s + t) % n_items}", t) for u, s in enumerate(rng.integers(n_items, size=n_users)) for t in range(length)]
+    rows = [
+        (f"u{u}", f"i{(s + t) % n_items}", t)
+        for u, s in enumerate(rng.integers(n_items, size=n_users))
+        for t in range(length)
+    ]
     return Dataset.from_frame(pl.DataFrame(rows, schema=["user", "item", "time"], orient="row"), name="cycle")
 
 
@@ -27,13 +31,18 @@ def cause_data(n_users: int = 300, n_noise: int = 30, seed: int = 0) -> Dataset:
     rng = np.random.default_rng(seed)
     rows = []
     for u in range(n_users):
-        seq = [f"n{j}" for j in rng.integers(n_noise, size=4)] + ["A"] + [f"n{j}" for j in rng.integers(n_noise, size=2)] + ["B"]
+        seq = (
+            [f"n{j}" for j in rng.integers(n_noise, size=4)]
+            + ["A"]
+            + [f"n{j}" for j in rng.integers(n_noise, size=2)]
+            + ["B"]
+        )
         seq += [f"n{j}" for j in rng.integers(n_noise, size=2)]
         rows += [(f"u{u}", it, t) for t, it in enumerate(seq)]
     return Dataset.from_frame(pl.DataFrame(rows, schema=["user", "item", "time"], orient="row"), name="cause")
 
 
-SMALL = dict(epochs=12, dim=32, max_len=10, lr=5e-3, dropout=0.0, n_negatives=20, seed=0)
+SMALL = {"epochs": 12, "dim": 32, "max_len": 10, "lr": 5e-3, "dropout": 0.0, "n_negatives": 20, "seed": 0}
 
 
 @pytest.fixture(scope="module")

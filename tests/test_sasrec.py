@@ -47,7 +47,9 @@ def test_learns_planted_order_far_above_popularity(split, fitted):
 
 def test_paper_and_sampled_losses_learn(split):
     for loss in ("bce", "sampled-ce"):
-        m = create("sasrec", loss=loss, n_negatives=16, epochs=12, dim=32, max_len=10, dropout=0.1, lr=5e-3).fit(split.train)
+        m = create("sasrec", loss=loss, n_negatives=16, epochs=12, dim=32, max_len=10, dropout=0.1, lr=5e-3).fit(
+            split.train
+        )
         assert evaluate(m, split, named("loo-full")).metrics["recall@10"] > 0.6, loss
 
 
@@ -67,7 +69,9 @@ def test_anonymous_history_recommends_next_in_cycle(fitted):
 
 
 def test_early_stopping_keeps_a_log(split):
-    m = create("sasrec", epochs=2, eval_every=1, patience=1, dim=16, max_len=10).fit(split.train, valid=split.task("valid"))
+    m = create("sasrec", epochs=2, eval_every=1, patience=1, dim=16, max_len=10).fit(
+        split.train, valid=split.task("valid")
+    )
     assert any("valid_ndcg@10" in e for e in m.train_log)
 
 
@@ -86,7 +90,9 @@ def test_training_prints_nothing_and_logs_epochs(split, capsys, caplog):
     import logging
 
     with caplog.at_level(logging.INFO, logger="coachrec.models.training"):
-        m = create("sasrec", epochs=2, eval_every=1, patience=5, dim=16, max_len=10).fit(split.train, valid=split.task("valid"))
+        m = create("sasrec", epochs=2, eval_every=1, patience=5, dim=16, max_len=10).fit(
+            split.train, valid=split.task("valid")
+        )
     assert capsys.readouterr().out == ""
     assert [r.getMessage().startswith("sasrec {'epoch': ") for r in caplog.records] == [True, True]
     assert [e["epoch"] for e in m.train_log] == [1, 2]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
+from coachrec.app import create_app
 from coachrec.models import create
 from coachrec.review import ReviewStore
 from coachrec.serve import FeedbackLog, Pipeline, Service
-from coachrec.app import create_app
 from coachrec.tracing import Tracer, TraceStore
 from test_serve_pipeline import synthetic
 
@@ -19,7 +19,9 @@ KEY = {"X-API-Key": "s3cret"}
 def client(tmp_path_factory):
     data = synthetic()
     store = TraceStore(tmp_path_factory.mktemp("api") / "t.duckdb")
-    pipeline = Pipeline.from_models([create("itemknn").fit(data), create("pop").fit(data)], data.catalog, tracer=Tracer(store))
+    pipeline = Pipeline.from_models(
+        [create("itemknn").fit(data), create("pop").fit(data)], data.catalog, tracer=Tracer(store)
+    )
     service = Service(pipeline, store, FeedbackLog(store.path))
     review = ReviewStore(":memory:")
     with TestClient(create_app(service, api_key="s3cret", review=review)) as c:
@@ -29,13 +31,18 @@ def client(tmp_path_factory):
 
 
 def test_recommend_feedback_traces_roundtrip(client) -> None:
-    r = client.post("/v1/recommend", json={"user_id": "4", "k": 5, "constraints": {"exclude_genres": ["Drama"], "ranges": {"year": {"min": 1960}}}})
+    r = client.post(
+        "/v1/recommend",
+        json={"user_id": "4", "k": 5, "constraints": {"exclude_genres": ["Drama"], "ranges": {"year": {"min": 1960}}}},
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert len(body["items"]) == 5 and body["note"] is None
     assert all(i["reason"] and i["title"] for i in body["items"])
     rid = body["request_id"]
-    events = [{"request_id": rid, "item": i["item"], "kind": "impression", "position": i["position"]} for i in body["items"]]
+    events = [
+        {"request_id": rid, "item": i["item"], "kind": "impression", "position": i["position"]} for i in body["items"]
+    ]
     events += [{"request_id": rid, "item": body["items"][1]["item"], "kind": "watch", "value": 0.9, "position": 1}]
     f = client.post("/v1/feedback", json={"events": events}, headers=KEY)
     assert f.status_code == 200, f.text
@@ -52,7 +59,9 @@ def test_recommend_feedback_traces_roundtrip(client) -> None:
 
 
 def test_fewer_than_k_says_so(client) -> None:
-    r = client.post("/v1/recommend", json={"history": ["1"], "k": 20, "constraints": {"ranges": {"year": {"min": 2018}}}})
+    r = client.post(
+        "/v1/recommend", json={"history": ["1"], "k": 20, "constraints": {"ranges": {"year": {"min": 2018}}}}
+    )
     assert r.status_code == 200
     assert len(r.json()["items"]) < 20 and "constraints allow only" in r.json()["note"]
 
@@ -64,14 +73,26 @@ def test_fewer_than_k_says_so(client) -> None:
         ("/v1/recommend", {"user_id": "1", "k": "ten"}, "k"),
         ("/v1/recommend", {"k": 5}, "give a user_id or an anonymous history"),
         ("/v1/recommend", {"user_id": "1", "constraints": {"exclude_genres": ["Horor"]}}, "constraints.exclude_genres"),
-        ("/v1/recommend", {"user_id": "1", "constraints": {"ranges": {"year": {"min": 2000, "max": 1990}}}}, "constraints.ranges.year"),
-        ("/v1/recommend", {"user_id": "1", "constraints": {"ranges": {"colour": {"min": 1}}}}, "constraints.ranges.colour"),
+        (
+            "/v1/recommend",
+            {"user_id": "1", "constraints": {"ranges": {"year": {"min": 2000, "max": 1990}}}},
+            "constraints.ranges.year",
+        ),
+        (
+            "/v1/recommend",
+            {"user_id": "1", "constraints": {"ranges": {"colour": {"min": 1}}}},
+            "constraints.ranges.colour",
+        ),
         ("/v1/recommend", {"user_id": "1", "colour": "red"}, "colour"),
         ("/v1/feedback", {"events": []}, "events"),
         ("/v1/feedback", {"events": [{"request_id": "r", "item": "1", "kind": "like"}]}, "events.0.kind"),
         ("/v1/feedback", {"events": [{"request_id": "r", "item": "1", "kind": "watch", "value": 3}]}, "watch fraction"),
         ("/v1/feedback", {"events": [{"request_id": "r", "item": "1", "kind": "impression"}]}, "position"),
-        ("/v1/feedback", {"events": [{"request_id": "r", "item": "1", "kind": "click", "position": -1}]}, "events.0.position"),
+        (
+            "/v1/feedback",
+            {"events": [{"request_id": "r", "item": "1", "kind": "click", "position": -1}]},
+            "events.0.position",
+        ),
     ],
 )
 def test_malformed_input_is_4xx_naming_the_field(client, path, body, field) -> None:

@@ -28,7 +28,8 @@ def start(model: Path, db: Path, port: int) -> subprocess.Popen[bytes]:
     cli = Path(sys.executable).with_name("coachrec")
     proc = subprocess.Popen(
         [str(cli), "serve", "--port", str(port), "--model-path", str(model), "--db", str(db)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -54,8 +55,10 @@ def test_sigkill_loses_no_acknowledged_feedback(ml_small, tmp_path) -> None:
         acked: list[str] = []
         with httpx.Client(timeout=10) as client:
             for n in range(15):
-                events = [{"request_id": rid, "item": items[n % 5], "kind": "click", "position": n % 5},
-                          {"request_id": rid, "item": items[(n + 1) % 5], "kind": "rating", "value": 4.5}]
+                events = [
+                    {"request_id": rid, "item": items[n % 5], "kind": "click", "position": n % 5},
+                    {"request_id": rid, "item": items[(n + 1) % 5], "kind": "rating", "value": 4.5},
+                ]
                 r = client.post(f"{url}/v1/feedback", json={"events": events})
                 assert r.status_code == 200, r.text
                 acked += r.json()["event_ids"]

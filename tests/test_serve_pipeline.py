@@ -68,9 +68,16 @@ def test_every_stage_is_a_span_with_items_and_scores(stack) -> None:
     spans = {s.name: s for s in store.trace(result.trace_id)}
     kinds = {name: s.kind for name, s in spans.items()}
     assert kinds == {
-        "recommend": "CHAIN", "retrieve": "RETRIEVER", "retrieve.itemknn": "RETRIEVER", "retrieve.pop": "RETRIEVER",
-        "rank": "RANKER", "policy.constraints": "POLICY", "policy.diversity": "POLICY", "policy.explore": "POLICY",
-        "guardrail": "GUARDRAIL", "explain": "TOOL",
+        "recommend": "CHAIN",
+        "retrieve": "RETRIEVER",
+        "retrieve.itemknn": "RETRIEVER",
+        "retrieve.pop": "RETRIEVER",
+        "rank": "RANKER",
+        "policy.constraints": "POLICY",
+        "policy.diversity": "POLICY",
+        "policy.explore": "POLICY",
+        "guardrail": "GUARDRAIL",
+        "explain": "TOOL",
     }
     rank = spans["rank"]
     assert set(rank.output_value()["sources"]) == {"itemknn", "pop"}
@@ -87,7 +94,7 @@ def test_constraints_hold_and_fewer_than_k_is_reported(stack) -> None:
     result = pipeline.recommend(RecommendRequest(user_id="5", k=50, constraints=c))
     frame = data.catalog.frame.filter(pl.col("item").is_in(result.items))
     assert frame.height == len(result.items) > 0
-    for genres, year in zip(frame["genres"].to_list(), frame["year"].to_list()):
+    for genres, year in zip(frame["genres"].to_list(), frame["year"].to_list(), strict=False):
         assert "Horror" in genres and "Comedy" not in genres and 1960 <= year <= 1990
     assert not seen & set(result.items)
     assert len(result.items) < 50 and result.note and "constraints allow only" in result.note
@@ -114,8 +121,10 @@ class Rogue:
     def __call__(self, ctx: RequestContext, c: Candidates, span) -> Candidates:
         bad = np.array([self.forbidden, c.idx[0], 10_000], dtype=np.int64)
         return Candidates(
-            np.concatenate([bad, c.idx]), np.concatenate([[9.0, 9.0, 9.0], c.score]),
-            np.vstack([np.full((3, c.sources.shape[1]), np.nan, np.float32), c.sources]), c.source_names,
+            np.concatenate([bad, c.idx]),
+            np.concatenate([[9.0, 9.0, 9.0], c.score]),
+            np.vstack([np.full((3, c.sources.shape[1]), np.nan, np.float32), c.sources]),
+            c.source_names,
         )
 
 
@@ -123,10 +132,14 @@ def test_guardrail_drops_and_records_violations(stack) -> None:
     data, models = stack
     pipeline, store = make(stack, diversity=1.0)
     seen = set(pipeline.history_of(RecommendRequest(user_id="7"))[0].tolist())
-    horror = next(int(i) for i in np.flatnonzero(pipeline.catalog.index.genres[:, GENRES.index("Horror")]) if i not in seen)
+    horror = next(
+        int(i) for i in np.flatnonzero(pipeline.catalog.index.genres[:, GENRES.index("Horror")]) if i not in seen
+    )
     guard_at = next(i for i, s in enumerate(pipeline.stages) if isinstance(s, Guardrail))
     pipeline.stages.insert(guard_at, Rogue(horror))
-    result = pipeline.recommend(RecommendRequest(user_id="7", k=10, constraints=Constraints(exclude_genres=("Horror",))))
+    result = pipeline.recommend(
+        RecommendRequest(user_id="7", k=10, constraints=Constraints(exclude_genres=("Horror",)))
+    )
     assert len(result.items) == 10 and len(set(result.items)) == 10
     assert str(data.items.ids[horror]) not in result.items
     store.flush()
@@ -145,8 +158,10 @@ def test_span_metrics_after_feedback(stack, tmp_path) -> None:
     clicked = result.items[2]
     service.record_feedback(
         [FeedbackEvent(result.request_id, item, "impression", position=i) for i, item in enumerate(result.items)]
-        + [FeedbackEvent(result.request_id, clicked, "click", position=2),
-           FeedbackEvent(result.request_id, result.items[5], "thumbs_down", position=5)]
+        + [
+            FeedbackEvent(result.request_id, clicked, "click", position=2),
+            FeedbackEvent(result.request_id, result.items[5], "thumbs_down", position=5),
+        ]
     )
     out = service.update_span_metrics([result.request_id])[result.request_id]
     table = store.span_metrics(request_id=result.request_id).to_pylist()

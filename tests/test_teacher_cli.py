@@ -17,7 +17,15 @@ def test_judge_report_review_and_golden_commands(ml_small, tmp_path, monkeypatch
     users = ml_small.users.ids[:6].tolist()
     for u in users:
         pipeline.recommend(RecommendRequest(user_id=u, k=5))
-    pipeline.recommend(RecommendRequest(user_id=users[0], k=5, constraints=Constraints(require_genres=("Film-Noir",), exclude_genres=("Crime", "Drama", "Thriller", "Mystery"))))
+    pipeline.recommend(
+        RecommendRequest(
+            user_id=users[0],
+            k=5,
+            constraints=Constraints(
+                require_genres=("Film-Noir",), exclude_genres=("Crime", "Drama", "Thriller", "Mystery")
+            ),
+        )
+    )
     store.close()
 
     runner = CliRunner()

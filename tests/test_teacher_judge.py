@@ -12,11 +12,26 @@ from coachrec.policy import Constraints, Range
 from coachrec.review import ReviewStore
 from coachrec.serve.feedback import FeedbackEvent, FeedbackLog
 from coachrec.serve.pipeline import Pipeline, RecommendRequest
-from coachrec.teacher import ByFailureMode, CatalogView, Judge, LatencyOutliers, NegativeFeedback, NewItems, PairwiseJudge, Rate, RelevanceCommittee, cases_from_store, failure_report, judged_traces, load_rubric, record, sample_traces
-from coachrec.teacher.llm_scoring import parse_json_verdict
-from coachrec.teacher.movielens import RatedPairs
+from coachrec.teacher import (
+    ByFailureMode,
+    CatalogView,
+    Judge,
+    LatencyOutliers,
+    NegativeFeedback,
+    NewItems,
+    PairwiseJudge,
+    Rate,
+    RelevanceCommittee,
+    cases_from_store,
+    failure_report,
+    judged_traces,
+    load_rubric,
+    record,
+    sample_traces,
+)
 from coachrec.teacher.fake import FakeJudgeBackend
-from coachrec.teacher.llm_scoring import JsonScorer, LogitScorer
+from coachrec.teacher.llm_scoring import JsonScorer, LogitScorer, parse_json_verdict
+from coachrec.teacher.movielens import RatedPairs
 from coachrec.teacher.prompts import fence
 from coachrec.teacher.traffic import replay_requests
 from coachrec.tracing import SpanKind, Tracer, TraceStore
@@ -53,12 +68,24 @@ def served(ml_small, tmp_path_factory):
     leaky.stages.insert(-1, LeakyStage(horror))
     users = ml_small.users.ids[:30].tolist()
     normal = [pipeline.recommend(r) for r in replay_requests(users, 8, context_rate=0.5, constraint_rate=0.25, seed=3)]
-    leak = leaky.recommend(RecommendRequest(user_id=users[0], k=10, constraints=Constraints(exclude_genres=("Horror",))))
-    short = pipeline.recommend(RecommendRequest(user_id=users[1], k=10, constraints=Constraints(
-        require_genres=("Film-Noir",), ranges={"year": Range(2012, None)})))
+    leak = leaky.recommend(
+        RecommendRequest(user_id=users[0], k=10, constraints=Constraints(exclude_genres=("Horror",)))
+    )
+    short = pipeline.recommend(
+        RecommendRequest(
+            user_id=users[1],
+            k=10,
+            constraints=Constraints(require_genres=("Film-Noir",), ranges={"year": Range(2012, None)}),
+        )
+    )
     store.flush()
     events = ml_small.events.filter(pl.col("user") < 40)  # in-sample ratings: enough to exercise the blend
-    pairs = RatedPairs(events["user"].to_numpy(), events["item"].to_numpy(), events["value"].to_numpy(), events["value"].to_numpy() >= 4)
+    pairs = RatedPairs(
+        events["user"].to_numpy(),
+        events["item"].to_numpy(),
+        events["value"].to_numpy(),
+        events["value"].to_numpy() >= 4,
+    )
     committee.fit_blend(committee.pair_features(pairs), pairs.labels)
     yield {"store": store, "normal": normal, "leak": leak, "short": short, "data": ml_small, "committee": committee}
     store.close()
@@ -110,7 +137,9 @@ def test_committee_with_fake_llm_records_queues_and_reports(served, tmp_path):
     cases = cases_from_store(store, ids)
     judgments = judge.judge(cases, progress=lambda n, total: None)
     rel = [j for j in judgments if j.criterion == "relevance"]
-    assert len(rel) == len(cases) and all(0.0 <= j.score <= 1.0 for j in rel) and all(j.span_kind == "RANKER" for j in rel)
+    assert (
+        len(rel) == len(cases) and all(0.0 <= j.score <= 1.0 for j in rel) and all(j.span_kind == "RANKER" for j in rel)
+    )
     variety = [j for j in judgments if j.criterion == "slate_variety"]
     assert variety and all(j.order_scores is not None for j in variety)
     assert any(j.swap_consistent is False for j in variety)  # the fake model is order-biased

@@ -5,7 +5,6 @@ import polars as pl
 import pytest
 
 from coachrec.teacher import RelevanceCommittee, measure
-
 from coachrec.teacher.movielens import heldout_labels
 
 
@@ -23,7 +22,9 @@ def test_heldout_labels_are_later_ratings_of_users_the_teacher_knows(ml_small, l
         assert np.all(pairs.labels == (pairs.ratings >= 4.0))
         assert np.all((pairs.ratings >= 4.0) | (pairs.ratings <= 2.5))  # 3.0 and 3.5 left out
     train = labels.train.events
-    held = pl.DataFrame({"user": labels.evaluation.users.astype(np.int32), "item": labels.evaluation.items.astype(np.int32)})
+    held = pl.DataFrame(
+        {"user": labels.evaluation.users.astype(np.int32), "item": labels.evaluation.items.astype(np.int32)}
+    )
     assert held.join(train, on=["user", "item"], how="inner").height == 0  # the teacher never saw them
     last_train = train.group_by("user").agg(pl.col("time").max().alias("t"))
     times = ml_small.events.join(held, on=["user", "item"]).join(last_train, on="user")

@@ -2,9 +2,7 @@ import numpy as np
 import pytest
 
 from coachrec.teacher import load_rubric, measure, parse_rubric
-
-from coachrec.teacher.quality import best_threshold
-from coachrec.teacher.quality import MIN_CASES, auc
+from coachrec.teacher.quality import MIN_CASES, auc, best_threshold
 
 
 def test_kappa_tpr_tnr_against_hand_computed_values():
@@ -30,8 +28,15 @@ def test_may_gate_needs_floor_and_enough_cases():
 
 
 def test_swap_consistency_and_auc():
-    q = measure("c", "j", [True, True, False, False], [True, False, False, True], kappa_floor=0.4,
-                swap_consistent=[True, False, True, True], scores=[0.9, 0.8, 0.1, 0.2])
+    q = measure(
+        "c",
+        "j",
+        [True, True, False, False],
+        [True, False, False, True],
+        kappa_floor=0.4,
+        swap_consistent=[True, False, True, True],
+        scores=[0.9, 0.8, 0.1, 0.2],
+    )
     assert q.swap_consistency == 0.75
     assert auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([False, False, True, True])) == 0.75
     assert auc(np.array([0.5, 0.5]), np.array([True, False])) == 0.5
@@ -50,12 +55,20 @@ def test_default_rubric_and_rubric_errors():
     assert {c.member for c in rubric.criteria} == {"program", "recommender", "llm"}
     assert rubric.criterion("constraint_adherence").blames.value == "GUARDRAIL"
     with pytest.raises(ValueError, match="needs a `question`"):
-        parse_rubric("name: r\nversion: 1\ncriteria:\n- {name: x, description: d, member: llm, blames: RANKER, failure_modes: [m]}")
+        parse_rubric(
+            "name: r\nversion: 1\ncriteria:\n- "
+            "{name: x, description: d, member: llm, blames: RANKER, failure_modes: [m]}"
+        )
     with pytest.raises(ValueError, match="check must be one of"):
-        parse_rubric("name: r\nversion: 1\ncriteria:\n- {name: x, description: d, member: program, check: nope, blames: RANKER, failure_modes: [m]}")
+        parse_rubric(
+            "name: r\nversion: 1\ncriteria:\n- "
+            "{name: x, description: d, member: program, check: nope, blames: RANKER, failure_modes: [m]}"
+        )
     with pytest.raises(ValueError, match="repeated"):
-        parse_rubric("name: r\nversion: 1\ncriteria:\n"
-                     "- {name: x, description: d, member: program, check: no_duplicates, blames: GUARDRAIL, failure_modes: [m]}\n"
-                     "- {name: x, description: d, member: program, check: no_duplicates, blames: GUARDRAIL, failure_modes: [m]}")
+        parse_rubric(
+            "name: r\nversion: 1\ncriteria:\n"
+            + "- {name: x, description: d, member: program, check: no_duplicates, blames: GUARDRAIL, "
+            "failure_modes: [m]}\n" * 2
+        )
     with pytest.raises(KeyError, match="no criterion"):
         rubric.criterion("nope")

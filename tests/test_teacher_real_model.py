@@ -28,11 +28,15 @@ def small_llm():
 def test_small_model_judges_real_traces(ml_small, small_llm, tmp_path):
     store = TraceStore(tmp_path / "traces.duckdb")
     pipeline = Pipeline.from_models([create("pop").fit(ml_small)], ml_small.catalog, tracer=Tracer(store))
-    results = [pipeline.recommend(r) for r in replay_requests(ml_small.users.ids[:5].tolist(), 2, k=3, context_rate=1.0, seed=2)]
+    results = [
+        pipeline.recommend(r)
+        for r in replay_requests(ml_small.users.ids[:5].tolist(), 2, k=3, context_rate=1.0, seed=2)
+    ]
     store.flush()
     rubric = load_rubric()
-    judge = Judge(rubric, CatalogView(ml_small.catalog), llm=small_llm,
-                  criteria=["slate_variety", "no_duplicates"])  # the shortest LLM prompt keeps the test quick
+    judge = Judge(
+        rubric, CatalogView(ml_small.catalog), llm=small_llm, criteria=["slate_variety", "no_duplicates"]
+    )  # the shortest LLM prompt keeps the test quick
     cases = cases_from_store(store, [r.trace_id for r in results])
     judgments = judge.judge(cases)
     llm = [j for j in judgments if j.evaluator == small_llm.model_id]

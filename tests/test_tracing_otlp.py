@@ -25,14 +25,14 @@ import pytest
 
 pytest.importorskip("opentelemetry.sdk", reason="needs the tracing extra: pip install -e '.[tracing]'")
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: E402
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue  # noqa: E402
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from coachrec.tracing import SpanKind, Tracer, TraceStore  # noqa: E402
-from coachrec.tracing.otlp import OTLPSink, export_otlp  # noqa: E402
+from coachrec.tracing import SpanKind, Tracer, TraceStore
+from coachrec.tracing.otlp import OTLPSink, export_otlp
 
 
 def _value(v: AnyValue) -> Any:
@@ -45,7 +45,7 @@ def _value(v: AnyValue) -> Any:
 class _Receiver(BaseHTTPRequestHandler):
     received: list[dict[str, Any]]
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         request = ExportTraceServiceRequest.FromString(body)
         for resource_spans in request.resource_spans:
@@ -125,7 +125,9 @@ def test_stored_traces_reach_a_real_otlp_receiver(tmp_path: Path, receiver: tupl
     for name, record in stored.items():
         sent = by_name[name]
         assert (sent["trace_id"], sent["span_id"], sent["parent_span_id"]) == (
-            record.trace_id, record.span_id, record.parent_span_id,
+            record.trace_id,
+            record.span_id,
+            record.parent_span_id,
         )
         assert (sent["start_ns"], sent["end_ns"]) == (record.start_ns, record.end_ns)
         assert sent["attributes"]["user.id"] == "u42" and sent["attributes"]["coachrec.request_id"] == "req-1"
@@ -185,8 +187,13 @@ def _free_port() -> int:
 @pytest.mark.skipif(_phoenix_bin() is None, reason="Arize Phoenix not installed (set COACHREC_PHOENIX_BIN)")
 def test_phoenix_receives_and_shows_coachrec_traces(tmp_path: Path) -> None:
     port = _free_port()
-    env = {**os.environ, "PHOENIX_WORKING_DIR": str(tmp_path / "phoenix"), "PHOENIX_PORT": str(port),
-           "PHOENIX_GRPC_PORT": str(_free_port()), "PHOENIX_HOST": "127.0.0.1"}
+    env = {
+        **os.environ,
+        "PHOENIX_WORKING_DIR": str(tmp_path / "phoenix"),
+        "PHOENIX_PORT": str(port),
+        "PHOENIX_GRPC_PORT": str(_free_port()),
+        "PHOENIX_HOST": "127.0.0.1",
+    }
     log = (tmp_path / "phoenix.log").open("w")
     server = subprocess.Popen([_phoenix_bin(), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)  # type: ignore[list-item]
     base = f"http://127.0.0.1:{port}"

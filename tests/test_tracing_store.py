@@ -13,9 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coachrec.tracing import SchemaVersionError, SpanKind, SpanRecord, SpanStatus, Tracer, TraceStore, TraceStoreError
-
-from coachrec.tracing.schema import LATEST_VERSION
-from coachrec.tracing.schema import current_version, migrate
+from coachrec.tracing.schema import LATEST_VERSION, current_version, migrate
 
 
 def _traced_request(tracer: Tracer, user: str, request: str) -> str:

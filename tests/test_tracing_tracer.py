@@ -12,11 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from coachrec.tracing import NoopSpan, SpanKind, SpanRecord, Tracer, TraceStore, current_span
-
 from coachrec.tracing.context import in_current_context
-
-from coachrec.tracing.writer import WriterClosedError
-from coachrec.tracing.writer import BatchWriter
+from coachrec.tracing.writer import BatchWriter, WriterClosedError
 
 
 class ListSink:
@@ -88,7 +85,7 @@ def test_asyncio_tasks_inherit_context() -> None:
         return await asyncio.gather(request("a"), request("b"))
 
     roots = asyncio.run(main())
-    for root_id, user in zip(roots, "ab"):
+    for root_id, user in zip(roots, "ab", strict=False):
         children = [r for r in sink.records if r.parent_span_id == root_id]
         assert len(children) == 3 and {r.user_id for r in children} == {user}
 
@@ -96,9 +93,8 @@ def test_asyncio_tasks_inherit_context() -> None:
 def test_exception_sets_error_and_is_reraised() -> None:
     sink = ListSink()
     tracer = Tracer(sinks=[sink])
-    with pytest.raises(KeyError):
-        with tracer.span("policy", kind=SpanKind.POLICY):
-            raise KeyError("genre")
+    with pytest.raises(KeyError), tracer.span("policy", kind=SpanKind.POLICY):
+        raise KeyError("genre")
     (record,) = sink.records
     assert record.status == "ERROR" and record.error == "KeyError: 'genre'"
     with tracer.span("guard", kind=SpanKind.GUARDRAIL) as s:
@@ -147,7 +143,7 @@ def test_unserializable_values_are_recorded_visibly() -> None:
     assert output["score"] == 0.5 and output["obj"]["__repr__"].startswith("<object object")
 
 
-def _slow_sink(delay: float, written: list[int]) -> "callable[[Sequence[int]], None]":  # type: ignore[valid-type]
+def _slow_sink(delay: float, written: list[int]) -> callable[[Sequence[int]], None]:  # type: ignore[valid-type]
     def sink(batch: Sequence[int]) -> None:
         time.sleep(delay)
         written.extend(batch)
@@ -171,7 +167,9 @@ def test_drop_mode_counts_every_drop() -> None:
 def test_block_mode_loses_nothing() -> None:
     written: list[int] = []
     writer: BatchWriter[int] = BatchWriter(_slow_sink(0.01, written), max_queue=100, batch_size=50, on_full="block")
-    threads = [threading.Thread(target=lambda k=k: [writer.submit(k * 1000 + i) for i in range(1000)]) for k in range(3)]
+    threads = [
+        threading.Thread(target=lambda k=k: [writer.submit(k * 1000 + i) for i in range(1000)]) for k in range(3)
+    ]
     for t in threads:
         t.start()
     for t in threads:

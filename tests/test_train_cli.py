@@ -31,7 +31,21 @@ def test_parse_sets():
 def test_train_then_evaluate_saved_model(tmp_path):
     runner = CliRunner()
     out = tmp_path / "g"
-    args = ["train", "--model", "gru4rec", "--dataset", "ml-latest-small", "--out", str(out), "--epochs", "1", "--threads", "1", "--seed", "3"]
+    args = [
+        "train",
+        "--model",
+        "gru4rec",
+        "--dataset",
+        "ml-latest-small",
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "--seed",
+        "3",
+    ]
     args += ["--set", "layers=[16]", "--set", "n_sample=32", "--set", "batch_size=64", "--valid", "--checkpoint"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
@@ -39,21 +53,41 @@ def test_train_then_evaluate_saved_model(tmp_path):
     m = load(out)
     assert m.config.layers == [16] and m.config.seed == 3 and m.config.loss == "bpr-max"  # defaults + overrides
     assert m.fit_info["fit_on"] == "train"
-    res = runner.invoke(app, ["evaluate", "--model-path", str(out), "--dataset", "ml-latest-small", "--json", str(tmp_path / "r.json")])
+    res = runner.invoke(
+        app, ["evaluate", "--model-path", str(out), "--dataset", "ml-latest-small", "--json", str(tmp_path / "r.json")]
+    )
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "r.json").read_text())["protocol"] == "loo-full"
     # a model fitted on train only is not evaluated under the refit protocol, and vice versa
-    res = runner.invoke(app, ["evaluate", "--model-path", str(out), "--dataset", "ml-latest-small", "--protocol", "loo-full/train+valid"])
+    res = runner.invoke(
+        app,
+        ["evaluate", "--model-path", str(out), "--dataset", "ml-latest-small", "--protocol", "loo-full/train+valid"],
+    )
     assert res.exit_code != 0 and "use --protocol loo-full" in _flat(res.output)
 
 
 def test_refit_on_train_and_valid(tmp_path):
     runner = CliRunner()
     out = tmp_path / "pop"
-    res = runner.invoke(app, ["train", "--model", "pop", "--dataset", "ml-latest-small", "--out", str(out), "--fit-on", "train+valid"])
+    res = runner.invoke(
+        app, ["train", "--model", "pop", "--dataset", "ml-latest-small", "--out", str(out), "--fit-on", "train+valid"]
+    )
     assert res.exit_code == 0, res.output
     assert load(out).fit_info["fit_on"] == "train+valid"
-    res = runner.invoke(app, ["evaluate", "--model-path", str(out), "--dataset", "ml-latest-small", "--protocol", "loo-full/train+valid", "--json", str(tmp_path / "r.json")])
+    res = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--model-path",
+            str(out),
+            "--dataset",
+            "ml-latest-small",
+            "--protocol",
+            "loo-full/train+valid",
+            "--json",
+            str(tmp_path / "r.json"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["protocol"] == "loo-full/train+valid" and "train + validation" in r["protocol_detail"]["description"]
@@ -88,7 +122,20 @@ def test_evaluate_needs_to_know_what_a_saved_model_was_fitted_on(tmp_path):
 def test_checkpoints_record_fit_on(tmp_path):
     """`--checkpoint` saves after every epoch; each save says what it was fitted on."""
     out = tmp_path / "g"
-    args = ["train", "--model", "gru4rec", "--out", str(out), "--epochs", "2", "--threads", "1", "--fit-on", "train+valid", "--checkpoint"]
+    args = [
+        "train",
+        "--model",
+        "gru4rec",
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--threads",
+        "1",
+        "--fit-on",
+        "train+valid",
+        "--checkpoint",
+    ]
     args += ["--set", "layers=[16]", "--set", "n_sample=32", "--set", "batch_size=64"]
     seen = []
     import coachrec.models.base as base

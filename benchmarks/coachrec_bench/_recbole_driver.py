@@ -15,7 +15,8 @@ Per model: RecBole's own Trainer trains epoch after epoch (`Trainer._train_epoch
 `--max-epochs` or until the next epoch would overrun `--budget` seconds (at least one epoch);
 no validation, no checkpoint (so `torch.load`, whose `weights_only=True` default since torch 2.6
 breaks RecBole's reload, is never called); torch's anomaly detection, which importing RecBole
-1.2.1 switches on (its SINE module does), is switched off unless `--detect-anomaly`. Then, for every row of RecBole's own test set, the
+1.2.1 switches on (its SINE module does), is switched off unless `--detect-anomaly`. Then, for every row of
+RecBole's own test set, the
 model's `full_sort_predict` scores every item; items of the user's train+valid history are
 excluded (the target always competes) and the pessimistic 0-based rank is written (number of
 items scoring strictly higher + number of other items scoring equal), over all items and over
@@ -46,7 +47,9 @@ def pessimistic_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return (scores > t).sum(axis=1) + (scores == t).sum(axis=1) - 1
 
 
-def exclude_history(scores: np.ndarray, indptr: np.ndarray, items: np.ndarray, rows: np.ndarray, targets: np.ndarray) -> None:
+def exclude_history(
+    scores: np.ndarray, indptr: np.ndarray, items: np.ndarray, rows: np.ndarray, targets: np.ndarray
+) -> None:
     """Set the scores of each row's history items to -inf, in place; the target keeps its score.
     `rows` are the indices into the CSR history (indptr, items) of the rows of `scores`."""
     tgt_scores = scores[np.arange(len(rows)), targets].copy()
@@ -57,7 +60,9 @@ def exclude_history(scores: np.ndarray, indptr: np.ndarray, items: np.ndarray, r
     scores[np.arange(len(rows)), targets] = tgt_scores
 
 
-def rank_rows(scores: np.ndarray, targets: np.ndarray, negatives: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+def rank_rows(
+    scores: np.ndarray, targets: np.ndarray, negatives: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Full-ranking ranks and, when `negatives` (rows, n) is given, ranks among target + negatives.
     `scores` must already have the history excluded."""
     if np.isnan(scores).any():
@@ -101,7 +106,9 @@ def _jsonable(v: Any) -> Any:
     return str(v)
 
 
-def run_model(model_name: str, args: argparse.Namespace, overrides: dict[str, Any], ev: dict[str, np.ndarray], workdir: str) -> dict[str, Any]:
+def run_model(
+    model_name: str, args: argparse.Namespace, overrides: dict[str, Any], ev: dict[str, np.ndarray], workdir: str
+) -> dict[str, Any]:
     import torch
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
@@ -162,7 +169,9 @@ def run_model(model_name: str, args: argparse.Namespace, overrides: dict[str, An
         loss = sum(loss) if isinstance(loss, tuple) else loss
         log.append({"epoch": epoch + 1, "seconds": round(dt, 3), "loss_sum": round(float(loss), 4)})
         elapsed = time.perf_counter() - t0
-        print(f"[{model_name}] epoch {epoch + 1}: {dt:.1f}s loss {float(loss):.2f} (elapsed {elapsed:.0f}s)", flush=True)
+        print(
+            f"[{model_name}] epoch {epoch + 1}: {dt:.1f}s loss {float(loss):.2f} (elapsed {elapsed:.0f}s)", flush=True
+        )
         if args.budget > 0 and elapsed + dt > args.budget and epoch + 1 < args.max_epochs:
             stopped = "budget"
             break
@@ -226,10 +235,25 @@ def run_model(model_name: str, args: argparse.Namespace, overrides: dict[str, An
         except Exception as exc:  # a cross-check only
             own = {"error": f"{type(exc).__name__}: {exc}"}
 
-    volatile = {"data_path", "checkpoint_dir", "eval_batch_size", "metrics", "topk", "valid_metric", "show_progress", "gpu_id"}
+    volatile = {
+        "data_path",
+        "checkpoint_dir",
+        "eval_batch_size",
+        "metrics",
+        "topk",
+        "valid_metric",
+        "show_progress",
+        "gpu_id",
+    }
     keys = (set(config_dict) | set(overrides) | _MODEL_KEYS.get(model_name, set())) - volatile
     keep = {k: config[k] for k in sorted(keys) if k in config}
-    keep.update({k: config[k] for k in ("model", "train_batch_size", "learning_rate", "learner", "train_neg_sample_args", "weight_decay") if k in config})
+    keep.update(
+        {
+            k: config[k]
+            for k in ("model", "train_batch_size", "learning_rate", "learner", "train_neg_sample_args", "weight_decay")
+            if k in config
+        }
+    )
     return {
         "model": model_name,
         "config": _jsonable(keep),
@@ -251,7 +275,18 @@ def run_model(model_name: str, args: argparse.Namespace, overrides: dict[str, An
 
 
 _MODEL_KEYS = {
-    "SASRec": {"n_layers", "n_heads", "hidden_size", "inner_size", "hidden_dropout_prob", "attn_dropout_prob", "hidden_act", "layer_norm_eps", "initializer_range", "loss_type"},
+    "SASRec": {
+        "n_layers",
+        "n_heads",
+        "hidden_size",
+        "inner_size",
+        "hidden_dropout_prob",
+        "attn_dropout_prob",
+        "hidden_act",
+        "layer_norm_eps",
+        "initializer_range",
+        "loss_type",
+    },
     "GRU4Rec": {"embedding_size", "hidden_size", "num_layers", "dropout_prob", "loss_type"},
 }
 
@@ -269,8 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-batch", type=int, default=1024)
     p.add_argument("--recbole-eval", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--detect-anomaly", action=argparse.BooleanOptionalAction, default=False,
-                   help="keep torch's anomaly detection on while training, as importing RecBole 1.2.1 leaves it")
+    p.add_argument(
+        "--detect-anomaly",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="keep torch's anomaly detection on while training, as importing RecBole 1.2.1 leaves it",
+    )
     args = p.parse_args(argv)
     args.data = os.path.abspath(args.data)
     import torch
@@ -279,7 +318,13 @@ def main(argv: list[str] | None = None) -> int:
     with np.load(os.path.join(args.data, "eval.npz")) as z:
         ev = {k: z[k] for k in z.files}
     overrides = json.loads(args.config)
-    out: dict[str, Any] = {"versions": _versions(), "threads": args.threads, "budget": args.budget, "max_epochs": args.max_epochs, "models": {}}
+    out: dict[str, Any] = {
+        "versions": _versions(),
+        "threads": args.threads,
+        "budget": args.budget,
+        "max_epochs": args.max_epochs,
+        "models": {},
+    }
     with tempfile.TemporaryDirectory(prefix="coachrec-recbole-") as workdir:
         os.chdir(workdir)  # RecBole writes log_tensorboard/ and saved/ into the working directory
         for name in [m.strip() for m in args.models.split(",") if m.strip()]:

@@ -24,8 +24,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from coachrec_bench.results import results_dir, row, write
 from coachrec.metrics.protocol import FIT_ON
+from coachrec_bench.results import results_dir, row, write
 
 console = Console(width=170)
 
@@ -81,14 +81,21 @@ def _fit(name: str, config: dict[str, Any], split: Any, fit_on: str) -> Any:
     from coachrec.models import create
 
     model = create(name, **config)
-    model.on_epoch = lambda epoch, loss, seconds, rows: console.print(f"  {name} epoch {epoch}: loss {loss:.4f}, {seconds:.1f}s")
+    model.on_epoch = lambda epoch, loss, seconds, rows: console.print(
+        f"  {name} epoch {epoch}: loss {loss:.4f}, {seconds:.1f}s"
+    )
     if fit_on == "train" and "valid" in inspect.signature(model.fit).parameters:
         return model.fit(split.train, valid=split.task("valid"))
     return model.fit(split.fit_data(fit_on))
 
 
 def run(
-    datasets: list[str], models: list[str], quick: bool, threads: int = 0, fit_on: str = "train", save: Callable[[list[dict[str, Any]]], Any] | None = None
+    datasets: list[str],
+    models: list[str],
+    quick: bool,
+    threads: int = 0,
+    fit_on: str = "train",
+    save: Callable[[list[dict[str, Any]]], Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Fit and evaluate; `save(rows)` is called after every model (a long run that is cut
     short keeps what it measured)."""
@@ -114,8 +121,12 @@ def run(
             t0 = time.perf_counter()
             if name == "hybrid":
                 if "sasrec" not in fitted or "content" not in fitted:
-                    raise typer.BadParameter("hybrid in the benchmark reuses the fitted sasrec and content models; include both")
-                model = Hybrid.from_parts(fitted["sasrec"], fitted["content"], split.fit_data(fit_on), weight=Hybrid.Config().weight)
+                    raise typer.BadParameter(
+                        "hybrid in the benchmark reuses the fitted sasrec and content models; include both"
+                    )
+                model = Hybrid.from_parts(
+                    fitted["sasrec"], fitted["content"], split.fit_data(fit_on), weight=Hybrid.Config().weight
+                )
             else:
                 try:
                     model = _fit(name, config, split, fit_on)
@@ -170,8 +181,13 @@ def bench_accuracy(
     quick: Annotated[bool, typer.Option(help="Fewer epochs; SASRec with sampled softmax (1,024 negatives)")] = False,
     dataset: Annotated[list[str], typer.Option(help="beauty and/or ml-latest-small (repeatable; default both)")] = [],  # noqa: B006
     model: Annotated[list[str], typer.Option(help="Models (repeatable; default every registered model)")] = [],  # noqa: B006
-    threads: Annotated[int, typer.Option(help="torch CPU threads of models that have the setting (0 = their default); 1 on a busy machine")] = 0,
-    fit_on: Annotated[str, typer.Option(help="train (early stopping on valid), or train+valid (refit; fixed epochs)")] = "train",
+    threads: Annotated[
+        int,
+        typer.Option(help="torch CPU threads of models that have the setting (0 = their default); 1 on a busy machine"),
+    ] = 0,
+    fit_on: Annotated[
+        str, typer.Option(help="train (early stopping on valid), or train+valid (refit; fixed epochs)")
+    ] = "train",
 ) -> None:
     """Accuracy of every model on Beauty (loo-full, loo-sampled100) and ml-latest-small
     (loo-full), with the published figures as reference rows; writes benchmarks/results/accuracy.json
@@ -201,7 +217,9 @@ def save(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     old = json.loads(path.read_text()) if path.exists() else []
     kept = [r for r in old if (r["dataset"], r["name"], r.get("fit_on", "train")) not in ran and not r.get("published")]
     marks = {"machine": "published figure (not run here)", "published": True}
-    published = [row(p["name"], p["dataset"], p["protocol"], p["metrics"]) | marks | {"note": p["note"]} for p in PUBLISHED]
+    published = [
+        row(p["name"], p["dataset"], p["protocol"], p["metrics"]) | marks | {"note": p["note"]} for p in PUBLISHED
+    ]
     all_rows = kept + rows + published
     write("accuracy", all_rows)
     return all_rows

@@ -63,31 +63,62 @@ def _row(result: Any, requests: int, started: str) -> dict[str, Any]:
     from coachrec.coach.report import summary
 
     s = summary(result)
-    metrics: dict[str, Any] = {"decision": result.decision, "promoted": result.promoted, "target_mode": result.target_mode,
-                               "seconds": round(result.seconds, 1), "load_start": started, "load_end": _load(),
-                               "criteria_apply": applicable(result),
-                               "criteria_trust": {t["criterion"]: ("may gate: " if t["may_gate"] else "report only: ") + t["why"] for t in s["trust"]},
-                               "top_failure_modes": s["failure_modes"][:5],
-                               "remedies": [{"remedy": t.remedy, "note": t.note, "promoted": t.promoted,
-                                             "reasons": t.gate.reasons if t.gate else None} for t in result.tried]}
+    metrics: dict[str, Any] = {
+        "decision": result.decision,
+        "promoted": result.promoted,
+        "target_mode": result.target_mode,
+        "seconds": round(result.seconds, 1),
+        "load_start": started,
+        "load_end": _load(),
+        "criteria_apply": applicable(result),
+        "criteria_trust": {
+            t["criterion"]: ("may gate: " if t["may_gate"] else "report only: ") + t["why"] for t in s["trust"]
+        },
+        "top_failure_modes": s["failure_modes"][:5],
+        "remedies": [
+            {"remedy": t.remedy, "note": t.note, "promoted": t.promoted, "reasons": t.gate.reasons if t.gate else None}
+            for t in result.tried
+        ],
+    }
     if result.gate is not None:
         target = next(r for r in result.gate.rows if r.role == "target" and r.section == "held-out traffic")
-        metrics["target_rate"] = {"before": target.champion, "after": target.candidate, "delta": target.delta,
-                                  "ci95": [target.ci_low, target.ci_high], "p": target.p_value, "requests": target.n}
+        metrics["target_rate"] = {
+            "before": target.champion,
+            "after": target.candidate,
+            "delta": target.delta,
+            "ci95": [target.ci_low, target.ci_high],
+            "p": target.p_value,
+            "requests": target.n,
+        }
         for m in ("ndcg@10", "recall@10"):
             g = result.gate.row("ground truth", m)
-            metrics[m] = {"before": g.champion, "after": g.candidate, "delta": g.delta, "ci95": [g.ci_low, g.ci_high], "users": g.n}
+            metrics[m] = {
+                "before": g.champion,
+                "after": g.candidate,
+                "delta": g.delta,
+                "ci95": [g.ci_low, g.ci_high],
+                "users": g.n,
+            }
         metrics["remedy"] = result.chosen.remedy if result.chosen else None
     else:
         truth = _champion_truth(result)
         metrics["target_rate"] = None
         for m, v in truth.items():
-            metrics[m] = {"before": v, "after": v, "delta": 0.0, "ci95": None, "users": result.context.split.test.n_users}
-    protocol = (f"one coach iteration: users split 40/40/20 (selection, gate, unused); {requests} replayed requests of selection "
-                f"users judged, every remedy for the target built on selection users; {requests} requests of gate users served "
-                "by champion and each candidate and judged (95% CI by user bootstrap, sign-flip permutation by user); ground "
-                "truth leave-one-out full ranking over all items (gate users' last interaction), ranker output before policy; "
-                "all stacks fitted on the leave-one-out training part")
+            metrics[m] = {
+                "before": v,
+                "after": v,
+                "delta": 0.0,
+                "ci95": None,
+                "users": result.context.split.test.n_users,
+            }
+    protocol = (
+        f"one coach iteration: users split 40/40/20 (selection, gate, unused); {requests} replayed requests of "
+        "selection "
+        f"users judged, every remedy for the target built on selection users; {requests} requests of gate users served "
+        "by champion and each candidate and judged (95% CI by user bootstrap, sign-flip permutation by user); ground "
+        "truth leave-one-out full ranking over all items (gate users' last interaction), ranker output before policy; "
+        "all stacks fitted on the leave-one-out training part"
+    )
     return row("coach", result.context.data.name, protocol, metrics)
 
 
@@ -98,9 +129,9 @@ def bench_coach(
     seed: int = 0,
 ) -> None:
     """Failure-mode rate and ground-truth NDCG@10/Recall@10 before and after one coach iteration."""
+    from coachrec.cli.console import RichProgress as RichUI
     from coachrec.coach import LoopConfig, Registry, run_loop
     from coachrec.coach.report import write_report
-    from coachrec.cli.console import RichProgress as RichUI
 
     rows = []
     for name in [d.strip() for d in datasets.split(",") if d.strip()]:
@@ -112,14 +143,30 @@ def bench_coach(
         rows.append(_row(result, requests, started))
         console.print(f"{name}: {result.decision} (report in {tmp})")
     table = Table(title="bench coach: one iteration, before -> after", title_justify="left")
-    for col in ("dataset", "target mode", "rate before", "rate after", "delta [95% CI]", "NDCG@10", "Recall@10", "decision"):
+    for col in (
+        "dataset",
+        "target mode",
+        "rate before",
+        "rate after",
+        "delta [95% CI]",
+        "NDCG@10",
+        "Recall@10",
+        "decision",
+    ):
         table.add_column(col, overflow="fold")
     for r in rows:
         m = r["metrics"]
         t = m["target_rate"]
         nd, rc = m["ndcg@10"], m["recall@10"]
-        table.add_row(r["dataset"], str(m["target_mode"]), "" if t is None else f"{t['before']:.3f}", "" if t is None else f"{t['after']:.3f}",
-                      "" if t is None else f"{t['delta']:+.3f} [{t['ci95'][0]:+.3f}, {t['ci95'][1]:+.3f}]",
-                      f"{nd['before']:.4f} -> {nd['after']:.4f}", f"{rc['before']:.4f} -> {rc['after']:.4f}", m["decision"][:120])
+        table.add_row(
+            r["dataset"],
+            str(m["target_mode"]),
+            "" if t is None else f"{t['before']:.3f}",
+            "" if t is None else f"{t['after']:.3f}",
+            "" if t is None else f"{t['delta']:+.3f} [{t['ci95'][0]:+.3f}, {t['ci95'][1]:+.3f}]",
+            f"{nd['before']:.4f} -> {nd['after']:.4f}",
+            f"{rc['before']:.4f} -> {rc['after']:.4f}",
+            m["decision"][:120],
+        )
     console.print(table)
     console.print(f"wrote {write('coach', rows)}")

@@ -105,14 +105,19 @@ def collect(stack: Any, conv: Any, *, batch: int = 128, progress: Any = None) ->
 
     reqs = requests(conv)
     semantic = SemanticRetriever(stack.catalog)  # its query_texts(ctx): what the served one embeds
-    out = TurnSignals(conv.turns["turn"].to_numpy(), [], [], np.zeros((len(reqs), 384), np.float32), [], [], [], [], [],
-                      (), 0.0)  # fmt: skip
+    out = TurnSignals(
+        conv.turns["turn"].to_numpy(), [], [], np.zeros((len(reqs), 384), np.float32), [], [], [], [], [], (), 0.0
+    )
     t0 = time.perf_counter()
     with progress.bar("understand, retrieve, rank (ReDial turns)", len(reqs)) as advance:
         for lo in range(0, len(reqs), batch):
             kept: list[Any] = []
-            found = stack.candidates([np.zeros(0, np.int64)] * len(reqs[lo : lo + batch]), through="rank",
-                                     contexts=[r or None for r in reqs[lo : lo + batch]], keep=kept)  # fmt: skip
+            found = stack.candidates(
+                [np.zeros(0, np.int64)] * len(reqs[lo : lo + batch]),
+                through="rank",
+                contexts=[r or None for r in reqs[lo : lo + batch]],
+                keep=kept,
+            )
             for j, (ctx, c) in enumerate(zip(kept, found, strict=True)):
                 out.histories.append(ctx.history.copy())
                 out.queries.append(semantic.query_texts(ctx))
@@ -250,10 +255,12 @@ def measure(
     itemknn = stack.models[0]
     pop = np.asarray(stack.models[1].counts, np.float64) if len(stack.models) > 1 else np.zeros(n_items)
     pop_col = cols.dense(np.log1p(pop) / np.log1p(pop.max()))
-    info: dict[str, Any] = {"served_text_weights": stack.config.text_weights,
-                            "served_stack": stack.describe(),
-                            "unlinked_candidates": int((~cols.linked).sum()),
-                            "turn_texts_seconds": round(sig.seconds, 1)}  # fmt: skip
+    info: dict[str, Any] = {
+        "served_text_weights": stack.config.text_weights,
+        "served_stack": stack.describe(),
+        "unlinked_candidates": int((~cols.linked).sum()),
+        "turn_texts_seconds": round(sig.seconds, 1),
+    }
     t_cols = conv.column(conv.targets["target"].to_numpy())
     unlinked_targets = int(((t_cols < 0) | (links.item[np.maximum(t_cols, 0)] < 0)).sum())
     info["unlinked_targets"] = unlinked_targets
@@ -305,25 +312,52 @@ def measure(
 
     def zero_shot(name: str, fn: Any, signals: str, latency_ms: np.ndarray | None = None, **extra: Any) -> None:
         progress.step(f"zero-shot: {name}")
-        measured.append(Measured(name, conv_full(fn, conv), True, signals, latency_ms, conv_full(fn, conv, match="id"),
-                                 {"unlinked_targets": unlinked_targets, **extra}))  # fmt: skip
+        measured.append(
+            Measured(
+                name,
+                conv_full(fn, conv),
+                True,
+                signals,
+                latency_ms,
+                conv_full(fn, conv, match="id"),
+                {"unlinked_targets": unlinked_targets, **extra},
+            )
+        )
 
-    zero_shot("semantic (MiniLM, static query)", semantic_fn(sig.q_static),
-              "cosine of the request (per-token MiniLM vectors) with each candidate's text: MovieLens title, genres "
-              "and tags where linked, the DBpedia name otherwise", query_encoder="static")  # fmt: skip
+    zero_shot(
+        "semantic (MiniLM, static query)",
+        semantic_fn(sig.q_static),
+        "cosine of the request (per-token MiniLM vectors) with each candidate's text: MovieLens title, genres "
+        "and tags where linked, the DBpedia name otherwise",
+        query_encoder="static",
+    )
     if query_full:
         progress.step("full-transformer query embeddings")
         qf = full_queries(sig)
-        zero_shot("semantic (MiniLM, full query)", semantic_fn(qf),
-                  "as above with the transformer itself encoding the request (slower)", query_encoder="full")  # fmt: skip
-    zero_shot("intent × popularity (MovieLens)", intent_fn,
-              "genres, eras, moods, tags read from the seeker's words, times MovieLens popularity; " + link_note)  # fmt: skip
-    zero_shot("mention-kNN (text mentions)", knn_fn,
-              "item-kNN fitted on MovieLens over the titles the understanding stage found in the text; " + link_note)  # fmt: skip
-    zero_shot("text stack, learned blend (zero-shot)", stack_fn,
-              "the served stack: understand, item-kNN on mentions + popularity + intent + semantic, blend learned on "
-              "simulated MovieLens requests (nothing from ReDial); " + link_note, lat,
-              weights=stack.config.text_weights)  # fmt: skip
+        zero_shot(
+            "semantic (MiniLM, full query)",
+            semantic_fn(qf),
+            "as above with the transformer itself encoding the request (slower)",
+            query_encoder="full",
+        )
+    zero_shot(
+        "intent × popularity (MovieLens)",
+        intent_fn,
+        "genres, eras, moods, tags read from the seeker's words, times MovieLens popularity; " + link_note,
+    )
+    zero_shot(
+        "mention-kNN (text mentions)",
+        knn_fn,
+        "item-kNN fitted on MovieLens over the titles the understanding stage found in the text; " + link_note,
+    )
+    zero_shot(
+        "text stack, learned blend (zero-shot)",
+        stack_fn,
+        "the served stack: understand, item-kNN on mentions + popularity + intent + semantic, blend learned on "
+        "simulated MovieLens requests (nothing from ReDial); " + link_note,
+        lat,
+        weights=stack.config.text_weights,
+    )
 
     # ---- cross-fitted: co-mention + text signals, weights learned on the other fold
     names = ("co-mention", *sig.source_names, "semantic-candidates")
@@ -384,7 +418,7 @@ def measure(
             rows = _rows(sig, conv, turns)
             keep = [names.index(n) for n in keep_names]
             out = []
-            for f in features(rows, co_score(turns)):
+            for f in features(rows, co_score(turns)):  # noqa: B023 (called within this iteration)
                 c = _candidates(f, names)  # the same candidate set; an ablation drops a column
                 c = dataclasses.replace(c, sources=c.sources[:, keep], source_names=keep_names)
                 out.append(_finish(_blend_scores(c, w, cols.n), np.ones(cols.n, bool)))
@@ -395,22 +429,54 @@ def measure(
         for drop, w in ablated.items():
             kn = tuple(n for n in names if n != drop)
             pt_ablate[drop].append(conv_full(lambda t, w=w, kn=kn: blend_fn(t, w, kn), held_conv))
-        per_fold.append({"fold": k, "co_mention": {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)},
-                         "weights": weights, "fit": stats, "ablation_weights": ablated})  # fmt: skip
+        per_fold.append(
+            {
+                "fold": k,
+                "co_mention": {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)},
+                "weights": weights,
+                "fit": stats,
+                "ablation_weights": ablated,
+            }
+        )
     info["cross_fitted"] = per_fold
     co_lat = info["serve_latency_ms"]
     cf = {"folds": folds, "fold_seed": seed, "weights_per_fold": [f["weights"] for f in per_fold]}
-    measured.append(Measured("co-mention (same folds, nested)", pl.concat(pt_co).sort("turn", "position"), False,
-                             "part A's CoMention fitted on the other fold (settings tuned on it); no text read", None,
-                             None, {"folds": folds, "fold_seed": seed}))  # fmt: skip
-    measured.append(Measured("co-mention + text stages, learned blend (cross-fitted)", pl.concat(pt_blend).sort("turn", "position"),
-                             False, "co-mention (other fold) + the served stack's item-kNN on text mentions, popularity, "
-                             "intent and semantic scores, + semantic over the candidate texts; weights learned on the "
-                             "other fold (pairwise logistic, inner-fold co-mention features)", lat, None,
-                             cf | {"serve_latency_ms_without_co_mention": co_lat}))  # fmt: skip
+    measured.append(
+        Measured(
+            "co-mention (same folds, nested)",
+            pl.concat(pt_co).sort("turn", "position"),
+            False,
+            "part A's CoMention fitted on the other fold (settings tuned on it); no text read",
+            None,
+            None,
+            {"folds": folds, "fold_seed": seed},
+        )
+    )
+    measured.append(
+        Measured(
+            "co-mention + text stages, learned blend (cross-fitted)",
+            pl.concat(pt_blend).sort("turn", "position"),
+            False,
+            "co-mention (other fold) + the served stack's item-kNN on text mentions, popularity, "
+            "intent and semantic scores, + semantic over the candidate texts; weights learned on the "
+            "other fold (pairwise logistic, inner-fold co-mention features)",
+            lat,
+            None,
+            cf | {"serve_latency_ms_without_co_mention": co_lat},
+        )
+    )
     for drop, parts in pt_ablate.items():
-        measured.append(Measured(f"  ablation: without {drop}", pl.concat(parts).sort("turn", "position"), False,
-                                 f"the cross-fitted blend with {drop} left out (weights re-learned)", None, None, {}))  # fmt: skip
+        measured.append(
+            Measured(
+                f"  ablation: without {drop}",
+                pl.concat(parts).sort("turn", "position"),
+                False,
+                f"the cross-fitted blend with {drop} left out (weights re-learned)",
+                None,
+                None,
+                {},
+            )
+        )
     return measured, info
 
 
@@ -453,8 +519,18 @@ def serve_latency(stack: Any, conv: Any, n: int, seed: int) -> np.ndarray:
     return np.asarray(out)
 
 
-def main(data: Path | None = None, *, folds: int = 2, seed: int = 0, tune: bool = True, latency_turns: int = 300,
-         query_full: bool = True, n_boot: int = 2000, n_perm: int = 10000, out: str = "conversational_stages") -> Path:  # fmt: skip
+def main(
+    data: Path | None = None,
+    *,
+    folds: int = 2,
+    seed: int = 0,
+    tune: bool = True,
+    latency_turns: int = 300,
+    query_full: bool = True,
+    n_boot: int = 2000,
+    n_perm: int = 10000,
+    out: str = "conversational_stages",
+) -> Path:
     """Measure the text-stage rows with GPT-4 beside them and write `benchmarks/results/OUT.json`."""
     from coachrec import datasets
     from coachrec.cli.console import RichProgress
@@ -474,8 +550,16 @@ def main(data: Path | None = None, *, folds: int = 2, seed: int = 0, tune: bool 
         path = reference_path(folder / "reference", model)
         if path.exists():
             refs[model] = load_reference(path, conv, name=REFERENCE_LABELS[model])
-    measured, info = measure(conv, links, folds=folds, seed=seed, tune=tune, latency_turns=latency_turns,
-                             query_full=query_full, progress=progress)  # fmt: skip
+    measured, info = measure(
+        conv,
+        links,
+        folds=folds,
+        seed=seed,
+        tune=tune,
+        latency_turns=latency_turns,
+        query_full=query_full,
+        progress=progress,
+    )
     gpt4 = refs["gpt-4"].per_target if "gpt-4" in refs else None
     if gpt4 is not None:
         measured.append(Measured(refs["gpt-4"].name, gpt4, True, "published zero-shot results (He et al., CIKM 2023)"))

@@ -69,7 +69,10 @@ OFFICIAL_FILE = "gru4rec_pytorch.py"
 PARAMFILE = "paramfiles/diginetica_bprmax_shared_best.py"
 RESULTS = "gru4rec_official"
 NAMES = {"official": "gru4rec-official", "coachrec": "gru4rec-coachrec", "ratio": "ratio coachrec/official"}
-PROTOCOL = "leave-one-out; loo-full (all items) and loo-sampled100 (100 uniform negatives, seed 0); seen items excluded, ties pessimistic"
+PROTOCOL = (
+    "leave-one-out; loo-full (all items) and loo-sampled100 (100 uniform negatives, seed 0); seen items excluded, "
+    "ties pessimistic"
+)
 
 #: coachrec GRU4Rec config fields that are the official constructor's arguments of the same name
 _SHARED = (
@@ -138,7 +141,10 @@ def numpy2_shim(module: ModuleType) -> list[str]:
         return np.random.rand(*shape).astype("float32") * 2 * sigma - sigma
 
     model_cls._init_numpy_weights = _init_numpy_weights
-    return [f"GRU4RecModel._init_numpy_weights: sigma cast to float32 (NumPy {np.__version__} promotes float32 * float64 scalar to float64)"]
+    return [
+        f"GRU4RecModel._init_numpy_weights: sigma cast to float32 (NumPy {np.__version__} promotes float32 * float64 "
+        "scalar to float64)"
+    ]
 
 
 def official_source_info(path: Path) -> dict[str, Any]:
@@ -174,7 +180,10 @@ def official_params(config: dict[str, Any]) -> dict[str, Any]:
     elif name == "linear":
         out["elu_param"] = 0.0
     else:
-        raise ValueError(f"final_act {cfg.final_act!r} with loss {cfg.loss!r} has no equivalent in the official code (elu-<a> under bpr-max, or linear)")
+        raise ValueError(
+            f"final_act {cfg.final_act!r} with loss {cfg.loss!r} has no equivalent in the official code (elu-<a> "
+            "under bpr-max, or linear)"
+        )
     return out
 
 
@@ -187,7 +196,9 @@ def check_paramfile(path: Path, params: dict[str, Any]) -> dict[str, Any]:
     import runpy
 
     ref = dict(runpy.run_path(str(file))["gru4rec_params"])
-    diff = {k: {"official": v, "bench": params.get(k)} for k, v in ref.items() if k != "n_epochs" and params.get(k) != v}
+    diff = {
+        k: {"official": v, "bench": params.get(k)} for k, v in ref.items() if k != "n_epochs" and params.get(k) != v
+    }
     return {"paramfile": PARAMFILE, "paramfile_differences": diff}
 
 
@@ -282,7 +293,9 @@ class OfficialScorer:
         self.n_items = int(n_items)
         self.batch = batch
         self.to_official = np.full(self.n_items, -1, dtype=np.int64)
-        self.to_official[np.asarray(idmap.index.to_numpy(), dtype=np.int64)] = np.asarray(idmap.to_numpy(), dtype=np.int64)
+        self.to_official[np.asarray(idmap.index.to_numpy(), dtype=np.int64)] = np.asarray(
+            idmap.to_numpy(), dtype=np.int64
+        )
         self.known = np.nonzero(self.to_official >= 0)[0]  # coachrec indices, ascending
 
     def map_history(self, history: np.ndarray) -> np.ndarray:
@@ -319,7 +332,7 @@ class OfficialScorer:
                     Hk = [h[:k] for h in H]
                     E, _, _ = model.embed(seq[:k, t], Hk, None, **embed_kw)
                     model.hidden_step(E, Hk, training=False)
-                    for h, hk in zip(H, Hk):
+                    for h, hk in zip(H, Hk, strict=False):
                         h[:k] = hk
                 out[torch.from_numpy(idx).to(device)] = H[-1]
         return out
@@ -389,7 +402,9 @@ def _epoch_summary(seconds: list[float], losses: list[float], events: int) -> di
     }
 
 
-def run_official(module: ModuleType, params: dict[str, Any], train: Any, split: Any, *, threads: int, seed: int, echo: bool) -> dict[str, Any]:
+def run_official(
+    module: ModuleType, params: dict[str, Any], train: Any, split: Any, *, threads: int, seed: int, echo: bool
+) -> dict[str, Any]:
     """Fit the official GRU4Rec on `train` (all epochs in one `fit`), time it from its own
     epoch lines, evaluate it through `OfficialScorer`."""
     import torch
@@ -413,11 +428,15 @@ def run_official(module: ModuleType, params: dict[str, Any], train: Any, split: 
             raise RuntimeError(f"the official GRU4Rec stopped with a NaN loss:\n{log}")
         epochs = parse_epoch_lines(log)
         if len(epochs) != params["n_epochs"]:
-            raise RuntimeError(f"expected {params['n_epochs']} epoch lines from the official code, parsed {len(epochs)}:\n{log}")
+            raise RuntimeError(
+                f"expected {params['n_epochs']} epoch lines from the official code, parsed {len(epochs)}:\n{log}"
+            )
         scorer = OfficialScorer(gru, train.n_items)
         rng = np.random.default_rng(seed)
         task = split.task("test")
-        probe = [task.histories[i] for i in rng.choice(len(task.histories), size=min(4, len(task.histories)), replace=False)]
+        probe = [
+            task.histories[i] for i in rng.choice(len(task.histories), size=min(4, len(task.histories)), replace=False)
+        ]
         adapter_diff = check_scorer(scorer, probe)
         if not adapter_diff < 1e-3:
             raise RuntimeError(f"OfficialScorer disagrees with the official forward() by {adapter_diff:g}")
@@ -425,15 +444,19 @@ def run_official(module: ModuleType, params: dict[str, Any], train: Any, split: 
     finally:
         torch.set_num_threads(before_threads)
     metrics = _epoch_summary([e["seconds"] for e in epochs], [e["loss"] for e in epochs], events)
-    return metrics | acc | {
-        "fit_seconds": round(fit_s, 3),
-        "official_reported_events_per_s": [e["events_per_s"] for e in epochs],
-        "official_items": int(len(scorer.known)),
-        "official_shims": list(getattr(module, "COACHREC_SHIMS", [])),
-        "adapter_check_max_abs_diff": adapter_diff,
-        "loadavg_1m_before": round(load_before, 2),
-        "loadavg_1m_after": round(load_after, 2),
-    }
+    return (
+        metrics
+        | acc
+        | {
+            "fit_seconds": round(fit_s, 3),
+            "official_reported_events_per_s": [e["events_per_s"] for e in epochs],
+            "official_items": len(scorer.known),
+            "official_shims": list(getattr(module, "COACHREC_SHIMS", [])),
+            "adapter_check_max_abs_diff": adapter_diff,
+            "loadavg_1m_before": round(load_before, 2),
+            "loadavg_1m_after": round(load_after, 2),
+        }
+    )
 
 
 def run_coachrec(config: dict[str, Any], train: Any, split: Any, *, threads: int, seed: int) -> dict[str, Any]:
@@ -453,13 +476,17 @@ def run_coachrec(config: dict[str, Any], train: Any, split: Any, *, threads: int
         raise RuntimeError(f"coachrec GRU4Rec predicted {counted[0]} events per epoch, expected {events}")
     acc = _accuracy(model, split, NAMES["coachrec"])
     factor = official_loss_factor(train, int(config.get("batch_size", 64)))
-    return _epoch_summary(seconds, list(model.epoch_losses), events) | acc | {
-        "epoch_losses_official_weighting": [round(x * factor, 6) for x in model.epoch_losses],
-        "official_loss_factor": round(factor, 6),
-        "fit_seconds": round(fit_s, 3),
-        "loadavg_1m_before": round(load_before, 2),
-        "loadavg_1m_after": round(load_after, 2),
-    }
+    return (
+        _epoch_summary(seconds, list(model.epoch_losses), events)
+        | acc
+        | {
+            "epoch_losses_official_weighting": [round(x * factor, 6) for x in model.epoch_losses],
+            "official_loss_factor": round(factor, 6),
+            "fit_seconds": round(fit_s, 3),
+            "loadavg_1m_before": round(load_before, 2),
+            "loadavg_1m_after": round(load_after, 2),
+        }
+    )
 
 
 # ---------------------------------------------------------------------------- results
@@ -499,7 +526,18 @@ def table(rows: list[dict[str, Any]], title: str) -> Table:
         "fit s includes set-up (the official sample cache is built before epoch 1, coachrec's inside it).",
         caption_justify="left",
     )
-    cols = ("impl", "s/epoch", "train ev/s", "fit s", "last loss", "NDCG@10 full", "R@10 full", "NDCG@10 s100", "HR@10 s100", "load 1m")
+    cols = (
+        "impl",
+        "s/epoch",
+        "train ev/s",
+        "fit s",
+        "last loss",
+        "NDCG@10 full",
+        "R@10 full",
+        "NDCG@10 s100",
+        "HR@10 s100",
+        "load 1m",
+    )
     for c in cols:
         t.add_column(c, justify="left" if c == "impl" else "right")
     for r in rows:
@@ -538,15 +576,23 @@ def table(rows: list[dict[str, Any]], title: str) -> Table:
 # ---------------------------------------------------------------------------- the command
 def bench_gru4rec_official(
     official_path: Annotated[
-        Path | None, typer.Option("--official-path", help=f"A checkout of {OFFICIAL_REPO} (git clone it; not shipped with coachrec)")
+        Path | None,
+        typer.Option(
+            "--official-path", help=f"A checkout of {OFFICIAL_REPO} (git clone it; not shipped with coachrec)"
+        ),
     ] = None,
     dataset: Annotated[str, typer.Option(help="beauty, ml-latest-small, or a path")] = "beauty",
     epochs: Annotated[int, typer.Option(help="Training epochs of both implementations")] = 10,
     threads: Annotated[int, typer.Option(help="torch CPU threads for both")] = 2,
-    fit_on: Annotated[str, typer.Option("--fit-on", help="train, or train+valid (the test task always sees train + valid)")] = "train",
+    fit_on: Annotated[
+        str, typer.Option("--fit-on", help="train, or train+valid (the test task always sees train + valid)")
+    ] = "train",
     impl: Annotated[str, typer.Option(help="both, official or coachrec")] = "both",
     max_users: Annotated[int, typer.Option("--max-users", help="Only the first N users (quick checks; 0 = all)")] = 0,
-    seed: Annotated[int, typer.Option(help="torch seed of both runs (the official compatibility-mode init always uses numpy seed 42)")] = 0,
+    seed: Annotated[
+        int,
+        typer.Option(help="torch seed of both runs (the official compatibility-mode init always uses numpy seed 42)"),
+    ] = 0,
     echo: Annotated[bool, typer.Option(help="Show the official code's own output while it trains")] = True,
 ) -> None:
     """coachrec's GRU4Rec against the official GRU4Rec PyTorch code: same hyperparameters, same
@@ -600,9 +646,13 @@ def bench_gru4rec_official(
     if path is not None:
         common |= official_source_info(path) | check_paramfile(path, params)
         if common["official_commit_checkout"] not in (None, OFFICIAL_COMMIT):
-            console.print(f"[yellow]the official checkout is at {common['official_commit_checkout']}, not {OFFICIAL_COMMIT}")
+            console.print(
+                f"[yellow]the official checkout is at {common['official_commit_checkout']}, not {OFFICIAL_COMMIT}"
+            )
         if common.get("paramfile_differences"):
-            console.print(f"[yellow]hyperparameters differ from the official {PARAMFILE}: {common['paramfile_differences']}")
+            console.print(
+                f"[yellow]hyperparameters differ from the official {PARAMFILE}: {common['paramfile_differences']}"
+            )
     else:
         common["official_commit_expected"] = OFFICIAL_COMMIT
     console.print(
@@ -622,8 +672,13 @@ def bench_gru4rec_official(
 
     rows = [row(NAMES[k], label, PROTOCOL, results[k]) for k in ("official", "coachrec") if k in results]
     if len(results) == 2:
-        rows.append(row(NAMES["ratio"], label, PROTOCOL, {"ratios": ratios(results["coachrec"], results["official"]), **common}))
-    title = f"GRU4Rec, coachrec vs official — {label}, fit on {fit_on}, {epochs} epochs, {threads} torch threads; {PROTOCOL}"
+        rows.append(
+            row(NAMES["ratio"], label, PROTOCOL, {"ratios": ratios(results["coachrec"], results["official"]), **common})
+        )
+    title = (
+        f"GRU4Rec, coachrec vs official — {label}, fit on {fit_on}, {epochs} epochs, {threads} torch threads; "
+        f"{PROTOCOL}"
+    )
     console.print(table(rows, title))
     path_out = results_dir() / f"{RESULTS}.json"
     old = json.loads(path_out.read_text()) if path_out.exists() else []

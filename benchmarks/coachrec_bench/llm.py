@@ -92,17 +92,27 @@ def _cases(retriever: str, users: int, seed: int) -> tuple[np.ndarray, list[User
     cases = []
     for i in np.flatnonzero(ranks < TOP).tolist():
         pos = int(np.flatnonzero(top[i] == targets[i])[0])
-        cases.append(UserCase(
-            int(task.users[rows[i]]),
-            [titles[j] for j in histories[i][-TOP:].tolist()],
-            [candidate_text(titles[j], [g for g in genres[j] if not g.startswith("(")]) for j in top[i].tolist()],
-            scores[i, top[i]].astype(np.float64),
-            pos,
-        ))
+        cases.append(
+            UserCase(
+                int(task.users[rows[i]]),
+                [titles[j] for j in histories[i][-TOP:].tolist()],
+                [candidate_text(titles[j], [g for g in genres[j] if not g.startswith("(")]) for j in top[i].tolist()],
+                scores[i, top[i]].astype(np.float64),
+                pos,
+            )
+        )
     return ranks, cases, f"{retriever} fitted on the leave-one-out training events"
 
 
-def _bench_model(role: str, ranks: np.ndarray, cases: list[UserCase], blends: list[float], parse_prompts: int, retriever: str, threads: int | None) -> list[dict[str, Any]]:
+def _bench_model(
+    role: str,
+    ranks: np.ndarray,
+    cases: list[UserCase],
+    blends: list[float],
+    parse_prompts: int,
+    retriever: str,
+    threads: int | None,
+) -> list[dict[str, Any]]:
     from coachrec.llm import LlamaCppConfig, load_backend
     from coachrec.llm.rerank import LLMReranker, RerankConfig
     from coachrec.metrics import compare
@@ -133,51 +143,89 @@ def _bench_model(role: str, ranks: np.ndarray, cases: list[UserCase], blends: li
     lat = np.asarray(latency) * 1e3
     base = _per_user(ranks)
     rows_out: list[dict[str, Any]] = []
-    protocol = "rerank 20 history titles + 20 candidates, next-token letter log-probs, one forward pass; llama.cpp CPU n_ctx=2048"
-    rows_out.append(row(f"llm/latency/{model}", "ml-latest-small (test users, leave-one-out)", protocol, {
-        "requests": len(cases),
-        "latency_ms_p50": round(float(np.percentile(lat, 50)), 1),
-        "latency_ms_p95": round(float(np.percentile(lat, 95)), 1),
-        "prompt_tokens_mean": round(float(np.mean(tokens)), 1),
-        "prompt_tokens_computed_mean": round(float(np.mean(computed)), 1),
-        "prompt_tok_per_s": round(float(np.sum(computed) / np.sum(latency)), 1),
-        "threads": threads or os.cpu_count(),
-        "load_avg_1m_before": load_before, "load_avg_1m_after": load_mid,
-    }))
+    protocol = (
+        "rerank 20 history titles + 20 candidates, next-token letter log-probs, one forward pass; "
+        "llama.cpp CPU n_ctx=2048"
+    )
+    rows_out.append(
+        row(
+            f"llm/latency/{model}",
+            "ml-latest-small (test users, leave-one-out)",
+            protocol,
+            {
+                "requests": len(cases),
+                "latency_ms_p50": round(float(np.percentile(lat, 50)), 1),
+                "latency_ms_p95": round(float(np.percentile(lat, 95)), 1),
+                "prompt_tokens_mean": round(float(np.mean(tokens)), 1),
+                "prompt_tokens_computed_mean": round(float(np.mean(computed)), 1),
+                "prompt_tok_per_s": round(float(np.sum(computed) / np.sum(latency)), 1),
+                "threads": threads or os.cpu_count(),
+                "load_avg_1m_before": load_before,
+                "load_avg_1m_after": load_mid,
+            },
+        )
+    )
     pos_in_ranks = np.flatnonzero(ranks < TOP)
     for w in blends:
         new = ranks.copy()
-        for row_i, case, llm in zip(pos_in_ranks.tolist(), cases, llm_scores):
+        for row_i, case, llm in zip(pos_in_ranks.tolist(), cases, llm_scores, strict=False):
             order = _blend_order(llm, case.retriever_scores, w)
             new[row_i] = int(np.flatnonzero(order == case.target_pos)[0])
         after = _per_user(new)
         metrics: dict[str, Any] = {"users": len(ranks), "users_reranked": len(cases), "blend_llm_weight": w}
         for name in ("ndcg@10", "recall@10"):
             cmp = compare(base[name], after[name])
-            metrics.update({name: round(cmp.mean_b, 5), f"{name}_retriever": round(cmp.mean_a, 5), f"{name}_delta": round(cmp.delta, 5),
-                            f"{name}_delta_ci95": [round(cmp.ci_low, 5), round(cmp.ci_high, 5)], f"{name}_p_value": round(cmp.p_value, 4)})
+            metrics.update(
+                {
+                    name: round(cmp.mean_b, 5),
+                    f"{name}_retriever": round(cmp.mean_a, 5),
+                    f"{name}_delta": round(cmp.delta, 5),
+                    f"{name}_delta_ci95": [round(cmp.ci_low, 5), round(cmp.ci_high, 5)],
+                    f"{name}_p_value": round(cmp.p_value, 4),
+                }
+            )
         metrics.update({"load_avg_1m_before": load_before, "load_avg_1m_after": load_mid})
-        rows_out.append(row(f"llm/accuracy/{retriever}+{model}/blend={w}", "ml-latest-small", "loo-full; " + protocol + "; rerank of the retriever's top 20", metrics))
+        rows_out.append(
+            row(
+                f"llm/accuracy/{retriever}+{model}/blend={w}",
+                "ml-latest-small",
+                "loo-full; " + protocol + "; rerank of the retriever's top 20",
+                metrics,
+            )
+        )
     if parse_rows:
         decode_ms = np.array([g.usage.latency_s for g, _, _ in parse_rows if g.usage]) * 1e3
         logit_ms = lat[: len(parse_rows)]
         gen_ms = logit_ms + decode_ms  # the same prompt evaluation, plus decoding
         status = [g.parse for g, _, _ in parse_rows]
         gen_ranks = np.array([int(np.flatnonzero(g.order == c.target_pos)[0]) for g, c, _ in parse_rows])
-        logit_ranks = np.array([int(np.flatnonzero(_blend_order(s, c.retriever_scores, 1.0) == c.target_pos)[0]) for _, c, s in parse_rows])
-        rows_out.append(row(f"llm/parse/{model}", "ml-latest-small", "same rerank prompts: next-token letter log-probs vs greedy generation (<= 64 tokens) parsed for letters; generation "
-                               "reuses the prompt KV cache of the scoring pass, so generate_ms = scoring time + decode time", {
-            "prompts": len(parse_rows),
-            "logit_ms_p50": round(float(np.percentile(logit_ms, 50)), 1),
-            "generate_ms_p50": round(float(np.percentile(gen_ms, 50)), 1),
-            "generate_decode_ms_p50": round(float(np.percentile(decode_ms, 50)), 1),
-            "generate_output_tokens_mean": round(float(np.mean([g.usage.output_tokens for g, _, _ in parse_rows if g.usage])), 1),
-            "parse_failed_rate": round(status.count("failed") / len(status), 3),
-            "parse_partial_rate": round(status.count("partial") / len(status), 3),
-            "ndcg@10_logits_on_these": round(float(_per_user(logit_ranks)["ndcg@10"].mean()), 4),
-            "ndcg@10_generate_on_these": round(float(_per_user(gen_ranks)["ndcg@10"].mean()), 4),
-            "load_avg_1m_before": load_mid, "load_avg_1m_after": load_after,
-        }))
+        logit_ranks = np.array(
+            [int(np.flatnonzero(_blend_order(s, c.retriever_scores, 1.0) == c.target_pos)[0]) for _, c, s in parse_rows]
+        )
+        rows_out.append(
+            row(
+                f"llm/parse/{model}",
+                "ml-latest-small",
+                "same rerank prompts: next-token letter log-probs vs greedy generation (<= 64 tokens) parsed for "
+                "letters; generation "
+                "reuses the prompt KV cache of the scoring pass, so generate_ms = scoring time + decode time",
+                {
+                    "prompts": len(parse_rows),
+                    "logit_ms_p50": round(float(np.percentile(logit_ms, 50)), 1),
+                    "generate_ms_p50": round(float(np.percentile(gen_ms, 50)), 1),
+                    "generate_decode_ms_p50": round(float(np.percentile(decode_ms, 50)), 1),
+                    "generate_output_tokens_mean": round(
+                        float(np.mean([g.usage.output_tokens for g, _, _ in parse_rows if g.usage])), 1
+                    ),
+                    "parse_failed_rate": round(status.count("failed") / len(status), 3),
+                    "parse_partial_rate": round(status.count("partial") / len(status), 3),
+                    "ndcg@10_logits_on_these": round(float(_per_user(logit_ranks)["ndcg@10"].mean()), 4),
+                    "ndcg@10_generate_on_these": round(float(_per_user(gen_ranks)["ndcg@10"].mean()), 4),
+                    "load_avg_1m_before": load_mid,
+                    "load_avg_1m_after": load_after,
+                },
+            )
+        )
     return rows_out
 
 
@@ -196,10 +244,20 @@ def bench_llm(
     console.print(f"{fitted}: {len(ranks)} users, {len(cases)} with the held-out item in the top {TOP}")
     weights = [float(w) for w in blends.split(",") if w.strip()]
     base = _per_user(ranks)
-    rows = [row(f"llm/accuracy/{retriever}", "ml-latest-small", "loo-full; retriever alone", {
-        "users": len(ranks), "ndcg@10": round(float(base["ndcg@10"].mean()), 5), "recall@10": round(float(base["recall@10"].mean()), 5),
-        "hr@20": round(float((ranks < TOP).mean()), 5), "load_avg_1m": _load(),
-    })]
+    rows = [
+        row(
+            f"llm/accuracy/{retriever}",
+            "ml-latest-small",
+            "loo-full; retriever alone",
+            {
+                "users": len(ranks),
+                "ndcg@10": round(float(base["ndcg@10"].mean()), 5),
+                "recall@10": round(float(base["recall@10"].mean()), 5),
+                "hr@20": round(float((ranks < TOP).mean()), 5),
+                "load_avg_1m": _load(),
+            },
+        )
+    ]
     for role in [m.strip() for m in models.split(",") if m.strip()]:
         console.print(f"{role}: reranking {len(cases)} requests ...")
         rows += _bench_model(role, ranks, cases, weights, parse_prompts, retriever, threads)

@@ -18,8 +18,8 @@ import statistics
 from importlib import resources
 from typing import Any
 
-from coachrec_bench.results import row, write
 from coachrec.llm import LlamaCppBackend, LlamaCppConfig, ModelRegistry
+from coachrec_bench.results import row, write
 
 LETTERS = [chr(ord("A") + i) for i in range(20)]
 
@@ -103,5 +103,7 @@ def run(reps: int = 3, n_threads: int | None = None) -> list[dict[str, Any]]:
 if __name__ == "__main__":
     import sys
 
-    for r in run(reps=int(sys.argv[1]) if len(sys.argv) > 1 else 3, n_threads=int(sys.argv[2]) if len(sys.argv) > 2 else None):
+    for r in run(
+        reps=int(sys.argv[1]) if len(sys.argv) > 1 else 3, n_threads=int(sys.argv[2]) if len(sys.argv) > 2 else None
+    ):
         print(r["name"], r["metrics"])

@@ -28,7 +28,8 @@ Training: RecBole's own `Trainer._train_epoch`, epoch after epoch, until `--max-
 until the next epoch would overrun `--budget` seconds; no validation or early stopping, no
 checkpoint reload (so torch>=2.6's `torch.load(weights_only=True)` never bites). Importing
 RecBole 1.2.1 switches torch's autograd anomaly detection on for every model (its SINE module
-does it at import); the driver switches it off again unless `--recbole-anomaly`. `--with-coachrec` trains coachrec's model with its Beauty defaults for as
+does it at import); the driver switches it off again unless `--recbole-anomaly`. `--with-coachrec` trains
+coachrec's model with its Beauty defaults for as
 many epochs as RecBole ran (or `--coachrec-epochs`), also without early stopping.
 """
 
@@ -132,7 +133,9 @@ def _run_step(what: str, cmd: list[str], log: Path, env: dict[str, str] | None =
         try:
             proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, check=False)
         except OSError as exc:
-            raise RecBoleEnvError(f"could not build the RecBole virtualenv: {what} failed: cannot run {cmd[0]!r} ({exc})") from exc
+            raise RecBoleEnvError(
+                f"could not build the RecBole virtualenv: {what} failed: cannot run {cmd[0]!r} ({exc})"
+            ) from exc
     if proc.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
         raise RecBoleEnvError(
@@ -163,8 +166,13 @@ def ensure_venv(venv: Path | None = None, *, python: str | None = None, quiet: b
     t0 = time.perf_counter()
     steps: list[tuple[str, list[str]]] = [("creating the virtualenv", [base, "-m", "venv", "--clear", str(venv)])]
     for reqs in REQUIREMENTS:
-        steps.append((f"installing {', '.join(reqs)}", [str(py), "-m", "pip", "install", "--disable-pip-version-check", *reqs]))
-    check = "import recbole, torch; from recbole.model.sequential_recommender import SASRec, GRU4Rec; print(recbole.__version__, torch.__version__)"
+        steps.append(
+            (f"installing {', '.join(reqs)}", [str(py), "-m", "pip", "install", "--disable-pip-version-check", *reqs])
+        )
+    check = (
+        "import recbole, torch; from recbole.model.sequential_recommender import SASRec, GRU4Rec; "
+        "print(recbole.__version__, torch.__version__)"
+    )
     steps.append(("checking that RecBole imports", [str(py), "-c", check]))
     for i, (what, cmd) in enumerate(steps, 1):
         if not quiet:
@@ -178,7 +186,9 @@ def ensure_venv(venv: Path | None = None, *, python: str | None = None, quiet: b
 
 
 # ------------------------------------------------------------------------------ the data
-def sampled_negatives(histories: list[np.ndarray], targets: np.ndarray, n_items: int, protocol: Any, batch_size: int = 512) -> np.ndarray:
+def sampled_negatives(
+    histories: list[np.ndarray], targets: np.ndarray, n_items: int, protocol: Any, batch_size: int = 512
+) -> np.ndarray:
     """The negatives coachrec's `evaluate(..., protocol)` draws for these rows: same generator,
     same batches (so the same draws), uniform or popularity-free only."""
     from coachrec.metrics.evaluation import _sample_negatives
@@ -187,7 +197,9 @@ def sampled_negatives(histories: list[np.ndarray], targets: np.ndarray, n_items:
         raise ValueError("only the uniform sampler is reproduced here")
     rng = np.random.default_rng(protocol.seed)
     parts = [
-        _sample_negatives(rng, histories[lo : lo + batch_size], targets[lo : lo + batch_size], n_items, protocol.n_negatives, None)
+        _sample_negatives(
+            rng, histories[lo : lo + batch_size], targets[lo : lo + batch_size], n_items, protocol.n_negatives, None
+        )
         for lo in range(0, len(targets), batch_size)
     ]
     return np.concatenate(parts) if parts else np.zeros((0, protocol.n_negatives), dtype=np.int64)
@@ -197,7 +209,9 @@ def _seq(items: np.ndarray) -> str:
     return " ".join(map(str, items.tolist()))
 
 
-def export_recbole(split: Any, out: Path, *, max_len: int = 50, sampled: str | None = "loo-sampled100") -> dict[str, Any]:
+def export_recbole(
+    split: Any, out: Path, *, max_len: int = 50, sampled: str | None = "loo-sampled100"
+) -> dict[str, Any]:
     """Write `split` as RecBole benchmark files under `out/coachrec/` plus `out/eval.npz`.
 
     Tokens are coachrec's user and item indices. Returns the row counts and catalogue size
@@ -247,7 +261,11 @@ def export_recbole(split: Any, out: Path, *, max_len: int = 50, sampled: str | N
     hptr = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=hptr[1:])
     flat = np.concatenate(task.histories).astype(np.int64) if len(lengths) else np.zeros(0, np.int64)
-    negs = sampled_negatives(task.histories, targets, n_items, named(sampled)) if sampled else np.zeros((0, 0), dtype=np.int64)
+    negs = (
+        sampled_negatives(task.histories, targets, n_items, named(sampled))
+        if sampled
+        else np.zeros((0, 0), dtype=np.int64)
+    )
     np.savez(
         Path(out) / "eval.npz",
         users=np.asarray(task.users, dtype=np.int64),
@@ -282,7 +300,9 @@ def parse_sets(sets: list[str]) -> dict[str, dict[str, Any]]:
         key, eq, val = s.partition("=")
         model, dot, field = key.partition(".")
         if not eq or not dot or model.lower() not in names or not field:
-            raise typer.BadParameter(f"{s!r}: expected MODEL.KEY=VALUE with MODEL in {list(RECBOLE_CONFIG)}", param_hint="--set")
+            raise typer.BadParameter(
+                f"{s!r}: expected MODEL.KEY=VALUE with MODEL in {list(RECBOLE_CONFIG)}", param_hint="--set"
+            )
         try:
             value = json.loads(val)
         except ValueError:
@@ -291,13 +311,43 @@ def parse_sets(sets: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def run_driver(python: Path, data: Path, out: Path, *, models: list[str], config: dict[str, dict[str, Any]], threads: int,
-               max_epochs: int, budget: float, max_len: int, seed: int, log: Path, detect_anomaly: bool = False) -> dict[str, Any]:
+def run_driver(
+    python: Path,
+    data: Path,
+    out: Path,
+    *,
+    models: list[str],
+    config: dict[str, dict[str, Any]],
+    threads: int,
+    max_epochs: int,
+    budget: float,
+    max_len: int,
+    seed: int,
+    log: Path,
+    detect_anomaly: bool = False,
+) -> dict[str, Any]:
     """Run the driver in the RecBole venv; its progress lines are echoed, everything is logged."""
     cmd = [
-        str(python), str(DRIVER), "--data", str(data), "--out", str(out), "--models", ",".join(models),
-        "--config", json.dumps(config), "--threads", str(threads), "--max-epochs", str(max_epochs),
-        "--budget", str(budget), "--max-len", str(max_len), "--seed", str(seed),
+        str(python),
+        str(DRIVER),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--models",
+        ",".join(models),
+        "--config",
+        json.dumps(config),
+        "--threads",
+        str(threads),
+        "--max-epochs",
+        str(max_epochs),
+        "--budget",
+        str(budget),
+        "--max-len",
+        str(max_len),
+        "--seed",
+        str(seed),
         "--detect-anomaly" if detect_anomaly else "--no-detect-anomaly",
     ]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
@@ -309,7 +359,7 @@ def run_driver(python: Path, data: Path, out: Path, *, models: list[str], config
         for line in proc.stdout:
             f.write(line)
             lines.append(line.rstrip())
-            if line.startswith("[") or line.startswith("wrote"):
+            if line.startswith(("[", "wrote")):
                 console.print(f"  [dim]recbole[/] {line.rstrip()}", highlight=False)
         rc = proc.wait()
     if rc != 0:
@@ -318,12 +368,14 @@ def run_driver(python: Path, data: Path, out: Path, *, models: list[str], config
     return json.loads(out.read_text())
 
 
-def run_coachrec(name: str, split: Any, *, epochs: int, threads: int, ks: tuple[int, ...], protocols: list[str]) -> dict[str, Any]:
+def run_coachrec(
+    name: str, split: Any, *, epochs: int, threads: int, ks: tuple[int, ...], protocols: list[str]
+) -> dict[str, Any]:
     """coachrec's model with its per-dataset defaults, `epochs` epochs, no early stopping."""
     import dataclasses
 
-    from coachrec_bench.speed import timed_fit
     from coachrec.metrics import evaluate, named
+    from coachrec_bench.speed import timed_fit
 
     model, fit_s, spe = timed_fit(name, split.train, epochs=epochs, threads=threads)
     results = {}
@@ -332,7 +384,7 @@ def run_coachrec(name: str, split: Any, *, epochs: int, threads: int, ks: tuple[
         results[p] = {k: res.metrics[k] for k in res.metrics if k.split("@")[0] in ("recall", "ndcg", "mrr", "hr")}
         results[p]["users"] = res.n_users
     return {
-        "config": {k: v for k, v in dataclasses.asdict(model.config).items()},
+        "config": dict(dataclasses.asdict(model.config).items()),
         "epochs_run": epochs,
         "seconds_per_epoch": round(spe, 3),
         "train_seconds": round(fit_s, 2),
@@ -350,24 +402,61 @@ def bench_recbole(
     dataset: Annotated[str, typer.Option(help="beauty, ml-latest-small, or a path")] = "beauty",
     model: Annotated[list[str], typer.Option(help="sasrec and/or gru4rec (repeatable; default both)")] = [],  # noqa: B006
     threads: Annotated[int, typer.Option(help="torch CPU threads, RecBole and coachrec alike")] = 2,
-    budget: Annotated[float, typer.Option(help="Training seconds per RecBole model: stop before the epoch that would overrun it (0 = none)")] = 900.0,
+    budget: Annotated[
+        float,
+        typer.Option(help="Training seconds per RecBole model: stop before the epoch that would overrun it (0 = none)"),
+    ] = 900.0,
     max_epochs: Annotated[int, typer.Option(help="Epoch cap per RecBole model")] = 200,
-    with_coachrec: Annotated[bool, typer.Option("--with-coachrec/--no-coachrec", help="Also train coachrec's model on the same split")] = True,
-    coachrec_epochs: Annotated[int, typer.Option(help="coachrec's epochs (0 = as many as RecBole ran for that model)")] = 0,
-    sampled: Annotated[bool, typer.Option("--sampled/--no-sampled", help="Also rank against coachrec's 100 uniform sampled negatives (seed 0)")] = True,
+    with_coachrec: Annotated[
+        bool, typer.Option("--with-coachrec/--no-coachrec", help="Also train coachrec's model on the same split")
+    ] = True,
+    coachrec_epochs: Annotated[
+        int, typer.Option(help="coachrec's epochs (0 = as many as RecBole ran for that model)")
+    ] = 0,
+    sampled: Annotated[
+        bool,
+        typer.Option(
+            "--sampled/--no-sampled", help="Also rank against coachrec's 100 uniform sampled negatives (seed 0)"
+        ),
+    ] = True,
     users: Annotated[int, typer.Option(help="Only the first N users (a quick check; 0 = all)")] = 0,
     max_len: Annotated[int, typer.Option(help="MAX_ITEM_LIST_LENGTH of the exported examples (SASRec: 50)")] = 50,
     seed: Annotated[int, typer.Option(help="RecBole's seed")] = 0,
-    recbole_anomaly: Annotated[bool, typer.Option("--recbole-anomaly/--no-recbole-anomaly", help="Train RecBole as shipped: importing it switches torch's anomaly detection on (~1.5x slower)")] = False,
-    set_: Annotated[list[str], typer.Option("--set", help="RecBole config override MODEL.KEY=VALUE, e.g. GRU4Rec.train_batch_size=2048 (repeatable)")] = [],  # noqa: B006
-    venv: Annotated[Path | None, typer.Option(help="RecBole virtualenv (default $COACHREC_HOME/venv-recbole; built on first use)")] = None,
-    python: Annotated[Path | None, typer.Option(help="Use this interpreter (recbole installed) instead of building a venv")] = None,
-    keep: Annotated[Path | None, typer.Option(help="Keep the exported files and the driver's output in this folder")] = None,
+    recbole_anomaly: Annotated[
+        bool,
+        typer.Option(
+            "--recbole-anomaly/--no-recbole-anomaly",
+            help="Train RecBole as shipped: importing it switches torch's anomaly detection on (~1.5x slower)",
+        ),
+    ] = False,
+    set_: Annotated[
+        list[str],
+        typer.Option(
+            "--set", help="RecBole config override MODEL.KEY=VALUE, e.g. GRU4Rec.train_batch_size=2048 (repeatable)"
+        ),
+    ] = [],  # noqa: B006
+    venv: Annotated[
+        Path | None, typer.Option(help="RecBole virtualenv (default $COACHREC_HOME/venv-recbole; built on first use)")
+    ] = None,
+    python: Annotated[
+        Path | None, typer.Option(help="Use this interpreter (recbole installed) instead of building a venv")
+    ] = None,
+    keep: Annotated[
+        Path | None, typer.Option(help="Keep the exported files and the driver's output in this folder")
+    ] = None,
     reuse_recbole: Annotated[
-        Path | None, typer.Option("--reuse-recbole", help="A --keep folder of an earlier run: take RecBole's results from it instead of training RecBole again")
+        Path | None,
+        typer.Option(
+            "--reuse-recbole",
+            help="A --keep folder of an earlier run: take RecBole's results from it instead of training RecBole again",
+        ),
     ] = None,
     coachrec_defaults: Annotated[
-        bool, typer.Option("--coachrec-defaults/--no-coachrec-defaults", help="Also train coachrec's model for its own default epochs (time to accuracy)")
+        bool,
+        typer.Option(
+            "--coachrec-defaults/--no-coachrec-defaults",
+            help="Also train coachrec's model for its own default epochs (time to accuracy)",
+        ),
     ] = True,
 ) -> None:
     """RecBole's SASRec and GRU4Rec (PyPI, own venv) beside coachrec's on the same leave-one-out
@@ -383,7 +472,10 @@ def bench_recbole(
     if threads < 1:
         raise typer.BadParameter("need at least 1 thread", param_hint="--threads")
     if reuse_recbole is not None and not (Path(reuse_recbole) / "recbole_out.json").is_file():
-        raise typer.BadParameter(f"{reuse_recbole} holds no recbole_out.json (run once with --keep {reuse_recbole})", param_hint="--reuse-recbole")
+        raise typer.BadParameter(
+            f"{reuse_recbole} holds no recbole_out.json (run once with --keep {reuse_recbole})",
+            param_hint="--reuse-recbole",
+        )
     if python is not None:
         if not python.exists():
             raise typer.BadParameter(f"{python} does not exist", param_hint="--python")
@@ -412,7 +504,9 @@ def bench_recbole(
     work.mkdir(parents=True, exist_ok=True)
     try:
         with console.status("exporting the split as RecBole atomic files"):
-            exported = export_recbole(split, work / "data", max_len=max_len, sampled="loo-sampled100" if sampled else None)
+            exported = export_recbole(
+                split, work / "data", max_len=max_len, sampled="loo-sampled100" if sampled else None
+            )
         console.print(f"exported {dname}: {exported['rows']} rows, {exported['items']:,} items → {work / 'data'}")
         load_before = os.getloadavg()[0]
         t0 = time.perf_counter()
@@ -420,8 +514,18 @@ def bench_recbole(
             rb = reused_results(reuse_recbole, rb_config)
         else:
             rb = run_driver(
-                py, work / "data", work / "recbole_out.json", models=rb_models, config=rb_config, threads=threads,
-                max_epochs=max_epochs, budget=budget, max_len=max_len, seed=seed, log=work / "driver.log", detect_anomaly=recbole_anomaly,
+                py,
+                work / "data",
+                work / "recbole_out.json",
+                models=rb_models,
+                config=rb_config,
+                threads=threads,
+                max_epochs=max_epochs,
+                budget=budget,
+                max_len=max_len,
+                seed=seed,
+                log=work / "driver.log",
+                detect_anomaly=recbole_anomaly,
             )
         rb_wall = time.perf_counter() - t0
         load_mid = os.getloadavg()[0]
@@ -433,7 +537,13 @@ def bench_recbole(
             shutil.rmtree(work, ignore_errors=True)
 
     protocol_text = "leave-one-out; history = train + valid; seen items excluded; ties pessimistic"
-    common = {"threads": threads, "budget_seconds": budget, "max_epochs": max_epochs, "versions": rb["versions"], "split_check": exported}
+    common = {
+        "threads": threads,
+        "budget_seconds": budget,
+        "max_epochs": max_epochs,
+        "versions": rb["versions"],
+        "split_check": exported,
+    }
     rows: list[dict[str, Any]] = []
     summary: list[tuple[str, str, dict[str, Any], dict[str, dict[str, float]]]] = []
     for name in names:
@@ -451,24 +561,51 @@ def bench_recbole(
                 m |= {"loadavg_1m_before": round(load_before, 2), "loadavg_1m_after": round(load_mid, 2)}
             r = row(f"recbole {res['model']}", dname, p, m) | common
             if reuse_recbole is not None:  # that run's load was not recorded
-                r["recbole_results"] = f"reused from an earlier run's --keep folder ({rb.get('threads')} threads, budget {rb.get('budget')} s)"
-            r |= {"implementation": f"RecBole {rb['versions']['recbole']} (PyPI)", "config": res["config"], "epoch_log": res["epochs"],
-                  "recbole_own_eval": res["recbole_own_eval"], "detect_anomaly": res.get("detect_anomaly"),
-                  "rows_checked": res["rows"], "parameters": res.get("parameters"), "data_seconds": res.get("data_seconds"),
-                  "rank_seconds": res.get("rank_seconds"), "note": protocol_text}
+                r["recbole_results"] = (
+                    f"reused from an earlier run's --keep folder ({rb.get('threads')} threads, budget "
+                    f"{rb.get('budget')} s)"
+                )
+            r |= {
+                "implementation": f"RecBole {rb['versions']['recbole']} (PyPI)",
+                "config": res["config"],
+                "epoch_log": res["epochs"],
+                "recbole_own_eval": res["recbole_own_eval"],
+                "detect_anomaly": res.get("detect_anomaly"),
+                "rows_checked": res["rows"],
+                "parameters": res.get("parameters"),
+                "data_seconds": res.get("data_seconds"),
+                "rank_seconds": res.get("rank_seconds"),
+                "note": protocol_text,
+            }
             rows.append(r)
         console.print(f"recbole {res['model']}: {info}, NDCG@10 full {rb_metrics['loo-full']['ndcg@10']:.4f}")
 
         if with_coachrec:
-            runs = [(f"coachrec {name}", coachrec_epochs or res["epochs_run"], "epochs set by --coachrec-epochs" if coachrec_epochs else "epochs matched to RecBole's")]
+            runs = [
+                (
+                    f"coachrec {name}",
+                    coachrec_epochs or res["epochs_run"],
+                    "epochs set by --coachrec-epochs" if coachrec_epochs else "epochs matched to RecBole's",
+                )
+            ]
             own = default_epochs(name, ds.name)
             if coachrec_defaults and own not in (None, runs[0][1]):
-                runs.append((f"coachrec {name} (default epochs)", own, "coachrec's default epochs for this data set (time to accuracy)"))
+                runs.append(
+                    (
+                        f"coachrec {name} (default epochs)",
+                        own,
+                        "coachrec's default epochs for this data set (time to accuracy)",
+                    )
+                )
             for label, epochs, how in runs:
                 before = os.getloadavg()[0]
                 with console.status(f"training {label} for {epochs} epoch(s)"):
                     cr = run_coachrec(name, split, epochs=epochs, threads=threads, ks=(10, 20), protocols=protocols)
-                cinfo = {"epochs_run": cr["epochs_run"], "seconds_per_epoch": cr["seconds_per_epoch"], "train_seconds": cr["train_seconds"]}
+                cinfo = {
+                    "epochs_run": cr["epochs_run"],
+                    "seconds_per_epoch": cr["seconds_per_epoch"],
+                    "train_seconds": cr["train_seconds"],
+                }
                 summary.append((label, name, cinfo, cr["metrics"]))
                 for p in protocols:
                     m = {k: round(cr["metrics"][p][k], 5) for k in SHOWN} | cinfo | {"users": cr["metrics"][p]["users"]}
@@ -481,7 +618,11 @@ def bench_recbole(
                         "loadavg_1m_after": round(os.getloadavg()[0], 2),
                     }
                     r = row(label, dname, p, m) | common
-                    r |= {"implementation": "coachrec", "config": cr["config"], "note": f"{protocol_text}; no early stopping, {how}"}
+                    r |= {
+                        "implementation": "coachrec",
+                        "config": cr["config"],
+                        "note": f"{protocol_text}; no early stopping, {how}",
+                    }
                     rows.append(r)
                 console.print(f"{label}: {cinfo}, NDCG@10 full {cr['metrics']['loo-full']['ndcg@10']:.4f}")
 
@@ -489,7 +630,9 @@ def bench_recbole(
     if reuse_recbole is not None:
         console.print(f"RecBole results reused from {reuse_recbole} (their own run's timings)")
     else:
-        console.print(f"RecBole driver wall time {rb_wall:.0f} s; load average {load_before:.1f} → {os.getloadavg()[0]:.1f}")
+        console.print(
+            f"RecBole driver wall time {rb_wall:.0f} s; load average {load_before:.1f} → {os.getloadavg()[0]:.1f}"
+        )
     console.print(f"wrote {write('recbole', rows)}")
 
 
@@ -503,7 +646,9 @@ def reused_results(folder: Path, config: dict[str, dict[str, Any]]) -> dict[str,
     for model, want in config.items():
         got = rb.get("models", {}).get(model)
         if got is None:
-            raise RecBoleEnvError(f"--reuse-recbole: {path} holds no {model} run (it has {sorted(rb.get('models', {}))})")
+            raise RecBoleEnvError(
+                f"--reuse-recbole: {path} holds no {model} run (it has {sorted(rb.get('models', {}))})"
+            )
         # RecBole normalises None (no training negatives) into a dict of 'none's: compare set values only
         differ = {k: (got["config"].get(k), v) for k, v in want.items() if v is not None and got["config"].get(k) != v}
         if differ:
@@ -521,15 +666,24 @@ def default_epochs(name: str, dataset: str) -> int | None:
     return int(defaults(name, dataset).get("epochs", model_class(name).Config().epochs))
 
 
-def table(summary: list[tuple[str, str, dict[str, Any], dict[str, dict[str, float]]]], protocols: list[str], dname: str,
-          threads: int, budget: float) -> Table:
+def table(
+    summary: list[tuple[str, str, dict[str, Any], dict[str, dict[str, float]]]],
+    protocols: list[str],
+    dname: str,
+    threads: int,
+    budget: float,
+) -> Table:
     t = Table(
         title=f"RecBole vs coachrec — {dname}, leave-one-out, seen items excluded, ties pessimistic; "
         f"{threads} threads, RecBole budget {budget:.0f} s/model",
         title_justify="left",
-        caption="ratio = coachrec / RecBole (same model family). s100 = 100 uniform sampled negatives (seed 0). An epoch is not the same "
-        "work in both: RecBole's SASRec steps once per (prefix, next item) row, coachrec's once per user window (every position a target), "
-        "so compare accuracy at equal training seconds too ('default epochs' rows).",
+        caption=(
+            "ratio = coachrec / RecBole (same model family). s100 = 100 uniform sampled negatives (seed 0). An "
+            "epoch is not the same "
+            "work in both: RecBole's SASRec steps once per (prefix, next item) row, coachrec's once per user window "
+            "(every position a target), "
+            "so compare accuracy at equal training seconds too ('default epochs' rows)."
+        ),
         caption_justify="left",
     )
     cols = ["run", "epochs", "s/epoch", "train s"]

@@ -63,7 +63,9 @@ def section(name: str, rows: list[dict[str, Any]], max_columns: int = 9) -> str:
             m = r.get("metrics", {})
             out.append(f"| {r.get('name', '')} | " + " | ".join(_fmt(m[k]) if k in m else "" for k in shown) + " |")
         if len(cols) > len(shown):
-            out.append(f"\n{len(cols) - len(shown)} more metrics per row in `{name}.json`: {', '.join(cols[len(shown):])}.")
+            out.append(
+                f"\n{len(cols) - len(shown)} more metrics per row in `{name}.json`: {', '.join(cols[len(shown) :])}."
+            )
         machines = sorted({str(r.get("machine", "")) for r in group})
         dates = sorted(str(r.get("date", ""))[:10] for r in group)
         commands = sorted({str(r.get("command", "")) for r in group if r.get("command")})

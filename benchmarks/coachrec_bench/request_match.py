@@ -80,36 +80,66 @@ def _subset_turns(labels: Any, budget: int, seed: int, calibration_share: float 
     return np.array(chosen, dtype=np.int64)
 
 
-def _measure(name: str, x: np.ndarray, pairs: Any, labels: Any, members: list[Any], sampler: str, cal: np.ndarray,
-             *, floor: float, seed: int, seconds_per_pair: float, extra: dict[str, Any]) -> dict[str, Any]:
+def _measure(
+    name: str,
+    x: np.ndarray,
+    pairs: Any,
+    labels: Any,
+    members: list[Any],
+    sampler: str,
+    cal: np.ndarray,
+    *,
+    floor: float,
+    seed: int,
+    seconds_per_pair: float,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
     from coachrec.teacher.request_match import RequestMatchCommittee, request_match_quality
 
     keep = (pairs.kinds == "target") | (pairs.kinds == sampler)
     committee = RequestMatchCommittee(members)
     q = request_match_quality(
-        committee, (x[keep & cal], pairs.labels[keep & cal]),
+        committee,
+        (x[keep & cal], pairs.labels[keep & cal]),
         (x[keep & ~cal], pairs.labels[keep & ~cal], pairs.dialogs[keep & ~cal]),
-        kappa_floor=floor, protocol=f"{labels.protocol}; negatives: {sampler}", seed=seed,
+        kappa_floor=floor,
+        protocol=f"{labels.protocol}; negatives: {sampler}",
+        seed=seed,
     )
     ci = q.kappa_ci or (float("nan"), float("nan"))
     metrics = {
-        "member": name, "negatives": sampler, "pairs": q.n, "dialogs": len(np.unique(pairs.dialogs[keep & ~cal])),
-        "calibration_pairs": int((keep & cal).sum()), "auc": round(float(q.auc or float("nan")), 4),
-        "kappa": round(q.kappa, 4), "kappa_ci": [round(ci[0], 4), round(ci[1], 4)], "tpr": round(q.tpr, 4),
-        "tnr": round(q.tnr, 4), "threshold": round(committee.threshold, 4), "may_gate": q.may_gate,
-        "why": q.reason(), "seconds_per_pair": round(seconds_per_pair, 6), "judge": committee.model_id,
-        "blend_weights": dict(zip(("bias", *committee.feature_names),
-                                  (round(float(w), 4) for w in committee.blend.weights), strict=True))
-        if committee.blend is not None else {},
-        "unit": "pair", "load_1m": _load(), **extra,
+        "member": name,
+        "negatives": sampler,
+        "pairs": q.n,
+        "dialogs": len(np.unique(pairs.dialogs[keep & ~cal])),
+        "calibration_pairs": int((keep & cal).sum()),
+        "auc": round(float(q.auc or float("nan")), 4),
+        "kappa": round(q.kappa, 4),
+        "kappa_ci": [round(ci[0], 4), round(ci[1], 4)],
+        "tpr": round(q.tpr, 4),
+        "tnr": round(q.tnr, 4),
+        "threshold": round(committee.threshold, 4),
+        "may_gate": q.may_gate,
+        "why": q.reason(),
+        "seconds_per_pair": round(seconds_per_pair, 6),
+        "judge": committee.model_id,
+        "blend_weights": dict(
+            zip(("bias", *committee.feature_names), (round(float(w), 4) for w in committee.blend.weights), strict=True)
+        )
+        if committee.blend is not None
+        else {},
+        "unit": "pair",
+        "load_1m": _load(),
+        **extra,
     }
     if name == "embedding+mentions" and "subset" not in extra:
         metrics["state"] = committee.state()
     return row(f"{name} / {sampler} negatives", DATASET, labels.protocol + f"; negatives: {sampler}", metrics)
 
 
-def _slate_latency(committee_members: list[Any], labels: Any, x: np.ndarray, pairs: Any, catalog: Any,
-                   n: int = 50, seed: int = 0) -> dict[str, float]:
+def _slate_latency(
+    committee_members: list[Any], labels: Any, x: np.ndarray, pairs: Any, catalog: Any, n: int = 50, seed: int = 0
+) -> dict[str, float]:
     """Milliseconds to judge a served slate of 10 with the embedding+mentions committee: a new
     request (its utterances not yet encoded) and the same request again (cached)."""
     from coachrec.teacher.request_match import EmbeddingMember, MentionMember, RequestMatchCommittee
@@ -132,10 +162,12 @@ def _slate_latency(committee_members: list[Any], labels: Any, x: np.ndarray, pai
         t0 = time.perf_counter()
         committee.judge_slate(context, items)
         warm.append((time.perf_counter() - t0) * 1000)
-    return {"slate10_new_request_ms_p50": round(float(np.percentile(cold, 50)), 2),
-            "slate10_new_request_ms_p99": round(float(np.percentile(cold, 99)), 2),
-            "slate10_cached_request_ms_p50": round(float(np.percentile(warm, 50)), 2),
-            "slate10_cached_request_ms_p99": round(float(np.percentile(warm, 99)), 2)}
+    return {
+        "slate10_new_request_ms_p50": round(float(np.percentile(cold, 50)), 2),
+        "slate10_new_request_ms_p99": round(float(np.percentile(cold, 99)), 2),
+        "slate10_cached_request_ms_p50": round(float(np.percentile(warm, 50)), 2),
+        "slate10_cached_request_ms_p99": round(float(np.percentile(warm, 99)), 2),
+    }
 
 
 def run(data: Path, *, llm: str, threads: int, seed: int, negatives: int, progress: Any) -> list[dict[str, Any]]:
@@ -173,10 +205,26 @@ def run(data: Path, *, llm: str, threads: int, seed: int, negatives: int, progre
     rows = []
     base = {"labels": labels.counts}
     for sampler in SAMPLERS:
-        for name, x, members, spp in (("embedding", x_emb, [emb], s_emb), ("mentions", x_men, [men], s_men),
-                                      ("embedding+mentions", x_both, [emb, men], s_emb + s_men)):
-            rows.append(_measure(name, x, pairs, labels, members, sampler, cal, floor=floor, seed=seed,
-                                 seconds_per_pair=spp, extra=base))
+        for name, x, members, spp in (
+            ("embedding", x_emb, [emb], s_emb),
+            ("mentions", x_men, [men], s_men),
+            ("embedding+mentions", x_both, [emb, men], s_emb + s_men),
+        ):
+            rows.append(
+                _measure(
+                    name,
+                    x,
+                    pairs,
+                    labels,
+                    members,
+                    sampler,
+                    cal,
+                    floor=floor,
+                    seed=seed,
+                    seconds_per_pair=spp,
+                    extra=base,
+                )
+            )
     latency = _slate_latency([emb, men], labels, x_both[cal], pairs.take(cal), ml.catalog, seed=seed)
     for r in rows:
         if r["metrics"]["member"] == "embedding+mentions":
@@ -202,13 +250,51 @@ def run(data: Path, *, llm: str, threads: int, seed: int, negatives: int, progre
         sub_cal = cal[mask]
         extra = base | {"subset": f"{len(turns)} turns, one per dialog ({role} budget {budget})", "model": role}
         for sampler in SAMPLERS:
-            rows.append(_measure(f"llm {role} ({member.name.split(':', 1)[1]})", x_llm, sub, labels, [member], sampler,
-                                 sub_cal, floor=floor, seed=seed, seconds_per_pair=s_llm, extra=extra))
-            rows.append(_measure(f"embedding+mentions (subset of {role})", x_both[mask], sub, labels, [emb, men],
-                                 sampler, sub_cal, floor=floor, seed=seed, seconds_per_pair=s_emb + s_men, extra=extra))
-            rows.append(_measure(f"embedding+mentions+llm {role}", np.hstack([x_both[mask], x_llm]), sub, labels,
-                                 [emb, men, member], sampler, sub_cal, floor=floor, seed=seed,
-                                 seconds_per_pair=s_emb + s_men + s_llm, extra=extra))
+            rows.append(
+                _measure(
+                    f"llm {role} ({member.name.split(':', 1)[1]})",
+                    x_llm,
+                    sub,
+                    labels,
+                    [member],
+                    sampler,
+                    sub_cal,
+                    floor=floor,
+                    seed=seed,
+                    seconds_per_pair=s_llm,
+                    extra=extra,
+                )
+            )
+            rows.append(
+                _measure(
+                    f"embedding+mentions (subset of {role})",
+                    x_both[mask],
+                    sub,
+                    labels,
+                    [emb, men],
+                    sampler,
+                    sub_cal,
+                    floor=floor,
+                    seed=seed,
+                    seconds_per_pair=s_emb + s_men,
+                    extra=extra,
+                )
+            )
+            rows.append(
+                _measure(
+                    f"embedding+mentions+llm {role}",
+                    np.hstack([x_both[mask], x_llm]),
+                    sub,
+                    labels,
+                    [emb, men, member],
+                    sampler,
+                    sub_cal,
+                    floor=floor,
+                    seed=seed,
+                    seconds_per_pair=s_emb + s_men + s_llm,
+                    extra=extra,
+                )
+            )
     return rows
 
 
@@ -218,19 +304,42 @@ def show(rows: list[dict[str, Any]]) -> None:
     table = []
     for r in rows:
         m = r["metrics"]
-        table.append([m["member"], m["negatives"], f"{m['pairs']:,}", str(m["dialogs"]), f"{m['auc']:.3f}",
-                      f"{m['kappa']:.3f} [{m['kappa_ci'][0]:.3f}, {m['kappa_ci'][1]:.3f}]", f"{m['tpr']:.3f}",
-                      f"{m['tnr']:.3f}", "yes" if m["may_gate"] else "no", f"{m['seconds_per_pair'] * 1000:.2f}"])
-    headers = ["member", "negatives", "pairs", "dialogs", "AUC", "kappa [95% CI by dialog]", "TPR", "TNR", "may gate",
-               "ms / pair"]
-    print_rows(headers, table, title="request_match trust on ReDial (evaluation dialogs, unit: pair)",
-               right=headers[2:])
+        table.append(
+            [
+                m["member"],
+                m["negatives"],
+                f"{m['pairs']:,}",
+                str(m["dialogs"]),
+                f"{m['auc']:.3f}",
+                f"{m['kappa']:.3f} [{m['kappa_ci'][0]:.3f}, {m['kappa_ci'][1]:.3f}]",
+                f"{m['tpr']:.3f}",
+                f"{m['tnr']:.3f}",
+                "yes" if m["may_gate"] else "no",
+                f"{m['seconds_per_pair'] * 1000:.2f}",
+            ]
+        )
+    headers = [
+        "member",
+        "negatives",
+        "pairs",
+        "dialogs",
+        "AUC",
+        "kappa [95% CI by dialog]",
+        "TPR",
+        "TNR",
+        "may gate",
+        "ms / pair",
+    ]
+    print_rows(
+        headers, table, title="request_match trust on ReDial (evaluation dialogs, unit: pair)", right=headers[2:]
+    )
 
 
 def bench_request_match(
     data: Annotated[Path | None, typer.Option(help="CRS-layout folder (default: the shared ReDial test data)")] = None,
-    llm: Annotated[str, typer.Option(help="LLM roles and their prompt budgets, e.g. small:300,medium:240 "
-                                          "(none: no LLM member)")] = "small:300,medium:240,teacher:180",
+    llm: Annotated[
+        str, typer.Option(help="LLM roles and their prompt budgets, e.g. small:300,medium:240 (none: no LLM member)")
+    ] = "small:300,medium:240,teacher:180",
     threads: Annotated[int, typer.Option(help="threads for llama.cpp and the encoder")] = 1,
     seed: Annotated[int, typer.Option(help="seed of the dialog split, the negatives and the LLM subset")] = 0,
     negatives: Annotated[int, typer.Option(help="negatives per positive, per sampler")] = 1,

@@ -73,7 +73,7 @@ def row(name: str, dataset: str, protocol: str, metrics: dict[str, Any]) -> dict
         "protocol": protocol,
         "metrics": metrics,
         "machine": machine(),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "command": "coachrec " + " ".join(sys.argv[1:]) if sys.argv else "",
         "code": dict(_this_code()),
     }

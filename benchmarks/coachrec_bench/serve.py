@@ -64,10 +64,15 @@ def in_process(requests: int, seed: int) -> list[dict[str, Any]]:
                 pipeline.recommend(RecommendRequest(user_id=str(users.ids[u]), k=10))
                 ms[j] = (time.perf_counter_ns() - t0) / 1e6
             metrics = _percentiles(ms) | {
-                "requests": requests, "target_p99_ms": 10.0, "meets_target": bool(np.percentile(ms, 99) < 10.0),
-                "loadavg_1m_before": load_before, "loadavg_1m_after": _load(),
+                "requests": requests,
+                "target_p99_ms": 10.0,
+                "meets_target": bool(np.percentile(ms, 99) < 10.0),
+                "loadavg_1m_before": load_before,
+                "loadavg_1m_after": _load(),
             }
-            rows.append(row("serve", DATASET, f"in-process pipeline, {label}, k=10, full catalog, itemknn+pop, no LLM", metrics))
+            rows.append(
+                row("serve", DATASET, f"in-process pipeline, {label}, k=10, full catalog, itemknn+pop, no LLM", metrics)
+            )
         store.close()
     return rows
 
@@ -132,7 +137,8 @@ def over_http(rate: float, duration: float, seed: int, max_in_flight: int) -> di
         cli = Path(sys.executable).with_name("coachrec")
         proc = subprocess.Popen(
             [str(cli), "serve", "--port", str(port), "--db", str(Path(tmp) / "bench.duckdb")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             _wait_healthy(f"http://127.0.0.1:{port}", proc)
@@ -148,13 +154,23 @@ def over_http(rate: float, duration: float, seed: int, max_in_flight: int) -> di
     metrics = _percentiles(ms) | {
         "rate_target_rps": rate,
         "throughput_rps": round(res["ok"] / res["elapsed"], 1),
-        "requests_ok": res["ok"], "errors": res["errors"], "not_sent_in_flight_cap": res["skipped"],
-        "target_p99_ms": 25.0, "meets_target": bool(len(ms) and np.percentile(ms, 99) < 25.0 and not res["errors"]),
-        "loadavg_1m_before": load_before, "loadavg_1m_after": _load(),
+        "requests_ok": res["ok"],
+        "errors": res["errors"],
+        "not_sent_in_flight_cap": res["skipped"],
+        "target_p99_ms": 25.0,
+        "meets_target": bool(len(ms) and np.percentile(ms, 99) < 25.0 and not res["errors"]),
+        "loadavg_1m_before": load_before,
+        "loadavg_1m_after": _load(),
     }
-    return row("serve", DATASET, (
-        f"HTTP POST /v1/recommend on loopback, k=10, traced, open loop at {rate:g} req/s for {duration:g} s "
-        f"(httpx async, <= {max_in_flight} in flight), latency from scheduled send time"), metrics)
+    return row(
+        "serve",
+        DATASET,
+        (
+            f"HTTP POST /v1/recommend on loopback, k=10, traced, open loop at {rate:g} req/s for {duration:g} s "
+            f"(httpx async, <= {max_in_flight} in flight), latency from scheduled send time"
+        ),
+        metrics,
+    )
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 180.0) -> None:

@@ -90,7 +90,9 @@ def measure(name: str, split: Any, *, epochs: int, threads: int, requests: int, 
     n_epochs = epochs if epochs_owner(name, defaults(name, split.train.name)) else 1
 
     rng = np.random.default_rng(seed)
-    users = model.users.ids[rng.choice(split.train.n_users, size=requests + 10, replace=split.train.n_users < requests + 10)]
+    users = model.users.ids[
+        rng.choice(split.train.n_users, size=requests + 10, replace=split.train.n_users < requests + 10)
+    ]
     lat = []
     for i, u in enumerate(users):
         t = time.perf_counter()
@@ -117,7 +119,9 @@ def measure(name: str, split: Any, *, epochs: int, threads: int, requests: int, 
 
 
 def bench_speed(
-    models: Annotated[list[str] | None, typer.Option("--model", help="Models to time (repeatable; default: all registered)")] = None,
+    models: Annotated[
+        list[str] | None, typer.Option("--model", help="Models to time (repeatable; default: all registered)")
+    ] = None,
     dataset: Annotated[str, typer.Option(help="ml-latest-small, beauty, or a path")] = "beauty",
     epochs: Annotated[int, typer.Option(help="Epochs timed per model (models with epochs)")] = 1,
     threads: Annotated[int, typer.Option(help="torch CPU threads")] = 2,

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from coachrec_bench.results import row, write
 from coachrec.tracing import SpanKind, SpanRecord, Tracer, TraceStore
 from coachrec.tracing.model import new_span_id, new_trace_id
+from coachrec_bench.results import row, write
 
 PAYLOAD = "x" * 200
 ATTRS = {"a1": 1, "a2": "two", "a3": 3.0, "a4": True, "a5": "five"}
@@ -130,9 +130,25 @@ def _records(n: int, now_ns: int, spans_per_trace: int = 10) -> tuple[list[SpanR
         for j in range(spans_per_trace):
             span_id = root if j == 0 else new_span_id()
             records.append(
-                SpanRecord(tid, span_id, None if j == 0 else root, f"step{j}", "RANKER", start + j * 1000,
-                           start + j * 1000 + 800, "OK", None, payload, payload, attributes, None, None, None,
-                           f"u{t % 500}", f"r{t}")
+                SpanRecord(
+                    tid,
+                    span_id,
+                    None if j == 0 else root,
+                    f"step{j}",
+                    "RANKER",
+                    start + j * 1000,
+                    start + j * 1000 + 800,
+                    "OK",
+                    None,
+                    payload,
+                    payload,
+                    attributes,
+                    None,
+                    None,
+                    None,
+                    f"u{t % 500}",
+                    f"r{t}",
+                )
             )
     return records, trace_ids
 
@@ -184,12 +200,27 @@ def run() -> list[dict[str, Any]]:
         loss = burst(tmp)
         store = store_figures(tmp)
     return [
-        row("tracing/caller-cost", DATASET, "µs per span in the caller, median of 5 interleaved rounds of 20,000 "
-            "spans; OTel SDK: BatchSpanProcessor (defaults) + InMemorySpanExporter", cost),
-        row("tracing/burst", DATASET, "100,000 spans as fast as possible, default queue sizes; ours in drop mode "
-            "(block mode never drops); OTel loss = spans missing at its exporter", loss),
-        row("tracing/store", DATASET, "DuckDB file; ingest of 200,000 spans through the writer incl. flush; "
-            "last hour of 50,000 spans as Arrow (median of 7); one 10-span trace by id over 500 lookups", store),
+        row(
+            "tracing/caller-cost",
+            DATASET,
+            "µs per span in the caller, median of 5 interleaved rounds of 20,000 "
+            "spans; OTel SDK: BatchSpanProcessor (defaults) + InMemorySpanExporter",
+            cost,
+        ),
+        row(
+            "tracing/burst",
+            DATASET,
+            "100,000 spans as fast as possible, default queue sizes; ours in drop mode "
+            "(block mode never drops); OTel loss = spans missing at its exporter",
+            loss,
+        ),
+        row(
+            "tracing/store",
+            DATASET,
+            "DuckDB file; ingest of 200,000 spans through the writer incl. flush; "
+            "last hour of 50,000 spans as Arrow (median of 7); one 10-span trace by id over 500 lookups",
+            store,
+        ),
     ]
 
 

@@ -23,5 +23,9 @@ def _main_conftest():
 _shared = _main_conftest()
 # Fixtures and hooks pytest finds in this conftest: every public name of tests/conftest.py.
 globals().update(
-    {k: v for k, v in vars(_shared).items() if not k.startswith("_") and callable(v) and not isinstance(v, (types.ModuleType, type))}
+    {
+        k: v
+        for k, v in vars(_shared).items()
+        if not k.startswith("_") and callable(v) and not isinstance(v, (types.ModuleType, type))
+    }
 )

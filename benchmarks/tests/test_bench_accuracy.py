@@ -16,10 +16,13 @@ def test_rows_are_saved_per_model_and_fit(tmp_path, monkeypatch):
         assert res.exit_code == 0, res.output
     rows = json.loads((tmp_path / "accuracy.json").read_text())
     ran = [r for r in rows if not r.get("published")]
-    assert sorted((r["protocol"], r["fit_on"]) for r in ran) == [("loo-full", "train"), ("loo-full/train+valid", "train+valid")]
+    assert sorted((r["protocol"], r["fit_on"]) for r in ran) == [
+        ("loo-full", "train"),
+        ("loo-full/train+valid", "train+valid"),
+    ]
     assert any(r.get("published") for r in rows)
     refit = next(r for r in ran if r["fit_on"] == "train+valid")["metrics"]
     plain = next(r for r in ran if r["fit_on"] == "train")["metrics"]
     assert refit["ndcg@10"] != plain["ndcg@10"]  # popularity counts include the valid events
-    res = runner.invoke(app, base + ["--fit-on", "everything"])
+    res = runner.invoke(app, [*base, "--fit-on", "everything"])
     assert res.exit_code != 0

@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from coachrec_bench import gru4rec_official as bench
 from coachrec.data import Dataset, Event, leave_one_out
 from coachrec.models.gru4rec import session_parallel_schedule
+from coachrec_bench import gru4rec_official as bench
 
 # what the official fit prints (its format string has tab characters before "(" and "[")
 LOG = (
@@ -102,7 +102,9 @@ def test_frame_keeps_user_order_and_counts_events(tiny):
     assert (frame.groupby("SessionId").size().index.values[order] == np.unique(frame["SessionId"])).all()
     indptr, items = train.sequences()
     for u in (0, 7, 39):
-        np.testing.assert_array_equal(frame.loc[frame.SessionId == u, "ItemId"].to_numpy(), items[indptr[u] : indptr[u + 1]])
+        np.testing.assert_array_equal(
+            frame.loc[frame.SessionId == u, "ItemId"].to_numpy(), items[indptr[u] : indptr[u + 1]]
+        )
     # predicted events: what coachrec's session-parallel schedule walks
     lengths = np.diff(indptr)
     offsets = np.concatenate([[0], np.cumsum(lengths[lengths > 0])])
@@ -188,7 +190,14 @@ def test_scorer_maps_items_and_matches_step_by_step_forward(model_class):
     known = [7, 2, 11, 0, 5, 9, 3, 1]
     fake = _fake_official(known, model_class)
     scorer = bench.OfficialScorer(fake, n_items, batch=2)  # several length-sorted batches
-    histories = [np.array([2, 7, 0]), np.array([5]), np.array([], dtype=np.int64), np.array([4, 9, 6, 3, 1, 11, 2]), np.array([8, 10]), np.array([3, 4, 3])]
+    histories = [
+        np.array([2, 7, 0]),
+        np.array([5]),
+        np.array([], dtype=np.int64),
+        np.array([4, 9, 6, 3, 1, 11, 2]),
+        np.array([8, 10]),
+        np.array([3, 4, 3]),
+    ]
     s = scorer.score(histories)
     assert s.shape == (len(histories), n_items) and s.dtype == np.float32
     unknown = [4, 6, 8, 10]
@@ -196,7 +205,7 @@ def test_scorer_maps_items_and_matches_step_by_step_forward(model_class):
     assert np.isfinite(s[:, known]).all()
     off = {c: o for o, c in enumerate(known)}
     bias = fake.model.By.weight.detach().numpy()[:, 0]
-    for hist, row in zip(histories, s):
+    for hist, row in zip(histories, s, strict=False):
         ids = [off[i] for i in hist if i in off]  # unknown history items are skipped
         want = _step_by_step(fake.model, ids) if ids else bias  # empty: H stays zero
         np.testing.assert_allclose(row[known], want[[off[c] for c in known]], rtol=1e-5, atol=1e-6)
@@ -207,7 +216,11 @@ def test_merge_rows_replaces_same_setting_only():
     def r(name, dataset, fit_on, v):
         return {"name": name, "dataset": dataset, "metrics": {"fit_on": fit_on, "v": v}}
 
-    old = [r("gru4rec-official", "beauty", "train", 1), r("gru4rec-official", "beauty", "train+valid", 2), r("gru4rec-coachrec", "beauty", "train", 3)]
+    old = [
+        r("gru4rec-official", "beauty", "train", 1),
+        r("gru4rec-official", "beauty", "train+valid", 2),
+        r("gru4rec-coachrec", "beauty", "train", 3),
+    ]
     new = [r("gru4rec-official", "beauty", "train", 10), r("gru4rec-coachrec", "beauty", "train", 30)]
     merged = bench.merge_rows(old, new)
     assert [(m["name"], m["metrics"]["fit_on"], m["metrics"]["v"]) for m in merged] == [
@@ -215,4 +228,9 @@ def test_merge_rows_replaces_same_setting_only():
         ("gru4rec-official", "train", 10),
         ("gru4rec-coachrec", "train", 30),
     ]
-    assert bench.ratios({k: 2.0 for k in bench.RATIO_KEYS}, {k: (4.0 if k != "fit_seconds" else 0) for k in bench.RATIO_KEYS})["ndcg@10_loo-full"] == 0.5
+    assert (
+        bench.ratios(
+            dict.fromkeys(bench.RATIO_KEYS, 2.0), {k: (4.0 if k != "fit_seconds" else 0) for k in bench.RATIO_KEYS}
+        )["ndcg@10_loo-full"]
+        == 0.5
+    )

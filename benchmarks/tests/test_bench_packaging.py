@@ -12,11 +12,26 @@ from typer.testing import CliRunner
 import coachrec_bench
 from coachrec import cli
 
-SUBCOMMANDS = ["accuracy", "speed", "gru4rec-official", "recbole", "report", "llm", "teacher", "coach", "serve", "tracing", "request-match"]
+SUBCOMMANDS = [
+    "accuracy",
+    "speed",
+    "gru4rec-official",
+    "recbole",
+    "report",
+    "llm",
+    "teacher",
+    "coach",
+    "serve",
+    "tracing",
+    "request-match",
+]
 
 
 def test_importing_the_cli_imports_no_benchmark():
-    code = "import sys, coachrec.cli; print([m for m in sys.modules if m.startswith(('coachrec_bench', 'coachrec.bench'))])"
+    code = (
+        "import sys, coachrec.cli; "
+        "print([m for m in sys.modules if m.startswith(('coachrec_bench', 'coachrec.bench'))])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -64,7 +79,7 @@ def test_console_script_runs_bench_help():
 
 
 def test_missing_bench_package_says_how_to_install_it(monkeypatch):
-    monkeypatch.setattr(cli, "plugin_entry_points", lambda: {})
+    monkeypatch.setattr(cli, "plugin_entry_points", dict)
     res = CliRunner().invoke(cli.app, ["bench", "speed"])
     assert res.exit_code == 2
     assert "coachrec-bench" in res.output and "pip install -e benchmarks/" in res.output

@@ -14,11 +14,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from coachrec.data import Dataset, leave_one_out
+from coachrec.metrics import evaluate, named
 from coachrec_bench import _recbole_driver as driver
 from coachrec_bench import recbole_ref
 from coachrec_bench.recbole_ref import RecBoleEnvError, ensure_venv, export_recbole, parse_sets, rank_metrics
-from coachrec.data import Dataset, leave_one_out
-from coachrec.metrics import evaluate, named
 
 #: events per user: 1 and 2 train only, 3 is the case RecBole's own LS split gets wrong,
 #: 9 and 12 run past max_len
@@ -190,7 +190,9 @@ def test_command_reports_the_broken_venv(tmp_path, monkeypatch):
 
 def test_ready_venv_is_reused(tmp_path):
     venv = tmp_path / "venv-recbole"
-    py = _script(recbole_ref.venv_python(venv).parent.mkdir(parents=True) or recbole_ref.venv_python(venv), "#!/bin/sh\nexit 1\n")
+    py = _script(
+        recbole_ref.venv_python(venv).parent.mkdir(parents=True) or recbole_ref.venv_python(venv), "#!/bin/sh\nexit 1\n"
+    )
     (venv / recbole_ref.READY).write_text(json.dumps({"requirements": recbole_ref.REQUIREMENTS}))
     assert ensure_venv(venv, python="/no/such/python", quiet=True) == py
 
@@ -216,7 +218,8 @@ data, out, models = a[a.index("--data") + 1], a[a.index("--out") + 1], a[a.index
 z = np.load(data + "/eval.npz")
 rows = {{p: sum(1 for _ in open(f"{{data}}/coachrec/coachrec.{{p}}.inter")) - 1 for p in ("train", "valid", "test")}}
 n = len(z["users"])
-res = {{m: {{"model": m, "config": {{"x": 1}}, "epochs": [{{"epoch": 1, "seconds": 2.0}}], "epochs_run": 1, "stopped_by": "max_epochs",
+res = {{m: {{"model": m, "config": {{"x": 1}}, "epochs": [{{"epoch": 1, "seconds": 2.0}}], "epochs_run": 1,
+        "stopped_by": "max_epochs",
         "train_seconds": 2.0, "seconds_per_epoch": 2.0, "rows": rows, "full_ranks": [0] * n, "sampled_ranks": [0] * n,
         "recbole_own_eval": {{}}}} for m in models}}
 json.dump({{"versions": {{"recbole": "1.2.1", "torch": "x"}}, "models": res}}, open(out, "w"))
@@ -229,7 +232,9 @@ print("[fake] epoch 1")
     app = typer.Typer()
     app.command()(recbole_ref.bench_recbole)
     keep = tmp_path / "keep"
-    res = CliRunner().invoke(app, ["--python", str(fake), "--threads", "1", "--model", "sasrec", "--keep", str(keep)], catch_exceptions=False)
+    res = CliRunner().invoke(
+        app, ["--python", str(fake), "--threads", "1", "--model", "sasrec", "--keep", str(keep)], catch_exceptions=False
+    )
     assert res.exit_code == 0, res.output
     rows = json.loads((tmp_path / "results" / "recbole.json").read_text())
     names = sorted({r["name"] for r in rows})
@@ -242,7 +247,9 @@ print("[fake] epoch 1")
     cr = next(r for r in rows if r["name"] == "coachrec sasrec" and r["protocol"] == "loo-full")
     assert cr["metrics"]["epochs_run"] == 1
     assert cr["metrics"]["ndcg@10_ratio_vs_recbole"] == pytest.approx(cr["metrics"]["ndcg@10"], abs=1e-4)
-    assert cr["metrics"]["seconds_per_epoch_ratio_vs_recbole"] == pytest.approx(cr["metrics"]["seconds_per_epoch"] / 2.0, abs=1e-3)
+    assert cr["metrics"]["seconds_per_epoch_ratio_vs_recbole"] == pytest.approx(
+        cr["metrics"]["seconds_per_epoch"] / 2.0, abs=1e-3
+    )
     assert "loadavg_1m_before" in cr["metrics"] and "RecBole vs coachrec" in res.output
 
 
@@ -252,18 +259,42 @@ def test_reuse_takes_recbole_results_from_a_kept_folder(tmp_path, monkeypatch):
     split = leave_one_out(ds)
     exported = recbole_ref.export_recbole(split, tmp_path / "x", max_len=50)
     n = len(split.task("test").users)
-    res = {"model": "SASRec", "config": recbole_ref.RECBOLE_CONFIG["SASRec"] | {"train_neg_sample_args": {"distribution": "none"}},
-           "epochs": [{"epoch": 1, "seconds": 2.0}], "epochs_run": 1, "stopped_by": "max_epochs", "train_seconds": 2.0,
-           "seconds_per_epoch": 2.0, "rows": exported["rows"], "full_ranks": [0] * n, "sampled_ranks": [0] * n, "recbole_own_eval": {}}
+    res = {
+        "model": "SASRec",
+        "config": recbole_ref.RECBOLE_CONFIG["SASRec"] | {"train_neg_sample_args": {"distribution": "none"}},
+        "epochs": [{"epoch": 1, "seconds": 2.0}],
+        "epochs_run": 1,
+        "stopped_by": "max_epochs",
+        "train_seconds": 2.0,
+        "seconds_per_epoch": 2.0,
+        "rows": exported["rows"],
+        "full_ranks": [0] * n,
+        "sampled_ranks": [0] * n,
+        "recbole_own_eval": {},
+    }
     keep = tmp_path / "keep"
     keep.mkdir()
-    (keep / "recbole_out.json").write_text(json.dumps({"versions": {"recbole": "1.2.1"}, "threads": 1, "budget": 9.0, "models": {"SASRec": res}}))
+    (keep / "recbole_out.json").write_text(
+        json.dumps({"versions": {"recbole": "1.2.1"}, "threads": 1, "budget": 9.0, "models": {"SASRec": res}})
+    )
     never = _script(tmp_path / "never-python", "#!/bin/sh\necho driver started; exit 3\n")
     monkeypatch.setattr("coachrec.datasets.load", lambda name: ds)
     monkeypatch.setenv("COACHREC_BENCH_DIR", str(tmp_path / "results"))
     app = typer.Typer()
     app.command()(recbole_ref.bench_recbole)
-    args = ["--python", str(never), "--threads", "1", "--model", "sasrec", "--reuse-recbole", str(keep), "--no-coachrec-defaults", "--coachrec-epochs", "1"]
+    args = [
+        "--python",
+        str(never),
+        "--threads",
+        "1",
+        "--model",
+        "sasrec",
+        "--reuse-recbole",
+        str(keep),
+        "--no-coachrec-defaults",
+        "--coachrec-epochs",
+        "1",
+    ]
     out = CliRunner().invoke(app, args, catch_exceptions=False)
     assert out.exit_code == 0, out.output
     rows = json.loads((tmp_path / "results" / "recbole.json").read_text())

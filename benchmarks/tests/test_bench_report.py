@@ -9,9 +9,31 @@ from coachrec_bench.report import render
 
 def test_report_groups_rows_by_dataset_and_protocol(tmp_path):
     rows = [
-        {"name": "itemknn", "dataset": "beauty", "protocol": "loo-full", "metrics": {"ndcg@10": 0.0394, "users": 22363, "cfg": {"a": 1}}, "machine": "2 cores", "date": "2026-11-22T08:00:00", "command": "coachrec bench accuracy"},
-        {"name": "sasrec", "dataset": "beauty", "protocol": "loo-full", "metrics": {"ndcg@10": 0.05, "recall@10": 0.09}, "machine": "2 cores", "date": "2026-11-22T09:00:00"},
-        {"name": "sasrec", "dataset": "beauty", "protocol": "loo-sampled100", "metrics": {"ndcg@10": 0.33}, "machine": "2 cores", "date": "2026-11-22T09:00:00"},
+        {
+            "name": "itemknn",
+            "dataset": "beauty",
+            "protocol": "loo-full",
+            "metrics": {"ndcg@10": 0.0394, "users": 22363, "cfg": {"a": 1}},
+            "machine": "2 cores",
+            "date": "2026-11-22T08:00:00",
+            "command": "coachrec bench accuracy",
+        },
+        {
+            "name": "sasrec",
+            "dataset": "beauty",
+            "protocol": "loo-full",
+            "metrics": {"ndcg@10": 0.05, "recall@10": 0.09},
+            "machine": "2 cores",
+            "date": "2026-11-22T09:00:00",
+        },
+        {
+            "name": "sasrec",
+            "dataset": "beauty",
+            "protocol": "loo-sampled100",
+            "metrics": {"ndcg@10": 0.33},
+            "machine": "2 cores",
+            "date": "2026-11-22T09:00:00",
+        },
     ]
     (tmp_path / "accuracy.json").write_text(json.dumps(rows))
     md = render(tmp_path)

@@ -21,7 +21,9 @@ def test_row_records_the_commit_and_dirtiness():
         return
     # a commit of this checkout (not compared with HEAD: others may commit while the suite runs)
     assert re.fullmatch(r"[0-9a-f]{40}", code["commit"]) and isinstance(code["dirty"], bool)
-    known = subprocess.run(["git", "-C", root.stdout.strip(), "cat-file", "-e", code["commit"] + "^{commit}"], capture_output=True)
+    known = subprocess.run(
+        ["git", "-C", root.stdout.strip(), "cat-file", "-e", code["commit"] + "^{commit}"], capture_output=True
+    )
     assert known.returncode == 0
 
 
@@ -50,7 +52,14 @@ def test_a_checkout_reports_commit_and_dirty(tmp_path):
 
 
 def test_report_shows_the_short_commit_and_reads_rows_without_code(tmp_path):
-    old = {"name": "old", "dataset": "d", "protocol": "p", "metrics": {"m": 1.0}, "machine": "box", "date": "2024-01-01"}
+    old = {
+        "name": "old",
+        "dataset": "d",
+        "protocol": "p",
+        "metrics": {"m": 1.0},
+        "machine": "box",
+        "date": "2024-01-01",
+    }
     new = dict(old, name="new", code={"commit": "0123456789abcdef0123456789abcdef01234567", "dirty": True})
     none = dict(old, name="none", code={"commit": None, "dirty": None, "reason": "not a git checkout"})
     (tmp_path / "a.json").write_text(json.dumps([old, new, none]))

@@ -11,7 +11,10 @@ def test_speed_rows_accumulate_across_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("COACHREC_BENCH_DIR", str(tmp_path))
     runner = CliRunner()
     for model in ("pop", "itemknn", "pop"):
-        res = runner.invoke(app, ["bench", "speed", "--model", model, "--dataset", "ml-latest-small", "--requests", "5", "--threads", "1"])
+        res = runner.invoke(
+            app,
+            ["bench", "speed", "--model", model, "--dataset", "ml-latest-small", "--requests", "5", "--threads", "1"],
+        )
         assert res.exit_code == 0, res.output
     rows = json.loads((tmp_path / "speed.json").read_text())
     assert sorted(r["name"] for r in rows) == ["itemknn", "pop"]  # the second pop run replaced the first
