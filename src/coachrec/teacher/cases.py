@@ -79,9 +79,16 @@ class JudgeCase:
     def summary(self) -> dict[str, Any]:
         """A JSON-ready snapshot (for the review queue and golden-set provenance)."""
         return {
-            "trace_id": self.trace_id, "request_id": self.request_id, "user_id": self.user_id, "k": self.k,
-            "items": self.items, "reasons": self.reasons, "history_tail": self.history[-10:],
-            "constraints": self.constraints, "context": self.context, "retrievers": self.retrievers,
+            "trace_id": self.trace_id,
+            "request_id": self.request_id,
+            "user_id": self.user_id,
+            "k": self.k,
+            "items": self.items,
+            "reasons": self.reasons,
+            "history_tail": self.history[-10:],
+            "constraints": self.constraints,
+            "context": self.context,
+            "retrievers": self.retrievers,
         }
 
 
@@ -118,7 +125,11 @@ def case_from_spans(spans: Sequence[SpanRecord]) -> JudgeCase:
     reasons = list((explain or {}).get("reasons") or [])
     explored = list((explain or {}).get("explored") or [False] * len(items))
     policy = by_name.get("policy.constraints")
-    drops = {k.split(".", 1)[1]: int(v) for k, v in (policy.attribute_dict() if policy else {}).items() if k.startswith("dropped.")}
+    drops = {
+        k.split(".", 1)[1]: int(v)
+        for k, v in (policy.attribute_dict() if policy else {}).items()
+        if k.startswith("dropped.")
+    }
     guard = by_name.get("guardrail")
     violations = list((guard.attribute_dict() if guard else {}).get("violations") or [])
     ordered = sorted(spans, key=lambda s: (s.start_ns, s.span_id))

@@ -53,7 +53,9 @@ class CatalogView:
         genres = self.genres(item)
         return f"{self._titles[row]} [{', '.join(genres)}]" if genres else self._titles[row]
 
-    def violations(self, constraints: Mapping[str, Any], items: Sequence[str], history: Sequence[str]) -> list[str | None]:
+    def violations(
+        self, constraints: Mapping[str, Any], items: Sequence[str], history: Sequence[str]
+    ) -> list[str | None]:
         """For each shown item, the constraint it breaks (None if none), checked clause by clause."""
         rows = self.rows(items)
         seen = [int(r) for r in self.rows(history) if r >= 0]

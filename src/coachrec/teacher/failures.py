@@ -1,8 +1,8 @@
 """Failure modes: what is wrong, where (the blamed span) and why, counted from stored judgments.
 
-    report = failure_report(store)            # every judgment in the store
-    for mode in report.modes: mode.name, mode.count, mode.rate, mode.span, mode.examples, mode.why
-    report.over_time["constraint_leak"]      # [(bucket start ns, failures, judged)]
+report = failure_report(store)            # every judgment in the store
+for mode in report.modes: mode.name, mode.count, mode.rate, mode.span, mode.examples, mode.why
+report.over_time["constraint_leak"]      # [(bucket start ns, failures, judged)]
 """
 
 from __future__ import annotations
@@ -62,7 +62,9 @@ def failure_report(
     if judge_version is not None:
         ev = ev.filter(pl.col("judge_version") == judge_version)
     starts = Candidates.from_store(store).frame.select("trace_id", "start_ns")
-    ev = ev.join(starts, on="trace_id", how="left").with_columns((pl.col("start_ns") // bucket_ns * bucket_ns).alias("bucket"))
+    ev = ev.join(starts, on="trace_id", how="left").with_columns(
+        (pl.col("start_ns") // bucket_ns * bucket_ns).alias("bucket")
+    )
     judged = dict(ev.group_by("name").agg(pl.col("trace_id").n_unique()).iter_rows())
     fails = ev.filter(pl.col("label") == "fail").explode("modes").filter(pl.col("modes").is_not_null())
     modes: list[FailureMode] = []
@@ -71,12 +73,26 @@ def failure_report(
         group = group.sort(["score", "trace_id"])
         traces = group["trace_id"].unique(maintain_order=True).to_list()
         span = Counter(group["span"].to_list()).most_common(1)[0][0]
-        modes.append(FailureMode(str(mode), str(criterion), len(traces), int(judged.get(criterion, 0)), span,
-                                 tuple(traces[:examples]), str(group["explanation"][0] or "")))
-        per_bucket = ev.filter(pl.col("name") == criterion).group_by("bucket").agg(
-            pl.col("trace_id").filter(pl.col("label") == "fail").n_unique().alias("fail"),
-            pl.col("trace_id").n_unique().alias("judged"),
-        ).sort("bucket")
+        modes.append(
+            FailureMode(
+                str(mode),
+                str(criterion),
+                len(traces),
+                int(judged.get(criterion, 0)),
+                span,
+                tuple(traces[:examples]),
+                str(group["explanation"][0] or ""),
+            )
+        )
+        per_bucket = (
+            ev.filter(pl.col("name") == criterion)
+            .group_by("bucket")
+            .agg(
+                pl.col("trace_id").filter(pl.col("label") == "fail").n_unique().alias("fail"),
+                pl.col("trace_id").n_unique().alias("judged"),
+            )
+            .sort("bucket")
+        )
         over_time[str(mode)] = [(int(b or 0), int(f), int(j)) for b, f, j in per_bucket.iter_rows()]
     modes.sort(key=lambda m: (-m.count, m.name))
     return FailureReport(modes, int(ev["trace_id"].n_unique()), sorted(set(ev["judge_version"].to_list())), over_time)

@@ -14,7 +14,6 @@ import math
 from collections.abc import Callable, Sequence
 
 from coachrec.llm import ChatMessage, LLMBackend, Usage
-
 from coachrec.llm.backend import Completion
 
 Rule = Callable[[str], float]
@@ -43,13 +42,21 @@ class FakeJudgeBackend(LLMBackend):
         p = min(max(self.rule(prompt), 1e-6), 1 - 1e-6)
         half = len(candidates) // 2
         if half == 0 or len(candidates) != 2 * half:
-            raise ValueError(f"the fake judge expects positive and negative words in two equal halves, got {list(candidates)}")
+            raise ValueError(
+                f"the fake judge expects positive and negative words in two equal halves, got {list(candidates)}"
+            )
         first, second = math.log(p / half), math.log((1 - p) / half)
         self.last_usage = Usage(self.model_id, "next_token_logprobs", self.count_tokens(prompt), 0, 0.0)
         return {c: first if i < half else second for i, c in enumerate(candidates)}
 
-    def complete(self, prompt: str, max_tokens: int = 128, temperature: float = 0.0,
-                 stop: Sequence[str] | None = None, seed: int | None = None) -> Completion:
+    def complete(
+        self,
+        prompt: str,
+        max_tokens: int = 128,
+        temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+        seed: int | None = None,
+    ) -> Completion:
         self.calls += 1
         if self.broken_every and self.calls % self.broken_every == 0:
             text = "I think the user would probably enjoy it"
@@ -59,8 +66,14 @@ class FakeJudgeBackend(LLMBackend):
         self.last_usage = usage
         return Completion(text, "stop", usage)
 
-    def chat(self, messages: Sequence[ChatMessage], max_tokens: int = 128, temperature: float = 0.0,
-             stop: Sequence[str] | None = None, seed: int | None = None) -> Completion:
+    def chat(
+        self,
+        messages: Sequence[ChatMessage],
+        max_tokens: int = 128,
+        temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+        seed: int | None = None,
+    ) -> Completion:
         return self.complete("\n".join(m["content"] for m in messages), max_tokens, temperature, stop, seed)
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:

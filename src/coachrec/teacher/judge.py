@@ -68,17 +68,25 @@ class Judge:
         selected = [rubric.criterion(n) for n in criteria] if criteria is not None else list(rubric.criteria)
         self.criteria = [c for c in selected if self._member_available(c)]
         self.skipped = [c.name for c in selected if not self._member_available(c)]
-        members = [f"llm={llm.model_id}" if llm else "llm=none", f"relevance={relevance.model_id}" if relevance else "relevance=none"]
+        members = [
+            f"llm={llm.model_id}" if llm else "llm=none",
+            f"relevance={relevance.model_id}" if relevance else "relevance=none",
+        ]
         if request_match is not None:
             members.append(f"request_match={request_match.model_id}")
-        digest = hashlib.sha256(f"{rubric.fingerprint()}|{'|'.join(members)}|{coachrec.__version__}".encode()).hexdigest()[:8]
+        digest = hashlib.sha256(
+            f"{rubric.fingerprint()}|{'|'.join(members)}|{coachrec.__version__}".encode()
+        ).hexdigest()[:8]
         self.version = f"{rubric.name}@v{rubric.version}+{digest}"
         self.members = members
 
     def _member_available(self, c: CriterionSpec) -> bool:
-        return c.member == "program" or (c.member == "llm" and self.llm is not None) or (
-            c.member == "recommender" and self.relevance is not None
-        ) or (c.name == REQUEST_MATCH and self.request_match is not None)
+        return (
+            c.member == "program"
+            or (c.member == "llm" and self.llm is not None)
+            or (c.member == "recommender" and self.relevance is not None)
+            or (c.name == REQUEST_MATCH and self.request_match is not None)
+        )
 
     def judge(self, cases: Iterable[JudgeCase], progress: Progress | None = None) -> list[Judgment]:
         cases = list(cases)
@@ -127,10 +135,20 @@ class Judge:
         label = UNKNOWN if np.isnan(score) else PASS if passed else FAIL
         span = case.span_for(c.blames.value, c.blames_span)
         return Judgment(
-            criterion=c.name, trace_id=case.trace_id, span_id=span.span_id, span_name=span.name, span_kind=span.kind,
-            score=float(score), label=label, failure_modes=c.failure_modes if label == FAIL else (),
-            rationale=rationale, evaluator=evaluator, judge_version=self.version, threshold=c.pass_threshold,
-            order_scores=order_scores, details=details,
+            criterion=c.name,
+            trace_id=case.trace_id,
+            span_id=span.span_id,
+            span_name=span.name,
+            span_kind=span.kind,
+            score=float(score),
+            label=label,
+            failure_modes=c.failure_modes if label == FAIL else (),
+            rationale=rationale,
+            evaluator=evaluator,
+            judge_version=self.version,
+            threshold=c.pass_threshold,
+            order_scores=order_scores,
+            details=details,
         )
 
     # -- members -----------------------------------------------------------------------------
@@ -146,10 +164,11 @@ class Judge:
             return float("nan"), "unknown: no shown item is known to the relevance committee", {}
         relevant = p[known] >= c.item_threshold
         score = float(relevant.mean())
-        ranked = sorted((float(pi), item) for pi, (_, item) in zip(p, shown) if not np.isnan(pi))
+        ranked = sorted((float(pi), item) for pi, (_, item) in zip(p, shown, strict=False) if not np.isnan(pi))
         weakest = "; ".join(f"{self.catalog.title(item)} ({pi:.2f})" for pi, item in ranked[:3])
         rationale = (
-            f"{int(relevant.sum())} of {int(known.sum())} judged items likely liked (P(rating>=4) >= {c.item_threshold}); "
+            f"{int(relevant.sum())} of {int(known.sum())} judged items likely liked (P(rating>=4) >= "
+            f"{c.item_threshold}); "
             f"least likely: {weakest}"
         )
         return score, rationale, {"p_relevant": {item: round(float(pi), 4) for pi, item in ranked}}
@@ -158,7 +177,7 @@ class Judge:
         """The listwise prompt of an LLM criterion (slate reversed with `reverse`)."""
         assert c.question is not None
         slate = []
-        for item, reason in zip(case.items, case.reasons):
+        for item, reason in zip(case.items, case.reasons, strict=False):
             line = self.catalog.describe(item)
             if c.applies_to == "with_reasons":
                 line += f" | stated reason: {reason or '(none)'}"
@@ -185,8 +204,13 @@ def record(store: TraceStore, judgments: Iterable[Judgment]) -> list[str]:
     """Store each judgment as an evaluation of its blamed span; returns the evaluation ids."""
     return [
         store.add_evaluation(
-            j.span_id, j.criterion, score=j.score, label=j.label, explanation=j.rationale,
-            evaluator=j.evaluator, attributes=j.attributes(),
+            j.span_id,
+            j.criterion,
+            score=j.score,
+            label=j.label,
+            explanation=j.rationale,
+            evaluator=j.evaluator,
+            attributes=j.attributes(),
         )
         for j in judgments
     ]

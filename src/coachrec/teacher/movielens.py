@@ -71,7 +71,11 @@ def heldout_labels(
     )
     rng = np.random.default_rng(seed)
     later = later.with_columns(pl.Series("r", rng.random(later.height)))
-    picked = later.sort("r").with_columns(pl.int_range(pl.len()).over(["user", "label"]).alias("n")).filter(pl.col("n") < per_user)
+    picked = (
+        later.sort("r")
+        .with_columns(pl.int_range(pl.len()).over(["user", "label"]).alias("n"))
+        .filter(pl.col("n") < per_user)
+    )
     picked = picked.sort(["user", "time", "item"])
     pairs = RatedPairs(
         picked["user"].to_numpy().astype(np.int64),
@@ -83,7 +87,8 @@ def heldout_labels(
     calib_users = rng.choice(users, size=len(users) // 2, replace=False)
     in_calib = np.isin(pairs.users, calib_users)
     protocol = (
-        f"per-user time cut (each user's latest {holdout_fraction:.0%} of ratings held out); users with >= {min_history} earlier "
+        f"per-user time cut (each user's latest {holdout_fraction:.0%} of ratings held out); users with >= "
+        f"{min_history} earlier "
         f"ratings; label relevant = later rating >= {like}, not relevant = <= {dislike}, ratings between dropped; "
         f"<= {per_user} pairs per user and label; calibration/evaluation split by user (seed {seed})"
     )

@@ -54,10 +54,17 @@ class PairwiseJudge:
         if shown_as_a.context:
             blocks.append(("user_request", shown_as_a.context))
         if shown_as_a.history:
-            blocks.append(("user_history", numbered([self.catalog.describe(h) for h in shown_as_a.history[-self.history_items:]])))
+            blocks.append(
+                (
+                    "user_history",
+                    numbered([self.catalog.describe(h) for h in shown_as_a.history[-self.history_items :]]),
+                )
+            )
         blocks.append(("list_A", numbered([self.catalog.describe(i) for i in shown_as_a.items])))
         blocks.append(("list_B", numbered([self.catalog.describe(i) for i in shown_as_b.items])))
-        question = f"Consider this question about a list of recommendations: {criterion.question} Which list fits it better?"
+        question = (
+            f"Consider this question about a list of recommendations: {criterion.question} Which list fits it better?"
+        )
         return judge_prompt(blocks, question, ANSWER)
 
     def _p_a(self, prompt: str) -> float:

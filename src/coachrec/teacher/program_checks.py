@@ -24,7 +24,7 @@ def _share_ok(bad: int, n: int) -> float:
 
 def constraint_adherence(case: JudgeCase, catalog: CatalogView) -> CheckResult:
     reasons = catalog.violations(case.constraints, case.items, case.history)
-    bad = [(item, r) for item, r in zip(case.items, reasons) if r is not None and r != "already seen"]
+    bad = [(item, r) for item, r in zip(case.items, reasons, strict=False) if r is not None and r != "already seen"]
     if not bad:
         return 1.0, "every shown item satisfies the request's constraints"
     shown = "; ".join(f"{catalog.title(i)}: {r}" for i, r in bad[:3])
@@ -74,7 +74,7 @@ def upstream_constraint_leak(case: JudgeCase, catalog: CatalogView) -> CheckResu
 
 def explanation_grounding(case: JudgeCase, catalog: CatalogView) -> CheckResult:
     history_titles = {catalog.title(h) for h in case.history}
-    cited = [(_SIMILAR_TO.match(r), item) for r, item in zip(case.reasons, case.items)]
+    cited = [(_SIMILAR_TO.match(r), item) for r, item in zip(case.reasons, case.items, strict=False)]
     checked = [(m.group("title"), item) for m, item in cited if m is not None]
     if not checked:
         return 1.0, "no explanation cites a history item"

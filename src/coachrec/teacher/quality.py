@@ -100,7 +100,9 @@ def measure(
     j = np.asarray(judge_pass, dtype=bool)
     h = np.asarray(human_pass, dtype=bool)
     if j.shape != h.shape or j.ndim != 1 or len(j) == 0:
-        raise ValueError(f"judge and human labels must be equal-length non-empty 1-d arrays, got {j.shape} and {h.shape}")
+        raise ValueError(
+            f"judge and human labels must be equal-length non-empty 1-d arrays, got {j.shape} and {h.shape}"
+        )
     tpr = float(j[h].mean()) if h.any() else float("nan")
     tnr = float((~j[~h]).mean()) if (~h).any() else float("nan")
     swap = None
@@ -111,8 +113,18 @@ def measure(
         swap = float(s.mean())
     ci = kappa_interval(j, h, np.asarray(groups), seed=seed) if groups is not None else None
     return JudgeQuality(
-        criterion, judge, len(j), cohen_kappa(j, h), tpr, tnr, swap, kappa_floor,
-        auc(np.asarray(scores), h) if scores is not None else None, protocol, ci, unit,
+        criterion,
+        judge,
+        len(j),
+        cohen_kappa(j, h),
+        tpr,
+        tnr,
+        swap,
+        kappa_floor,
+        auc(np.asarray(scores), h) if scores is not None else None,
+        protocol,
+        ci,
+        unit,
     )
 
 
@@ -130,7 +142,12 @@ def best_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def kappa_interval(
-    judge_pass: np.ndarray, human_pass: np.ndarray, groups: np.ndarray, *, n_boot: int = 500, confidence: float = 0.95,
+    judge_pass: np.ndarray,
+    human_pass: np.ndarray,
+    groups: np.ndarray,
+    *,
+    n_boot: int = 500,
+    confidence: float = 0.95,
     seed: int = 0,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of Cohen's kappa, resampling whole groups (users), since

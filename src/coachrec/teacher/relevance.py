@@ -30,7 +30,6 @@ import polars as pl
 
 from coachrec.data import Dataset
 from coachrec.models import BaseRecommender, create
-from coachrec.models.defaults import defaults
 from coachrec.models.itemknn import ItemKNN
 from coachrec.teacher.movielens import RatedPairs
 from coachrec.teacher.quality import JudgeQuality, measure
@@ -141,8 +140,7 @@ class RelevanceCommittee:
         self.liked_knn = create("itemknn", recency=0.9).fit(data.with_events(ev.filter(pl.col("value") >= cfg.like)))
         self.extra: list[BaseRecommender] = []
         for name in cfg.extra_models:
-            overrides = {**defaults(name, data.name), **cfg.extra_model_config.get(name, {})}
-            self.extra.append(create(name, **overrides).fit(data))
+            self.extra.append(create(name, dataset=data, **cfg.extra_model_config.get(name, {})).fit(data))
         indptr, hist = data.sequences()
         self._indptr, self._hist, self._values = indptr, hist, values
         self._sim = self.all_knn.sim.tocsr()

@@ -159,8 +159,14 @@ def request_labels(
     for t, e, c in zip(t_turn.tolist(), t_target.tolist(), t_cond, strict=True):
         targets_of.setdefault(int(t), []).append((int(e), c))
 
-    counts = {"turns": conv.n_turns, "targets": conv.n_targets, "targets_mentioned_before": 0,
-              "targets_unlinked": 0, "turns_without_linked_target": 0, "turns_without_seeker_text": 0}
+    counts = {
+        "turns": conv.n_turns,
+        "targets": conv.n_targets,
+        "targets_mentioned_before": 0,
+        "targets_unlinked": 0,
+        "turns_without_linked_target": 0,
+        "turns_without_seeker_text": 0,
+    }
     turns_col, dialogs_col, items_col, labels_col, kinds_col = [], [], [], [], []
     requests: dict[int, tuple[tuple[str, str], ...]] = {}
     for t, d in zip(conv.turns["turn"].to_list(), conv.turns["dialog_id"].to_list(), strict=True):
@@ -201,15 +207,23 @@ def request_labels(
             labels_col.append(label)
             kinds_col.append(kind)
     pairs = RequestPairs(
-        np.array(turns_col, dtype=np.int64), np.array(dialogs_col, dtype=object), np.array(items_col, dtype=np.int64),
-        np.array(labels_col, dtype=bool), np.array(kinds_col, dtype=object),
+        np.array(turns_col, dtype=np.int64),
+        np.array(dialogs_col, dtype=object),
+        np.array(items_col, dtype=np.int64),
+        np.array(labels_col, dtype=bool),
+        np.array(kinds_col, dtype=object),
     )
     dialogs = sorted(set(dialogs_col))
     order = np.random.default_rng(seed).permutation(len(dialogs))
     n_cal = round(calibration_share * len(dialogs))
     calibration = frozenset(dialogs[i] for i in order[:n_cal])
-    counts |= {"requests": len(requests), "dialogs": len(dialogs), "calibration_dialogs": len(calibration),
-               "positives": pairs.n_positive, "linked_candidates": len(pool)}
+    counts |= {
+        "requests": len(requests),
+        "dialogs": len(dialogs),
+        "calibration_dialogs": len(calibration),
+        "positives": pairs.n_positive,
+        "linked_candidates": len(pool),
+    }
     protocol = (
         f"request-match pairs from {conv.source or 'conversations'}: positives = the human recommender's new targets "
         f"linked to the catalog ({counts['positives']:,} in {len(requests):,} turns of {len(dialogs):,} dialogs); "

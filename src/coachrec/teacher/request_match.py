@@ -273,8 +273,15 @@ class MentionMember:
 
     feature_names: tuple[str, ...] = ("mention_max_pct", "mention_mean_pct", "has_mention")
 
-    def __init__(self, embedding: EmbeddingMember, finder: MentionFinder | None = None, *,
-                 popularity: np.ndarray | None = None, max_turns: int = 8, seeker_only: bool = False) -> None:
+    def __init__(
+        self,
+        embedding: EmbeddingMember,
+        finder: MentionFinder | None = None,
+        *,
+        popularity: np.ndarray | None = None,
+        max_turns: int = 8,
+        seeker_only: bool = False,
+    ) -> None:
         from coachrec.data.linking import MentionFinder
 
         self.name = "mentions"
@@ -334,8 +341,9 @@ class LLMMember:
     feature_names: tuple[str, ...] = ("logit_p_yes",)
     QUESTION = "Does the candidate movie match what the seeker asked for in this conversation?"
 
-    def __init__(self, backend: LLMBackend, catalog: Catalog, *, max_turns: int = 6, question: str | None = None,
-                 tags: int = 5) -> None:
+    def __init__(
+        self, backend: LLMBackend, catalog: Catalog, *, max_turns: int = 6, question: str | None = None, tags: int = 5
+    ) -> None:
         self.name = f"llm:{backend.model_id}"
         self.backend = backend
         self.scorer = LogitScorer(backend)
@@ -367,8 +375,9 @@ class LLMMember:
         return np.log(p / (1 - p))[:, None]
 
 
-def default_members(catalog: Catalog, popularity: np.ndarray | None = None,
-                    embedding: EmbeddingMember | None = None) -> list[RequestMatchMember]:
+def default_members(
+    catalog: Catalog, popularity: np.ndarray | None = None, embedding: EmbeddingMember | None = None
+) -> list[RequestMatchMember]:
     """The recommended gating committee's members: the embedding and mention members (no LLM;
     cheap enough to judge every slate)."""
     emb = embedding or EmbeddingMember(catalog)
@@ -393,8 +402,14 @@ class RequestMatchCommittee:
     ids and an item *matches* when P reaches `threshold` (the kappa-best threshold on the
     calibration pairs)."""
 
-    def __init__(self, members: Sequence[RequestMatchMember], *, blend: LogisticBlend | None = None,
-                 threshold: float = 0.5, l2: float = 1.0) -> None:
+    def __init__(
+        self,
+        members: Sequence[RequestMatchMember],
+        *,
+        blend: LogisticBlend | None = None,
+        threshold: float = 0.5,
+        l2: float = 1.0,
+    ) -> None:
         if not members:
             raise ValueError("a request-match committee needs at least one member")
         self.members = list(members)
@@ -474,11 +489,14 @@ class RequestMatchCommittee:
         score = len(matched) / len(p_match)
         weakest = sorted(zip(p_match.values(), self.rows(list(p_match)), strict=True))[:3]
         names = "; ".join(f"{self._titles[r]} ({pi:.2f})" for pi, r in weakest if r >= 0)
-        rationale = (f"{len(matched)} of {len(p_match)} judged items match the request (P(match) >= "
-                     f"{self.threshold:.2f}); least matching: {names}")
+        rationale = (
+            f"{len(matched)} of {len(p_match)} judged items match the request (P(match) >= "
+            f"{self.threshold:.2f}); least matching: {names}"
+        )
         unmatched = [item for item in p_match if item not in set(matched)]
-        return SlateMatch(score, p_match, rationale, base | {"p_match": p_match, "unmatched": unmatched,
-                                                             "judged": len(p_match)})
+        return SlateMatch(
+            score, p_match, rationale, base | {"p_match": p_match, "unmatched": unmatched, "judged": len(p_match)}
+        )
 
     # -- persistence -------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -486,10 +504,15 @@ class RequestMatchCommittee:
         `from_state` takes them again)."""
         if self.blend is None:
             raise RuntimeError("the request-match committee has no blend to save")
-        return {"model_id": self.model_id, "features": list(self.feature_names),
-                "weights": self.blend.weights.tolist(), "mean": self.blend.mean.tolist(),
-                "scale": self.blend.scale.tolist(), "threshold": self.threshold,
-                "quality": self.quality.to_dict() if self.quality is not None else None}
+        return {
+            "model_id": self.model_id,
+            "features": list(self.feature_names),
+            "weights": self.blend.weights.tolist(),
+            "mean": self.blend.mean.tolist(),
+            "scale": self.blend.scale.tolist(),
+            "threshold": self.threshold,
+            "quality": self.quality.to_dict() if self.quality is not None else None,
+        }
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], members: Sequence[RequestMatchMember]) -> RequestMatchCommittee:
@@ -508,16 +531,20 @@ class RequestMatchCommittee:
 
 
 # ---------------------------------------------------------------------- measuring
-def pair_features(member: RequestMatchMember, labels: RequestLabels, pairs: RequestPairs,
-                  progress: Any = None) -> tuple[np.ndarray, float]:
+def pair_features(
+    member: RequestMatchMember, labels: RequestLabels, pairs: RequestPairs, progress: Any = None
+) -> tuple[np.ndarray, float]:
     """The member's features of every pair (grouped by request) and the seconds it took per
     pair. An `EmbeddingMember` (or a `MentionMember`'s) gets every seeker utterance encoded in
     one batch first; that time is counted."""
     t0 = time.perf_counter()
     emb = member if isinstance(member, EmbeddingMember) else getattr(member, "embedding", None)
     if isinstance(emb, EmbeddingMember):
-        texts = {u for t in np.unique(pairs.turns) for u in
-                 emb.texts(labels.requests[int(t)]) + seeker_texts(labels.requests[int(t)], emb.max_turns)}
+        texts = {
+            u
+            for t in np.unique(pairs.turns)
+            for u in emb.texts(labels.requests[int(t)]) + seeker_texts(labels.requests[int(t)], emb.max_turns)
+        }
         emb.encode(sorted(texts))
     out = np.zeros((len(pairs), len(member.feature_names)))
     turns = np.unique(pairs.turns)
@@ -545,9 +572,18 @@ def request_match_quality(
     x, y, dialogs = evaluation
     p = committee.probability_from_features(x)
     ok = ~np.isnan(p)
-    q = measure(REQUEST_MATCH, committee.model_id, p[ok] >= committee.threshold, np.asarray(y, bool)[ok],
-                kappa_floor=kappa_floor, scores=p[ok], protocol=protocol, groups=np.asarray(dialogs)[ok], unit="pair",
-                seed=seed)
+    q = measure(
+        REQUEST_MATCH,
+        committee.model_id,
+        p[ok] >= committee.threshold,
+        np.asarray(y, bool)[ok],
+        kappa_floor=kappa_floor,
+        scores=p[ok],
+        protocol=protocol,
+        groups=np.asarray(dialogs)[ok],
+        unit="pair",
+        seed=seed,
+    )
     committee.quality = q
     return q
 
@@ -581,7 +617,11 @@ def measured_request_match(
     for name, pairs in (("calibration", cal), ("evaluation", ev)):
         feats[name] = np.column_stack([pair_features(m, labels, pairs)[0] for m in members])
     q = request_match_quality(
-        committee, (feats["calibration"], cal.labels), (feats["evaluation"], ev.labels, ev.dialogs),
-        kappa_floor=floor, protocol=f"{labels.protocol}; negatives: {sampler}", seed=seed,
+        committee,
+        (feats["calibration"], cal.labels),
+        (feats["evaluation"], ev.labels, ev.dialogs),
+        kappa_floor=floor,
+        protocol=f"{labels.protocol}; negatives: {sampler}",
+        seed=seed,
     )
     return committee, q

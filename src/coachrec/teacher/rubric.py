@@ -143,7 +143,8 @@ criteria:
     failure_modes: [retriever_proposed_forbidden]
     pass_threshold: 1.0
   - name: explanation_grounding
-    description: An explanation citing a history item ("similar to X") cites an item the user really has in their history.
+    description: An explanation citing a history item ("similar to X") cites an item the user really has in their
+      history.
     member: program
     check: explanation_grounding
     blames: TOOL
@@ -168,7 +169,8 @@ criteria:
   - name: explanation_faithfulness
     description: Each stated reason is true of its item (an item said to be similar to X really resembles X).
     member: llm
-    question: Is every stated reason accurate, that is, does each recommended movie really resemble the movie its reason names (or really fit the reason given)?
+    question: Is every stated reason accurate, that is, does each recommended movie really resemble the movie its
+      reason names (or really fit the reason given)?
     blames: TOOL
     blames_span: explain
     failure_modes: [unfaithful_explanation]

@@ -33,15 +33,20 @@ class Candidates:
     @classmethod
     def from_store(cls, store: TraceStore, since: TimeLike | None = None, until: TimeLike | None = None) -> Candidates:
         store.flush()
-        table = store.spans(name=ROOT_SPAN, since=since, until=until,
-                            columns=["trace_id", "request_id", "start_ns", "end_ns", "output"])
+        table = store.spans(
+            name=ROOT_SPAN, since=since, until=until, columns=["trace_id", "request_id", "start_ns", "end_ns", "output"]
+        )
         frame = pl.from_arrow(table)
         assert isinstance(frame, pl.DataFrame)
         items = [list((json.loads(o) or {}).get("items") or []) if o else [] for o in frame["output"].to_list()]
-        return cls(frame.with_columns(
-            (pl.col("end_ns") - pl.col("start_ns")).alias("latency_ns"),
-            pl.Series("items", items, dtype=pl.List(pl.Utf8)),
-        ).drop("output").sort(["start_ns", "trace_id"]))
+        return cls(
+            frame.with_columns(
+                (pl.col("end_ns") - pl.col("start_ns")).alias("latency_ns"),
+                pl.Series("items", items, dtype=pl.List(pl.Utf8)),
+            )
+            .drop("output")
+            .sort(["start_ns", "trace_id"])
+        )
 
 
 class SamplingPolicy(Protocol):
@@ -86,11 +91,15 @@ class NegativeFeedback:
         assert isinstance(events, pl.DataFrame)
         if events.height == 0:
             return []
-        bad = events.filter(
-            (pl.col("kind") == "thumbs_down")
-            | ((pl.col("kind") == "rating") & (pl.col("value") <= self.max_rating))
-            | ((pl.col("kind") == "watch") & (pl.col("value") < self.min_watch))
-        )["request_id"].unique().to_list()
+        bad = (
+            events.filter(
+                (pl.col("kind") == "thumbs_down")
+                | ((pl.col("kind") == "rating") & (pl.col("value") <= self.max_rating))
+                | ((pl.col("kind") == "watch") & (pl.col("value") < self.min_watch))
+            )["request_id"]
+            .unique()
+            .to_list()
+        )
         return candidates.frame.filter(pl.col("request_id").is_in(bad))["trace_id"].to_list()
 
 
@@ -118,7 +127,11 @@ class NewItems:
 
     def select(self, candidates: Candidates, store: TraceStore) -> list[str]:
         f = candidates.frame
-        return [t for t, items in zip(f["trace_id"].to_list(), f["items"].to_list()) if any(i not in self.known_items for i in items)]
+        return [
+            t
+            for t, items in zip(f["trace_id"].to_list(), f["items"].to_list(), strict=False)
+            if any(i not in self.known_items for i in items)
+        ]
 
 
 @dataclass(frozen=True)

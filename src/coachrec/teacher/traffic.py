@@ -30,8 +30,9 @@ CONSTRAINTS: tuple[Constraints, ...] = (
 )
 
 
-def replay_requests(users: Sequence[str], n: int, *, k: int = 10, context_rate: float = 0.3,
-                    constraint_rate: float = 0.3, seed: int = 0) -> list[RecommendRequest]:
+def replay_requests(
+    users: Sequence[str], n: int, *, k: int = 10, context_rate: float = 0.3, constraint_rate: float = 0.3, seed: int = 0
+) -> list[RecommendRequest]:
     """`n` requests for users drawn from `users`: a `context_rate` share with a free-text request
     (and the constraints it implies), a `constraint_rate` share with constraints only."""
     if not users:
@@ -43,7 +44,11 @@ def replay_requests(users: Sequence[str], n: int, *, k: int = 10, context_rate: 
         u = rng.random()
         if u < context_rate:
             text, constraints = CONTEXTS[int(rng.integers(len(CONTEXTS)))]
-            out.append(RecommendRequest(user_id=user, k=k, constraints=constraints, context=text, request_id=f"replay-{seed}-{i}"))
+            out.append(
+                RecommendRequest(
+                    user_id=user, k=k, constraints=constraints, context=text, request_id=f"replay-{seed}-{i}"
+                )
+            )
         elif u < context_rate + constraint_rate:
             constraints = CONSTRAINTS[int(rng.integers(len(CONSTRAINTS)))]
             out.append(RecommendRequest(user_id=user, k=k, constraints=constraints, request_id=f"replay-{seed}-{i}"))
