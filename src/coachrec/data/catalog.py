@@ -90,7 +90,11 @@ class Catalog:
         ev = self.tag_events
         if isinstance(before, pl.DataFrame):
             cut = before.select(pl.col("user").cast(pl.Utf8), pl.col("before").cast(pl.Int64))
-            ev = ev.join(cut, on="user", how="left").filter(pl.col("before").is_null() | (pl.col("time") < pl.col("before"))).drop("before")
+            ev = (
+                ev.join(cut, on="user", how="left")
+                .filter(pl.col("before").is_null() | (pl.col("time") < pl.col("before")))
+                .drop("before")
+            )
         else:
             ev = ev.filter(pl.col("time") < int(before))
         return Catalog(self.frame, self.items, tag_events=ev)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
+import pandas as pd  # type: ignore[import-untyped]  # pandas ships no stubs and pandas-stubs is not installed
 import polars as pl
 import pyarrow as pa
 import scipy.sparse as sp
@@ -92,7 +92,7 @@ class Dataset:
         if isinstance(df, pd.DataFrame):
             df = pl.from_pandas(df)
         elif isinstance(df, pa.Table):
-            df = pl.from_arrow(df)  # type: ignore[assignment]
+            df = pl.from_arrow(df)
         if not isinstance(df, pl.DataFrame):
             raise DataError(f"{source}: expected a pandas/polars DataFrame or Arrow table, got {type(df).__name__}")
         columns = dict(columns or {})
@@ -116,7 +116,9 @@ class Dataset:
         sel = [
             pl.col(mapping["user"]).cast(pl.Utf8).alias("user"),
             pl.col(mapping["item"]).cast(pl.Utf8).alias("item"),
-            (_parse_time(df, mapping["time"], time_format, source) if has_time else pl.col("_order").cast(pl.Int64)).alias("time"),
+            (
+                _parse_time(df, mapping["time"], time_format, source) if has_time else pl.col("_order").cast(pl.Int64)
+            ).alias("time"),
         ]
         for ours in ("kind", "value", "position", "request_id"):
             theirs = mapping[ours]
@@ -132,7 +134,9 @@ class Dataset:
                 row = int(raw["_order"].filter(nulls)[0])
                 raise DataError(f"{source}: empty {mapping[c]!r} at row {row + 1}")
         raw, removed = _apply_duplicates(raw, duplicates, source)
-        items = IdMap.build(raw["item"].unique().to_list() + (catalog["item"].cast(pl.Utf8).to_list() if catalog is not None else []))
+        items = IdMap.build(
+            raw["item"].unique().to_list() + (catalog["item"].cast(pl.Utf8).to_list() if catalog is not None else [])
+        )
         users = IdMap.build(raw["user"].unique().to_list())
         ds = cls._from_raw(raw, users, items, name=name, timestamps=has_time, tie_seed=tie_seed)
         ds.info["duplicates"] = {"policy": duplicates, "removed": removed}
@@ -170,15 +174,15 @@ class Dataset:
 
     def with_events(self, events: pl.DataFrame, **kw: Any) -> Dataset:
         """Same id maps and catalog, other events (already encoded)."""
-        args: dict[str, Any] = dict(
-            users=self.users,
-            items=self.items,
-            catalog=self.catalog,
-            name=self.name,
-            timestamps=self.timestamps,
-            info=dict(self.info),
-            tie_seed=self.tie_seed,
-        )
+        args: dict[str, Any] = {
+            "users": self.users,
+            "items": self.items,
+            "catalog": self.catalog,
+            "name": self.name,
+            "timestamps": self.timestamps,
+            "info": dict(self.info),
+            "tie_seed": self.tie_seed,
+        }
         args.update(kw)
         cols = list(EVENT_SCHEMA) + [c for c in events.columns if c not in EVENT_SCHEMA and c != "_order"]
         return Dataset(events=_sorted(events.select(cols), args["tie_seed"]), **args)
@@ -286,7 +290,11 @@ def _sorted(ev: pl.DataFrame, tie_seed: int = 0) -> pl.DataFrame:
     if "_order" not in ev.columns:
         ev = ev.with_row_index("_order")
     key = tie_key(ev["user"].to_numpy(), ev["item"].to_numpy(), tie_seed)
-    return ev.with_columns(pl.Series("_tie", key, dtype=pl.UInt64)).sort(["user", "time", "_tie", "_order"]).drop("_tie", "_order")
+    return (
+        ev.with_columns(pl.Series("_tie", key, dtype=pl.UInt64))
+        .sort(["user", "time", "_tie", "_order"])
+        .drop("_tie", "_order")
+    )
 
 
 def _cast(df: pl.DataFrame, col: str, dtype: pl.DataType, source: str) -> pl.Expr:
@@ -295,7 +303,9 @@ def _cast(df: pl.DataFrame, col: str, dtype: pl.DataType, source: str) -> pl.Exp
     except Exception as exc:  # polars raises several error types for bad casts
         bad = df.select(pl.col(col).cast(dtype, strict=False).is_null() & pl.col(col).is_not_null())[col]
         row = int(np.argmax(bad.to_numpy())) if bad.any() else 0
-        raise DataError(f"{source}: column {col!r} row {row + 1}: value {df[col][row]!r} is not a valid {dtype}") from exc
+        raise DataError(
+            f"{source}: column {col!r} row {row + 1}: value {df[col][row]!r} is not a valid {dtype}"
+        ) from exc
     return pl.col(col).cast(dtype)
 
 
@@ -336,7 +346,8 @@ def _apply_duplicates(raw: pl.DataFrame, policy: Duplicates, source: str) -> tup
             first = dup.row(0, named=True)
             raise DataError(
                 f"{source}: {n - out.height} exact duplicate event(s), e.g. user {first['user']!r} item "
-                f"{first['item']!r} at row {first['_order'] + 1}; pass duplicates='drop_exact', 'first', 'last' or 'keep'"
+                f"{first['item']!r} at row {first['_order'] + 1}; "
+                "pass duplicates='drop_exact', 'first', 'last' or 'keep'"
             )
         return out, n - out.height
     if policy in ("first", "last"):

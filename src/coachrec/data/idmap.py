@@ -64,7 +64,7 @@ class IdMap:
         ser = pl.Series([r if isinstance(r, str) else str(r) for r in raw], dtype=pl.Utf8)
         out = ser.replace_strict(self._lookup_keys(), self._lookup_vals(), default=-1, return_dtype=pl.Int64).to_numpy()
         if unknown == "error" and (out < 0).any():
-            bad = [r for r, o in zip(raw, out) if o < 0][:5]
+            bad = [r for r, o in zip(raw, out, strict=False) if o < 0][:5]
             raise KeyError(f"{int((out < 0).sum())} unknown id(s), e.g. {bad}")
         if unknown == "drop":
             out = out[out >= 0]

@@ -226,7 +226,7 @@ class TitleIndex:
         return items
 
     def _by_year(self, items: list[int], year: int, slack: int) -> list[int]:
-        return [i for i in items if self.years[i] is not None and abs(self.years[i] - year) <= slack]  # type: ignore[operator]
+        return [i for i in items if (item_year := self.years[i]) is not None and abs(item_year - year) <= slack]
 
     def link(self, title: str, year: int | None = None) -> Link:
         """Link one title; `year` overrides a year written in the title. Keys are tried in
@@ -512,9 +512,7 @@ class MentionFinder:
         if ym:
             year = int(ym.group(1))
             dated = [c for c in items if self.index.years[c] == year] or [
-                c
-                for c in items
-                if self.index.years[c] is not None and abs(self.index.years[c] - year) <= 1  # type: ignore[operator]
+                c for c in items if (item_year := self.index.years[c]) is not None and abs(item_year - year) <= 1
             ]
             if not dated:
                 return None  # the title with a year the catalog does not have: another film

@@ -37,7 +37,9 @@ def _year_from_title(titles: pl.Expr) -> pl.Expr:
     return titles.str.extract(r"\((\d{4})\)\s*$", 1).cast(pl.Int32, strict=False)
 
 
-def load_movielens(path: str | Path, *, duplicates: Duplicates = "keep", name: str | None = None, tie_seed: int = 0) -> Dataset:
+def load_movielens(
+    path: str | Path, *, duplicates: Duplicates = "keep", name: str | None = None, tie_seed: int = 0
+) -> Dataset:
     """MovieLens latest (`ratings.csv`, `movies.csv`, `tags.csv`), 1M (`ratings.dat`,
     `movies.dat`, `::`-separated) or 100K (`u.data`, `u.item`). Value = rating.
 
@@ -60,7 +62,10 @@ def load_movielens(path: str | Path, *, duplicates: Duplicates = "keep", name: s
         catalog = movies.select(
             pl.col("movieId").alias("item"),
             pl.col("title"),
-            pl.col("genres").str.split("|").list.eval(pl.element().filter(pl.element() != "(no genres listed)")).alias("genres"),
+            pl.col("genres")
+            .str.split("|")
+            .list.eval(pl.element().filter(pl.element() != "(no genres listed)"))
+            .alias("genres"),
             _year_from_title(pl.col("title")).alias("year"),
         )
         if (folder / "tags.csv").exists():
@@ -96,13 +101,15 @@ def load_movielens(path: str | Path, *, duplicates: Duplicates = "keep", name: s
             "unknown", "Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary", "Drama",
             "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
         ]  # fmt: skip
-        items = _read_sep(item_p, ["movieId", "title", "release", "video", "url", *genre_names], "|", encoding="latin-1")
+        items = _read_sep(
+            item_p, ["movieId", "title", "release", "video", "url", *genre_names], "|", encoding="latin-1"
+        )
         catalog = items.select(
             pl.col("movieId").alias("item"),
             pl.col("title"),
-            pl.concat_list(
-                [pl.when(pl.col(g) == "1").then(pl.lit(g)).otherwise(pl.lit(None)) for g in genre_names[1:]]
-            ).list.drop_nulls().alias("genres"),
+            pl.concat_list([pl.when(pl.col(g) == "1").then(pl.lit(g)).otherwise(pl.lit(None)) for g in genre_names[1:]])
+            .list.drop_nulls()
+            .alias("genres"),
             _year_from_title(pl.col("title")).alias("year"),
         )
         fmt = "ml-100k"
@@ -136,7 +143,9 @@ def _read_sep(path: Path, names: list[str], sep: str, encoding: str = "utf8") ->
     return pl.DataFrame(rows, schema=names, orient="row")
 
 
-def load_sequences(path: str | Path, *, name: str | None = None, duplicates: Duplicates = "keep", tie_seed: int = 0) -> Dataset:
+def load_sequences(
+    path: str | Path, *, name: str | None = None, duplicates: Duplicates = "keep", tie_seed: int = 0
+) -> Dataset:
     """P5/SASRec-style file: one line per user, `user item1 item2 ...` in time order.
 
     There are no timestamps: `time` is the position in the sequence (`timestamps=False`), so
@@ -186,11 +195,24 @@ def load_csv(
     if not p.exists():
         raise DataError(f"{p}: no such file")
     df = _read_csv(p, separator=separator, infer_schema_length=10000)
-    return Dataset.from_frame(df, columns=columns, name=name or p.stem, duplicates=duplicates, time_format=time_format, source=str(p), tie_seed=tie_seed)
+    return Dataset.from_frame(
+        df,
+        columns=columns,
+        name=name or p.stem,
+        duplicates=duplicates,
+        time_format=time_format,
+        source=str(p),
+        tie_seed=tie_seed,
+    )
 
 
 def load_parquet(
-    path: str | Path, *, columns: dict[str, str] | None = None, name: str | None = None, duplicates: Duplicates = "keep", tie_seed: int = 0
+    path: str | Path,
+    *,
+    columns: dict[str, str] | None = None,
+    name: str | None = None,
+    duplicates: Duplicates = "keep",
+    tie_seed: int = 0,
 ) -> Dataset:
     p = Path(path)
     if not p.exists():
@@ -199,7 +221,9 @@ def load_parquet(
         df = pl.read_parquet(p)
     except Exception as exc:  # polars/arrow raise several error types for corrupt files
         raise DataError(f"{p}: cannot read as Parquet: {str(exc).splitlines()[0]}") from exc
-    return Dataset.from_frame(df, columns=columns, name=name or p.stem, duplicates=duplicates, source=str(p), tie_seed=tie_seed)
+    return Dataset.from_frame(
+        df, columns=columns, name=name or p.stem, duplicates=duplicates, source=str(p), tie_seed=tie_seed
+    )
 
 
 def load(path: str | Path, **kw: Any) -> Dataset:

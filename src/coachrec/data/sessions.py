@@ -12,7 +12,9 @@ def sessionize(ds: Dataset, gap_seconds: int = 30 * 60) -> Dataset:
 
     Session ids are global integers in (user, time) order. Needs real timestamps."""
     if not ds.timestamps:
-        raise ValueError(f"{ds.name}: has no timestamps (only an order), so it cannot be split into sessions by time gap")
+        raise ValueError(
+            f"{ds.name}: has no timestamps (only an order), so it cannot be split into sessions by time gap"
+        )
     if gap_seconds <= 0:
         raise ValueError(f"gap_seconds must be positive, got {gap_seconds}")
     ev = ds.events.with_columns(

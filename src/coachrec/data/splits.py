@@ -70,7 +70,15 @@ class Split:
         return EvalTask(users=users, histories=hist, targets=targets)
 
 
-def _split(ds: Dataset, train: pl.DataFrame, valid: pl.DataFrame, test: pl.DataFrame, split: str, kind: str, tags_before: int | pl.DataFrame) -> Split:
+def _split(
+    ds: Dataset,
+    train: pl.DataFrame,
+    valid: pl.DataFrame,
+    test: pl.DataFrame,
+    split: str,
+    kind: str,
+    tags_before: int | pl.DataFrame,
+) -> Split:
     """The three parts, named in `info`, sharing a catalog whose tags end at `tags_before`."""
     catalog = ds.catalog.visible_tags(tags_before) if ds.catalog is not None else None
     parts: dict[str, Dataset] = {}
@@ -86,15 +94,19 @@ def leave_one_out(ds: Dataset, min_events: int = 3) -> Split:
 
     Users with fewer than `min_events` events stay entirely in train. Tags end at each
     user's first held-out event (see the module docstring)."""
-    ev = ds.events.with_columns(
-        pl.int_range(pl.len()).over("user").alias("_pos"), pl.len().over("user").alias("_n")
-    )
+    ev = ds.events.with_columns(pl.int_range(pl.len()).over("user").alias("_pos"), pl.len().over("user").alias("_n"))
     eligible = pl.col("_n") >= min_events
     test = ev.filter(eligible & (pl.col("_pos") == pl.col("_n") - 1))
     valid = ev.filter(eligible & (pl.col("_pos") == pl.col("_n") - 2))
     train = ev.filter(~eligible | (pl.col("_pos") < pl.col("_n") - 2))
-    held = ev.filter(eligible & (pl.col("_pos") >= pl.col("_n") - 2)).group_by("user").agg(pl.col("time").min().alias("before"))
-    before = held.with_columns(user=pl.Series(ds.users.decode(held["user"].to_numpy()).astype(str).tolist(), dtype=pl.Utf8))
+    held = (
+        ev.filter(eligible & (pl.col("_pos") >= pl.col("_n") - 2))
+        .group_by("user")
+        .agg(pl.col("time").min().alias("before"))
+    )
+    before = held.with_columns(
+        user=pl.Series(ds.users.decode(held["user"].to_numpy()).astype(str).tolist(), dtype=pl.Utf8)
+    )
     drop = ["_pos", "_n"]
     return _split(ds, train.drop(drop), valid.drop(drop), test.drop(drop), "leave-one-out", "leave-one-out", before)
 
@@ -126,8 +138,8 @@ def by_session(ds: Dataset, test_fraction: float = 0.1, valid_fraction: float = 
     s = ds if "session" in ds.events.columns else sessionize(ds, gap_seconds)
     starts = s.events.group_by("session").agg(pl.col("time").min().alias("start")).sort(["start", "session"])
     n = starts.height
-    n_test = max(1, int(round(n * test_fraction)))
-    n_valid = int(round(n * valid_fraction))
+    n_test = max(1, round(n * test_fraction))
+    n_valid = round(n * valid_fraction)
     if n_test + n_valid >= n:
         raise ValueError(f"{ds.name}: only {n} sessions, too few for the requested fractions")
     order = starts["session"].to_numpy()
@@ -137,4 +149,12 @@ def by_session(ds: Dataset, test_fraction: float = 0.1, valid_fraction: float = 
     in_test = pl.col("session").is_in(test_ids.tolist())
     in_valid = pl.col("session").is_in(valid_ids.tolist())
     first_held = int(starts["start"][n - n_test - n_valid])
-    return _split(s, ev.filter(~in_test & ~in_valid), ev.filter(in_valid), ev.filter(in_test), "by-session", "by-session", first_held)
+    return _split(
+        s,
+        ev.filter(~in_test & ~in_valid),
+        ev.filter(in_valid),
+        ev.filter(in_test),
+        "by-session",
+        "by-session",
+        first_held,
+    )

@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from coachrec.data import Dataset, DataError, load as load_path, load_sequences
+from coachrec.data import DataError, Dataset, load_sequences
+from coachrec.data import load as load_path
 
 BUNDLED = Path(__file__).parent
 NAMES = ("ml-latest-small", "beauty")

@@ -30,8 +30,9 @@ MODELS: dict[str, str] = {
 def model_class(name: str) -> type[BaseRecommender]:
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
-    module, _, cls = MODELS[name].partition(":")
-    return getattr(importlib.import_module(module), cls)
+    module, _, qual = MODELS[name].partition(":")
+    cls: type[BaseRecommender] = getattr(importlib.import_module(module), qual)
+    return cls
 
 
 def config_fields(name: str) -> set[str]:

@@ -50,7 +50,11 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     k = min(k, n_items)
     if k <= 0:
         return np.zeros((*scores.shape[:-1], 0), dtype=np.int64)
-    part = np.argpartition(-scores, k - 1, axis=-1)[..., :k] if k < n_items else np.broadcast_to(np.arange(n_items), scores.shape).copy()
+    part = (
+        np.argpartition(-scores, k - 1, axis=-1)[..., :k]
+        if k < n_items
+        else np.broadcast_to(np.arange(n_items), scores.shape).copy()
+    )
     vals = np.take_along_axis(scores, part, axis=-1)
     order = np.lexsort((part, -vals), axis=-1)
     return np.take_along_axis(part, order, axis=-1)
@@ -83,7 +87,7 @@ class BaseRecommender:
         elif overrides:
             config = dataclasses.replace(config, **overrides)
         self.config = config
-        self.items: IdMap | None = None  # type: ignore[assignment]
+        self.items: IdMap | None = None
         self.users: IdMap | None = None
         self._hist_indptr = np.zeros(1, dtype=np.int64)
         self._hist_items = np.zeros(0, dtype=np.int64)
@@ -145,7 +149,8 @@ class BaseRecommender:
     @property
     def n_items(self) -> int:
         self._check_fitted()
-        return len(self.items)  # type: ignore[arg-type]
+        assert self.items is not None
+        return len(self.items)
 
     def fit(self, data: Dataset, valid: EvalTask | None = None) -> Self:
         """Fit on `data`. Models that stop early (SASRec, RUM, the hybrid's sequential part)
@@ -213,7 +218,11 @@ class BaseRecommender:
         scores = self.score(histories)
         if exclude_seen:
             rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
-            cols = np.concatenate([np.asarray(h, dtype=np.int64) for h in histories]) if len(histories) else np.zeros(0, np.int64)
+            cols = (
+                np.concatenate([np.asarray(h, dtype=np.int64) for h in histories])
+                if len(histories)
+                else np.zeros(0, np.int64)
+            )
             scores[rows, cols] = -np.inf
         idx = top_k(scores, k)
         return idx, np.take_along_axis(scores, idx, axis=1)
@@ -238,13 +247,17 @@ class BaseRecommender:
                 hist = self.user_history(self.users.index(user))
         ignored: list[str] = []
         if history is not None:
-            enc = self.items.encode(list(history), unknown="mask")  # type: ignore[union-attr]
-            ignored = [str(h) for h, e in zip(history, enc) if e < 0]
+            assert self.items is not None
+            enc = self.items.encode(list(history), unknown="mask")
+            ignored = [str(h) for h, e in zip(history, enc, strict=False) if e < 0]
             hist = np.concatenate([hist, enc[enc >= 0]])
         idx, sc = self.recommend_batch([hist], k=k, exclude_seen=exclude_seen)
         keep = np.isfinite(sc[0])
-        ids = self.items.decode(idx[0][keep])  # type: ignore[union-attr]
-        return Recommendations(items=[str(i) for i in ids], item_idx=idx[0][keep], scores=sc[0][keep], ignored_history=ignored)
+        assert self.items is not None
+        ids = self.items.decode(idx[0][keep])
+        return Recommendations(
+            items=[str(i) for i in ids], item_idx=idx[0][keep], scores=sc[0][keep], ignored_history=ignored
+        )
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
@@ -262,11 +275,13 @@ class BaseRecommender:
             "fit_info": self.fit_info,
         }
         state = dict(self._state())
-        state["__items"] = np.asarray(self.items.ids.astype(str))  # type: ignore[union-attr]
+        assert self.items is not None
+        state["__items"] = np.asarray(self.items.ids.astype(str))
         state["__users"] = np.asarray((self.users.ids if self.users is not None else np.zeros(0, object)).astype(str))
         state["__hist_indptr"] = self._hist_indptr
         state["__hist_items"] = self._hist_items
-        np.savez(out / "state.npz", **state)
+        # allow_pickle=True is savez's default, passed so mypy does not bind **state to it
+        np.savez(out / "state.npz", allow_pickle=True, **state)
         (out / "model.json").write_text(json.dumps(meta, indent=2))
         return out
 
@@ -294,9 +309,11 @@ def load(path: str | Path) -> BaseRecommender:
         raise FileNotFoundError(f"{folder}: not a saved coachrec model (no model.json)")
     meta = json.loads(meta_path.read_text())
     if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{folder}: saved with format {meta['format_version']}, newer than this coachrec ({FORMAT_VERSION})")
+        raise ValueError(
+            f"{folder}: saved with format {meta['format_version']}, newer than this coachrec ({FORMAT_VERSION})"
+        )
     module, _, qual = meta["class"].partition(":")
-    cls = getattr(importlib.import_module(module), qual)
+    cls: type[BaseRecommender] = getattr(importlib.import_module(module), qual)
     with np.load(folder / "state.npz", allow_pickle=False) as z:
         state = {k: z[k] for k in z.files}
     return cls._from_saved(meta, state)

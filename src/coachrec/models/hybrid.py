@@ -26,7 +26,8 @@ from coachrec.models.content import ContentModel
 def _znorm(x: np.ndarray) -> np.ndarray:
     mu = x.mean(axis=1, keepdims=True)
     sd = x.std(axis=1, keepdims=True)
-    return (x - mu) / np.where(sd > 0, sd, 1.0)
+    out: np.ndarray = (x - mu) / np.where(sd > 0, sd, 1.0)
+    return out
 
 
 @dataclass
@@ -47,7 +48,9 @@ class Hybrid(BaseRecommender):
     Config = HybridConfig
 
     @classmethod
-    def from_parts(cls, sequential: BaseRecommender, content: ContentModel, data: Dataset, weight: float = 0.3) -> Hybrid:
+    def from_parts(
+        cls, sequential: BaseRecommender, content: ContentModel, data: Dataset, weight: float = 0.3
+    ) -> Hybrid:
         """A hybrid over parts already fitted on `data` (no second training run)."""
         if sequential.items is not data.items or content.items is not data.items:
             raise ValueError("hybrid.from_parts: both parts must be fitted on `data` (same item map)")
@@ -100,6 +103,12 @@ class Hybrid(BaseRecommender):
             part = cls(cls.config_from_dict(meta["config"]))
             part.items, part.users = self.items, self.users
             part._hist_indptr, part._hist_items = self._hist_indptr, self._hist_items
-            part._set_state({k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + "/") and not k.endswith("/__meta")})
+            part._set_state(
+                {
+                    k[len(prefix) + 1 :]: v
+                    for k, v in state.items()
+                    if k.startswith(prefix + "/") and not k.endswith("/__meta")
+                }
+            )
             parts.append(part)
         self.sequential, self.content = parts

@@ -49,7 +49,11 @@ class ItemKNN(BaseRecommender):
             co = np.asarray((xt[lo:hi] @ x).todense(), dtype=np.float32)
             co[np.arange(hi - lo), np.arange(lo, hi)] = 0.0
             sim = co / np.maximum(np.power(n[lo:hi, None], a) * right[None, :] + self.config.shrink, 1e-12)
-            top = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < n_items else np.tile(np.arange(n_items), (hi - lo, 1))
+            top = (
+                np.argpartition(-sim, k - 1, axis=1)[:, :k]
+                if k < n_items
+                else np.tile(np.arange(n_items), (hi - lo, 1))
+            )
             v = np.take_along_axis(sim, top, axis=1)
             nz = v > 0
             rows.append(np.nonzero(nz)[0] + lo)
@@ -57,7 +61,9 @@ class ItemKNN(BaseRecommender):
             vals.append(v[nz])
         self.popularity = (n / max(n.max(), 1.0)).astype(np.float32)
         self.sim = sp.csr_matrix(
-            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_items, n_items), dtype=np.float32
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(n_items, n_items),
+            dtype=np.float32,
         )
 
     def _score(self, histories: list[np.ndarray]) -> np.ndarray:
@@ -83,7 +89,13 @@ class ItemKNN(BaseRecommender):
 
     def _state(self) -> dict[str, np.ndarray]:
         s = self.sim
-        return {"indptr": s.indptr, "indices": s.indices, "data": s.data, "shape": np.asarray(s.shape), "popularity": self.popularity}
+        return {
+            "indptr": s.indptr,
+            "indices": s.indices,
+            "data": s.data,
+            "shape": np.asarray(s.shape),
+            "popularity": self.popularity,
+        }
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         self.sim = sp.csr_matrix((state["data"], state["indices"], state["indptr"]), shape=tuple(state["shape"]))

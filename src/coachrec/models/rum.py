@@ -16,7 +16,8 @@ retraining: the paper's `p_u` is a free per-user vector; here it is the mean of 
 ("long-term") item embedding over the last `max_len` history items (FISM-style), which
 is zero for an empty history. Training uses every position of each user's most recent
 window (next-item targets), with softmax over the positive and shared negatives drawn by
-popularity ** `neg_alpha` with the logQ correction ("sampled-ce", default) or the paper's binary cross-entropy with one negative ("bce").
+popularity ** `neg_alpha` with the logQ correction ("sampled-ce", default) or the paper's
+binary cross-entropy with one negative ("bce").
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ class _RUMNet(nn.Module):
     def user_vectors(self, seq: torch.Tensor) -> torch.Tensor:
         """p_u after each position: mean long-term embedding of the items so far (B, L, d)."""
         count = (seq > 0).cumsum(1).clamp(min=1).unsqueeze(-1)
-        return self.drop(self.long(seq).cumsum(1) / count)
+        out: torch.Tensor = self.drop(self.long(seq).cumsum(1) / count)
+        return out
 
     def item_memory(self, seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The last `slots` items up to each position: windows (B, L, K) of item+1, 0 = empty."""
@@ -79,7 +81,8 @@ class _RUMNet(nn.Module):
             wt = w[:, t, :, None]
             mem = mem * (1 - wt * e[:, t, None, :]) + wt * a[:, t, None, :]
             states.append(mem)
-        return self.drop(torch.stack(states, dim=1))
+        out: torch.Tensor = self.drop(torch.stack(states, dim=1))
+        return out
 
     # -------------------------------------------------------------- reads
     @staticmethod
@@ -115,7 +118,8 @@ class _RUMNet(nn.Module):
                 read = (torch.softmax(att.masked_fill(~mask, float("-inf")), dim=-1).nan_to_num(0.0) * att).sum(-1)
         else:
             read = self.feature_read_scores(self.feature_memory(seq)[where], q, shared)
-        return base + self.alpha * read
+        out: torch.Tensor = base + self.alpha * read
+        return out
 
     def final_state(self, seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """User vector (B, d), memory (B, K, d) and slot mask (B, K) after the whole sequence."""
@@ -131,7 +135,8 @@ class RUMConfig:
     """`memory`: "item" or "feature"; `slots`: memory size K; `alpha`: weight of the memory
     read in the merge `p_u + alpha * read`; `max_len`: history window (for training rows
     and the long-term user vector). `loss`: "sampled-ce" (softmax over the positive and
-    `n_negatives` shared negatives drawn by popularity ** `neg_alpha`, logQ-corrected) or "bce" (paper: one negative per positive).
+    `n_negatives` shared negatives drawn by popularity ** `neg_alpha`, logQ-corrected) or "bce"
+    (paper: one negative per positive).
     Early stopping as in SASRec: `fit(train, valid=split.task("valid"))`."""
 
     memory: str = "item"
@@ -182,8 +187,8 @@ class RUM(BaseRecommender):
             raise ValueError(f"{self.name}: no user has two or more events to learn a next item from")
         inp_t, tgt_t = torch.from_numpy(inp), torch.from_numpy(tgt)
         # sampled-ce proposal: popularity ** neg_alpha over item+1 (0 = padding, never drawn)
-        q = np.concatenate([[0.0], np.power(data.item_popularity() + 1.0, c.neg_alpha)])
-        q = torch.from_numpy(q / q.sum())
+        pop = np.concatenate([[0.0], np.power(data.item_popularity() + 1.0, c.neg_alpha)])
+        q = torch.from_numpy(pop / pop.sum())
         logq = torch.log(q.clamp(min=1e-30)).float()
 
         def batch_loss(b: np.ndarray) -> torch.Tensor:
@@ -236,9 +241,13 @@ class RUM(BaseRecommender):
         largest first ("recommended because of item X")."""
         self._check_fitted()
         if self.config.memory != "item":
-            raise ValueError(f"{self.name}: explanations by item need the item-level memory (memory='item'); feature slots are latent")
-        enc = self.items.encode(list(history), unknown="drop")  # type: ignore[union-attr]
-        target = self.items.index(item)  # type: ignore[union-attr]
+            raise ValueError(
+                f"{self.name}: explanations by item need the item-level memory (memory='item'); "
+                "feature slots are latent"
+            )
+        assert self.items is not None
+        enc = self.items.encode(list(history), unknown="drop")
+        target = self.items.index(item)
         mem_items = enc[-self.config.slots :]
         if len(mem_items) == 0:
             return []
@@ -252,7 +261,7 @@ class RUM(BaseRecommender):
         for i, wt in zip(mem_items.tolist(), weights.tolist(), strict=True):
             totals[i] = totals.get(i, 0.0) + wt
         ranked = sorted(totals.items(), key=lambda kv: -kv[1])
-        return [(str(self.items.decode([i])[0]), float(wt)) for i, wt in ranked]  # type: ignore[union-attr]
+        return [(str(self.items.decode([i])[0]), float(wt)) for i, wt in ranked]
 
     def _state(self) -> dict[str, np.ndarray]:
         return {k: v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}

@@ -67,7 +67,9 @@ class _FullSoftmaxCE(torch.autograd.Function):
     per batch (each would cost page faults): about half the time of the plain version."""
 
     @staticmethod
-    def forward(ctx: Any, h: torch.Tensor, weight: torch.Tensor, y: torch.Tensor, workspace: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx: Any, h: torch.Tensor, weight: torch.Tensor, y: torch.Tensor, workspace: torch.Tensor
+    ) -> torch.Tensor:
         n, chunk = h.shape[0], 64
         grad = workspace[: n * weight.shape[0]].view(n, weight.shape[0])
         grad_h = torch.empty_like(h)
@@ -97,14 +99,17 @@ class _FullSoftmaxCE(torch.autograd.Function):
         return grad_h * scale, grad_w * scale, None, None
 
 
-def full_softmax_ce(h: torch.Tensor, weight: torch.Tensor, y: torch.Tensor, workspace: list[torch.Tensor]) -> torch.Tensor:
+def full_softmax_ce(
+    h: torch.Tensor, weight: torch.Tensor, y: torch.Tensor, workspace: list[torch.Tensor]
+) -> torch.Tensor:
     """`cross_entropy(h @ weight.T, y)`; `workspace` holds one reusable buffer (grown on demand)."""
     if not (h.requires_grad or weight.requires_grad):
         return nn.functional.cross_entropy(h @ weight.t(), y)
     need = h.shape[0] * weight.shape[0]
     if not workspace or workspace[0].numel() < need:
         workspace[:] = [torch.empty(int(need * 1.25), dtype=h.dtype)]
-    return _FullSoftmaxCE.apply(h, weight, y, workspace[0])
+    out: torch.Tensor = _FullSoftmaxCE.apply(h, weight, y, workspace[0])  # type: ignore[no-untyped-call]  # torch leaves Function.apply unannotated
+    return out
 
 
 # ---------------------------------------------------------------------- network
@@ -114,7 +119,9 @@ class _Block(nn.Module):
         self.ln_attn = nn.LayerNorm(dim, eps=1e-8)
         self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
         self.ln_ff = nn.LayerNorm(dim, eps=1e-8)
-        self.ff = nn.Sequential(nn.Linear(dim, dim), nn.Dropout(dropout), nn.ReLU(), nn.Linear(dim, dim), nn.Dropout(dropout))
+        self.ff = nn.Sequential(
+            nn.Linear(dim, dim), nn.Dropout(dropout), nn.ReLU(), nn.Linear(dim, dim), nn.Dropout(dropout)
+        )
 
     def forward(self, x: torch.Tensor, causal: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         q = self.ln_attn(x)
@@ -152,7 +159,8 @@ class _SASRecNet(nn.Module):
         mask = blocked.repeat_interleave(self.heads, dim=0)
         for block in self.blocks:
             x = block(x, mask, keep)
-        return self.ln(x)
+        out: torch.Tensor = self.ln(x)
+        return out
 
 
 # ---------------------------------------------------------------------- model
@@ -208,8 +216,8 @@ class SASRec(BaseRecommender):
             raise ValueError("sasrec: no user has two or more events to learn a next item from")
         inp_t, tgt_t = torch.from_numpy(inp), torch.from_numpy(tgt)
         # sampled-ce proposal: popularity ** neg_alpha over item+1 (0 = padding, never drawn)
-        q = np.concatenate([[0.0], np.power(data.item_popularity() + 1.0, c.neg_alpha)])
-        q = torch.from_numpy(q / q.sum())
+        pop = np.concatenate([[0.0], np.power(data.item_popularity() + 1.0, c.neg_alpha)])
+        q = torch.from_numpy(pop / pop.sum())
         logq = torch.log(q.clamp(min=1e-30)).float()
 
         def batch_loss(b: np.ndarray) -> torch.Tensor:

@@ -139,7 +139,7 @@ def adam_epochs(
         for b in bucket_batches(lengths, c.batch_size, rng):
             loss = batch_loss(b)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
             opt.step()
             total += float(loss.detach()) * len(b)
         return total / len(lengths), events
