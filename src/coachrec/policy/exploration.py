@@ -36,7 +36,8 @@ class Exploration:
 class Explorer(Protocol):
     """Chooses the k shown items from a ranked pool and reports each choice's propensity."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def explore(self, n_candidates: int, k: int, key: str) -> Exploration:
         """`n_candidates` are ranked best first; `key` (the request id) seeds the randomness."""

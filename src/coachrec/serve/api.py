@@ -43,7 +43,9 @@ def api_key_guard(key: str | None) -> Callable[..., None]:
     def require_key(x_api_key: str | None = Header(None), authorization: str | None = Header(None)) -> None:
         if key is None:
             return
-        given = x_api_key or (authorization[7:] if authorization and authorization.lower().startswith("bearer ") else None)
+        given = x_api_key or (
+            authorization[7:] if authorization and authorization.lower().startswith("bearer ") else None
+        )
         if given is None:
             raise HTTPException(401, "missing API key: send X-API-Key or Authorization: Bearer")
         if not hmac.compare_digest(given.encode(), key.encode()):
@@ -72,17 +74,38 @@ def serve_router(service: Service, require_key: Callable[..., None]) -> APIRoute
         items = [
             ItemOut(item=i, title=t, score=s, reason=r, position=p, explored=e, propensity=q)
             for p, (i, t, s, r, e, q) in enumerate(
-                zip(result.items, result.titles, result.scores, result.reasons, result.explored, result.propensity)
+                zip(
+                    result.items,
+                    result.titles,
+                    result.scores,
+                    result.reasons,
+                    result.explored,
+                    result.propensity,
+                    strict=False,
+                )
             )
         ]
-        return RecommendOut(request_id=result.request_id, trace_id=result.trace_id, k=result.k, items=items,
-                            note=result.note, ignored_history=result.ignored_history)
+        return RecommendOut(
+            request_id=result.request_id,
+            trace_id=result.trace_id,
+            k=result.k,
+            items=items,
+            note=result.note,
+            ignored_history=result.ignored_history,
+        )
 
     @router.post("/v1/feedback", response_model=FeedbackOut, dependencies=[Depends(require_key)])
     def feedback(body: FeedbackIn, background: BackgroundTasks) -> FeedbackOut:
         events = [
-            FeedbackEvent(e.request_id, e.item, e.kind, e.position, e.value, e.user_id,
-                          None if e.time is None else int(e.time * 1e9))
+            FeedbackEvent(
+                e.request_id,
+                e.item,
+                e.kind,
+                e.position,
+                e.value,
+                e.user_id,
+                None if e.time is None else int(e.time * 1e9),
+            )
             for e in body.events
         ]
         ids = service.record_feedback(events)  # committed to disk before we answer
@@ -118,9 +141,17 @@ def serve_router(service: Service, require_key: Callable[..., None]) -> APIRoute
             "request_id": spans[0].request_id,
             "spans": [
                 {
-                    "span_id": s.span_id, "parent_span_id": s.parent_span_id, "name": s.name, "kind": s.kind,
-                    "start_ns": s.start_ns, "duration_ms": s.duration_ns / 1e6, "status": s.status, "error": s.error,
-                    "input": s.input_value(), "output": s.output_value(), "attributes": s.attribute_dict(),
+                    "span_id": s.span_id,
+                    "parent_span_id": s.parent_span_id,
+                    "name": s.name,
+                    "kind": s.kind,
+                    "start_ns": s.start_ns,
+                    "duration_ms": s.duration_ns / 1e6,
+                    "status": s.status,
+                    "error": s.error,
+                    "input": s.input_value(),
+                    "output": s.output_value(),
+                    "attributes": s.attribute_dict(),
                     "metrics": {m["name"]: m["value"] for m in metrics if m["span_id"] == s.span_id},
                 }
                 for s in spans

@@ -43,8 +43,9 @@ class ServingCatalog:
         idx = np.asarray(idx, dtype=np.int64)
         valid = (idx >= 0) & (idx < len(self.ids))
         if valid.all():
-            return self.ids[idx].tolist()
-        return [self.ids[i] if ok else f"<invalid:{i}>" for i, ok in zip(idx.tolist(), valid.tolist())]
+            decoded: list[str] = self.ids[idx].tolist()
+            return decoded
+        return [self.ids[i] if ok else f"<invalid:{i}>" for i, ok in zip(idx.tolist(), valid.tolist(), strict=False)]
 
 
 @dataclass
@@ -115,7 +116,8 @@ def _nullable(values: np.ndarray) -> list[float | None]:
     """Rounded floats with NaN as None (JSON has no NaN)."""
     out = np.round(values.astype(np.float64), 6).astype(object)
     out[np.isnan(values)] = None
-    return out.tolist()
+    rows: list[float | None] = out.tolist()
+    return rows
 
 
 Speaker = Literal["seeker", "recommender"]

@@ -73,9 +73,7 @@ class Relevance:
         return f"click | thumbs_up | watch>={self.min_watch} | rating>={self.min_rating}"
 
     def sql(self) -> str:
-        return (
-            "kind IN ('click', 'thumbs_up') OR (kind = 'watch' AND value >= ?) OR (kind = 'rating' AND value >= ?)"
-        )
+        return "kind IN ('click', 'thumbs_up') OR (kind = 'watch' AND value >= ?) OR (kind = 'rating' AND value >= ?)"
 
     def params(self) -> list[float]:
         return [self.min_watch, self.min_rating]
@@ -103,17 +101,19 @@ class FeedbackLog:
         """Store events in one committed transaction; returns their ids once durable."""
         now = time.time_ns()
         ids = [uuid.uuid4().hex for _ in events]
-        table = pa.table({
-            "event_id": pa.array(ids, pa.string()),
-            "request_id": pa.array([e.request_id for e in events], pa.string()),
-            "user_id": pa.array([e.user_id for e in events], pa.string()),
-            "item": pa.array([e.item for e in events], pa.string()),
-            "kind": pa.array([e.kind for e in events], pa.string()),
-            "position": pa.array([e.position for e in events], pa.int32()),
-            "value": pa.array([e.value for e in events], pa.float64()),
-            "time_ns": pa.array([e.time_ns if e.time_ns is not None else now for e in events], pa.int64()),
-            "received_ns": pa.array([now] * len(events), pa.int64()),
-        })
+        table = pa.table(
+            {
+                "event_id": pa.array(ids, pa.string()),
+                "request_id": pa.array([e.request_id for e in events], pa.string()),
+                "user_id": pa.array([e.user_id for e in events], pa.string()),
+                "item": pa.array([e.item for e in events], pa.string()),
+                "kind": pa.array([e.kind for e in events], pa.string()),
+                "position": pa.array([e.position for e in events], pa.int32()),
+                "value": pa.array([e.value for e in events], pa.float64()),
+                "time_ns": pa.array([e.time_ns if e.time_ns is not None else now for e in events], pa.int64()),
+                "received_ns": pa.array([now] * len(events), pa.int64()),
+            }
+        )
         cur = self._cursor()
         cur.register("_feedback_batch", table)
         try:
@@ -141,11 +141,15 @@ class FeedbackLog:
 
     def engaged_items(self, request_id: str, relevance: Relevance) -> list[str]:
         """Items of a request the user engaged with, in order of first engagement."""
-        rows = self._cursor().execute(
-            f"SELECT item FROM serve_feedback WHERE request_id = ? AND ({relevance.sql()}) "
-            "GROUP BY item ORDER BY min(time_ns), item",
-            [request_id, *relevance.params()],
-        ).fetchall()
+        rows = (
+            self._cursor()
+            .execute(
+                f"SELECT item FROM serve_feedback WHERE request_id = ? AND ({relevance.sql()}) "
+                "GROUP BY item ORDER BY min(time_ns), item",
+                [request_id, *relevance.params()],
+            )
+            .fetchall()
+        )
         return [r[0] for r in rows]
 
     def count(self) -> int:

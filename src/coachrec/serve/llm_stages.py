@@ -68,7 +68,11 @@ class TierBackends:
         cache = ResponseCache(Path(config.cache)) if config.cache else ResponseCache()
         llama = LlamaCppConfig(n_ctx=config.n_ctx)
         specs = {"small": config.small, "escalate": config.escalate}
-        return cls({tier: (lambda s=spec: load_backend(s, llama=llama, cache=cache)) for tier, spec in specs.items() if spec})
+
+        def loader(spec: str) -> Callable[[], LLMBackend]:
+            return lambda: load_backend(spec, llama=llama, cache=cache)
+
+        return cls({tier: loader(spec) for tier, spec in specs.items() if spec})
 
     @property
     def tiers(self) -> set[str]:
@@ -127,8 +131,13 @@ class LLMRerank:
         # router then treats the request as it would one without text (rerank only if unsure)
         understood = intent is not None and intent.confidence >= self.understood_confidence
         route = self.router.route(signals(candidates.score[:head], len(ctx.history), None if understood else request))
-        span.set_attributes({"router.tier": route.tier, "router.reason": route.reason,
-                             **{f"router.{k}": v for k, v in route.signals.as_dict().items()}})
+        span.set_attributes(
+            {
+                "router.tier": route.tier,
+                "router.reason": route.reason,
+                **{f"router.{k}": v for k, v in route.signals.as_dict().items()},
+            }
+        )
         if intent is not None:
             span.set_attribute("router.understood", understood)
         if route.tier == "none":
@@ -136,13 +145,15 @@ class LLMRerank:
         titles = ctx.catalog.titles
         names = ctx.catalog.index.genre_names
         rows = ctx.catalog.index.genres[candidates.idx[:head]]
-        texts = [candidate_text(str(titles[i]), [names[g] for g in np.flatnonzero(r) if not names[g].startswith("(")])
-                 for i, r in zip(candidates.idx[:head].tolist(), rows)]
+        texts = [
+            candidate_text(str(titles[i]), [names[g] for g in np.flatnonzero(r) if not names[g].startswith("(")])
+            for i, r in zip(candidates.idx[:head].tolist(), rows, strict=False)
+        ]
         history = [str(t) for t in titles[ctx.history[-self.config.max_history :]]] if self.config.max_history else []
         with ctx.tracer.span(f"llm.{route.tier}", kind=SpanKind.LLM) as call:
             try:
                 reranker = self._reranker(route.tier)
-                result = reranker.rerank(history, texts, candidates.score[:head], request)
+                result = reranker.rerank(history, texts, candidates.score[:head].tolist(), request)
             except LLMError as exc:
                 call.record_exception(exc)
                 span.set_attribute("llm.fallback", "retriever order kept: " + str(exc))
@@ -156,7 +167,9 @@ class LLMRerank:
             call.set_attribute("history_used", result.history_used)
             if call.recording:
                 call.set_input({"prompt": result.prompt})
-                call.set_output({"order": result.order[:head].tolist(), "logprobs": np.round(result.llm_logprobs, 4).tolist()})
+                call.set_output(
+                    {"order": result.order[:head].tolist(), "logprobs": np.round(result.llm_logprobs, 4).tolist()}
+                )
         out = candidates.take(np.concatenate([result.order, np.arange(len(result.order), len(candidates))]))
         out.score = out.score.copy()
         out.score[:head] = np.sort(candidates.score[:head])[::-1]
@@ -178,7 +191,13 @@ class GroundedExplain:
 
     kind = SpanKind.TOOL
 
-    def __init__(self, explainer: GroundedExplainer, retrieve: Retrieve | None = None, use_llm: bool = False, name: str = "explain") -> None:
+    def __init__(
+        self,
+        explainer: GroundedExplainer,
+        retrieve: Retrieve | None = None,
+        use_llm: bool = False,
+        name: str = "explain",
+    ) -> None:
         self.explainer = explainer
         self.models: dict[str, BaseRecommender] = {}
         for r in retrieve.retrievers if retrieve is not None else []:
@@ -198,14 +217,23 @@ class GroundedExplain:
             for row in np.flatnonzero(candidates.explored):
                 reasons[row] = "something new: shown to explore beyond your usual picks"
         unsupported = [
-            {"item": ctx.catalog.decode(np.array([e.item]))[0], "claims": [f"{c.kind}:{c.value}" for c in e.unsupported], "action": e.source}
-            for e in explanations if e.unsupported
+            {
+                "item": ctx.catalog.decode(np.array([e.item]))[0],
+                "claims": [f"{c.kind}:{c.value}" for c in e.unsupported],
+                "action": e.source,
+            }
+            for e in explanations
+            if e.unsupported
         ]
         flagged = [e for row, e in enumerate(explanations) if e.source == "llm-flagged" and reasons[row] == e.text]
-        span.set_attributes({
-            "explain.sources": {s: sum(e.source == s for e in explanations) for s in {e.source for e in explanations}},
-            "faithfulness.unsupported": len(unsupported),
-        })
+        span.set_attributes(
+            {
+                "explain.sources": {
+                    s: sum(e.source == s for e in explanations) for s in {e.source for e in explanations}
+                },
+                "faithfulness.unsupported": len(unsupported),
+            }
+        )
         if unsupported:
             span.set_attribute("faithfulness.claims", unsupported)
         if flagged:
@@ -237,14 +265,16 @@ class GroundedExplain:
                         out[item] = int(history[top[j]])
             elif getattr(getattr(model, "config", None), "memory", None) == "item" and hasattr(model, "explain"):
                 raw_history = ctx.catalog.decode(history)
-                for item, raw in zip(idx.tolist(), ctx.catalog.decode(idx)):
+                for item, raw in zip(idx.tolist(), ctx.catalog.decode(idx), strict=False):
                     weights = model.explain(raw_history, raw)
                     if weights:
                         out[item] = int(ctx.catalog.items.encode([weights[0][0]])[0])
         return out
 
 
-def attach_llm(pipeline: Pipeline, catalog: Catalog, config: LLMServeConfig | None = None, backends: TierBackends | None = None) -> TierBackends:
+def attach_llm(
+    pipeline: Pipeline, catalog: Catalog, config: LLMServeConfig | None = None, backends: TierBackends | None = None
+) -> TierBackends:
     """Insert the LLM reranker after the constraint filter and swap in the grounded explainer.
 
     `catalog` is the data catalog the pipeline serves (realigned to the models' items here).
@@ -253,7 +283,9 @@ def attach_llm(pipeline: Pipeline, catalog: Catalog, config: LLMServeConfig | No
     backends = backends or TierBackends.from_config(config)
     names = [s.name for s in pipeline.stages]
     if "policy.constraints" not in names or "explain" not in names:
-        raise ValueError(f"attach_llm needs the standard stages 'policy.constraints' and 'explain'; the pipeline has {names}")
+        raise ValueError(
+            f"attach_llm needs the standard stages 'policy.constraints' and 'explain'; the pipeline has {names}"
+        )
     router = Router(replace(config.router, escalation=config.router.escalation and "escalate" in backends.tiers))
     rerank = LLMRerank(backends, router, config.rerank, config.prices)
     items = pipeline.catalog.items

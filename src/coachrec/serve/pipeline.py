@@ -28,12 +28,11 @@ from coachrec.models import BaseRecommender
 from coachrec.policy import Constraints, EpsilonGreedy
 from coachrec.serve.candidates import Candidates, RequestContext, RequestText, ServingCatalog, Turn, as_turns, flatten
 from coachrec.serve.retrievers import RecommenderRetriever, Retriever, ScoresRetriever
-from coachrec.serve.semantic import QueryEncoderName, SemanticRetriever
+from coachrec.serve.semantic import MentionedRetriever, QueryEncoderName, SemanticRetriever
 from coachrec.serve.stages import BlendRanker, ConstraintFilter, Diversify, Explain, Explore, Guardrail, Retrieve, Stage
 from coachrec.serve.understanding import IntentParser, IntentRetriever, Understand, popularity_of
 from coachrec.tracing import NoopSpan, SpanKind, Tracer
 from coachrec.tracing.model import new_trace_id
-
 
 _SCORED_KINDS = (SpanKind.RETRIEVER, SpanKind.RANKER)
 """Spans of these kinds also record each retriever's score per item (what the ranker blended)."""
@@ -100,7 +99,8 @@ class PipelineConfig:
     epsilon-greedy exploration (0 = off).
 
     Reading text: `understand` adds the `understand` stage and the `intent` retriever;
-    `semantic` the `semantic` retriever (`query_encoder`: "static" or "full"); `text_weights`:
+    `semantic` the `semantic` retriever (`query_encoder`: "static" or "full") and, with
+    `understand`, the `mentioned` one (items whose text is close to the titles named); `text_weights`:
     the blend for requests with text (learned: `Stack.learn_blend`); `scores`: names of
     signals handed in per request (`RequestContext.scores`, offline), each a `ScoresRetriever`."""
 
@@ -121,13 +121,22 @@ class PipelineConfig:
 
     def text_retriever_names(self) -> tuple[str, ...]:
         """The retrievers these settings add after the models' own, in order."""
-        return (*(("intent",) if self.understand else ()), *(("semantic",) if self.semantic else ()), *self.scores)
+        names: tuple[str, ...] = ("intent",) if self.understand else ()
+        if self.semantic:
+            names += ("semantic", "mentioned") if self.understand else ("semantic",)
+        return (*names, *self.scores)
 
 
 class Pipeline:
     """Composable stages run in order inside one trace per request."""
 
-    def __init__(self, catalog: ServingCatalog, stages: Sequence[Stage], models: Sequence[BaseRecommender], tracer: Tracer | None = None) -> None:
+    def __init__(
+        self,
+        catalog: ServingCatalog,
+        stages: Sequence[Stage],
+        models: Sequence[BaseRecommender],
+        tracer: Tracer | None = None,
+    ) -> None:
         if not models:
             raise ValueError("a pipeline needs at least one fitted model (for user histories)")
         self.catalog = catalog
@@ -167,7 +176,10 @@ class Pipeline:
             before.append(Understand(parser))
             rets.append(IntentRetriever(parser, serving, popularity_of(models, len(serving)), config.candidates))
         if config.semantic:
-            rets.append(SemanticRetriever(serving.data, config.candidates, query_encoder_name=config.query_encoder))
+            semantic = SemanticRetriever(serving.data, config.candidates, query_encoder_name=config.query_encoder)
+            rets.append(semantic)
+            if config.understand:  # the titles the understand stage found, by their text
+                rets.append(MentionedRetriever(semantic, config.candidates))
         rets += [ScoresRetriever(name, config.candidates) for name in config.scores]
         stages: list[Stage] = [
             *before,
@@ -268,7 +280,7 @@ class Pipeline:
         ignored: list[str] = []
         if request.history:
             enc = self.catalog.items.encode(list(request.history), unknown="mask")
-            ignored = [str(h) for h, e in zip(request.history, enc) if e < 0]
+            ignored = [str(h) for h, e in zip(request.history, enc, strict=False) if e < 0]
             hist = np.concatenate([hist, enc[enc >= 0]])
         return hist.astype(np.int64), ignored
 
@@ -284,8 +296,16 @@ class Pipeline:
             history, ignored = self.history_of(request)
             allowed = self.catalog.index.mask(request.constraints, history)
             ctx = RequestContext(
-                request_id, request.user_id, history, request.k, request.constraints, allowed,
-                self.catalog, self.tracer, flatten(turns), turns=turns,
+                request_id,
+                request.user_id,
+                history,
+                request.k,
+                request.constraints,
+                allowed,
+                self.catalog,
+                self.tracer,
+                flatten(turns),
+                turns=turns,
             )
             candidates = Candidates.empty()
             recorded: dict[str, Any] | None = None  # the previous stage's output is this one's input
@@ -293,7 +313,11 @@ class Pipeline:
                 with self.tracer.span(stage.name, kind=stage.kind) as span:
                     sources = stage.kind in _SCORED_KINDS
                     if span.recording and len(candidates):
-                        span.set_input(recorded if recorded is not None and not sources else candidates.trace(self.catalog, sources=sources))
+                        span.set_input(
+                            recorded
+                            if recorded is not None and not sources
+                            else candidates.trace(self.catalog, sources=sources)
+                        )
                     candidates = stage(ctx, candidates, span)
                     if span.recording and not getattr(stage, "own_output", False):
                         recorded = candidates.trace(self.catalog, sources=sources)
@@ -308,11 +332,15 @@ class Pipeline:
         note = None
         if len(c) < ctx.k:
             if n_allowed < ctx.k:
-                note = (f"returned {len(c)} of the {ctx.k} items asked for: the constraints allow only "
-                        f"{n_allowed} of the catalog's {len(self.catalog)} items")
+                note = (
+                    f"returned {len(c)} of the {ctx.k} items asked for: the constraints allow only "
+                    f"{n_allowed} of the catalog's {len(self.catalog)} items"
+                )
             else:
-                note = (f"returned {len(c)} of the {ctx.k} items asked for: the retrievers found only "
-                        f"{len(c)} items satisfying the constraints for this history")
+                note = (
+                    f"returned {len(c)} of the {ctx.k} items asked for: the retrievers found only "
+                    f"{len(c)} items satisfying the constraints for this history"
+                )
         n = len(c)
         return RecommendResult(
             request_id=ctx.request_id,
@@ -322,7 +350,9 @@ class Pipeline:
             scores=np.round(c.score, 6).tolist(),
             reasons=c.reasons if c.reasons is not None else [""] * n,
             explored=c.explored.tolist() if c.explored is not None else [False] * n,
-            propensity=[None if np.isnan(p) else round(float(p), 6) for p in c.propensity] if c.propensity is not None else [None] * n,
+            propensity=[None if np.isnan(p) else round(float(p), 6) for p in c.propensity]
+            if c.propensity is not None
+            else [None] * n,
             k=ctx.k,
             note=note,
             allowed_in_catalog=n_allowed,

@@ -64,7 +64,7 @@ class RecommenderRetriever:
         return [f"recommended by {self.name}"] * len(idx)
 
     def _similar_to(self, ctx: RequestContext, idx: np.ndarray) -> list[str]:
-        """"similar to <the history item most similar to it>" for each item (recent history)."""
+        """ "similar to <the history item most similar to it>" for each item (recent history)."""
         assert self._into is not None
         history = ctx.history[-50:]  # the recent past explains best, and bounds the cost
         position = np.full(self._into.shape[0], -1, dtype=np.int64)

@@ -29,7 +29,9 @@ class ConstraintsIn(BaseModel):
     require_genres: list[str] = Field(default_factory=list, description="show only items with at least one of these")
     require_all_genres: bool = Field(False, description="items must have every required genre")
     exclude_genres: list[str] = Field(default_factory=list, description="never show items with any of these")
-    ranges: dict[str, RangeIn] = Field(default_factory=dict, description='numeric attribute ranges, e.g. {"year": {"min": 1990}}')
+    ranges: dict[str, RangeIn] = Field(
+        default_factory=dict, description='numeric attribute ranges, e.g. {"year": {"min": 1990}}'
+    )
     exclude_seen: bool = Field(True, description="never show items already in the user's history")
     exclude_items: list[str] = Field(default_factory=list, description="item ids never to show")
 
@@ -62,7 +64,9 @@ _TURNS = TypeAdapter(list[TurnIn])
 class RecommendIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     user_id: str | None = Field(None, min_length=1, description="a known user; or give history")
-    history: list[str] | None = Field(None, max_length=10_000, description="item ids the user engaged with, oldest first")
+    history: list[str] | None = Field(
+        None, max_length=10_000, description="item ids the user engaged with, oldest first"
+    )
     k: int = Field(10, ge=1, le=100, description="how many items to return")
     constraints: ConstraintsIn = Field(default_factory=ConstraintsIn)
     context: str | list[TurnIn] | None = Field(
@@ -87,7 +91,9 @@ class RecommendIn(BaseModel):
             _TURNS.validate_python(context)
         except ValidationError as exc:
             details = [
-                InitErrorDetails(type=PydanticCustomError(e["type"], e["msg"]), loc=("context", *e["loc"]), input=e["input"])
+                InitErrorDetails(
+                    type=PydanticCustomError(e["type"], e["msg"]), loc=("context", *e["loc"]), input=e["input"]
+                )
                 for e in exc.errors()
             ]
             raise ValidationError.from_exception_data(cls.__name__, details) from None

@@ -393,3 +393,62 @@ class SemanticRetriever:
             words = words[-60:].split(" ", 1)[-1]
         text = f'close to what you asked for ("{words}")' if words else "close to what you asked for"
         return [text] * len(idx)
+
+
+class MentionedRetriever:
+    """Items whose text is closest to the titles the request names: the recency-weighted mean
+    of the named titles' embeddings (the last named weighs most) against every item's, the
+    same item embeddings as `SemanticRetriever`. Unlike item-kNN it needs no interactions, so
+    a title named in a conversation finds neighbours among items nobody has rated together.
+    A request naming no title (or without the `understand` stage) retrieves nothing."""
+
+    name = "mentioned"
+
+    def __init__(self, semantic: SemanticRetriever, n: int = 200, recency: float = 0.8) -> None:
+        if n < 1:
+            raise ValueError(f"a retriever needs n >= 1 candidates, got {n}")
+        self.semantic = semantic
+        self.n = n
+        self.recency = recency
+
+    def _scores(self, ctx: RequestContext) -> np.ndarray | None:
+        cached: np.ndarray | None = ctx.attributes.get("mentioned.scores")
+        if cached is not None:
+            return cached
+        named = ctx.intent.liked if ctx.intent is not None else []
+        if not named:
+            return None
+        emb = self.semantic.item_embeddings()
+        w = np.power(self.recency, np.arange(len(named))[::-1], dtype=np.float64).astype(np.float32)
+        v = w @ emb[np.asarray(named, dtype=np.int64)]
+        norm = float(np.linalg.norm(v))
+        if norm == 0:
+            return None
+        scores: np.ndarray = np.asarray(emb @ (v / norm).astype(np.float32), dtype=np.float64)
+        ctx.attributes["mentioned.scores"] = scores
+        return scores
+
+    def retrieve(self, ctx: RequestContext) -> tuple[np.ndarray, np.ndarray]:
+        scores = self._scores(ctx)
+        if scores is None:
+            return np.zeros(0, np.int64), np.zeros(0)
+        masked = np.where(ctx.allowed, scores, -np.inf)
+        n = min(self.n, int(ctx.allowed.sum()))
+        if n == 0:
+            return np.zeros(0, np.int64), np.zeros(0)
+        idx = np.argpartition(-masked, n - 1)[:n]
+        idx = idx[np.lexsort((idx, -masked[idx]))]
+        return idx.astype(np.int64), masked[idx]
+
+    def score_items(self, ctx: RequestContext, idx: np.ndarray) -> np.ndarray | None:
+        scores = self._scores(ctx)
+        return None if scores is None else scores[np.asarray(idx, dtype=np.int64)]
+
+    def reasons(self, ctx: RequestContext, idx: np.ndarray) -> list[str]:
+        named = np.asarray(ctx.intent.liked if ctx.intent is not None else [], dtype=np.int64)
+        if not len(named):
+            return ["close to what you asked for"] * len(idx)
+        emb = self.semantic.item_embeddings()
+        sims = emb[np.asarray(idx, dtype=np.int64)] @ emb[named].T
+        best = named[sims.argmax(axis=1)]
+        return [f"like {ctx.catalog.titles[b]}, which you mentioned" for b in best.tolist()]

@@ -79,8 +79,13 @@ class Service:
             "source": self.source,
             "items": len(self.pipeline.catalog),
             "store": self.store.path,
-            "spans": {"submitted": stats.submitted, "written": stats.written, "dropped": stats.dropped,
-                      "failed": stats.failed, "queued": stats.queued},
+            "spans": {
+                "submitted": stats.submitted,
+                "written": stats.written,
+                "dropped": stats.dropped,
+                "failed": stats.failed,
+                "queued": stats.queued,
+            },
             "feedback_events": self.feedback.count(),
         }
 

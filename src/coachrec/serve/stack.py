@@ -49,7 +49,9 @@ TEXT_CONFIG = PipelineConfig(understand=True, semantic=True)
 def has_item_text(catalog: Catalog) -> bool:
     """Whether items have text beyond their ids (titles, genres or tags) for the text stages."""
     f = catalog.frame
-    return bool((f["title"] != f["item"]).any() or (f["genres"].list.len() > 0).any() or (f["tags"].list.len() > 0).any())
+    return bool(
+        (f["title"] != f["item"]).any() or (f["genres"].list.len() > 0).any() or (f["tags"].list.len() > 0).any()
+    )
 
 
 def catalog_for(data: Dataset) -> Catalog:
@@ -140,7 +142,9 @@ class Stack:
 
     def pipeline(self, tracer: Tracer | None = None) -> Pipeline:
         """The request path over this stack; close it to release the LLM backends."""
-        pipeline = Pipeline.from_models(self.models, self.catalog, tracer=tracer, config=self.config, ranker=self._ranker())
+        pipeline = Pipeline.from_models(
+            self.models, self.catalog, tracer=tracer, config=self.config, ranker=self._ranker()
+        )
         if self.llm is not None:
             pipeline.closers.append(attach_llm(pipeline, self.catalog, self.llm).close)
         return pipeline
@@ -208,7 +212,7 @@ class Stack:
         }
         if self.ranker is not None:
             meta["student"] = self.ranker.student.to_dict()
-            np.savez_compressed(out / "item_stats.npz", **self.ranker.stats.to_state())
+            np.savez_compressed(out / "item_stats.npz", allow_pickle=False, **self.ranker.stats.to_state())
         (out / "stack.json").write_text(json.dumps(meta, indent=2) + "\n")
         return out
 
@@ -221,8 +225,10 @@ class Stack:
             raise FileNotFoundError(f"{root}: not a saved stack (no stack.json)")
         meta = json.loads(meta_path.read_text())
         if meta.get("format") != FORMAT:
-            raise ValueError(f"{meta_path}: stack format {meta.get('format')!r}, this coachrec reads format {FORMAT}; "
-                             "re-create it (coachrec coach) or load its models with --model-path")
+            raise ValueError(
+                f"{meta_path}: stack format {meta.get('format')!r}, this coachrec reads format {FORMAT}; "
+                "re-create it (coachrec coach) or load its models with --model-path"
+            )
         models = [load(root / "models" / name) for name in meta["models"]]
         if catalog is None:
             if not meta.get("dataset"):
@@ -235,10 +241,14 @@ class Stack:
             ranker = LearnedRanker(Student.from_dict(meta["student"]), stats)
         config = _from_dict(PipelineConfig, meta["config"])
         llm = None if meta.get("llm") is None else _from_dict(LLMServeConfig, meta["llm"])
-        return cls(models, catalog, config, ranker, llm, meta.get("dataset"), meta.get("source") or f"stack saved in {root}")
+        return cls(
+            models, catalog, config, ranker, llm, meta.get("dataset"), meta.get("source") or f"stack saved in {root}"
+        )
 
 
-def load_models(path: str | Path, catalog: Catalog, config: PipelineConfig = PipelineConfig(), dataset: str | None = None) -> Stack:
+def load_models(
+    path: str | Path, catalog: Catalog, config: PipelineConfig = PipelineConfig(), dataset: str | None = None
+) -> Stack:
     """A stack over saved models: `path` is a saved stack, one saved model folder, or a folder
     of them (each a retriever)."""
     folder = Path(path)
@@ -249,7 +259,9 @@ def load_models(path: str | Path, catalog: Catalog, config: PipelineConfig = Pip
     else:
         folders = sorted(p for p in folder.iterdir() if (p / "model.json").exists()) if folder.is_dir() else []
     if not folders:
-        raise FileNotFoundError(f"{folder}: no saved coachrec stack or model (stack.json or model.json here or in a subfolder)")
+        raise FileNotFoundError(
+            f"{folder}: no saved coachrec stack or model (stack.json or model.json here or in a subfolder)"
+        )
     return Stack([load(f) for f in folders], catalog, config, dataset=dataset, source=f"saved models in {folder}")
 
 
@@ -269,7 +281,8 @@ class StackScorer:
         out = NON_CANDIDATE + (fallback - lo) / np.where(hi > lo, hi - lo, 1.0)
         for row, ranked in enumerate(self._pipeline.offline(histories, through="rank")):
             out[row, ranked.idx] = ranked.score
-        return out.astype(np.float32)
+        scores: np.ndarray = out.astype(np.float32)
+        return scores
 
 
 def _from_dict(cls: type, values: dict[str, Any]) -> Any:

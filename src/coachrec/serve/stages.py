@@ -60,8 +60,13 @@ class Retrieve:
                 idx = np.asarray(idx, dtype=np.int64)
                 if s.recording:
                     s.set_input({"retriever": retriever.name, "history": ctx.catalog.decode(ctx.history[-50:])})
-                    s.set_output({"n": len(idx), "items": ctx.catalog.decode(idx[:TRACE_LIMIT]),
-                                  "scores": np.round(scores[:TRACE_LIMIT], 6).tolist()})
+                    s.set_output(
+                        {
+                            "n": len(idx),
+                            "items": ctx.catalog.decode(idx[:TRACE_LIMIT]),
+                            "scores": np.round(scores[:TRACE_LIMIT], 6).tolist(),
+                        }
+                    )
             lists.append((idx, np.asarray(scores, dtype=np.float64)))
         all_idx = np.concatenate([idx for idx, _ in lists])
         items, inverse = np.unique(all_idx, return_inverse=True)
@@ -101,9 +106,11 @@ class BlendRanker:
         table = self.text_weights if use_text and self.text_weights is not None else self.weights
         unknown = set(table) - set(candidates.source_names)
         if unknown:
-            raise ValueError(f"ranker weights name unknown retrievers {sorted(unknown)}; have {candidates.source_names}")
+            raise ValueError(
+                f"ranker weights name unknown retrievers {sorted(unknown)}; have {candidates.source_names}"
+            )
         w = np.array([table.get(n, 1.0) for n in candidates.source_names])
-        span.set_attribute("weights", dict(zip(candidates.source_names, w.tolist())))
+        span.set_attribute("weights", dict(zip(candidates.source_names, w.tolist(), strict=False)))
         if use_text:
             span.set_attribute("weights.for", "text")
         candidates.score = candidates.normalized_sources() @ w
@@ -115,14 +122,17 @@ def learn_weights(
     positives: Sequence[np.ndarray],
     *,
     negatives: int = 64,
+    hard: int = 0,
     l2: float = 1e-3,
-    iterations: int = 50,
+    iterations: int = 200,
     seed: int = 0,
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Blend weights (per retriever, on the scores `BlendRanker` sees: scaled to [0, 1] over
     each candidate set) fitted by pairwise logistic regression: for each request, every
     positive (a target in its candidate set) against up to `negatives` sampled candidates,
-    P(positive above negative) = sigmoid(w . (x_pos - x_neg)), Newton steps with an L2 penalty,
+    P(positive above negative) = sigmoid(w . (x_pos - x_neg)), an L2 penalty, fitted by L-BFGS-B,
+    negatives drawn uniformly (`hard` > 0 takes that many from the top of the unweighted blend
+    instead; on ReDial and MovieLens that collapsed the weights onto one retriever);
     weights kept >= 0 (a retriever proposing an item never counts against it) and scaled to
     sum to the number of retrievers. Returns the weights and fit statistics (pairs, requests
     used, pairwise accuracy before and after)."""
@@ -142,29 +152,22 @@ def learn_weights(
         x = c.normalized_sources()
         neg_rows = np.flatnonzero(~is_pos)
         if len(neg_rows) > negatives:
-            neg_rows = rng.choice(neg_rows, negatives, replace=False)
+            by_blend = neg_rows[np.argsort(-x[neg_rows].sum(axis=1), kind="stable")]
+            top, rest = by_blend[:hard], by_blend[hard:]
+            neg_rows = np.concatenate([top, rng.choice(rest, min(len(rest), negatives - len(top)), replace=False)])
         for p in np.flatnonzero(is_pos):
             diffs.append(x[p] - x[neg_rows])
     if not diffs:
         raise ValueError("no request has a target among its candidates: nothing to learn the blend from")
     d = np.concatenate(diffs)
-    w = np.ones(d.shape[1])
-    before = float((d @ w > 0).mean())
-    for _ in range(iterations):
-        z = d @ w
-        wrong = 1.0 / (1.0 + np.exp(np.clip(z, -35, 35)))  # P(wrong order)
-        grad = -(d * wrong[:, None]).sum(axis=0) / len(d) + l2 * w
-        hess = (d * (wrong * (1 - wrong))[:, None]).T @ d / len(d) + l2 * np.eye(len(w))
-        step = np.linalg.solve(hess, grad)
-        w = np.maximum(w - step, 0.0)
-        if np.abs(step).max() < 1e-7:
-            break
+    w = _pairwise_logistic(d, l2, iterations)
+    before = float((d @ np.ones(d.shape[1]) > 0).mean())
     total = w.sum()
     w = w * (len(w) / total) if total > 0 else np.ones_like(w)
     after = float((d @ w > 0).mean())
     stats = {"pairs": float(len(d)), "requests": float(used), "requests_given": float(len(candidate_sets)),
              "pairwise_accuracy_unweighted": round(before, 4), "pairwise_accuracy": round(after, 4)}  # fmt: skip
-    return {n: round(float(v), 6) for n, v in zip(names, w)}, stats
+    return {n: round(float(v), 6) for n, v in zip(names, w, strict=False)}, stats
 
 
 class LearnedRanker:
@@ -220,12 +223,14 @@ class ConstraintFilter:
         first[np.unique(idx, return_index=True)[1]] = True
         allowed = exists & ctx.allowed[np.where(exists, idx, 0)]
         keep = exists & first & allowed
-        span.set_attributes({
-            "allowed_in_catalog": int(ctx.allowed.sum()),
-            "dropped.nonexistent": int((~exists).sum()),
-            "dropped.duplicate": int((exists & ~first).sum()),
-            "dropped.forbidden": int((exists & first & ~allowed).sum()),
-        })
+        span.set_attributes(
+            {
+                "allowed_in_catalog": int(ctx.allowed.sum()),
+                "dropped.nonexistent": int((~exists).sum()),
+                "dropped.duplicate": int((exists & ~first).sum()),
+                "dropped.forbidden": int((exists & first & ~allowed).sum()),
+            }
+        )
         return candidates.take(keep)
 
 
@@ -252,7 +257,7 @@ class Explore:
     kind = SpanKind.POLICY
 
     def __init__(self, explorer: Explorer | None = None, name: str = "policy.explore") -> None:
-        self.explorer: Explorer = explorer or EpsilonGreedy()
+        self.explorer: Explorer = explorer if explorer is not None else EpsilonGreedy()
         self.name = name
 
     def __call__(self, ctx: RequestContext, candidates: Candidates, span: AnySpan) -> Candidates:
@@ -285,7 +290,7 @@ class Guardrail:
             rows = np.arange(start, min(start + window, len(candidates)))
             idx = candidates.idx[rows]
             reasons = ctx.catalog.index.violations(ctx.constraints, idx, history)
-            for row, item, reason in zip(rows.tolist(), idx.tolist(), reasons):
+            for row, item, reason in zip(rows.tolist(), idx.tolist(), reasons, strict=False):
                 if len(keep) == ctx.k:
                     break
                 if reason is None and item in seen:
@@ -296,7 +301,9 @@ class Guardrail:
                     keep.append(row)
                     seen.add(item)
                 else:
-                    dropped.append({"item": ctx.catalog.decode(idx[[row - start]])[0], "position": row, "reason": reason})
+                    dropped.append(
+                        {"item": ctx.catalog.decode(idx[[row - start]])[0], "position": row, "reason": reason}
+                    )
             start += len(rows)
         span.set_attribute("dropped", len(dropped))
         if dropped:
@@ -321,10 +328,27 @@ class Explain:
             for r, name in enumerate(candidates.source_names):
                 rows = np.flatnonzero(best == r)
                 if len(rows) and name in self.retrievers:
-                    for row, text in zip(rows, self.retrievers[name].reasons(ctx, candidates.idx[rows])):
+                    for row, text in zip(rows, self.retrievers[name].reasons(ctx, candidates.idx[rows]), strict=False):
                         reasons[row] = text
         if candidates.explored is not None:
             for row in np.flatnonzero(candidates.explored):
                 reasons[row] = "something new: shown to explore beyond your usual picks"
         candidates.reasons = reasons
         return candidates
+
+
+def _pairwise_logistic(d: np.ndarray, l2: float, iterations: int) -> np.ndarray:
+    """argmin over w >= 0 of mean(log(1 + exp(-d w))) + l2/2 |w|^2 (L-BFGS-B with bounds)."""
+    from scipy.optimize import minimize
+
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        z = d @ w
+        value = float(np.logaddexp(0.0, -z).mean() + 0.5 * l2 * w @ w)
+        wrong = 0.5 * (1.0 - np.tanh(0.5 * z))  # sigmoid(-z), stable
+        grad = -(d * wrong[:, None]).mean(axis=0) + l2 * w
+        return value, grad
+
+    start = np.ones(d.shape[1])
+    found = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * d.shape[1],
+                     options={"maxiter": iterations})  # fmt: skip
+    return np.asarray(found.x, dtype=np.float64)
