@@ -57,9 +57,9 @@ def _years(frame, items):
 def test_the_stack_learned_its_text_blend(text_stack):
     w = text_stack.config.text_weights
     assert text_stack.config.understand and text_stack.config.semantic
-    assert set(w) == {"itemknn", "pop", "intent", "semantic"} and all(v >= 0 for v in w.values())
+    assert set(w) == {"itemknn", "pop", "intent", "semantic", "mentioned"} and all(v >= 0 for v in w.values())
     assert w["intent"] > 0 and "simulated requests" in text_stack.source
-    assert text_stack.retriever_names == ("itemknn", "pop", "intent", "semantic")
+    assert text_stack.retriever_names == ("itemknn", "pop", "intent", "semantic", "mentioned")
 
 
 def test_a_romance_without_horror(pipeline, frame):
