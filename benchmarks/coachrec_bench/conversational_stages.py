@@ -22,17 +22,20 @@ Rows:
   seeker's words, times MovieLens popularity.
 - `mention-kNN (text mentions)`, zero-shot: item-kNN on the titles the understanding stage
   found in the text (part A's `mention-kNN (MovieLens)` reads the annotated entities instead).
-- `text stack, learned blend (zero-shot)`: the whole served stack (item-kNN on mentions,
-  popularity, intent, semantic), its text blend learned on simulated MovieLens requests only:
-  nothing learned from ReDial.
+- `text stack, learned blend (zero-shot)`: the whole served stack (item-kNN and text
+  similarity to the titles found, popularity, intent, semantic), its text blend learned on
+  simulated MovieLens requests only: nothing learned from ReDial.
 - cross-fitted (two folds by dialog id, seed 0, as part A): `co-mention` (part A's
-  `CoMention`, settings tuned on the training fold) and `co-mention + text stages, learned
-  blend`: each held-out turn's candidates are the union of each signal's top 200 over the
-  candidate set (co-mention, the stack's item-kNN, popularity, intent and semantic scores
-  mapped through the linker, and semantic over the candidate texts), blended with weights
-  learned (`coachrec.serve.stages.learn_weights`, pairwise logistic) on the training fold,
-  whose co-mention features come from an inner two-fold split so the weights never see a
-  co-mention table fitted on the turn it scores. Ablations drop one signal at a time.
+  `CoMention`, settings tuned on the training fold, no text read), `co-mention + content of the
+  annotated mentions` (also no text read: MiniLM similarity of each candidate's text to the
+  movies annotated as mentioned), `co-mention + text stages` (co-mention + the served stack's
+  signals from the words), and both. Each held-out turn's candidates are the union of every
+  signal's top 200 over the candidate set; the blend is `BlendRanker`'s (scores scaled to
+  [0, 1] per turn, weighted sum) with weights learned (`coachrec.serve.stages.learn_weights`,
+  pairwise logistic) on the training fold, whose co-mention features come from an inner
+  two-fold split so the weights never see a co-mention table fitted on the turn it scores.
+  Ablations drop one signal at a time from the full blend. Each row also gives its paired
+  difference with co-mention alone (what the words add).
 
 Latency: p50/p99 of serving one turn through `Pipeline.recommend` in process (tracing off,
 no LLM), on a sample of turns.
@@ -359,26 +362,57 @@ def measure(
         weights=stack.config.text_weights,
     )
 
-    # ---- cross-fitted: co-mention + text signals, weights learned on the other fold
-    names = ("co-mention", *sig.source_names, "semantic-candidates")
+    # ---- cross-fitted: co-mention (+ content of the annotated mentions) + text signals, weights learned on the other fold
+    text_names = (*sig.source_names, "semantic-candidates")
+    names = ("co-mention", "content", *text_names)
+    prev, ages = conv.mentions(all_turns_of(conv))
+    row_of_turn = {int(t): i for i, t in enumerate(conv.turns["turn"].to_list())}
 
-    def features(rows: np.ndarray, comention: np.ndarray) -> list[np.ndarray]:
-        out = []
+    def content_vector(turn: int) -> np.ndarray | None:
+        """Recency-weighted mean text embedding of the movies annotated as mentioned so far."""
+        r = row_of_turn[int(turn)]
+        c = conv.column(prev[r])
+        keep = c >= 0
+        if not keep.any():
+            return None
+        w = np.power(0.8, np.asarray(ages[r], dtype=np.float64)[keep]).astype(np.float32)
+        v = w @ col_emb[c[keep]]
+        return v / max(float(np.linalg.norm(v)), 1e-12)
+
+    def candidate_sets(turns: np.ndarray, comention: np.ndarray) -> list[Any]:
+        """Each turn's candidates (the union of every signal's top 200) with every signal's score."""
+        rows = _rows(sig, conv, turns)
         sem = sig.q_static[rows] @ col_emb.T
-        for i, r in enumerate(rows):
+        out = []
+        for i, (r, t) in enumerate(zip(rows, turns, strict=True)):
             f = np.full((cols.n, len(names)), np.nan, np.float32)
             f[:, 0] = comention[i]
-            f[:, 1 : 1 + len(sig.source_names)] = cols.sparse(sig.cand_items[r], sig.cand_sources[r], n_items)
+            v = content_vector(int(t))
+            if v is not None:
+                f[:, 1] = col_emb @ v
+            f[:, 2 : 2 + len(sig.source_names)] = cols.sparse(sig.cand_items[r], sig.cand_sources[r], n_items)
             if sig.q_static[r].any():
                 f[:, -1] = sem[i]
-            f[~cols.mask(sig.allowed[r], n_items)] = np.nan
-            out.append(f)
+            f[~cols.mask(sig.allowed[r], n_items)] = np.nan  # the text's hard constraints hold here too
+            out.append(_candidates(f, names))
         return out
 
+    def select(c: Any, keep_names: tuple[str, ...]) -> Any:
+        keep = [names.index(n) for n in keep_names]
+        return dataclasses.replace(c, sources=c.sources[:, keep], source_names=keep_names)
+
+    configs: dict[str, tuple[str, ...]] = {
+        "co-mention + content of the annotated mentions": ("co-mention", "content"),
+        "co-mention + text stages, learned blend (cross-fitted)": ("co-mention", *text_names),
+        "co-mention + content + text stages, learned blend (cross-fitted)": names,
+    }
+    full_name = "co-mention + content + text stages, learned blend (cross-fitted)"
+    for drop in names[1:]:
+        configs[f"  ablation: without {drop}"] = tuple(n for n in names if n != drop)
     folds_of = conv.folds(folds, seed)
     all_turns = conv.turns["turn"].to_numpy()
     per_fold: list[dict[str, Any]] = []
-    pt_blend, pt_co, pt_ablate = [], [], {n: [] for n in names[1:]}
+    parts: dict[str, list[Any]] = {name: [] for name in ("co-mention", *configs)}
     for k in range(folds):
         train, held = all_turns[folds_of != k], all_turns[folds_of == k]
         progress.step(
@@ -388,96 +422,81 @@ def measure(
         if tune:
             cfg, _ = tune_co_mention(conv, train, seed=seed)
         inner = conv.subset(train).folds(2, seed + 1)
-        train_rows, sets = [], []
-        for j in range(2):
+        train_rows: list[int] = []
+        sets: list[Any] = []
+        for j in range(2):  # training features: co-mention from the other inner half of the training fold
             fit_t, score_t = train[inner != j], train[inner == j]
             co = CoMention(cfg).fit(conv, fit_t)
             for lo in range(0, len(score_t), 256):
                 part = score_t[lo : lo + 256]
-                rows = _rows(sig, conv, part)
-                sets += [_candidates(f, names) for f in features(rows, co.scorer(conv)(part))]
-                train_rows += list(part)
+                sets += candidate_sets(part, co.scorer(conv)(part))
+                train_rows += part.tolist()
         positives = _positives(conv, np.asarray(train_rows))
-        weights, stats = learn_weights(sets, positives, seed=seed)
-        ablated = {}
-        for drop in names[1:]:
-            keep = [i for i, n in enumerate(names) if n != drop]
-            sub = [
-                dataclasses.replace(c, sources=c.sources[:, keep], source_names=tuple(names[i] for i in keep))
-                for c in sets
-            ]
-            ablated[drop] = learn_weights(sub, positives, seed=seed)[0]
+        learned = {
+            name: learn_weights([select(c, keep) for c in sets], positives, seed=seed) for name, keep in configs.items()
+        }
         del sets
         final = CoMention(cfg).fit(conv, train)
         held_conv = conv.subset(held)
         co_score = final.scorer(held_conv)
+        held_sets: dict[int, Any] = {}
+        for lo in range(0, len(held), 256):
+            part = held[lo : lo + 256]
+            held_sets.update(zip(part.tolist(), candidate_sets(part, co_score(part)), strict=True))
 
         def blend_fn(
-            turns: np.ndarray, w: dict[str, float] = weights, keep_names: tuple[str, ...] = names
+            turns: np.ndarray, w: dict[str, float], keep: tuple[str, ...], by_turn: dict[int, Any] = held_sets
         ) -> np.ndarray:
-            rows = _rows(sig, conv, turns)
-            keep = [names.index(n) for n in keep_names]
-            out = []
-            for f in features(rows, co_score(turns)):  # noqa: B023 (called within this iteration)
-                c = _candidates(f, names)  # the same candidate set; an ablation drops a column
-                c = dataclasses.replace(c, sources=c.sources[:, keep], source_names=keep_names)
-                out.append(_finish(_blend_scores(c, w, cols.n), np.ones(cols.n, bool)))
-            return np.stack(out)
+            ones = np.ones(cols.n, bool)
+            return np.stack([_finish(_blend_scores(select(by_turn[int(t)], keep), w, cols.n), ones) for t in turns])
 
-        pt_blend.append(conv_full(blend_fn, held_conv).with_columns(pl.lit(k).alias("fold")))
-        pt_co.append(conv_full(co_score, held_conv).with_columns(pl.lit(k).alias("fold")))
-        for drop, w in ablated.items():
-            kn = tuple(n for n in names if n != drop)
-            pt_ablate[drop].append(conv_full(lambda t, w=w, kn=kn: blend_fn(t, w, kn), held_conv))
-        per_fold.append(
-            {
-                "fold": k,
-                "co_mention": {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)},
-                "weights": weights,
-                "fit": stats,
-                "ablation_weights": ablated,
-            }
-        )
+        parts["co-mention"].append(conv_full(co_score, held_conv))
+        for name, keep in configs.items():
+            w = learned[name][0]
+            parts[name].append(conv_full(lambda t, w=w, keep=keep: blend_fn(t, w, keep), held_conv))
+        per_fold.append({"fold": k, "co_mention": {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)},
+                         "weights": {name: learned[name][0] for name in configs},
+                         "fit": learned[full_name][1]})  # fmt: skip
     info["cross_fitted"] = per_fold
-    co_lat = info["serve_latency_ms"]
-    cf = {"folds": folds, "fold_seed": seed, "weights_per_fold": [f["weights"] for f in per_fold]}
-    measured.append(
-        Measured(
-            "co-mention (same folds, nested)",
-            pl.concat(pt_co).sort("turn", "position"),
-            False,
-            "part A's CoMention fitted on the other fold (settings tuned on it); no text read",
-            None,
-            None,
-            {"folds": folds, "fold_seed": seed},
+    cf = {"folds": folds, "fold_seed": seed}
+    co_pt = pl.concat(parts["co-mention"]).sort("turn", "position")
+    measured.append(Measured("co-mention (same folds, nested)", co_pt, False,
+                             "part A's CoMention fitted on the other fold (settings tuned on it); no text read",
+                             extra=cf))  # fmt: skip
+    signals = {
+        "co-mention + content of the annotated mentions": "co-mention (other fold) + text-embedding similarity of the "
+        "candidates to the movies annotated as mentioned so far (recency-weighted); no words read",
+        "co-mention + text stages, learned blend (cross-fitted)": "co-mention (other fold) + the served stack's signals "
+        "from the words: item-kNN and text similarity to the titles found, popularity, intent, semantic (MovieLens "
+        "items through the linker) and semantic over all candidate texts; weights learned on the other fold",
+        full_name: "both of the above, weights learned on the other fold (pairwise logistic, inner-fold co-mention)",
+    }
+    for name in configs:
+        pt = pl.concat(parts[name]).sort("turn", "position")
+        extra = dict(cf, weights_per_fold=[f["weights"][name] for f in per_fold])
+        extra["vs_co-mention"] = {m: _paired(co_pt, pt, m) for m in ("recall@10", "ndcg@10")}
+        lat_ms = lat if name == full_name else None
+        text = signals.get(
+            name, f"the full cross-fitted blend with {name.split('without ')[-1]} left out (weights re-learned)"
         )
-    )
-    measured.append(
-        Measured(
-            "co-mention + text stages, learned blend (cross-fitted)",
-            pl.concat(pt_blend).sort("turn", "position"),
-            False,
-            "co-mention (other fold) + the served stack's item-kNN on text mentions, popularity, "
-            "intent and semantic scores, + semantic over the candidate texts; weights learned on the "
-            "other fold (pairwise logistic, inner-fold co-mention features)",
-            lat,
-            None,
-            cf | {"serve_latency_ms_without_co_mention": co_lat},
-        )
-    )
-    for drop, parts in pt_ablate.items():
-        measured.append(
-            Measured(
-                f"  ablation: without {drop}",
-                pl.concat(parts).sort("turn", "position"),
-                False,
-                f"the cross-fitted blend with {drop} left out (weights re-learned)",
-                None,
-                None,
-                {},
-            )
-        )
+        measured.append(Measured(name, pt, False, text, lat_ms, None, extra))
     return measured, info
+
+
+def all_turns_of(conv: Any) -> np.ndarray:
+    return np.asarray(conv.turns["turn"].to_numpy(), dtype=np.int64)
+
+
+def _paired(a: Any, b: Any, metric: str) -> dict[str, float]:
+    from coachrec.metrics.conversational import compare_paired
+
+    c = compare_paired(a, b, metric, n_boot=1000, n_perm=2000)
+    return {
+        "delta": round(c.delta, 4),
+        "ci_low": round(c.ci_low, 4),
+        "ci_high": round(c.ci_high, 4),
+        "p": round(c.p_value, 4),
+    }
 
 
 def _positives(conv: Any, turns: np.ndarray) -> list[np.ndarray]:
