@@ -469,7 +469,8 @@ def measure(
         "candidates to the movies annotated as mentioned so far (recency-weighted); no words read",
         "co-mention + text stages, learned blend (cross-fitted)": "co-mention (other fold) + the served stack's "
         "signals from the words: item-kNN and text similarity to the titles found, popularity, intent, "
-        "semantic (MovieLens items through the linker) and semantic over all candidate texts; weights learned on the other fold",
+        "semantic (MovieLens items through the linker) and semantic over all candidate texts; "
+        "weights learned on the other fold",
         full_name: "both of the above, weights learned on the other fold (pairwise logistic, inner-fold co-mention)",
     }
     for name in configs:
