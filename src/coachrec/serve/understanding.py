@@ -181,6 +181,33 @@ _RE_UNSEEN_BEFORE = re.compile(
 _STOP_TAGS = frozenset({"in netflix queue", "netflix queue", "seen more than once", "dvd", "movie", "film", "good"})
 
 
+_RE_TITLE_CUE = re.compile(
+    r"\b(?:like|liked|likes|love|loved|loves|enjoy|enjoyed|seen|saw|watched|watch|watching|about|called|titled"
+    r"|recommend|suggest|try|fan of|favou?rite|hated?|disliked?)\W+(?:the\W+|a\W+|an\W+)?$"
+)
+_RE_LONGER_TITLE = re.compile(r"^(?:\s*[:\u2013-]\s*[A-Z0-9]|\s+(?!I\b)[A-Z][\w']*)")
+
+
+def _plausible_title(text: str, low: str, start: int, end: int) -> bool:
+    """Whether words the title dictionary matched (without a year after them) read as a title.
+
+    A match followed by more capitalised words or ": Subtitle" is part of a longer title the
+    catalog lacks ("Infinity" in "Infinity War"). An all lower-case match needs three words or
+    a cue before it ("like super troopers", not "anything else"); a single word (or words
+    capitalised only as a sentence opens) must not open its sentence unless a cue precedes."""
+    if _RE_LONGER_TITLE.match(text[end : end + 40]):
+        return False
+    surface = text[start:end]
+    words = surface.split()
+    before = low[max(0, start - 40) : start]
+    if not any(c.isupper() for c in surface):
+        return len(words) >= 3 or bool(_RE_TITLE_CUE.search(before))
+    opening = not before.strip() or before.rstrip()[-1:] in ".!?"
+    if len(words) == 1 or not any(c.isupper() for c in surface[1:]):  # "Whatever", "Anything else?"
+        return not opening or bool(_RE_TITLE_CUE.search(before))
+    return True
+
+
 def _lower(text: str) -> str:
     """Lower case with typographic apostrophes as `'`, the same length as `text` (spans carry over)."""
     out = text.lower().replace("\u2019", "'").replace("\u2018", "'")
@@ -443,6 +470,8 @@ class IntentParser:
             surface = low[found.start : found.end].strip()
             if found.year is None and self._vocab_re.match(re.sub(r"^(?:the|a|an)\s+", "", surface)):
                 continue  # "a romance" is a genre, not the film "Romance"
+            if found.year is None and not _plausible_title(text, low, found.start, found.end):
+                continue
             sentiment = self._sentiment(low, found.start, found.end) if seeker else "neutral"
             mentions.append((found.item, sentiment))
             pol = -1 if sentiment == "dislike" else 1
