@@ -41,13 +41,14 @@ setup() {
 # ~120 packages that would clash with coachrec's.
 setup_phoenix() {
     local pvenv="${COACHREC_PHOENIX_VENV:-.venv-phoenix}"
+    [[ "$pvenv" == /* ]] || pvenv="$PWD/$pvenv"  # an absolute path, as given or under the checkout
     if [[ ! -x "$pvenv/bin/phoenix" ]]; then
         log "installing Arize Phoenix (OTLP receiver for the export test) in $pvenv"
         python3 -m venv "$pvenv"
         "$pvenv/bin/python" -m pip install --quiet --upgrade pip
         "$pvenv/bin/python" -m pip install --quiet arize-phoenix
     fi
-    export COACHREC_PHOENIX_BIN="$PWD/$pvenv/bin/phoenix"
+    export COACHREC_PHOENIX_BIN="$pvenv/bin/phoenix"
 }
 
 cmd="${1:-}"
