@@ -29,6 +29,15 @@ class Retriever(Protocol):
         ...
 
 
+def top_allowed(scores: np.ndarray, keep: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The `n` best items of `scores` among those where `keep` holds (and the score is finite),
+    best first, ties to the lower index: what every retriever returns."""
+    masked = np.where(keep & np.isfinite(scores), scores, -np.inf)
+    idx = top_k(masked[None, :], n)[0]
+    idx = idx[np.isfinite(masked[idx])]
+    return idx.astype(np.int64), masked[idx].astype(np.float64)
+
+
 class RecommenderRetriever:
     """The top `n` allowed items of a fitted model for the request's history.
 
@@ -51,10 +60,7 @@ class RecommenderRetriever:
         if scores is None:
             scores = self.model.score([ctx.history])[0]
         floor = 0.0 if self._positive_only else -np.inf
-        scores = np.where(ctx.allowed & (scores > floor), scores, -np.inf)
-        idx = top_k(scores[None, :], self.n)[0]
-        keep = np.isfinite(scores[idx])
-        return idx[keep], scores[idx[keep]].astype(np.float64)
+        return top_allowed(scores, ctx.allowed & (scores > floor), self.n)
 
     def reasons(self, ctx: RequestContext, idx: np.ndarray) -> list[str]:
         if isinstance(self.model, ItemKNN) and len(ctx.history):
@@ -100,10 +106,7 @@ class ScoresRetriever:
         scores = ctx.scores.get(self.name)
         if scores is None:
             return np.zeros(0, np.int64), np.zeros(0)
-        masked = np.where(ctx.allowed & np.isfinite(scores), scores, -np.inf)
-        idx = top_k(masked[None, :], self.n)[0]
-        keep = np.isfinite(masked[idx])
-        return idx[keep], masked[idx[keep]].astype(np.float64)
+        return top_allowed(scores, ctx.allowed, self.n)
 
     def score_items(self, ctx: RequestContext, idx: np.ndarray) -> np.ndarray | None:
         scores = ctx.scores.get(self.name)

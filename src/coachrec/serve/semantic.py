@@ -42,6 +42,7 @@ import numpy as np
 from coachrec.data import Catalog
 from coachrec.models.content import DEFAULT_ENCODER, cache_dir, embed_texts, encoder_path
 from coachrec.serve.candidates import RequestContext
+from coachrec.serve.retrievers import top_allowed
 
 __all__ = ["QueryEncoderName", "SemanticRetriever", "StaticEncoder", "TransformerEncoder", "query_encoder"]
 
@@ -373,13 +374,7 @@ class SemanticRetriever:
         scores = self._scores(ctx)
         if scores is None:
             return np.zeros(0, np.int64), np.zeros(0)
-        masked = np.where(ctx.allowed, scores, -np.inf)
-        n = min(self.n, int(ctx.allowed.sum()))
-        if n == 0:
-            return np.zeros(0, np.int64), np.zeros(0)
-        idx = np.argpartition(-masked, n - 1)[:n]
-        idx = idx[np.lexsort((idx, -masked[idx]))]
-        return idx.astype(np.int64), masked[idx]
+        return top_allowed(scores, ctx.allowed, self.n)
 
     def score_items(self, ctx: RequestContext, idx: np.ndarray) -> np.ndarray | None:
         scores = self._scores(ctx)
@@ -432,13 +427,7 @@ class MentionedRetriever:
         scores = self._scores(ctx)
         if scores is None:
             return np.zeros(0, np.int64), np.zeros(0)
-        masked = np.where(ctx.allowed, scores, -np.inf)
-        n = min(self.n, int(ctx.allowed.sum()))
-        if n == 0:
-            return np.zeros(0, np.int64), np.zeros(0)
-        idx = np.argpartition(-masked, n - 1)[:n]
-        idx = idx[np.lexsort((idx, -masked[idx]))]
-        return idx.astype(np.int64), masked[idx]
+        return top_allowed(scores, ctx.allowed, self.n)
 
     def score_items(self, ctx: RequestContext, idx: np.ndarray) -> np.ndarray | None:
         scores = self._scores(ctx)

@@ -43,6 +43,7 @@ from coachrec.data import Catalog
 from coachrec.data.linking import MentionFinder
 from coachrec.policy import Constraints, Range
 from coachrec.serve.candidates import TRACE_LIMIT, Candidates, RequestContext, ServingCatalog, Turn
+from coachrec.serve.retrievers import top_allowed
 from coachrec.tracing import NoopSpan, Span, SpanKind
 
 __all__ = [
@@ -909,13 +910,7 @@ class IntentRetriever:
         scores = self._scores(ctx)
         if scores is None:
             return np.zeros(0, np.int64), np.zeros(0)
-        masked = np.where(ctx.allowed & (scores > 0), scores, -np.inf)
-        n = min(self.n, int(np.isfinite(masked).sum()))
-        if n == 0:
-            return np.zeros(0, np.int64), np.zeros(0)
-        idx = np.argpartition(-masked, n - 1)[:n]
-        idx = idx[np.lexsort((idx, -masked[idx]))]
-        return idx.astype(np.int64), masked[idx].astype(np.float64)
+        return top_allowed(scores, ctx.allowed & (scores > 0), self.n)
 
     def score_items(self, ctx: RequestContext, idx: np.ndarray) -> np.ndarray | None:
         scores = self._scores(ctx)
