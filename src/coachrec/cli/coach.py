@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from coachrec.cli.console import RichProgress, console, show_table
+from coachrec.cli.teacher import failure_modes_table
 
 if TYPE_CHECKING:
     from coachrec.coach import GateReport, LoopResult
@@ -57,24 +58,9 @@ def print_result(result: LoopResult, con: Console | None = None) -> None:
     """Top failure modes with examples, the gate table and the decision."""
     con = con or console()
     report = result.observation.report
-    table = Table(title=f"Top failure modes ({report.judged_traces} judged traces, champion)", title_justify="left")
-    for col in (
-        "failure mode",
-        "criterion",
-        "traces",
-        "rate",
-        "where (span)",
-        "why (teacher's rationale)",
-        "example trace",
-    ):
-        table.add_column(col, overflow="fold")
-    for m in report.modes[:6]:
-        why = m.why[:140] if con.is_terminal else m.why  # a log gets the whole rationale
-        table.add_row(
-            m.name, m.criterion, str(m.count), f"{m.rate:.1%}", m.span, Text(why), m.examples[0] if m.examples else ""
-        )
+    title = f"Top failure modes ({report.judged_traces} judged traces, champion)"
     if report.modes:
-        show_table(table, con)
+        show_table(failure_modes_table(report, con, title, top=6, examples=1, cut=140), con)
     else:
         con.print("no failures found")
     if result.tried:

@@ -12,7 +12,9 @@ from rich.text import Text
 from coachrec.cli.console import RichProgress, console, show_table, status
 
 if TYPE_CHECKING:
-    from coachrec.teacher import SamplingPolicy
+    from rich.console import Console
+
+    from coachrec.teacher import FailureReport, SamplingPolicy
     from coachrec.tracing import TraceStore
 
 report_app = typer.Typer(help="Reports over judged traces.", no_args_is_help=True)
@@ -57,6 +59,22 @@ def parse_policies(specs: list[str], store: TraceStore, dataset: str, seed: int)
         except ValueError as exc:
             raise typer.BadParameter(f"--sample {spec!r}: {exc}") from exc
     return policies
+
+
+def failure_modes_table(
+    report: FailureReport, con: Console, title: str, *, top: int, examples: int | None, cut: int
+) -> Table:
+    """The top failure modes: criterion, count, rate, blamed span, the teacher's rationale (cut
+    to `cut` characters in a terminal, whole in a log) and `examples` example traces (None: all)."""
+    table = Table(title=Text(title), title_justify="left")
+    cols = ("failure mode", "criterion", "traces", "rate", "where (span)", "why (teacher's rationale)")
+    for col in (*cols, "example trace" if examples == 1 else "example traces"):
+        table.add_column(col, overflow="fold")
+    for m in report.modes[:top]:
+        why = m.why[:cut] if con.is_terminal else m.why
+        shown = "\n".join(m.examples[:examples] if examples is not None else m.examples)
+        table.add_row(m.name, m.criterion, str(m.count), f"{m.rate:.1%}", m.span, Text(why), shown)
+    return table
 
 
 def judge(
@@ -184,26 +202,8 @@ def print_failures(
     if not report.modes:
         con.print(Text(f"no failures among {report.judged_traces} judged traces"))
         return
-    table = Table(
-        title=Text(
-            f"Top failure modes ({report.judged_traces} judged traces; judge {', '.join(report.judge_versions)})"
-        ),
-        title_justify="left",
-    )
-    for col in (
-        "failure mode",
-        "criterion",
-        "traces",
-        "rate",
-        "where (span)",
-        "why (teacher's rationale)",
-        "example traces",
-    ):
-        table.add_column(col, overflow="fold")
-    for m in report.modes[:top]:
-        why = m.why[:160] if con.is_terminal else m.why  # a log gets the whole rationale
-        table.add_row(m.name, m.criterion, str(m.count), f"{m.rate:.1%}", m.span, Text(why), "\n".join(m.examples))
-    show_table(table, con)
+    title = f"Top failure modes ({report.judged_traces} judged traces; judge {', '.join(report.judge_versions)})"
+    show_table(failure_modes_table(report, con, title, top=top, examples=None, cut=160), con)
     if bucket:
         trend = Table(title=f"Failure rate per {bucket} (by trace start)", title_justify="left")
         trend.add_column("failure mode")
