@@ -117,16 +117,13 @@ def teacher_pairs(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Features, teacher soft labels and pair weights over the candidates of each distinct
     (user, history) among `cases`."""
-    seen: set[tuple[str | None, tuple[str, ...]]] = set()
+    distinct: dict[tuple[str | None, tuple[str, ...]], JudgeCase] = {}
+    for case in cases:
+        distinct.setdefault((case.user_id, tuple(case.history) if case.user_id is None else ()), case)
     xs, ys, ws = [], [], []
     ids = _items(stack).ids
-    for case in cases:
-        key = (case.user_id, tuple(case.history) if case.user_id is None else ())
-        if key in seen:
-            continue
-        seen.add(key)
-        history = _history(stack, case)
-        found = stack.candidates([history])[0]
+    histories = [_history(stack, case) for case in distinct.values()]
+    for case, history, found in zip(distinct.values(), histories, stack.candidates(histories), strict=True):
         items, sources, blend = found.idx, found.sources, found.score
         top = np.lexsort((items, -blend))[:depth]
         items, sources, blend = items[top], sources[top], blend[top]
@@ -145,7 +142,7 @@ def teacher_pairs(
         ws.append(np.abs(2 * p - 1) * (0.5 + 0.5 * agreement))
     if not xs:
         raise DistillError("the teacher labelled no candidate pairs (no judged request had items the committee knows)")
-    return np.vstack(xs), np.concatenate(ys), np.concatenate(ws), len(seen)
+    return np.vstack(xs), np.concatenate(ys), np.concatenate(ws), len(distinct)
 
 
 def selection_rows(split: Split, users: Sequence[str] | None, limit: int, seed: int) -> np.ndarray:
