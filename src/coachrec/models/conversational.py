@@ -14,13 +14,36 @@ borrowed zero-shot from a catalog's interactions.
   picks the settings by an inner split of the training dialogs only.
 
 Every scorer gives `scorer(conv)`, the `score(turns)` function `coachrec.metrics.conversational.conv_full` takes.
+
+Served: `CoMentionRecommender` (name "co-mention") is the same co-mention learning over a
+catalog's item indices, a `BaseRecommender` a `Stack` serves as one more retriever (its history:
+the titles the understand stage found in the conversation, oldest first):
+
+    from coachrec import datasets
+    from coachrec.models.conversational import CoMentionRecommender, conversation_dialogs
+    from coachrec.serve import Stack
+
+    ml = datasets.load("ml-latest-small")
+    reqs = datasets.requests("redial-ml")             # 2,825 ReDial turns linked to ml-latest-small
+    fit_ids, blend_ids = conversation_dialogs(reqs, 2, seed=0)   # two disjoint halves of the dialogs
+    model = CoMentionRecommender().fit_conversations(reqs, ml.catalog, dialogs=fit_ids)
+    stack = Stack.fit(ml).with_model(model, blend_on=[r for r in reqs if r["dialog_id"] in blend_ids])
+    # or in one call (inner split, blend learned on dialogs the blend's co-mention never saw):
+    stack = Stack.fit(ml).learn_conversations(reqs, dialogs=selection_ids, seed=0)
+
+`fit_conversations(conversations, catalog, *, dialogs=None, links=None)`: `conversations` are
+request records (`dialog_id`, `mentions` and `targets`: raw item ids of `catalog`, mentions oldest
+first; the bundled `datasets.requests("redial-ml")` format) or a `Conversations` (then `links`, a
+`CandidateLinks` to `catalog`, default `link_conversations(conv, catalog)`); `dialogs` keeps only
+those dialog ids. Saved and loaded like any model (`Stack.save/load` work).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -28,14 +51,17 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from coachrec.data import Catalog, Dataset, IdMap
 from coachrec.data.conversations import Conversations
 from coachrec.data.linking import CandidateLinks
 from coachrec.metrics.conversational import Match, aggregate, conv_full
+from coachrec.models.base import BaseRecommender
 from coachrec.progress import SILENT, Progress
 
 __all__ = [
-    "CO_MENTION_GRID", "CoMention", "CoMentionConfig", "ConversationScorer", "DialogPopularity", "MentionKNN",
-    "cross_fit", "tune_co_mention",
+    "CO_MENTION_GRID", "CoMention", "CoMentionConfig", "CoMentionRecommender", "CoMentionRecommenderConfig",
+    "ConversationScorer", "DialogPopularity", "MentionKNN", "conversation_dialogs", "cross_fit", "linked_records",
+    "tune_co_mention",
 ]  # fmt: skip
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
@@ -342,3 +368,186 @@ def cross_fit(
         out.append(conv_full(model.scorer(held), held, match=match).with_columns(pl.lit(k).alias("fold")))
         models.append(model)
     return pl.concat(out).sort("turn", "position"), models
+
+
+# ---------------------------------------------------------------------- served: over a catalog's items
+@dataclass
+class CoMentionRecommenderConfig:
+    """As `CoMentionConfig`, over catalog items: `recency` weighs a mention `age` places back in
+    the history (the most recent: age 0) by `recency ** age`, when pairs are counted and when a
+    history is scored; `shrink` is added to each source item's total weight; `dialog_weight`
+    weighs the dialog co-occurrence table against the mention -> target one; `prior` the
+    popularity prior (max-normalised); `mention_prior` what one dialog mentioning an item adds
+    to its popularity against 1 per time it is a target."""
+
+    recency: float = 0.9
+    shrink: float = 20.0
+    dialog_weight: float = 8.0
+    prior: float = 0.02
+    mention_prior: float = 0.5
+
+
+ConversationRecords = Sequence[Mapping[str, Any]]
+
+
+def conversation_dialogs(records: ConversationRecords, n_folds: int = 2, seed: int = 0) -> list[set[str]]:
+    """The records' dialog ids in `n_folds` disjoint sets (seeded, by dialog id): fit on one,
+    learn the blend or evaluate on another."""
+    dialogs = sorted({str(r["dialog_id"]) for r in records})
+    order = np.random.default_rng(seed).permutation(len(dialogs))
+    out: list[set[str]] = [set() for _ in range(n_folds)]
+    for rank, i in enumerate(order.tolist()):
+        out[rank % n_folds].add(dialogs[i])
+    return out
+
+
+def linked_records(
+    conv: Conversations, links: CandidateLinks, item_ids: Sequence[str], turns: np.ndarray | None = None
+) -> list[dict[str, Any]]:
+    """Request records (the bundled `redial-ml` layout: `dialog_id`, `turn`, `mentions`,
+    `targets` as raw catalog ids) of `conv`'s turns, movies through `links`: mentions are the
+    linked movies mentioned before (oldest first), targets the linked ones not mentioned before.
+    Every turn is kept (one without a linked target still shows what its dialog mentions)."""
+    ids = np.asarray(item_ids, dtype=object)
+    chosen = conv.turns if turns is None else conv.turns.filter(_turn_mask(conv.turns, np.asarray(turns)))
+    out: list[dict[str, Any]] = []
+    for row in chosen.iter_rows(named=True):
+        prev, ages = conv.mentions(np.asarray([row["turn"]]))
+        order = np.argsort(-np.asarray(ages[0], dtype=np.int64), kind="stable")  # oldest first
+        mentioned = links.history(conv.column(np.asarray(prev[0], dtype=np.int64)[order]))
+        mentioned = np.asarray(list(dict.fromkeys(mentioned.tolist())), dtype=np.int64)
+        seen = set(mentioned.tolist())
+        targets = list(dict.fromkeys(links.history(conv.column(np.asarray(row["targets"] or []))).tolist()))
+        out.append({
+            "dialog_id": str(row["dialog_id"]), "turn": int(row["turn"]),
+            "mentions": [str(ids[i]) for i in mentioned.tolist()],
+            "targets": [str(ids[i]) for i in targets if i not in seen],
+        })  # fmt: skip
+    return out
+
+
+class CoMentionRecommender(BaseRecommender):
+    """Co-mention learning from conversations, over a catalog's item indices (see the module
+    docstring for the API). Two tables, item x item, each row divided by its total + `shrink`:
+    mention -> target (every item mentioned before a turn -> each new target of that turn,
+    weighted `recency ** age`) and dialog co-occurrence (1 per pair of items in the same dialog,
+    mentioned or recommended). A history scores the recency-weighted sum of its items' rows
+    (mention -> target + `dialog_weight` * co-occurrence) plus `prior` * popularity (targets,
+    and dialogs mentioning the item at `mention_prior`). No text is read."""
+
+    name = "co-mention"
+    Config = CoMentionRecommenderConfig
+    matrix: sp.csr_matrix
+    popularity: np.ndarray
+
+    def _fit(self, data: Dataset) -> None:
+        raise TypeError(
+            "co-mention learns from conversations, not from a Dataset: "
+            "call fit_conversations(records_or_conversations, catalog, dialogs=...)"
+        )
+
+    def fit_conversations(
+        self,
+        conversations: ConversationRecords | Conversations,
+        catalog: Catalog,
+        *,
+        dialogs: Iterable[str] | None = None,
+        links: CandidateLinks | None = None,
+    ) -> CoMentionRecommender:
+        """Count on the conversations' (or the `dialogs` subset's) turns; items are `catalog`'s.
+        Raises `ValueError` when no turn has a target in the catalog (nothing to learn)."""
+        t0 = time.perf_counter()
+        if isinstance(conversations, Conversations):
+            if links is None:
+                from coachrec.data.linking import link_conversations
+
+                links = link_conversations(conversations, catalog)
+            records: ConversationRecords = linked_records(conversations, links, [str(i) for i in catalog.items.ids])
+        else:
+            records = conversations
+        if dialogs is not None:
+            keep = {str(d) for d in dialogs}
+            records = [r for r in records if str(r["dialog_id"]) in keep]
+        index = {str(raw): i for i, raw in enumerate(catalog.items.ids.tolist())}
+        unknown = 0
+
+        def encode(raw: Sequence[Any]) -> list[int]:
+            nonlocal unknown
+            out = [index.get(str(x), -1) for x in raw]
+            unknown += sum(1 for o in out if o < 0)
+            return [o for o in out if o >= 0]
+
+        n = len(index)
+        src: list[int] = []
+        dst: list[int] = []
+        wts: list[float] = []
+        targets_all: list[int] = []
+        by_dialog: dict[str, set[int]] = {}
+        mentioned_in: dict[str, set[int]] = {}
+        rec = self.config.recency
+        for r in records:
+            mentions, targets = encode(r.get("mentions") or []), encode(r.get("targets") or [])
+            d = str(r["dialog_id"])
+            by_dialog.setdefault(d, set()).update(mentions, targets)
+            mentioned_in.setdefault(d, set()).update(mentions)
+            targets_all += targets
+            for age, m in enumerate(reversed(mentions)):
+                for t in targets:
+                    if t != m:
+                        src.append(m)
+                        dst.append(t)
+                        wts.append(rec**age)
+        if not targets_all:
+            raise ValueError("co-mention: no conversation turn has a target in this catalog; nothing to learn")
+        directed = sp.csr_matrix((np.asarray(wts), (np.asarray(src, np.int64), np.asarray(dst, np.int64))), (n, n))
+        rows, cols = [], []
+        for items in by_dialog.values():
+            ii = np.fromiter(items, dtype=np.int64)
+            a, b = np.meshgrid(ii, ii, indexing="ij")
+            off = a != b
+            rows.append(a[off])
+            cols.append(b[off])
+        r_all = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        c_all = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+        dialog = sp.csr_matrix((np.ones(len(r_all)), (r_all, c_all)), (n, n))
+        shrink = self.config.shrink
+        self.matrix = (
+            _row_normalised(directed, shrink) + self.config.dialog_weight * _row_normalised(dialog, shrink)
+        ).tocsr()
+        pop = np.bincount(np.asarray(targets_all, np.int64), minlength=n).astype(np.float64)
+        ments = np.fromiter((i for s in mentioned_in.values() for i in s), dtype=np.int64)
+        pop += self.config.mention_prior * np.bincount(ments, minlength=n)
+        self.popularity = (pop / max(float(pop.max()), 1.0)).astype(np.float32)
+        self.items, self.users = catalog.items, IdMap([])
+        self._hist_indptr, self._hist_items = np.zeros(1, np.int64), np.zeros(0, np.int64)
+        self.fit_info = {
+            "fit_on": "conversations",
+            "dialogs": len(by_dialog),
+            "turns": len(records),
+            "targets": len(targets_all),
+            "unknown_ids": unknown,
+            "items": n,
+            "pairs": int(self.matrix.nnz),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        return self
+
+    def _score(self, histories: list[np.ndarray]) -> np.ndarray:
+        lengths = np.array([len(h) for h in histories], dtype=np.int64)
+        items = np.concatenate(histories) if histories else np.zeros(0, np.int64)
+        rows = np.repeat(np.arange(len(histories)), lengths)
+        age = np.concatenate([np.arange(k - 1, -1, -1) for k in lengths]) if len(items) else np.zeros(0)
+        w = np.power(self.config.recency, age.astype(np.float64))
+        x = sp.csr_matrix((w, (rows, items)), shape=(len(histories), self.matrix.shape[0]))
+        out = np.asarray((x @ self.matrix).todense(), dtype=np.float32)
+        out += self.config.prior * self.popularity
+        return out
+
+    def _state(self) -> dict[str, np.ndarray]:
+        m = self.matrix
+        return {"data": m.data, "indices": m.indices, "indptr": m.indptr, "popularity": self.popularity}
+
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        n = len(state["popularity"])
+        self.matrix = sp.csr_matrix((state["data"], state["indices"], state["indptr"]), shape=(n, n))
+        self.popularity = state["popularity"]

@@ -4,6 +4,8 @@
     pipeline = stack.pipeline(tracer)                          # what a user is served, traced
     stack.scorer()                                             # the same stages, untraced, for metrics
     stack.save("stacks/v1"); Stack.load("stacks/v1")
+    stack.learn_conversations(datasets.requests("redial-ml"), dialogs=ids)  # + co-mention, blend re-learned
+    stack.with_model(model, blend_on=records)                  # any fitted retriever over the catalog
 
 A `Stack` is the only thing the coach produces, the registry stores and the server serves, so
 the gate scores exactly the stages users get. `Stack.fit` reads text by default
@@ -19,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ import polars as pl
 from coachrec import datasets
 from coachrec.data import Catalog, Dataset, leave_one_out
 from coachrec.models import BaseRecommender, create, load
+from coachrec.models.conversational import CoMentionRecommender, CoMentionRecommenderConfig, conversation_dialogs
 from coachrec.ranking import ItemStats, Student, feature_names
 from coachrec.serve.candidates import Candidates, RequestContext, RequestText
 from coachrec.serve.llm_stages import LLMServeConfig, attach_llm
@@ -191,6 +194,79 @@ class Stack:
         found = self.candidates(histories, through="retrieve", contexts=contexts, scores=scores)
         return learn_weights(found, targets, seed=seed)
 
+    # -- learning from conversations --------------------------------------------------------
+
+    def with_model(
+        self,
+        model: BaseRecommender,
+        *,
+        blend_on: Sequence[Mapping[str, Any]] | None = None,
+        blend_model: BaseRecommender | None = None,
+        seed: int = 0,
+    ) -> Stack:
+        """A new stack with the fitted `model` (over this catalog's items) as one more retriever.
+
+        Requests without text rank as before (its weight there is 0); with `blend_on`, request
+        records (`context`: a message or turns; `targets`: raw item ids; optional `history`),
+        the text blend is re-learned on how the new stack ranks their targets (`learn_blend`).
+        Learn on dialogs `model` never saw, or pass `blend_model` (the same kind of model fitted
+        on other dialogs) to stand in for it while learning. Without `blend_on` the new
+        retriever weighs 1 in the existing text blend."""
+        if self.ranker is not None:
+            raise ValueError(
+                "with_model: this stack's distilled ranker reads a fixed set of retrievers; "
+                "add models before distilling"
+            )
+        if model.name in self.retriever_names:
+            raise ValueError(f"with_model: the stack already has a retriever named {model.name!r}")
+        weights = dict(self.config.weights or {m.name: 1.0 for m in self.models}) | {model.name: 0.0}
+        text_weights = None if self.config.text_weights is None else self.config.text_weights | {model.name: 1.0}
+        config = replace(self.config, weights=weights, text_weights=text_weights)
+        source = f"{self.source}; + {model.name} ({_fitted_on(model)})"
+        stack = replace(self, models=[*self.models, model], config=config, source=source)
+        if blend_on is None:
+            return stack
+        inner = replace(stack, models=[*self.models, blend_model or model], config=replace(config, text_weights=None))
+        histories, contexts, targets = conversation_requests(blend_on, self.catalog)
+        learned, info = inner.learn_blend(histories, contexts, targets, seed=seed)
+        stack.config = replace(config, text_weights=learned)
+        stack.source += f"; text blend learned on {int(info['requests'])} conversation turns"
+        return stack
+
+    def learn_conversations(
+        self,
+        records: Sequence[Mapping[str, Any]],
+        *,
+        dialogs: Iterable[str] | None = None,
+        config: CoMentionRecommenderConfig | None = None,
+        seed: int = 0,
+    ) -> Stack:
+        """A new stack that also learns from conversations: a `CoMentionRecommender` fitted on
+        the records of `dialogs` (default all; the bundled `datasets.requests("redial-ml")`
+        layout, with `context`), and the text blend re-learned on the same dialogs cross-fitted
+        (two halves by dialog id, seeded: each half's turns scored with co-mention fitted on the
+        other half, so the blend never sees a table that counted the turn it ranks)."""
+        keep = None if dialogs is None else {str(d) for d in dialogs}
+        chosen = [r for r in records if keep is None or str(r["dialog_id"]) in keep]
+        halves = conversation_dialogs(chosen, 2, seed)
+        if any(not h for h in halves):
+            raise ValueError("learn_conversations: needs records from at least two dialogs")
+        final = CoMentionRecommender(config).fit_conversations(chosen, self.catalog)
+        stack = self.with_model(final)
+        found: list[Candidates] = []
+        targets: list[np.ndarray] = []
+        for fit_half, blend_half in ((halves[0], halves[1]), (halves[1], halves[0])):
+            half_model = CoMentionRecommender(config).fit_conversations(chosen, self.catalog, dialogs=fit_half)
+            inner = replace(stack, models=[*self.models, half_model], config=replace(stack.config, text_weights=None))
+            part = [r for r in chosen if str(r["dialog_id"]) in blend_half]
+            histories, contexts, part_targets = conversation_requests(part, self.catalog)
+            found += inner.candidates(histories, through="retrieve", contexts=contexts)
+            targets += part_targets
+        learned, info = learn_weights(found, targets, seed=seed)
+        stack.config = replace(stack.config, text_weights=learned)
+        stack.source += f"; text blend learned on {int(info['requests'])} conversation turns (cross-fitted)"
+        return stack
+
     def scorer(self) -> StackScorer:
         return StackScorer(self)
 
@@ -244,6 +320,28 @@ class Stack:
         return cls(
             models, catalog, config, ranker, llm, meta.get("dataset"), meta.get("source") or f"stack saved in {root}"
         )
+
+
+def conversation_requests(
+    records: Sequence[Mapping[str, Any]], catalog: Catalog
+) -> tuple[list[np.ndarray], list[RequestText | None], list[np.ndarray]]:
+    """Histories (the records' `history`, raw ids, if any), contexts and target item indices
+    of request records (`context`, `targets`; ids not in the catalog are left out)."""
+    histories, contexts, targets = [], [], []
+    for i, r in enumerate(records):
+        if "context" not in r or "targets" not in r:
+            raise ValueError(f"request record {i}: needs 'context' and 'targets' to learn a blend from")
+        histories.append(catalog.items.encode([str(x) for x in r.get("history") or []], unknown="drop"))
+        contexts.append(r["context"] or None)
+        targets.append(catalog.items.encode([str(x) for x in r["targets"]], unknown="drop"))
+    return histories, contexts, targets
+
+
+def _fitted_on(model: BaseRecommender) -> str:
+    info = model.fit_info
+    if info.get("fit_on") == "conversations":
+        return f"learned from {info.get('turns', '?')} turns of {info.get('dialogs', '?')} dialogs"
+    return f"fitted on {info.get('dataset', '?')}"
 
 
 def load_models(
