@@ -6,6 +6,7 @@ from fastapi.testclient import TestClient
 
 from coachrec.review import ReviewError, ReviewStore, golden_quality
 from coachrec.review.api import review_router
+from coachrec.serve.auth import Authenticator
 from coachrec.teacher import JudgeCase, Judgment, load_rubric
 from coachrec.teacher.cases import SpanRef
 
@@ -125,17 +126,16 @@ def test_golden_sets_are_versioned_immutable_and_keep_provenance(store):
 def test_http_router_exposes_the_same_actions(store):
     store.enqueue([judgment("a", "relevance", 0.1)], [case("a")], review_below=0.5)
     app = FastAPI()
+    app.state.auth = Authenticator.of({"web": (["read", "review", "publish"], "web-reviewer-key-0123")})
     app.include_router(review_router(store), prefix="/review")
-    client = TestClient(app)
+    client = TestClient(app, headers={"X-API-Key": "web-reviewer-key-0123"})
     queue = client.get("/review/queue").json()
     assert queue["counts"] == {"pending": 1}
     item_id = queue["items"][0]["item_id"]
     assert client.post(f"/review/queue/{item_id}", json={"action": "correct"}).status_code == 422
     assert client.post("/review/queue/nope", json={"action": "accept"}).status_code == 404
-    done = client.post(
-        f"/review/queue/{item_id}", json={"action": "correct", "label": "pass", "reviewer": "web"}
-    ).json()
-    assert done["human_label"] == "pass" and done["status"] == "corrected"
+    done = client.post(f"/review/queue/{item_id}", json={"action": "correct", "label": "pass"}).json()
+    assert done["human_label"] == "pass" and done["status"] == "corrected" and done["reviewer"] == "web"
     assert client.post("/review/golden/web", json={"description": "from the API"}).json()["version"] == 1
     assert client.get("/review/golden/web").json()[0]["label"] == "pass"
     assert client.post("/review/golden/web", json={}).status_code == 409

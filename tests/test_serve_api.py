@@ -9,10 +9,12 @@ from coachrec.app import create_app
 from coachrec.models import create
 from coachrec.review import ReviewStore
 from coachrec.serve import FeedbackLog, Pipeline, Service
+from coachrec.serve.auth import Authenticator
 from coachrec.tracing import Tracer, TraceStore
 from test_serve_pipeline import synthetic
 
-KEY = {"X-API-Key": "s3cret"}
+SECRET = "s3cret-key-0123456789"
+KEY = {"X-API-Key": SECRET}
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +26,7 @@ def client(tmp_path_factory):
     )
     service = Service(pipeline, store, FeedbackLog(store.path))
     review = ReviewStore(":memory:")
-    with TestClient(create_app(service, api_key="s3cret", review=review)) as c:
+    with TestClient(create_app(service, auth=Authenticator.of({"ops": (["*"], SECRET)}), review=review)) as c:
         yield c
     review.close()
     service.close()
@@ -34,6 +36,7 @@ def test_recommend_feedback_traces_roundtrip(client) -> None:
     r = client.post(
         "/v1/recommend",
         json={"user_id": "4", "k": 5, "constraints": {"exclude_genres": ["Drama"], "ranges": {"year": {"min": 1960}}}},
+        headers=KEY,
     )
     assert r.status_code == 200, r.text
     body = r.json()
@@ -60,7 +63,9 @@ def test_recommend_feedback_traces_roundtrip(client) -> None:
 
 def test_fewer_than_k_says_so(client) -> None:
     r = client.post(
-        "/v1/recommend", json={"history": ["1"], "k": 20, "constraints": {"ranges": {"year": {"min": 2018}}}}
+        "/v1/recommend",
+        json={"history": ["1"], "k": 20, "constraints": {"ranges": {"year": {"min": 2018}}}},
+        headers=KEY,
     )
     assert r.status_code == 200
     assert len(r.json()["items"]) < 20 and "constraints allow only" in r.json()["note"]
@@ -102,15 +107,15 @@ def test_malformed_input_is_4xx_naming_the_field(client, path, body, field) -> N
 
 
 def test_unknown_user_is_404_naming_user_id(client) -> None:
-    r = client.post("/v1/recommend", json={"user_id": "nobody"})
+    r = client.post("/v1/recommend", json={"user_id": "nobody"}, headers=KEY)
     assert r.status_code == 404 and "user_id" in r.json()["detail"]
 
 
 def test_write_and_admin_endpoints_need_the_key(client) -> None:
     event = {"events": [{"request_id": "r", "item": "1", "kind": "click"}]}
     assert client.post("/v1/feedback", json=event).status_code == 401
-    assert client.post("/v1/feedback", json=event, headers={"X-API-Key": "wrong"}).status_code == 403
-    assert client.post("/v1/feedback", json=event, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert client.post("/v1/feedback", json=event, headers={"X-API-Key": "wrong"}).status_code == 401
+    assert client.post("/v1/feedback", json=event, headers={"Authorization": f"Bearer {SECRET}"}).status_code == 200
     assert client.get("/v1/traces").status_code == 401
     assert client.get("/v1/traces/nope", headers=KEY).status_code == 404
 

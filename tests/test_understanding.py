@@ -218,10 +218,11 @@ def test_the_http_api_takes_a_conversation(text_stack, tmp_path, frame):
 
     from coachrec.app import create_app
     from coachrec.serve import Service
+    from coachrec.serve.auth import Authenticator
 
     service = Service.open(text_stack, tmp_path / "t.duckdb")
     try:
-        with TestClient(create_app(service)) as client:
+        with TestClient(create_app(service, auth=Authenticator.insecure())) as client:
             conv = [{"speaker": "seeker", "text": "Hi! I'm looking for a movie tonight."},
                     {"speaker": "recommender", "text": "Sure, what do you like?"},
                     {"speaker": "user", "text": "no horror please, I want a romance"}]  # fmt: skip

@@ -10,11 +10,12 @@ registry or the review queue; this is where they meet.
 
 from __future__ import annotations
 
-import os
+from collections.abc import Sequence
 from pathlib import Path
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 import coachrec
 from coachrec import datasets
@@ -22,7 +23,8 @@ from coachrec.coach.registry import Registry
 from coachrec.review import ReviewStore
 from coachrec.review.api import review_router
 from coachrec.serve import PipelineConfig, Service, Stack
-from coachrec.serve.api import api_key_guard, serve_router, validation_error
+from coachrec.serve.api import serve_router, validation_error
+from coachrec.serve.auth import Authenticator
 from coachrec.serve.llm_stages import LLMServeConfig
 from coachrec.serve.stack import DEFAULT_MODELS, catalog_for, load_models
 
@@ -65,15 +67,24 @@ def champion(dataset: str, registry: Registry) -> Stack | None:
     return stack
 
 
-def create_app(service: Service, *, review: ReviewStore | None = None, api_key: str | None = None) -> FastAPI:
-    """The HTTP app over `service`; `api_key` defaults to `$COACHREC_API_KEY` (unset: no key
-    needed). With `review`, the review queue and golden sets are served under `/v1/review`."""
-    key = api_key if api_key is not None else os.environ.get("COACHREC_API_KEY") or None
+def create_app(
+    service: Service,
+    *,
+    review: ReviewStore | None = None,
+    auth: Authenticator | None = None,
+    allowed_hosts: Sequence[str] | None = None,
+) -> FastAPI:
+    """The HTTP app over `service`. `auth` defaults to the keys in the environment
+    (`Authenticator.from_env`; none configured: every guarded route answers 401). With `allowed_hosts`,
+    other Host headers get 400 (DNS rebinding). With `review`, the review queue and golden sets are
+    served under `/v1/review`."""
     app = FastAPI(title="coachrec", version=coachrec.__version__, description="Coachable recommender serving API.")
     app.state.service = service
+    app.state.auth = auth if auth is not None else Authenticator.from_env()
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
-    require_key = api_key_guard(key)
-    app.include_router(serve_router(service, require_key))
+    if allowed_hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    app.include_router(serve_router(service))
     if review is not None:
-        app.include_router(review_router(review), prefix="/v1/review", dependencies=[Depends(require_key)])
+        app.include_router(review_router(review), prefix="/v1/review")
     return app

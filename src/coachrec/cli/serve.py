@@ -49,8 +49,23 @@ def serve(
     llm_explain: bool = typer.Option(
         False, "--llm-explain", help="let the small model phrase the (fact-checked) reasons; slow on CPU"
     ),
+    insecure_no_auth: bool = typer.Option(
+        False,
+        "--insecure-no-auth",
+        help="serve without API keys (every route open); required to start on a non-loopback host without keys",
+    ),
+    allowed_host: list[str] = typer.Option(
+        [],
+        "--allowed-host",
+        help="a Host header to accept (repeatable); a loopback server accepts localhost, 127.0.0.1 and [::1]",
+    ),
 ) -> None:
-    """Serve recommendations, feedback and traces over HTTP (API key: $COACHREC_API_KEY)."""
+    """Serve recommendations, feedback and traces over HTTP.
+
+    API keys with scopes (recommend, ingest, read, review, publish, admin) come from
+    $COACHREC_API_KEYS (`name:scope1,scope2:key;...`) or $COACHREC_API_KEYS_FILE (JSON/TOML).
+    Without keys the server refuses a non-loopback host and warns on loopback.
+    """
     from dataclasses import replace
 
     import uvicorn
@@ -58,7 +73,17 @@ def serve(
     from coachrec.app import create_app, resolve_stack
     from coachrec.review import ReviewStore, review_path_for
     from coachrec.serve import Service
+    from coachrec.serve.auth import AuthConfigError, allowed_hosts_for, for_server
     from coachrec.serve.llm_stages import LLMServeConfig
+
+    try:
+        auth, warning = for_server(host, insecure_no_auth=insecure_no_auth)
+    except AuthConfigError as exc:
+        typer.echo(f"coachrec serve: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if warning:
+        bar = "!" * min(100, len(warning))
+        typer.echo(f"{bar}\n{warning}\n{bar}", err=True)
 
     llm_config = None
     if llm is not None:
@@ -77,7 +102,8 @@ def serve(
     typer.echo(f"coachrec serve: {service.source}; store {service.store.path}", err=True)
     review = ReviewStore(review_db or review_path_for(service.store.path))
     try:
-        uvicorn.run(create_app(service, review=review), host=host, port=port, log_level="warning", access_log=False)
+        app = create_app(service, review=review, auth=auth, allowed_hosts=allowed_hosts_for(host, allowed_host))
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     finally:
         review.close()
         service.close()

@@ -1,23 +1,22 @@
 """The serving routes (FastAPI): health, recommend, feedback, traces.
 
-`coachrec.app.create_app` assembles these with the review routes into the HTTP app. Write and
-admin endpoints (`POST /v1/feedback`, `GET /v1/traces...`) need the API key when one is
-configured, sent as `X-API-Key: KEY` or `Authorization: Bearer KEY`. Every validation error is a
-4xx whose `detail` names the field.
+`coachrec.app.create_app` assembles these with the review routes into the HTTP app. Every
+route but `/health` needs an API key with its scope (`coachrec.serve.auth`): `recommend` for
+`POST /v1/recommend`, `ingest` for `POST /v1/feedback`, `read` for `GET /v1/traces...`. Every
+validation error is a 4xx whose `detail` names the field.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hmac
-from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Header, HTTPException, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from coachrec.policy import ConstraintError
+from coachrec.serve.auth import AUTH_RESPONSES, require
 from coachrec.serve.feedback import FeedbackEvent
 from coachrec.serve.pipeline import RecommendRequest, UnknownUserError
 from coachrec.serve.schemas import FeedbackIn, FeedbackOut, ItemOut, RecommendIn, RecommendOut
@@ -37,32 +36,15 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
     return JSONResponse(status_code=422, content={"detail": detail, "errors": errors})
 
 
-def api_key_guard(key: str | None) -> Callable[..., None]:
-    """A dependency that checks the caller's key against `key` (None: every caller passes)."""
-
-    def require_key(x_api_key: str | None = Header(None), authorization: str | None = Header(None)) -> None:
-        if key is None:
-            return
-        given = x_api_key or (
-            authorization[7:] if authorization and authorization.lower().startswith("bearer ") else None
-        )
-        if given is None:
-            raise HTTPException(401, "missing API key: send X-API-Key or Authorization: Bearer")
-        if not hmac.compare_digest(given.encode(), key.encode()):
-            raise HTTPException(403, "invalid API key")
-
-    return require_key
-
-
-def serve_router(service: Service, require_key: Callable[..., None]) -> APIRouter:
-    """The routes over `service`; `require_key` guards the write and admin ones."""
-    router = APIRouter()
+def serve_router(service: Service) -> APIRouter:
+    """The routes over `service`, each guarded by its scope."""
+    router = APIRouter(responses=AUTH_RESPONSES)
 
     @router.get("/health")
     def health() -> dict[str, Any]:
         return service.health()
 
-    @router.post("/v1/recommend", response_model=RecommendOut)
+    @router.post("/v1/recommend", response_model=RecommendOut, dependencies=[Depends(require("recommend"))])
     def recommend(body: RecommendIn) -> RecommendOut:
         try:
             constraints = body.constraints.to_constraints()
@@ -94,7 +76,7 @@ def serve_router(service: Service, require_key: Callable[..., None]) -> APIRoute
             ignored_history=result.ignored_history,
         )
 
-    @router.post("/v1/feedback", response_model=FeedbackOut, dependencies=[Depends(require_key)])
+    @router.post("/v1/feedback", response_model=FeedbackOut, dependencies=[Depends(require("ingest"))])
     def feedback(body: FeedbackIn, background: BackgroundTasks) -> FeedbackOut:
         events = [
             FeedbackEvent(
@@ -112,7 +94,7 @@ def serve_router(service: Service, require_key: Callable[..., None]) -> APIRoute
         background.add_task(service.update_span_metrics, [e.request_id for e in events])
         return FeedbackOut(accepted=len(ids), event_ids=ids)
 
-    @router.get("/v1/traces", dependencies=[Depends(require_key)])
+    @router.get("/v1/traces", dependencies=[Depends(require("read"))])
     def traces(
         since_minutes: float | None = Query(None, gt=0, description="only traces started this recently"),
         user_id: str | None = None,
@@ -125,7 +107,7 @@ def serve_router(service: Service, require_key: Callable[..., None]) -> APIRoute
         table = service.store.traces(since=since, user_id=user_id, kind=kind, status=status, limit=limit)
         return {"traces": table.to_pylist()}
 
-    @router.get("/v1/traces/{trace_id}", dependencies=[Depends(require_key)])
+    @router.get("/v1/traces/{trace_id}", dependencies=[Depends(require("read"))])
     def trace(trace_id: str) -> dict[str, Any]:
         store = service.store
         store.flush(timeout=5.0)

@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import re
 import typing
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from coachrec.policy import Constraints, Range
 from coachrec.serve.candidates import MAX_CONTEXT_CHARS, MAX_TURN_CHARS, MAX_TURNS, SPEAKER_ALIASES
+
+_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _safe(value: str) -> str:
+    """Refuse lone surrogates (not Unicode: they cannot be stored or encoded) and control
+    characters other than tab and newlines."""
+    bad = _UNSAFE.search(value)
+    if bad is not None:
+        code = ord(bad.group())
+        what = "a lone surrogate (invalid Unicode)" if 0xD800 <= code <= 0xDFFF else "a control character"
+        raise ValueError(f"contains {what} U+{code:04X} at index {bad.start()}")
+    return value
+
+
+SafeText = Annotated[str, AfterValidator(_safe)]
+"""Free text: any Unicode but lone surrogates and control characters (tab and newlines allowed)."""
 
 
 class RangeIn(BaseModel):
