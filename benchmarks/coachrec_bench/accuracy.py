@@ -60,6 +60,23 @@ PUBLISHED: list[dict[str, Any]] = [
         "metrics": {"recall@10": 0.0971, "ndcg@10": 0.0554},
         "note": "Yue et al. 2023, full ranking",
     },
+    *(
+        {
+            "name": f"published: {model} (eSASRec paper)",
+            "dataset": "beauty",
+            "protocol": "loo-full",
+            "metrics": {"recall@10": r10, "ndcg@10": n10},
+            "note": note,
+        }
+        for model, r10, n10, note in (
+            ("SASRec, sampled softmax", 0.0921, 0.0531, "eSASRec paper 2025 (RecTools code), full ranking"),
+            ("eSASRec", 0.0928, 0.0523, "eSASRec paper 2025: LiGR layers + sampled softmax, full ranking"),
+            ("HSTU", 0.0788, 0.0439, "re-run by the eSASRec paper's authors, full ranking"),
+            ("FuXi-alpha", 0.0809, 0.0451, "re-run by the eSASRec paper's authors, full ranking"),
+            ("ActionPiece", 0.0775, 0.0424, "as reported in the eSASRec paper, full ranking"),
+            ("TIGER", 0.0648, 0.0384, "as reported in the eSASRec paper, full ranking"),
+        )
+    ),
 ]
 
 #: Fewer epochs, and SASRec's sampled softmax (1,024 shared popularity-sampled negatives,
@@ -71,8 +88,56 @@ QUICK: dict[str, dict[str, Any]] = {
     "gru4rec": {"epochs": 5},
 }
 
+#: Named configurations beside the registered models (row name -> model, overrides on top of
+#: the model's dataset defaults); each is fitted and selected like any model (early stopping
+#: on validation NDCG@10), so its rows are directly comparable.
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    # the eSASRec paper's Beauty settings for SASRec with sampled softmax (uniform negatives)
+    "sasrec-esasrec-settings": (
+        "sasrec",
+        {
+            "dim": 64,
+            "layers": 1,
+            "heads": 1,
+            "dropout": 0.2,
+            "max_len": 50,
+            "loss": "sampled-ce",
+            "n_negatives": 256,
+            "neg_alpha": 0.0,
+            "lr": 1e-3,
+            "epochs": 200,
+            "eval_every": 1,
+            "patience": 10,
+        },
+    ),
+}
+
 ORDER = ("pop", "itemknn", "gru4rec", "sasrec", "rum-item", "rum-feature", "content", "hybrid")
 SHOWN = ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr@10")
+
+
+def _blend(parts: list[Any], split: Any, names: list[str]) -> tuple[Any, dict[str, Any]]:
+    """The blend of fitted `parts`, weights chosen on validation NDCG@10, and what to record."""
+    from coachrec.models.blend import SequentialBlend
+
+    model = SequentialBlend.from_parts(parts, split.train, valid=split.task("valid"))
+    best = max(model.weight_table, key=lambda r: r["valid_ndcg@10"])
+    info = {"weights": " ".join(f"{n}={w:.2f}" for n, w in zip(names, model.weights, strict=True))}
+    return model, info | {"valid_ndcg@10": best["valid_ndcg@10"]}
+
+
+def _paired_vs(res: Any, base: Any, base_name: str) -> dict[str, Any]:
+    """Mean NDCG@10 difference with `base` on the same users, paired bootstrap 95% CI."""
+    from coachrec.metrics.stats import paired_bootstrap
+
+    a, b = base.per_user["ndcg@10"], res.per_user["ndcg@10"]
+    lo, hi = paired_bootstrap(a, b, n_boot=2000, seed=0)
+    return {
+        "vs": base_name,
+        "ndcg@10_delta": round(float((b - a).mean()), 5),
+        "ndcg@10_delta_ci_low": round(lo, 5),
+        "ndcg@10_delta_ci_high": round(hi, 5),
+    }
 
 
 def _fit(name: str, config: dict[str, Any], split: Any, fit_on: str) -> Any:
@@ -80,7 +145,7 @@ def _fit(name: str, config: dict[str, Any], split: Any, fit_on: str) -> Any:
     epochs the model's config names (validation is in the training data then)."""
     from coachrec.models import create
 
-    model = create(name, **config)
+    model = create(VARIANTS[name][0] if name in VARIANTS else name, **config)
     model.on_epoch = lambda epoch, loss, seconds, rows: console.print(
         f"  {name} epoch {epoch}: loss {loss:.4f}, {seconds:.1f}s"
     )
@@ -96,9 +161,11 @@ def run(
     threads: int = 0,
     fit_on: str = "train",
     save: Callable[[list[dict[str, Any]]], Any] | None = None,
+    blends: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Fit and evaluate; `save(rows)` is called after every model (a long run that is cut
-    short keeps what it measured)."""
+    short keeps what it measured). Each of `blends` ("sasrec+gru4rec") blends models fitted in
+    this run, weights chosen on validation, and is compared with its first part, paired by user."""
     from coachrec import datasets as named_data
     from coachrec.data import leave_one_out
     from coachrec.metrics import evaluate, named
@@ -111,15 +178,21 @@ def run(
         ds = named_data.load(dname)
         split = leave_one_out(ds)
         fitted: dict[str, Any] = {}
-        for name in models:
+        results: dict[tuple[str, str], Any] = {}
+        for name in models + [f"blend({b})" for b in blends or []]:
+            extra: dict[str, Any] = {}
             if name in ("content", "hybrid") and ds.catalog is None:
                 console.print(f"[yellow]{dname}: skipping {name} (the data set has no item text)")
                 continue
-            config = defaults(name, ds.name) | (QUICK.get(name, {}) if quick else {})
-            if threads > 0 and "threads" in config_fields(name):
+            base = VARIANTS[name][0] if name in VARIANTS else name
+            config = defaults(base, ds.name) | (QUICK.get(base, {}) if quick else {}) | VARIANTS.get(name, ("", {}))[1]
+            if threads > 0 and not name.startswith("blend(") and "threads" in config_fields(base):
                 config["threads"] = threads
             t0 = time.perf_counter()
-            if name == "hybrid":
+            if name.startswith("blend("):
+                part_names = name[len("blend(") : -1].split("+")
+                model, extra = _blend([fitted[p] for p in part_names], split, part_names)
+            elif name == "hybrid":
                 if "sasrec" not in fitted or "content" not in fitted:
                     raise typer.BadParameter(
                         "hybrid in the benchmark reuses the fitted sasrec and content models; include both"
@@ -147,6 +220,11 @@ def run(
                 }
                 if epochs:
                     metrics["epochs"] = epochs
+                metrics |= extra
+                results[name, pname] = res
+                if name.startswith("blend("):
+                    first = name[len("blend(") : -1].split("+")[0]
+                    metrics |= _paired_vs(res, results[first, pname], first)
                 r = row(name, ds.name, proto.short, metrics)
                 r["fit_on"] = fit_on
                 r["config"] = "quick" if quick else "default"
@@ -188,6 +266,10 @@ def bench_accuracy(
     fit_on: Annotated[
         str, typer.Option(help="train (early stopping on valid), or train+valid (refit; fixed epochs)")
     ] = "train",
+    blend: Annotated[
+        list[str],
+        typer.Option(help="Blend of models fitted in this run, e.g. sasrec+gru4rec (weights chosen on valid)"),
+    ] = [],  # noqa: B006
 ) -> None:
     """Accuracy of every model on Beauty (loo-full, loo-sampled100) and ml-latest-small
     (loo-full), with the published figures as reference rows; writes benchmarks/results/accuracy.json
@@ -195,16 +277,24 @@ def bench_accuracy(
     from coachrec.models import MODELS
 
     names = model or [m for m in ORDER if m in MODELS] + [m for m in MODELS if m not in ORDER]
-    unknown = [m for m in names if m not in MODELS]
+    unknown = [m for m in names if m not in MODELS and m not in VARIANTS]
     if unknown:
-        raise typer.BadParameter(f"unknown model(s) {unknown}; choose from {sorted(MODELS)}", param_hint="--model")
+        raise typer.BadParameter(
+            f"unknown model(s) {unknown}; choose from {sorted(MODELS)} or {sorted(VARIANTS)}", param_hint="--model"
+        )
+    for b in blend:
+        missing = [p for p in b.split("+") if p not in names]
+        if len(b.split("+")) < 2 or missing:
+            raise typer.BadParameter(f"{b!r}: a blend names 2+ models of this run joined by '+'", param_hint="--blend")
+    if blend and fit_on != "train":
+        raise typer.BadParameter("blend weights are chosen on validation: fit on train", param_hint="--blend")
     dsets = dataset or list(PROTOCOLS)
     for d in dsets:
         if d not in PROTOCOLS:
             raise typer.BadParameter(f"unknown data set {d!r}; choose from {list(PROTOCOLS)}", param_hint="--dataset")
     if fit_on not in FIT_ON:
         raise typer.BadParameter(f"choose from {FIT_ON}", param_hint="--fit-on")
-    all_rows = save(run(dsets, names, quick, threads, fit_on, save=save))
+    all_rows = save(run(dsets, names, quick, threads, fit_on, save=save, blends=blend))
     console.print(table(all_rows))
     console.print(f"wrote {results_dir() / 'accuracy.json'}")
 
