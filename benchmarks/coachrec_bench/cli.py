@@ -13,7 +13,9 @@ from coachrec_bench import coach as _coach
 from coachrec_bench import conversational as _conversational
 from coachrec_bench import gru4rec_official as _gru4rec_official
 from coachrec_bench import llm as _llm
+from coachrec_bench import monitor as _monitor
 from coachrec_bench import recbole_ref as _recbole
+from coachrec_bench import rectools_ref as _rectools
 from coachrec_bench import report as _report
 from coachrec_bench import request_match as _request_match
 from coachrec_bench import serve as _serve
@@ -39,6 +41,7 @@ app.command("accuracy")(_accuracy.bench_accuracy)
 app.command("speed")(_speed.bench_speed)
 app.command("gru4rec-official")(_gru4rec_official.bench_gru4rec_official)
 app.command("recbole")(_recbole.bench_recbole)
+app.command("rectools")(_rectools.bench_rectools)
 app.command("report")(_report.bench_report)
 app.command("llm")(_llm.bench_llm)
 app.command("teacher")(_teacher.bench_teacher)
@@ -47,3 +50,4 @@ app.command("serve")(_serve.bench_serve)
 app.command("tracing")(bench_tracing)
 app.command("conversational")(_conversational.bench_conversational)
 app.command("request-match")(_request_match.bench_request_match)
+app.command("monitor")(_monitor.bench_monitor)
