@@ -15,15 +15,11 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from coachrec.serve.feedback import FeedbackEvent, FeedbackLog, Relevance, feedback_path_for
+from coachrec.serve.feedback import FeedbackEvent, FeedbackLog, Relevance
 from coachrec.serve.pipeline import Pipeline, RecommendRequest, RecommendResult
 from coachrec.serve.span_metrics import update_span_metrics
 from coachrec.serve.stack import Stack
 from coachrec.tracing import Tracer, TraceStore
-from coachrec.tracing.store import Retention
-
-DEGRADED_WINDOW_S = 300.0
-"""`/health` says `degraded` while a span failed to be written or was dropped this recently."""
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +50,9 @@ class Service:
         (LLM tiers included when the stack has them; their models load on first use). `warm`
         loads what the text stages need (item embeddings, query encoder) now, so the first
         request with text is not slow."""
-        # spans reach disk within flush_interval; feedback, in its own file, is committed before each reply
+        # spans reach disk within flush_interval; feedback is committed before each reply
         store = TraceStore(db, flush_interval=0.2)
-        feedback = FeedbackLog(feedback_path_for(store.path))
+        feedback = FeedbackLog(store.path)
         pipeline = stack.pipeline(Tracer(store, sample_rate=sample_rate))
         if warm:
             pipeline.warm()
@@ -71,13 +67,6 @@ class Service:
         """Durably store events; returns their ids (only after the commit)."""
         return self.feedback.append(events)
 
-    def record_feedback_once(
-        self, events: Sequence[FeedbackEvent], idempotency_key: str | None
-    ) -> tuple[list[str], bool]:
-        """`record_feedback` with a client's idempotency key: the ids, and True when this repeats an
-        earlier batch with the same key (nothing new stored)."""
-        return self.feedback.append_once(events, idempotency_key)
-
     def update_span_metrics(self, request_ids: Iterable[str]) -> dict[str, dict[str, dict[str, float]]]:
         """Recompute span metrics of each request from all of its feedback so far."""
         out = {}
@@ -90,28 +79,18 @@ class Service:
 
     def health(self) -> dict[str, Any]:
         stats = self.store.stats()
-        degraded = stats.troubled_since(DEGRADED_WINDOW_S)
         return {
-            "status": "degraded" if degraded else "ok",
-            "problem": (
-                f"spans failed ({stats.failed}) or were dropped ({stats.dropped}) in the last "
-                f"{DEGRADED_WINDOW_S:.0f} s; last error: {stats.last_error}"
-                if degraded
-                else None
-            ),
+            "status": "ok",
             "models": [m.name for m in self.pipeline.models],
             "source": self.source,
             "items": len(self.pipeline.catalog),
             "store": self.store.path,
-            "feedback_store": self.feedback.path,
             "spans": {
                 "submitted": stats.submitted,
                 "written": stats.written,
                 "dropped": stats.dropped,
                 "failed": stats.failed,
                 "queued": stats.queued,
-                "waited_for_room": stats.blocked,
-                "deleted_by_retention": self.store.deleted,
             },
             "feedback_events": self.feedback.count(),
         }
