@@ -13,7 +13,6 @@ from coachrec_bench import coach as _coach
 from coachrec_bench import conversational as _conversational
 from coachrec_bench import gru4rec_official as _gru4rec_official
 from coachrec_bench import llm as _llm
-from coachrec_bench import monitor as _monitor
 from coachrec_bench import recbole_ref as _recbole
 from coachrec_bench import rectools_ref as _rectools
 from coachrec_bench import report as _report
@@ -50,4 +49,3 @@ app.command("serve")(_serve.bench_serve)
 app.command("tracing")(bench_tracing)
 app.command("conversational")(_conversational.bench_conversational)
 app.command("request-match")(_request_match.bench_request_match)
-app.command("monitor")(_monitor.bench_monitor)
