@@ -221,6 +221,9 @@ def test_the_http_api_takes_a_conversation(text_stack, tmp_path, frame):
     from coachrec.serve.auth import Authenticator
 
     service = Service.open(text_stack, tmp_path / "t.duckdb")
+    retrievers = [r for stage in service.pipeline.stages for r in getattr(stage, "retrievers", [])]
+    semantic = [r for r in retrievers if isinstance(r, SemanticRetriever)]
+    assert semantic and all(r._items is not None for r in semantic)  # warmed at start-up, not on the first request
     try:
         with TestClient(create_app(service, auth=Authenticator.insecure())) as client:
             conv = [{"speaker": "seeker", "text": "Hi! I'm looking for a movie tonight."},
