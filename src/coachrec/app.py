@@ -20,11 +20,13 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 import coachrec
 from coachrec import datasets
 from coachrec.coach.registry import Registry
+from coachrec.dashboard import dashboard_router, titles_of
 from coachrec.review import ReviewStore
 from coachrec.review.api import review_router
 from coachrec.serve import PipelineConfig, Service, Stack
 from coachrec.serve.api import serve_router, validation_error
 from coachrec.serve.auth import Authenticator
+from coachrec.serve.limits import DEFAULT_MAX_BODY, BodyLimit
 from coachrec.serve.llm_stages import LLMServeConfig
 from coachrec.serve.stack import DEFAULT_MODELS, catalog_for, load_models
 
@@ -73,18 +75,25 @@ def create_app(
     review: ReviewStore | None = None,
     auth: Authenticator | None = None,
     allowed_hosts: Sequence[str] | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
 ) -> FastAPI:
     """The HTTP app over `service`. `auth` defaults to the keys in the environment
     (`Authenticator.from_env`; none configured: every guarded route answers 401). With `allowed_hosts`,
     other Host headers get 400 (DNS rebinding). With `review`, the review queue and golden sets are
-    served under `/v1/review`."""
+    served under `/v1/review`. Bodies over `max_body` bytes get 413."""
     app = FastAPI(title="coachrec", version=coachrec.__version__, description="Coachable recommender serving API.")
     app.state.service = service
     app.state.auth = auth if auth is not None else Authenticator.from_env()
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
+    app.add_middleware(BodyLimit, max_bytes=max_body)
     if allowed_hosts is not None:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.include_router(serve_router(service))
     if review is not None:
         app.include_router(review_router(review), prefix="/v1/review")
+    catalog = service.pipeline.catalog  # the dashboard under /ui (scopes as for /v1)
+    titles = titles_of(catalog.ids.tolist(), catalog.titles.tolist())
+    app.include_router(
+        dashboard_router(service.store, feedback=service.feedback, review=review, registry=Registry(), titles=titles)
+    )
     return app

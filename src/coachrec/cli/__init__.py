@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from coachrec.cli import coach as _coach
+from coachrec.cli import dashboard as _dashboard
 from coachrec.cli import evaluate as _evaluate
 from coachrec.cli import llm_models as _llm_models
 from coachrec.cli import quickstart as _quickstart
@@ -38,6 +39,7 @@ app.command("train")(_train.train)
 app.command("tune")(_tune.tune)
 app.command("quickstart")(_quickstart.quickstart)
 app.command("serve")(_serve.serve)
+app.command("dashboard")(_dashboard.dashboard)
 app.command("judge")(_teacher.judge)
 app.add_typer(_teacher.report_app, name="report")
 _teacher.report_app.command("cost")(_report_cost.report_cost)

@@ -1,0 +1,243 @@
+"""The dashboard's queries and routes over a real store: traces served by a real pipeline on the
+bundled MovieLens, judged by the teacher's program checks, queued for review (no browser here;
+test_dashboard_browser.py drives Chromium)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from coachrec.coach.registry import Registry
+from coachrec.dashboard import dashboard_app, titles_of
+from coachrec.dashboard.review_views import conflicts, golden_diff, reviewer_progress
+from coachrec.dashboard.traces import QueryError, TraceFilter, trace_page, trace_view
+from coachrec.models import create
+from coachrec.policy import Constraints, Range
+from coachrec.review import ReviewStore
+from coachrec.serve import FeedbackLog, Pipeline, RecommendRequest
+from coachrec.serve.auth import Authenticator
+from coachrec.serve.feedback import FeedbackEvent
+from coachrec.teacher import CatalogView, Judge, cases_from_store, load_rubric, record
+from coachrec.tracing import Tracer, TraceStore
+
+KEYS = {
+    "alice": (["read", "review", "publish"], "alice-key-0123456789"),
+    "bob": (["read", "review"], "bob-key-0123456789ab"),
+    "ops": (["*"], "ops-key-0123456789abc"),
+    "viewer": (["read"], "viewer-key-0123456789"),
+}
+
+
+def key(name: str) -> dict[str, str]:
+    return {"X-API-Key": KEYS[name][1]}
+
+
+@dataclass
+class Filled:
+    store: TraceStore
+    feedback: FeedbackLog
+    review: ReviewStore
+    titles: dict[str, str]
+    trace_ids: list[str]
+    """In serving order; the first two are the same request served twice."""
+
+
+def fill(folder: Path, data, n_users: int = 24) -> Filled:
+    """Serve real requests (a third with constraints that leave fewer than k items), record
+    feedback on a few, judge every trace with the program checks and queue the doubtful verdicts
+    (plus an audit share) for review."""
+    store = TraceStore(folder / "traces.duckdb")
+    feedback = FeedbackLog(store.path)
+    models = [create("itemknn").fit(data), create("pop").fit(data)]
+    pipeline = Pipeline.from_models(models, data.catalog, tracer=Tracer(store))
+    users = sorted(data.users.ids, key=int)[:n_users]
+    requests = [RecommendRequest(user_id=users[0], k=10), RecommendRequest(user_id=users[0], k=10)]
+    for n, user in enumerate(users[1:]):
+        constraints = Constraints()
+        if n % 3 == 1:
+            constraints = Constraints(exclude_genres=("Drama", "Comedy"))
+        elif n % 3 == 2:
+            constraints = Constraints(
+                ranges={"year": Range(min=2000)}, require_genres=("Horror", "Documentary"), require_all_genres=True
+            )
+        requests.append(RecommendRequest(user_id=user, k=10, constraints=constraints))
+    trace_ids = []
+    for request in requests:
+        result = pipeline.recommend(request)
+        assert result.trace_id is not None
+        trace_ids.append(result.trace_id)
+        if len(trace_ids) % 4 == 0 and result.items:
+            feedback.append(
+                [
+                    FeedbackEvent(result.request_id, result.items[0], "impression", position=0),
+                    FeedbackEvent(result.request_id, result.items[0], "click", position=0),
+                ]
+            )
+    store.flush()
+    judge = Judge(load_rubric(), CatalogView(data.catalog))
+    cases = cases_from_store(store, trace_ids)
+    judgments = judge.judge(cases)
+    record(store, judgments)
+    review = ReviewStore(folder / "traces.review.duckdb")
+    review.enqueue(judgments, cases, review_below=0.5, audit_rate=0.1, seed=1)
+    catalog = pipeline.catalog
+    return Filled(store, feedback, review, titles_of(catalog.ids.tolist(), catalog.titles.tolist()), trace_ids)
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory, ml_small):
+    f = fill(tmp_path_factory.mktemp("dash"), ml_small)
+    yield f
+    f.review.close()
+    f.feedback.close()
+    f.store.close()
+
+
+@pytest.fixture(scope="module")
+def client(filled, tmp_path_factory):
+    app = dashboard_app(
+        filled.store,
+        auth=Authenticator.of(KEYS),
+        feedback=filled.feedback,
+        review=filled.review,
+        registry=Registry(tmp_path_factory.mktemp("registry")),
+        titles=filled.titles,
+    )
+    with TestClient(app) as c:
+        yield c
+
+
+def test_keyset_pages_cover_every_trace_once_newest_first(filled) -> None:
+    seen, cursor = [], None
+    while True:
+        page = trace_page(filled.store, TraceFilter(), cursor=cursor, limit=7)
+        seen += [r["start_ns"] for r in page.rows]
+        ids = [r["trace_id"] for r in page.rows]
+        assert len(ids) == len(set(ids))
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert len(seen) == len(filled.trace_ids) and seen == sorted(seen, reverse=True)
+
+
+def test_filters_select_what_they_name(filled) -> None:
+    store = filled.store
+    mode_rows = trace_page(store, TraceFilter(failure_mode="short_slate"), limit=500).rows
+    assert mode_rows and all("short_slate" in r["failure_modes"] for r in mode_rows)
+    failed = {e["trace_id"] for e in store.evaluations(name="slate_complete").to_pylist() if e["label"] == "fail"}
+    assert {r["trace_id"] for r in mode_rows} == failed
+    user = filled.store.trace(filled.trace_ids[0])[0].user_id
+    by_user = trace_page(store, TraceFilter(user_id=user), limit=500).rows
+    assert {r["trace_id"] for r in by_user} == set(filled.trace_ids[:2])
+    slowest = max(trace_page(store, TraceFilter(), limit=500).rows, key=lambda r: r["duration_ms"])
+    assert [r["trace_id"] for r in trace_page(store, TraceFilter(min_ms=slowest["duration_ms"]), limit=500).rows] == [
+        slowest["trace_id"]
+    ]
+    assert trace_page(store, TraceFilter(model="itemknn"), limit=500).rows
+    assert not trace_page(store, TraceFilter(model="sasrec"), limit=500).rows
+    assert not trace_page(store, TraceFilter(error="no such error text"), limit=500).rows
+    with pytest.raises(QueryError, match="kind"):
+        TraceFilter(kind="NOPE")
+
+
+def test_trace_view_lays_out_tree_slate_feedback_and_verdicts(filled) -> None:
+    view = trace_view(filled.store, filled.feedback, filled.trace_ids[3])  # the 4th request got feedback
+    assert view is not None
+    assert view.nodes[0].span.name == "recommend" and view.nodes[0].depth == 0
+    assert {n.span.name for n in view.nodes if n.depth == 2} >= {"retrieve.itemknn", "retrieve.pop"}
+    assert len(view.slate) == 10 and [r["position"] for r in view.slate] == list(range(10))
+    assert set(view.retrievers) == {"itemknn", "pop"}
+    assert any(r["sources"]["itemknn"] is not None for r in view.slate)
+    assert all(r["reason"] for r in view.slate)
+    assert sorted(view.slate[0]["feedback"]) == ["click", "impression"]
+    assert {v["criterion"] for v in view.verdicts} >= {"constraint_adherence", "slate_complete"}
+    assert all(v["span_name"] for v in view.verdicts)
+    by_request = trace_view(filled.store, filled.feedback, view.request_id or "")
+    assert by_request is not None and by_request.trace_id == view.trace_id
+    assert trace_view(filled.store, filled.feedback, "nope") is None
+
+
+def test_pages_need_read_and_actions_their_scope(client, filled) -> None:
+    assert client.get("/ui/traces", follow_redirects=False).status_code == 303  # to the sign-in page
+    assert client.get("/ui/api/traces").status_code == 401
+    a, b = filled.trace_ids[:2]
+    pages = ["/ui/traces", f"/ui/traces/{a}", "/ui/failures", "/ui/review", "/ui/golden", "/ui/versions", "/ui/cost"]
+    for path in [*pages, f"/ui/compare?a={a}&b={b}"]:
+        r = client.get(path, headers=key("viewer"))
+        assert r.status_code == 200, (path, r.text[:300])
+        assert "cdn" not in r.text.lower() and "https://" not in r.text
+    item = filled.review.items()[0]
+    body = {"action": "accept"}
+    assert client.post(f"/ui/api/review/{item.item_id}", json=body, headers=key("viewer")).status_code == 403
+    assert client.post("/ui/api/golden/x", json={}, headers=key("bob")).status_code == 403
+    assert client.post("/ui/api/registry/rollback", json={"note": "n"}, headers=key("alice")).status_code == 403
+    rollback = client.post("/ui/api/registry/rollback", json={"note": "n"}, headers=key("ops"))
+    assert rollback.status_code == 409 and "nothing to roll back" in rollback.json()["detail"]
+    assert client.get("/ui/api/traces?min_ms=fast", headers=key("viewer")).status_code == 422
+    assert client.get("/ui/api/traces?cursor=zzz", headers=key("viewer")).status_code == 422
+    assert client.get("/ui/traces/nope", headers=key("viewer")).status_code == 404
+    assert client.get("/ui/static/app.js").status_code == 200
+    assert client.get("/ui/static/..%2Fapp.py").status_code == 404
+
+
+def test_sign_in_cookie_carries_the_key(client) -> None:
+    r = client.post("/ui/login", data={"key": "wrong-key-0123456789", "next": ""})
+    assert r.status_code == 401 and "invalid API key" in r.text
+    r = client.post("/ui/login", data={"key": KEYS["viewer"][1], "next": "/ui/failures"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/ui/failures"
+    assert client.get("/ui/api/failures").status_code == 200
+    client.post("/ui/logout")
+    assert client.get("/ui/api/failures").status_code == 401
+
+
+def test_reviewer_is_the_key_and_conflicts_and_diff_show(client, filled) -> None:
+    items = filled.review.items()
+    assert len(items) >= 3
+    a, b = items[0], items[1]
+    assert (
+        client.post(f"/ui/api/review/{a.item_id}", json={"action": "accept"}, headers=key("alice")).json()["reviewer"]
+        == "alice"
+    )
+    v1 = client.post("/ui/api/golden/dash", json={"description": "first"}, headers=key("alice"))
+    assert v1.status_code == 200 and v1.json()["version"] == 1
+    flip = "pass" if b.judge_label == "fail" else "fail"
+    out = client.post(f"/ui/api/review/{b.item_id}", json={"action": "correct", "label": flip}, headers=key("bob"))
+    assert out.status_code == 200 and out.json()["reviewer"] == "bob"
+    assert client.post("/ui/api/golden/dash", json={}, headers=key("alice")).json()["version"] == 2
+    diff = golden_diff(filled.review, "dash")
+    assert (diff.version, diff.previous, [c.trace_id for c in diff.added]) == (2, 1, [b.trace_id])
+    assert diff.unchanged == 1 and not diff.removed
+    assert client.post("/ui/api/golden/dash", json={}, headers=key("alice")).status_code == 409  # nothing new
+    progress = {r["reviewer"]: r for r in reviewer_progress(filled.review)}
+    assert progress["alice"]["accepted"] >= 1 and progress["bob"]["corrected"] >= 1
+    # a second judge version queues the same case again; two reviewers label it differently
+    again = filled.review.items(status="accepted")[0]
+    row = filled.review._cursor().execute("SELECT * FROM review_queue WHERE item_id = ?", [again.item_id]).fetchone()
+    assert row is not None
+    copy = ["copy-" + again.item_id, *row[1:8], "judge@v2", *row[9:13], "pending", None, None, None, row[17] + 1, None]
+    filled.review._cursor().execute(f"INSERT INTO review_queue VALUES ({', '.join('?' * len(copy))})", copy)
+    other = "pass" if again.human_label == "fail" else "fail"
+    client.post(f"/ui/api/review/copy-{again.item_id}", json={"action": "correct", "label": other}, headers=key("bob"))
+    found = conflicts(filled.review)
+    assert [(c["trace_id"], sorted(x["reviewer"] for x in c["labels"])) for c in found] == [
+        (again.trace_id, sorted([again.reviewer or "", "bob"]))
+    ]
+    page = client.get("/ui/golden/dash?version=2", headers=key("viewer")).text
+    assert "1 added" in page and b.trace_id[:10] in page
+
+
+def test_failures_and_cost_read_the_stores(client, filled) -> None:
+    data = client.get("/ui/api/failures", headers=key("viewer")).json()
+    modes = {m["name"]: m for m in data["modes"]}
+    assert "short_slate" in modes
+    m = modes["short_slate"]
+    assert sum(p["failed"] for p in m["over_time"]) == m["count"] and m["by_span"]
+    cost = client.get("/ui/api/cost", headers=key("viewer")).json()
+    assert sum(p["requests"] for p in cost["series"]["no LLM"]) == len(filled.trace_ids)
+    detail = client.get(f"/ui/api/traces/{filled.trace_ids[0]}", headers=key("viewer")).json()
+    assert [s["trace_id"] for s in detail["same_request"]] == [filled.trace_ids[1]]
+    assert json.dumps(detail)  # JSON all the way down
