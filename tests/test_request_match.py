@@ -268,3 +268,33 @@ def test_kappa_interval_is_clustered_by_dialog(labels):
     pairs = labels.select("popularity", "evaluation")
     lo, hi = kappa_interval(pairs.labels, pairs.labels, pairs.dialogs)
     assert lo == hi == 1.0
+
+
+# ---------------------------------------------------------------------- the co-mention member
+def test_co_mention_member_learns_what_human_recommenders_suggest_after_a_title(ml_small):
+    from coachrec import datasets
+    from coachrec.teacher.request_match import CoMentionMember
+
+    records = datasets.requests("redial-ml")
+    catalog = ml_small.catalog
+    member = CoMentionMember(MentionMember(EmbeddingMember(catalog)))
+    probe = request_turns("Seeker: I loved The Matrix (1999), anything like it?")
+    with pytest.raises(RuntimeError, match="not fitted"):
+        member.features(probe, np.array([0]))
+    row = {str(i): n for n, i in enumerate(catalog.items.ids.tolist())}
+    matrix = row["2571"]  # The Matrix (1999)
+    learned = [r for r in records if "2571" in r["mentions"] and r["targets"]]
+    assert learned, "the bundled ReDial requests mention The Matrix before some suggestions"
+    suggested = row[learned[0]["targets"][0]]
+    never = [n for n in range(len(catalog.items)) if n not in {matrix, suggested}][:50]
+    member.fit(records)
+    f = member.features(probe, np.array([suggested, *never]))
+    assert f.shape == (51, 3)
+    assert f[0, 0] > np.max(f[1:, 0]), "a movie suggested after The Matrix ranks above ones never co-mentioned"
+    # learned on the other dialogs only, that suggestion loses its own dialog's count
+    others = {r["dialog_id"] for r in records} - {r["dialog_id"] for r in learned}
+    member.fit(records, dialogs=others)
+    assert member.features(probe, np.array([suggested]))[0, 1] < f[0, 1]
+    # a request naming no title: the popularity feature alone
+    plain = member.features(request_turns("something funny please"), np.array([suggested]))
+    assert plain[0, 0] == 0 and plain[0, 1] == 0

@@ -22,7 +22,7 @@ RegistryOption = Annotated[
 ]
 
 
-LLM_CRITERIA = ["request_match"]
+LLM_CRITERIA = ["request_match", "slate_variety"]
 """LLM criteria judged by default (typer reads the default list and never mutates it)."""
 
 
@@ -96,6 +96,10 @@ def coach(
     target_mode: Annotated[
         str | None, typer.Option(help="Failure mode to coach (default: the most frequent distillable one).")
     ] = None,
+    request_match: Annotated[
+        bool,
+        typer.Option(help="Judge request_match with a committee calibrated on ReDial dialogs (ml-latest-small only)."),
+    ] = True,
     golden: Annotated[
         str | None,
         typer.Option(help="Golden set whose requests the gate also replays (and whose labels measure LLM criteria)."),
@@ -123,6 +127,7 @@ def coach(
         golden=golden,
         review_db=review_db,
         target_mode=target_mode,
+        request_match=request_match,
         seed=seed,
         gate=GateConfig(margin=margin, seed=seed),
     )

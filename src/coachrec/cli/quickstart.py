@@ -34,6 +34,7 @@ def quickstart(
             distill_requests=80,
             gate_requests=80,
             conversations=60,
+            request_match_requests=120,
             llm=llm,
             llm_traces=2,
             seed=seed,

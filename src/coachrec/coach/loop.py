@@ -69,12 +69,15 @@ class LoopConfig:
     """LLM member of the teacher for its LLM criteria (a role, GGUF path or URL; `none` = off)."""
     llm_traces: int = 6
     """Traces whose LLM criteria are judged (each costs 2 prompts per criterion)."""
-    llm_criteria: tuple[str, ...] = ("request_match",)
-    """LLM criteria judged on a few traces (report only until a golden set measures them)."""
-    request_match: bool = False
-    """Calibrate a request-match committee on the selection dialogs and measure it on the unused
-    ones, so `request_match` is judged on every trace and may gate when trusted (minutes of
-    sentence encoding on 2 cores; off by default)."""
+    llm_criteria: tuple[str, ...] = ("request_match", "slate_variety")
+    """LLM criteria judged on a few traces (report only until a golden set measures them); a
+    criterion the calibrated request-match committee judges is left to the committee."""
+    request_match: bool = True
+    """Calibrate a request-match committee (embedding, mention and co-mention members) on the
+    selection dialogs and measure it on the unused ones, so `request_match` is judged on every
+    trace and may gate when trusted (a minute or two of sentence encoding on 2 cores)."""
+    request_match_requests: int = 400
+    """Labelled ReDial requests per side (calibration, evaluation) for the request-match trust."""
     golden: str | None = None
     """A published golden set (review store) whose requests the gate also replays."""
     review_db: Path | None = None
@@ -109,6 +112,9 @@ class Context:
     """ReDial requests by role ("selection", "gate"); `targets` holds each one's ground truth."""
     targets: dict[str, list[str]] = field(default_factory=dict)
     """Request id -> the movies the human recommender suggested next (not mentioned before)."""
+    dialog_records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Every turn of the ReDial dialogs by role ("selection", "gate"), for remedies that learn
+    from conversations (they read the selection ones only)."""
 
 
 @dataclass
@@ -283,6 +289,7 @@ def prepare(config: LoopConfig, registry: Registry, ui: Progress = SILENT) -> Co
             set(dialogs.selection),
             set(dialogs.unused),
             seed=config.seed,
+            max_requests=config.request_match_requests,
         )
         golden_quality = {**golden_quality, "request_match": rm_quality}
         ui.note(
@@ -313,6 +320,7 @@ def prepare(config: LoopConfig, registry: Registry, ui: Progress = SILENT) -> Co
     if dialogs is not None:
         for role, keep in (("selection", set(dialogs.selection)), ("gate", set(dialogs.gate))):
             mine = [r for r in rows if r["dialog_id"] in keep]
+            ctx.dialog_records[role] = mine
             picked = np.random.default_rng(config.seed).permutation(len(mine))[: config.conversations]
             ctx.conversations[role] = [conversation_request(mine[i]) for i in sorted(picked)]
             ctx.targets.update({f"redial:{mine[i]['dialog_id']}:{mine[i]['turn']}": mine[i]["targets"] for i in picked})
@@ -389,12 +397,15 @@ def _llm_judge(
         return [], 0.0, None, "LLM criteria off (--llm none)"
     if ctx.data.catalog is None:
         return [], 0.0, None, f"{ctx.data.name} has no item text: LLM criteria do not apply"
+    criteria = [c for c in ctx.config.llm_criteria if not (c == REQUEST_MATCH and ctx.request_match)]
+    if not criteria:
+        return [], 0.0, None, "LLM criteria: request_match is judged by the calibrated committee"
     try:
         backend = load_backend(ctx.config.llm, cache=ResponseCache(coachrec_home() / "judge_cache.sqlite"))
     except LLMError as exc:
         return [], 0.0, None, f"LLM criteria not judged: {exc}"
     try:
-        judge = Judge(ctx.rubric, CatalogView(ctx.catalog), llm=backend, criteria=list(ctx.config.llm_criteria))
+        judge = Judge(ctx.rubric, CatalogView(ctx.catalog), llm=backend, criteria=criteria)
         rng = np.random.default_rng(ctx.config.seed)
         order = sorted(range(len(cases)), key=lambda i: (not cases[i].context, rng.random()))
         picked = [cases[i] for i in sorted(order[: ctx.config.llm_traces])]
@@ -656,6 +667,7 @@ def run_loop(config: LoopConfig, registry: Registry, out: Path, ui: Progress = S
         ui,
         ctx.conversations.get("selection", []),
         ctx.targets,
+        ctx.dialog_records.get("selection", []),
     )
     tried: list[Tried] = []
     built: list[tuple[Tried, Stack]] = []

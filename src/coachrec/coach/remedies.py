@@ -55,6 +55,9 @@ class RemedyContext:
     """The selection dialogs' requests (ReDial), whose human targets a remedy may learn from."""
     targets: dict[str, list[str]] = field(default_factory=dict)
     """Request id -> the movies the human recommender suggested next."""
+    dialog_records: list[dict[str, Any]] = field(default_factory=list)
+    """Every turn of the selection dialogs (the bundled `datasets.requests("redial-ml")` layout:
+    `dialog_id`, `context`, `mentions`, `targets`), for remedies that learn from conversations."""
 
 
 @dataclass
@@ -235,3 +238,41 @@ def _conversation_recall(
         len(set(c.idx[:10].tolist()) & set(t.tolist())) / len(t) for c, t in zip(found, targets, strict=True) if len(t)
     ]
     return float(np.mean(hits)) if hits else 0.0
+
+
+@remedy("learn-from-conversations", modes=("ignores_request",), span="retrieve")
+def learn_from_conversations(ctx: RemedyContext) -> Candidate:
+    """Learn from what people asked for together: a co-mention retriever fitted on the selection
+    dialogs (what human recommenders suggested after the movies named), beside the request
+    understanding stages, with the text blend re-learned on those dialogs (cross-fitted)."""
+    records = [r for r in ctx.dialog_records if r.get("targets")]
+    dialogs = sorted({str(r["dialog_id"]) for r in records})
+    if len(dialogs) < 20:
+        raise RemedyError(f"only {len(dialogs)} selection dialogs with human suggestions to learn from")
+    convs = [r for r in ctx.conversations if r.context and ctx.targets.get(r.request_id or "")]
+    if not convs:
+        raise RemedyError("no selection conversations to measure the candidate on")
+    base = replace(ctx.champion, config=replace(ctx.champion.config, understand=True, semantic=True), ranker=None)
+    # The selection figure is measured honestly: learn on half of the selection dialogs, measure
+    # on the replayed requests of the other half; the candidate itself learns on all of them.
+    fit_half = set(dialogs[::2])
+    held = [r for r in convs if _dialog(r) not in fit_half]
+    probe = base.learn_conversations(records, dialogs=fit_half, seed=ctx.seed)
+    items = ctx.champion.models[0].items
+    histories = [_encode(items, r.history or ()) for r in held]
+    targets = [_encode(items, ctx.targets[r.request_id or ""]) for r in held]
+    before = _conversation_recall(ctx.champion, held, histories, targets)
+    after = _conversation_recall(probe, held, histories, targets)
+    stack = base.learn_conversations(records, seed=ctx.seed)
+    weights = stack.config.text_weights or {}
+    note = (
+        f"co-mention retriever learned on {len(records)} turns of {len(dialogs)} selection dialogs + understand, "
+        f"intent, semantic stages; text blend { ({k: round(v, 3) for k, v in weights.items()}) }; recall@10 on "
+        f"{len(held)} selection conversations of dialogs the probe did not learn from {before:.4f} -> {after:.4f}"
+    )
+    return Candidate(stack, note, {"selection_recall@10": after}, {"text_blend": {"weights": weights}})
+
+
+def _dialog(request: RecommendRequest) -> str:
+    rid = request.request_id or ""
+    return rid.split(":")[1] if rid.startswith("redial:") else ""

@@ -24,7 +24,10 @@ from coachrec.metrics import cohen_kappa
 from coachrec.teacher import JudgeQuality, RelevanceCommittee, RelevanceConfig, RubricSpec, measure
 from coachrec.teacher.movielens import heldout_labels
 from coachrec.teacher.request_match import (
+    CoMentionMember,
+    MentionMember,
     RequestMatchCommittee,
+    Turns,
     default_members,
     request_match_quality,
     request_turns,
@@ -152,6 +155,7 @@ def measured_request_match(
     seed: int = 0,
     window: int = 50,
     max_requests: int = 400,
+    co_mention: bool = True,
 ) -> tuple[RequestMatchCommittee, JudgeQuality]:
     """The request-match committee for the coach, from the bundled ReDial requests: positives
     are the human recommender's next movies (linked, not mentioned before), negatives one
@@ -160,13 +164,20 @@ def measured_request_match(
     `calibration_dialogs` (the selection dialogs) and the quality measured per (request, item)
     pair on `evaluation_dialogs` (the unused dialogs: never the gate's), CI by dialog. At most
     `max_requests` requests (seeded) of each part are labelled: every request costs a sentence
-    encoding."""
-    committee = RequestMatchCommittee(default_members(catalog, popularity))
+    encoding.
+
+    With `co_mention`, the committee also has a `CoMentionMember` learned from every turn of the
+    calibration dialogs; the calibration pairs' co-mention features are cross-fitted (two halves
+    of the calibration dialogs, each featurised by the member learned on the other), so the
+    blend does not learn to trust counts that include the pair's own dialog."""
+    members = default_members(catalog, popularity)
+    mention_member = next(m for m in members if isinstance(m, MentionMember))
+    co = CoMentionMember(mention_member) if co_mention else None
+    committee = RequestMatchCommittee([*members, co] if co is not None else members)
     order = np.argsort(-np.asarray(popularity, dtype=np.float64), kind="stable")
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
     rng = np.random.default_rng(seed)
-    parts: dict[str, tuple[list[np.ndarray], list[np.ndarray], list[str]]] = {"cal": ([], [], []), "ev": ([], [], [])}
     by_dialog: dict[str, set[int]] = {}
     for r in rows:
         by_dialog.setdefault(r["dialog_id"], set()).update(committee.rows([*r["targets"], *r["mentions"]]).tolist())
@@ -174,9 +185,15 @@ def measured_request_match(
     for keep in (calibration_dialogs, evaluation_dialogs):
         mine = [r for r in rows if r["dialog_id"] in keep]
         chosen += [mine[i] for i in sorted(rng.permutation(len(mine))[:max_requests].tolist())]
+    halves = split_dialogs(sorted(calibration_dialogs), seed)
+    labelled: list[tuple[str, Turns, np.ndarray, np.ndarray, str]] = []  # part, turns, items, labels, dialog
     for r in chosen:
         part = (
-            "cal" if r["dialog_id"] in calibration_dialogs else "ev" if r["dialog_id"] in evaluation_dialogs else None
+            "ev"
+            if r["dialog_id"] in evaluation_dialogs
+            else ("cal0" if r["dialog_id"] in halves[0] else "cal1")
+            if r["dialog_id"] in calibration_dialogs
+            else None
         )
         turns = request_turns(r["context"])
         if part is None or not any(s == "seeker" and u.strip() for s, u in turns):
@@ -191,21 +208,47 @@ def measured_request_match(
             if pool:
                 neg.append(pool[int(rng.integers(len(pool)))])
         items = np.concatenate([pos, np.asarray(neg, dtype=np.int64)])
-        if not len(items):
-            continue
-        xs, ys, ds = parts[part]
-        xs.append(committee.feature_matrix(turns, items))
-        ys.append(np.r_[np.ones(len(pos), bool), np.zeros(len(neg), bool)])
-        ds.extend([r["dialog_id"]] * len(items))
-    if not parts["cal"][0] or not parts["ev"][0]:
+        if len(items):
+            labels = np.r_[np.ones(len(pos), bool), np.zeros(len(neg), bool)]
+            labelled.append((part, turns, items, labels, r["dialog_id"]))
+    if not any(p.startswith("cal") for p, *_ in labelled) or not any(p == "ev" for p, *_ in labelled):
         raise ValueError("request_match: no labelled pairs in the calibration or the evaluation dialogs")
-    cal = (np.vstack(parts["cal"][0]), np.concatenate(parts["cal"][1]))
-    ev = (np.vstack(parts["ev"][0]), np.concatenate(parts["ev"][1]), np.asarray(parts["ev"][2], dtype=object))
+
+    features: dict[str, list[np.ndarray]] = {"cal": [], "ev": []}
+    ys: dict[str, list[np.ndarray]] = {"cal": [], "ev": []}
+    ev_dialogs: list[str] = []
+    passes = [("cal0", halves[1]), ("cal1", halves[0]), ("ev", calibration_dialogs)]
+    for part, learn_on in passes:
+        if co is not None:
+            co.fit(rows, dialogs=learn_on)
+        for p, turns, items, labels, dialog in labelled:
+            if p != part:
+                continue
+            key = "ev" if part == "ev" else "cal"
+            features[key].append(committee.feature_matrix(turns, items))
+            ys[key].append(labels)
+            if key == "ev":
+                ev_dialogs.extend([dialog] * len(items))
+    cal = (np.vstack(features["cal"]), np.concatenate(ys["cal"]))
+    ev = (np.vstack(features["ev"]), np.concatenate(ys["ev"]), np.asarray(ev_dialogs, dtype=object))
     protocol = (
         "ReDial requests linked to the catalog: the human recommender's next movies vs "
         f"popularity-matched negatives; blend fitted on {len(calibration_dialogs)} selection dialogs, measured "
         f"on {len(set(ev[2].tolist()))} unused dialogs (never the gate's), per (request, item) pair"
+        + (
+            f"; co-mention member learned on the selection dialogs' {co.turns} turns (cross-fitted in two halves "
+            "for the calibration pairs)"
+            if co is not None
+            else ""
+        )
     )
     return committee, request_match_quality(
         committee, cal, ev, kappa_floor=rubric.kappa_floor, protocol=protocol, seed=seed
     )
+
+
+def split_dialogs(dialogs: Sequence[str], seed: int) -> tuple[set[str], set[str]]:
+    """Two seeded halves of `dialogs` (cross-fitting inside the calibration dialogs)."""
+    order = np.random.default_rng(seed + 7).permutation(len(dialogs))
+    half = len(dialogs) // 2
+    return {dialogs[i] for i in order[:half]}, {dialogs[i] for i in order[half:]}

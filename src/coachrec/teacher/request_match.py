@@ -39,7 +39,7 @@ import os
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -48,6 +48,7 @@ import numpy as np
 from coachrec.data import Catalog
 from coachrec.llm import LLMBackend
 from coachrec.models.content import DEFAULT_ENCODER, embed_texts, encoder_path
+from coachrec.models.conversational import CoMentionRecommender, CoMentionRecommenderConfig
 from coachrec.teacher.llm_scoring import LogitScorer
 from coachrec.teacher.prompts import judge_prompt
 from coachrec.teacher.quality import JudgeQuality, best_threshold, measure
@@ -60,9 +61,9 @@ if TYPE_CHECKING:
     from coachrec.teacher.rubric import RubricSpec
 
 __all__ = [
-    "REQUEST_MATCH", "EmbeddingMember", "LLMMember", "MentionMember", "RequestMatchCommittee", "RequestMatchMember",
-    "default_members", "measured_request_match", "pair_features", "request_match_quality", "request_turns",
-    "seeker_texts",
+    "REQUEST_MATCH", "CoMentionMember", "EmbeddingMember", "LLMMember", "MentionMember", "RequestMatchCommittee",
+    "RequestMatchMember", "default_members", "measured_request_match", "pair_features", "request_match_quality",
+    "request_turns", "seeker_texts",
 ]  # fmt: skip
 
 REQUEST_MATCH = "request_match"
@@ -330,6 +331,53 @@ class MentionMember:
         while len(self._scored) > 256:
             self._scored.popitem(last=False)
         return out
+
+
+class CoMentionMember:
+    """What human recommenders went on to suggest after the movies a conversation names: a
+    `CoMentionRecommender` (mention -> next suggestion and same-dialog co-occurrence counts)
+    learned from labelled conversations (`fit`: the calibration dialogs only), fed the titles
+    `MentionMember` finds in the conversation, oldest first. Features: the item's co-mention
+    score as a percentile among the catalog, the score itself (log-scaled), and how often human
+    recommenders suggested or mentioned the item at all (the model's popularity). A conversation
+    naming no known title gets the popularity alone; an unfitted member raises.
+
+    It reads the signal a conversation-learned retriever reads, so a candidate fitted on it looks
+    better to this member by construction: the gate's independent evidence (the human
+    recommenders' actual suggestions in dialogs no step learned from) is what keeps that honest."""
+
+    feature_names: tuple[str, ...] = ("comention_pct", "comention_log", "suggested_prior")
+
+    def __init__(self, mentions: MentionMember, config: CoMentionRecommenderConfig | None = None) -> None:
+        self.name = "co-mention"
+        self.mentions = mentions
+        self.embedding = mentions.embedding  # `pair_features` pre-encodes the utterances through it
+        self.catalog = mentions.catalog
+        self.config = config
+        self.model: CoMentionRecommender | None = None
+
+    def fit(self, records: Sequence[Mapping[str, Any]], dialogs: Iterable[str] | None = None) -> CoMentionMember:
+        """Learn from request records (`dialog_id`, `mentions`, `targets`: raw catalog ids; the
+        bundled `datasets.requests("redial-ml")` layout) of `dialogs` (default: all)."""
+        self.model = CoMentionRecommender(self.config).fit_conversations(records, self.catalog, dialogs=dialogs)
+        return self
+
+    @property
+    def turns(self) -> int:
+        return int(self.model.fit_info["turns"]) if self.model is not None else 0
+
+    def features(self, turns: Turns, rows: np.ndarray) -> np.ndarray:
+        if self.model is None:
+            raise RuntimeError("the co-mention member is not fitted: call fit(records, dialogs) first")
+        rows = np.asarray(rows, dtype=np.int64)
+        if not seeker_texts(turns):
+            return np.full((len(rows), 3), np.nan)
+        prior = np.asarray(self.model.popularity, dtype=np.float64)[rows]
+        named = self.mentions.mentioned(turns)
+        if not len(named):
+            return np.column_stack([np.zeros(len(rows)), np.zeros(len(rows)), prior])
+        s = np.asarray(self.model.score([named])[0], dtype=np.float64)
+        return np.column_stack([_percentile(s, rows), np.log1p(100.0 * s[rows]), prior])
 
 
 class LLMMember:
