@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 import coachrec
@@ -24,9 +23,9 @@ from coachrec.dashboard import dashboard_router, titles_of
 from coachrec.review import ReviewStore
 from coachrec.review.api import review_router
 from coachrec.serve import PipelineConfig, Service, Stack
-from coachrec.serve.api import serve_router, validation_error
+from coachrec.serve.api import harden, serve_router
 from coachrec.serve.auth import Authenticator
-from coachrec.serve.limits import DEFAULT_MAX_BODY, BodyLimit
+from coachrec.serve.limits import DEFAULT_MAX_BODY
 from coachrec.serve.llm_stages import LLMServeConfig
 from coachrec.serve.stack import DEFAULT_MODELS, catalog_for, load_models
 
@@ -84,8 +83,7 @@ def create_app(
     app = FastAPI(title="coachrec", version=coachrec.__version__, description="Coachable recommender serving API.")
     app.state.service = service
     app.state.auth = auth if auth is not None else Authenticator.from_env()
-    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
-    app.add_middleware(BodyLimit, max_bytes=max_body)
+    harden(app, max_body=max_body)
     if allowed_hosts is not None:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.include_router(serve_router(service))

@@ -59,6 +59,24 @@ def serve(
         "--allowed-host",
         help="a Host header to accept (repeatable); a loopback server accepts localhost, 127.0.0.1 and [::1]",
     ),
+    rate_limit: float | None = typer.Option(
+        None,
+        "--rate-limit",
+        min=0.001,
+        help="requests per second per API key (429 past it, bursts of 2 s); default none",
+    ),
+    max_body: int = typer.Option(2 * 1024 * 1024, "--max-body", min=1024, help="largest request body in bytes (413)"),
+    trace_days: float = typer.Option(
+        30.0, "--trace-retention-days", min=0.0001, help="delete spans older than this many days"
+    ),
+    trace_max_spans: int = typer.Option(10_000_000, "--trace-max-spans", min=1, help="keep at most this many spans"),
+    trace_wait: float = typer.Option(
+        0.5,
+        "--trace-max-wait",
+        min=0.0,
+        max=60.0,
+        help="seconds a request waits for room in a full span queue before its span is dropped (counted)",
+    ),
 ) -> None:
     """Serve recommendations, feedback and traces over HTTP.
 
@@ -67,6 +85,7 @@ def serve(
     Without keys the server refuses a non-loopback host and warns on loopback.
     """
     from dataclasses import replace
+    from datetime import timedelta
 
     import uvicorn
 
@@ -74,10 +93,13 @@ def serve(
     from coachrec.review import ReviewStore, review_path_for
     from coachrec.serve import Service
     from coachrec.serve.auth import AuthConfigError, allowed_hosts_for, for_server
+    from coachrec.serve.limits import RateLimit
     from coachrec.serve.llm_stages import LLMServeConfig
+    from coachrec.tracing.store import Retention
 
     try:
-        auth, warning = for_server(host, insecure_no_auth=insecure_no_auth)
+        limit = RateLimit(rate_limit, max(1, int(2 * rate_limit))) if rate_limit else None
+        auth, warning = for_server(host, insecure_no_auth=insecure_no_auth, rate_limit=limit)
     except AuthConfigError as exc:
         typer.echo(f"coachrec serve: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -98,11 +120,16 @@ def serve(
     if overrides:
         stack.config = replace(stack.config, **overrides)
         stack.source += f" (pipeline settings overridden: {overrides})"
-    service = Service.open(stack, db, sample_rate=sample_rate)
-    typer.echo(f"coachrec serve: {service.source}; store {service.store.path}", err=True)
+    retention = Retention(max_age=timedelta(days=trace_days), max_spans=trace_max_spans)
+    service = Service.open(stack, db, sample_rate=sample_rate, retention=retention, max_wait=trace_wait)
+    typer.echo(
+        f"coachrec serve: {service.source}; traces {service.store.path}, feedback {service.feedback.path}", err=True
+    )
     review = ReviewStore(review_db or review_path_for(service.store.path))
     try:
-        app = create_app(service, review=review, auth=auth, allowed_hosts=allowed_hosts_for(host, allowed_host))
+        app = create_app(
+            service, review=review, auth=auth, allowed_hosts=allowed_hosts_for(host, allowed_host), max_body=max_body
+        )
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     finally:
         review.close()

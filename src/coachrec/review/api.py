@@ -21,11 +21,14 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from coachrec.review.store import ReviewError, ReviewStore
-from coachrec.serve.auth import AUTH_RESPONSES, Principal, require
-from coachrec.serve.schemas import SafeText
+from coachrec.serve.api import ERRORS
+from coachrec.serve.auth import Principal, require
+from coachrec.serve.schemas import ErrorOut, SafeText
 
 MAX_ID = 200
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such review item or golden set"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "no such review item or golden set", "model": ErrorOut}
+}
 
 
 class Annotation(BaseModel):
@@ -48,7 +51,7 @@ _reviewer = require("review")
 
 
 def review_router(store: ReviewStore) -> APIRouter:
-    router = APIRouter(tags=["review"], responses=AUTH_RESPONSES)
+    router = APIRouter(tags=["review"], responses=ERRORS)
     read = [Depends(require("read"))]
 
     @router.get("/queue", dependencies=read)
@@ -96,7 +99,7 @@ def review_router(store: ReviewStore) -> APIRouter:
     @router.post(
         "/golden/{name}",
         dependencies=[Depends(require("publish"))],
-        responses={409: {"description": "nothing new reviewed since the last version"}},
+        responses={409: {"description": "nothing new reviewed since the last version", "model": ErrorOut}},
     )
     def publish(body: Publish, name: str = SetName) -> dict[str, Any]:
         try:

@@ -5,8 +5,10 @@ Interface (what routers build on):
     SCOPES                      recommend, ingest, read, review, publish, admin
     Principal(name, scopes)     who is calling (frozen); `principal.name` is the reviewer identity
     require(scope)              FastAPI dependency factory returning the Principal:
-                                    def annotate(..., principal: Principal = Depends(require("review")))
-                                401 without a (valid) key, 403 when the key lacks the scope
+                                    reviewer = require("review")   # once, at module level
+                                    def annotate(..., principal: Principal = Depends(reviewer))
+                                401 without a (valid) key, 403 when the key lacks the scope, 429
+                                over the key's rate limit (`Authenticator(..., rate_limit=)`)
     Authenticator(keys)         the app's key set, put on `app.state.auth` by `coachrec.app.create_app`;
                                 `Authenticator.from_env()`, `Authenticator.insecure()` (every caller
                                 is `anonymous` with every scope: only with an explicit opt-in)
@@ -45,6 +47,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import math
 import os
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -54,6 +57,8 @@ from typing import Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from coachrec.serve.limits import RateLimit, RateLimiter
 
 SCOPES: frozenset[str] = frozenset({"recommend", "ingest", "read", "review", "publish", "admin"})
 ALL_SCOPES = "*"
@@ -190,11 +195,15 @@ def _unique(keys: list[ApiKey], source: str) -> list[ApiKey]:
 class Authenticator:
     """The configured keys; `authenticate` maps a presented key to its Principal."""
 
-    def __init__(self, keys: Sequence[ApiKey], *, insecure_no_auth: bool = False) -> None:
+    def __init__(
+        self, keys: Sequence[ApiKey], *, insecure_no_auth: bool = False, rate_limit: RateLimit | None = None
+    ) -> None:
         if insecure_no_auth and keys:
             raise AuthConfigError("insecure_no_auth with keys configured: drop the flag or the keys")
         self.keys = tuple(keys)
         self.insecure_no_auth = insecure_no_auth
+        self.limiter = RateLimiter(rate_limit) if rate_limit is not None else None
+        """Requests per key (429 past it); None: no limit."""
 
     @classmethod
     def insecure(cls) -> Authenticator:
@@ -279,6 +288,14 @@ def require(scope: str) -> Callable[..., Principal]:
             raise HTTPException(
                 403, f"the key {found.name!r} lacks the {scope!r} scope (it has {sorted(found.scopes)})"
             )
+        if auth.limiter is not None:
+            wait = auth.limiter.take(found.name)
+            if wait > 0:
+                raise HTTPException(
+                    429,
+                    f"the key {found.name!r} is over its rate limit ({auth.limiter.limit.per_second:g} requests/s)",
+                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                )
         request.state.principal = found
         return found
 
@@ -305,21 +322,26 @@ def is_loopback(host: str) -> bool:
 
 
 def for_server(
-    host: str, *, insecure_no_auth: bool = False, environ: Mapping[str, str] | None = None
+    host: str,
+    *,
+    insecure_no_auth: bool = False,
+    environ: Mapping[str, str] | None = None,
+    rate_limit: RateLimit | None = None,
 ) -> tuple[Authenticator, str | None]:
     """The authenticator `coachrec serve` starts with, and a warning to print (or None).
 
     With keys configured: those keys. Without: on a non-loopback host, AuthConfigError unless
     `insecure_no_auth`; on loopback, open to every local caller with a loud warning.
     """
-    auth = Authenticator.from_env(environ)
-    if auth.configured:
+    keys = Authenticator.from_env(environ).keys
+    if keys:
         if insecure_no_auth:
             raise AuthConfigError("--insecure-no-auth given while API keys are configured; drop one of them")
-        return auth, None
+        return Authenticator(keys, rate_limit=rate_limit), None
+    open_auth = Authenticator((), insecure_no_auth=True, rate_limit=rate_limit)
     if insecure_no_auth:
         where = "loopback" if is_loopback(host) else f"{host}, reachable from other machines"
-        return Authenticator.insecure(), (
+        return open_auth, (
             f"WARNING: --insecure-no-auth: every route is open to anyone who can reach {where}, "
             "including traces that quote users' histories"
         )
@@ -328,7 +350,7 @@ def for_server(
             f"refusing to serve on {host} without API keys: set COACHREC_API_KEYS (name:scope1,scope2:key; "
             f"scopes {', '.join(sorted(SCOPES))}) or COACHREC_API_KEYS_FILE, or pass --insecure-no-auth"
         )
-    return Authenticator.insecure(), (
+    return open_auth, (
         "WARNING: no API keys configured (COACHREC_API_KEYS): every route, traces and review included, is open to "
         f"every process on this machine ({host}). Set keys before exposing this server."
     )

@@ -2,12 +2,19 @@
 
 `FeedbackLog.append` returns only after its DuckDB transaction committed, and DuckDB syncs its
 write-ahead log to disk on commit, so an event the API acknowledged survives SIGKILL or power
-loss. The table lives in the trace store's database file when given the same path (DuckDB shares
-one database instance per file within a process), so feedback joins spans by `request_id`.
+loss. The server keeps feedback in its own file beside the trace store (`feedback_path_for`):
+traces, which grow with every request, cannot fill the file durable feedback is written to or
+hold its lock; feedback joins spans by `request_id`.
+
+An append may carry an idempotency key: the first append with a key stores its events and the
+key in one transaction; a retry with the same key and the same events returns the first ids and
+stores nothing; the same key with different events is a ValueError.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import threading
 import time
@@ -33,6 +40,21 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS serve_feedback (
     time_ns BIGINT NOT NULL,
     received_ns BIGINT NOT NULL
 )"""
+
+_BATCHES = """CREATE TABLE IF NOT EXISTS serve_feedback_batches (
+    idempotency_key VARCHAR PRIMARY KEY,
+    digest VARCHAR NOT NULL,
+    event_ids VARCHAR NOT NULL,
+    received_ns BIGINT NOT NULL
+)"""
+
+
+def feedback_path_for(trace_path: str | Path) -> str:
+    """The feedback file beside a trace store: `traces.duckdb` -> `traces.feedback.duckdb`."""
+    if str(trace_path) == ":memory:":
+        return ":memory:"
+    p = Path(trace_path)
+    return str(p.with_name(f"{p.stem}.feedback{p.suffix or '.duckdb'}"))
 
 
 @dataclass(frozen=True)
@@ -79,6 +101,12 @@ class Relevance:
         return [self.min_watch, self.min_rating]
 
 
+def _digest(events: Sequence[FeedbackEvent]) -> str:
+    """What a retry must repeat exactly (the receive time aside) to count as the same batch."""
+    payload = json.dumps([list(e.__dict__.values()) for e in events], separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
 class FeedbackLog:
     """Feedback events in the `serve_feedback` table of a DuckDB database."""
 
@@ -88,6 +116,7 @@ class FeedbackLog:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._con = duckdb.connect(self.path)
         self._con.execute(_SCHEMA)
+        self._con.execute(_BATCHES)
         self._con.execute("CREATE INDEX IF NOT EXISTS serve_feedback_request ON serve_feedback (request_id)")
         self._local = threading.local()
 
@@ -99,6 +128,16 @@ class FeedbackLog:
 
     def append(self, events: Sequence[FeedbackEvent]) -> list[str]:
         """Store events in one committed transaction; returns their ids once durable."""
+        return self.append_once(events, None)[0]
+
+    def append_once(self, events: Sequence[FeedbackEvent], idempotency_key: str | None) -> tuple[list[str], bool]:
+        """Like `append`; with `idempotency_key`, a repeat of an earlier append returns its ids
+        and True (replayed) without storing anything."""
+        digest = _digest(events) if idempotency_key is not None else ""
+        if idempotency_key is not None:
+            earlier = self._earlier(idempotency_key, digest)
+            if earlier is not None:
+                return earlier, True
         now = time.time_ns()
         ids = [uuid.uuid4().hex for _ in events]
         table = pa.table(
@@ -120,13 +159,37 @@ class FeedbackLog:
             cur.execute("BEGIN TRANSACTION")
             try:
                 cur.execute("INSERT INTO serve_feedback SELECT * FROM _feedback_batch")
+                if idempotency_key is not None:
+                    cur.execute(
+                        "INSERT INTO serve_feedback_batches VALUES (?, ?, ?, ?)",
+                        [idempotency_key, digest, json.dumps(ids), now],
+                    )
                 cur.execute("COMMIT")
             except Exception:
                 cur.execute("ROLLBACK")
                 raise
+        except (duckdb.ConstraintException, duckdb.TransactionException):
+            # a concurrent append with the same key committed first: answer as its retry
+            earlier = self._earlier(idempotency_key, digest) if idempotency_key is not None else None
+            if earlier is None:
+                raise
+            return earlier, True
         finally:
             cur.unregister("_feedback_batch")
-        return ids
+        return ids, False
+
+    def _earlier(self, key: str, digest: str) -> list[str] | None:
+        rows = (
+            self._cursor()
+            .execute("SELECT digest, event_ids FROM serve_feedback_batches WHERE idempotency_key = ?", [key])
+            .fetchall()  # fetch to the end: an open result would block the next register()
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        if row[0] != digest:
+            raise ValueError(f"Idempotency-Key {key!r} was used for a different batch of events; use a new key")
+        return [str(i) for i in json.loads(row[1])]
 
     def events(self, request_id: str | None = None) -> pa.Table:
         """Stored events (of one request), oldest first."""

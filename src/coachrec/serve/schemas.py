@@ -1,4 +1,10 @@
-"""Pydantic models of the HTTP API (the edges validate; the inside uses dataclasses)."""
+"""Pydantic models of the HTTP API (the edges validate; the inside uses dataclasses).
+
+Every string has a length bound and refuses lone surrogates and control characters; every list
+and mapping has a size bound; every number is finite and bounded (a time in seconds up to 2100, a
+position that fits the 32-bit column): a request either fits what the store and the pipeline can
+hold or gets a 422 naming the field, never a 500.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,16 @@ import re
 import typing
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from coachrec.policy import Constraints, Range
@@ -26,12 +41,48 @@ def _safe(value: str) -> str:
     return value
 
 
-SafeText = Annotated[str, AfterValidator(_safe)]
+def _safe_all(values: list[str]) -> list[str]:
+    """`_safe` over a whole list in one regex pass (histories hold thousands of ids)."""
+    if _UNSAFE.search("\n".join(values)) is not None:
+        for n, value in enumerate(values):
+            try:
+                _safe(value)
+            except ValueError as exc:
+                raise ValueError(f"item {n} {exc}") from None
+    return values
+
+
+MAX_ID = 200
+"""Characters in an id (user, item, request, genre, attribute name)."""
+MAX_HISTORY = 10_000
+MAX_LIST = 1_000
+"""Genres, excluded items, attribute ranges a request may name."""
+MAX_EPOCH_S = 4_102_444_800.0
+"""2100-01-01 in seconds since the epoch: larger times are milliseconds or nanoseconds sent by mistake."""
+MAX_POSITION = 1_000_000
+
+SAFE_PATTERN = "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*$"
+"""`_UNSAFE` as the OpenAPI schema says it (JSON Schema cannot name lone surrogates: JSON text has none)."""
+_SAFE_SCHEMA = Field(json_schema_extra={"pattern": SAFE_PATTERN})
+
+SafeText = Annotated[str, AfterValidator(_safe), _SAFE_SCHEMA]
 """Free text: any Unicode but lone surrogates and control characters (tab and newlines allowed)."""
+Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID), AfterValidator(_safe), _SAFE_SCHEMA]
+Ids = Annotated[
+    list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID), _SAFE_SCHEMA]],
+    AfterValidator(_safe_all),
+]
+
+
+class ErrorOut(BaseModel):
+    """Every 4xx: `detail` says what is wrong; validation errors also list each bad field."""
+
+    detail: str
+    errors: list[dict[str, str]] | None = Field(None, description="validation errors: [{field, message}]")
 
 
 class RangeIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     min: float | None = Field(None, description="inclusive lower bound; omit for none", allow_inf_nan=False)
     max: float | None = Field(None, description="inclusive upper bound; omit for none", allow_inf_nan=False)
 
@@ -43,15 +94,19 @@ class RangeIn(BaseModel):
 
 
 class ConstraintsIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    require_genres: list[str] = Field(default_factory=list, description="show only items with at least one of these")
+    model_config = ConfigDict(extra="forbid", strict=True)
+    require_genres: Ids = Field(
+        default_factory=list, max_length=MAX_LIST, description="show only items with at least one of these"
+    )
     require_all_genres: bool = Field(False, description="items must have every required genre")
-    exclude_genres: list[str] = Field(default_factory=list, description="never show items with any of these")
-    ranges: dict[str, RangeIn] = Field(
-        default_factory=dict, description='numeric attribute ranges, e.g. {"year": {"min": 1990}}'
+    exclude_genres: Ids = Field(
+        default_factory=list, max_length=MAX_LIST, description="never show items with any of these"
+    )
+    ranges: dict[Id, RangeIn] = Field(
+        default_factory=dict, max_length=64, description='numeric attribute ranges, e.g. {"year": {"min": 1990}}'
     )
     exclude_seen: bool = Field(True, description="never show items already in the user's history")
-    exclude_items: list[str] = Field(default_factory=list, description="item ids never to show")
+    exclude_items: Ids = Field(default_factory=list, max_length=MAX_HISTORY, description="item ids never to show")
 
     def to_constraints(self) -> Constraints:
         return Constraints(
@@ -71,23 +126,27 @@ assert set(typing.get_args(SpeakerIn)) == set(SPEAKER_ALIASES), "the HTTP speake
 class TurnIn(BaseModel):
     """One utterance of a conversation."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     speaker: SpeakerIn = Field(description='"seeker" (who asks; also "user") or "recommender" (also "assistant")')
-    text: str = Field(max_length=MAX_TURN_CHARS, description="what they said")
+    text: SafeText = Field(max_length=MAX_TURN_CHARS, description="what they said")
 
 
 _TURNS = TypeAdapter(list[TurnIn])
 
 
 class RecommendIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    user_id: str | None = Field(None, min_length=1, description="a known user; or give history")
-    history: list[str] | None = Field(
-        None, max_length=10_000, description="item ids the user engaged with, oldest first"
+    model_config = ConfigDict(extra="forbid", strict=True)
+    user_id: Id | None = Field(None, description="a known user; or give history")
+    history: Ids | None = Field(
+        None, max_length=MAX_HISTORY, description="item ids the user engaged with, oldest first"
     )
     k: int = Field(10, ge=1, le=100, description="how many items to return")
     constraints: ConstraintsIn = Field(default_factory=ConstraintsIn)
-    context: str | list[TurnIn] | None = Field(
+    context: (
+        Annotated[str, Field(max_length=MAX_CONTEXT_CHARS), _SAFE_SCHEMA]
+        | Annotated[list[TurnIn], Field(min_length=1, max_length=MAX_TURNS)]
+        | None
+    ) = Field(
         None,
         description="what the user asks for in words: a message, or a conversation as turns "
         '[{"speaker": "seeker", "text": "..."}, {"speaker": "recommender", "text": "..."}, ...] (oldest first)',
@@ -97,13 +156,31 @@ class RecommendIn(BaseModel):
     @classmethod
     def _context_form(cls, data: Any) -> Any:
         """One error per bad turn, named `context.N.field` (not one per union member)."""
-        if not isinstance(data, dict) or data.get("context") is None or isinstance(data["context"], str):
+        if not isinstance(data, dict) or data.get("context") is None:
             return data
         context = data["context"]
+        if isinstance(context, str):
+            try:
+                if len(context) > MAX_CONTEXT_CHARS:
+                    raise ValueError(f"{len(context):,} characters; at most {MAX_CONTEXT_CHARS:,}")
+                _safe(context)
+            except ValueError as exc:
+                error = PydanticCustomError("context_text", str(exc))
+                raise ValidationError.from_exception_data(
+                    cls.__name__, [InitErrorDetails(type=error, loc=("context",), input="")]
+                ) from None
+            return data
+        problem = None
         if not isinstance(context, list):
-            error = PydanticCustomError("context_type", "must be a string or a list of turns ({speaker, text})")
+            problem = "must be a string or a list of turns ({speaker, text})"
+        elif not context:
+            problem = "an empty conversation; give at least one turn, or omit context"
+        elif len(context) > MAX_TURNS:
+            problem = f"{len(context)} turns; at most {MAX_TURNS}"
+        if problem is not None:
+            error = PydanticCustomError("context_type", problem)
             raise ValidationError.from_exception_data(
-                cls.__name__, [InitErrorDetails(type=error, loc=("context",), input=context)]
+                cls.__name__, [InitErrorDetails(type=error, loc=("context",), input="")]
             )
         try:
             _TURNS.validate_python(context)
@@ -160,14 +237,22 @@ class RecommendOut(BaseModel):
 
 
 class FeedbackEventIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    request_id: str = Field(min_length=1, description="the request that showed the item")
-    item: str = Field(min_length=1)
+    model_config = ConfigDict(extra="forbid", strict=True)
+    request_id: Id = Field(description="the request that showed the item")
+    item: Id
     kind: Literal["impression", "click", "watch", "rating", "thumbs_up", "thumbs_down"]
-    position: int | None = Field(None, ge=0, description="0-based slot the item was shown at")
-    value: float | None = Field(None, allow_inf_nan=False, description="watch fraction (0..1) or rating")
-    user_id: str | None = None
-    time: float | None = Field(None, ge=0, description="seconds since the epoch; default: when received")
+    position: int | None = Field(None, ge=0, le=MAX_POSITION, description="0-based slot the item was shown at")
+    value: float | None = Field(
+        None, ge=-1e9, le=1e9, allow_inf_nan=False, description="watch fraction (0..1) or rating"
+    )
+    user_id: Id | None = None
+    time: float | None = Field(
+        None,
+        ge=0,
+        le=MAX_EPOCH_S,
+        allow_inf_nan=False,
+        description="seconds since the epoch (not milliseconds), before 2100; default: when received",
+    )
 
     @model_validator(mode="after")
     def _value(self) -> FeedbackEventIn:
@@ -181,11 +266,14 @@ class FeedbackEventIn(BaseModel):
 
 
 class FeedbackIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    events: list[FeedbackEventIn] = Field(min_length=1, max_length=10_000)
+    model_config = ConfigDict(extra="forbid", strict=True)
+    events: list[FeedbackEventIn] = Field(min_length=1, max_length=MAX_LIST)
 
 
 class FeedbackOut(BaseModel):
     accepted: int
     event_ids: list[str]
     durable: bool = Field(True, description="true: committed to disk before this response")
+    replayed: bool = Field(
+        False, description="true: a retry of an earlier batch (same Idempotency-Key); nothing stored"
+    )

@@ -15,11 +15,17 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from coachrec.serve.feedback import FeedbackEvent, FeedbackLog, Relevance
+from coachrec.serve.feedback import FeedbackEvent, FeedbackLog, Relevance, feedback_path_for
 from coachrec.serve.pipeline import Pipeline, RecommendRequest, RecommendResult
 from coachrec.serve.span_metrics import update_span_metrics
 from coachrec.serve.stack import Stack
 from coachrec.tracing import Tracer, TraceStore
+from coachrec.tracing.store import Retention
+
+DEFAULT_RETENTION = Retention()
+"""Spans kept 30 days, at most ten million."""
+DEGRADED_WINDOW_S = 300.0
+"""`/health` says `degraded` while a span failed to be written or was dropped this recently."""
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +50,23 @@ class Service:
 
     @classmethod
     def open(
-        cls, stack: Stack, db: str | Path | None = None, *, sample_rate: float = 1.0, warm: bool = True
+        cls,
+        stack: Stack,
+        db: str | Path | None = None,
+        *,
+        sample_rate: float = 1.0,
+        warm: bool = True,
+        retention: Retention | None = DEFAULT_RETENTION,
+        max_wait: float = 0.5,
     ) -> Service:
-        """Open the store (and its feedback table) at `db` and serve `stack`'s pipeline
-        (LLM tiers included when the stack has them; their models load on first use). `warm`
-        loads what the text stages need (item embeddings, query encoder) now, so the first
-        request with text is not slow."""
-        # spans reach disk within flush_interval; feedback is committed before each reply
-        store = TraceStore(db, flush_interval=0.2)
-        feedback = FeedbackLog(store.path)
+        """Open the trace store at `db` (and the feedback file beside it, `feedback_path_for`) and
+        serve `stack`'s pipeline (LLM tiers included when the stack has them; their models load on
+        first use). `warm` loads what the text stages need (item embeddings, query encoder) now, so
+        the first request with text is not slow. A full span queue makes a request wait at most
+        `max_wait` seconds, then drops its span (counted in /health); feedback is never dropped."""
+        # spans reach disk within flush_interval; feedback, in its own file, is committed before each reply
+        store = TraceStore(db, flush_interval=0.2, retention=retention, max_wait=max_wait)
+        feedback = FeedbackLog(feedback_path_for(store.path))
         pipeline = stack.pipeline(Tracer(store, sample_rate=sample_rate))
         if warm:
             pipeline.warm()
@@ -67,6 +81,13 @@ class Service:
         """Durably store events; returns their ids (only after the commit)."""
         return self.feedback.append(events)
 
+    def record_feedback_once(
+        self, events: Sequence[FeedbackEvent], idempotency_key: str | None
+    ) -> tuple[list[str], bool]:
+        """`record_feedback` with a client's idempotency key: the ids, and True when this repeats an
+        earlier batch with the same key (nothing new stored)."""
+        return self.feedback.append_once(events, idempotency_key)
+
     def update_span_metrics(self, request_ids: Iterable[str]) -> dict[str, dict[str, dict[str, float]]]:
         """Recompute span metrics of each request from all of its feedback so far."""
         out = {}
@@ -79,18 +100,28 @@ class Service:
 
     def health(self) -> dict[str, Any]:
         stats = self.store.stats()
+        degraded = stats.troubled_since(DEGRADED_WINDOW_S)
         return {
-            "status": "ok",
+            "status": "degraded" if degraded else "ok",
+            "problem": (
+                f"spans failed ({stats.failed}) or were dropped ({stats.dropped}) in the last "
+                f"{DEGRADED_WINDOW_S:.0f} s; last error: {stats.last_error}"
+                if degraded
+                else None
+            ),
             "models": [m.name for m in self.pipeline.models],
             "source": self.source,
             "items": len(self.pipeline.catalog),
             "store": self.store.path,
+            "feedback_store": self.feedback.path,
             "spans": {
                 "submitted": stats.submitted,
                 "written": stats.written,
                 "dropped": stats.dropped,
                 "failed": stats.failed,
                 "queued": stats.queued,
+                "waited_for_room": stats.blocked,
+                "deleted_by_retention": self.store.deleted,
             },
             "feedback_events": self.feedback.count(),
         }

@@ -6,6 +6,11 @@ queries run on a per-thread cursor so the store can be shared by a thread pool.
 
 DuckDB lets one process open a file for writing; a second process (say `coachrec traces list`
 while the server runs) gets a clear `TraceStoreError` rather than a lock error.
+
+Retention (`Retention(max_age=..., max_spans=...)`) runs on the writer thread after a batch, at
+most once per `every` seconds: spans older than `max_age`, then the oldest beyond `max_spans`,
+are deleted with their span metrics, and a checkpoint lets DuckDB reuse the freed blocks, so a
+server traced on every request keeps a bounded file.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +67,24 @@ timedelta meaning that long before now."""
 
 class TraceStoreError(RuntimeError):
     """The trace store could not be opened or used."""
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long spans are kept: `max_age` (None: forever) and at most `max_spans` (None: no
+    bound), checked at most once per `every` seconds."""
+
+    max_age: dt.timedelta | None = dt.timedelta(days=30)
+    max_spans: int | None = 10_000_000
+    every: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.max_age is not None and self.max_age <= dt.timedelta(0):
+            raise ValueError(f"max_age must be positive, got {self.max_age}")
+        if self.max_spans is not None and self.max_spans < 1:
+            raise ValueError(f"max_spans must be >= 1, got {self.max_spans}")
+        if not self.every > 0:
+            raise ValueError(f"every must be > 0 seconds, got {self.every}")
 
 
 def default_db_path() -> Path:
@@ -125,8 +149,14 @@ class TraceStore:
         batch_size: int = 10_000,
         flush_interval: float = 0.5,
         on_full: OnFull = "block",
+        max_wait: float = 0.5,
+        retention: Retention | None = None,
     ) -> None:
         self.path = str(default_db_path() if path is None else path)
+        self.retention = retention
+        self._retained_at = time.monotonic()
+        self.deleted = 0
+        """Spans deleted by retention since this store was opened."""
         in_memory = self.path == ":memory:"
         if read_only and in_memory:
             raise TraceStoreError("a read-only trace store needs a database file, not ':memory:'")
@@ -163,6 +193,7 @@ class TraceStore:
                 batch_size=batch_size,
                 flush_interval=flush_interval,
                 on_full=on_full,
+                max_wait=max_wait,
                 name="coachrec-trace-writer",
                 warmup=_warm_arrow,
             )
@@ -188,6 +219,44 @@ class TraceStore:
             con.execute("INSERT INTO spans SELECT * FROM _coachrec_span_batch")
         finally:
             con.unregister("_coachrec_span_batch")
+        if self.retention is not None and time.monotonic() - self._retained_at >= self.retention.every:
+            self.apply_retention()
+
+    def apply_retention(self, now_ns: int | None = None) -> int:
+        """Delete spans (and their metrics) beyond the retention policy now; returns how many."""
+        self._check_writable()
+        policy = self.retention
+        self._retained_at = time.monotonic()
+        if policy is None:
+            return 0
+        con = self._write_con
+        cutoffs = []
+        if policy.max_age is not None:
+            cutoffs.append((now_ns or time.time_ns()) - int(policy.max_age.total_seconds() * 1e9))
+        if policy.max_spans is not None:
+            rows = con.execute(  # fetchall: the writer's connection must hold no open result
+                "SELECT start_ns FROM spans ORDER BY start_ns DESC LIMIT 1 OFFSET ?", [policy.max_spans - 1]
+            ).fetchall()
+            if rows:
+                cutoffs.append(int(rows[0][0]))  # keep the newest max_spans (ties at the cutoff kept)
+        if not cutoffs:
+            return 0
+        cutoff = max(cutoffs)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(
+                "DELETE FROM span_metrics WHERE span_id IN (SELECT span_id FROM spans WHERE start_ns < ?)", [cutoff]
+            )
+            rows = con.execute("DELETE FROM spans WHERE start_ns < ?", [cutoff]).fetchall()
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        deleted = int(rows[0][0]) if rows else 0
+        if deleted:
+            con.execute("CHECKPOINT")
+            self.deleted += deleted
+        return deleted
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every span submitted so far is written. False if `timeout` ran out."""

@@ -1,9 +1,11 @@
 """A batching background writer with a bounded queue.
 
 Callers `submit` finished-span records; one daemon thread hands them to a sink function in
-batches. When the queue is full the writer either blocks the caller until the thread catches up
-(backpressure, the default) or drops the record and counts it. Nothing is dropped silently: drops
-and failed batches are counted in `stats()` and logged.
+batches. When the queue is full the writer either makes the caller wait for room, at most
+`max_wait` seconds (backpressure, the default), or drops the record at once; a record still
+without room after the wait is dropped. A caller is never blocked forever. Nothing is dropped
+silently: drops and failed records are counted in `stats()` (with the time of the latest) and
+logged.
 """
 
 from __future__ import annotations
@@ -37,6 +39,15 @@ class WriterStats:
     queued: int
     blocked: int  # how many submits had to wait for room (backpressure events)
     last_error: str | None
+    last_failure_ns: int | None = None
+    """When a record last failed to be written (time.time_ns), or None."""
+    last_drop_ns: int | None = None
+    """When a record was last dropped for want of room, or None."""
+
+    def troubled_since(self, window_s: float) -> bool:
+        """Whether a record failed or was dropped in the last `window_s` seconds."""
+        since = time.time_ns() - int(window_s * 1e9)
+        return any(t is not None and t >= since for t in (self.last_failure_ns, self.last_drop_ns))
 
 
 class BatchWriter(Generic[T]):
@@ -55,6 +66,7 @@ class BatchWriter(Generic[T]):
         batch_size: int = 10_000,
         flush_interval: float = 0.5,
         on_full: OnFull = "block",
+        max_wait: float = 0.5,
         name: str = "coachrec-writer",
         warmup: Callable[[], object] | None = None,
     ) -> None:
@@ -64,6 +76,9 @@ class BatchWriter(Generic[T]):
             raise ValueError(f"max_queue and batch_size must be >= 1, got {max_queue}, {batch_size}")
         if flush_interval <= 0:
             raise ValueError(f"flush_interval must be > 0 seconds, got {flush_interval}")
+        if not 0 <= max_wait < float("inf"):
+            raise ValueError(f"max_wait must be a finite number of seconds >= 0, got {max_wait}")
+        self._max_wait = max_wait
         self._sink = sink
         self._max = max_queue
         self._batch = min(batch_size, max_queue)
@@ -82,6 +97,8 @@ class BatchWriter(Generic[T]):
         self._taken = 0  # records handed to the sink (written or failed)
         self._flush_wanted = 0
         self._last_error: str | None = None
+        self._last_failure_ns: int | None = None
+        self._last_drop_ns: int | None = None
         self._closed = False
         self._warmup = warmup
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -90,25 +107,32 @@ class BatchWriter(Generic[T]):
     # -- caller side -------------------------------------------------------------------------
 
     def submit(self, record: T) -> bool:
-        """Queue one record; returns False only when it was dropped (and counted)."""
+        """Queue one record; returns False only when it was dropped (and counted): at once with
+        `on_full='drop'`, after waiting `max_wait` seconds for room otherwise."""
         with self._lock:
             if self._closed:
                 raise WriterClosedError("the span writer is closed; no more spans can be recorded")
             buf = self._buf
             if len(buf) >= self._max:
-                if self._drop:
+                if not self._drop:
+                    self._blocked += 1
+                    self._has_work.notify()
+                    deadline = time.monotonic() + self._max_wait
+                    while len(self._buf) >= self._max and not self._closed:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        self._has_room.wait(remaining)
+                    if self._closed:
+                        raise WriterClosedError("the span writer closed while waiting for room")
+                    buf = self._buf
+                if len(buf) >= self._max:
                     self._submitted += 1
                     self._dropped += 1
+                    self._last_drop_ns = time.time_ns()
                     if self._dropped == 1 or self._dropped % 10_000 == 0:
                         log.warning("span writer queue full (%d); %d spans dropped so far", self._max, self._dropped)
                     return False
-                self._blocked += 1
-                self._has_work.notify()
-                while len(self._buf) >= self._max and not self._closed:
-                    self._has_room.wait()
-                if self._closed:
-                    raise WriterClosedError("the span writer closed while waiting for room")
-                buf = self._buf
             buf.append(record)
             self._submitted += 1
             if len(buf) == self._batch:
@@ -157,6 +181,8 @@ class BatchWriter(Generic[T]):
                 queued=self._submitted - self._dropped - self._taken,
                 blocked=self._blocked,
                 last_error=self._last_error,
+                last_failure_ns=self._last_failure_ns,
+                last_drop_ns=self._last_drop_ns,
             )
 
     @property
@@ -187,17 +213,28 @@ class BatchWriter(Generic[T]):
                 return
 
     def _write(self, batch: list[T]) -> None:
-        error: str | None = None
-        try:
-            self._sink(batch)
-        except Exception as exc:  # the writer thread must survive a failed batch
-            error = f"{type(exc).__name__}: {exc}"
-            log.error("span writer failed to write %d spans: %s", len(batch), error)
+        """Hand `batch` to the sink; if it fails, each half again, down to single records, so a
+        record that cannot be written (a poison record) fails alone and the rest of its batch lands."""
+        failed, error = self._sink_all(batch)
         with self._lock:
             self._taken += len(batch)
-            if error is None:
-                self._written += len(batch)
-            else:
-                self._failed += len(batch)
+            self._written += len(batch) - failed
+            if failed:
+                self._failed += failed
                 self._last_error = error
+                self._last_failure_ns = time.time_ns()
             self._progress.notify_all()
+
+    def _sink_all(self, batch: list[T]) -> tuple[int, str | None]:
+        try:
+            self._sink(batch)
+            return 0, None
+        except Exception as exc:  # the writer thread must survive a failed batch
+            if len(batch) == 1:
+                error = f"{type(exc).__name__}: {exc}"
+                log.error("span writer failed to write a span: %s", error)
+                return 1, error
+        half = len(batch) // 2
+        failed_a, error_a = self._sink_all(batch[:half])
+        failed_b, error_b = self._sink_all(batch[half:])
+        return failed_a + failed_b, error_b or error_a

@@ -1,0 +1,46 @@
+"""What a reason may say to a caller: no stored history without `read`, no constraint-excluded item.
+
+A reason such as "similar to McHale's Navy (1997)" quotes the user's history. When the history
+came from the server (a `user_id`), only a caller allowed to read traces may see it; a caller
+holding just `recommend` gets the same reason with the title withheld. And a reason never names a
+history item the request's own constraints exclude (an excluded genre, attribute range or item),
+whoever asks: the request said it does not want to see that item, in a slate or in its words.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from coachrec.serve.pipeline import Pipeline, RecommendRequest
+
+WITHHELD = "similar to titles in your history"
+
+
+def private_titles(pipeline: Pipeline, request: RecommendRequest, *, may_read_history: bool) -> list[str]:
+    """Titles no reason of this request's answer may quote."""
+    history, _ = pipeline.history_of(request)
+    if not len(history):
+        return []
+    catalog = pipeline.catalog
+    hide = np.zeros(len(history), dtype=bool)
+    if request.user_id is not None and not may_read_history:
+        given = set(request.history or ())
+        stored = np.asarray([item not in given for item in catalog.decode(history)], dtype=bool)
+        hide |= stored
+    constraints = replace(request.constraints, exclude_seen=False)  # seen is no reason to hide a name
+    violations = catalog.index.violations(constraints, history)
+    hide |= np.asarray([v is not None for v in violations], dtype=bool)
+    return [str(t) for t in dict.fromkeys(catalog.titles[history[hide]].tolist()) if t]
+
+
+def redact(reasons: list[str], titles: list[str]) -> list[str]:
+    """`reasons` with every one quoting any of `titles` replaced by a reason naming none."""
+    if not titles or not reasons:
+        return reasons
+    joined = "\n".join(reasons)
+    quoted = [t for t in titles if t in joined]  # one scan of the slate's text per title
+    if not quoted:
+        return reasons
+    return [WITHHELD if any(t in r for t in quoted) else r for r in reasons]
