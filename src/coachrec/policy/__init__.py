@@ -9,7 +9,7 @@ allowed = index.mask(Constraints(exclude_genres=("Horror",), ranges={"year": Ran
 
 from coachrec.policy.constraints import ConstraintError, Constraints, Range
 from coachrec.policy.diversity import mmr
-from coachrec.policy.exploration import EpsilonGreedy, Exploration, Explorer
+from coachrec.policy.exploration import EpsilonGreedy, Exploration, Explorer, Greedy, PlackettLuce, SlatePolicy
 
 __all__ = [
     "ConstraintError",
@@ -17,6 +17,9 @@ __all__ = [
     "EpsilonGreedy",
     "Exploration",
     "Explorer",
+    "Greedy",
+    "PlackettLuce",
     "Range",
+    "SlatePolicy",
     "mmr",
 ]

@@ -107,6 +107,8 @@ class Candidates:
             out["sources"] = {name: _nullable(self.sources[head, r]) for r, name in enumerate(self.source_names)}
         if self.explored is not None:
             out["explored"] = self.explored[head].tolist()
+        if self.propensity is not None:  # per shown slot given the slots above; unrounded: estimators divide by it
+            out["propensity"] = [None if np.isnan(p) else float(p) for p in self.propensity[head].tolist()]
         if self.reasons is not None:
             out["reasons"] = self.reasons[head]
         return out

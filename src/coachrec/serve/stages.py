@@ -261,7 +261,7 @@ class Explore:
         self.name = name
 
     def __call__(self, ctx: RequestContext, candidates: Candidates, span: AnySpan) -> Candidates:
-        result = self.explorer.explore(len(candidates), ctx.k, ctx.request_id)
+        result = self.explorer.explore(len(candidates), ctx.k, ctx.request_id, scores=candidates.score)
         out = candidates.take(result.order)
         out.explored = result.explored
         out.propensity = result.propensity
