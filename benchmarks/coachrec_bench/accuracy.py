@@ -107,7 +107,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
             "lr": 1e-3,
             "epochs": 200,
             "eval_every": 1,
-            "patience": 10,
+            "patience": 5,
         },
     ),
 }
