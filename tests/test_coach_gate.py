@@ -143,3 +143,41 @@ def test_a_candidate_that_games_the_teacher_but_hurts_ground_truth_is_refused(tr
     target = next(r for r in rows if r.role == "target")
     assert target.passed and not promote
     assert all("ground truth" in r for r in reasons) and len(reasons) == 2
+
+
+def test_the_target_pools_sections_and_no_section_may_get_worse(truth):
+    """Failures fixed in the conversations, the users' traffic left as it was: the pooled rate
+    (clustered by user and dialog) is the target and passes; each section's own rate is a guard,
+    so a candidate that makes one section worse is refused even when the pool improves."""
+    from coachrec.coach.loop import pool_target
+
+    dialogs = [f"dialog:{i}" for i in range(300)]
+    traffic_a, traffic_same = _modes(0.3), _modes(0.3)
+    conv_a, conv_b = _modes(0.6, seed=2), _modes(0.1, seed=3)
+    sections = _rows(traffic_a, traffic_same) + failure_rows(
+        "conversations", conv_a, conv_b, dialogs, "irrelevant_items", CONFIG
+    )
+    assert not next(r for r in sections if r.section == "held-out traffic" and r.role == "target").passed
+
+    def pooled(b_traffic):
+        return {
+            "champion": [traffic_a["irrelevant_items"], conv_a["irrelevant_items"]],
+            "candidate": [b_traffic["irrelevant_items"], conv_b["irrelevant_items"]],
+            "users": USERS + dialogs,
+            "keys": [f"t{i}" for i in range(300)] + [f"c{i}" for i in range(300)],
+        }
+
+    rows = pool_target(sections, pooled(traffic_same), "irrelevant_items", CONFIG) + truth["better"]
+    target = next(r for r in rows if r.role == "target")
+    assert target.section == "all judged traffic" and target.n == 600 and target.passed
+    assert {r.role for r in rows if r.metric == "irrelevant_items rate" and r.section != target.section} == {"guard"}
+    promote, reasons = decide(rows, TRUSTED, "irrelevant_items", "relevance", CONFIG)
+    assert promote, reasons
+
+    worse = _modes(0.5, seed=4)
+    sections = _rows(traffic_a, worse) + failure_rows(
+        "conversations", conv_a, conv_b, dialogs, "irrelevant_items", CONFIG
+    )
+    rows = pool_target(sections, pooled(worse), "irrelevant_items", CONFIG) + truth["better"]
+    promote, reasons = decide(rows, TRUSTED, "irrelevant_items", "relevance", CONFIG)
+    assert not promote and any("held-out traffic: irrelevant_items rate higher" in r for r in reasons)

@@ -521,6 +521,7 @@ def gate_candidate(
     served_by: dict[str, Served] = {}
     judge_s = 0.0
     criterion = next(c.name for c in ctx.rubric.criteria if target_mode in c.failure_modes)
+    pooled: dict[str, list[Any]] = {"champion": [], "candidate": [], "users": [], "keys": []}
     for section, requests in sections:
         modes, unknown = {}, {}
         for side, stack in (("champion", ctx.champion), ("candidate", candidate)):
@@ -544,6 +545,11 @@ def gate_candidate(
             served_by[f"{section}/{side}"] = served
         users = [cluster_of(r, i) for i, r in enumerate(requests)]
         keys = [request_key(r) for r in requests]
+        if target_mode in modes["champion"] and target_mode in modes["candidate"]:
+            pooled["champion"].append(modes["champion"][target_mode])
+            pooled["candidate"].append(modes["candidate"][target_mode])
+            pooled["users"] += users
+            pooled["keys"] += [f"{section}/{k}" for k in keys]
         rows += failure_rows(
             section,
             modes["champion"],
@@ -567,6 +573,8 @@ def gate_candidate(
                     cfg.gate,
                 )
             )
+    if len(pooled["champion"]) > 1:
+        rows = pool_target(rows, pooled, target_mode, cfg.gate)
     ui.note("ground truth: leave-one-out full-ranking NDCG@10 / Recall@10 on each gate user's last interaction")
     rows += ground_truth_rows(ctx.champion.scorer(), candidate.scorer(), ctx.split, ctx.gate_users, cfg.gate)
     promote, reasons = decide(rows, ctx.trust, target_mode, criterion, cfg.gate)
@@ -596,6 +604,24 @@ def gate_candidate(
     )
     ctx.timings["gate"] = time.perf_counter() - t0
     return report, served_by, judge_s
+
+
+def pool_target(rows: list[Any], pooled: dict[str, list[Any]], target_mode: str, config: GateConfig) -> list[Any]:
+    """With the target judged in several sections (users' traffic, conversations), the target
+    row is the rate over all of them, clustered by user and dialog; each section's own row
+    becomes a guard (it must not be worse with confidence): a remedy that fixes the failures
+    where they are is not refused for leaving another section as it was."""
+    both = failure_rows(
+        "all judged traffic",
+        {target_mode: np.concatenate(pooled["champion"])},
+        {target_mode: np.concatenate(pooled["candidate"])},
+        pooled["users"],
+        target_mode,
+        config,
+        keys=pooled["keys"],
+    )
+    sections = [replace(r, role="guard", passed=not (r.ci_low > 0)) if r.role == "target" else r for r in rows]
+    return both + sections
 
 
 def _tier(tier: str, n: int, seconds_each: np.ndarray | float, note: str) -> dict[str, Any]:
