@@ -79,7 +79,9 @@ def main(argv: list[str]) -> int:
     )
     dataset = Dataset.construct(frame)
     epochs_log: list[dict[str, Any]] = []
-    state: dict[str, Any] = {"best": -1.0, "bad": 0, "weights": None, "train_s": 0.0, "t0": 0.0}
+    state: dict[str, Any] = {"best": -1.0, "bad": 0, "weights": None, "train_s": 0.0, "cpu_s": 0.0, "t0": 0.0}
+    state["stopped_by"] = "max_epochs"
+    deadline = float(cfg.get("deadline", 0))  # unix time; 0 = none
     patience, max_len = int(cfg["patience"]), int(cfg["session_max_len"])
 
     def scorer(module: Any, prep: Any) -> Any:
@@ -109,11 +111,12 @@ def main(argv: list[str]) -> int:
 
     class EarlyStop(pl.Callback):
         def on_train_epoch_start(self, trainer: Any, module: Any) -> None:
-            state["t0"] = time.perf_counter()
+            state["t0"], state["c0"] = time.perf_counter(), time.process_time()
 
         def on_train_epoch_end(self, trainer: Any, module: Any) -> None:
             epoch_s = time.perf_counter() - state["t0"]
             state["train_s"] += epoch_s
+            state["cpu_s"] += time.process_time() - state["c0"]
             was = module.torch_model.training
             module.torch_model.eval()
             t1 = time.perf_counter()
@@ -127,6 +130,7 @@ def main(argv: list[str]) -> int:
                 "loss": round(float(loss), 5) if loss is not None else None,
                 "epoch_seconds": round(epoch_s, 2),
                 "seconds": round(state["train_s"], 1),
+                "cpu_seconds": round(state["cpu_s"], 1),
                 "valid_seconds": round(time.perf_counter() - t1, 1),
                 "valid_ndcg@10": round(score, 5),
             }
@@ -137,7 +141,9 @@ def main(argv: list[str]) -> int:
             else:
                 state["bad"] += 1
                 if state["bad"] >= patience:
-                    trainer.should_stop = True
+                    trainer.should_stop, state["stopped_by"] = True, "early_stopping"
+            if deadline and not trainer.should_stop and time.time() + epoch_s + entry["valid_seconds"] > deadline:
+                trainer.should_stop, state["stopped_by"] = True, "deadline"
 
     def trainer() -> pl.Trainer:
         return pl.Trainer(
@@ -184,6 +190,7 @@ def main(argv: list[str]) -> int:
     result = {
         "epochs": epochs_log,
         "best_epoch": best["epoch"] if best else None,
+        "stopped_by": state["stopped_by"],
         "fit_seconds": round(fit_s, 1),
         "eval_seconds": round(time.perf_counter() - t1, 1),
         "known_items": len(model.data_preparator.get_known_item_ids()),

@@ -72,7 +72,8 @@ def ensure_venv(venv: Path) -> Path:
     marker = venv / READY
     if marker.exists() and py.exists() and json.loads(marker.read_text()).get("requirements") == REQUIREMENTS:
         return py
-    log = venv.parent / f"{venv.name}-install.log"
+    venv.mkdir(parents=True, exist_ok=True)
+    log = venv / "coachrec-install.log"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     steps = [[sys.executable, "-m", "venv", str(venv)]] + [[str(py), "-m", "pip", "install", *r] for r in REQUIREMENTS]
     with log.open("w") as f:
@@ -111,13 +112,16 @@ def rank_metrics(ranks: np.ndarray, ks: tuple[int, ...] = (10, 20)) -> dict[str,
 
 
 def timing(log: list[dict[str, Any]]) -> dict[str, Any]:
-    """Median training seconds per epoch, epochs run, best epoch and training time to it."""
+    """Median training seconds (wall and CPU) per epoch, epochs run, best epoch and training
+    time to it."""
     cum = [float(e["seconds"]) for e in log]
     per = np.diff([0.0, *cum])
+    cpu = np.diff([0.0, *[float(e["cpu_seconds"]) for e in log]])
     checked = [e for e in log if "valid_ndcg@10" in e]
     best = max(checked, key=lambda e: e["valid_ndcg@10"])
     return {
         "seconds_per_epoch": round(float(np.median(per)), 2),
+        "cpu_seconds_per_epoch": round(float(np.median(cpu)), 2),
         "epochs_run": len(log),
         "best_epoch": best["epoch"],
         "time_to_best_s": round(float(best["seconds"]), 1),
@@ -131,6 +135,9 @@ def bench_rectools(
     venv: Annotated[Path, typer.Option(help="RecTools virtualenv (built on first use)")] = Path(".venv-rectools"),
     threads: Annotated[int, typer.Option(help="torch threads of each side")] = 1,
     seed: Annotated[int, typer.Option(help="Seed of both sides")] = 0,
+    rectools_minutes: Annotated[
+        float, typer.Option(help="Wall-clock cap on RecTools' training (0 = none); a cut run is labelled so")
+    ] = 0.0,
 ) -> None:
     """coachrec SASRec vs RecTools SASRec on Beauty at the eSASRec paper's settings; writes
     benchmarks/results/rectools.json (accuracy, paired differences, seconds per epoch, time to best)."""
@@ -164,6 +171,7 @@ def bench_rectools(
         "patience": patience,
         "threads": threads,
         "seed": seed,
+        "deadline": time.time() + 60 * rectools_minutes if rectools_minutes > 0 else 0,
     }
     (work / "config.json").write_text(json.dumps(cfg))
     log_path = work / "driver.log"
@@ -243,6 +251,9 @@ def bench_rectools(
         r["fit_on"] = "train"
     rows[0]["versions"] = rt["versions"]
     rows[0]["known_items"] = rt["known_items"]
+    rows[0]["stopped_by"] = rt["stopped_by"]
+    if rt["stopped_by"] == "deadline":
+        rows[0]["name"] += f" (cut at {rectools_minutes:g} min, before early stopping)"
     path = write("rectools", rows)
     for r in rows:
         console.print(r["name"], json.dumps(r["metrics"]))

@@ -66,7 +66,8 @@ def fit_epochs(
     seed: int = 0,
 ) -> list[dict[str, Any]]:
     """Run up to `epochs` epochs of `run_epoch`; returns the per-epoch log (`epoch`, `loss`,
-    cumulative training `seconds`, and `valid_ndcg@10` where checked).
+    cumulative training `seconds` and `cpu_seconds` of this process (robust to machine load),
+    and `valid_ndcg@10` where checked).
 
     With a validation task, NDCG@10 is checked every `eval_every` epochs and after the last
     one (on at most `valid_users` users); training stops after `patience` checks without
@@ -76,14 +77,20 @@ def fit_epochs(
     valid = subsample_task(valid, valid_users, seed) if valid is not None else None
     best, best_state, bad = -1.0, None, 0
     entries: list[dict[str, Any]] = []
-    train_s = 0.0
+    train_s = cpu_s = 0.0
     for epoch in range(1, epochs + 1):
         net.train()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         loss, events = run_epoch()
         epoch_s = time.perf_counter() - t0  # training only, validation excluded
         train_s += epoch_s
-        entry: dict[str, Any] = {"epoch": epoch, "loss": round(loss, 5), "seconds": round(train_s, 1)}
+        cpu_s += time.process_time() - c0
+        entry: dict[str, Any] = {
+            "epoch": epoch,
+            "loss": round(loss, 5),
+            "seconds": round(train_s, 1),
+            "cpu_seconds": round(cpu_s, 1),
+        }
         if valid is not None and (epoch % eval_every == 0 or epoch == epochs):
             net.eval()
             score = valid_ndcg(model, valid)

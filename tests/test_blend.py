@@ -1,0 +1,61 @@
+"""The sequential blend: weights chosen on validation favour the part that predicts, the blend
+is at least as good as that part on validation, and it round-trips through save/load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from coachrec.data import leave_one_out
+from coachrec.metrics import evaluate, named
+from coachrec.models import create, load
+from coachrec.models.blend import SequentialBlend, choose_weights, simplex_grid
+
+pytest.importorskip("torch")
+from test_sasrec import planted  # noqa: E402  (the planted cyclic walks SASRec learns)
+
+
+@pytest.fixture(scope="module")
+def parts():
+    split = leave_one_out(planted())
+    seq = create("sasrec", epochs=6, dim=32, max_len=10, dropout=0.1, lr=5e-3, seed=1).fit(split.train)
+    pop = create("pop").fit(split.train)
+    return split, seq, pop
+
+
+def test_simplex_grid_covers_the_simplex():
+    grid = simplex_grid(3, 10)
+    assert len(grid) == 66
+    assert np.allclose(grid.sum(axis=1), 1.0)
+    assert grid.min() >= 0
+    with pytest.raises(ValueError):
+        simplex_grid(0, 10)
+
+
+def test_weights_chosen_on_validation_favour_the_predictive_part(parts):
+    split, seq, pop = parts
+    valid = split.task("valid")
+    weights, table = choose_weights([seq, pop], valid, steps=4)
+    assert len(table) == 5
+    assert weights[0] > weights[1]
+    blend = SequentialBlend.from_parts([seq, pop], split.train, valid=valid, steps=4)
+    assert np.allclose(blend.weights, weights)
+    proto = named("loo-full")
+    best_part = max(evaluate(m, valid, proto).metrics["ndcg@10"] for m in (seq, pop))
+    got = evaluate(blend, valid, proto).metrics["ndcg@10"]
+    assert got >= best_part - 1e-9
+    assert abs(got - max(r["valid_ndcg@10"] for r in table)) < 1e-4
+
+
+def test_given_weights_and_save_load_round_trip(parts, tmp_path):
+    split, seq, pop = parts
+    blend = SequentialBlend.from_parts([seq, pop], split.train, weights=[3, 1])
+    assert np.allclose(blend.weights, [0.75, 0.25])
+    hist = split.task("test").histories[:5]
+    again = load(blend.save(tmp_path / "blend"))
+    assert np.allclose(again.score(hist), blend.score(hist), atol=1e-5)
+    with pytest.raises(ValueError, match="weights"):
+        SequentialBlend.from_parts([seq, pop], split.train, weights=[1.0])
+    other = create("pop").fit(planted(seed=3))
+    with pytest.raises(ValueError, match="same item map"):
+        SequentialBlend.from_parts([seq, other], split.train)
