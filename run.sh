@@ -12,6 +12,20 @@ STAMP="$VENV/.coachrec-setup"
 
 log() { printf '\033[1m[run.sh]\033[0m %s\n' "$*" >&2; }
 
+# Debian's chromium for the dashboard's browser tests (Playwright drives it; no `playwright install`).
+setup_chromium() {
+    command -v chromium >/dev/null 2>&1 && return
+    log "installing Debian's chromium (the dashboard's browser tests)"
+    local sudo=""
+    [[ $EUID -ne 0 ]] && sudo="sudo"
+    if ! command -v apt-get >/dev/null 2>&1; then
+        log "no apt-get here: install chromium by hand (/usr/bin/chromium) for tests/test_dashboard_browser.py"
+        return 1
+    fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+}
+
 setup() {
     local want
     want="$(cat pyproject.toml benchmarks/pyproject.toml scripts/install_llama_cpp.py run.sh | sha256sum | cut -c1-16)"
@@ -60,6 +74,7 @@ case "$cmd" in
         ;;
     test)
         setup
+        setup_chromium
         setup_phoenix
         # everything the suite needs is installed now, so a skipped test is a failure
         export COACHREC_STRICT_SKIPS=1
@@ -74,6 +89,7 @@ case "$cmd" in
         ;;
     setup)
         setup
+        setup_chromium
         ;;
     *)
         echo "usage: bash run.sh quickstart|test|lint|setup [ARGS]" >&2

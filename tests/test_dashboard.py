@@ -20,7 +20,7 @@ from coachrec.policy import Constraints, Range
 from coachrec.review import ReviewStore
 from coachrec.serve import FeedbackLog, Pipeline, RecommendRequest
 from coachrec.serve.auth import Authenticator
-from coachrec.serve.feedback import FeedbackEvent
+from coachrec.serve.feedback import FeedbackEvent, feedback_path_for
 from coachrec.teacher import CatalogView, Judge, cases_from_store, load_rubric, record
 from coachrec.tracing import Tracer, TraceStore
 
@@ -42,6 +42,7 @@ class Filled:
     feedback: FeedbackLog
     review: ReviewStore
     titles: dict[str, str]
+    pipeline: Pipeline
     trace_ids: list[str]
     """In serving order; the first two are the same request served twice."""
 
@@ -51,7 +52,7 @@ def fill(folder: Path, data, n_users: int = 24) -> Filled:
     feedback on a few, judge every trace with the program checks and queue the doubtful verdicts
     (plus an audit share) for review."""
     store = TraceStore(folder / "traces.duckdb")
-    feedback = FeedbackLog(store.path)
+    feedback = FeedbackLog(feedback_path_for(store.path))
     models = [create("itemknn").fit(data), create("pop").fit(data)]
     pipeline = Pipeline.from_models(models, data.catalog, tracer=Tracer(store))
     users = sorted(data.users.ids, key=int)[:n_users]
@@ -62,7 +63,7 @@ def fill(folder: Path, data, n_users: int = 24) -> Filled:
             constraints = Constraints(exclude_genres=("Drama", "Comedy"))
         elif n % 3 == 2:
             constraints = Constraints(
-                ranges={"year": Range(min=2000)}, require_genres=("Horror", "Documentary"), require_all_genres=True
+                ranges={"year": Range(min=2010)}, require_genres=("Horror", "Romance"), require_all_genres=True
             )
         requests.append(RecommendRequest(user_id=user, k=10, constraints=constraints))
     trace_ids = []
@@ -85,7 +86,9 @@ def fill(folder: Path, data, n_users: int = 24) -> Filled:
     review = ReviewStore(folder / "traces.review.duckdb")
     review.enqueue(judgments, cases, review_below=0.5, audit_rate=0.1, seed=1)
     catalog = pipeline.catalog
-    return Filled(store, feedback, review, titles_of(catalog.ids.tolist(), catalog.titles.tolist()), trace_ids)
+    return Filled(
+        store, feedback, review, titles_of(catalog.ids.tolist(), catalog.titles.tolist()), pipeline, trace_ids
+    )
 
 
 @pytest.fixture(scope="module")
@@ -241,3 +244,42 @@ def test_failures_and_cost_read_the_stores(client, filled) -> None:
     detail = client.get(f"/ui/api/traces/{filled.trace_ids[0]}", headers=key("viewer")).json()
     assert [s["trace_id"] for s in detail["same_request"]] == [filled.trace_ids[1]]
     assert json.dumps(detail)  # JSON all the way down
+
+
+def test_cli_serves_a_store_alone(tmp_path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    store = TraceStore(tmp_path / "alone.duckdb")
+    tracer = Tracer(store)
+    with tracer.trace_request("recommend", user_id="7", input={"k": 1}) as root:
+        with tracer.span("retrieve", kind="RETRIEVER") as span:
+            span.set_output({"items": ["1"], "scores": [1.0]})
+    store.close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "COACHREC_API_KEYS": f"ann:read:{KEYS['viewer'][1]}", "COACHREC_REGISTRY": str(tmp_path / "r")}
+    cli = str(Path(sys.executable).with_name("coachrec"))
+    cmd = [cli, "dashboard", "--db", str(tmp_path / "alone.duckdb"), "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/ui/api/traces", headers=key("viewer"), timeout=2)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                assert time.monotonic() < deadline, "coachrec dashboard did not start"
+                time.sleep(0.2)
+        assert r.status_code == 200 and [t["trace_id"] for t in r.json()["traces"]] == [root.trace_id]
+        assert httpx.get(f"http://127.0.0.1:{port}/ui/api/traces", timeout=2).status_code == 401
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -44,7 +44,7 @@ def dashboard(
     from coachrec.dashboard import dashboard_app, titles_of
     from coachrec.review import ReviewStore, review_path_for
     from coachrec.serve.auth import AuthConfigError, allowed_hosts_for, for_server
-    from coachrec.serve.feedback import FeedbackLog
+    from coachrec.serve.feedback import FeedbackLog, feedback_path_for
     from coachrec.tracing import TraceStore, TraceStoreError, default_db_path
 
     try:
@@ -70,7 +70,7 @@ def dashboard(
     except TraceStoreError as exc:
         typer.echo(f"coachrec dashboard: {exc}", err=True)
         raise typer.Exit(2) from None
-    feedback = FeedbackLog(store.path)
+    feedback = FeedbackLog(feedback_path_for(store.path))
     review = ReviewStore(review_db or review_path_for(store.path))
     try:
         app = dashboard_app(

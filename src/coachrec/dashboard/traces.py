@@ -11,6 +11,7 @@ page 1 costs. Filters on other spans (kind, status, error text, a retriever) and
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -200,8 +201,6 @@ def _add_summaries(store: TraceStore, listed: list[dict[str, Any]]) -> None:
 
 def time_bound(value: str | None, name: str) -> int | None:
     """A time filter from the query string: ISO date/time (UTC if no zone) or minutes ago (`90m`, `2h`, `3d`)."""
-    import datetime as dt
-
     if not value:
         return None
     units = {"m": 60, "h": 3600, "d": 86400}

@@ -144,7 +144,7 @@ function plot(el, title, xs, series, yLabel) {
   if (!el || !xs.length || typeof uPlot === "undefined") return;
   const opts = {
     width: Math.max(320, el.clientWidth || 600), height: 220, title,
-    scales: { x: { time: true } },
+    scales: { x: xs.length > 1 ? { time: true } : { time: true, range: [xs[0] - 3600, xs[0] + 3600] } },
     axes: [{}, { label: yLabel }],
     series: [{}, ...series.map((s, i) => ({ label: s.label, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: true, points: { show: xs.length < 60 } }))],
   };
