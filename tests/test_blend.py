@@ -12,7 +12,7 @@ from coachrec.models import create, load
 from coachrec.models.blend import SequentialBlend, choose_weights, simplex_grid
 
 pytest.importorskip("torch")
-from test_sasrec import planted  # noqa: E402  (the planted cyclic walks SASRec learns)
+from test_sasrec import planted  # the planted cyclic walks SASRec learns
 
 
 @pytest.fixture(scope="module")

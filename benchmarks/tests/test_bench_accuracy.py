@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from coachrec.cli import app
@@ -26,3 +27,21 @@ def test_rows_are_saved_per_model_and_fit(tmp_path, monkeypatch):
     assert refit["ndcg@10"] != plain["ndcg@10"]  # popularity counts include the valid events
     res = runner.invoke(app, [*base, "--fit-on", "everything"])
     assert res.exit_code != 0
+
+
+def test_blend_rows_carry_weights_and_the_paired_difference(tmp_path, monkeypatch):
+    monkeypatch.setenv("COACHREC_BENCH_DIR", str(tmp_path))
+    runner = CliRunner()
+    base = ["bench", "accuracy", "--dataset", "ml-latest-small", "--model", "pop", "--model", "itemknn"]
+    res = runner.invoke(app, [*base, "--blend", "itemknn+pop"])
+    assert res.exit_code == 0, res.output
+    rows = {r["name"]: r for r in json.loads((tmp_path / "accuracy.json").read_text())}
+    blend = rows["blend(itemknn+pop)"]["metrics"]
+    assert blend["vs"] == "itemknn"
+    assert blend["valid_ndcg@10"] >= 0
+    assert blend["weights"].startswith("itemknn=")
+    delta = blend["ndcg@10"] - rows["itemknn"]["metrics"]["ndcg@10"]
+    assert blend["ndcg@10_delta"] == pytest.approx(delta, abs=1e-4)
+    assert blend["ndcg@10_delta_ci_low"] <= blend["ndcg@10_delta"] <= blend["ndcg@10_delta_ci_high"]
+    bad = runner.invoke(app, [*base, "--blend", "itemknn+sasrec"])
+    assert bad.exit_code != 0
