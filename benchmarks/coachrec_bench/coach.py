@@ -80,16 +80,52 @@ def _row(result: Any, requests: int, started: str) -> dict[str, Any]:
             for t in result.tried
         ],
     }
+    metrics["gates"] = {
+        t.remedy: {
+            "promoted": t.promoted,
+            "rows": [
+                {
+                    "section": r.section,
+                    "metric": r.metric,
+                    "role": r.role,
+                    "champion": r.champion,
+                    "candidate": r.candidate,
+                    "delta": r.delta,
+                    "ci95": [r.ci_low, r.ci_high],
+                    "p": r.p_value,
+                    "clusters": r.n,
+                    "differ": r.discordant,
+                    "passed": r.passed,
+                }
+                for r in t.gate.rows
+            ],
+        }
+        for t in result.tried
+        if t.gate is not None
+    }
     if result.gate is not None:
-        target = next(r for r in result.gate.rows if r.role == "target" and r.section == "held-out traffic")
+        target = next(r for r in result.gate.rows if r.role == "target")
         metrics["target_rate"] = {
+            "section": target.section,
             "before": target.champion,
             "after": target.candidate,
             "delta": target.delta,
+            "relative": target.delta / target.champion if target.champion else None,
             "ci95": [target.ci_low, target.ci_high],
             "p": target.p_value,
-            "requests": target.n,
+            "clusters": target.n,
         }
+        human = [r for r in result.gate.rows if r.metric.startswith("recall@10 of the human")]
+        if human:
+            h = human[0]
+            metrics["human_recall@10"] = {
+                "before": h.champion,
+                "after": h.candidate,
+                "delta": h.delta,
+                "ci95": [h.ci_low, h.ci_high],
+                "p": h.p_value,
+                "dialogs": h.n,
+            }
         for m in ("ndcg@10", "recall@10"):
             g = result.gate.row("ground truth", m)
             metrics[m] = {
@@ -126,25 +162,38 @@ def bench_coach(
     datasets: Annotated[str, typer.Option("--datasets", help="Comma-separated datasets.")] = "ml-latest-small,beauty",
     requests: Annotated[int, typer.Option(help="Replayed requests per side (distil / gate).")] = 400,
     llm: Annotated[str, typer.Option(help="LLM member for the LLM criteria (reporting only).")] = "none",
-    seed: int = 0,
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds (users, dialogs and traffic).")] = "0,1",
+    iterations: Annotated[int, typer.Option(help="Coach iterations per run, each on the last one's champion.")] = 2,
 ) -> None:
-    """Failure-mode rate and ground-truth NDCG@10/Recall@10 before and after one coach iteration."""
+    """Failure-mode rate and ground-truth NDCG@10/Recall@10 before and after each coach iteration."""
+    from dataclasses import replace
+
     from coachrec.cli.console import RichProgress as RichUI
     from coachrec.coach import LoopConfig, Registry, run_loop
     from coachrec.coach.report import write_report
 
     rows = []
     for name in [d.strip() for d in datasets.split(",") if d.strip()]:
-        started = _load()
-        tmp = Path(tempfile.mkdtemp(prefix=f"coachrec-bench-coach-{name}-"))
-        config = LoopConfig(dataset=name, distill_requests=requests, gate_requests=requests, llm=llm, seed=seed)
-        result = run_loop(config, Registry(tmp / "registry"), tmp, RichUI(console))
-        write_report(result, tmp, title=f"coachrec bench coach ({name})")
-        rows.append(_row(result, requests, started))
-        console.print(f"{name}: {result.decision} (report in {tmp})")
+        for seed in [int(x) for x in seeds.split(",") if x.strip()]:
+            tmp = Path(tempfile.mkdtemp(prefix=f"coachrec-bench-coach-{name}-{seed}-"))
+            registry = Registry(tmp / "registry")
+            config = LoopConfig(dataset=name, distill_requests=requests, gate_requests=requests, llm=llm, seed=seed)
+            for it in range(1, iterations + 1):
+                started = _load()
+                out = tmp / f"iteration-{it}"
+                result = run_loop(config, registry, out, RichUI(console))
+                write_report(result, out, title=f"coachrec bench coach ({name}, seed {seed}, iteration {it})")
+                r = _row(result, requests, started)
+                r["metrics"] |= {"seed": seed, "iteration": it, "report": str(out / "report.md")}
+                rows.append(r)
+                console.print(f"{name} seed {seed} iteration {it}: {result.decision} (report in {out})")
+                if result.target_mode is None:
+                    break
+                config = replace(config, skip_modes=(*config.skip_modes, result.target_mode))
     table = Table(title="bench coach: one iteration, before -> after", title_justify="left")
     for col in (
         "dataset",
+        "seed/iteration",
         "target mode",
         "rate before",
         "rate after",
@@ -160,6 +209,7 @@ def bench_coach(
         nd, rc = m["ndcg@10"], m["recall@10"]
         table.add_row(
             r["dataset"],
+            f"{m['seed']}/{m['iteration']}",
             str(m["target_mode"]),
             "" if t is None else f"{t['before']:.3f}",
             "" if t is None else f"{t['after']:.3f}",

@@ -83,6 +83,8 @@ class LoopConfig:
     review_db: Path | None = None
     target_mode: str | None = None
     """The failure mode to coach; default: the most frequent one that may be distilled."""
+    skip_modes: tuple[str, ...] = ()
+    """Failure modes not to target (a second iteration passes the first one's target)."""
     seed: int = 0
     distill: DistillConfig = DistillConfig()
     gate: GateConfig = GateConfig()
@@ -483,6 +485,9 @@ def choose_target(ctx: Context, obs: Observation) -> tuple[str | None, list[str]
     if ctx.config.target_mode is not None:
         modes = [ctx.config.target_mode]
     for mode in modes:
+        if mode in ctx.config.skip_modes:
+            skipped.append(f"{mode}: skipped (targeted by an earlier iteration)")
+            continue
         spec = next((c for c in ctx.rubric.criteria if mode in c.failure_modes), None)
         trust = ctx.trust.get(spec.name) if spec else None
         if spec is None:
