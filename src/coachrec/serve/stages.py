@@ -14,6 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from coachrec.policy import EpsilonGreedy, Explorer, mmr
+from coachrec.policy.bandits import CandidateExplorer
 from coachrec.ranking import ItemStats, Student, candidate_features
 from coachrec.serve.candidates import TRACE_LIMIT, Candidates, RequestContext
 from coachrec.serve.retrievers import Retriever
@@ -256,12 +257,16 @@ class Explore:
 
     kind = SpanKind.POLICY
 
-    def __init__(self, explorer: Explorer | None = None, name: str = "policy.explore") -> None:
-        self.explorer: Explorer = explorer if explorer is not None else EpsilonGreedy()
+    def __init__(self, explorer: Explorer | CandidateExplorer | None = None, name: str = "policy.explore") -> None:
+        self.explorer: Explorer | CandidateExplorer = explorer if explorer is not None else EpsilonGreedy()
         self.name = name
 
     def __call__(self, ctx: RequestContext, candidates: Candidates, span: AnySpan) -> Candidates:
-        result = self.explorer.explore(len(candidates), ctx.k, ctx.request_id, scores=candidates.score)
+        if isinstance(self.explorer, CandidateExplorer):  # learners: they see the candidates themselves
+            features = np.c_[candidates.normalized_sources(), ctx.catalog.features[candidates.idx]]
+            result = self.explorer.explore_candidates(candidates.idx, candidates.score, features, ctx.k, ctx.request_id)
+        else:
+            result = self.explorer.explore(len(candidates), ctx.k, ctx.request_id, scores=candidates.score)
         out = candidates.take(result.order)
         out.explored = result.explored
         out.propensity = result.propensity

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from coachrec.policy import Explorer
+from coachrec.policy.bandits import CandidateExplorer
 from coachrec.progress import SILENT, Progress
 from coachrec.serve import FeedbackEvent, Pipeline, RecommendRequest, Service
 from coachrec.serve.stages import Explore
@@ -26,7 +27,7 @@ from coachrec.sim.clicks import ClickModel
 from coachrec.sim.truth import PlantedTruth
 
 
-def set_explorer(pipeline: Pipeline, explorer: Explorer) -> None:
+def set_explorer(pipeline: Pipeline, explorer: Explorer | CandidateExplorer) -> None:
     """Serve `explorer` in the pipeline's exploration stage (PipelineConfig only builds epsilon-greedy)."""
     stages = [s for s in pipeline.stages if isinstance(s, Explore)]
     if not stages:

@@ -1,0 +1,601 @@
+"""`coachrec bench feedback`: learning from logged feedback, on simulated traffic with planted truth.
+
+Every figure comes from traffic served through the real `Service` (trace store + feedback log on
+disk) by `coachrec.sim`: each user's latest 30% of interactions are held out as the planted true
+preference (MovieLens: graded by the real rating; Beauty: any held-out item is grade 4), the
+served stack (item-kNN + popularity blend, 20 candidates a retriever, no MMR) is fitted on the
+rest, and simulated users click by a position-based model with ULTRA's examination curve
+`[0.68, 0.61, ...] ** eta`. Logs are read back with `coachrec.serve.impressions.read_slates`.
+
+Parts:
+
+- `pal`: per dataset and eta, a training log from half the users and a test log from the other
+  half, both served with epsilon-greedy exploration (0.3). PAL and its baselines (naive CTR,
+  position as a feature served at slots 1/5/9, IPW with the true examination) are fitted on the
+  training log's impressions (features: `coachrec.ranking.candidate_features` of each pool row,
+  built from the rank span's retriever scores). Measured on the test users: NDCG@10 of the true
+  preference when each model re-ranks the request's pool (gain 2^grade - 1, ideal = the pool's
+  best order; requests whose pool holds no graded item are left out), paired with PAL per user
+  (bootstrap CI); PAUC (AUC of the served score within each slot, impression-weighted) and
+  click log-likelihood per test impression; the mean served pCTR of each model's top 10 beside
+  IPW's; ProbSeen against the true curve; fit seconds per 1M impressions.
+- `ope`: one long log on ml-latest-small (epsilon-greedy 0.3 logging). A reward model (PAL) is
+  fitted on its first requests; the rest is cut into disjoint chunks of 1k, 10k and 100k slates
+  (10k, 100k, 1M impressions). Target policies: epsilon-greedy 0.1 and greedy over the logged
+  ranking, and greedy over PAL's pCTR (a new ranker). The true value of each is the expected
+  clicks per slate under the click model, computed from the planted truth on every logged pool.
+  Relative error |V^ - V| / V per estimator (mean and spread over chunks), coachrec's beside
+  Open Bandit Pipeline's estimators on the same arrays (run in its own venv, `--obp-python`),
+  and seconds per 1M impressions for reading the trace store and for estimating.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from coachrec_bench.results import row, write
+
+ETAS = (0.0, 0.5, 1.0, 1.5, 2.0)
+K = 10
+LOGGING_EPSILON = 0.3
+CANDIDATES = 20
+
+
+def _say(text: str) -> None:
+    typer.echo(text, err=True)
+
+
+# -- shared setup -------------------------------------------------------------------------------
+
+
+def setup(name: str, seed: int = 0) -> dict[str, Any]:
+    from coachrec import datasets
+    from coachrec.ranking import ItemStats
+    from coachrec.serve import PipelineConfig, Stack
+    from coachrec.serve.stack import catalog_for
+    from coachrec.sim import PlantedTruth
+
+    data = datasets.load(name)
+    truth, train = PlantedTruth.holdout(data)
+    config = PipelineConfig(candidates=CANDIDATES, diversity=1.0, epsilon=LOGGING_EPSILON, seed=seed)
+    stack = Stack.fit(train, models=("itemknn", "pop"), config=config, learn_blend=False)
+    stats = ItemStats.from_data(train, catalog_for(train) if train.catalog is not None else None)
+    return {"name": name, "truth": truth, "train": train, "stack": stack, "stats": stats}
+
+
+def serve_log(env: dict[str, Any], users: np.ndarray, n_requests: int, eta: float, db: Path, seed: int) -> Any:
+    """Serve `n_requests` simulated requests of `users` through a Service on `db`; the log read back."""
+    from coachrec.serve import Service
+    from coachrec.serve.impressions import read_slates
+    from coachrec.sim import PositionBased, Simulator, examination
+
+    truth = replace(env["truth"], users=users)
+    service = Service.open(env["stack"], db=db)
+    try:
+        Simulator(service, truth, PositionBased(examination("ultra", eta, K)), seed=seed).run(n_requests, k=K)
+        start = time.perf_counter()
+        log = read_slates(service.store, service.feedback)
+        read_s = time.perf_counter() - start
+    finally:
+        service.close()
+    return log, read_s
+
+
+def pool_features(env: dict[str, Any], log: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features (n, P, F) of every pool row, item indices (n, P; -1 padding), user indices (n,)."""
+    from coachrec.ranking import candidate_features
+
+    model = env["stack"].models[0]
+    items, users = model.items, model.users
+    n, width = log.pool_items.shape
+    idx = np.full((n, width), -1, dtype=np.int64)
+    feats: np.ndarray | None = None
+    uidx = users.encode([str(u) for u in log.user_id])
+    histories: dict[int, np.ndarray] = {}
+    for i in range(n):
+        m = int(log.pool[i].sum())
+        idx[i, :m] = items.encode(list(log.pool_items[i, :m]))
+        u = int(uidx[i])
+        if u not in histories:
+            histories[u] = model.user_history(u)
+        x = candidate_features(env["stats"], histories[u], idx[i, :m], log.pool_sources[i, :m], log.pool_scores[i, :m])
+        if feats is None:
+            feats = np.zeros((n, width, x.shape[1]))
+        feats[i, :m] = x
+    assert feats is not None
+    return feats, idx, np.asarray(uidx, dtype=np.int64)
+
+
+def impressions(log: Any, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rows, slots = np.nonzero(log.slots)
+    return feats[rows, log.shown[rows, slots]], slots, log.reward[rows, slots]
+
+
+# -- PAL ----------------------------------------------------------------------------------------
+
+
+def ndcg_per_request(scores: np.ndarray, grades: np.ndarray, pool: np.ndarray, k: int = K) -> np.ndarray:
+    s = np.where(pool, scores, -np.inf)
+    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    gains = (2.0 ** np.take_along_axis(grades, order, axis=1) - 1.0) * np.take_along_axis(pool, order, axis=1)
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = (gains * disc).sum(axis=1)
+    ideal = np.sort(np.where(pool, 2.0**grades - 1.0, 0.0), axis=1)[:, ::-1][:, :k]
+    idcg = (ideal * disc).sum(axis=1)
+    return np.where(idcg > 0, dcg / np.where(idcg > 0, idcg, 1.0), np.nan)
+
+
+def pauc(score: np.ndarray, slot: np.ndarray, click: np.ndarray) -> float:
+    from scipy.stats import rankdata
+
+    total, weight = 0.0, 0
+    for j in np.unique(slot):
+        at = slot == j
+        c = click[at] > 0
+        if c.all() or not c.any():
+            continue
+        ranks = rankdata(score[at])
+        auc = (ranks[c].sum() - c.sum() * (c.sum() + 1) / 2) / (c.sum() * (~c).sum())
+        total += auc * at.sum()
+        weight += int(at.sum())
+    return total / max(weight, 1)
+
+
+def run_pal(name: str, etas: tuple[float, ...], train_requests: int, test_requests: int, seed: int,
+            tmp: Path) -> list[dict[str, Any]]:  # fmt: skip
+    from coachrec.metrics.stats import compare
+    from coachrec.ranking.pal import PAL, PALConfig
+    from coachrec.sim import examination
+
+    env = setup(name, seed)
+    truth = env["truth"]
+    users = np.random.default_rng(seed).permutation(truth.users)
+    train_users, test_users = users[: len(users) // 2], users[len(users) // 2 :]
+    rows = []
+    for eta in etas:
+        _say(f"[pal] {name} eta={eta}: serving {train_requests} + {test_requests} requests")
+        log_tr, _ = serve_log(env, train_users, train_requests, eta, tmp / f"pal-{name}-{eta}-train.duckdb", seed)
+        log_te, _ = serve_log(env, test_users, test_requests, eta, tmp / f"pal-{name}-{eta}-test.duckdb", seed + 1)
+        f_tr, _, _ = pool_features(env, log_tr)
+        f_te, idx_te, u_te = pool_features(env, log_te)
+        x, slot, click = impressions(log_tr, f_tr)
+        xt, slot_t, click_t = impressions(log_te, f_te)
+        exam = examination("ultra", eta, K)
+        n_f = x.shape[1]
+        fitted: dict[str, PAL] = {}
+        for mode in ("pal", "naive", "position-feature", "ipw"):
+            fitted[mode] = PAL(n_f, K, PALConfig(mode=mode, seed=seed)).fit(  # type: ignore[arg-type]
+                x, slot, click, examination=exam if mode == "ipw" else None
+            )
+        scorers = _scorers(fitted)
+        grades = truth.grade(np.repeat(u_te[:, None], idx_te.shape[1], axis=1), idx_te).astype(np.float64)
+        pool = log_te.pool
+        flat = f_te.reshape(-1, f_te.shape[2])
+        per_model: dict[str, np.ndarray] = {}
+        served_pctr: dict[str, float] = {}
+        for label, scorer in scorers.items():
+            s = scorer(flat).reshape(pool.shape)
+            per_model[label] = ndcg_per_request(s, grades, pool)
+            top = np.argsort(-np.where(pool, s, -np.inf), axis=1)[:, :K]
+            served_pctr[label] = float(np.take_along_axis(s, top, axis=1).mean())
+        logged_order = -np.arange(pool.shape[1])[None, :] * np.ones(pool.shape)
+        per_model["logging ranker (blend order)"] = ndcg_per_request(logged_order, grades, pool)
+        has = ~np.isnan(per_model["pal (pCTR)"])
+        user_of = u_te[has]
+        by_user = {label: _user_means(v[has], user_of) for label, v in per_model.items()}
+        pal_user = by_user["pal (pCTR)"]
+        true_top = {}
+        for label, scorer in scorers.items():
+            s = scorer(flat).reshape(pool.shape)
+            top = np.argsort(-np.where(pool, s, -np.inf), axis=1)[:, :K]
+            true_top[label] = float(truth.preference(u_te[:, None], np.take_along_axis(idx_te, top, axis=1)).mean())
+        seen = fitted["pal"].prob_seen()
+        protocol = (
+            "planted truth: each user's latest 30% of events held out (grade by rating); stack item-kNN + pop "
+            f"fitted on the rest; traffic through Service (epsilon-greedy {LOGGING_EPSILON}, {CANDIDATES} candidates "
+            f"a retriever, k={K}); clicks = PBM, ULTRA examination ** eta={eta}, noise 0.05; train log "
+            f"{train_requests} requests of half the users, test log {test_requests} requests of the other half; "
+            "NDCG@10 of the true grades over each test request's pool (requests with a graded item in the pool), "
+            "paired with PAL per user (bootstrap 95% CI)"
+        )
+        for label in per_model:
+            metrics: dict[str, Any] = {"eta": eta, "ndcg@10_true": round(float(np.nanmean(per_model[label])), 5),
+                                       "users": len(pal_user), "requests": int(has.sum())}  # fmt: skip
+            if label != "pal (pCTR)":
+                c = compare(by_user[label], pal_user, seed=seed)
+                metrics.update(pal_minus_this=round(c.delta, 5), ci_low=round(c.ci_low, 5), ci_high=round(c.ci_high, 5))
+            if label in scorers:
+                s_imp = scorers[label](xt)
+                metrics["pauc"] = round(pauc(s_imp, slot_t, click_t), 5)
+                metrics["served_pctr_top10"] = round(served_pctr[label], 5)
+                metrics["true_preference_top10"] = round(true_top[label], 5)
+                mode = {"pal (pCTR)": "pal", "naive CTR": "naive", "ipw (true propensities)": "ipw"}.get(label)
+                if label.startswith("position feature"):
+                    mode = "position-feature"
+                if mode is not None:
+                    p = fitted[mode].click_probability(xt, slot_t, examination=exam)
+                    p = np.clip(p, 1e-6, 1 - 1e-6)
+                    metrics["click_loglik"] = round(
+                        float((click_t * np.log(p) + (1 - click_t) * np.log(1 - p)).mean()), 5
+                    )
+                    metrics["fit_seconds_per_1m_impressions"] = fitted[mode].fit_info["seconds_per_1m_impressions"]
+                    metrics["train_impressions"] = fitted[mode].fit_info["impressions"]
+            if label == "pal (pCTR)":
+                metrics["served_pctr_vs_ipw"] = round(
+                    served_pctr[label] / served_pctr["ipw (true propensities)"] - 1, 4
+                )
+                metrics["probseen_relative"] = np.round(seen / seen[0], 3).tolist()
+                metrics["true_examination_relative"] = np.round(exam / exam[0], 3).tolist()
+            rows.append(row(f"pal: {label}", name, protocol, metrics))
+        _show([r for r in rows if r["metrics"]["eta"] == eta])
+    return rows
+
+
+def _scorers(fitted: dict[str, Any]) -> dict[str, Any]:
+    """What each fitted model serves: pCTR (the position-feature model at a fixed slot)."""
+    pal, naive, feat, ipw = fitted["pal"], fitted["naive"], fitted["position-feature"], fitted["ipw"]
+    return {
+        "pal (pCTR)": pal.score,
+        "naive CTR": naive.score,
+        "position feature @1": lambda f: feat.score(f, position=0),
+        "position feature @5": lambda f: feat.score(f, position=4),
+        "position feature @9": lambda f: feat.score(f, position=8),
+        "ipw (true propensities)": ipw.score,
+    }
+
+
+def _user_means(values: np.ndarray, users: np.ndarray) -> np.ndarray:
+    _, inv = np.unique(users, return_inverse=True)
+    return np.bincount(inv, weights=values) / np.bincount(inv)
+
+
+def _show(rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        m = r["metrics"]
+        keys = [k for k in ("eta", "ndcg@10_true", "pal_minus_this", "ci_low", "ci_high", "pauc", "click_loglik",
+                            "served_pctr_top10", "true_preference_top10", "size", "relative_error_mean",
+                            "relative_error_sd", "seconds_per_1m_impressions") if k in m]  # fmt: skip
+        _say(f"  {r['name']:<44} " + "  ".join(f"{k}={m[k]}" for k in keys))
+
+
+# -- OPE ----------------------------------------------------------------------------------------
+
+
+def run_ope(requests: int, reserve: int, sizes: tuple[int, ...], max_chunks: int, seed: int, tmp: Path,
+            obp_python: str | None) -> list[dict[str, Any]]:  # fmt: skip
+    from coachrec.policy import EpsilonGreedy, Greedy
+    from coachrec.policy.ope import OPEError, RewardModel, evaluate, rollout
+    from coachrec.ranking.pal import PAL, PALConfig
+    from coachrec.sim import examination
+
+    name = "ml-latest-small"
+    env = setup(name, seed)
+    truth = env["truth"]
+    eta = 1.0
+    _say(f"[ope] serving {requests} requests")
+    start = time.perf_counter()
+    log, read_s = serve_log(env, truth.users, requests, eta, tmp / "ope.duckdb", seed)
+    serve_s = time.perf_counter() - start
+    impressions_total = log.impressions
+    _say(
+        f"[ope] served in {serve_s:.0f} s; read {impressions_total} impressions from the trace store in {read_s:.1f} s"
+    )
+    feats, idx, uidx = pool_features(env, log)
+    fit_part = log.select(np.arange(reserve))
+    x, slot, click = impressions(fit_part, feats[:reserve])
+    model = PAL(x.shape[1], K, PALConfig(seed=seed)).fit(x, slot, click)
+    rest = np.arange(reserve, len(log))
+    pool = log.pool
+    flat = feats.reshape(-1, feats.shape[2])
+    pctr = np.where(pool, model.score(flat).reshape(pool.shape), 0.0)
+    reward_model = RewardModel(pctr, model.prob_seen())
+    exam = examination("ultra", eta, K)
+    true_pref = np.where(
+        pool, truth.preference(np.repeat(uidx[:, None], pool.shape[1], axis=1), np.maximum(idx, 0)), 0.0
+    )
+    rank_scores = np.where(pool, -np.arange(pool.shape[1], dtype=np.float64)[None, :], np.nan)
+    targets = {
+        "epsilon-greedy 0.1": (EpsilonGreedy(0.1), rank_scores),
+        "greedy (logged ranking)": (Greedy(), rank_scores),
+        "greedy over PAL pCTR": (Greedy(), np.where(pool, pctr, np.nan)),
+    }
+    true_value = {}
+    rng = np.random.default_rng(seed)
+    for label, (policy, scores) in targets.items():
+        samples = 1 if isinstance(policy, Greedy) else 64
+        total = 0.0
+        for _ in range(samples):
+            slate = rollout(policy, scores[rest], pool[rest], K, rng)
+            pref = np.where(slate >= 0, np.take_along_axis(true_pref[rest], np.maximum(slate, 0), axis=1), 0.0)
+            total += float((pref * exam[None, :]).sum(axis=1).mean())
+        true_value[label] = total / samples
+    logged_value = float(log.reward[rest].sum(axis=1).mean())
+    _say(f"[ope] true values {true_value}; logging policy observed {logged_value:.4f} clicks a slate")
+    rows = []
+    estimators = ("ips", "snips", "rips", "snrips", "iips", "dm", "dr", "sndr")
+    protocol = (
+        f"ml-latest-small planted truth (latest 30% held out, graded by rating); logging = epsilon-greedy "
+        f"{LOGGING_EPSILON} over the item-kNN + pop blend through Service ({requests} requests, k={K}, "
+        f"{CANDIDATES} candidates a retriever); clicks PBM, ULTRA examination ** {eta}; reward = clicks per slate; "
+        f"reward model for dm/dr/sndr: PAL (pCTR x ProbSeen) fitted on the first {reserve} requests, estimates on "
+        "disjoint chunks of the rest; truth = expected clicks of the target on every evaluated pool; "
+        "relative error |V^ - V| / V, mean and sd over chunks; iips marginals by 32 Rao-Blackwellised rollouts"
+    )
+    obp_rows: list[dict[str, Any]] = []
+    for size in sizes:
+        n_slates = size // K
+        chunks = [rest[i : i + n_slates] for i in range(0, len(rest) - n_slates + 1, n_slates)][:max_chunks]
+        if not chunks:
+            _say(f"[ope] not enough requests for chunks of {size} impressions: skipped")
+            continue
+        for label, (policy, scores) in targets.items():
+            errors: dict[str, list[float]] = {e: [] for e in estimators}
+            seconds = dict.fromkeys(estimators, 0.0)
+            refused: dict[str, str] = {}
+            ess = []
+            for c, chunk in enumerate(chunks):
+                part = log.select(chunk)
+                rm = RewardModel(reward_model.item[chunk], reward_model.position)
+                for e in estimators:
+                    t0 = time.perf_counter()
+                    try:
+                        got = evaluate(part, policy, scores[chunk], model=rm, logging=EpsilonGreedy(LOGGING_EPSILON),
+                                       logging_scores=rank_scores[chunk], estimators=(e,), n_boot=0,
+                                       marginal_samples=32, seed=seed + c)  # fmt: skip
+                    except OPEError as exc:  # iips: a Monte Carlo marginal of 0 for a logged slot
+                        refused[e] = str(exc)
+                        continue
+                    seconds[e] += time.perf_counter() - t0
+                    errors[e].append(abs(got[e].value - true_value[label]) / true_value[label])
+                    ess.append(got[e].ess)
+                if obp_python is not None:
+                    obp_rows.append(_obp_inputs(part, policy, scores[chunk], rm, rank_scores[chunk], size, label, c))
+            for e in estimators:
+                done = len(errors[e])
+                metrics: dict[str, Any] = {
+                    "target": label,
+                    "size": size,
+                    "chunks": len(chunks),
+                    "true_value": round(true_value[label], 5),
+                    "ess_mean": round(float(np.mean(ess)), 1),
+                }
+                if done:
+                    metrics.update(
+                        relative_error_mean=round(float(np.mean(errors[e])), 5),
+                        relative_error_sd=round(float(np.std(errors[e])), 5),
+                        seconds_per_1m_impressions=round(seconds[e] / (done * size) * 1e6, 3),
+                    )
+                if e in refused:
+                    metrics.update(refused_chunks=len(chunks) - done, refusal=refused[e])
+                rows.append(row(f"ope: coachrec {e}", name, protocol, metrics))
+            _show(rows[-len(estimators) :])
+    if obp_python is not None and obp_rows:
+        rows += _run_obp(obp_python, obp_rows, true_value, protocol, tmp)
+    rows.append(row("ope: trace store read", name, protocol, {
+        "impressions": impressions_total, "read_seconds": round(read_s, 2),
+        "read_seconds_per_1m_impressions": round(read_s / impressions_total * 1e6, 2),
+        "serve_seconds": round(serve_s, 1), "logged_clicks_per_slate": round(logged_value, 5)}))  # fmt: skip
+    return rows
+
+
+def _obp_inputs(part: Any, policy: Any, scores: np.ndarray, rm: Any, logging_scores: np.ndarray, size: int,
+                label: str, chunk: int) -> dict[str, Any]:  # fmt: skip
+    """The chunk in OBP's flat slate layout (n * K rows; actions = pool rows)."""
+    from coachrec.policy import EpsilonGreedy
+    from coachrec.policy.ope import marginals, target_probabilities
+
+    pe, _ = target_probabilities(part, policy, scores, None)
+    available = part.pool.copy()
+    n, width = part.pool.shape
+    rows = np.arange(n)
+    dist = np.zeros((n, K, width))
+    for j in range(K):
+        dist[:, j] = policy.slot_distribution(scores, available)
+        available[rows, part.shown[:, j]] = False
+    q = rm.item[:, None, :] * rm.position[None, :K, None]
+    m0 = marginals(EpsilonGreedy(LOGGING_EPSILON), logging_scores, part.pool, K, 32, chunk)
+    me = marginals(policy, scores, part.pool, K, 32, chunk + 1)
+    at = part.shown
+    return {"label": label, "size": size, "chunk": chunk, "n": n, "width": width,
+            "action": at.ravel(), "reward": part.reward.ravel(), "p0": part.propensity.ravel(), "pe": pe.ravel(),
+            "m0": m0[rows[:, None], at, np.arange(K)[None, :]].ravel(),
+            "me": me[rows[:, None], at, np.arange(K)[None, :]].ravel(),
+            "q_hat": q.ravel(), "dist": dist.ravel()}  # fmt: skip
+
+
+def _run_obp(python: str, inputs: list[dict[str, Any]], true_value: dict[str, float], protocol: str,
+             tmp: Path) -> list[dict[str, Any]]:  # fmt: skip
+    paths = []
+    for i, d in enumerate(inputs):
+        path = tmp / f"obp-{i}.npz"
+        np.savez(path, k=K, **{key: np.asarray(v) for key, v in d.items()})
+        paths.append(str(path))
+    script = Path(__file__).with_name("_obp_slate.py")
+    _say(f"[ope] running Open Bandit Pipeline on {len(paths)} chunks ({python})")
+    done = subprocess.run([python, str(script), *paths], capture_output=True, text=True, check=False,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"OBP run failed: {done.stderr[-2000:]}")
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    rows = []
+    version = results[0]["obp"] if results else "?"
+    for (label, size), group in _group(results):
+        for e in ("ips", "snips", "rips", "snrips", "iips", "sniips", "dr"):
+            values = [r[e] for r in group if r.get(e) is not None]
+            errs = [abs(v - true_value[label]) / true_value[label] for v in values]
+            secs = sum(r[e + "_seconds"] for r in group)
+            metrics: dict[str, Any] = {
+                "target": label,
+                "size": size,
+                "chunks": len(group),
+                "obp_version": version,
+                "seconds_per_1m_impressions": round(secs / (len(group) * size) * 1e6, 3),
+            }
+            if errs:
+                metrics.update(relative_error_mean=round(float(np.mean(errs)), 5),
+                               relative_error_sd=round(float(np.std(errs)), 5))  # fmt: skip
+            failed = [r.get(e + "_error") for r in group if r.get(e) is None]
+            if failed:
+                metrics["failed_chunks"] = len(failed)
+                metrics["error"] = failed[0]
+            rows.append(row(f"ope: obp {e}", "ml-latest-small", protocol + " (same arrays, OBP estimators)", metrics))
+        _show(rows[-7:])
+    return rows
+
+
+def _group(results: list[dict[str, Any]]) -> list[tuple[tuple[str, int], list[dict[str, Any]]]]:
+    out: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in results:
+        out.setdefault((r["label"], r["size"]), []).append(r)
+    return list(out.items())
+
+
+# -- exploration and echo chambers ---------------------------------------------------------------
+
+
+def gini(counts: np.ndarray) -> float:
+    """Gini coefficient of impressions over the catalog (0: even, 1: one item gets everything)."""
+    x = np.sort(np.asarray(counts, dtype=np.float64))
+    if x.sum() == 0:
+        return 0.0
+    n = len(x)
+    return float((2 * np.arange(1, n + 1) - n - 1) @ x / (n * x.sum()))
+
+
+def run_explore(rounds: int, per_round: int, seed: int, tmp: Path) -> list[dict[str, Any]]:
+    from coachrec.policy import EpsilonGreedy, PlackettLuce
+    from coachrec.policy.bandits import BetaThompson, LinUCB
+    from coachrec.serve import Service
+    from coachrec.serve.impressions import read_slates
+    from coachrec.sim import PositionBased, Simulator, examination, set_explorer
+
+    name = "ml-latest-small"
+    env = setup(name, seed)
+    truth, stack = env["truth"], env["stack"]
+    eta = 1.0
+    exam = examination("ultra", eta, K)
+    n_items = stack.models[0].n_items
+    n_features = len(stack.models) + stack.pipeline().catalog.features.shape[1]
+    policies: dict[str, Any] = {
+        "greedy (no exploration)": EpsilonGreedy(0.0),
+        "epsilon-greedy 0.1": EpsilonGreedy(0.1, seed=seed),
+        "epsilon-greedy 0.3": EpsilonGreedy(0.3, seed=seed),
+        "plackett-luce T=0.1": PlackettLuce(0.1, seed=seed),
+        "beta posterior mean (learns, no exploration)": BetaThompson(n_items, greedy=True),
+        "thompson (beta)": BetaThompson(n_items, seed=seed),
+        "linear greedy (learns, no exploration)": LinUCB(n_features, alpha=0.0),
+        "linucb alpha=1": LinUCB(n_features, alpha=1.0),
+    }
+    protocol = (
+        f"{name} planted truth (latest 30% held out); item-kNN + pop blend, {CANDIDATES} candidates a retriever, "
+        f"k={K}; {rounds} rounds of {per_round} requests through Service (the same users per round for every "
+        f"policy); PBM clicks, ULTRA examination ** {eta}; learners update from each round's logged clicks; "
+        "coverage = share of the catalog shown so far; diversity = 1 - mean pairwise genre cosine within a slate; "
+        "Gini of impressions over the catalog so far; true reward = expected clicks per slate under the truth"
+    )
+    rows = []
+    for label, policy in policies.items():
+        service = Service.open(stack, db=tmp / f"explore-{len(rows)}.duckdb")
+        set_explorer(service.pipeline, policy)
+        features = service.pipeline.catalog.features
+        counts = np.zeros(n_items)
+        per_round_reward, diversity = [], []
+        try:
+            for r in range(rounds):
+                start_ns = time.time_ns()
+                sim = Simulator(service, truth, PositionBased(exam), seed=seed * 1000 + r)
+                stats = sim.run(per_round, k=K)
+                log = read_slates(service.store, service.feedback, since_ns=start_ns)
+                items = stack.models[0].items
+                shown = items.encode(log.shown_items.ravel().tolist(), unknown="mask").reshape(log.shown.shape)
+                np.add.at(counts, shown[shown >= 0], 1.0)
+                f = features[np.maximum(shown, 0)] * (shown >= 0)[..., None]
+                sim_pairs = np.einsum("nid,njd->nij", f, f)
+                off = ~np.eye(K, dtype=bool)
+                diversity.append(float((1.0 - sim_pairs[:, off]).mean()))
+                per_round_reward.append(stats.expected_clicks_per_request)
+                learn = getattr(policy, "learn", None)
+                if learn is not None:
+                    learn(list(log.request_id), log.reward)
+        finally:
+            service.close()
+        metrics = {
+            "rounds": rounds,
+            "requests_per_round": per_round,
+            "coverage": round(float((counts > 0).mean()), 5),
+            "gini": round(gini(counts), 5),
+            "diversity_first_round": round(diversity[0], 5),
+            "diversity_last_round": round(diversity[-1], 5),
+            "true_reward_first_round": round(per_round_reward[0], 5),
+            "true_reward_last_round": round(per_round_reward[-1], 5),
+            "cumulative_true_reward": round(float(np.sum(per_round_reward) * per_round), 2),
+            "true_reward_by_round": [round(v, 4) for v in per_round_reward],
+        }
+        rows.append(row(f"explore: {label}", name, protocol, metrics))
+        m = metrics
+        _say(f"  {label:<46} coverage={m['coverage']} gini={m['gini']} diversity={m['diversity_first_round']}->"
+             f"{m['diversity_last_round']} reward={m['true_reward_first_round']}->{m['true_reward_last_round']} "
+             f"cumulative={m['cumulative_true_reward']}")  # fmt: skip
+    return rows
+
+
+# -- the command --------------------------------------------------------------------------------
+
+
+def bench_feedback(
+    part: Annotated[str, typer.Option(help="pal, ope, explore or all")] = "all",
+    datasets: Annotated[
+        str, typer.Option(help="datasets for the PAL part, comma-separated")
+    ] = "ml-latest-small,beauty",
+    etas: Annotated[str, typer.Option(help="examination exponents for the PAL part")] = ",".join(map(str, ETAS)),
+    train_requests: Annotated[int, typer.Option(help="PAL: training-log requests per eta")] = 3000,
+    test_requests: Annotated[int, typer.Option(help="PAL: test-log requests per eta")] = 1000,
+    requests: Annotated[int, typer.Option(help="OPE: requests served in the long log")] = 30000,
+    reserve: Annotated[int, typer.Option(help="OPE: first requests kept to fit the reward model")] = 3000,
+    sizes: Annotated[str, typer.Option(help="OPE: chunk sizes in impressions")] = "10000,100000,1000000",
+    max_chunks: Annotated[int, typer.Option(help="OPE: chunks per size at most")] = 10,
+    rounds: Annotated[int, typer.Option(help="explore: rounds of simulated traffic per policy")] = 8,
+    per_round: Annotated[int, typer.Option(help="explore: requests per round")] = 250,
+    obp_python: Annotated[str | None, typer.Option(help="python of a venv with obp installed (none: skip OBP)")] = None,
+    seed: int = 0,
+) -> None:
+    """PAL vs baselines across eta, and OPE estimators vs the truth and vs Open Bandit Pipeline."""
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="coachrec-feedback-") as folder:
+        tmp = Path(folder)
+        if part in ("pal", "all"):
+            for name in datasets.split(","):
+                rows += run_pal(
+                    name, tuple(float(e) for e in etas.split(",")), train_requests, test_requests, seed, tmp
+                )
+        if part in ("ope", "all"):
+            rows += run_ope(requests, reserve, tuple(int(s) for s in sizes.split(",")), max_chunks, seed, tmp,
+                            obp_python)  # fmt: skip
+        if part in ("explore", "all"):
+            rows += run_explore(rounds, per_round, seed, tmp)
+        if part not in ("pal", "ope", "explore", "all"):
+            raise typer.BadParameter(f"part must be pal, ope, explore or all, got {part!r}")
+    path = write("feedback", _merge(rows, part))
+    _say(f"wrote {path}")
+
+
+def _merge(rows: list[dict[str, Any]], part: str) -> list[dict[str, Any]]:
+    """A run of one part replaces that part's rows (per dataset) and keeps the other part's."""
+    from coachrec_bench.results import results_dir
+
+    path = results_dir() / "feedback.json"
+    if part == "all" or not path.exists():
+        return rows
+    replaced = {(r["name"].split(":")[0], r["dataset"]) for r in rows}
+    kept = [r for r in json.loads(path.read_text()) if (r["name"].split(":")[0], r["dataset"]) not in replaced]
+    return kept + rows
