@@ -92,3 +92,29 @@ def test_a_plackett_luce_explorer_serves_and_logs_exact_propensities(served) -> 
         assert (new.shown[:, :5] >= 0).all() and (new.shown[:, 5:] < 0).all()
     finally:
         set_explorer(service.pipeline, EpsilonGreedy(0.4))
+
+
+class _NoPropensity:
+    """An explorer that shows the ranking as is and logs no propensity (what older traces hold)."""
+
+    name = "unlogged"
+
+    def explore(self, n_candidates, k, key, scores=None):
+        from coachrec.policy import Exploration
+
+        return Exploration(np.arange(n_candidates), np.zeros(n_candidates, bool), np.full(n_candidates, np.nan))
+
+
+def test_ope_on_traffic_without_logged_propensities_is_refused(served) -> None:
+    from coachrec.policy.ope import OPEError
+
+    truth, service = served
+    set_explorer(service.pipeline, _NoPropensity())
+    try:
+        Simulator(service, truth, PositionBased(examination("inverse", 1.0, 10)), seed=5).run(10, k=10)
+    finally:
+        set_explorer(service.pipeline, EpsilonGreedy(0.4))
+    log = read_slates(service.store, service.feedback)
+    unlogged = log.select(np.array([r.startswith("sim5-") for r in log.request_id]))
+    with pytest.raises(OPEError, match="100 of 100 logged slots have no propensity .*request 'sim5-0'"):
+        evaluate(unlogged, EpsilonGreedy(0.1))
