@@ -91,7 +91,7 @@ def test_fewer_than_k_says_so(client) -> None:
         ("/v1/recommend", {"user_id": "1", "colour": "red"}, "colour"),
         ("/v1/feedback", {"events": []}, "events"),
         ("/v1/feedback", {"events": [{"request_id": "r", "item": "1", "kind": "like"}]}, "events.0.kind"),
-        ("/v1/feedback", {"events": [{"request_id": "r", "item": "1", "kind": "watch", "value": 3}]}, "watch fraction"),
+        ("/v1/feedback", {"events": [{"request_id": "r", "item": "1", "kind": "watch", "value": 3}]}, "events.0.value"),
         ("/v1/feedback", {"events": [{"request_id": "r", "item": "1", "kind": "impression"}]}, "position"),
         (
             "/v1/feedback",

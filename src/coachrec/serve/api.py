@@ -6,8 +6,8 @@ route but `/health` needs an API key with its scope (`coachrec.serve.auth`): `re
 
 Status codes (all in the OpenAPI schema): 200; 401 no or unknown key; 403 key without the scope;
 404 unknown user, trace or request; 413 body over the limit; 422 invalid input, `detail` naming
-the field; 429 over the key's rate limit; 503 the feedback store could not commit (retry; nothing
-was acknowledged).
+the field; 409 an Idempotency-Key reused for other events; 429 over the key's rate limit; 503 the
+feedback store could not commit (retry; nothing was acknowledged).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from starlette.routing import Match
 from coachrec.policy import ConstraintError
 from coachrec.serve.auth import Principal, require
 from coachrec.serve.disclosure import private_titles, redact
-from coachrec.serve.feedback import FeedbackEvent
+from coachrec.serve.feedback import KINDS, FeedbackEvent
 from coachrec.serve.limits import DEFAULT_MAX_BODY, BodyLimit
 from coachrec.serve.pipeline import RecommendRequest, UnknownUserError
 from coachrec.serve.schemas import (
@@ -60,12 +60,20 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 """The documented errors of every guarded route."""
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: _error("no such user, trace or request")}
 UNAVAILABLE: dict[int | str, dict[str, Any]] = {
-    503: _error("the feedback store could not commit; nothing was acknowledged, retry")
+    409: _error("the Idempotency-Key was used for a different batch of events"),
+    503: _error("the feedback store could not commit; nothing was acknowledged, retry"),
 }
 
 
 def _field(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    """`events.0.value` for loc ("body", "events", 0, "watch", "value"): the union tag is left out."""
+    parts: list[str] = []
+    for n, p in enumerate(loc):
+        if p in ("body", "query", "path", "header"):
+            continue
+        if p in KINDS and n and isinstance(loc[n - 1], int):  # the feedback event's kind tag
+            continue
+        parts.append(str(p))
     return ".".join(parts) or "body"
 
 
@@ -76,6 +84,9 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
         if e["type"] == "json_invalid":  # loc is ("body", character offset)
             position = e["loc"][-1] if len(e["loc"]) > 1 else "?"
             errors.append({"field": "body", "message": f"invalid JSON at character {position}"})
+        elif e["type"] == "union_tag_invalid":  # loc stops at the event; name its tag field
+            tag = str(e.get("ctx", {}).get("discriminator", "kind")).strip("'")
+            errors.append({"field": f"{_field(tuple(e['loc']))}.{tag}", "message": str(e["msg"])})
         else:
             errors.append({"field": _field(tuple(e["loc"])), "message": str(e["msg"])})
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
@@ -209,7 +220,7 @@ def serve_router(service: Service) -> APIRouter:
         except (duckdb.IOException, duckdb.TransactionException) as exc:
             raise HTTPException(503, f"feedback store could not commit ({type(exc).__name__}); retry") from None
         except ValueError as exc:  # an idempotency key reused for a different batch
-            raise HTTPException(422, str(exc)) from None
+            raise HTTPException(409, str(exc)) from None
         if not replayed:
             background.add_task(service.update_span_metrics, [e.request_id for e in events])
         return FeedbackOut(accepted=len(ids), event_ids=ids, replayed=replayed)

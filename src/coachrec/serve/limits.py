@@ -1,7 +1,7 @@
 """Request limits: a body size cap (413) and a token-bucket rate limit per API key (429).
 
 `BodyLimit` is plain ASGI middleware: it refuses a declared `Content-Length` over the cap before
-reading anything and stops reading a chunked body as soon as it passes the cap, so a large body
+reading anything and stops reading a streamed body as soon as it passes the cap, so a large body
 costs the server at most the cap. `RateLimiter` keeps one bucket per principal name, in this
 process (with several workers each has its own buckets: the limit per key is then up to
 `workers` times the rate).
@@ -44,33 +44,32 @@ class BodyLimit:
                 if declared > self.max_bytes:
                     await _too_large(send, f"request body of {declared:,} bytes; at most {self.max_bytes:,}")
                     return
+        # Read the body here, up to the cap, then hand it on: the app never sees an over-long one.
+        chunks: list[bytes] = []
         seen = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _BodyTooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_bytes:
                 await _too_large(send, f"request body over {self.max_bytes:,} bytes")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        delivered = False
 
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
 
-class _BodyTooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 async def _too_large(send: Send, detail: str, *, status: int = 413) -> None:

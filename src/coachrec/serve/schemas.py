@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -74,6 +75,17 @@ Ids = Annotated[
 ]
 
 
+def _integral(value: Any) -> Any:
+    """JSON Schema counts 5.0 as an integer; strict pydantic would not. Strings and bools stay refused."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
+Integer = Annotated[int, BeforeValidator(_integral)]
+"""An int, or a float with an integral value (as JSON Schema's `integer`)."""
+
+
 class ErrorOut(BaseModel):
     """Every 4xx: `detail` says what is wrong; validation errors also list each bad field."""
 
@@ -102,8 +114,15 @@ class ConstraintsIn(BaseModel):
     exclude_genres: Ids = Field(
         default_factory=list, max_length=MAX_LIST, description="never show items with any of these"
     )
-    ranges: dict[Id, RangeIn] = Field(
-        default_factory=dict, max_length=64, description='numeric attribute ranges, e.g. {"year": {"min": 1990}}'
+    ranges: dict[Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID), AfterValidator(_safe)], RangeIn] = (
+        Field(
+            default_factory=dict,
+            max_length=64,
+            description='numeric attribute ranges, e.g. {"year": {"min": 1990}}',
+            json_schema_extra={
+                "propertyNames": {"minLength": 1, "maxLength": MAX_ID, "pattern": SAFE_PATTERN},
+            },
+        )
     )
     exclude_seen: bool = Field(True, description="never show items already in the user's history")
     exclude_items: Ids = Field(default_factory=list, max_length=MAX_HISTORY, description="item ids never to show")
@@ -135,12 +154,21 @@ _TURNS = TypeAdapter(list[TurnIn])
 
 
 class RecommendIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={  # what `_who` checks, said in the schema
+            "anyOf": [
+                {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+                for name in ("user_id", "history", "context")
+            ]
+        },
+    )
     user_id: Id | None = Field(None, description="a known user; or give history")
     history: Ids | None = Field(
         None, max_length=MAX_HISTORY, description="item ids the user engaged with, oldest first"
     )
-    k: int = Field(10, ge=1, le=100, description="how many items to return")
+    k: Integer = Field(10, ge=1, le=100, description="how many items to return")
     constraints: ConstraintsIn = Field(default_factory=ConstraintsIn)
     context: (
         Annotated[str, Field(max_length=MAX_CONTEXT_CHARS), _SAFE_SCHEMA]
@@ -236,15 +264,12 @@ class RecommendOut(BaseModel):
     ignored_history: list[str] = Field(default_factory=list, description="history ids not in the catalog")
 
 
-class FeedbackEventIn(BaseModel):
+class _EventIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     request_id: Id = Field(description="the request that showed the item")
     item: Id
-    kind: Literal["impression", "click", "watch", "rating", "thumbs_up", "thumbs_down"]
-    position: int | None = Field(None, ge=0, le=MAX_POSITION, description="0-based slot the item was shown at")
-    value: float | None = Field(
-        None, ge=-1e9, le=1e9, allow_inf_nan=False, description="watch fraction (0..1) or rating"
-    )
+    position: Integer | None = Field(None, ge=0, le=MAX_POSITION, description="0-based slot the item was shown at")
+    value: float | None = Field(None, ge=-1e9, le=1e9, allow_inf_nan=False, description="a rating, or a watch fraction")
     user_id: Id | None = None
     time: float | None = Field(
         None,
@@ -254,15 +279,36 @@ class FeedbackEventIn(BaseModel):
         description="seconds since the epoch (not milliseconds), before 2100; default: when received",
     )
 
-    @model_validator(mode="after")
-    def _value(self) -> FeedbackEventIn:
-        if self.kind in ("watch", "rating") and self.value is None:
-            raise ValueError(f"value: a {self.kind} event needs a value")
-        if self.kind == "watch" and self.value is not None and not 0.0 <= self.value <= 1.0:
-            raise ValueError(f"value: a watch fraction must be between 0 and 1, got {self.value}")
-        if self.kind == "impression" and self.position is None:
-            raise ValueError("position: an impression needs the position it was shown at")
-        return self
+
+class ImpressionIn(_EventIn):
+    """The item was shown, at `position`."""
+
+    kind: Literal["impression"]
+    position: Integer = Field(ge=0, le=MAX_POSITION, description="0-based slot the item was shown at")
+
+
+class WatchIn(_EventIn):
+    """The user watched `value` (0..1) of the item."""
+
+    kind: Literal["watch"]
+    value: float = Field(ge=0.0, le=1.0, allow_inf_nan=False, description="the fraction watched, 0..1")
+
+
+class RatingIn(_EventIn):
+    """The user rated the item `value`."""
+
+    kind: Literal["rating"]
+    value: float = Field(ge=-1e9, le=1e9, allow_inf_nan=False, description="the rating")
+
+
+class ActionIn(_EventIn):
+    """A click or a thumb."""
+
+    kind: Literal["click", "thumbs_up", "thumbs_down"]
+
+
+FeedbackEventIn = Annotated[ImpressionIn | WatchIn | RatingIn | ActionIn, Field(discriminator="kind")]
+"""One event; `kind` decides what else it needs (an impression its position, a watch or rating its value)."""
 
 
 class FeedbackIn(BaseModel):

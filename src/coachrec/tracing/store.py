@@ -395,8 +395,10 @@ class TraceStore:
 
     def trace_id_for_request(self, request_id: str) -> str | None:
         """The trace id recorded for a request id, if any."""
-        row = self._cursor().execute("SELECT trace_id FROM spans WHERE request_id = ? LIMIT 1", [request_id]).fetchone()
-        return None if row is None else str(row[0])
+        rows = (
+            self._cursor().execute("SELECT trace_id FROM spans WHERE request_id = ? LIMIT 1", [request_id]).fetchall()
+        )
+        return str(rows[0][0]) if rows else None
 
     def spans(
         self,
@@ -464,8 +466,8 @@ class TraceStore:
 
     def count(self) -> int:
         """How many spans are stored (queued spans not included; `flush()` first)."""
-        row = self._cursor().execute("SELECT count(*) FROM spans").fetchone()
-        return int(row[0]) if row else 0
+        rows = self._cursor().execute("SELECT count(*) FROM spans").fetchall()  # fetchall: leave no open result
+        return int(rows[0][0]) if rows else 0
 
     def export_parquet(
         self,
@@ -491,8 +493,8 @@ class TraceStore:
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
         quoted = str(out).replace("'", "''")  # COPY takes a literal file name, not a parameter
-        result = self._cursor().execute(f"COPY ({query}) TO '{quoted}' (FORMAT parquet)", params).fetchone()
-        return int(result[0]) if result else 0
+        result = self._cursor().execute(f"COPY ({query}) TO '{quoted}' (FORMAT parquet)", params).fetchall()
+        return int(result[0][0]) if result else 0
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -514,10 +516,10 @@ class TraceStore:
     def _require_span(self, span_id: str) -> str:
         """The trace id of a stored span; flushes first so just-finished spans count."""
         self.flush()
-        row = self._cursor().execute("SELECT trace_id FROM spans WHERE span_id = ? LIMIT 1", [span_id]).fetchone()
-        if row is None:
+        rows = self._cursor().execute("SELECT trace_id FROM spans WHERE span_id = ? LIMIT 1", [span_id]).fetchall()
+        if not rows:
             raise KeyError(f"no span {span_id!r} in trace store {self.path}")
-        return str(row[0])
+        return str(rows[0][0])
 
     @staticmethod
     def _filters(
