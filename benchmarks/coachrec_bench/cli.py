@@ -11,8 +11,10 @@ import typer
 from coachrec_bench import accuracy as _accuracy
 from coachrec_bench import coach as _coach
 from coachrec_bench import conversational as _conversational
+from coachrec_bench import feedback as _feedback
 from coachrec_bench import gru4rec_official as _gru4rec_official
 from coachrec_bench import llm as _llm
+from coachrec_bench import monitor as _monitor
 from coachrec_bench import recbole_ref as _recbole
 from coachrec_bench import rectools_ref as _rectools
 from coachrec_bench import report as _report
@@ -49,3 +51,5 @@ app.command("serve")(_serve.bench_serve)
 app.command("tracing")(bench_tracing)
 app.command("conversational")(_conversational.bench_conversational)
 app.command("request-match")(_request_match.bench_request_match)
+app.command("feedback")(_feedback.bench_feedback)
+app.command("monitor")(_monitor.bench_monitor)

@@ -1,0 +1,45 @@
+"""Drift monitors over the trace store: inputs, stage scores, outcomes, judged quality, and the
+judge itself (a pinned anchor set re-judged on a schedule).
+
+    from coachrec.monitor import ItemStats, compare, read_window
+    ref = read_window(store, since=t0, until=t1, items=ItemStats.from_dataset(data))
+    cur = read_window(store, since=t1, until=t2, items=ItemStats.from_dataset(data))
+    report = compare(ref, cur)               # Evidently's default test per column, or test="psi"
+    report.dataset_drift(), report.drifted() # >= 50% of columns drifted; which ones, statistic, p
+
+    judge = judge_drift(golden, pinned_labels, rejudge_anchor(current_judge, store, golden))
+    attribute(ref, cur, judge).verdict       # none | system | judge | both
+"""
+
+from coachrec.monitor.attribution import (
+    Attribution,
+    JudgeDrift,
+    anchor_labels,
+    attribute,
+    judge_drift,
+    mcnemar_exact,
+    rejudge_anchor,
+)
+from coachrec.monitor.drift import DriftReport, SystemDrift, compare, system_drift
+from coachrec.monitor.stattests import ColumnDrift, default_test, drift_test
+from coachrec.monitor.windows import ItemStats, Window, read_window
+
+__all__ = [
+    "Attribution",
+    "ColumnDrift",
+    "DriftReport",
+    "ItemStats",
+    "JudgeDrift",
+    "SystemDrift",
+    "Window",
+    "anchor_labels",
+    "attribute",
+    "compare",
+    "default_test",
+    "drift_test",
+    "judge_drift",
+    "mcnemar_exact",
+    "read_window",
+    "rejudge_anchor",
+    "system_drift",
+]

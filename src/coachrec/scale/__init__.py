@@ -1,0 +1,22 @@
+"""Scale-out with Ray (optional extra `coachrec[ray]`): batch judging through Ray Data
+`map_batches` with a pool of stateful judge actors, and full-ranking evaluation over user
+shards. Both give the single-process results; `$RAY_ADDRESS` points them at a cluster.
+
+    from coachrec.scale import judge_with_ray, evaluate_with_ray
+    judgments = judge_with_ray(make_judge, cases, workers=2)
+    result = evaluate_with_ray(model, split, protocol("loo-full"), workers=2)
+"""
+
+from coachrec.scale.evaluation import evaluate_with_ray
+from coachrec.scale.judging import JudgeWorker, export_cases, judge_with_ray
+from coachrec.scale.runtime import RayMissingError, ray_runtime, require_ray
+
+__all__ = [
+    "JudgeWorker",
+    "RayMissingError",
+    "evaluate_with_ray",
+    "export_cases",
+    "judge_with_ray",
+    "ray_runtime",
+    "require_ray",
+]
