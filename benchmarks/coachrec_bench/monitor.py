@@ -12,7 +12,8 @@ Pools of served requests (the traced `serve.Pipeline`, written to a trace store 
 
 Feedback: an impression per shown item and a click where the item is among the user's later
 ratings >= 4. Judges: program checks + the calibrated relevance committee (`base`); a stricter
-judge (relevance item threshold 0.5 -> 0.6, the analogue of a stricter prompt); a retrained
+judge (relevance item threshold 0.5 -> 0.6, the analogue of a stricter prompt), a lenient one
+(0.5 -> 0.4); a retrained
 judge (the committee's blend fitted on other calibration users). The anchor set: a golden set
 published through the review store, one case per evaluation-half user whose slate is that
 user's later-rated items, human label = the share liked reaching the criterion's threshold.
@@ -21,7 +22,8 @@ A stream is 14 days of `--per-day` requests drawn without replacement: days 1-7 
 judged by the base judge (the reference), days 8-14 from the scenario's pool judged by the
 scenario's judge; the anchor set (a fresh random `--anchors` subset each stream) is re-judged by
 the scenario's judge and compared with the pinned base run. One check per stream, at day 14.
-Scenarios: none (drift-free), system (users, swap, requests), judge (stricter, retrained), both.
+Scenarios: none (drift-free), system (users, swap, requests), judge (stricter, lenient,
+retrained), both.
 Figures: attribution accuracy, detection rate and false alarms per scenario; beside them
 Evidently's dataset-drift rule (>= 50% of columns, default tests) on the same windows and a
 naive detector (a z-test of the judged failure rate, blaming the system).
@@ -41,6 +43,36 @@ import typer
 from coachrec_bench.results import row, write
 
 DATASET = "ml-latest-small"
+KEPT = 5
+"""Streams per scenario whose windows are also handed to Evidently itself."""
+EVIDENTLY_SCRIPT = r"""
+import json, sys
+from pathlib import Path
+import pandas as pd
+from evidently import DataDefinition, Dataset, Report
+from evidently.presets import DataDriftPreset
+
+folder = Path(sys.argv[1])
+out = []
+for spec_file in sorted(folder.glob("*.json")):
+    spec = json.loads(spec_file.read_text())
+    ref = pd.read_parquet(folder / spec["reference"])
+    cur = pd.read_parquet(folder / spec["current"])
+    dd = DataDefinition(numerical_columns=spec["num"], categorical_columns=spec["cat"])
+    snap = Report([DataDriftPreset()]).run(
+        current_data=Dataset.from_pandas(cur, data_definition=dd),
+        reference_data=Dataset.from_pandas(ref, data_definition=dd),
+    )
+    columns, dataset = {}, None
+    for m in snap.dict()["metrics"]:
+        cfg = m["config"]
+        if cfg["type"].endswith("DriftedColumnsCount"):
+            dataset = m["value"]
+        elif cfg["type"].endswith("ValueDrift"):
+            columns[cfg["column"]] = {"method": cfg["method"], "value": m["value"], "threshold": cfg["threshold"]}
+    out.append({"name": spec_file.stem, "columns": columns, "dataset": dataset})
+print(json.dumps(out))
+"""
 SCENARIOS: dict[str, tuple[str, str, str]] = {
     # name: (pool of days 8-14, judge of days 8-14, expected verdict)
     "none": ("base", "base", "none"),
@@ -48,6 +80,7 @@ SCENARIOS: dict[str, tuple[str, str, str]] = {
     "system:swap": ("swap", "base", "system"),
     "system:requests": ("requests", "base", "system"),
     "judge:stricter": ("base", "stricter", "judge"),
+    "judge:lenient": ("base", "lenient", "judge"),
     "judge:retrained": ("base", "retrained", "judge"),
     "both:users+stricter": ("users", "stricter", "both"),
 }
@@ -107,10 +140,18 @@ def _judges(train: Any, catalog: Any) -> dict[str, Any]:
         c.model_copy(update={"item_threshold": 0.6}) if c.name == "relevance" else c for c in rubric.criteria
     )
     stricter = rubric.model_copy(update={"criteria": criteria})
+    lenient = rubric.model_copy(
+        update={
+            "criteria": tuple(
+                c.model_copy(update={"item_threshold": 0.4}) if c.name == "relevance" else c for c in rubric.criteria
+            )
+        }
+    )
     view = CatalogView(catalog)
     return {
         "base": Judge(rubric, view, relevance=committee, criteria=names),
         "stricter": Judge(stricter, view, relevance=committee, criteria=names),
+        "lenient": Judge(lenient, view, relevance=committee, criteria=names),
         "retrained": Judge(rubric, view, relevance=retrained, criteria=names),
     }
 
@@ -251,7 +292,7 @@ def simulate(folder: Path, pool_size: int, seed: int, progress: Any) -> Sim:
         finally:
             store.close()
         frame = window.frame
-        for j in ("stricter", "retrained"):
+        for j in ("stricter", "lenient", "retrained"):
             frame = frame.join(_fail_frame(by_judge[j], f"@{j}"), on="trace_id", how="left")
         pools[name] = frame
         progress(f"pool {name}: {frame.height} requests served, judged by {len(judges)} judges")
@@ -320,7 +361,7 @@ def run_streams(
             verdicts.append(verdict.verdict)
             evidently.append(compare(reference, current).dataset_drift())
             naive.append(_naive(reference, current, alpha))
-            if s < 3:
+            if s < KEPT:
                 kept.append((scenario, s, reference, current))
         v = np.array(verdicts)
         results[scenario] = {
@@ -376,15 +417,110 @@ def bench_monitor(
         "monitor_s_per_1m_spans": (sim.read_s + sim.compare_s) / sim.spans * 1e6,
         "read_s_per_1m_spans": sim.read_s / sim.spans * 1e6,
         "anchor_cases": len(sim.golden),
-        **{f"anchor_verdicts_changed_{j}": _changed(sim, j) for j in ("stricter", "retrained")},
+        **{f"anchor_verdicts_changed_{j}": _changed(sim, j) for j in ("stricter", "lenient", "retrained")},
         **{k: round(v, 2) for k, v in sim.timings.items()},
         "total_s": time.perf_counter() - t0,
     }
     rows.append(row("monitor attribution: summary", DATASET, protocol, summary))
+    try:
+        cross = evidently_cross_check(out / "evidently", kept)
+    except Exception as exc:  # the attribution rows above stand on their own
+        cross = {"ran": False, "reason": f"cross-check failed: {type(exc).__name__}: {exc}"}
+    rows.append(row("monitor cross-check: Evidently itself on the same windows", DATASET, protocol, cross))
     path = write("monitor", rows)
     _print(results, summary, con)
+    con.print(f"Evidently cross-check: {cross}", markup=False)
     _report(out, kept)
     con.print(f"wrote {path} and {out / 'report' / 'report.md'}", markup=False)
+
+
+def evidently_python() -> Path | None:
+    """Evidently's own venv (its pins clash with coachrec's): `$COACHREC_EVIDENTLY_PY` or
+    `.venv-evidently/bin/python`."""
+    import os
+
+    path = Path(os.environ.get("COACHREC_EVIDENTLY_PY", ".venv-evidently/bin/python"))
+    return path if path.exists() else None
+
+
+def evidently_cross_check(folder: Path, kept: list[Any]) -> dict[str, Any]:
+    """Evidently's DataDriftPreset on the kept windows; per-column test, statistic and verdict
+    and the dataset verdict compared with ours."""
+    import json
+    import subprocess
+
+    from coachrec.monitor import compare
+    from coachrec.monitor.windows import column_kind
+
+    python = evidently_python()
+    if python is None:
+        return {
+            "ran": False,
+            "reason": "no Evidently venv: python3 -m venv .venv-evidently && "
+            ".venv-evidently/bin/pip install evidently==0.7.23 'pandas<2.3'",
+        }
+    folder.mkdir(parents=True, exist_ok=True)
+    ours = {}
+    for scenario, s, reference, current in kept:
+        name = f"{scenario.replace(':', '_').replace('+', '_')}-{s}"
+        report = compare(reference, current)
+        columns = [c.column for c in report.columns]
+        reference.frame.select(columns).write_parquet(folder / f"{name}.ref.parquet")
+        current.frame.select(columns).write_parquet(folder / f"{name}.cur.parquet")
+        spec = {
+            "reference": f"{name}.ref.parquet",
+            "current": f"{name}.cur.parquet",
+            "num": [c for c in columns if column_kind(c) == "num"],
+            "cat": [c for c in columns if column_kind(c) == "cat"],
+        }
+        (folder / f"{name}.json").write_text(json.dumps(spec))
+        ours[name] = report
+    t = time.perf_counter()
+    done = subprocess.run(
+        [str(python), "-c", EVIDENTLY_SCRIPT, str(folder)], capture_output=True, text=True, timeout=1800, check=False
+    )
+    if done.returncode != 0:
+        return {"ran": False, "reason": f"Evidently failed: {done.stderr.strip()[-500:]}"}
+    theirs = json.loads(done.stdout.strip().splitlines()[-1])
+    names = {"K-S p_value": "ks", "chi-square p_value": "chisquare", "Z-test p_value": "z",
+             "Wasserstein distance (normed)": "wasserstein", "Jensen-Shannon distance": "jensenshannon",
+             "PSI": "psi"}  # fmt: skip
+    same_test = same_verdict = same_dataset = n_cols = 0
+    gaps: list[float] = []
+    disagreements: list[str] = []
+    for entry in theirs:
+        report = ours[entry["name"]]
+        ev_share = (entry["dataset"] or {}).get("share", 0.0)
+        same_dataset += int(report.dataset_drift() == (ev_share >= 0.5))
+        for c in report.columns:
+            other = entry["columns"].get(c.column)
+            if other is None:
+                continue
+            n_cols += 1
+            test = names.get(other["method"], other["method"])
+            p_value_test = "p_value" in other["method"]
+            drifted = other["value"] < other["threshold"] if p_value_test else other["value"] >= other["threshold"]
+            same_test += int(test == c.test)
+            same_verdict += int(drifted == c.drifted)
+            mine = c.p_value if p_value_test else c.statistic
+            if test == c.test and mine is not None:
+                gaps.append(abs(float(mine) - float(other["value"])))
+            if drifted != c.drifted or test != c.test:
+                disagreements.append(
+                    f"{entry['name']}:{c.column} ours {c.test} {c.drifted} / Evidently {test} {drifted}"
+                )
+    return {
+        "ran": True,
+        "evidently": "0.7.23 DataDriftPreset (default tests)",
+        "window_pairs": len(theirs),
+        "columns_compared": n_cols,
+        "same_test_share": same_test / max(n_cols, 1),
+        "same_column_verdict_share": same_verdict / max(n_cols, 1),
+        "same_dataset_verdict_share": same_dataset / max(len(theirs), 1),
+        "max_abs_gap_statistic_or_p": max(gaps) if gaps else None,
+        "disagreements": disagreements[:20],
+        "evidently_s": time.perf_counter() - t,
+    }
 
 
 def _changed(sim: Sim, judge: str) -> float:

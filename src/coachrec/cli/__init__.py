@@ -16,6 +16,7 @@ from coachrec.cli import coach as _coach
 from coachrec.cli import dashboard as _dashboard
 from coachrec.cli import evaluate as _evaluate
 from coachrec.cli import llm_models as _llm_models
+from coachrec.cli import monitor as _monitor
 from coachrec.cli import quickstart as _quickstart
 from coachrec.cli import report_cost as _report_cost
 from coachrec.cli import review as _review
@@ -47,6 +48,7 @@ app.command("review")(_review.review)
 app.add_typer(_review.golden_app, name="golden")
 app.command("coach")(_coach.coach)
 app.command("gate")(_coach.gate)
+app.command("monitor")(_monitor.monitor)
 
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint

@@ -1,0 +1,190 @@
+"""`coachrec bench scale`: judging and evaluation in one process vs Ray Data with 1 and 2 workers.
+
+Protocol. ml-latest-small; an item-kNN + popularity stack serves `--traces` replayed requests
+(30% free text, 30% constraints) through the traced pipeline; the cases are read back from the
+trace store. Program + committee criteria: the rubric's program checks and the relevance
+committee (calibrated on later ratings). LLM criteria: `slate_variety` and `request_match` by
+the smallest pulled GGUF model (llama.cpp, 1 thread per worker, both slate orders) on
+`--llm-cases` cases. Ray: a local runtime with 2 CPUs; `map_batches` over a pool of 1 or 2
+actors, each building its judge (and loading its model) once; wall time includes the actors'
+start-up, and the steady rate excludes it (the time of a warm second run). Evaluation: item-kNN,
+leave-one-out, full ranking, accuracy metrics. Results are checked equal to the single process.
+The machine has 2 cores, so 2 workers is the ceiling here, and the driver shares them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+
+from coachrec_bench.results import row, write
+
+DATASET = "ml-latest-small"
+JUDGELM_PER_S = 5000 / 180
+"""JudgeLM-7B: 5,000 samples in 3 minutes on 8 x A100."""
+
+
+def _same(a: list[Any], b: list[Any]) -> bool:
+    import math
+
+    return len(a) == len(b) and all(
+        (x.trace_id, x.criterion, x.label) == (y.trace_id, y.criterion, y.label)
+        and (x.score == y.score or (math.isnan(x.score) and math.isnan(y.score)))
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+def _ray_rates(factory: Any, cases: list[Any], local: list[Any], batch_size: int) -> dict[str, Any]:
+    from coachrec.scale import judge_with_ray
+
+    out: dict[str, Any] = {}
+    for workers in (1, 2):
+        t = time.perf_counter()
+        first = judge_with_ray(factory, cases, workers=workers, batch_size=batch_size)
+        cold = time.perf_counter() - t
+        t = time.perf_counter()
+        second = judge_with_ray(factory, cases + cases, workers=workers, batch_size=batch_size)
+        warm2 = time.perf_counter() - t
+        # steady rate: the extra cases of the double run over its extra time (start-up cancels)
+        steady = len(cases) / max(warm2 - cold, 1e-9)
+        out[f"ray_{workers}_wall_s"] = cold
+        out[f"ray_{workers}_traces_per_s_wall"] = len(cases) / cold
+        out[f"ray_{workers}_traces_per_s_steady"] = steady
+        out[f"ray_{workers}_equal_to_single_process"] = _same(first, local) and _same(second[: len(local)], local)
+    out["scaling_efficiency_1_to_2_steady"] = out["ray_2_traces_per_s_steady"] / (2 * out["ray_1_traces_per_s_steady"])
+    out["scaling_efficiency_1_to_2_wall"] = out["ray_2_traces_per_s_wall"] / (2 * out["ray_1_traces_per_s_wall"])
+    return out
+
+
+def bench_scale(
+    traces: Annotated[int, typer.Option("--traces", help="Replayed requests judged by program + committee.")] = 600,
+    llm_cases: Annotated[int, typer.Option("--llm-cases", help="Cases the LLM criteria judge (bounded).")] = 12,
+    llm: Annotated[str, typer.Option("--llm", help="LLM role for the LLM criteria (none to skip).")] = "small",
+) -> None:
+    """Judged traces per second, one process vs Ray 1 and 2 workers; full-ranking evaluation time."""
+    from coachrec import datasets
+    from coachrec.cli.console import console, print_rows
+    from coachrec.coach.traffic import serve
+    from coachrec.data import leave_one_out
+    from coachrec.metrics import evaluate, named
+    from coachrec.models import create
+    from coachrec.scale import evaluate_with_ray, ray_runtime
+    from coachrec.serve import Stack
+    from coachrec.serve.pipeline import PipelineConfig
+    from coachrec.teacher import CatalogView, Judge, load_rubric
+    from coachrec.teacher.relevance import calibrated_committee
+    from coachrec.teacher.traffic import replay_requests
+    from coachrec.tracing import TraceStore
+
+    con = console()
+    data = datasets.load(DATASET)
+    stack = Stack.fit(data, ("itemknn", "pop"), PipelineConfig(candidates=100))
+    store = TraceStore(":memory:")
+    cases = serve(stack, replay_requests([str(u) for u in data.users.ids], traces, seed=7), store).cases
+    store.close()
+    committee = calibrated_committee(data)
+    rubric = load_rubric()
+    catalog = data.catalog
+    names = [c.name for c in rubric.criteria if c.member in ("program", "recommender")]
+    program = [c.name for c in rubric.criteria if c.member == "program"]
+
+    def make_judge() -> Judge:
+        return Judge(rubric, CatalogView(catalog), relevance=committee, criteria=names)
+
+    rows = []
+    protocol = (__doc__ or "").split("Protocol. ", 1)[-1].replace("\n", " ").strip()
+    judge = make_judge()
+    t = time.perf_counter()
+    local = judge.judge(cases)
+    single = time.perf_counter() - t
+    t = time.perf_counter()
+    Judge(rubric, CatalogView(catalog), criteria=program).judge(cases)
+    program_s = time.perf_counter() - t
+    ray_runtime(num_cpus=2)
+    metrics: dict[str, Any] = {
+        "traces": len(cases),
+        "judgments": len(local),
+        "single_process_traces_per_s": len(cases) / single,
+        "single_process_ms_per_trace": single / len(cases) * 1000,
+        "program_only_traces_per_s": len(cases) / program_s,
+        **_ray_rates(make_judge, cases, local, batch_size=50),
+    }
+    metrics["traces_per_day_one_core"] = metrics["single_process_traces_per_s"] * 86400
+    metrics["goal_2000_per_s_per_core"] = metrics["single_process_traces_per_s"] >= 2000
+    rows.append(row("scale: program + committee criteria", DATASET, protocol, metrics))
+    con.print(f"program + committee: {metrics}", markup=False)
+    if llm != "none" and llm_cases > 0:
+        from coachrec.llm import LlamaCppConfig, load_backend
+
+        picked = sorted(cases, key=lambda c: (not c.context, c.trace_id))[:llm_cases]
+
+        def make_llm_judge() -> Judge:
+            backend = load_backend(llm, llama=LlamaCppConfig(n_threads=1, n_ctx=2048))
+            return Judge(rubric, CatalogView(catalog), llm=backend, criteria=["slate_variety", "request_match"])
+
+        t = time.perf_counter()
+        llm_judge = make_llm_judge()
+        load_s = time.perf_counter() - t
+        t = time.perf_counter()
+        llm_local = llm_judge.judge(picked)
+        llm_single = time.perf_counter() - t
+        if llm_judge.llm is not None:
+            llm_judge.llm.close()
+        model = llm_local[0].evaluator if llm_local else llm
+        llm_metrics: dict[str, Any] = {
+            "model": model,
+            "cases": len(picked),
+            "judgments": len(llm_local),
+            "model_load_s": load_s,
+            "single_process_judgments_per_s": len(llm_local) / llm_single,
+            **{
+                k.replace("traces", "cases"): v
+                for k, v in _ray_rates(make_llm_judge, picked, llm_local, batch_size=max(1, len(picked) // 4)).items()
+            },
+        }
+        llm_metrics["per_core_judgments_per_s"] = llm_metrics["single_process_judgments_per_s"]
+        llm_metrics["cores_to_match_judgelm_28_per_s"] = JUDGELM_PER_S / llm_metrics["per_core_judgments_per_s"]
+        rows.append(row("scale: LLM criteria (smallest GGUF, llama.cpp)", DATASET, protocol, llm_metrics))
+        con.print(f"LLM criteria: {llm_metrics}", markup=False)
+    split = leave_one_out(data)
+    model = create("itemknn", dataset=data).fit(split.train)
+    t = time.perf_counter()
+    one = evaluate(model, split, named("loo-full"))
+    eval_single = time.perf_counter() - t
+    eval_metrics: dict[str, Any] = {
+        "users": one.n_users,
+        "single_process_s": eval_single,
+        "ndcg@10": one.metrics["ndcg@10"],
+    }
+    for workers in (1, 2):
+        t = time.perf_counter()
+        res = evaluate_with_ray(model, split, named("loo-full"), workers=workers)
+        eval_metrics[f"ray_{workers}_s"] = time.perf_counter() - t
+        eval_metrics[f"ray_{workers}_equal_to_single_process"] = all(
+            (res.per_user[k] == one.per_user[k]).all() for k in res.per_user
+        )
+    rows.append(row("scale: full-ranking leave-one-out evaluation (item-kNN)", DATASET, protocol, eval_metrics))
+    rows.append(
+        row(
+            "scale: llama.cpp server with 1, 2, 4 parallel slots",
+            DATASET,
+            protocol,
+            {"measured": False, "reason": "not measured in this run (no OpenAI-compatible server started here)"},
+        )
+    )
+    path = write("scale", rows)
+    print_rows(
+        ["row", "metrics"],
+        [
+            [
+                r["name"],
+                ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["metrics"].items()),
+            ]
+            for r in rows
+        ],
+        title="scale",
+        con=con,
+    )
+    con.print(f"wrote {path}", markup=False)
