@@ -158,13 +158,40 @@ def test_estimators_recover_a_known_target_value() -> None:
 
 def test_gate_refuses_when_the_logs_cannot_decide() -> None:
     log, _, _ = synthetic_log(300)
-    target_scores = log.pool_scores[:, ::-1].copy()
-    got = evaluate(log, Greedy(), target_scores, estimators=("ips", "snips"), logging=PlackettLuce(1.0),
+    logged = float(log.reward.sum(axis=1).mean())
+    target_scores = log.pool_scores[:, ::-1].copy()  # greedy on the reversed scores: almost never logged
+    got = evaluate(log, EpsilonGreedy(0.5), target_scores, estimators=("ips", "snips"), logging=PlackettLuce(1.0),
                    logging_scores=log.pool_scores, n_boot=200)  # fmt: skip
-    decision = gate(got, logged_value=float(log.reward.sum(axis=1).mean()), min_ess=1000)
+    decision = gate(got, logged_value=logged, min_ess=200)
     assert decision.decision == "refuse" and "effective sample size" in decision.reason
+    with pytest.raises(OPEError, match="0/0; the logs cannot estimate this target"):
+        evaluate(log, Greedy(), target_scores, estimators=("snips",), n_boot=0)  # no logged slate matches it
     same = evaluate(log, PlackettLuce(1.0), log.pool_scores, estimators=("snips",), n_boot=200)
-    assert gate(same, logged_value=float(log.reward.sum(axis=1).mean()), min_ess=100).decision == "refuse"
+    assert same["snips"].ess == pytest.approx(300)
+    assert gate(same, logged_value=logged, min_ess=100).decision == "refuse"  # its own value: no evidence either way
+    better = gate(same, logged_value=logged / 2, min_ess=100)
+    assert better.decision == "accept" and "above the logged" in better.reason
     # a target the logging policy never supports is refused even with a large ESS
-    narrow = evaluate(log, EpsilonGreedy(0.5), estimators=("snips",), logging=Greedy(), n_boot=0)
-    assert narrow["snips"].unsupported_mass > 0
+    narrow = evaluate(log, EpsilonGreedy(0.5), estimators=("ips",), logging=Greedy(), n_boot=0)
+    assert narrow["ips"].unsupported_mass > 0
+    assert gate(narrow, logged_value=logged, estimator="ips", min_ess=0).decision == "refuse"
+
+
+class _Generic:
+    """Wraps a policy so target_probabilities takes the generic slot_distribution path."""
+
+    def __init__(self, policy) -> None:
+        self.policy = policy
+        self.name = "generic"
+
+    def slot_distribution(self, scores, available):
+        return self.policy.slot_distribution(scores, available)
+
+
+@pytest.mark.parametrize("policy", [EpsilonGreedy(0.3), Greedy()])
+def test_the_greedy_fast_path_equals_the_slot_distributions(policy) -> None:
+    log, rel, exam = synthetic_log(500, seed=3)
+    scores = np.where(log.pool, np.random.default_rng(1).random(log.pool.shape), np.nan)
+    fast_p, fast_q = target_probabilities(log, policy, scores, RewardModel(rel, exam))
+    slow_p, slow_q = target_probabilities(log, _Generic(policy), scores, RewardModel(rel, exam))
+    assert np.allclose(fast_p, slow_p) and np.allclose(fast_q, slow_q)

@@ -153,91 +153,118 @@ def pauc(score: np.ndarray, slot: np.ndarray, click: np.ndarray) -> float:
 
 def run_pal(name: str, etas: tuple[float, ...], train_requests: int, test_requests: int, seed: int,
             tmp: Path) -> list[dict[str, Any]]:  # fmt: skip
-    from coachrec.metrics.stats import compare
-    from coachrec.ranking.pal import PAL, PALConfig
-    from coachrec.sim import examination
+    from coachrec.serve import FeedbackLog, Service
+    from coachrec.serve.impressions import read_slates
+    from coachrec.sim import PositionBased, Simulator, examination, replay_clicks
 
     env = setup(name, seed)
     truth = env["truth"]
     users = np.random.default_rng(seed).permutation(truth.users)
     train_users, test_users = users[: len(users) // 2], users[len(users) // 2 :]
+    model = env["stack"].models[0]
     rows = []
-    for eta in etas:
-        _say(f"[pal] {name} eta={eta}: serving {train_requests} + {test_requests} requests")
-        log_tr, _ = serve_log(env, train_users, train_requests, eta, tmp / f"pal-{name}-{eta}-train.duckdb", seed)
-        log_te, _ = serve_log(env, test_users, test_requests, eta, tmp / f"pal-{name}-{eta}-test.duckdb", seed + 1)
-        f_tr, _, _ = pool_features(env, log_tr)
-        f_te, idx_te, u_te = pool_features(env, log_te)
-        x, slot, click = impressions(log_tr, f_tr)
-        xt, slot_t, click_t = impressions(log_te, f_te)
-        exam = examination("ultra", eta, K)
-        n_f = x.shape[1]
-        fitted: dict[str, PAL] = {}
-        for mode in ("pal", "naive", "position-feature", "ipw"):
-            fitted[mode] = PAL(n_f, K, PALConfig(mode=mode, seed=seed)).fit(  # type: ignore[arg-type]
-                x, slot, click, examination=exam if mode == "ipw" else None
-            )
-        scorers = _scorers(fitted)
-        grades = truth.grade(np.repeat(u_te[:, None], idx_te.shape[1], axis=1), idx_te).astype(np.float64)
-        pool = log_te.pool
-        flat = f_te.reshape(-1, f_te.shape[2])
-        per_model: dict[str, np.ndarray] = {}
-        served_pctr: dict[str, float] = {}
-        for label, scorer in scorers.items():
-            s = scorer(flat).reshape(pool.shape)
-            per_model[label] = ndcg_per_request(s, grades, pool)
-            top = np.argsort(-np.where(pool, s, -np.inf), axis=1)[:, :K]
-            served_pctr[label] = float(np.take_along_axis(s, top, axis=1).mean())
-        logged_order = -np.arange(pool.shape[1])[None, :] * np.ones(pool.shape)
-        per_model["logging ranker (blend order)"] = ndcg_per_request(logged_order, grades, pool)
-        has = ~np.isnan(per_model["pal (pCTR)"])
-        user_of = u_te[has]
-        by_user = {label: _user_means(v[has], user_of) for label, v in per_model.items()}
-        pal_user = by_user["pal (pCTR)"]
-        true_top = {}
-        for label, scorer in scorers.items():
-            s = scorer(flat).reshape(pool.shape)
-            top = np.argsort(-np.where(pool, s, -np.inf), axis=1)[:, :K]
-            true_top[label] = float(truth.preference(u_te[:, None], np.take_along_axis(idx_te, top, axis=1)).mean())
-        seen = fitted["pal"].prob_seen()
-        protocol = (
-            "planted truth: each user's latest 30% of events held out (grade by rating); stack item-kNN + pop "
-            f"fitted on the rest; traffic through Service (epsilon-greedy {LOGGING_EPSILON}, {CANDIDATES} candidates "
-            f"a retriever, k={K}); clicks = PBM, ULTRA examination ** eta={eta}, noise 0.05; train log "
-            f"{train_requests} requests of half the users, test log {test_requests} requests of the other half; "
-            "NDCG@10 of the true grades over each test request's pool (requests with a graded item in the pool), "
-            "paired with PAL per user (bootstrap 95% CI)"
+    services = {}
+    served: dict[str, Any] = {}
+    try:
+        for part, part_users, n in (("train", train_users, train_requests), ("test", test_users, test_requests)):
+            _say(f"[pal] {name}: serving {n} {part} requests")
+            svc = services[part] = Service.open(env["stack"], db=tmp / f"pal-{name}-{part}.duckdb")
+            sim_truth = replace(truth, users=part_users)
+            Simulator(svc, sim_truth, PositionBased(examination("ultra", 1.0, K)), seed=seed + len(served)).run(n, k=K)
+            base = read_slates(svc.store)
+            served[part] = (base, *pool_features(env, base))
+        for eta in etas:
+            logs = {}
+            for part, svc in services.items():
+                fb = FeedbackLog(tmp / f"pal-{name}-{part}-{eta}.feedback.duckdb")
+                replay_clicks(fb, served[part][0], truth, PositionBased(examination("ultra", eta, K)), model.users,
+                              model.items, seed=seed + int(eta * 100) + (part == "test"))  # fmt: skip
+                logs[part] = read_slates(svc.store, fb)
+                fb.close()
+            rows += _pal_eta(name, eta, truth, logs, served, train_requests, test_requests, seed)
+    finally:
+        for svc in services.values():
+            svc.close()
+    return rows
+
+
+def _pal_eta(name: str, eta: float, truth: Any, logs: dict[str, Any], served: dict[str, Any], train_requests: int,
+             test_requests: int, seed: int) -> list[dict[str, Any]]:  # fmt: skip
+    from coachrec.metrics.stats import compare
+    from coachrec.ranking.pal import PAL, PALConfig
+    from coachrec.sim import examination
+
+    rows: list[dict[str, Any]] = []
+    log_tr, log_te = logs["train"], logs["test"]
+    _, f_tr, _, _ = served["train"]
+    _, f_te, idx_te, u_te = served["test"]
+    x, slot, click = impressions(log_tr, f_tr)
+    xt, slot_t, click_t = impressions(log_te, f_te)
+    exam = examination("ultra", eta, K)
+    n_f = x.shape[1]
+    fitted: dict[str, PAL] = {}
+    for mode in ("pal", "naive", "position-feature", "ipw"):
+        fitted[mode] = PAL(n_f, K, PALConfig(mode=mode, seed=seed)).fit(  # type: ignore[arg-type]
+            x, slot, click, examination=exam if mode == "ipw" else None
         )
-        for label in per_model:
-            metrics: dict[str, Any] = {"eta": eta, "ndcg@10_true": round(float(np.nanmean(per_model[label])), 5),
-                                       "users": len(pal_user), "requests": int(has.sum())}  # fmt: skip
-            if label != "pal (pCTR)":
-                c = compare(by_user[label], pal_user, seed=seed)
-                metrics.update(pal_minus_this=round(c.delta, 5), ci_low=round(c.ci_low, 5), ci_high=round(c.ci_high, 5))
-            if label in scorers:
-                s_imp = scorers[label](xt)
-                metrics["pauc"] = round(pauc(s_imp, slot_t, click_t), 5)
-                metrics["served_pctr_top10"] = round(served_pctr[label], 5)
-                metrics["true_preference_top10"] = round(true_top[label], 5)
-                mode = {"pal (pCTR)": "pal", "naive CTR": "naive", "ipw (true propensities)": "ipw"}.get(label)
-                if label.startswith("position feature"):
-                    mode = "position-feature"
-                if mode is not None:
-                    p = fitted[mode].click_probability(xt, slot_t, examination=exam)
-                    p = np.clip(p, 1e-6, 1 - 1e-6)
-                    metrics["click_loglik"] = round(
-                        float((click_t * np.log(p) + (1 - click_t) * np.log(1 - p)).mean()), 5
-                    )
-                    metrics["fit_seconds_per_1m_impressions"] = fitted[mode].fit_info["seconds_per_1m_impressions"]
-                    metrics["train_impressions"] = fitted[mode].fit_info["impressions"]
-            if label == "pal (pCTR)":
-                metrics["served_pctr_vs_ipw"] = round(
-                    served_pctr[label] / served_pctr["ipw (true propensities)"] - 1, 4
-                )
-                metrics["probseen_relative"] = np.round(seen / seen[0], 3).tolist()
-                metrics["true_examination_relative"] = np.round(exam / exam[0], 3).tolist()
-            rows.append(row(f"pal: {label}", name, protocol, metrics))
-        _show([r for r in rows if r["metrics"]["eta"] == eta])
+    scorers = _scorers(fitted)
+    grades = truth.grade(np.repeat(u_te[:, None], idx_te.shape[1], axis=1), idx_te).astype(np.float64)
+    pool = log_te.pool
+    flat = f_te.reshape(-1, f_te.shape[2])
+    per_model: dict[str, np.ndarray] = {}
+    served_pctr: dict[str, float] = {}
+    for label, scorer in scorers.items():
+        s = scorer(flat).reshape(pool.shape)
+        per_model[label] = ndcg_per_request(s, grades, pool)
+        top = np.argsort(-np.where(pool, s, -np.inf), axis=1)[:, :K]
+        served_pctr[label] = float(np.take_along_axis(s, top, axis=1).mean())
+    logged_order = -np.arange(pool.shape[1])[None, :] * np.ones(pool.shape)
+    per_model["logging ranker (blend order)"] = ndcg_per_request(logged_order, grades, pool)
+    has = ~np.isnan(per_model["pal (pCTR)"])
+    user_of = u_te[has]
+    by_user = {label: _user_means(v[has], user_of) for label, v in per_model.items()}
+    pal_user = by_user["pal (pCTR)"]
+    true_top = {}
+    for label, scorer in scorers.items():
+        s = scorer(flat).reshape(pool.shape)
+        top = np.argsort(-np.where(pool, s, -np.inf), axis=1)[:, :K]
+        true_top[label] = float(truth.preference(u_te[:, None], np.take_along_axis(idx_te, top, axis=1)).mean())
+    seen = fitted["pal"].prob_seen()
+    protocol = (
+        "planted truth: each user's latest 30% of events held out (grade by rating); stack item-kNN + pop "
+        f"fitted on the rest; traffic through Service (epsilon-greedy {LOGGING_EPSILON}, {CANDIDATES} candidates "
+        f"a retriever, k={K}); clicks = PBM, ULTRA examination ** eta={eta}, noise 0.05 (replayed on the served "
+        f"slates for each eta); train log {train_requests} requests of half the users, test log {test_requests} "
+        "requests of the other half; "
+        "NDCG@10 of the true grades over each test request's pool (requests with a graded item in the pool), "
+        "paired with PAL per user (bootstrap 95% CI)"
+    )
+    for label in per_model:
+        metrics: dict[str, Any] = {"eta": eta, "ndcg@10_true": round(float(np.nanmean(per_model[label])), 5),
+                                   "users": len(pal_user), "requests": int(has.sum())}  # fmt: skip
+        if label != "pal (pCTR)":
+            c = compare(by_user[label], pal_user, seed=seed)
+            metrics.update(pal_minus_this=round(c.delta, 5), ci_low=round(c.ci_low, 5), ci_high=round(c.ci_high, 5))
+        if label in scorers:
+            s_imp = scorers[label](xt)
+            metrics["pauc"] = round(pauc(s_imp, slot_t, click_t), 5)
+            metrics["served_pctr_top10"] = round(served_pctr[label], 5)
+            metrics["true_preference_top10"] = round(true_top[label], 5)
+            mode = {"pal (pCTR)": "pal", "naive CTR": "naive", "ipw (true propensities)": "ipw"}.get(label)
+            if label.startswith("position feature"):
+                mode = "position-feature"
+            if mode is not None:
+                p = fitted[mode].click_probability(xt, slot_t, examination=exam)
+                p = np.clip(p, 1e-6, 1 - 1e-6)
+                metrics["click_loglik"] = round(float((click_t * np.log(p) + (1 - click_t) * np.log(1 - p)).mean()), 5)
+                metrics["fit_seconds_per_1m_impressions"] = fitted[mode].fit_info["seconds_per_1m_impressions"]
+                metrics["train_impressions"] = fitted[mode].fit_info["impressions"]
+        if label == "pal (pCTR)":
+            metrics["served_pctr_vs_ipw"] = round(served_pctr[label] / served_pctr["ipw (true propensities)"] - 1, 4)
+            metrics["probseen_relative"] = np.round(seen / seen[0], 3).tolist()
+            metrics["true_examination_relative"] = np.round(exam / exam[0], 3).tolist()
+        rows.append(row(f"pal: {label}", name, protocol, metrics))
+    _show(rows)
     return rows
 
 
@@ -379,6 +406,29 @@ def run_ope(requests: int, reserve: int, sizes: tuple[int, ...], max_chunks: int
                     metrics.update(refused_chunks=len(chunks) - done, refusal=refused[e])
                 rows.append(row(f"ope: coachrec {e}", name, protocol, metrics))
             _show(rows[-len(estimators) :])
+    largest = max(sizes)
+    if len(rest) * K < largest:  # time the estimators at the largest size on the log tiled (accuracy not measured)
+        times = -(-largest // (len(rest) * K))
+        tiled_rows = np.tile(rest, times)[: largest // K]
+        part = log.select(tiled_rows)
+        rm = RewardModel(reward_model.item[tiled_rows], reward_model.position)
+        policy, scores = targets["epsilon-greedy 0.1"]
+        timing: dict[str, Any] = {"impressions": part.impressions, "tiled_from_slates": len(rest)}
+        for e in estimators:
+            t0 = time.perf_counter()
+            try:
+                evaluate(part, policy, scores[tiled_rows], model=rm, logging=EpsilonGreedy(LOGGING_EPSILON),
+                         logging_scores=rank_scores[tiled_rows], estimators=(e,), n_boot=0, marginal_samples=32,
+                         seed=seed)  # fmt: skip
+                timing[f"{e}_seconds"] = round(time.perf_counter() - t0, 3)
+            except OPEError as exc:
+                timing[f"{e}_refused"] = str(exc)
+        note = (
+            f"; timing only: the {len(rest)} evaluated slates tiled to {largest} impressions, target "
+            "epsilon-greedy 0.1, each estimator alone incl. target propensities"
+        )
+        rows.append(row("ope: coachrec estimator time at the largest size", name, protocol + note, timing))
+        _say(f"[ope] timing on {part.impressions} impressions: {timing}")
     if obp_python is not None and obp_rows:
         rows += _run_obp(obp_python, obp_rows, true_value, protocol, tmp)
     rows.append(row("ope: trace store read", name, protocol, {

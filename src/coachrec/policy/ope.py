@@ -32,13 +32,14 @@ propensity is refused with `OPEError` naming how many slots and which request: n
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from coachrec.policy.exploration import SlatePolicy
+from coachrec.policy.exploration import EpsilonGreedy, Greedy, SlatePolicy
 
 ESTIMATORS = ("ips", "snips", "rips", "snrips", "iips", "dm", "dr", "sndr")
 NEEDS_MODEL = ("dm", "dr", "sndr")
@@ -83,9 +84,9 @@ class SlateLog:
     def impressions(self) -> int:
         return int(self.slots.sum())
 
-    @property
+    @functools.cached_property
     def pool(self) -> np.ndarray:
-        """(n, P) True where the pool has a candidate."""
+        """(n, P) True where the pool has a candidate (computed once: do not modify it)."""
         if self.pool_items is None:
             raise OPEError("this log has no candidate pools (a frame log): give target propensities instead")
         out: np.ndarray = self.pool_items != ""
@@ -230,7 +231,13 @@ def target_probabilities(
     log: SlateLog, policy: SlatePolicy, scores: np.ndarray, model: RewardModel | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The target's conditional probability of each logged slot given the logged slots above it
-    (n, K) and, with a reward model, its expected q at each slot given that prefix (n, K)."""
+    (n, K) and, with a reward model, its expected q at each slot given that prefix (n, K).
+
+    Epsilon-greedy and greedy targets take a fast path (one pass over the pools a slot: the
+    best remaining row, the count and q-sum of what is left); any other policy goes through its
+    `slot_distribution`."""
+    if isinstance(policy, (EpsilonGreedy, Greedy)):
+        return _greedy_probabilities(log, policy, scores, model)
     available = log.pool.copy()
     n, k = log.shown.shape
     p = np.zeros((n, k))
@@ -244,6 +251,32 @@ def target_probabilities(
         if q is not None and model is not None:
             q[:, j] = np.where(here, (dist * model.item).sum(axis=1) * model.position[j], 0.0)
         available[rows[here], at[here]] = False
+    return p, q
+
+
+def _greedy_probabilities(log: SlateLog, policy: EpsilonGreedy | Greedy, scores: np.ndarray,
+                          model: RewardModel | None) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+    epsilon = policy.epsilon if isinstance(policy, EpsilonGreedy) else 0.0
+    available = log.pool
+    masked = np.where(available, scores, -np.inf)
+    count = available.sum(axis=1).astype(np.float64)
+    item = None if model is None else np.where(available, model.item, 0.0)
+    q_left = None if item is None else item.sum(axis=1)
+    n, k = log.shown.shape
+    rows = np.arange(n)
+    p = np.zeros((n, k))
+    q = None if model is None else np.zeros((n, k))
+    for j in range(k):
+        here = (log.shown[:, j] >= 0) & (count > 0)
+        at = np.maximum(log.shown[:, j], 0)
+        best = np.argmax(masked, axis=1)  # the first maximum: ties to the lower row, as slot_distribution
+        uniform = epsilon / np.maximum(count, 1.0)
+        p[:, j] = np.where(here, uniform + (1.0 - epsilon) * (at == best), 0.0)
+        if q is not None and item is not None and q_left is not None and model is not None:
+            q[:, j] = np.where(here, (uniform * q_left + (1.0 - epsilon) * item[rows, best]) * model.position[j], 0.0)
+            q_left = q_left - np.where(here, item[rows, at], 0.0)
+        masked[rows[here], at[here]] = -np.inf
+        count = count - here
     return p, q
 
 
@@ -405,7 +438,7 @@ def estimate(
     n = len(w)
     out: dict[str, Estimate] = {}
     groups: np.ndarray = np.arange(n)
-    if clusters is not None:
+    if clusters is not None and n_boot > 0:
         groups = np.unique(np.asarray(clusters).astype(str), return_inverse=True)[1]
     ess = float(w.sum() ** 2 / max((w**2).sum(), 1e-300))
     diag = {"n": n, "ess": ess, "max_weight": float(w.max(initial=0.0)), "zero_weight_share": float((w == 0).mean()),
@@ -445,6 +478,13 @@ def estimate(
                 den = np.concatenate([np.where(here, cum, 0.0), np.where(here, prev, 0.0)], axis=1)
         else:
             raise OPEError(f"unknown estimator {name!r}; known: {list(ESTIMATORS)}")
+        if name in ("snips", "snrips", "sndr"):
+            shown_cols = np.tile(here.any(axis=0), den.shape[1] // here.shape[1]) if den.shape[1] > 1 else here.any()
+            if (np.atleast_1d(shown_cols) & (den.sum(axis=0) == 0)).any():
+                raise OPEError(
+                    f"{name}: no logged slate has a positive weight under the target at some slot, so the "
+                    "self-normalised estimate is 0/0; the logs cannot estimate this target (see ips and its ESS)"
+                )
         value, lo, hi = _ratio_with_ci(num, den, groups, n_boot, seed)
         out[name] = Estimate(name, value, lo, hi, **diag)  # type: ignore[arg-type]
     return out

@@ -8,7 +8,7 @@ and the feedback log exactly as production traffic's would.
 """
 
 from coachrec.sim.clicks import Cascade, ClickModel, PositionBased, TrustBias, examination
-from coachrec.sim.driver import SimulationStats, Simulator, set_explorer
+from coachrec.sim.driver import SimulationStats, Simulator, replay_clicks, set_explorer
 from coachrec.sim.truth import PlantedTruth
 
 __all__ = [
@@ -20,5 +20,6 @@ __all__ = [
     "Simulator",
     "TrustBias",
     "examination",
+    "replay_clicks",
     "set_explorer",
 ]

@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from coachrec.data import IdMap
 from coachrec.policy import Explorer
 from coachrec.policy.bandits import CandidateExplorer
+from coachrec.policy.ope import SlateLog
 from coachrec.progress import SILENT, Progress
-from coachrec.serve import FeedbackEvent, Pipeline, RecommendRequest, Service
+from coachrec.serve import FeedbackEvent, FeedbackLog, Pipeline, RecommendRequest, Service
 from coachrec.serve.stages import Explore
 from coachrec.sim.clicks import ClickModel
 from coachrec.sim.truth import PlantedTruth
@@ -102,3 +104,31 @@ class Simulator:
             pending.append(FeedbackEvent(request_id, item, "impression", position=pos, user_id=user_id))
             if clicked[pos]:
                 pending.append(FeedbackEvent(request_id, item, "click", position=pos, user_id=user_id))
+
+
+def replay_clicks(
+    feedback: FeedbackLog, log: SlateLog, truth: PlantedTruth, clicks: ClickModel, users: IdMap, items: IdMap,
+    *, seed: int = 0, batch: int = 5_000,
+) -> int:  # fmt: skip
+    """Record in `feedback` the impressions and clicks of other simulated users (another click
+    model) on the slates already served in `log`: a stateless logging policy would have shown
+    them the same slates, so one served log serves every click model. Returns clicks recorded."""
+    rng = np.random.default_rng(seed)
+    u = users.encode([str(x) for x in log.user_id], unknown="mask")
+    if (u < 0).any():
+        raise ValueError("the log holds users the served models do not know")
+    if log.shown_items is None:
+        raise ValueError("the log has no shown item ids")
+    idx = items.encode(log.shown_items.ravel().tolist(), unknown="mask").reshape(log.shown.shape)
+    width = log.shown.shape[1]
+    pref = np.where(log.slots & (idx >= 0), truth.preference(np.repeat(u[:, None], width, axis=1), idx), 0.0)
+    sampled = clicks.sample(pref, rng) * log.slots
+    events: list[FeedbackEvent] = []
+    for i, j in zip(*np.nonzero(log.slots), strict=True):
+        request, user, item = str(log.request_id[i]), str(log.user_id[i]), str(log.shown_items[i, j])
+        events.append(FeedbackEvent(request, item, "impression", position=int(j), user_id=user))
+        if sampled[i, j]:
+            events.append(FeedbackEvent(request, item, "click", position=int(j), user_id=user))
+    for lo in range(0, len(events), batch):
+        feedback.append(events[lo : lo + batch])
+    return int(sampled.sum())
