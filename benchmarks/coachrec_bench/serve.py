@@ -196,9 +196,16 @@ def bench_serve(
     max_in_flight: int = typer.Option(256, help="load generator's bound on concurrent requests"),
     http: bool = typer.Option(True, help="also benchmark over HTTP"),
     seed: int = typer.Option(0, help="seed of the user sample"),
+    understanding: bool = typer.Option(
+        True, help="also the request-understanding stages, with and without context (serve_understanding)"
+    ),
 ) -> None:
     """Pipeline latency in process (p50/p99) and over HTTP at a fixed rate (throughput, p50/p99)."""
     rows = in_process(requests, seed)
+    if understanding:
+        from coachrec_bench.serve_understanding import understanding_rows
+
+        rows += understanding_rows(min(requests, 300), seed)
     if http:
         rows.append(over_http(rate, duration, seed, max_in_flight))
     for r in rows:
