@@ -1,0 +1,386 @@
+"""The issue-12 goal on ReDial: the served stack that learns from conversations, cross-fitted,
+on all 4,778 targets (conv-full), against GPT-4 on the same targets.
+
+    coachrec bench conversational-goal      # writes benchmarks/results/conversational_goal.json
+
+The per-turn features are cached (`default_cache()`, under $COACHREC_HOME/bench) for
+`coachrec bench conversational-llm`, which reranks this bench's ranking with the LLMs.
+
+Two folds by dialog id (seed 0, as `coachrec bench conversational`); for each fold everything
+is learned on the other one: part A's `CoMention` (over ReDial's entity ids, settings tuned by
+an inner split), the served `CoMentionRecommender` (over ml-latest-small items, what
+`Stack.learn_conversations` adds to a served stack), and the blend weights on training-fold
+features whose co-mention tables come from an inner
+two-fold split (never a table that counted the turn it ranks).
+
+Rows:
+- `served stack + co-mention (learn_conversations)`: the stack users get, end to end: the
+  default ml-latest-small stack, `Stack.learn_conversations` on the training fold's linked turns,
+  each held-out turn's conversation served through its own stages (`Pipeline.offline`), MovieLens
+  items mapped to ReDial candidates by the linker (unlinked candidates rank last).
+- `served signals + co-mention (entity ids) + content, learned blend`: the served stack's
+  per-retriever scores (item-kNN and text similarity to the titles found, popularity, intent,
+  semantic, the served co-mention), part A's entity-space co-mention (which also counts
+  unlinked movies, genres and people) and the content of the annotated mentions, over every
+  candidate; `BlendRanker`'s weighted sum with weights learned (`learn_weights`).
+- ablations: the blend with one signal left out at a time (weights re-learned on the other fold).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from coachrec_bench.conversational import Measured
+from coachrec_bench.conversational_stages import (
+    MIN_SCORE,
+    Columns,
+    _candidate_texts,
+    _candidates,
+    _finish,
+    _positives,
+    _rows,
+    collect,
+    requests,
+)
+
+SIGNALS = (
+    "co-mention",
+    "co-mention (served)",
+    "content",
+    "itemknn",
+    "pop",
+    "intent",
+    "semantic",
+    "mentioned",
+    "semantic-candidates",
+)
+"""Every signal a turn's candidates carry, in feature order."""
+
+
+@dataclasses.dataclass
+class FoldFeatures:
+    fold: int
+    train_turns: np.ndarray
+    held_turns: np.ndarray
+    train_sets: list[Any]  # Candidates over columns, co-mention features from the inner split
+    train_positives: list[np.ndarray]
+    held_sets: list[Any]
+    co_mention: dict[str, Any]
+
+
+@dataclasses.dataclass
+class Built:
+    folds: list[FoldFeatures]
+    served_rows: dict[int, np.ndarray]  # turn -> column scores of the served stack (learn_conversations)
+    served_info: list[dict[str, Any]]
+    info: dict[str, Any]
+
+
+def _records(conv: Any, links: Any, catalog: Any) -> dict[int, dict[str, Any]]:
+    """Every turn's linked record (mentions, new targets as ml-latest-small ids) with its context."""
+    from coachrec.models.conversational import linked_records
+
+    recs = linked_records(conv, links, [str(i) for i in catalog.items.ids])
+    contexts = requests(conv)
+    out = {}
+    for r, ctx in zip(recs, contexts, strict=True):
+        out[int(r["turn"])] = r | {"context": ctx}
+    return out
+
+
+def build(conv: Any, links: Any, *, folds: int = 2, seed: int = 0, tune: bool = True, progress: Any = None) -> Built:
+    from coachrec import datasets
+    from coachrec.models.content import embed_texts
+    from coachrec.models.conversational import CoMention, CoMentionConfig, CoMentionRecommender, tune_co_mention
+    from coachrec.progress import SILENT
+    from coachrec.serve import Stack
+
+    progress = progress or SILENT
+    ml = datasets.load("ml-latest-small")
+    catalog = ml.catalog
+    assert catalog is not None
+    progress.step("fit the default served stack on ml-latest-small")
+    base = Stack.fit(ml, seed=seed)
+    sig = collect(base, conv, progress=progress)
+    cols = Columns(links)
+    n_items = len(catalog)
+    col_emb = embed_texts(_candidate_texts(conv, links, catalog))
+    records = _records(conv, links, catalog)
+    prev, ages = conv.mentions(conv.turns["turn"].to_numpy())
+    row_of_turn = {int(t): i for i, t in enumerate(conv.turns["turn"].to_list())}
+    text_names = sig.source_names  # itemknn, pop, intent, semantic, mentioned
+
+    def content_vector(turn: int) -> np.ndarray | None:
+        r = row_of_turn[int(turn)]
+        c = conv.column(prev[r])
+        keep = c >= 0
+        if not keep.any():
+            return None
+        w = np.power(0.8, np.asarray(ages[r], dtype=np.float64)[keep]).astype(np.float32)
+        v = w @ col_emb[c[keep]]
+        return v / max(float(np.linalg.norm(v)), 1e-12)
+
+    def candidate_sets(turns: np.ndarray, comention: np.ndarray, served_co: Any) -> list[Any]:
+        rows = _rows(sig, conv, turns)
+        sem = sig.q_static[rows] @ col_emb.T
+        served = np.asarray(served_co.score([sig.histories[r] for r in rows]), np.float32)
+        out = []
+        for i, (r, t) in enumerate(zip(rows, turns, strict=True)):
+            f = np.full((cols.n, len(SIGNALS)), np.nan, np.float32)
+            f[:, 0] = comention[i]
+            f[:, 1] = cols.dense(served[i])
+            v = content_vector(int(t))
+            if v is not None:
+                f[:, 2] = col_emb @ v
+            s = cols.sparse(sig.cand_items[r], sig.cand_sources[r], n_items)
+            for j, name in enumerate(text_names):
+                f[:, SIGNALS.index(name)] = s[:, j]
+            if sig.q_static[r].any():
+                f[:, -1] = sem[i]
+            f[~cols.mask(sig.allowed[r], n_items)] = np.nan
+            out.append(_candidates(f, SIGNALS))
+        return out
+
+    def served_model(turns: np.ndarray) -> Any:
+        return CoMentionRecommender().fit_conversations([records[int(t)] for t in turns], catalog)
+
+    folds_of = conv.folds(folds, seed)
+    all_turns = conv.turns["turn"].to_numpy()
+    built: list[FoldFeatures] = []
+    served_rows: dict[int, np.ndarray] = {}
+    served_info: list[dict[str, Any]] = []
+    for k in range(folds):
+        train, held = all_turns[folds_of != k], all_turns[folds_of == k]
+        progress.step(f"fold {k + 1} of {folds}: learn on {len(train):,} turns, features of {len(held):,}")
+        cfg = CoMentionConfig()
+        if tune:
+            cfg, _ = tune_co_mention(conv, train, seed=seed)
+        inner = conv.subset(train).folds(2, seed + 1)
+        sets: list[Any] = []
+        rows_used: list[int] = []
+        for j in range(2):
+            fit_t, score_t = train[inner != j], train[inner == j]
+            co = CoMention(cfg).fit(conv, fit_t)
+            sco = served_model(fit_t)
+            for lo in range(0, len(score_t), 256):
+                part = score_t[lo : lo + 256]
+                sets += candidate_sets(part, co.scorer(conv)(part), sco)
+                rows_used += part.tolist()
+        positives = _positives(conv, np.asarray(rows_used))
+        final = CoMention(cfg).fit(conv, train)
+        held_conv = conv.subset(held)
+        co_score = final.scorer(held_conv)
+        sco = served_model(train)
+        held_sets: list[Any] = []
+        for lo in range(0, len(held), 256):
+            part = held[lo : lo + 256]
+            held_sets += candidate_sets(part, co_score(part), sco)
+        built.append(FoldFeatures(k, np.asarray(rows_used), held, sets, positives, held_sets, dataclasses.asdict(cfg)))
+        # the stack users get: learn_conversations on this training fold, served on the held-out one
+        progress.step(f"fold {k + 1}: Stack.learn_conversations on the training fold, serve the held-out turns")
+        t0 = time.perf_counter()
+        stack = base.learn_conversations([records[int(t)] for t in train], seed=seed)
+        learn_s = time.perf_counter() - t0
+        reqs = [records[int(t)]["context"] or None for t in held]
+        kept: list[Any] = []
+        found = []
+        for lo in range(0, len(held), 128):
+            found += stack.candidates(
+                [np.zeros(0, np.int64)] * len(reqs[lo : lo + 128]), through="rank", contexts=reqs[lo : lo + 128],
+                keep=kept,
+            )  # fmt: skip
+        pop = np.asarray(base.models[1].counts, np.float64)
+        pop_col = cols.dense(np.log1p(pop) / np.log1p(pop.max()))
+        for t, c, ctx in zip(held.tolist(), found, kept, strict=True):
+            s = cols.sparse(c.idx, c.score, n_items)
+            floor = MIN_SCORE / 2 + 1e-3 * np.nan_to_num(pop_col, nan=-1.0)
+            allowed = cols.mask(np.flatnonzero(ctx.allowed | np.isin(np.arange(n_items), ctx.history)), n_items)
+            served_rows[int(t)] = _finish(np.where(np.isnan(s), floor, s), allowed)
+        served_info.append({"fold": k, "text_weights": stack.config.text_weights, "source": stack.source,
+                            "learn_seconds": round(learn_s, 1)})  # fmt: skip
+    info = {
+        "served_stack": base.describe(),
+        "served_text_weights": base.config.text_weights,
+        "unlinked_candidates": int((~cols.linked).sum()),
+    }
+    return Built(built, served_rows, served_info, info)
+
+
+def load_cache(path: Path) -> Built:
+    """A pickled `Built` (also one written by `python -m coachrec_bench.conversational_goal`)."""
+    import __main__
+
+    for cls in (Built, FoldFeatures):  # pickled as __main__.X when this module ran as a script
+        setattr(__main__, cls.__name__, cls)
+    built: Built = pickle.loads(path.read_bytes())
+    return built
+
+
+# ---------------------------------------------------------------------- rank stages
+def _select(c: Any, keep: Sequence[str]) -> Any:
+    idx = [SIGNALS.index(n) for n in keep]
+    return dataclasses.replace(c, sources=c.sources[:, idx], source_names=tuple(keep))
+
+
+def blend_scores(
+    f: FoldFeatures, keep: Sequence[str], seed: int = 0
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict[str, float]]:
+    """Held-out scores of the learned linear blend over `keep` (weights from the training fold)."""
+    from coachrec.serve.stages import learn_weights
+
+    weights, _ = learn_weights([_select(c, keep) for c in f.train_sets], f.train_positives, seed=seed)
+    w = np.array([weights.get(n, 1.0) for n in keep])
+    return [(c.idx, _select(c, keep).normalized_sources() @ w) for c in f.held_sets], weights
+
+
+def per_target(conv: Any, folds: list[FoldFeatures], scores: list[list[tuple[np.ndarray, np.ndarray]]]) -> Any:
+    """conv-full rows of all targets, each fold's turns scored by its own held-out scores."""
+    import polars as pl
+
+    from coachrec.metrics.conversational import conv_full
+
+    parts = []
+    n = conv.n_candidates
+    for f, fold_scores in zip(folds, scores, strict=True):
+        by_turn = {int(t): s for t, s in zip(f.held_turns.tolist(), fold_scores, strict=True)}
+
+        def score(turns: np.ndarray, by_turn: dict[int, tuple[np.ndarray, np.ndarray]] = by_turn) -> np.ndarray:
+            out = np.full((len(turns), n), MIN_SCORE, np.float32)
+            for i, t in enumerate(turns.tolist()):
+                idx, s = by_turn[int(t)]
+                out[i, idx] = s
+            return out
+
+        parts.append(conv_full(score, conv.subset(f.held_turns)))
+    return pl.concat(parts).sort("turn", "position")
+
+
+FULL = "served signals + co-mention (entity ids) + content, learned blend"
+
+
+def served_per_target(conv: Any, built: Built) -> Any:
+    from coachrec.metrics.conversational import conv_full
+
+    def score(turns: np.ndarray) -> np.ndarray:
+        return np.stack([built.served_rows[int(t)] for t in turns])
+
+    return conv_full(score, conv)
+
+
+def evaluate(conv: Any, built: Built, *, seed: int = 0, ablations: bool = True, progress: Any = None) -> tuple[
+    list[Measured], dict[str, list[list[tuple[np.ndarray, np.ndarray]]]]
+]:  # fmt: skip
+    """The goal rows (see the module docstring) and each ranker's held-out scores per fold."""
+    from coachrec.progress import SILENT
+
+    progress = progress or SILENT
+    cf = {"folds": len(built.folds), "fold_seed": seed}
+    measured = [
+        Measured(
+            "served stack + co-mention (learn_conversations)",
+            served_per_target(conv, built),
+            False,
+            "the default ml-latest-small stack + Stack.learn_conversations on the other fold's linked turns, "
+            "each turn's conversation served through its stages; unlinked candidates rank last",
+            extra=cf | {"per_fold": built.served_info},
+        )
+    ]
+    held: dict[str, list[list[tuple[np.ndarray, np.ndarray]]]] = {}
+
+    def add(name: str, signals: str, keep: Sequence[str]) -> None:
+        progress.step(name)
+        fold_scores, fold_weights = [], []
+        for f in built.folds:
+            sc, weights = blend_scores(f, keep, seed=seed)
+            fold_scores.append(sc)
+            fold_weights.append(weights)
+        held[name] = fold_scores
+        extra = cf | {"signals_used": list(keep), "weights_per_fold": fold_weights}
+        measured.append(Measured(name, per_target(conv, built.folds, fold_scores), False, signals, extra=extra))
+
+    add(
+        FULL,
+        "BlendRanker over every signal (the served stack's retrievers with the served co-mention, part A's "
+        "entity-space co-mention, content of the annotated mentions); weights learned on the other fold",
+        SIGNALS,
+    )
+    if ablations:
+        for drop in SIGNALS:
+            add(f"  ablation: without {drop}", f"the full blend without {drop} (weights re-learned)",
+                tuple(n for n in SIGNALS if n != drop))  # fmt: skip
+    return measured, held
+
+
+COMMAND = "coachrec bench conversational-goal"
+
+
+def default_cache() -> Path:
+    from coachrec.llm.registry import coachrec_home
+
+    return coachrec_home() / "bench" / "conversational_goal.pkl"
+
+
+def features(conv: Any, links: Any, *, cache: Path | None, seed: int = 0, rebuild: bool = False,
+             progress: Any = None) -> Built:  # fmt: skip
+    """The cached features when `cache` exists (and not `rebuild`), else built and cached."""
+    if cache is not None and cache.exists() and not rebuild:
+        return load_cache(cache)
+    built = build(conv, links, seed=seed, progress=progress)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_bytes(pickle.dumps(built))
+    return built
+
+
+def main(data: Path | None = None, *, cache: Path | None = None, seed: int = 0, ablations: bool = True,
+         rebuild: bool = False) -> Path:  # fmt: skip
+    from coachrec import datasets
+    from coachrec.cli.console import RichProgress
+    from coachrec.data.conversations import load_conversations
+    from coachrec.data.linking import link_conversations
+    from coachrec.metrics.conversational import DESCRIPTION, REFERENCE_FILES, load_reference, reference_path
+    from coachrec_bench.conversational import REFERENCE_LABELS, default_data, measure_rows, show
+    from coachrec_bench.results import write
+
+    folder = data or default_data()
+    progress = RichProgress()
+    conv = load_conversations(folder)
+    ml = datasets.load("ml-latest-small")
+    links = link_conversations(conv, ml.catalog, catalog_name="ml-latest-small")
+    built = features(conv, links, cache=cache, seed=seed, rebuild=rebuild, progress=progress)
+    measured, _ = evaluate(conv, built, seed=seed, ablations=ablations, progress=progress)
+    refs = {}
+    for model in REFERENCE_FILES:
+        path = reference_path(folder / "reference", model)
+        if path.exists():
+            refs[model] = load_reference(path, conv, name=REFERENCE_LABELS[model])
+    gpt4 = refs["gpt-4"].per_target if "gpt-4" in refs else None
+    if gpt4 is not None:
+        measured.append(Measured(refs["gpt-4"].name, gpt4, True, "published zero-shot results (He et al., CIKM 2023)"))
+    rows = measure_rows(measured, gpt4, protocol=DESCRIPTION["name"])
+    for r in rows:
+        r["command"] = COMMAND
+    rows[0]["metrics"]["run"] = built.info | {"load_1m": round(os.getloadavg()[0], 2)}
+    out = write("conversational_goal", rows)
+    show(rows, f"ReDial test ({conv.n_targets:,} targets) — the goal: served stack learning from conversations")
+    return out
+
+
+def bench_conversational_goal(
+    data: Annotated[Path | None, typer.Option(help="CRS-layout folder (default: the shared ReDial test data)")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the fold assignment")] = 0,
+    ablations: Annotated[bool, typer.Option(help="also the blend with one signal left out at a time")] = True,
+    rebuild: Annotated[bool, typer.Option(help="recompute the per-turn features even if cached")] = False,
+) -> None:
+    """The served stack that learns from conversations on ReDial, cross-fitted, vs GPT-4
+    (conv-full); writes benchmarks/results/conversational_goal.json."""
+    print(main(data, cache=default_cache(), seed=seed, ablations=ablations, rebuild=rebuild))
