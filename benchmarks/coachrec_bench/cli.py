@@ -11,6 +11,8 @@ import typer
 from coachrec_bench import accuracy as _accuracy
 from coachrec_bench import coach as _coach
 from coachrec_bench import conversational as _conversational
+from coachrec_bench import conversational_goal as _conversational_goal
+from coachrec_bench import conversational_llm as _conversational_llm
 from coachrec_bench import feedback as _feedback
 from coachrec_bench import gru4rec_official as _gru4rec_official
 from coachrec_bench import llm as _llm
@@ -50,6 +52,8 @@ app.command("coach")(_coach.bench_coach)
 app.command("serve")(_serve.bench_serve)
 app.command("tracing")(bench_tracing)
 app.command("conversational")(_conversational.bench_conversational)
+app.command("conversational-goal")(_conversational_goal.bench_conversational_goal)
+app.command("conversational-llm")(_conversational_llm.bench_conversational_llm)
 app.command("request-match")(_request_match.bench_request_match)
 app.command("feedback")(_feedback.bench_feedback)
 app.command("monitor")(_monitor.bench_monitor)
