@@ -21,7 +21,7 @@ def _plots(result: LoopResult, out: Path) -> list[str]:
 
     files = []
     if result.gate is not None:
-        rows = [r for r in result.gate.rows if r.section != "ground truth" and (r.champion or r.candidate)]
+        rows = [r for r in result.gate.rows if r.metric.endswith(" rate") and (r.champion or r.candidate)]
         if rows:
             fig, ax = plt.subplots(figsize=(9, 0.6 * len(rows) + 1.8))
             y = range(len(rows))
@@ -43,6 +43,22 @@ def _plots(result: LoopResult, out: Path) -> list[str]:
             fig.savefig(out / "failure_rates.png", dpi=110)
             plt.close(fig)
             files.append("failure_rates.png")
+        evidence = [r for r in result.gate.rows if not r.metric.endswith(" rate")]
+        if evidence:
+            fig, ax = plt.subplots(figsize=(9, 0.6 * len(evidence) + 1.8))
+            y = range(len(evidence))
+            ax.barh([i + 0.2 for i in y], [r.champion for r in evidence], height=0.4, label="champion", color="#999999")
+            ax.barh(
+                [i - 0.2 for i in y], [r.candidate for r in evidence], height=0.4, label="candidate", color="#2b7bba"
+            )
+            ax.set_yticks(list(y), [f"{r.metric}\n({r.section}, {r.role})" for r in evidence])
+            ax.set_xlabel("value (higher is better)")
+            ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+            ax.set_title("Evidence the candidate was not fitted to: human suggestions, later interactions")
+            fig.tight_layout()
+            fig.savefig(out / "independent_evidence.png", dpi=110)
+            plt.close(fig)
+            files.append("independent_evidence.png")
     gated = [t for t in result.tried if t.gate is not None]
     if gated:
         n_rows = max(len(t.gate.rows) for t in gated if t.gate)
