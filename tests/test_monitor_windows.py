@@ -21,10 +21,11 @@ from coachrec.monitor import (
     system_drift,
 )
 from coachrec.monitor.report import write_report
+from coachrec.policy import Constraints, Range
 from coachrec.review import ReviewStore
 from coachrec.serve import Stack
 from coachrec.serve.feedback import FeedbackEvent, FeedbackLog, feedback_path_for
-from coachrec.serve.pipeline import PipelineConfig
+from coachrec.serve.pipeline import PipelineConfig, RecommendRequest
 from coachrec.teacher import CatalogView, Judge, cases_from_store, load_rubric, record
 from coachrec.teacher.traffic import replay_requests
 from coachrec.tracing import Tracer, TraceStore
@@ -41,9 +42,11 @@ def served(ml_small, tmp_path_factory):
     pipeline = stack.pipeline(Tracer(store))
     users = ml_small.users.ids[:200].tolist()
     before = [pipeline.recommend(r) for r in replay_requests(users, 150, context_rate=0.1, seed=1)]
+    before_short = [pipeline.recommend(r) for r in _short(users[:15])]  # too few items allowed: incomplete
     store.flush()
     cut = time.time_ns()
     after = [pipeline.recommend(r) for r in replay_requests(users, 150, context_rate=0.7, seed=2)]
+    after_short = [pipeline.recommend(r) for r in _short(users[15:30])]
     store.flush()
     log = FeedbackLog(feedback_path_for(path))
     log.append(
@@ -52,24 +55,36 @@ def served(ml_small, tmp_path_factory):
     )
     log.close()
     judge = Judge(load_rubric(), CatalogView(ml_small.catalog), criteria=PROGRAM)
-    cases = cases_from_store(store, [r.trace_id for r in before + after])
+    cases = cases_from_store(store, [r.trace_id for r in before + before_short + after + after_short])
     judgments = judge.judge(cases)
     record(store, judgments)
-    yield {"store": store, "cut": cut, "before": before, "cases": cases, "judgments": judgments, "folder": folder}
+    yield {
+        "store": store,
+        "cut": cut,
+        "before": before + before_short,
+        "cases": cases,
+        "judgments": judgments,
+        "folder": folder,
+    }
     store.close()
+
+
+def _short(users):
+    only = Constraints(require_genres=("Film-Noir",), ranges={"year": Range(2012, None)})
+    return [RecommendRequest(user_id=u, k=10, constraints=only, request_id=f"short-{u}") for u in users]
 
 
 def test_a_window_has_one_row_per_request_with_inputs_scores_outcomes_and_quality(served, ml_small):
     store = served["store"]
     ref = read_window(store, until=served["cut"], items=ItemStats.from_dataset(ml_small))
-    assert ref.n == 150
+    assert ref.n == 165
     assert set(ref.frame["trace_id"].to_list()) == {r.trace_id for r in served["before"]}
     assert ref.frame["has_context"].mean() == pytest.approx(
         np.mean([r.request_id in _with_context(served) for r in served["before"]])
     )
     assert {"history_len", "uses_constraints", "popularity", "item_year", "new_items"} <= set(ref.columns("inputs"))
     assert "score.retrieve.pop" in ref.columns("scores") and "score.rank" in ref.columns("scores")
-    assert ref.frame["engaged"].mean() == pytest.approx(50 / 150)  # every third request clicked
+    assert ref.frame["engaged"].mean() == pytest.approx(50 / 150)  # every third replayed request clicked
     assert ref.frame["engaged@1"].sum() == 50 and ref.frame["skipped"].sum() == 100
     quality = ref.columns("quality")
     assert "fail.constraint_adherence" in quality
@@ -90,7 +105,7 @@ def test_a_planted_change_of_the_request_mix_is_found_and_named(served):
     assert by_name["engaged"].drifted  # clicks were planted on the reference only
     sys_drift = system_drift(ref, cur)
     assert sys_drift.drifted and "has_context" in sys_drift.drifted_columns
-    halves = ref.take(np.arange(0, 150, 2)), ref.take(np.arange(1, 150, 2))
+    halves = ref.take(np.arange(0, ref.n, 2)), ref.take(np.arange(1, ref.n, 2))
     assert not system_drift(*halves).drifted  # one stationary window split in two
     psi = compare(ref, cur, test="psi")
     assert {c.test for c in psi.columns} == {"psi"}
@@ -149,3 +164,36 @@ def test_the_report_shows_each_test_and_plots_what_drifted(served, tmp_path):
     assert "| has_context | z |" in text and "**yes**" in text
     assert (tmp_path / "has_context.png").stat().st_size > 1000
     assert (tmp_path / "report.html").read_text().count("<table") >= 2
+
+
+def test_a_drift_alert_queues_examples_of_the_drifted_window_for_review(served, tmp_path):
+    from coachrec.monitor.alerts import examples, file_alert
+
+    store = served["store"]
+    ref, cur = read_window(store, until=served["cut"]), read_window(store, since=served["cut"])
+    report = compare(ref, cur)
+    picked = examples(ref, cur, "has_context", 5)
+    contexts = dict(zip(cur.frame["trace_id"].to_list(), cur.frame["has_context"].to_list(), strict=True))
+    assert len(picked) == 5 and all(contexts[t] == 1 for t in picked)  # the value whose share rose
+    review = ReviewStore(tmp_path / "review.duckdb")
+    alert = file_alert(review, store, ref, cur, report, per_column=2)
+    assert "has_context" in alert.columns and alert.queued > 0 and alert.unjudged == 0
+    queued = review.items()
+    assert {i.trace_id for i in queued} <= set(alert.traces) and all("audit" in i.queued_because for i in queued)
+    review.close()
+
+
+def test_the_label_free_estimate_reproduces_the_judged_rate_it_was_fitted_on(served):
+    from coachrec.monitor.estimate import FailureModel
+
+    ref = read_window(served["store"], until=served["cut"])
+    rates = {c: ref.frame[c].drop_nulls().mean() for c in ref.columns("quality")}
+    criterion = max(rates, key=lambda c: min(rates[c], 1 - rates[c]))  # the most balanced judged criterion
+    assert 0 < rates[criterion] < 1
+    model = FailureModel.fit(ref, criterion.removeprefix("fail."))
+    # an unpenalised intercept makes the fitted probabilities sum to the failures
+    assert model.estimate(ref.take(np.flatnonzero(ref.frame[criterion].is_not_null().to_numpy()))) == pytest.approx(
+        rates[criterion], abs=1e-6
+    )
+    with pytest.raises(ValueError, match="no judgments of 'nonexistent'"):
+        FailureModel.fit(ref, "nonexistent")

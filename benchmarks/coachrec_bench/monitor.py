@@ -26,7 +26,9 @@ Scenarios: none (drift-free), system (users, swap, requests), judge (stricter, l
 retrained), both.
 Figures: attribution accuracy, detection rate and false alarms per scenario; beside them
 Evidently's dataset-drift rule (>= 50% of columns, default tests) on the same windows and a
-naive detector (a z-test of the judged failure rate, blaming the system).
+naive detector (a z-test of the judged failure rate, blaming the system). Label-free: the
+relevance failure rate of the current window estimated by a logistic model of the base judge's
+verdicts fitted on the reference window (`monitor.estimate`), against the scenario judge's.
 """
 
 from __future__ import annotations
@@ -333,6 +335,15 @@ def _naive(reference: Any, current: Any, alpha: float) -> bool:
     return result.drifted
 
 
+def _label_free(reference: Any, current: Any) -> tuple[float, float]:
+    """(estimated, judged) relevance failure rate of the current window, the estimate from a
+    failure model fitted on the judged reference window (base judge)."""
+    from coachrec.monitor.estimate import FailureModel
+
+    model = FailureModel.fit(reference, "relevance")
+    return model.estimate(current), float(current.frame["fail.relevance"].drop_nulls().mean() or 0.0)
+
+
 def run_streams(
     sim: Sim, streams: int, per_day: int, anchors: int, seed: int, alpha: float
 ) -> tuple[dict[str, Any], list[Any]]:
@@ -343,7 +354,7 @@ def run_streams(
     kept: list[Any] = []
     days = 7 * per_day
     for scenario, (pool, judge, expected) in SCENARIOS.items():
-        verdicts, evidently, naive = [], [], []
+        verdicts, evidently, naive, label_free = [], [], [], []
         for s in range(streams):
             base = sim.pools["base"]
             order = rng.permutation(base.height)
@@ -361,6 +372,7 @@ def run_streams(
             verdicts.append(verdict.verdict)
             evidently.append(compare(reference, current).dataset_drift())
             naive.append(_naive(reference, current, alpha))
+            label_free.append(_label_free(reference, current))
             if s < KEPT:
                 kept.append((scenario, s, reference, current))
         v = np.array(verdicts)
@@ -372,6 +384,9 @@ def run_streams(
             "verdicts": {k: int(np.sum(v == k)) for k in ("none", "system", "judge", "both")},
             "evidently_dataset_drift_rate": float(np.mean(evidently)),
             "naive_failure_rate_z_alarm_rate": float(np.mean(naive)),
+            "label_free_relevance_failure_rate_mae": float(np.mean([abs(e - j) for e, j in label_free])),
+            "judged_relevance_failure_rate_current": float(np.mean([j for _, j in label_free])),
+            "estimated_relevance_failure_rate_current": float(np.mean([e for e, _ in label_free])),
         }
     return results, kept
 
@@ -543,6 +558,7 @@ def _print(results: dict[str, Any], summary: dict[str, Any], con: Any) -> None:
             " ".join(f"{k}:{v}" for k, v in m["verdicts"].items()),
             f"{m['evidently_dataset_drift_rate']:.3f}",
             f"{m['naive_failure_rate_z_alarm_rate']:.3f}",
+            f"{m['label_free_relevance_failure_rate_mae']:.3f}",
         ]
         for s, m in results.items()
     ]
@@ -555,6 +571,7 @@ def _print(results: dict[str, Any], summary: dict[str, Any], con: Any) -> None:
             "verdicts",
             "Evidently rule alarms",
             "naive z alarms",
+            "label-free MAE",
         ],
         rows,
         title="monitor: who drifted",
