@@ -75,3 +75,30 @@ def test_baselines_need_what_they_serve_with() -> None:
         feat.prob_seen()
     with pytest.raises(ValueError, match="positions must lie"):
         PAL(3, 5).fit(x, slot, click)
+
+
+def test_the_pal_ranker_serves_pctr_in_the_pipeline(ml_small) -> None:
+    from coachrec.ranking import ItemStats, candidate_features, feature_names
+    from coachrec.serve import PipelineConfig, RecommendRequest, Stack
+    from coachrec.serve.stages import PALRanker
+
+    stack = Stack.fit(ml_small, models=("pop",), config=PipelineConfig(candidates=30, diversity=1.0),
+                      learn_blend=False)  # fmt: skip
+    stats = ItemStats.from_data(ml_small, ml_small.catalog)
+    n_f = len(feature_names(("pop",)))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, n_f))
+    click = (rng.random(2000) < 1 / (1 + np.exp(-x[:, -2]))).astype(float)  # clicks follow genre overlap
+    model = PAL(n_f, 10, PALConfig(epochs=2)).fit(x, rng.integers(0, 10, 2000), click)
+    ranker = PALRanker(model, stats, reads=("pop",))
+    pipeline = stack.pipeline()
+    pipeline.stages[[s.name for s in pipeline.stages].index("rank")] = ranker
+    result = pipeline.recommend(RecommendRequest(user_id="1", k=10))
+    history = stack.models[0].user_history(stack.models[0].users.index("1"))
+    # the pool's blend is pop scaled to [0, 1] within the candidates; recompute the served pCTR
+    cands = stack.candidates([history], through="rank")[0]
+    ranked = candidate_features(stats, history, cands.idx, cands.sources, cands.normalized_sources().sum(axis=1))
+    assert np.allclose(np.sort(model.score(ranked))[::-1][:10], result.scores, atol=1e-5)
+    assert np.all(np.diff(result.scores) <= 0)  # served in pCTR order
+    with pytest.raises(ValueError, match="position-free"):
+        PALRanker(PAL(n_f, 10, PALConfig(mode="position-feature")), stats, reads=("pop",))

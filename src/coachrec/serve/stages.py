@@ -16,6 +16,7 @@ import numpy as np
 from coachrec.policy import EpsilonGreedy, Explorer, mmr
 from coachrec.policy.bandits import CandidateExplorer
 from coachrec.ranking import ItemStats, Student, candidate_features
+from coachrec.ranking.pal import PAL
 from coachrec.serve.candidates import TRACE_LIMIT, Candidates, RequestContext
 from coachrec.serve.retrievers import Retriever
 from coachrec.tracing import NoopSpan, Span, SpanKind, SpanStatus
@@ -202,6 +203,36 @@ class LearnedRanker:
             x = candidate_features(self.stats, ctx.history, candidates.idx, sources, blend)
             candidates.score = blend + self.student.strength * self.student.probability(x)
         span.set_attributes({"ranker": "distilled-student", "strength": self.student.strength})
+        return _order_by_score(candidates)
+
+
+class PALRanker:
+    """Score = PAL's pCTR of each candidate (`coachrec.ranking.pal`): position-debiased click
+    probability learned from logged impressions; the ProbSeen tower never serves. Features are
+    `candidate_features` over the retrievers the model was trained on (`reads`, in order)."""
+
+    kind = SpanKind.RANKER
+
+    def __init__(self, model: PAL, stats: ItemStats, reads: Sequence[str], name: str = "rank") -> None:
+        if model.config.mode == "position-feature":
+            raise ValueError("a position-feature model has no position-free score to serve; serve PAL's pCTR")
+        self.model = model
+        self.stats = stats
+        self.reads = tuple(reads)
+        self.name = name
+
+    def __call__(self, ctx: RequestContext, candidates: Candidates, span: AnySpan) -> Candidates:
+        names = candidates.source_names
+        missing = [n for n in self.reads if n not in names]
+        if missing:
+            raise ValueError(f"the PAL ranker reads retrievers {missing} this pipeline does not have ({names})")
+        blend = candidates.normalized_sources().sum(axis=1)
+        candidates.score = blend
+        if len(candidates):
+            sources = candidates.sources[:, [names.index(n) for n in self.reads]]
+            x = candidate_features(self.stats, ctx.history, candidates.idx, sources, blend)
+            candidates.score = self.model.score(x)
+        span.set_attributes({"ranker": f"pal-{self.model.config.mode}"})
         return _order_by_score(candidates)
 
 
