@@ -106,3 +106,14 @@ def test_a_request_without_text_ranks_as_before(base, learned):
 def test_with_model_refuses_a_second_retriever_of_the_same_name(learned):
     with pytest.raises(ValueError, match="already has a retriever named 'co-mention'"):
         learned.with_model(learned.models[-1])
+
+
+def test_with_model_learns_the_text_blend_on_other_dialogs(ml_small, base, records):
+    fit_ids, blend_ids = conversation_dialogs(records, 2, seed=1)
+    model = CoMentionRecommender().fit_conversations(records, ml_small.catalog, dialogs=fit_ids)
+    stack = base.with_model(model, blend_on=[r for r in records if r["dialog_id"] in blend_ids])
+    assert stack.models[-1] is model and base.models == stack.models[:-1]  # the old stack is unchanged
+    assert set(stack.config.text_weights) == set(stack.retriever_names)
+    assert stack.config.weights["co-mention"] == 0.0 and "conversation turns" in stack.source
+    with pytest.raises(ValueError, match="needs 'context' and 'targets'"):
+        base.with_model(model, blend_on=[{"dialog_id": "d", "targets": ["1"]}])
