@@ -21,6 +21,7 @@ from coachrec.review import ReviewStore
 from coachrec.serve import FeedbackLog, Pipeline, RecommendRequest
 from coachrec.serve.auth import Authenticator
 from coachrec.serve.feedback import FeedbackEvent, feedback_path_for
+from coachrec.serve.pipeline import UnknownUserError
 from coachrec.teacher import CatalogView, Judge, cases_from_store, load_rubric, record
 from coachrec.tracing import Tracer, TraceStore
 
@@ -45,6 +46,8 @@ class Filled:
     pipeline: Pipeline
     trace_ids: list[str]
     """In serving order; the first two are the same request served twice."""
+    error_trace_id: str
+    """A request for an unknown user: its trace ends in ERROR."""
 
 
 def fill(folder: Path, data, n_users: int = 24) -> Filled:
@@ -78,17 +81,20 @@ def fill(folder: Path, data, n_users: int = 24) -> Filled:
                     FeedbackEvent(result.request_id, result.items[0], "click", position=0),
                 ]
             )
+    with pytest.raises(UnknownUserError):
+        pipeline.recommend(RecommendRequest(user_id="no-such-user"))
     store.flush()
+    (error_trace_id,) = {
+        r[0] for r in store._cursor().execute("SELECT trace_id FROM spans WHERE status = 'ERROR'").fetchall()
+    }
     judge = Judge(load_rubric(), CatalogView(data.catalog))
     cases = cases_from_store(store, trace_ids)
     judgments = judge.judge(cases)
     record(store, judgments)
     review = ReviewStore(folder / "traces.review.duckdb")
     review.enqueue(judgments, cases, review_below=0.5, audit_rate=0.1, seed=1)
-    catalog = pipeline.catalog
-    return Filled(
-        store, feedback, review, titles_of(catalog.ids.tolist(), catalog.titles.tolist()), pipeline, trace_ids
-    )
+    titles = titles_of(pipeline.catalog.ids.tolist(), pipeline.catalog.titles.tolist())
+    return Filled(store, feedback, review, titles, pipeline, trace_ids, error_trace_id)
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +130,7 @@ def test_keyset_pages_cover_every_trace_once_newest_first(filled) -> None:
         if page.next_cursor is None:
             break
         cursor = page.next_cursor
-    assert len(seen) == len(filled.trace_ids) and seen == sorted(seen, reverse=True)
+    assert len(seen) == len(filled.trace_ids) + 1 and seen == sorted(seen, reverse=True)
 
 
 def test_filters_select_what_they_name(filled) -> None:
@@ -143,6 +149,12 @@ def test_filters_select_what_they_name(filled) -> None:
     assert trace_page(store, TraceFilter(model="itemknn"), limit=500).rows
     assert not trace_page(store, TraceFilter(model="sasrec"), limit=500).rows
     assert not trace_page(store, TraceFilter(error="no such error text"), limit=500).rows
+    errors = trace_page(store, TraceFilter(error="UNKNOWN user 'no-such"), limit=500).rows  # case-insensitive
+    assert [r["trace_id"] for r in errors] == [filled.error_trace_id] and errors[0]["errors"] == 1
+    assert [r["trace_id"] for r in trace_page(store, TraceFilter(status="ERROR"), limit=500).rows] == [
+        filled.error_trace_id
+    ]
+    assert not trace_page(store, TraceFilter(error="100%_"), limit=500).rows  # LIKE wildcards are literal
     with pytest.raises(QueryError, match="kind"):
         TraceFilter(kind="NOPE")
 
@@ -240,10 +252,11 @@ def test_failures_and_cost_read_the_stores(client, filled) -> None:
     m = modes["short_slate"]
     assert sum(p["failed"] for p in m["over_time"]) == m["count"] and m["by_span"]
     cost = client.get("/ui/api/cost", headers=key("viewer")).json()
-    assert sum(p["requests"] for p in cost["series"]["no LLM"]) == len(filled.trace_ids)
+    assert sum(p["requests"] for p in cost["series"]["no LLM"]) == len(filled.trace_ids) + 1
     detail = client.get(f"/ui/api/traces/{filled.trace_ids[0]}", headers=key("viewer")).json()
-    assert [s["trace_id"] for s in detail["same_request"]] == [filled.trace_ids[1]]
-    assert json.dumps(detail)  # JSON all the way down
+    assert detail["trace_id"] == filled.trace_ids[0] and json.dumps(detail)  # JSON all the way down
+    same = client.get(f"/ui/api/traces/{filled.trace_ids[0]}/same-request", headers=key("viewer")).json()
+    assert [s["trace_id"] for s in same["traces"]] == [filled.trace_ids[1]]
 
 
 def test_cli_serves_a_store_alone(tmp_path) -> None:
@@ -283,3 +296,27 @@ def test_cli_serves_a_store_alone(tmp_path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+@pytest.mark.parametrize(("chunk", "probes"), [(3, 2), (1000, 2), (2, 0)])
+def test_span_filters_page_the_same_whichever_way_they_are_checked(filled, monkeypatch, chunk, probes) -> None:
+    """Span conditions are probed on the newest root rows first, then semi-joined: both give the same pages."""
+    from coachrec.dashboard import traces
+
+    monkeypatch.setattr(traces, "PROBE_CHUNK", chunk)
+    monkeypatch.setattr(traces, "PROBES", probes)
+    spans = filled.store.spans(columns=["trace_id", "kind", "status", "name"]).to_pylist()
+    for f, want in (
+        (TraceFilter(kind="POLICY"), {s["trace_id"] for s in spans if s["kind"] == "POLICY"}),
+        (TraceFilter(status="ERROR"), {filled.error_trace_id}),
+        (TraceFilter(model="pop", kind="GUARDRAIL"), {s["trace_id"] for s in spans if s["name"] == "retrieve.pop"}),
+    ):
+        got, cursor = [], None
+        while True:
+            page = trace_page(filled.store, f, cursor=cursor, limit=4)
+            got += [r["start_ns"] for r in page.rows if r["trace_id"] in want]
+            assert all(r["trace_id"] in want for r in page.rows)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        assert len(got) == len(want) and got == sorted(got, reverse=True)

@@ -52,7 +52,9 @@ def _free_port() -> int:
 
 def _gate(champion: str, candidate: str) -> dict[str, Any]:
     rows = [
-        GateRow("held-out traffic", "short_slate", "target", 0.30, 0.10, -0.20, -0.28, -0.12, 0.001, 40, "lower", True, 9),
+        GateRow(
+            "held-out traffic", "short_slate", "target", 0.30, 0.10, -0.20, -0.28, -0.12, 0.001, 40, "lower", True, 9
+        ),
         GateRow("ground truth", "ndcg@10", "guard", 0.060, 0.058, -0.002, -0.006, 0.002, 0.4, 40, "higher", True),
     ]
     report = GateReport(champion, candidate, "short_slate", "slate_complete", "judge@v1", True, ["target improved"],
@@ -135,7 +137,7 @@ def test_filter_open_and_compare_traces(server, browser) -> None:
     page = browser.new_page()
     _sign_in(page, base, "alice")
     rows = page.locator("#traces tbody tr")
-    assert rows.count() == len(filled.trace_ids)
+    assert rows.count() == len(filled.trace_ids) + 1  # and one request that failed
     _shot(page, "traces")
     page.select_option("#failure_mode", "short_slate")
     page.click("#filters button[type=submit]")

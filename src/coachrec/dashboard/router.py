@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Mapping
 from importlib import resources
 from typing import Any, Literal
@@ -42,6 +43,7 @@ from coachrec.tracing import TraceStore
 
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".txt": "text/plain"}
 MAX_ID = 200
+CHOICES_TTL_S = 30.0
 
 
 class AnnotationIn(BaseModel):
@@ -127,6 +129,15 @@ def dashboard_router(
                 back = urlencode({"next": str(request.url.path)})
                 return RedirectResponse(f"{prefix}/login?{back}", status_code=303)
             raise
+
+    cached: dict[str, Any] = {}
+
+    def choices() -> dict[str, list[str]]:
+        """The filter form's choices, recomputed at most every CHOICES_TTL_S (each is a scan)."""
+        if time.monotonic() - cached.get("at", -CHOICES_TTL_S) >= CHOICES_TTL_S:
+            cached.update(at=time.monotonic(), values=known_values(store))
+        values: dict[str, list[str]] = cached["values"]
+        return values
 
     def need(thing: Any, what: str) -> Any:
         if thing is None:
@@ -216,7 +227,7 @@ def dashboard_router(
         if isinstance(who, Response):
             return who
         page, _ = page_of(request)
-        return render(request, "traces.html", who, page=page, choices=known_values(store))
+        return render(request, "traces.html", who, page=page, choices=choices())
 
     @router.get("/api/traces")
     def traces_json(request: Request, _: Principal = Depends(read)) -> dict[str, Any]:
@@ -237,13 +248,19 @@ def dashboard_router(
         who = signed_in(request)
         if isinstance(who, Response):
             return who
-        view = view_or_404(trace_id)
-        return render(request, "trace.html", who, t=view, same=same_request(store, view.trace_id))
+        return render(request, "trace.html", who, t=view_or_404(trace_id))
 
     @router.get("/api/traces/{trace_id}")
-    def trace_json(trace_id: str = Path(max_length=MAX_ID), _: Principal = Depends(read)) -> dict[str, Any]:
+    def trace_json(trace_id: str = Path(max_length=MAX_ID), _: Principal = Depends(read)) -> Response:
+        """One request: span tree (inputs, outputs, attributes), slate, feedback, verdicts."""
+        # encoded directly: FastAPI's generic encoder walks the large span payloads slowly
+        return Response(json.dumps(view_or_404(trace_id).to_dict()), media_type="application/json")
+
+    @router.get("/api/traces/{trace_id}/same-request")
+    def same_request_json(trace_id: str = Path(max_length=MAX_ID), _: Principal = Depends(read)) -> dict[str, Any]:
+        """Other traces of the same request (same user, history, k, constraints and text)."""
         view = view_or_404(trace_id)
-        return {**view.to_dict(), "same_request": same_request(store, view.trace_id)}
+        return {"trace_id": view.trace_id, "traces": same_request(store, view.trace_id)}
 
     @router.get("/compare", response_class=HTMLResponse, include_in_schema=False)
     def compare(

@@ -64,8 +64,8 @@ class TraceFilter:
             if value is not None and value < 0:
                 raise QueryError(f"{name}: must be >= 0, got {value}")
 
-    def sql(self) -> tuple[list[str], list[Any]]:
-        """WHERE clauses over root spans `r` and their parameters."""
+    def root_sql(self) -> tuple[list[str], list[Any]]:
+        """WHERE clauses over root spans `r` (and their verdicts) and their parameters."""
         where = ["r.parent_span_id IS NULL"]
         params: list[Any] = []
         if self.user_id:
@@ -83,29 +83,31 @@ class TraceFilter:
         if self.max_ms is not None:
             where.append("r.end_ns - r.start_ns <= ?")
             params.append(int(self.max_ms * 1e6))
-        span_terms, span_params = [], []
-        if self.kind:
-            span_terms.append("kind = ?")
-            span_params.append(self.kind)
-        if self.status:
-            span_terms.append("status = ?")
-            span_params.append(self.status)
-        if self.error:
-            span_terms.append("error ILIKE ?")
-            span_params.append(f"%{_like_escape(self.error)}%")
-        if span_terms:
-            where.append(f"r.trace_id IN (SELECT trace_id FROM spans WHERE {' AND '.join(span_terms)})")
-            params += span_params
-        if self.model:
-            where.append("r.trace_id IN (SELECT trace_id FROM spans WHERE name = ?)")
-            params.append(f"retrieve.{self.model}")
         if self.failure_mode:
+            # the mode as a JSON string in the verdict's attributes: a LIKE scan, not a JSON parse per row
             where.append(
-                "r.trace_id IN (SELECT trace_id FROM evaluations WHERE label = 'fail' AND "
-                "list_contains(CAST(json_extract(attributes, '$.failure_modes') AS VARCHAR[]), ?))"
+                "r.trace_id IN (SELECT trace_id FROM evaluations "
+                "WHERE label = 'fail' AND attributes LIKE ? ESCAPE '\\')"
             )
-            params.append(self.failure_mode)
+            params.append(f"%{_like_escape(json.dumps(self.failure_mode))}%")
         return where, params
+
+    def span_probes(self) -> list[tuple[str, list[Any]]]:
+        """Conditions some span of the trace must meet, each (clause over `spans`, parameters)."""
+        terms, params = [], []
+        if self.kind:
+            terms.append("kind = ?")
+            params.append(self.kind)
+        if self.status:
+            terms.append("status = ?")
+            params.append(self.status)
+        if self.error:
+            terms.append("error ILIKE ? ESCAPE '\\'")
+            params.append(f"%{_like_escape(self.error)}%")
+        probes = [(" AND ".join(terms), params)] if terms else []
+        if self.model:
+            probes.append(("name = ?", [f"retrieve.{self.model}"]))
+        return probes
 
     def query_string(self) -> dict[str, str]:
         """The filter as URL query parameters (for links to the next page)."""
@@ -139,23 +141,28 @@ class TracePage:
     next_cursor: str | None
 
 
+PROBE_CHUNK = 1000
+PROBES = 2
+"""Span conditions are first checked on the newest root rows, `PROBE_CHUNK` at a time within
+their time window (fast when many traces match, e.g. a span kind every request has); after
+`PROBES` chunks the rest of the page comes from a semi-join over all spans (fast when few do)."""
+
+_ROOT_COLUMNS = "r.trace_id, r.request_id, r.user_id, r.name, r.start_ns, r.end_ns - r.start_ns, r.status, r.end_ns"
+
+
 def trace_page(
     store: TraceStore, filters: TraceFilter, *, cursor: str | None = None, limit: int = PAGE_SIZE
 ) -> TracePage:
     """One page of traces matching `filters`, newest first, after `cursor` (None: the first)."""
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise QueryError(f"limit: must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
-    where, params = filters.sql()
-    if cursor:
-        start_ns, trace_id = decode_cursor(cursor)
-        where.append("(r.start_ns < ? OR (r.start_ns = ? AND r.trace_id < ?))")
-        params += [start_ns, start_ns, trace_id]
-    found = rows(
-        store,
-        "SELECT r.trace_id, r.request_id, r.user_id, r.name, r.start_ns, r.end_ns - r.start_ns AS duration_ns, "
-        f"r.status FROM spans r WHERE {' AND '.join(where)} ORDER BY r.start_ns DESC, r.trace_id DESC LIMIT ?",
-        [*params, limit + 1],
-    )
+    where, params = filters.root_sql()
+    after = decode_cursor(cursor) if cursor else None
+    probes = filters.span_probes()
+    if probes:
+        found = _probed(store, where, params, probes, after, limit + 1)
+    else:
+        found = _roots(store, where, params, after, limit + 1)
     more = len(found) > limit
     out = [
         {
@@ -172,6 +179,55 @@ def trace_page(
     _add_summaries(store, out)
     last = out[-1] if out and more else None
     return TracePage(out, encode_cursor(last["start_ns"], last["trace_id"]) if last else None)
+
+
+def _roots(
+    store: TraceStore, where: list[str], params: list[Any], after: tuple[int, str] | None, n: int
+) -> list[tuple[Any, ...]]:
+    """Root rows matching `where`, newest first, after the `(start_ns, trace_id)` position."""
+    where, params = list(where), list(params)
+    if after is not None:
+        # the first term alone lets DuckDB skip row groups by their start_ns min/max
+        where.append("r.start_ns <= ? AND (r.start_ns < ? OR r.trace_id < ?)")
+        params += [after[0], after[0], after[1]]
+    sql = f"SELECT {_ROOT_COLUMNS} FROM spans r WHERE {' AND '.join(where)} "
+    return rows(store, sql + "ORDER BY r.start_ns DESC, r.trace_id DESC LIMIT ?", [*params, n])
+
+
+def _probed(
+    store: TraceStore,
+    where: list[str],
+    params: list[Any],
+    probes: list[tuple[str, list[Any]]],
+    after: tuple[int, str] | None,
+    n: int,
+) -> list[tuple[Any, ...]]:
+    out: list[tuple[Any, ...]] = []
+    for _ in range(PROBES):
+        chunk = _roots(store, where, params, after, PROBE_CHUNK)
+        if not chunk:
+            return out
+        ids = [r[0] for r in chunk]
+        marks = ", ".join("?" * len(ids))
+        window = [min(int(r[4]) for r in chunk), max(int(r[7]) for r in chunk)]
+        keep = set(ids)
+        for clause, values in probes:
+            keep &= {
+                str(t)
+                for (t,) in rows(
+                    store,
+                    f"SELECT DISTINCT trace_id FROM spans WHERE start_ns BETWEEN ? AND ? AND trace_id IN ({marks}) "
+                    f"AND {clause}",
+                    [*window, *ids, *values],
+                )
+            }
+        out += [r for r in chunk if r[0] in keep]
+        if len(out) >= n or len(chunk) < PROBE_CHUNK:
+            return out[:n]
+        after = (int(chunk[-1][4]), str(chunk[-1][0]))
+    semi = [f"r.trace_id IN (SELECT trace_id FROM spans WHERE {clause})" for clause, _ in probes]
+    rest = _roots(store, where + semi, params + [v for _, values in probes for v in values], after, n - len(out))
+    return out + rest
 
 
 def _add_summaries(store: TraceStore, listed: list[dict[str, Any]]) -> None:
@@ -296,8 +352,22 @@ def trace_view(store: TraceStore, feedback: FeedbackLog | None, trace_id: str) -
     if resolved is None:
         return None
     spans = store.trace(resolved)
-    verdicts = [_verdict(e) for e in store.evaluations(trace_id=resolved).to_pylist()]
-    metrics = store.span_metrics(trace_id=resolved).to_pylist()
+    span_ids = [s.span_id for s in spans]
+    marks = ", ".join("?" * len(span_ids))  # by span id: the indexed column
+    columns = ("evaluation_id", "span_id", "trace_id", "name", "score", "label", "explanation", "evaluator",
+               "attributes", "created_ns")  # fmt: skip
+    verdicts = [
+        _verdict(dict(zip(columns, r, strict=True)))
+        for r in rows(store, f"SELECT * FROM evaluations WHERE span_id IN ({marks}) ORDER BY created_ns", span_ids)
+    ]
+    metrics = [
+        {"span_id": r[0], "name": r[1], "value": r[2]}
+        for r in rows(
+            store,
+            f"SELECT span_id, name, value FROM span_metrics WHERE span_id IN ({marks}) ORDER BY created_ns",
+            span_ids,
+        )
+    ]
     nodes = _tree(spans)
     by_span = {n.span.span_id: n for n in nodes}
     for v in verdicts:
@@ -414,7 +484,8 @@ def _by_item(output: dict[str, Any], key: str) -> dict[str, Any]:
 
 def same_request(store: TraceStore, trace_id: str, *, limit: int = 20) -> list[dict[str, Any]]:
     """Other traces whose request (root input: user, history, k, constraints, text) is the same,
-    e.g. the same request served by the champion and by a candidate; newest first."""
+    e.g. the same request served by the champion and by a candidate; newest first. A scan of
+    every root span's input (about half a second on 100k traces): the page asks for it on demand."""
     root = rows(store, "SELECT input FROM spans WHERE trace_id = ? AND parent_span_id IS NULL", [trace_id])
     if not root or root[0][0] is None:
         return []

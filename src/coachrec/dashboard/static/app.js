@@ -38,6 +38,27 @@ function initTraces() {
   });
 }
 
+/* -- a trace: other traces of the same request --------------------------------------- */
+function initSameRequest() {
+  const box = document.getElementById("same-request");
+  if (!box) return;
+  document.getElementById("find-same").addEventListener("click", async () => {
+    const id = box.dataset.trace;
+    const r = await fetch(`${BASE}/api/traces/${id}/same-request`, { credentials: "same-origin" });
+    const data = await r.json();
+    if (!r.ok) return toast(`${r.status}: ${data.detail}`, true);
+    box.textContent = data.traces.length ? "Same request in other traces: " : "No other trace of this request.";
+    data.traces.forEach((t, n) => {
+      const a = document.createElement("a");
+      a.className = "mono";
+      a.href = `${BASE}/compare?a=${id}&b=${t.trace_id}`;
+      a.textContent = `compare with ${t.trace_id.slice(0, 12)}`;
+      if (n) box.append(", ");
+      box.append(a);
+    });
+  });
+}
+
 /* -- review: keyboard-driven annotation ------------------------------------------------ */
 function initReview() {
   const queue = document.getElementById("queue");
@@ -193,6 +214,7 @@ function initCostCharts() {
 }
 
 initTraces();
+initSameRequest();
 initReview();
 initGolden();
 initRollback();
