@@ -22,6 +22,7 @@ from coachrec_bench import recbole_ref as _recbole
 from coachrec_bench import rectools_ref as _rectools
 from coachrec_bench import report as _report
 from coachrec_bench import request_match as _request_match
+from coachrec_bench import scale as _scale
 from coachrec_bench import serve as _serve
 from coachrec_bench import speed as _speed
 from coachrec_bench import teacher as _teacher
@@ -59,3 +60,4 @@ app.command("conversational-llm")(_conversational_llm.bench_conversational_llm)
 app.command("request-match")(_request_match.bench_request_match)
 app.command("feedback")(_feedback.bench_feedback)
 app.command("monitor")(_monitor.bench_monitor)
+app.command("scale")(_scale.bench_scale)

@@ -45,7 +45,7 @@ import typer
 from coachrec_bench.results import row, write
 
 DATASET = "ml-latest-small"
-KEPT = 5
+KEPT = 3
 """Streams per scenario whose windows are also handed to Evidently itself."""
 EVIDENTLY_SCRIPT = r"""
 import json, sys
@@ -412,6 +412,8 @@ def bench_monitor(
     t0 = time.perf_counter()
     sim = simulate(out, pool_size, seed, lambda msg: con.print(f"monitor bench: {msg}", markup=False))
     results, kept = run_streams(sim, streams, per_day, anchors, seed, alpha)
+    # whole pools (1,200 rows, above Evidently's 1,000-row cut: distances, not p-values) as well
+    whole = [(f"pool:{p}", 0, _window(sim.pools["base"], "base"), _window(sim.pools[p], "base")) for p in sim.pools]
     protocol = __doc__.split("Protocol. ", 1)[1].split("\n\n", 1)[0].replace("\n", " ") if __doc__ else ""
     protocol += (
         f" {streams} streams per scenario, {per_day} requests a day, pools of {pool_size}, "
@@ -438,7 +440,7 @@ def bench_monitor(
     }
     rows.append(row("monitor attribution: summary", DATASET, protocol, summary))
     try:
-        cross = evidently_cross_check(out / "evidently", kept)
+        cross = evidently_cross_check(out / "evidently", kept + whole[1:])
     except Exception as exc:  # the attribution rows above stand on their own
         cross = {"ran": False, "reason": f"cross-check failed: {type(exc).__name__}: {exc}"}
     rows.append(row("monitor cross-check: Evidently itself on the same windows", DATASET, protocol, cross))
@@ -459,8 +461,8 @@ def evidently_python() -> Path | None:
 
 
 def evidently_cross_check(folder: Path, kept: list[Any]) -> dict[str, Any]:
-    """Evidently's DataDriftPreset on the kept windows; per-column test, statistic and verdict
-    and the dataset verdict compared with ours."""
+    """Evidently's DataDriftPreset on the kept windows (and whole pools); per-column test,
+    statistic and verdict and the dataset verdict compared with ours."""
     import json
     import subprocess
 
@@ -501,6 +503,7 @@ def evidently_cross_check(folder: Path, kept: list[Any]) -> dict[str, Any]:
              "Wasserstein distance (normed)": "wasserstein", "Jensen-Shannon distance": "jensenshannon",
              "PSI": "psi"}  # fmt: skip
     same_test = same_verdict = same_dataset = n_cols = 0
+    used: dict[str, int] = {}
     gaps: list[float] = []
     disagreements: list[str] = []
     for entry in theirs:
@@ -512,6 +515,7 @@ def evidently_cross_check(folder: Path, kept: list[Any]) -> dict[str, Any]:
             if other is None:
                 continue
             n_cols += 1
+            used[c.test] = used.get(c.test, 0) + 1
             test = names.get(other["method"], other["method"])
             p_value_test = "p_value" in other["method"]
             drifted = other["value"] < other["threshold"] if p_value_test else other["value"] >= other["threshold"]
@@ -529,6 +533,7 @@ def evidently_cross_check(folder: Path, kept: list[Any]) -> dict[str, Any]:
         "evidently": "0.7.23 DataDriftPreset (default tests)",
         "window_pairs": len(theirs),
         "columns_compared": n_cols,
+        "columns_by_test": used,
         "same_test_share": same_test / max(n_cols, 1),
         "same_column_verdict_share": same_verdict / max(n_cols, 1),
         "same_dataset_verdict_share": same_dataset / max(len(theirs), 1),
