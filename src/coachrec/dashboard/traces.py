@@ -5,7 +5,7 @@ traces of the same request.
 The list reads root spans only (one per trace, `parent_span_id IS NULL`), newest first, and
 pages by the last row's `(start_ns, trace_id)` rather than an offset, so page 500 costs what
 page 1 costs. Filters on other spans (kind, status, error text, a retriever) and on verdicts
-(failure mode) are semi-joins on `trace_id`.
+(failure mode) are `Probe`s: checked on a chunk of the newest roots first, then semi-joined.
 """
 
 from __future__ import annotations
@@ -35,6 +35,36 @@ def rows(store: TraceStore, sql: str, params: Sequence[Any] = ()) -> list[tuple[
 
 class QueryError(ValueError):
     """A dashboard query with a bad parameter (the message names it)."""
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A condition on a trace's other rows: `window` selects the ids of traces meeting it among those
+    started in a time window (its first two parameters), `semi` is the same as a semi-join on roots `r`."""
+
+    window: str
+    semi: str
+    params: list[Any]
+
+    @classmethod
+    def on_spans(cls, clause: str, params: list[Any]) -> Probe:
+        return cls(
+            f"SELECT DISTINCT trace_id FROM spans WHERE start_ns BETWEEN ? AND ? AND {clause}",
+            f"r.trace_id IN (SELECT trace_id FROM spans WHERE {clause})",
+            params,
+        )
+
+    @classmethod
+    def on_verdicts(cls, mode: str) -> Probe:
+        """A failing verdict naming `mode`: the mode as a JSON string in the verdict's attributes
+        (a substring scan, not a JSON parse per row)."""
+        return cls(
+            "SELECT DISTINCT e.trace_id FROM evaluations e JOIN spans r ON r.trace_id = e.trace_id "
+            "AND r.parent_span_id IS NULL AND r.start_ns BETWEEN ? AND ? "
+            "WHERE e.label = 'fail' AND contains(e.attributes, ?)",
+            "r.trace_id IN (SELECT trace_id FROM evaluations WHERE label = 'fail' AND contains(attributes, ?))",
+            [json.dumps(mode)],
+        )
 
 
 @dataclass(frozen=True)
@@ -83,17 +113,10 @@ class TraceFilter:
         if self.max_ms is not None:
             where.append("r.end_ns - r.start_ns <= ?")
             params.append(int(self.max_ms * 1e6))
-        if self.failure_mode:
-            # the mode as a JSON string in the verdict's attributes: a LIKE scan, not a JSON parse per row
-            where.append(
-                "r.trace_id IN (SELECT trace_id FROM evaluations "
-                "WHERE label = 'fail' AND attributes LIKE ? ESCAPE '\\')"
-            )
-            params.append(f"%{_like_escape(json.dumps(self.failure_mode))}%")
         return where, params
 
-    def span_probes(self) -> list[tuple[str, list[Any]]]:
-        """Conditions some span of the trace must meet, each (clause over `spans`, parameters)."""
+    def probes(self) -> list[Probe]:
+        """Conditions on other spans of the trace, or on its verdicts, that must all hold."""
         terms, params = [], []
         if self.kind:
             terms.append("kind = ?")
@@ -102,12 +125,14 @@ class TraceFilter:
             terms.append("status = ?")
             params.append(self.status)
         if self.error:
-            terms.append("error ILIKE ? ESCAPE '\\'")
-            params.append(f"%{_like_escape(self.error)}%")
-        probes = [(" AND ".join(terms), params)] if terms else []
+            terms.append("contains(lower(error), ?)")
+            params.append(self.error.lower())
+        out = [Probe.on_spans(" AND ".join(terms), params)] if terms else []
         if self.model:
-            probes.append(("name = ?", [f"retrieve.{self.model}"]))
-        return probes
+            out.append(Probe.on_spans("name = ?", [f"retrieve.{self.model}"]))
+        if self.failure_mode:
+            out.append(Probe.on_verdicts(self.failure_mode))
+        return out
 
     def query_string(self) -> dict[str, str]:
         """The filter as URL query parameters (for links to the next page)."""
@@ -117,10 +142,6 @@ class TraceFilter:
             if value is not None and value != "":
                 out[name] = str(value)
         return out
-
-
-def _like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def encode_cursor(start_ns: int, trace_id: str) -> str:
@@ -142,10 +163,10 @@ class TracePage:
 
 
 PROBE_CHUNK = 1000
-PROBES = 2
-"""Span conditions are first checked on the newest root rows, `PROBE_CHUNK` at a time within
-their time window (fast when many traces match, e.g. a span kind every request has); after
-`PROBES` chunks the rest of the page comes from a semi-join over all spans (fast when few do)."""
+PROBES = 1
+"""Span and verdict conditions are first checked on the newest root rows, `PROBE_CHUNK` at a time
+within their time window (fast when many traces match, e.g. a span kind every request has); after
+`PROBES` chunks the rest of the page comes from semi-joins over all rows (fast when few match)."""
 
 _ROOT_COLUMNS = "r.trace_id, r.request_id, r.user_id, r.name, r.start_ns, r.end_ns - r.start_ns, r.status, r.end_ns"
 
@@ -158,7 +179,7 @@ def trace_page(
         raise QueryError(f"limit: must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
     where, params = filters.root_sql()
     after = decode_cursor(cursor) if cursor else None
-    probes = filters.span_probes()
+    probes = filters.probes()
     if probes:
         found = _probed(store, where, params, probes, after, limit + 1)
     else:
@@ -198,7 +219,7 @@ def _probed(
     store: TraceStore,
     where: list[str],
     params: list[Any],
-    probes: list[tuple[str, list[Any]]],
+    probes: list[Probe],
     after: tuple[int, str] | None,
     n: int,
 ) -> list[tuple[Any, ...]]:
@@ -207,26 +228,16 @@ def _probed(
         chunk = _roots(store, where, params, after, PROBE_CHUNK)
         if not chunk:
             return out
-        ids = [r[0] for r in chunk]
-        marks = ", ".join("?" * len(ids))
         window = [min(int(r[4]) for r in chunk), max(int(r[7]) for r in chunk)]
-        keep = set(ids)
-        for clause, values in probes:
-            keep &= {
-                str(t)
-                for (t,) in rows(
-                    store,
-                    f"SELECT DISTINCT trace_id FROM spans WHERE start_ns BETWEEN ? AND ? AND trace_id IN ({marks}) "
-                    f"AND {clause}",
-                    [*window, *ids, *values],
-                )
-            }
+        keep = {str(r[0]) for r in chunk}
+        for probe in probes:  # DuckDB skips row groups outside the window by their start_ns min/max
+            keep &= {str(t) for (t,) in rows(store, probe.window, [*window, *probe.params])}
         out += [r for r in chunk if r[0] in keep]
         if len(out) >= n or len(chunk) < PROBE_CHUNK:
             return out[:n]
         after = (int(chunk[-1][4]), str(chunk[-1][0]))
-    semi = [f"r.trace_id IN (SELECT trace_id FROM spans WHERE {clause})" for clause, _ in probes]
-    rest = _roots(store, where + semi, params + [v for _, values in probes for v in values], after, n - len(out))
+    semi = [p.semi for p in probes]
+    rest = _roots(store, where + semi, params + [v for p in probes for v in p.params], after, n - len(out))
     return out + rest
 
 
