@@ -1,4 +1,5 @@
-"""A real `coachrec serve` process: acknowledged feedback survives SIGKILL and a restart."""
+"""A real `coachrec serve` process: acknowledged feedback survives SIGKILL and a restart, with one
+process and with several workers over one store process (the whole process group killed)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,14 +26,31 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(model: Path, db: Path, port: int) -> subprocess.Popen[bytes]:
+KEY = "durability-key-0123456789"
+HEADERS = {"X-API-Key": KEY}
+
+
+def start(model: Path, db: Path, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
     cli = Path(sys.executable).with_name("coachrec")
     proc = subprocess.Popen(
-        [str(cli), "serve", "--port", str(port), "--model-path", str(model), "--db", str(db)],
+        [
+            str(cli),
+            "serve",
+            "--port",
+            str(port),
+            "--model-path",
+            str(model),
+            "--db",
+            str(db),
+            "--workers",
+            str(workers),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        env=os.environ | {"COACHREC_API_KEYS": f"test:*:{KEY}"},
+        start_new_session=True,  # its own process group: the store process and workers die with it
     )
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
@@ -41,36 +60,48 @@ def start(model: Path, db: Path, port: int) -> subprocess.Popen[bytes]:
         except httpx.HTTPError:
             time.sleep(0.2)
     proc.kill()
-    raise RuntimeError("server did not become healthy within 90 s")
+    raise RuntimeError("server did not become healthy within 120 s")
 
 
-def test_sigkill_loses_no_acknowledged_feedback(ml_small, tmp_path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigkill_loses_no_acknowledged_feedback(ml_small, tmp_path, workers) -> None:
     model = create("pop").fit(ml_small).save(tmp_path / "pop")
     db, port = tmp_path / "serve.duckdb", free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = start(model, db, port)
+    proc = start(model, db, port, workers)
     try:
-        rec = httpx.post(f"{url}/v1/recommend", json={"user_id": "1", "k": 5}, timeout=10).json()
+        rec = httpx.post(f"{url}/v1/recommend", json={"user_id": "1", "k": 5}, headers=HEADERS, timeout=10).json()
         rid, items = rec["request_id"], [i["item"] for i in rec["items"]]
         acked: list[str] = []
-        with httpx.Client(timeout=10) as client:
-            for n in range(15):
-                events = [
-                    {"request_id": rid, "item": items[n % 5], "kind": "click", "position": n % 5},
-                    {"request_id": rid, "item": items[(n + 1) % 5], "kind": "rating", "value": 4.5},
-                ]
-                r = client.post(f"{url}/v1/feedback", json={"events": events})
-                assert r.status_code == 200, r.text
-                acked += r.json()["event_ids"]
-        os.kill(proc.pid, signal.SIGKILL)  # right after the last acknowledgement
+        lock = threading.Lock()
+
+        def writer(w: int) -> None:  # 4 concurrent clients, spread over the workers
+            with httpx.Client(timeout=10, headers=HEADERS) as client:
+                for n in range(8):
+                    events = [
+                        {"request_id": rid, "item": items[n % 5], "kind": "click", "position": n % 5},
+                        {"request_id": rid, "item": items[(n + w) % 5], "kind": "rating", "value": 4.5},
+                    ]
+                    r = client.post(f"{url}/v1/feedback", json={"events": events})
+                    assert r.status_code == 200, r.text
+                    with lock:
+                        acked.extend(r.json()["event_ids"])
+
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        os.killpg(proc.pid, signal.SIGKILL)  # every process, store included, right after the last ack
         proc.wait(10)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert len(acked) == 4 * 8 * 2
 
-    proc = start(model, db, port)
+    proc = start(model, db, port, workers)
     try:
-        trace = httpx.get(f"{url}/v1/traces/{rid}", timeout=10)
+        trace = httpx.get(f"{url}/v1/traces/{rid}", headers=HEADERS, timeout=10)
         assert trace.status_code == 200, trace.text  # the trace survived too
         stored = {e["event_id"] for e in trace.json()["feedback"]}
         assert set(acked) <= stored, f"lost {len(set(acked) - stored)} acknowledged events"

@@ -83,7 +83,8 @@ def create_app(
     app = FastAPI(title="coachrec", version=coachrec.__version__, description="Coachable recommender serving API.")
     app.state.service = service
     app.state.auth = auth if auth is not None else Authenticator.from_env()
-    harden(app, max_body=max_body)
+    index = service.pipeline.catalog.index
+    harden(app, max_body=max_body, genres=index.genre_names, attributes=list(index.attributes))
     if allowed_hosts is not None:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.include_router(serve_router(service))

@@ -2,10 +2,37 @@
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from coachrec.serve import Service
+    from coachrec.serve.auth import ApiKey
+    from coachrec.serve.limits import RateLimit
+
+
+@dataclass(frozen=True)
+class WorkerApp:
+    """What a `--workers` process needs to build the app (picklable: spawned processes get it)."""
+
+    keys: tuple[ApiKey, ...]
+    insecure_no_auth: bool
+    rate_limit: RateLimit | None
+    hosts: tuple[str, ...]
+    max_body: int
+
+
+def worker_app(settings: WorkerApp, service: Service) -> Any:
+    """The app one worker process serves (module level: pickled by name)."""
+    from coachrec.app import create_app
+    from coachrec.serve.auth import Authenticator
+
+    auth = Authenticator(settings.keys, insecure_no_auth=settings.insecure_no_auth, rate_limit=settings.rate_limit)
+    return create_app(service, auth=auth, allowed_hosts=list(settings.hosts), max_body=settings.max_body)
 
 
 def serve(
@@ -70,6 +97,14 @@ def serve(
         30.0, "--trace-retention-days", min=0.0001, help="delete spans older than this many days"
     ),
     trace_max_spans: int = typer.Option(10_000_000, "--trace-max-spans", min=1, help="keep at most this many spans"),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        min=1,
+        max=64,
+        help="HTTP worker processes; above 1, one store process writes every worker's traces and feedback "
+        "(the review routes need one worker: they are not served then)",
+    ),
     trace_wait: float = typer.Option(
         0.5,
         "--trace-max-wait",
@@ -121,15 +156,31 @@ def serve(
         stack.config = replace(stack.config, **overrides)
         stack.source += f" (pipeline settings overridden: {overrides})"
     retention = Retention(max_age=timedelta(days=trace_days), max_spans=trace_max_spans)
+    hosts = allowed_hosts_for(host, allowed_host)
+    retention = Retention(max_age=timedelta(days=trace_days), max_spans=trace_max_spans)
+    if workers > 1:
+        from coachrec.serve.workers import serve_workers
+
+        settings = WorkerApp(auth.keys, auth.insecure_no_auth, limit, tuple(hosts), max_body)
+        app_for = functools.partial(worker_app, settings)
+
+        typer.echo(
+            f"coachrec serve: {stack.source or stack.describe()}; {workers} workers, one store process; "
+            "review routes not served (they need --workers 1)",
+            err=True,
+        )
+        serve_workers(
+            stack, app_for, host=host, port=port, workers=workers, db=db, sample_rate=sample_rate,
+            retention=retention, max_wait=trace_wait,
+        )  # fmt: skip
+        return
     service = Service.open(stack, db, sample_rate=sample_rate, retention=retention, max_wait=trace_wait)
     typer.echo(
         f"coachrec serve: {service.source}; traces {service.store.path}, feedback {service.feedback.path}", err=True
     )
     review = ReviewStore(review_db or review_path_for(service.store.path))
     try:
-        app = create_app(
-            service, review=review, auth=auth, allowed_hosts=allowed_hosts_for(host, allowed_host), max_body=max_body
-        )
+        app = create_app(service, review=review, auth=auth, allowed_hosts=hosts, max_body=max_body)
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     finally:
         review.close()

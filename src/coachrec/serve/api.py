@@ -13,6 +13,7 @@ feedback store could not commit (retry; nothing was acknowledged).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 import duckdb
@@ -107,9 +108,13 @@ async def method_not_allowed(request: Request, exc: StarletteHTTPException) -> R
     return JSONResponse({"detail": f"method {request.method} not allowed here; use {allow}"}, 405, {"Allow": allow})
 
 
-def harden(app: FastAPI, *, max_body: int = DEFAULT_MAX_BODY) -> None:
+def harden(
+    app: FastAPI, *, max_body: int = DEFAULT_MAX_BODY, genres: Sequence[str] = (), attributes: Sequence[str] = ()
+) -> None:
     """The app-wide rules of the API: 413 past `max_body`, 422 naming the field (documented as
-    `ErrorOut` on every route, not FastAPI's list form), 405 with a complete `Allow`."""
+    `ErrorOut` on every route, not FastAPI's list form), 405 with a complete `Allow`. `genres` and
+    `attributes` (the catalog's) become enums of the constraints in the schema, so a request the
+    schema allows names only what the catalog has."""
     app.add_middleware(BodyLimit, max_bytes=max_body)
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, method_not_allowed)  # type: ignore[arg-type]
@@ -121,6 +126,12 @@ def harden(app: FastAPI, *, max_body: int = DEFAULT_MAX_BODY) -> None:
             schemas = schema.get("components", {}).get("schemas", {})
             if "HTTPValidationError" in schemas:  # what our validation_error handler answers
                 schemas["HTTPValidationError"] = ErrorOut.model_json_schema(ref_template="#/components/schemas/{model}")
+            constraints = schemas.get("ConstraintsIn", {}).get("properties", {})
+            for name in ("require_genres", "exclude_genres"):
+                if genres and name in constraints:
+                    constraints[name]["items"]["enum"] = sorted(genres)
+            if attributes and "ranges" in constraints:
+                constraints["ranges"]["propertyNames"] = {"enum": sorted(attributes)}
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -155,8 +155,7 @@ class TraceStore:
         self.path = str(default_db_path() if path is None else path)
         self.retention = retention
         self._retained_at = time.monotonic()
-        self.deleted = 0
-        """Spans deleted by retention since this store was opened."""
+        self._deleted = 0
         in_memory = self.path == ":memory:"
         if read_only and in_memory:
             raise TraceStoreError("a read-only trace store needs a database file, not ':memory:'")
@@ -255,7 +254,7 @@ class TraceStore:
         deleted = int(rows[0][0]) if rows else 0
         if deleted:
             con.execute("CHECKPOINT")
-            self.deleted += deleted
+            self._deleted += deleted
         return deleted
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -267,6 +266,11 @@ class TraceStore:
         if self._writer is None:
             return WriterStats(0, 0, 0, 0, 0, 0, None)
         return self._writer.stats()
+
+    @property
+    def deleted(self) -> int:
+        """Spans deleted by retention since this store was opened."""
+        return self._deleted
 
     @property
     def dropped(self) -> int:
