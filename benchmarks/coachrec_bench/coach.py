@@ -178,10 +178,12 @@ def bench_coach(
             tmp = Path(tempfile.mkdtemp(prefix=f"coachrec-bench-coach-{name}-{seed}-"))
             registry = Registry(tmp / "registry")
             config = LoopConfig(dataset=name, distill_requests=requests, gate_requests=requests, llm=llm, seed=seed)
+            previous = None
             for it in range(1, iterations + 1):
                 started = _load()
                 out = tmp / f"iteration-{it}"
-                result = run_loop(config, registry, out, RichUI(console))
+                result = run_loop(config, registry, out, RichUI(console), previous=previous)
+                previous = result.context
                 write_report(result, out, title=f"coachrec bench coach ({name}, seed {seed}, iteration {it})")
                 r = _row(result, requests, started)
                 r["metrics"] |= {"seed": seed, "iteration": it, "report": str(out / "report.md")}

@@ -642,15 +642,35 @@ def _tier(tier: str, n: int, seconds_each: np.ndarray | float, note: str) -> dic
     }
 
 
-def run_loop(config: LoopConfig, registry: Registry, out: Path, ui: Progress = SILENT) -> LoopResult:
+def next_iteration(previous: Context, registry: Registry, config: LoopConfig | None = None) -> Context:
+    """The context of a further iteration on the same data: the same user and dialog split, the
+    same measured teacher; the registry's champion (the one just promoted, if any) to start from."""
+    champion_id = registry.champion
+    if champion_id is None:
+        raise ValueError("the registry has no champion to start the next iteration from")
+    ctx = replace(previous, config=config or previous.config, timings={})
+    if champion_id != previous.champion_id:
+        ctx.champion, ctx.champion_id = registry.load_stack(champion_id), champion_id
+    return ctx
+
+
+def run_loop(
+    config: LoopConfig, registry: Registry, out: Path, ui: Progress = SILENT, *, previous: Context | None = None
+) -> LoopResult:
     """Observe, judge, pick the target mode, try every remedy for it (each built on selection
     users, each gated on the gate users), promote at most one: the first, in the order of the
     remedies' selection-side score, that passes with the target's alpha divided by the number of
-    remedies gated (Bonferroni: trying many remedies does not buy a promotion)."""
+    remedies gated (Bonferroni: trying many remedies does not buy a promotion). With `previous`
+    (an earlier iteration's `LoopResult.context`), the split and the measured teacher are reused
+    and the registry's champion is the starting point."""
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     (out / "traces.duckdb").unlink(missing_ok=True)
-    ctx = prepare(config, registry, ui)
+    if previous is None:
+        ctx = prepare(config, registry, ui)
+    else:
+        ctx = next_iteration(previous, registry, config)
+        ui.step(f"iteration on champion {ctx.champion_id}: {ctx.champion.describe()} (split and teacher reused)")
     obs = observe(ctx, out, ui)
     target, skipped = choose_target(ctx, obs)
     for why in skipped:
