@@ -45,9 +45,9 @@ def parse_policies(specs: list[str], store: TraceStore, dataset: str, seed: int)
             elif name == "by-mode":
                 policies.append(ByFailureMode(int(arg or 5), seed))
             elif name == "negative-feedback":
-                from coachrec.serve.feedback import FeedbackLog
+                from coachrec.serve.feedback import FeedbackLog, feedback_path_for
 
-                policies.append(NegativeFeedback(FeedbackLog(store.path)))
+                policies.append(NegativeFeedback(FeedbackLog(feedback_path_for(store.path))))
             elif name == "new-items":
                 from coachrec import datasets
 
