@@ -1,6 +1,7 @@
 """Scale-out with Ray (optional extra `coachrec[ray]`): batch judging through Ray Data
-`map_batches` with a pool of stateful judge actors, and full-ranking evaluation over user
-shards. Both give the single-process results; `$RAY_ADDRESS` points them at a cluster.
+`map_batches` with a pool of stateful judge actors, teacher labelling of candidates for
+distillation, and full-ranking evaluation over user shards. Each gives the single-process
+results; `$RAY_ADDRESS` points them at a cluster.
 
     from coachrec.scale import judge_with_ray, evaluate_with_ray
     judgments = judge_with_ray(make_judge, cases, workers=2)
@@ -9,6 +10,7 @@ shards. Both give the single-process results; `$RAY_ADDRESS` points them at a cl
 
 from coachrec.scale.evaluation import evaluate_with_ray
 from coachrec.scale.judging import JudgeWorker, export_cases, judge_with_ray
+from coachrec.scale.labelling import teacher_pairs_with_ray
 from coachrec.scale.runtime import RayMissingError, ray_runtime, require_ray
 
 __all__ = [
@@ -19,4 +21,5 @@ __all__ = [
     "judge_with_ray",
     "ray_runtime",
     "require_ray",
+    "teacher_pairs_with_ray",
 ]

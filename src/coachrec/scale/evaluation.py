@@ -64,7 +64,7 @@ def evaluate_with_ray(
     out = rows.map_batches(
         EvalWorker,
         fn_constructor_args=(model_ref, task_ref, protocol, ks),
-        concurrency=workers,
+        compute=ray.data.ActorPoolStrategy(size=workers),
         batch_size=shard_size,
         batch_format="numpy",
         num_cpus=1,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -30,7 +31,11 @@ JudgeFactory = Callable[[], Judge]
 class JudgeWorker:
     """One actor of the pool: a judge built once, applied to batches of cases."""
 
-    def __init__(self, factory: JudgeFactory) -> None:
+    def __init__(self, factory: JudgeFactory | Any) -> None:
+        if not callable(factory):  # a reference into Ray's object store: numpy buffers map zero-copy
+            import ray
+
+            factory = ray.get(factory)
         self.judge = factory()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -81,8 +86,8 @@ def judge_with_ray(
         blocks = [table.slice(lo, size) for lo in range(0, len(cases), size)]
         dataset = ray.data.from_arrow(blocks).map_batches(
             JudgeWorker,
-            fn_constructor_kwargs={"factory": factory},
-            concurrency=workers,
+            fn_constructor_kwargs={"factory": ray.put(factory)},  # serialized once, not once per actor
+            compute=ray.data.ActorPoolStrategy(size=workers),
             batch_size=batch_size,
             batch_format="numpy",
             num_cpus=1,
