@@ -93,3 +93,19 @@ def test_feedback_lives_in_its_own_file_beside_the_traces(tmp_path) -> None:
     with duckdb.connect(str(tmp_path / "t.duckdb"), read_only=True) as con:
         tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     assert "spans" in tables and "serve_feedback" not in tables
+
+
+def test_feedback_an_older_version_kept_in_the_trace_file_is_adopted_once(tmp_path) -> None:
+    from coachrec.serve import FeedbackLog
+    from coachrec.serve.service import adopt_legacy_feedback
+
+    store = TraceStore(tmp_path / "t.duckdb")
+    legacy = FeedbackLog(store.path)  # where feedback lived before it had its own file
+    ids = legacy.append([FeedbackEvent("r", "1", "click", position=0), FeedbackEvent("r", "2", "rating", value=4.0)])
+    feedback = FeedbackLog(feedback_path_for(store.path))
+    assert adopt_legacy_feedback(store, feedback) == 2
+    assert sorted(feedback.events("r")["event_id"].to_pylist()) == sorted(ids)
+    assert adopt_legacy_feedback(store, feedback) == 0  # once: the file is no longer empty
+    feedback.close()
+    legacy.close()
+    store.close()

@@ -178,6 +178,21 @@ class FeedbackLog:
             cur.unregister("_feedback_batch")
         return ids, False
 
+    def insert_table(self, table: pa.Table) -> None:
+        """Insert rows already in the `serve_feedback` layout (ids kept), in one transaction."""
+        cur = self._cursor()
+        cur.register("_feedback_rows", table)
+        try:
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                cur.execute("INSERT INTO serve_feedback SELECT * FROM _feedback_rows")
+                cur.execute("COMMIT")
+            except Exception:
+                cur.execute("ROLLBACK")
+                raise
+        finally:
+            cur.unregister("_feedback_rows")
+
     def _earlier(self, key: str, digest: str) -> list[str] | None:
         rows = (
             self._cursor()

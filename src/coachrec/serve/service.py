@@ -30,6 +30,21 @@ DEGRADED_WINDOW_S = 300.0
 log = logging.getLogger(__name__)
 
 
+def adopt_legacy_feedback(store: TraceStore, feedback: FeedbackLog) -> int:
+    """Copy feedback an older coachrec kept inside the trace store into the feedback file, once
+    (when the file is still empty); the old table is left as it was. Returns the events copied."""
+    if store.read_only or store.path == ":memory:" or feedback.count():
+        return 0
+    cur = store._cursor()
+    found = cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'serve_feedback'").fetchall()
+    if not found[0][0]:
+        return 0
+    table = cur.sql("SELECT * FROM serve_feedback ORDER BY received_ns, event_id").to_arrow_table()
+    if table.num_rows:
+        feedback.insert_table(table)
+    return int(table.num_rows)
+
+
 class Service:
     def __init__(
         self,
@@ -67,6 +82,10 @@ class Service:
         # spans reach disk within flush_interval; feedback, in its own file, is committed before each reply
         store = TraceStore(db, flush_interval=0.2, retention=retention, max_wait=max_wait)
         feedback = FeedbackLog(feedback_path_for(store.path))
+        moved = adopt_legacy_feedback(store, feedback)
+        if moved:
+            log.warning("copied %d feedback events from %s into %s (feedback has its own file now)", moved,
+                        store.path, feedback.path)  # fmt: skip
         pipeline = stack.pipeline(Tracer(store, sample_rate=sample_rate))
         if warm:
             pipeline.warm()
