@@ -30,6 +30,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from coachrec.data import Dataset
 from coachrec.serve.feedback import FeedbackLog, Relevance, feedback_path_for
 from coachrec.tracing import TraceStore
 from coachrec.tracing.store import TimeLike, to_ns
@@ -63,13 +64,12 @@ class ItemStats:
     year: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
-    def from_dataset(cls, data: object) -> ItemStats:
-        """From a `coachrec.data.Dataset` (its interaction counts and catalog years)."""
-        items = data.items.ids  # type: ignore[attr-defined]
-        counts = np.asarray(data.item_popularity(), dtype=np.float64)  # type: ignore[attr-defined]
-        popularity = {str(i): float(c) for i, c in zip(items, counts, strict=False)}
+    def from_dataset(cls, data: Dataset) -> ItemStats:
+        """From a dataset's interaction counts and catalog years."""
+        counts = np.asarray(data.item_popularity(), dtype=np.float64)
+        popularity = {str(i): float(c) for i, c in zip(data.items.ids, counts, strict=True)}
         year: dict[str, float] = {}
-        catalog = getattr(data, "catalog", None)
+        catalog = data.catalog
         if catalog is not None and "year" in catalog.frame.columns:
             for item, y in catalog.frame.select("item", "year").iter_rows():
                 if y is not None:
