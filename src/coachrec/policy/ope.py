@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from coachrec.policy.exploration import EpsilonGreedy, Greedy, SlatePolicy
+from coachrec.policy.exploration import EpsilonGreedy, Greedy, PlackettLuce, SlatePolicy
 
 ESTIMATORS = ("ips", "snips", "rips", "snrips", "iips", "dm", "dr", "sndr")
 NEEDS_MODEL = ("dm", "dr", "sndr")
@@ -384,6 +384,8 @@ def evaluate(
 
 def _unsupported_mass(log: SlateLog, target: SlatePolicy, t_scores: np.ndarray, logging: SlatePolicy,
                       l_scores: np.ndarray) -> float:  # fmt: skip
+    if (isinstance(logging, EpsilonGreedy) and logging.epsilon > 0) or isinstance(logging, PlackettLuce):
+        return 0.0  # every remaining candidate has positive probability at every slot
     available = log.pool.copy()
     rows = np.arange(len(log))
     mass = np.zeros(len(log))
