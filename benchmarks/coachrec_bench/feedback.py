@@ -263,9 +263,19 @@ def _pal_eta(name: str, eta: float, truth: Any, logs: dict[str, Any], served: di
             metrics["served_pctr_vs_ipw"] = round(served_pctr[label] / served_pctr["ipw (true propensities)"] - 1, 4)
             metrics["probseen_relative"] = np.round(seen / seen[0], 3).tolist()
             metrics["true_examination_relative"] = np.round(exam / exam[0], 3).tolist()
-        rows.append(row(f"pal: {label}", name, protocol, metrics))
+        rows.append(row(f"pal: {label}", name, protocol, _ordered(metrics)))
     _show(rows)
     return rows
+
+
+PAL_COLUMNS = ("eta", "ndcg@10_true", "pal_minus_this", "ci_low", "ci_high", "pauc", "click_loglik",
+               "true_preference_top10", "served_pctr_top10")  # fmt: skip
+"""The columns the report shows first (it shows nine); the rest follow in the JSON."""
+
+
+def _ordered(metrics: dict[str, Any]) -> dict[str, Any]:
+    first = {k: metrics[k] for k in PAL_COLUMNS if k in metrics}
+    return {**first, **{k: v for k, v in metrics.items() if k not in first}}
 
 
 def _scorers(fitted: dict[str, Any]) -> dict[str, Any]:
