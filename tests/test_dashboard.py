@@ -204,6 +204,9 @@ def test_sign_in_cookie_carries_the_key(client) -> None:
     assert r.status_code == 401 and "invalid API key" in r.text
     r = client.post("/ui/login", data={"key": KEYS["viewer"][1], "next": "/ui/failures"}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/ui/failures"
+    for elsewhere in ("//evil.example/x", "/\\evil.example", "https://evil.example"):
+        r = client.post("/ui/login", data={"key": KEYS["viewer"][1], "next": elsewhere}, follow_redirects=False)
+        assert r.headers["location"] == "/ui/traces"  # never off this server
     assert client.get("/ui/api/failures").status_code == 200
     client.post("/ui/logout")
     assert client.get("/ui/api/failures").status_code == 401

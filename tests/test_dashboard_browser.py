@@ -154,12 +154,12 @@ def test_filter_open_and_compare_traces(server, browser) -> None:
     assert trace_id in failing
     spans = page.locator("#spans details")
     assert spans.count() == len(filled.store.trace(trace_id))
+    _shot(page, "trace")
     retrieve = page.locator("#spans details", has_text="retrieve.itemknn")
     retrieve.locator("summary").click()
     assert "history" in retrieve.locator("pre").first.inner_text()  # its input, opened in place
     assert page.locator("#verdicts tr.fail", has_text="slate_complete").count() == 1
     assert page.locator("table.slate tbody tr").count() < 10  # the short slate as shown
-    _shot(page, "trace")
 
     page.goto(f"{base}/ui/traces")
     page.locator("input.pick").nth(0).check()

@@ -111,8 +111,11 @@ def judge_trust(review: ReviewStore | None, registry: Registry | None) -> list[d
                         "criterion": criterion,
                         "source": f"golden {info.set_name} v{info.version}",
                         "n": q.n,
-                        "kappa": None if math.isnan(q.kappa) else q.kappa,
-                        "ci": q.kappa_ci if q.kappa_ci and all(math.isfinite(v) for v in q.kappa_ci) else None,
+                        # fewer cases than MIN_CASES: a kappa and CI that would mean nothing are not shown
+                        "kappa": None if q.n < MIN_CASES or math.isnan(q.kappa) else q.kappa,
+                        "ci": q.kappa_ci
+                        if q.n >= MIN_CASES and q.kappa_ci and all(map(math.isfinite, q.kappa_ci))
+                        else None,
                         "may_gate": q.may_gate,
                         "why": q.reason() if q.n >= MIN_CASES else f"only {q.n} human-labelled slates (< {MIN_CASES})",
                     }

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import time
 from collections.abc import Mapping
 from importlib import resources
@@ -76,7 +77,7 @@ def _environment() -> jinja2.Environment:
         "" if ns is None else dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
     )
     env.filters["num"] = lambda v, d=3: "" if v is None else f"{v:.{d}f}"
-    env.filters["pretty"] = lambda v: json.dumps(v, indent=1, ensure_ascii=False)[:20000]
+    env.filters["pretty"] = _pretty
     return env
 
 
@@ -202,7 +203,7 @@ def dashboard_router(
         except HTTPException as exc:
             html = env.get_template("login.html").render(base=prefix, next=next, error=exc.detail)
             return HTMLResponse(html, status_code=exc.status_code)
-        target = next if next.startswith("/") and not next.startswith("//") else f"{prefix}/traces"
+        target = next if _local_path(next) else f"{prefix}/traces"
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(
             COOKIE, key, httponly=True, samesite="strict", secure=request.url.scheme == "https", path="/"
@@ -408,6 +409,18 @@ def dashboard_router(
         return {"champion": to}
 
     return router
+
+
+def _pretty(value: Any, limit: int = 20_000) -> str:
+    """Indented JSON with arrays of scalars kept on one line (item lists stay readable)."""
+    text = json.dumps(value, indent=1, ensure_ascii=False)
+    text = re.sub(r"\[([^\[\]{}]*)\]", lambda m: "[" + re.sub(r"\s*\n\s*", " ", m.group(1)).strip() + "]", text)
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _local_path(url: str) -> bool:
+    """A path on this server (so a sign-in link cannot redirect to another site)."""
+    return url.startswith("/") and not url.startswith(("//", "/\\")) and "\n" not in url and "\r" not in url
 
 
 def _slate_diff(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, Any]:
