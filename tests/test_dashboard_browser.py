@@ -169,6 +169,10 @@ def test_filter_open_and_compare_traces(server, browser) -> None:
     page.wait_for_url("**/ui/compare?a=*")
     assert page.locator("section.side").count() == 2
     assert page.locator("#side-A table.slate tbody tr").count() >= 1
+    _shot(page, "compare")
+    page.goto(f"{base}/ui/cost")
+    assert page.locator("#latency-plot canvas").count() == 1  # uPlot drew latency per tier
+    _shot(page, "cost")
     page.close()
 
 
