@@ -44,9 +44,12 @@ def read_slates(
     since_ns: int | None = None,
     explore_span: str = "policy.explore",
     rank_span: str = "rank",
+    sources: bool = True,
 ) -> SlateLog:
     """Every traced request with an exploration span, oldest first; rewards are the count of
-    `reward` events per (request, position) in the feedback log (0 without feedback)."""
+    `reward` events per (request, position) in the feedback log (0 without feedback).
+    `sources=False` skips the retrievers' scores (what a learned ranker's features need, not
+    the estimators): most of the reading time is parsing them."""
     store.flush()
     where, params = "", [rank_span, explore_span]
     params_all: list[object] = list(params)
@@ -82,7 +85,7 @@ def read_slates(
     # a slot the guardrail changed (and every slot after it) has no valid logged propensity
     valid = np.cumprod(valid | ~has_slot, axis=1).astype(bool) & has_slot
     propensity = np.where(valid, propensity, np.nan)
-    sources, names = _sources(df["ranked"], pool_items)
+    pool_sources, names = _sources(df["ranked"], pool_items) if sources else (None, ())
     request_id = df["request_id"].to_numpy().astype(object)
     log = SlateLog(
         request_id=request_id,
@@ -92,7 +95,7 @@ def read_slates(
         reward=np.zeros((n, k)),
         pool_items=pool_items,
         pool_scores=pool_scores,
-        pool_sources=sources,
+        pool_sources=pool_sources,
         source_names=names,
         shown_items=shown_items,
     )
