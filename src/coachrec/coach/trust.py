@@ -25,12 +25,14 @@ from coachrec.teacher import JudgeQuality, RelevanceCommittee, RelevanceConfig, 
 from coachrec.teacher.movielens import heldout_labels
 from coachrec.teacher.request_match import (
     CoMentionMember,
+    EmbeddingMember,
     MentionMember,
     RequestMatchCommittee,
     Turns,
     default_members,
     request_match_quality,
     request_turns,
+    seeker_texts,
 )
 
 
@@ -214,6 +216,8 @@ def measured_request_match(
     if not any(p.startswith("cal") for p, *_ in labelled) or not any(p == "ev" for p, *_ in labelled):
         raise ValueError("request_match: no labelled pairs in the calibration or the evaluation dialogs")
 
+    emb = next(m for m in members if isinstance(m, EmbeddingMember))
+    emb.encode(sorted({u for _, turns, *_ in labelled for u in emb.texts(turns) + seeker_texts(turns, emb.max_turns)}))
     features: dict[str, list[np.ndarray]] = {"cal": [], "ev": []}
     ys: dict[str, list[np.ndarray]] = {"cal": [], "ev": []}
     ev_dialogs: list[str] = []
