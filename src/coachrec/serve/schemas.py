@@ -82,8 +82,10 @@ def _integral(value: Any) -> Any:
     return value
 
 
-Integer = Annotated[int, BeforeValidator(_integral)]
-"""An int, or a float with an integral value (as JSON Schema's `integer`)."""
+Position = Annotated[int, Field(ge=0, le=MAX_POSITION), BeforeValidator(_integral)]
+"""A 0-based slot: an int, or a float with an integral value (as JSON Schema's `integer`). The
+bounds sit inside the Annotated, before the validator, so the schema says minimum/maximum."""
+SlateSize = Annotated[int, Field(ge=1, le=100), BeforeValidator(_integral)]
 
 
 class ErrorOut(BaseModel):
@@ -168,7 +170,7 @@ class RecommendIn(BaseModel):
     history: Ids | None = Field(
         None, max_length=MAX_HISTORY, description="item ids the user engaged with, oldest first"
     )
-    k: Integer = Field(10, ge=1, le=100, description="how many items to return")
+    k: SlateSize = Field(10, description="how many items to return")
     constraints: ConstraintsIn = Field(default_factory=ConstraintsIn)
     context: (
         Annotated[str, Field(max_length=MAX_CONTEXT_CHARS), _SAFE_SCHEMA]
@@ -268,7 +270,7 @@ class _EventIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     request_id: Id = Field(description="the request that showed the item")
     item: Id
-    position: Integer | None = Field(None, ge=0, le=MAX_POSITION, description="0-based slot the item was shown at")
+    position: Position | None = Field(None, description="0-based slot the item was shown at")
     value: float | None = Field(None, ge=-1e9, le=1e9, allow_inf_nan=False, description="a rating, or a watch fraction")
     user_id: Id | None = None
     time: float | None = Field(
@@ -284,7 +286,7 @@ class ImpressionIn(_EventIn):
     """The item was shown, at `position`."""
 
     kind: Literal["impression"]
-    position: Integer = Field(ge=0, le=MAX_POSITION, description="0-based slot the item was shown at")
+    position: Position = Field(description="0-based slot the item was shown at")
 
 
 class WatchIn(_EventIn):
