@@ -22,7 +22,7 @@ from coachrec.serve import FeedbackLog, Pipeline, RecommendRequest
 from coachrec.serve.auth import Authenticator
 from coachrec.serve.feedback import FeedbackEvent, feedback_path_for
 from coachrec.serve.pipeline import UnknownUserError
-from coachrec.teacher import CatalogView, Judge, cases_from_store, load_rubric, record
+from coachrec.teacher import CatalogView, Judge, cases_from_store, failure_report, load_rubric, record
 from coachrec.tracing import Tracer, TraceStore
 
 KEYS = {
@@ -254,6 +254,12 @@ def test_failures_and_cost_read_the_stores(client, filled) -> None:
     assert "short_slate" in modes
     m = modes["short_slate"]
     assert sum(p["failed"] for p in m["over_time"]) == m["count"] and m["by_span"]
+    ref = failure_report(filled.store)  # the teacher's own count, decoded in Python
+    assert [(r.name, r.criterion, r.count, r.judged, r.span, list(r.examples), r.why) for r in ref.modes] == [
+        (x["name"], x["criterion"], x["count"], x["judged"], x["span"], x["examples"][:3], x["why"])
+        for x in data["modes"]
+    ]
+    assert (data["judged_traces"], data["judge_versions"]) == (ref.judged_traces, ref.judge_versions)
     cost = client.get("/ui/api/cost", headers=key("viewer")).json()
     assert sum(p["requests"] for p in cost["series"]["no LLM"]) == len(filled.trace_ids) + 1
     detail = client.get(f"/ui/api/traces/{filled.trace_ids[0]}", headers=key("viewer")).json()
