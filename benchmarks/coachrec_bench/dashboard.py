@@ -152,6 +152,7 @@ def _time(client: Any, url: str, headers: dict[str, str], repeat: int) -> dict[s
         "p95_ms": round(samples[min(len(samples) - 1, int(0.95 * len(samples)))], 2),
         "min_ms": round(samples[0], 2),
         "load_1m": round(os.getloadavg()[0], 2),
+        "n": repeat,
     }
 
 
@@ -202,14 +203,15 @@ def bench_dashboard(
                 "trace page (JSON)": f"/ui/api/traces/{ids[len(ids) // 3]}",
                 "trace page (HTML)": f"/ui/traces/{ids[len(ids) // 3]}",
             }
-            for name, url in routes.items():
-                metrics = _time(client, url, headers, repeat)
+            slow = {"failure modes page (JSON: every verdict counted)": "/ui/api/failures"}
+            for name, url in {**routes, **slow}.items():
+                metrics = _time(client, url, headers, repeat if name in routes else max(3, repeat // 10))
                 rows.append(
                     row(
                         f"dashboard {name}",
                         f"{traces:,} traces ({spans:,} spans, {size_mb} MB DuckDB) copied from {seed_requests} served "
                         "ml-latest-small requests",
-                        f"server-side, in-process TestClient, {repeat} requests after one warm-up; p50/p95/min",
+                        f"server-side, in-process TestClient, {metrics['n']} requests after one warm-up; p50/p95/min",
                         {**metrics, "url": url},
                     )
                 )
