@@ -232,7 +232,10 @@ class TraceStore:
         cutoffs = []
         if policy.max_age is not None:
             cutoffs.append((now_ns or time.time_ns()) - int(policy.max_age.total_seconds() * 1e9))
-        if policy.max_spans is not None:
+        if (
+            policy.max_spans is not None
+            and con.execute("SELECT count(*) FROM spans").fetchall()[0][0] > policy.max_spans
+        ):
             rows = con.execute(  # fetchall: the writer's connection must hold no open result
                 "SELECT start_ns FROM spans ORDER BY start_ns DESC LIMIT 1 OFFSET ?", [policy.max_spans - 1]
             ).fetchall()
