@@ -264,6 +264,7 @@ def _pal_eta(name: str, eta: float, truth: Any, logs: dict[str, Any], served: di
             metrics["probseen_relative"] = np.round(seen / seen[0], 3).tolist()
             metrics["true_examination_relative"] = np.round(exam / exam[0], 3).tolist()
         rows.append(row(f"pal: {label}", name, protocol, _ordered(metrics)))
+    rows = rows[1:] + rows[:1]  # PAL last: the report takes its columns from the first rows (the paired CI)
     _show(rows)
     return rows
 
