@@ -590,8 +590,21 @@ def _print(results: dict[str, Any], summary: dict[str, Any], con: Any) -> None:
 
 
 def _report(out: Path, kept: list[Any]) -> None:
-    """The monitor report of one simulated system drift (Markdown + plots)."""
-    from coachrec.monitor.report import write_report
+    """The monitor report of one simulated system drift (Markdown + plots), its requests placed
+    on their simulated days (7 reference days, then 7 current ones)."""
+    from coachrec.monitor import Window
+    from coachrec.monitor.report import DAY_NS, write_report
 
     scenario, _, reference, current = next(k for k in kept if k[0] == "system:users")
-    write_report(out / "report", reference, current, title=f"Simulated drift: {scenario} (days 1-7 vs 8-14)")
+
+    def on_days(window: Any, first_day: int) -> Any:
+        per_day = max(window.n // 7, 1)
+        days = first_day + np.arange(window.n) // per_day
+        return Window(window.frame.with_columns(pl.Series("start_ns", days * DAY_NS, dtype=pl.Int64)))
+
+    write_report(
+        out / "report",
+        on_days(reference, 0),
+        on_days(current, 7),
+        title=f"Simulated drift: {scenario} (days 1-7 vs 8-14)",
+    )
