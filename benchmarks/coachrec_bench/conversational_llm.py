@@ -182,6 +182,63 @@ def api_cost_per_1k(conv: Any, model: str) -> float:
     return float((n_in.mean() * p_in + n_out * p_out) / 1e6 * 1000)
 
 
+def from_raw(conv: Any, base: dict[int, tuple[np.ndarray, np.ndarray]], raw: dict[str, Any]) -> dict[int, Any]:
+    """`run_llm`'s results rebuilt from saved LLM outputs and the (deterministic) base ranking."""
+    out: dict[int, Any] = {}
+    for key, r in raw.items():
+        t = int(key)
+        idx, score = base[t]
+        prev, _ = conv.mentions(np.asarray([t]))
+        seen = conv.column(np.asarray(prev[0], dtype=np.int64))
+        ok = ~np.isin(idx, seen[seen >= 0])
+        idx, score = idx[ok], score[ok]
+        head = np.asarray(r["head"], dtype=np.int64)
+        pos = {int(c): k for k, c in enumerate(idx.tolist())}
+        out[t] = {"idx": idx, "score": score, "head": head, "head_score": score[[pos[int(c)] for c in head]],
+                  "llm": np.asarray(r["llm"]), "ms": r["ms"], "input_tokens": r.get("input_tokens", -1),
+                  "latency_s": r["ms"] / 1000}  # fmt: skip
+    return out
+
+
+def _vs(a: Any, b: Any) -> dict[str, float]:
+    from coachrec.metrics.conversational import compare_paired
+
+    c = compare_paired(a, b, "recall@10", n_boot=2000, n_perm=5000)
+    return {"delta": round(c.delta, 4), "ci_low": round(c.ci_low, 4), "ci_high": round(c.ci_high, 4),
+            "p": round(c.p_value, 4), "n": c.n}  # fmt: skip
+
+
+def model_rows(
+    conv: Any, base: dict[int, tuple[np.ndarray, np.ndarray]], res: dict[int, Any], model: str, seed: int
+) -> list[Measured]:
+    """The LLM-free ranker on the turns `model` reranked, the LLM alone, and the chosen mix, each
+    mix also paired with the LLM-free ranker on the same targets (`vs_llm_free`)."""
+    from coachrec.llm.backend import Usage
+    from coachrec.llm.cost import TierPrice
+
+    price = TierPrice()
+    done = np.asarray(sorted(res), dtype=np.int64)
+    ms = np.asarray([res[int(t)]["ms"] for t in done])
+    cost = float(np.mean([price.cost(Usage(model, "rerank", 0, 0, res[int(t)]["latency_s"])) for t in done]))
+    tokens = [res[int(t)]["input_tokens"] for t in done]
+    common: dict[str, Any] = {"cost_per_1k_requests": round(cost * 1000, 5), "sample_turns": len(done), "model": model}
+    if min(tokens) >= 0:
+        common["input_tokens_mean"] = round(float(np.mean(tokens)), 1)
+    free = per_target(conv, {int(t): base[int(t)] for t in done})
+    only = per_target(conv, {int(t): _scores(res[int(t)], 1.0) for t in done})
+    chosen, picked = cross_fitted_blend(conv, res, seed)
+    mixed = per_target(conv, chosen)
+    return [
+        Measured(f"LLM-free ranker ({model}'s turns)", free, False, "the cross-fitted blend on the turns the "
+                 f"{model} reranker scored", extra={"cost_per_1k_requests": 0.0, "sample_turns": len(done)}),
+        Measured(f"+ LLM rerank ({model}), LLM only", only, False, f"the {model} one-pass reranker alone over the "
+                 f"LLM-free ranker's top {HEAD}", ms, extra=common | {"vs_llm_free": _vs(free, only)}),
+        Measured(f"+ LLM rerank ({model}), blend chosen", mixed, False, f"the {model} reranker's score mixed with "
+                 "the ranker's, LLM weight chosen on the other sampled half", ms,
+                 extra=common | {"llm_weight_per_half": picked, "vs_llm_free": _vs(free, mixed)}),
+    ]  # fmt: skip
+
+
 COMMAND = "coachrec bench conversational-llm"
 
 
@@ -192,13 +249,14 @@ def main(
     seed: int = 0,
     models: tuple[str, ...] = ("small", "medium"),
     budget_s: float = 1200.0,
+    raw_path: Path | None = None,
 ) -> Path:
+    """The rows; with `raw_path` (the LLM outputs a previous run saved beside the cache) the
+    models are not called again and the rows are rebuilt from those outputs."""
     from coachrec import datasets
     from coachrec.cli.console import RichProgress
     from coachrec.data.conversations import load_conversations
     from coachrec.data.linking import link_conversations
-    from coachrec.llm.backend import Usage
-    from coachrec.llm.cost import TierPrice
     from coachrec.metrics.conversational import DESCRIPTION, REFERENCE_FILES, load_reference, reference_path
     from coachrec_bench import conversational_goal as goal
     from coachrec_bench.conversational import REFERENCE_LABELS, default_data, measure_rows, show
@@ -216,31 +274,21 @@ def main(
         base.update(zip(f.held_turns.tolist(), scores, strict=True))
     all_turns = conv.turns["turn"].to_numpy()
     turns = np.sort(np.random.default_rng(seed).choice(all_turns, min(n_turns, len(all_turns)), replace=False))
-    price = TierPrice()
+    raw_in = json.loads(raw_path.read_text()) if raw_path is not None else None
     measured: list[Measured] = []
     measured.append(Measured("LLM-free ranker (same turns)", per_target(conv, {int(t): base[int(t)] for t in turns}),
                              False, "goal bench's cross-fitted blend over every signal, on the sampled turns",
                              extra={"cost_per_1k_requests": 0.0, "sample_turns": len(turns)}))  # fmt: skip
     raw: dict[str, Any] = {}
     for model in models:
-        progress.step(f"LLM reranker {model} on {len(turns)} sampled turns")
-        res = run_llm(conv, links, base, turns, model, progress, budget_s=budget_s)
-        done = np.asarray(sorted(res), dtype=np.int64)
-        ms = np.asarray([res[int(t)]["ms"] for t in done])
-        cost = float(np.mean([price.cost(Usage(model, "rerank", 0, 0, res[int(t)]["latency_s"])) for t in done]))
-        common = {"cost_per_1k_requests": round(cost * 1000, 5), "sample_turns": len(done),
-                  "input_tokens_mean": round(float(np.mean([res[int(t)]["input_tokens"] for t in done])), 1),
-                  "model": model}  # fmt: skip
-        only = per_target(conv, {int(t): _scores(res[int(t)], 1.0) for t in done})
-        text = f"the {model} one-pass reranker alone over the LLM-free ranker's top {HEAD}"
-        measured.append(Measured(f"+ LLM rerank ({model}), LLM only", only, False, text, ms, extra=common))
-        chosen, picked = cross_fitted_blend(conv, res, seed)
-        text = f"the {model} reranker's score mixed with the ranker's, LLM weight chosen on the other sampled half"
-        extra = common | {"llm_weight_per_half": picked}
-        measured.append(Measured(f"+ LLM rerank ({model}), blend chosen", per_target(conv, chosen), False, text, ms,
-                                 extra=extra))  # fmt: skip
-        raw[model] = {int(t): {"head": r["head"].tolist(), "llm": np.round(r["llm"], 4).tolist(), "ms": r["ms"]}
-                      for t, r in res.items()}  # fmt: skip
+        if raw_in is not None and model in raw_in:
+            res = from_raw(conv, base, raw_in[model])
+        else:
+            progress.step(f"LLM reranker {model} on {len(turns)} sampled turns")
+            res = run_llm(conv, links, base, turns, model, progress, budget_s=budget_s)
+        measured += model_rows(conv, base, res, model, seed)
+        raw[model] = {str(t): {"head": r["head"].tolist(), "llm": np.round(r["llm"], 4).tolist(), "ms": r["ms"],
+                               "input_tokens": r["input_tokens"]} for t, r in res.items()}  # fmt: skip
     refs = {}
     for model in REFERENCE_FILES:
         path = reference_path(folder / "reference", model)
@@ -260,7 +308,8 @@ def main(
     rows[0]["metrics"]["run"] = {"load_1m": round(os.getloadavg()[0], 2), "seed": seed}
     out = write("conversational_llm", rows)
     plot_cost(rows, out.parent / "conversational_cost.png")
-    Path(str(cache) + ".llm.json").write_text(json.dumps(raw))
+    if raw_path is None:
+        Path(str(cache) + ".llm.json").write_text(json.dumps(raw))
     show(rows, f"ReDial test, {len(turns)} sampled turns — LLM reranker rows")
     return out
 
@@ -279,8 +328,9 @@ def bench_conversational_llm(
     print(main(data, goal.default_cache(), turns, seed, budget_s=budget))
 
 
-if __name__ == "__main__":  # python -m coachrec_bench.conversational_llm [DATA|-] CACHE.pkl [N_TURNS]
+if __name__ == "__main__":  # python -m coachrec_bench.conversational_llm [DATA|-] CACHE.pkl [N_TURNS [RAW.json]]
     import sys
 
     a = sys.argv[1:]
-    print(main(Path(a[0]) if a and a[0] != "-" else None, Path(a[1]), int(a[2]) if len(a) > 2 else 80))
+    print(main(Path(a[0]) if a and a[0] != "-" else None, Path(a[1]), int(a[2]) if len(a) > 2 else 80,
+               raw_path=Path(a[3]) if len(a) > 3 else None))  # fmt: skip

@@ -56,12 +56,15 @@ def _timers(pipeline: Any, times: dict[str, list[float]]) -> None:
 
         return call
 
+    from coachrec.serve.stages import Retrieve
+
     for i, stage in enumerate(pipeline.stages):
         if stage.name == "understand":
             pipeline.stages[i] = _Timed(stage, timed("understand", stage.__call__))
-        for r in getattr(stage, "retrievers", []):
-            if r.name in TIMED:
-                r.retrieve = timed(r.name, r.retrieve)
+        if isinstance(stage, Retrieve):
+            for r in stage.retrievers:
+                if r.name in TIMED:
+                    r.retrieve = timed(r.name, r.retrieve)
 
 
 class _Timed:
@@ -109,6 +112,7 @@ def understanding_rows(requests: int = 300, seed: int = 0) -> list[dict[str, Any
     users = stack.models[0].users
     assert users is not None
     rng = np.random.default_rng(seed)
+    talk = [r["context"] for r in reqs if r["context"]]  # a turn the recommender opens has no words yet
     pipeline = stack.pipeline(Tracer(enabled=False))
     pipeline.warm()
     times: dict[str, list[float]] = {}
@@ -118,7 +122,7 @@ def understanding_rows(requests: int = 300, seed: int = 0) -> list[dict[str, Any
             RecommendRequest(user_id=str(users.ids[u]), k=10) for u in rng.choice(len(users), requests)
         ],
         "context: a ReDial conversation": [
-            RecommendRequest(context=reqs[i]["context"], k=10) for i in rng.choice(len(reqs), requests)
+            RecommendRequest(context=talk[i], k=10) for i in rng.choice(len(talk), requests)
         ],
         "context: a one-line message": [
             RecommendRequest(context=MESSAGES[i % len(MESSAGES)], k=10) for i in range(requests)
