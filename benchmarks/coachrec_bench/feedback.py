@@ -27,6 +27,15 @@ Parts:
   Relative error |V^ - V| / V per estimator (mean and spread over chunks), coachrec's beside
   Open Bandit Pipeline's estimators on the same arrays (run in its own venv, `--obp-python`),
   and seconds per 1M impressions for reading the trace store and for estimating.
+- `explore`: rounds of traffic per explorer (epsilon-greedy, Plackett-Luce, Beta Thompson and
+  its posterior-mean learner, LinUCB and its greedy learner), learners updated from each
+  round's logged clicks: catalogue coverage, Gini of impressions, intra-slate diversity, true
+  reward per round.
+
+OBP 0.5.7 declares Python < 3.11 and pins old packages; the figures used a side venv:
+`python3.11 -m venv V; V/bin/pip install torch==2.13.0 "numpy<2" "pandas<2" "scipy<1.12"
+"scikit-learn<1.4" matplotlib seaborn tqdm pyyaml mypy-extensions; V/bin/pip install --no-deps
+--ignore-requires-python obp==0.5.7`, then `--obp-python V/bin/python`.
 """
 
 from __future__ import annotations
