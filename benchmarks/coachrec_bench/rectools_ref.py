@@ -264,6 +264,7 @@ def bench_rectools(
     rows[0]["epochs_log"], rows[1]["epochs_log"] = rt["epochs"], model.train_log
     if rt["stopped_by"] == "deadline":
         rows[0]["name"] += f" (cut at {rectools_minutes:g} min, before early stopping)"
+        rows[2]["name"] += f" — RecTools cut after {len(rt['epochs'])} epoch(s): test deltas are no accuracy verdict"
     path = write("rectools", rows)
     for r in rows:
         console.print(r["name"], json.dumps(r["metrics"]))
