@@ -188,6 +188,7 @@ def bench_coach(
                 r = _row(result, requests, started)
                 r["metrics"] |= {"seed": seed, "iteration": it, "report": str(out / "report.md")}
                 rows.append(r)
+                write("coach", rows)  # after every iteration: a long run that stops keeps what it measured
                 console.print(f"{name} seed {seed} iteration {it}: {result.decision} (report in {out})")
                 if result.target_mode is None:
                     break
