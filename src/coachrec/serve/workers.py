@@ -330,7 +330,9 @@ def serve_workers(
         store_proc.terminate()
         raise RuntimeError("the store process did not start within 60 s (is another process holding the file?)")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on accepted sockets whose proto says
+    # TCP (checked: with proto 0 the accepted sockets keep Nagle on), as uvicorn's own binding has
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)
