@@ -30,7 +30,9 @@ def test_quickstart_fast_runs_the_whole_loop(tmp_path):
     llm_rows = [t for t in summary["tiers"] if t["tier"].startswith("teacher: LLM criteria")]
     assert llm_rows and "smollm2" in llm_rows[0]["tier"].lower()  # the real small model judged
     trust = {t["criterion"]: t for t in summary["trust"]}
-    assert trust["constraint_adherence"]["may_gate"] and not trust["request_match"]["may_gate"]
+    assert trust["constraint_adherence"]["may_gate"]
+    # request_match is judged by the committee calibrated on ReDial selection dialogs, measured on unused ones
+    assert "co-mention" in trust["request_match"]["why"] and trust["request_match"]["kappa"] is not None
     report = (out / "report.md").read_text()
     for section in ("Top failure modes", "Remedies tried", "Gate", "Latency and cost per tier"):
         assert section in report
