@@ -21,11 +21,11 @@ pipeline, and serves the one listening socket the parent opened. Every child die
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import tempfile
@@ -309,13 +309,19 @@ def serve_workers(
     sample_rate: float = 1.0,
     retention: Retention | None = DEFAULT_RETENTION,
     max_wait: float = 0.5,
-    on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Serve `stack` with `workers` HTTP processes over one store process until SIGTERM/SIGINT.
     `app_factory` builds each worker's app from its `Service`; it is pickled, so a module-level
     function (or a `functools.partial` of one)."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    stopping = threading.Event()  # handlers first: a SIGTERM during start-up still cleans up
+
+    def stop(*_: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     ctx = multiprocessing.get_context("spawn")
     folder = tempfile.mkdtemp(prefix="coachrec-store-")  # 0700: only this user reaches the socket
     address = str(Path(folder) / "store.sock")
@@ -328,6 +334,7 @@ def serve_workers(
     store_proc.start()
     if not ready.wait(60):
         store_proc.terminate()
+        shutil.rmtree(folder, ignore_errors=True)
         raise RuntimeError("the store process did not start within 60 s (is another process holding the file?)")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on accepted sockets whose proto says
@@ -345,15 +352,6 @@ def serve_workers(
     ]  # fmt: skip
     for p in procs:
         p.start()
-    stopping = threading.Event()
-
-    def stop(*_: object) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    if on_ready is not None:
-        on_ready()
     try:
         while not stopping.wait(0.5):
             dead = [p for p in procs if not p.is_alive()]
@@ -369,6 +367,4 @@ def serve_workers(
         store_proc.terminate()  # writes queued spans, closes both files
         store_proc.join(30)
         sock.close()
-        with contextlib.suppress(OSError):
-            os.remove(address)
-            os.rmdir(folder)
+        shutil.rmtree(folder, ignore_errors=True)  # the socket file and its folder
