@@ -91,6 +91,8 @@ def render(folder: Path) -> str:
     ]
     for f in files:
         parts.append(section(f.stem, json.loads(f.read_text())))
+        # a results file's plots (`NAME*.png` beside it) are shown under its tables
+        parts += [f"![{png.stem}](results/{png.name})\n" for png in sorted(folder.glob(f"{f.stem}*.png"))]
     return "\n".join(parts)
 
 
