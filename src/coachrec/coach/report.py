@@ -54,7 +54,7 @@ def _plots(result: LoopResult, out: Path) -> list[str]:
             ax.set_yticks(list(y), [f"{r.metric}\n({r.section}, {r.role})" for r in evidence])
             ax.set_xlabel("value (higher is better)")
             ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
-            ax.set_title("Evidence the candidate was not fitted to: human suggestions, later interactions")
+            ax.set_title("Independent evidence: human suggestions, later interactions")
             fig.tight_layout()
             fig.savefig(out / "independent_evidence.png", dpi=110)
             plt.close(fig)
