@@ -145,6 +145,27 @@ class BaseRecommender:
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         raise NotImplementedError
 
+    # -- models made of fitted parts (hybrid, blend) save each part under a key prefix ----------
+    @staticmethod
+    def _part_state(prefix: str, part: BaseRecommender) -> dict[str, np.ndarray]:
+        """`part`'s class, settings and state under `prefix/` keys, for `_restore_part`."""
+        meta = {"class": f"{type(part).__module__}:{type(part).__qualname__}", "config": part.get_params()}
+        state = {f"{prefix}/{k}": v for k, v in part._state().items()}
+        state[f"{prefix}/__meta"] = np.asarray(json.dumps(meta))
+        return state
+
+    def _restore_part(self, state: dict[str, np.ndarray], prefix: str) -> BaseRecommender:
+        """The part `_part_state(prefix, ...)` saved, sharing this model's ids and histories."""
+        meta = json.loads(str(state[f"{prefix}/__meta"]))
+        module, _, qual = meta["class"].partition(":")
+        cls = getattr(importlib.import_module(module), qual)
+        part: BaseRecommender = cls(cls.config_from_dict(meta["config"]))
+        part.items, part.users = self.items, self.users
+        part._hist_indptr, part._hist_items = self._hist_indptr, self._hist_items
+        head = f"{prefix}/"
+        part._set_state({k[len(head) :]: v for k, v in state.items() if k.startswith(head) and k != f"{head}__meta"})
+        return part
+
     # ------------------------------------------------------------------ public API
     @property
     def n_items(self) -> int:

@@ -10,9 +10,7 @@ the same data, so the blend costs no second training run.
 
 from __future__ import annotations
 
-import importlib
 import itertools
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -153,24 +151,10 @@ class SequentialBlend(BaseRecommender):
     def _state(self) -> dict[str, np.ndarray]:
         state: dict[str, np.ndarray] = {"weights": self.weights}
         for i, part in enumerate(self.parts):
-            meta = {"class": f"{type(part).__module__}:{type(part).__qualname__}", "config": part.get_params()}
-            state[f"part{i}/__meta"] = np.asarray(json.dumps(meta))
-            state.update({f"part{i}/{k}": v for k, v in part._state().items()})
+            state.update(self._part_state(f"part{i}", part))
         return state
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         self.weights = np.asarray(state["weights"], dtype=np.float32)
         self.weight_table = []
-        self.parts = []
-        for i in range(len(self.weights)):
-            prefix = f"part{i}/"
-            meta = json.loads(str(state[f"{prefix}__meta"]))
-            module, _, qual = meta["class"].partition(":")
-            cls = getattr(importlib.import_module(module), qual)
-            part = cls(cls.config_from_dict(meta["config"]))
-            part.items, part.users = self.items, self.users
-            part._hist_indptr, part._hist_items = self._hist_indptr, self._hist_items
-            part._set_state(
-                {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix) and k != f"{prefix}__meta"}
-            )
-            self.parts.append(part)
+        self.parts = [self._restore_part(state, f"part{i}") for i in range(len(self.weights))]

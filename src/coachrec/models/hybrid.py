@@ -11,8 +11,6 @@ those epochs (a checkpoint is the whole hybrid, content part included).
 
 from __future__ import annotations
 
-import importlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,14 +18,8 @@ import numpy as np
 
 from coachrec.data import Dataset
 from coachrec.models.base import BaseRecommender
+from coachrec.models.blend import znorm
 from coachrec.models.content import ContentModel
-
-
-def _znorm(x: np.ndarray) -> np.ndarray:
-    mu = x.mean(axis=1, keepdims=True)
-    sd = x.std(axis=1, keepdims=True)
-    out: np.ndarray = (x - mu) / np.where(sd > 0, sd, 1.0)
-    return out
 
 
 @dataclass
@@ -78,37 +70,23 @@ class Hybrid(BaseRecommender):
             del self.sequential._end_epoch
 
     def _score(self, histories: list[np.ndarray]) -> np.ndarray:
-        z_seq = _znorm(self.sequential.score(histories))
-        z_con = _znorm(self.content.score(histories))
+        z_seq = znorm(self.sequential.score(histories))
+        z_con = znorm(self.content.score(histories))
         w = np.float32(self.config.weight)
         out = (1 - w) * z_seq + w * z_con
         out[:, self.cold] = z_con[:, self.cold]
         return out.astype(np.float32, copy=False)
 
     def _state(self) -> dict[str, np.ndarray]:
-        state: dict[str, np.ndarray] = {"cold": self.cold}
-        for prefix, part in (("seq", self.sequential), ("content", self.content)):
-            meta = {"class": f"{type(part).__module__}:{type(part).__qualname__}", "config": part.get_params()}
-            state[f"{prefix}/__meta"] = np.asarray(json.dumps(meta))
-            state.update({f"{prefix}/{k}": v for k, v in part._state().items()})
-        return state
+        return {
+            "cold": self.cold,
+            **self._part_state("seq", self.sequential),
+            **self._part_state("content", self.content),
+        }
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         self.cold = state["cold"]
-        parts = []
-        for prefix in ("seq", "content"):
-            meta = json.loads(str(state[f"{prefix}/__meta"]))
-            module, _, qual = meta["class"].partition(":")
-            cls = getattr(importlib.import_module(module), qual)
-            part = cls(cls.config_from_dict(meta["config"]))
-            part.items, part.users = self.items, self.users
-            part._hist_indptr, part._hist_items = self._hist_indptr, self._hist_items
-            part._set_state(
-                {
-                    k[len(prefix) + 1 :]: v
-                    for k, v in state.items()
-                    if k.startswith(prefix + "/") and not k.endswith("/__meta")
-                }
-            )
-            parts.append(part)
-        self.sequential, self.content = parts
+        content = self._restore_part(state, "content")
+        if not isinstance(content, ContentModel):
+            raise ValueError(f"a saved hybrid's content part is a {type(content).__name__}, not a ContentModel")
+        self.sequential, self.content = self._restore_part(state, "seq"), content
