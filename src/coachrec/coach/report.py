@@ -20,45 +20,41 @@ def _plots(result: LoopResult, out: Path) -> list[str]:
     from matplotlib.ticker import MaxNLocator
 
     files = []
+
+    def before_after(rows: list[Any], labels: list[str], xlabel: str, title: str, name: str) -> None:
+        """Champion and candidate bars per gate row, saved as `name`."""
+        fig, ax = plt.subplots(figsize=(9, 0.6 * len(rows) + 1.8))
+        y = range(len(rows))
+        ax.barh([i + 0.2 for i in y], [r.champion for r in rows], height=0.4, label="champion", color="#999999")
+        ax.barh([i - 0.2 for i in y], [r.candidate for r in rows], height=0.4, label="candidate", color="#2b7bba")
+        ax.set_yticks(list(y), labels)
+        ax.set_xlabel(xlabel)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+        ax.set_title(title)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        files.append(name)
+
     if result.gate is not None:
-        rows = [r for r in result.gate.rows if r.metric.endswith(" rate") and (r.champion or r.candidate)]
-        if rows:
-            fig, ax = plt.subplots(figsize=(9, 0.6 * len(rows) + 1.8))
-            y = range(len(rows))
-            ax.barh(
-                [i + 0.2 for i in y], [r.champion for r in rows], height=0.4, label="champion (before)", color="#999999"
+        rates = [r for r in result.gate.rows if r.metric.endswith(" rate") and (r.champion or r.candidate)]
+        if rates:
+            before_after(
+                rates,
+                [f"{r.metric}\n({r.section})" for r in rates],
+                "share of judged requests with the failure",
+                "Failure-mode rates, same held-out requests",
+                "failure_rates.png",
             )
-            ax.barh(
-                [i - 0.2 for i in y],
-                [r.candidate for r in rows],
-                height=0.4,
-                label="candidate (after)",
-                color="#2b7bba",
-            )
-            ax.set_yticks(list(y), [f"{r.metric}\n({r.section})" for r in rows])
-            ax.set_xlabel("share of judged requests with the failure")
-            ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
-            ax.set_title("Failure-mode rates, same held-out requests")
-            fig.tight_layout()
-            fig.savefig(out / "failure_rates.png", dpi=110)
-            plt.close(fig)
-            files.append("failure_rates.png")
         evidence = [r for r in result.gate.rows if not r.metric.endswith(" rate")]
         if evidence:
-            fig, ax = plt.subplots(figsize=(9, 0.6 * len(evidence) + 1.8))
-            y = range(len(evidence))
-            ax.barh([i + 0.2 for i in y], [r.champion for r in evidence], height=0.4, label="champion", color="#999999")
-            ax.barh(
-                [i - 0.2 for i in y], [r.candidate for r in evidence], height=0.4, label="candidate", color="#2b7bba"
+            before_after(
+                evidence,
+                [f"{r.metric}\n({r.section}, {r.role})" for r in evidence],
+                "value (higher is better)",
+                "Independent evidence: human suggestions, later interactions",
+                "independent_evidence.png",
             )
-            ax.set_yticks(list(y), [f"{r.metric}\n({r.section}, {r.role})" for r in evidence])
-            ax.set_xlabel("value (higher is better)")
-            ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
-            ax.set_title("Independent evidence: human suggestions, later interactions")
-            fig.tight_layout()
-            fig.savefig(out / "independent_evidence.png", dpi=110)
-            plt.close(fig)
-            files.append("independent_evidence.png")
     gated = [t for t in result.tried if t.gate is not None]
     if gated:
         n_rows = max(len(t.gate.rows) for t in gated if t.gate)
