@@ -271,7 +271,27 @@ def query_encoder(
         return _ENCODERS[key]
 
 
-class SemanticRetriever:
+class _CatalogScores:
+    """A retriever from one score per catalog item (`_scores`, None when the request gives
+    nothing to score by): its top `n` allowed items, and the score of any candidate."""
+
+    n: int
+
+    def _scores(self, ctx: RequestContext) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def retrieve(self, ctx: RequestContext) -> tuple[np.ndarray, np.ndarray]:
+        scores = self._scores(ctx)
+        if scores is None:
+            return np.zeros(0, np.int64), np.zeros(0)
+        return top_allowed(scores, ctx.allowed, self.n)
+
+    def score_items(self, ctx: RequestContext, idx: np.ndarray) -> np.ndarray | None:
+        scores = self._scores(ctx)
+        return None if scores is None else scores[np.asarray(idx, dtype=np.int64)]
+
+
+class SemanticRetriever(_CatalogScores):
     """The `n` allowed items whose text is closest (cosine) to the request's words.
 
     A request without text retrieves nothing. Item embeddings are computed on first use (or
@@ -370,16 +390,6 @@ class SemanticRetriever:
         ctx.attributes["semantic.scores"] = scores
         return scores
 
-    def retrieve(self, ctx: RequestContext) -> tuple[np.ndarray, np.ndarray]:
-        scores = self._scores(ctx)
-        if scores is None:
-            return np.zeros(0, np.int64), np.zeros(0)
-        return top_allowed(scores, ctx.allowed, self.n)
-
-    def score_items(self, ctx: RequestContext, idx: np.ndarray) -> np.ndarray | None:
-        scores = self._scores(ctx)
-        return None if scores is None else scores[np.asarray(idx, dtype=np.int64)]
-
     def reasons(self, ctx: RequestContext, idx: np.ndarray) -> list[str]:
         words = (
             ctx.intent.request_text if ctx.intent is not None else (ctx.turns[-1].text if ctx.turns else "")
@@ -390,7 +400,7 @@ class SemanticRetriever:
         return [text] * len(idx)
 
 
-class MentionedRetriever:
+class MentionedRetriever(_CatalogScores):
     """Items whose text is closest to the titles the request names: the recency-weighted mean
     of the named titles' embeddings (the last named weighs most) against every item's, the
     same item embeddings as `SemanticRetriever`. Unlike item-kNN it needs no interactions, so
@@ -422,16 +432,6 @@ class MentionedRetriever:
         scores: np.ndarray = np.asarray(emb @ (v / norm).astype(np.float32), dtype=np.float64)
         ctx.attributes["mentioned.scores"] = scores
         return scores
-
-    def retrieve(self, ctx: RequestContext) -> tuple[np.ndarray, np.ndarray]:
-        scores = self._scores(ctx)
-        if scores is None:
-            return np.zeros(0, np.int64), np.zeros(0)
-        return top_allowed(scores, ctx.allowed, self.n)
-
-    def score_items(self, ctx: RequestContext, idx: np.ndarray) -> np.ndarray | None:
-        scores = self._scores(ctx)
-        return None if scores is None else scores[np.asarray(idx, dtype=np.int64)]
 
     def reasons(self, ctx: RequestContext, idx: np.ndarray) -> list[str]:
         named = np.asarray(ctx.intent.liked if ctx.intent is not None else [], dtype=np.int64)
