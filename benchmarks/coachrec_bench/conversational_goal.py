@@ -49,6 +49,7 @@ from coachrec_bench.conversational_stages import (
     _positives,
     _rows,
     collect,
+    mention_content,
     requests,
 )
 
@@ -115,19 +116,9 @@ def build(conv: Any, links: Any, *, folds: int = 2, seed: int = 0, tune: bool = 
     n_items = len(catalog)
     col_emb = embed_texts(_candidate_texts(conv, links, catalog))
     records = _records(conv, links, catalog)
-    prev, ages = conv.mentions(conv.turns["turn"].to_numpy())
-    row_of_turn = {int(t): i for i, t in enumerate(conv.turns["turn"].to_list())}
     text_names = sig.source_names  # itemknn, pop, intent, semantic, mentioned
 
-    def content_vector(turn: int) -> np.ndarray | None:
-        r = row_of_turn[int(turn)]
-        c = conv.column(prev[r])
-        keep = c >= 0
-        if not keep.any():
-            return None
-        w = np.power(0.8, np.asarray(ages[r], dtype=np.float64)[keep]).astype(np.float32)
-        v = w @ col_emb[c[keep]]
-        return v / max(float(np.linalg.norm(v)), 1e-12)
+    content_vector = mention_content(conv, col_emb)
 
     def candidate_sets(turns: np.ndarray, comention: np.ndarray, served_co: Any) -> list[Any]:
         rows = _rows(sig, conv, turns)

@@ -46,6 +46,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -366,19 +367,7 @@ def measure(
     # weights learned on the other fold
     text_names = (*sig.source_names, "semantic-candidates")
     names = ("co-mention", "content", *text_names)
-    prev, ages = conv.mentions(all_turns_of(conv))
-    row_of_turn = {int(t): i for i, t in enumerate(conv.turns["turn"].to_list())}
-
-    def content_vector(turn: int) -> np.ndarray | None:
-        """Recency-weighted mean text embedding of the movies annotated as mentioned so far."""
-        r = row_of_turn[int(turn)]
-        c = conv.column(prev[r])
-        keep = c >= 0
-        if not keep.any():
-            return None
-        w = np.power(0.8, np.asarray(ages[r], dtype=np.float64)[keep]).astype(np.float32)
-        v = w @ col_emb[c[keep]]
-        return v / max(float(np.linalg.norm(v)), 1e-12)
+    content_vector = mention_content(conv, col_emb)
 
     def candidate_sets(turns: np.ndarray, comention: np.ndarray) -> list[Any]:
         """Each turn's candidates (the union of every signal's top 200) with every signal's score."""
@@ -483,6 +472,25 @@ def measure(
         )
         measured.append(Measured(name, pt, False, text, lat_ms, None, extra))
     return measured, info
+
+
+def mention_content(conv: Any, col_emb: np.ndarray) -> Callable[[int], np.ndarray | None]:
+    """Per turn: the recency-weighted (0.8 per utterance back) mean text embedding of the movies
+    annotated as mentioned so far, normalised; None when none is in the candidate set."""
+    prev, ages = conv.mentions(all_turns_of(conv))
+    row_of_turn = {int(t): i for i, t in enumerate(conv.turns["turn"].to_list())}
+
+    def content_vector(turn: int) -> np.ndarray | None:
+        r = row_of_turn[int(turn)]
+        c = conv.column(prev[r])
+        keep = c >= 0
+        if not keep.any():
+            return None
+        w = np.power(0.8, np.asarray(ages[r], dtype=np.float64)[keep]).astype(np.float32)
+        v = w @ col_emb[c[keep]]
+        return np.asarray(v / max(float(np.linalg.norm(v)), 1e-12))
+
+    return content_vector
 
 
 def all_turns_of(conv: Any) -> np.ndarray:
