@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
 from coachrec.serve.auth import (
+    GENERATED_KEY_NAME,
     SCOPES,
     AuthConfigError,
     Authenticator,
@@ -130,27 +136,88 @@ def test_insecure_mode_is_explicit_and_excludes_keys() -> None:
         require("everything")
 
 
-def test_start_up_policy_refuses_public_hosts_without_keys_and_warns_on_loopback() -> None:
-    with pytest.raises(AuthConfigError, match="refusing to serve on 0.0.0.0"):
-        for_server("0.0.0.0", environ={})
-    auth, warning = for_server("0.0.0.0", insecure_no_auth=True, environ={})
-    assert auth.insecure_no_auth and warning and "reachable from other machines" in warning
-    auth, warning = for_server("127.0.0.1", environ={})
-    assert auth.insecure_no_auth and warning and "no API keys configured" in warning
-    auth, warning = for_server("0.0.0.0", environ={"COACHREC_API_KEYS": f"a:read:{ALICE}"})
-    assert auth.configured and warning is None
-    with pytest.raises(AuthConfigError, match="insecure-no-auth"):
-        for_server("::1", insecure_no_auth=True, environ={"COACHREC_API_KEYS": f"a:read:{ALICE}"})
+def test_start_up_without_keys_generates_one_and_no_auth_is_explicit() -> None:
+    started = for_server("0.0.0.0", environ={})
+    key = started.generated_key
+    assert key and len(key) >= 40 and started.warning is None and not started.auth.insecure_no_auth
+    assert started.auth.authenticate(key) == Principal(GENERATED_KEY_NAME, SCOPES)
+    assert for_server("127.0.0.1", environ={}).generated_key != key  # fresh per run
+    client = app_with(started.auth)
+    assert client.post("/annotate").status_code == 401
+    assert client.post("/annotate", headers={"X-API-Key": key}).json() == {"reviewer": GENERATED_KEY_NAME}
+    opened = for_server("0.0.0.0", no_auth=True, environ={})
+    assert opened.auth.insecure_no_auth and opened.generated_key is None
+    assert opened.warning and "--no-auth" in opened.warning and "reachable from other machines" in opened.warning
+    assert "this machine" in (for_server("127.0.0.1", no_auth=True, environ={}).warning or "")
+    configured = for_server("0.0.0.0", environ={"COACHREC_API_KEYS": f"a:read:{ALICE}"})
+    assert configured.auth.configured and configured.warning is None and configured.generated_key is None
+    with pytest.raises(AuthConfigError, match="--no-auth given while API keys are configured"):
+        for_server("::1", no_auth=True, environ={"COACHREC_API_KEYS": f"a:read:{ALICE}"})
     assert is_loopback("::1") and is_loopback("localhost") and is_loopback("127.0.0.2") and not is_loopback("0.0.0.0")
     assert allowed_hosts_for("127.0.0.1") == ["localhost", "127.0.0.1", "[::1]"]
     assert allowed_hosts_for("0.0.0.0") == ["*"]
 
 
-def test_coachrec_serve_refuses_a_public_host_without_keys_before_loading_anything() -> None:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serve(args: list[str], stderr: Path) -> subprocess.Popen[bytes]:
     cli = Path(sys.executable).with_name("coachrec")
-    env = {"PATH": str(cli.parent), "HOME": "/tmp"}
-    done = subprocess.run(
-        [str(cli), "serve", "--host", "0.0.0.0", "--port", "9"], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 2, done.stderr
-    assert "refusing to serve on 0.0.0.0 without API keys" in done.stderr
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COACHREC_API_KEY")}
+    with stderr.open("wb") as err:
+        return subprocess.Popen([str(cli), "serve", *args], env=env, stdout=subprocess.DEVNULL, stderr=err)
+
+
+def _healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise AssertionError(f"server not healthy in 120 s: {log.read_text()}")
+
+
+@pytest.mark.slow
+def test_coachrec_serve_without_keys_prints_a_generated_key_that_guards_every_route(ml_small, tmp_path) -> None:
+    from coachrec.models import create
+
+    model = create("pop").fit(ml_small).save(tmp_path / "pop")
+    port, log = _free_port(), tmp_path / "serve.err"
+    url = f"http://127.0.0.1:{port}"
+    proc = _serve(["--port", str(port), "--model-path", str(model), "--db", str(tmp_path / "t.duckdb")], log)
+    try:
+        _healthy(url, proc, log)
+        found = re.search(r"generated one with every scope:\n\s+(\S+)\n", log.read_text())
+        assert found, log.read_text()
+        key = found.group(1)
+        body = {"user_id": "1", "k": 3}
+        assert httpx.post(f"{url}/v1/recommend", json=body, timeout=10).status_code == 401
+        assert httpx.get(f"{url}/v1/traces", timeout=10).status_code == 401
+        assert httpx.post(f"{url}/v1/recommend", json=body, headers={"X-API-Key": "x" * 43}).status_code == 401
+        r = httpx.post(f"{url}/v1/recommend", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        assert r.status_code == 200 and len(r.json()["items"]) == 3
+        assert httpx.get(f"{url}/v1/traces", headers={"X-API-Key": key}, timeout=10).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_coachrec_serve_no_auth_warns_before_loading_anything(tmp_path) -> None:
+    log = tmp_path / "serve.err"
+    proc = _serve(["--no-auth", "--host", "0.0.0.0", "--port", str(_free_port()), "--db", str(tmp_path / "t.db")], log)
+    try:
+        deadline = time.monotonic() + 60
+        while "loading models" not in log.read_text() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        text = log.read_text()
+        assert "WARNING: --no-auth" in text and "reachable from other machines" in text, text
+        assert "generated one" not in text
+    finally:
+        proc.kill()
+        proc.wait(30)

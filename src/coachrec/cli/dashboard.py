@@ -22,10 +22,12 @@ def dashboard(
     ),
     host: str = typer.Option("127.0.0.1", help="interface to listen on"),
     port: int = typer.Option(8080, help="TCP port"),
-    insecure_no_auth: bool = typer.Option(
+    no_auth: bool = typer.Option(
         False,
+        "--no-auth",
         "--insecure-no-auth",
-        help="serve without API keys (every page and action open); required on a non-loopback host without keys",
+        help="serve without API keys, every page and action open (local demos; prints a warning). Without it and "
+        "without configured keys, a key is generated for the run and printed",
     ),
     allowed_host: list[str] = typer.Option(
         [], "--allowed-host", help="a Host header to accept (repeatable); a loopback server accepts loopback names"
@@ -40,20 +42,24 @@ def dashboard(
     """
     import uvicorn
 
+    from coachrec.cli.serve import url_of
     from coachrec.coach.registry import Registry
     from coachrec.dashboard import dashboard_app, titles_of
     from coachrec.review import ReviewStore, review_path_for
-    from coachrec.serve.auth import AuthConfigError, allowed_hosts_for, for_server
+    from coachrec.serve.auth import AuthConfigError, allowed_hosts_for, for_server, generated_key_notice
     from coachrec.serve.feedback import FeedbackLog, feedback_path_for
     from coachrec.tracing import TraceStore, TraceStoreError, default_db_path
 
     try:
-        auth, warning = for_server(host, insecure_no_auth=insecure_no_auth)
+        started = for_server(host, no_auth=no_auth)
     except AuthConfigError as exc:
         typer.echo(f"coachrec dashboard: {exc}", err=True)
         raise typer.Exit(2) from None
-    if warning:
-        typer.echo(warning, err=True)
+    auth = started.auth
+    if started.warning:
+        typer.echo(started.warning, err=True)
+    if started.generated_key:
+        typer.echo(generated_key_notice(started.generated_key, url_of(host, port)), err=True)
     path = db or default_db_path()
     if not path.exists():
         typer.echo(f"coachrec dashboard: no trace store at {path}", err=True)

@@ -35,6 +35,14 @@ def worker_app(settings: WorkerApp, service: Service) -> Any:
     return create_app(service, auth=auth, allowed_hosts=list(settings.hosts), max_body=settings.max_body)
 
 
+def url_of(host: str, port: int) -> str:
+    """The URL a local client reaches a server listening on `host` at (a wildcard host: loopback)."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}"
+
+
 def serve(
     host: str = typer.Option("127.0.0.1", help="interface to listen on"),
     port: int = typer.Option(8000, help="TCP port"),
@@ -76,10 +84,12 @@ def serve(
     llm_explain: bool = typer.Option(
         False, "--llm-explain", help="let the small model phrase the (fact-checked) reasons; slow on CPU"
     ),
-    insecure_no_auth: bool = typer.Option(
+    no_auth: bool = typer.Option(
         False,
+        "--no-auth",
         "--insecure-no-auth",
-        help="serve without API keys (every route open); required to start on a non-loopback host without keys",
+        help="serve without API keys, every route open (local demos; prints a warning). Without it and without "
+        "configured keys, a key is generated for the run and printed",
     ),
     allowed_host: list[str] = typer.Option(
         [],
@@ -117,7 +127,8 @@ def serve(
 
     API keys with scopes (recommend, ingest, read, review, publish, admin) come from
     $COACHREC_API_KEYS (`name:scope1,scope2:key;...`) or $COACHREC_API_KEYS_FILE (JSON/TOML).
-    Without keys the server refuses a non-loopback host and warns on loopback.
+    Without keys it generates one for the run (every scope) and prints it, as Jupyter prints its
+    token; `--no-auth` serves open instead, with a warning.
     """
     from dataclasses import replace
     from datetime import timedelta
@@ -127,20 +138,23 @@ def serve(
     from coachrec.app import create_app, resolve_stack
     from coachrec.review import ReviewStore, review_path_for
     from coachrec.serve import Service
-    from coachrec.serve.auth import AuthConfigError, allowed_hosts_for, for_server
+    from coachrec.serve.auth import AuthConfigError, allowed_hosts_for, for_server, generated_key_notice
     from coachrec.serve.limits import RateLimit
     from coachrec.serve.llm_stages import LLMServeConfig
     from coachrec.tracing.store import Retention
 
     try:
         limit = RateLimit(rate_limit, max(1, int(2 * rate_limit))) if rate_limit else None
-        auth, warning = for_server(host, insecure_no_auth=insecure_no_auth, rate_limit=limit)
+        started = for_server(host, no_auth=no_auth, rate_limit=limit)
     except AuthConfigError as exc:
         typer.echo(f"coachrec serve: {exc}", err=True)
         raise typer.Exit(2) from None
-    if warning:
-        bar = "!" * min(100, len(warning))
-        typer.echo(f"{bar}\n{warning}\n{bar}", err=True)
+    auth = started.auth
+    if started.warning:
+        bar = "!" * min(100, len(started.warning))
+        typer.echo(f"{bar}\n{started.warning}\n{bar}", err=True)
+    if started.generated_key:
+        typer.echo(generated_key_notice(started.generated_key, url_of(host, port)), err=True)
 
     llm_config = None
     if llm is not None:
@@ -155,7 +169,6 @@ def serve(
     if overrides:
         stack.config = replace(stack.config, **overrides)
         stack.source += f" (pipeline settings overridden: {overrides})"
-    retention = Retention(max_age=timedelta(days=trace_days), max_spans=trace_max_spans)
     hosts = allowed_hosts_for(host, allowed_host)
     retention = Retention(max_age=timedelta(days=trace_days), max_spans=trace_max_spans)
     if workers > 1:

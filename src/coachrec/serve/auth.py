@@ -12,10 +12,10 @@ Interface (what routers build on):
     Authenticator(keys)         the app's key set, put on `app.state.auth` by `coachrec.app.create_app`;
                                 `Authenticator.from_env()`, `Authenticator.insecure()` (every caller
                                 is `anonymous` with every scope: only with an explicit opt-in)
-    for_server(host, insecure_no_auth=...)
-                                the start-up policy: keys from the environment; with none, refuse a
-                                non-loopback host (AuthConfigError) unless `insecure_no_auth`, and on
-                                loopback run open with a loud warning
+    for_server(host, no_auth=...) -> ServerAuth(auth, warning, generated_key)
+                                the start-up policy: keys from the environment; with none, a random
+                                key with every scope generated for the run (printed, as Jupyter prints
+                                its token), or open with a warning on an explicit `--no-auth`
     allowed_hosts_for(host)     the Host-header allowlist (DNS rebinding): loopback names for a
                                 loopback server
 
@@ -37,8 +37,8 @@ Keys are configured, in this order, from:
 A caller sends its key as `X-API-Key: KEY` or `Authorization: Bearer KEY`. Keys are held as
 SHA-256 digests and compared with `hmac.compare_digest` against every configured digest (no
 early exit), so the comparison time does not depend on which key, or how much of one, matched.
-With no key configured and no explicit opt-in every guarded route answers 401: nothing is open by
-accident.
+An app with no key configured and no explicit opt-in answers 401 on every guarded route; a server
+started without keys generates one: nothing is open by accident.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ import ipaddress
 import json
 import math
 import os
+import secrets
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -243,7 +244,7 @@ class Authenticator:
         if not self.keys:
             raise _unauthorized(
                 "no API keys are configured on this server, so every guarded route is closed: "
-                "set COACHREC_API_KEYS (name:scopes:key) or start with --insecure-no-auth"
+                "set COACHREC_API_KEYS (name:scopes:key) or start with --no-auth"
             )
         if not key:
             raise _unauthorized("missing API key: send X-API-Key: KEY or Authorization: Bearer KEY")
@@ -321,38 +322,58 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+GENERATED_KEY_NAME = "generated"
+"""The principal of the key `coachrec serve` generates when none is configured (every scope)."""
+
+
+@dataclass(frozen=True)
+class ServerAuth:
+    """What a server starts with: its authenticator, a warning to print, and the key it generated."""
+
+    auth: Authenticator
+    warning: str | None = None
+    generated_key: str | None = None
+    """Set when no key was configured: print it (as Jupyter prints its token); it is held only as a digest."""
+
+
 def for_server(
     host: str,
     *,
-    insecure_no_auth: bool = False,
+    no_auth: bool = False,
     environ: Mapping[str, str] | None = None,
     rate_limit: RateLimit | None = None,
-) -> tuple[Authenticator, str | None]:
-    """The authenticator `coachrec serve` starts with, and a warning to print (or None).
+) -> ServerAuth:
+    """The authentication `coachrec serve` and `coachrec dashboard` start with.
 
-    With keys configured: those keys. Without: on a non-loopback host, AuthConfigError unless
-    `insecure_no_auth`; on loopback, open to every local caller with a loud warning.
+    With keys configured: those keys. Without: a fresh random key with every scope, generated for
+    this run (the caller prints it), so the server is never open by accident. `no_auth` (the
+    explicit `--no-auth` of a local demo) opens every route, with a warning.
     """
     keys = Authenticator.from_env(environ).keys
     if keys:
-        if insecure_no_auth:
-            raise AuthConfigError("--insecure-no-auth given while API keys are configured; drop one of them")
-        return Authenticator(keys, rate_limit=rate_limit), None
-    open_auth = Authenticator((), insecure_no_auth=True, rate_limit=rate_limit)
-    if insecure_no_auth:
-        where = "loopback" if is_loopback(host) else f"{host}, reachable from other machines"
-        return open_auth, (
-            f"WARNING: --insecure-no-auth: every route is open to anyone who can reach {where}, "
-            "including traces that quote users' histories"
+        if no_auth:
+            raise AuthConfigError("--no-auth given while API keys are configured; drop one of them")
+        return ServerAuth(Authenticator(keys, rate_limit=rate_limit))
+    if no_auth:
+        where = "this machine" if is_loopback(host) else f"{host}, reachable from other machines"
+        return ServerAuth(
+            Authenticator((), insecure_no_auth=True, rate_limit=rate_limit),
+            f"WARNING: --no-auth: every route, traces and review included, is open to every caller on {where}. "
+            "For local demos only.",
         )
-    if not is_loopback(host):
-        raise AuthConfigError(
-            f"refusing to serve on {host} without API keys: set COACHREC_API_KEYS (name:scope1,scope2:key; "
-            f"scopes {', '.join(sorted(SCOPES))}) or COACHREC_API_KEYS_FILE, or pass --insecure-no-auth"
-        )
-    return open_auth, (
-        "WARNING: no API keys configured (COACHREC_API_KEYS): every route, traces and review included, is open to "
-        f"every process on this machine ({host}). Set keys before exposing this server."
+    key = secrets.token_urlsafe(32)
+    principal = Principal(GENERATED_KEY_NAME, SCOPES)
+    return ServerAuth(Authenticator([ApiKey(principal, _digest(key))], rate_limit=rate_limit), generated_key=key)
+
+
+def generated_key_notice(key: str, url: str) -> str:
+    """The lines that show a generated key, and how to use or replace it."""
+    return (
+        "coachrec: no API keys configured, so this run generated one with every scope:\n"
+        f"    {key}\n"
+        f"  send it as `X-API-Key: {key}` (or `Authorization: Bearer ...`); sign in to {url}/ui/login with it.\n"
+        '  Set your own scoped keys with COACHREC_API_KEYS="name:scope1,scope2:key;..." (or COACHREC_API_KEYS_FILE);\n'
+        "  --no-auth serves without keys (local demos only)."
     )
 
 
