@@ -38,11 +38,14 @@ from torch.nn import functional as F
 
 from coachrec.data import Dataset
 from coachrec.models.base import BaseRecommender
+from coachrec.models.state_cache import StateCache, prefix_keys
 from coachrec.models.training import fit_epochs
 
 LOSSES = ("cross-entropy", "bpr-max")
 #: output bias of items that had no training event (see `GRU4Rec._silence_untrained`)
 UNTRAINED_BIAS = -1e4
+#: how many events past a cached history prefix a served request looks back for it
+PREFIX_LOOKBACK = 64
 
 
 @dataclass
@@ -406,6 +409,9 @@ class GRU4Rec(BaseRecommender):
         self.epoch_losses: list[float] = []
         self.train_log: list[dict[str, Any]] = []
         self._untrained: np.ndarray | None = None
+        #: hidden states (every layer) after served histories: one history scored at a time
+        #: continues from its longest cached prefix (None: off; scores are the same either way)
+        self.state_cache: StateCache[tuple[torch.Tensor, ...]] | None = StateCache()
 
     @contextlib.contextmanager
     def _threads(self) -> Iterator[None]:
@@ -423,6 +429,15 @@ class GRU4Rec(BaseRecommender):
 
     # ------------------------------------------------------------------ training
     def _fit(self, data: Dataset) -> None:
+        cache, self.state_cache = self.state_cache, None  # validation mid-training must not cache states
+        try:
+            self._fit_net(data)
+        finally:
+            if cache is not None:
+                cache.clear()
+            self.state_cache = cache
+
+    def _fit_net(self, data: Dataset) -> None:
         cfg = self.config
         with self._threads():
             torch.manual_seed(cfg.seed)  # dropout draws from the global generator
@@ -591,13 +606,41 @@ class GRU4Rec(BaseRecommender):
             out[torch.from_numpy(idx)] = H[-1]
         return out
 
+    @torch.no_grad()
+    def cached_final_hidden(self, history: np.ndarray, cache: StateCache[tuple[torch.Tensor, ...]]) -> torch.Tensor:
+        """`final_hidden([history])`, continuing from the hidden state after the longest prefix
+        of `history` in `cache` (looked for up to PREFIX_LOOKBACK events back) and caching the
+        state after the whole history. Each step is the same batch-of-one computation as
+        `final_hidden`'s, so the result is identical."""
+        net = self.net
+        assert net is not None
+        if not len(history):
+            return torch.zeros(1, self.config.layers[-1])
+        shortest = len(history) - PREFIX_LOOKBACK
+        keys = prefix_keys(history, shortest)
+        found = cache.longest(keys)
+        if found is None:
+            done, H = 0, [torch.zeros(1, d) for d in self.config.layers]
+        else:
+            done, H = max(0, shortest) + found[0], list(found[1])
+        if done < len(history):
+            table = net.input_table()
+            seq = torch.from_numpy(np.ascontiguousarray(history, dtype=np.int64))
+            for t in range(done, len(history)):
+                net.hidden(table.index_select(0, seq[t : t + 1]), H, training=False)
+            cache.put(keys[-1], tuple(H))
+        return H[-1]
+
     def _score(self, histories: list[np.ndarray]) -> np.ndarray:
         assert self.net is not None
         # like the official code, histories skip items the model never trained on
         trained = (self.net.By != UNTRAINED_BIAS).numpy()
         histories = [h[trained[h]] for h in histories]
         with self._threads():
-            h = self.final_hidden(histories)
+            if len(histories) == 1 and self.state_cache is not None:  # serving: one request
+                h = self.cached_final_hidden(histories[0], self.state_cache)
+            else:
+                h = self.final_hidden(histories)
             return torch.addmm(self.net.By, h, self.net.Wy.T).numpy().astype(np.float32, copy=False)
 
     # ------------------------------------------------------------------ persistence
@@ -612,6 +655,8 @@ class GRU4Rec(BaseRecommender):
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         assert self.items is not None
         n_items = len(self.items)
+        if self.state_cache is not None:
+            self.state_cache.clear()
         self.net = _Net(n_items, self.config, torch.Generator().manual_seed(0))
         self.net.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()})
         self.net.eval()

@@ -31,6 +31,7 @@ from torch import nn
 
 from coachrec.data import Dataset
 from coachrec.models.base import BaseRecommender
+from coachrec.models.state_cache import StateCache, history_key
 from coachrec.models.training import adam_epochs, torch_setup
 
 LOSSES = ("bce", "ce", "sampled-ce")
@@ -204,6 +205,8 @@ class SASRec(BaseRecommender):
         if c.loss not in LOSSES:
             raise ValueError(f"sasrec: loss must be one of {LOSSES}, got {c.loss!r}")
         self.net = _SASRecNet(n_items, c.max_len, c.dim, c.layers, c.heads, c.dropout)
+        #: last-position states of served input windows (a new net starts empty)
+        self.state_cache: StateCache[torch.Tensor] = StateCache()
 
     def _fit(self, data: Dataset) -> None:
         c = self.config
@@ -264,11 +267,18 @@ class SASRec(BaseRecommender):
         was_training = self.net.training
         self.net.eval()
         out = np.empty((len(histories), self.net.item.num_embeddings - 1), dtype=np.float32)
+        # serving one history (not a validation pass mid-training): its window's state may be cached
+        cache = self.state_cache if len(histories) == 1 and self._valid is None else None
+        key = history_key(histories[0][-c.max_len :]) if cache is not None else b""
         for lo in range(0, len(histories), 512):
-            seq = torch.from_numpy(pad_left(histories[lo : lo + 512], c.max_len))
-            width = max(1, int((seq > 0).sum(1).max()))
-            h = self.net(seq[:, -width:])[:, -1]
-            out[lo : lo + len(seq)] = (h @ self.net.item.weight[1:].T).numpy()
+            h = cache.get(key) if cache is not None else None
+            if h is None:
+                seq = torch.from_numpy(pad_left(histories[lo : lo + 512], c.max_len))
+                width = max(1, int((seq > 0).sum(1).max()))
+                h = self.net(seq[:, -width:])[:, -1]
+                if cache is not None:
+                    cache.put(key, h)
+            out[lo : lo + len(h)] = (h @ self.net.item.weight[1:].T).numpy()
         self.net.train(was_training)
         return out
 
