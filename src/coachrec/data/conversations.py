@@ -77,7 +77,9 @@ class Conversations:
 
     - `turns`: one row per turn (`turn` = 0-based line number, the reference files' `idx`):
       `dialog_id`, `turn_id`, `context` (utterances so far; `speaker_of(position)` says whose),
-      `response`, `response_entities`, `prev_entity` (entity ids mentioned before, oldest
+      `response`, `response_entities`, `response_names` (the dataset's names of the entities
+      in the response as written there, "Click (2006)"; not aligned with `response_entities`),
+      `prev_entity` (entity ids mentioned before, oldest
       first), `prev_age` (utterances since each was last mentioned, 0 = the last utterance of
       the context; estimated from where its name occurs in the text, else the end of the window
       where it first appears), `targets` (entity ids recommended in the response, `rec` order).
@@ -255,6 +257,9 @@ def _parse_turn(line: str, where: str, uri_of: dict[int, str]) -> dict[str, Any]
     rec = _int_list(obj["rec"], "rec", where)
     prev = _int_list(obj["prev_entity"], "prev_entity", where)
     resp_entities = _int_list(obj.get("entity", []), "entity", where)
+    written = obj.get("entity_name", [])
+    if not isinstance(written, list) or not all(isinstance(n, str) for n in written):
+        raise DataError(f"{where}: 'entity_name' must be a list of strings")
     for key, ids in (("rec", rec), ("prev_entity", prev), ("entity", resp_entities)):
         unknown = [e for e in ids if e not in uri_of]
         if unknown:
@@ -273,6 +278,7 @@ def _parse_turn(line: str, where: str, uri_of: dict[int, str]) -> dict[str, Any]
         "context": context,
         "response": obj["resp"],
         "response_entities": resp_entities,
+        "response_names": written,
         "prev_entity": list(dict.fromkeys(prev)),
         "targets": rec,
     }
@@ -373,6 +379,7 @@ def load_conversations(
             "context": [r["context"] for r in rows],
             "response": [r["response"] for r in rows],
             "response_entities": [r["response_entities"] for r in rows],
+            "response_names": [r["response_names"] for r in rows],
             "prev_entity": [r["prev_entity"] for r in rows],
             "prev_age": [r["prev_age"] for r in rows],
             "targets": [r["targets"] for r in rows],
@@ -380,6 +387,7 @@ def load_conversations(
         schema_overrides={
             "context": pl.List(pl.Utf8),
             "response_entities": pl.List(pl.Int64),
+            "response_names": pl.List(pl.Utf8),
             "prev_entity": pl.List(pl.Int64),
             "prev_age": pl.List(pl.Int64),
             "targets": pl.List(pl.Int64),

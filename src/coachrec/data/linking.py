@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
+from urllib.parse import unquote
 
 import numpy as np
 
@@ -33,12 +35,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CandidateLinks", "Link", "LinkReport", "Mention", "MentionFinder", "TitleIndex", "link_conversations",
-    "normalize_title", "parse_title", "title_key",
+    "normalize_title", "parse_title", "title_key", "written_names",
 ]  # fmt: skip
 
-Rule = Literal["title+year", "title+year±1", "title", "alias", "ambiguous", "other-year", "unlinked"]
-#: rules that produce a link
-LINKED_RULES: tuple[str, ...] = ("title+year", "title+year±1", "title", "alias")
+Rule = Literal["title+year", "title+year±1", "title", "alias", "written", "ambiguous", "other-year", "unlinked"]
+#: rules that produce a link ("written": by the name the dialogs write, when the DBpedia name fails)
+LINKED_RULES: tuple[str, ...] = ("title+year", "title+year±1", "title", "alias", "written")
 
 ARTICLES = frozenset({"the", "a", "an"})
 # MovieLens writes leading articles at the end, in several languages: "Haine, La (1995)".
@@ -89,8 +91,9 @@ def leading_article(title: str) -> str:
 
 
 def title_key(title: str) -> str:
-    """The matching key of a bare title (no year, no parentheticals): "Matrix, The" -> "matrix"."""
-    toks = tokens(_move_article(title))
+    """The matching key of a bare title (no year, no parentheticals): "Matrix, The" -> "matrix";
+    "Volume" is written "vol" ("Kill Bill: Volume 1" and "Kill Bill: Vol. 1" share a key)."""
+    toks = ["vol" if t == "volume" else t for t in tokens(_move_article(title))]
     if len(toks) > 1 and toks[0] in ARTICLES:
         toks = toks[1:]
     return " ".join(toks)
@@ -123,7 +126,8 @@ def parse_title(title: str) -> ParsedTitle:
     the film's year. In other titles one holding only a year (or a year and qualifier words)
     gives the year, qualifier words alone are a qualifier, anything else is an alternative
     title ("a.k.a. Se7en", MovieLens' original-language titles). A title with a subtitle
-    ("Saw 3D: The Final Chapter") also gets its part before the colon as an alias."""
+    ("Saw 3D: The Final Chapter", "Avengers: Infinity War - Part I") also gets its part before
+    the colon, and its part before " - ", as aliases. Percent-escapes in DBpedia names are decoded."""
     s = title.strip()
     if s.startswith("<") and s.endswith(">"):
         s = s[1:-1]
@@ -131,7 +135,7 @@ def parse_title(title: str) -> ParsedTitle:
     if "dbpedia.org/resource/" in s:
         s = s.rsplit("/", 1)[-1]
     if dbpedia:
-        s = s.replace("_", " ")
+        s = unquote(s).replace("_", " ")  # "What_About_Bob%3F"
     year: int | None = None
     aliases: list[str] = []
     qualifiers: list[str] = []
@@ -152,9 +156,9 @@ def parse_title(title: str) -> ParsedTitle:
         else:
             aliases.append(re.sub(r"^(a\.k\.a\.|aka)\s*", "", inner, flags=re.IGNORECASE))
     aliases.reverse()
-    head = s.split(":", 1)[0].strip()
-    if not dbpedia and head != s and len(tokens(head)) >= 1 and not all(t in _STOPWORDS for t in tokens(head)):
-        aliases.append(head)
+    for head in (s.split(":", 1)[0].strip(), s.split(" - ", 1)[0].strip()):
+        if not dbpedia and head != s and len(tokens(head)) >= 1 and not all(t in _STOPWORDS for t in tokens(head)):
+            aliases.append(head)
     return ParsedTitle(s, year, tuple(aliases), tuple(reversed(qualifiers)))
 
 
@@ -351,11 +355,24 @@ def link_conversations(
     conv: Conversations, catalog: Catalog, *, catalog_name: str = "catalog", examples: int = 8
 ) -> CandidateLinks:
     """Link every candidate movie of `conv` to `catalog` by its DBpedia name (title, and the
-    year when the name carries one), and measure coverage of candidates, of targets and of the
-    earlier-mentioned movies. Nothing read from the turns decides a link."""
+    year when the name carries one); where that fails (unlinked, another year, ambiguous), by
+    the name the dialogs write for it (`written_names`: "Click (2006)" for `Click_(2010_film)`,
+    whose DBpedia entity is a wrong guess; rule "written"). Measures coverage of candidates, of
+    targets and of the earlier-mentioned movies. The written names are the dataset's own
+    entity annotations; which turn a movie is a target of plays no part."""
     index = TitleIndex(catalog)
     uris = dict(zip(conv.entities["id"].to_list(), conv.entities["uri"].to_list(), strict=True))
-    links = [index.link(uris[int(e)]) for e in conv.candidates]
+    written = written_names(conv)
+    links = []
+    for e in conv.candidates.tolist():
+        lk = index.link(uris[int(e)])
+        if lk.item is None:
+            for name in written.get(int(e), ()):
+                alt = index.link(name)
+                if alt.item is not None:
+                    lk = Link(uris[int(e)], alt.item, "written")
+                    break
+        links.append(lk)
     item = np.array([-1 if lk.item is None else lk.item for lk in links], dtype=np.int64)
     cols = conv.column(conv.targets["target"].to_numpy())
     linked_t = int(((cols >= 0) & (item[np.maximum(cols, 0)] >= 0)).sum())
@@ -392,6 +409,36 @@ def link_conversations(
         ambiguous_examples=tuple(amb[::step_a][:examples]),
     )
     return CandidateLinks(item, links, report)
+
+
+def _similar(a: str, b: str) -> float:
+    """Jaccard similarity of two keys' token sets (0 when either is empty)."""
+    x, y = set(a.split()), set(b.split())
+    return len(x & y) / len(x | y) if x and y else 0.0
+
+
+def written_names(conv: Conversations, min_similarity: float = 0.6) -> dict[int, list[str]]:
+    """Per movie entity, the names the dialogs write for it, most often first: each turn's
+    `response_names` (not aligned with its entities) are matched to its movie entities by key
+    similarity to the DBpedia name (the best, at least `min_similarity`; one-word keys must be
+    equal), so "Avengers: Infinity War (2018)" names `Avengers:_Infinity_War`."""
+    if "response_names" not in conv.turns.columns:
+        return {}
+    movie = set(conv.candidates.tolist())
+    key_of = {int(e): parse_title(u).key for e, u in zip(conv.entities["id"].to_list(), conv.entities["uri"].to_list(),
+                                                         strict=True) if int(e) in movie}  # fmt: skip
+    counts: dict[int, Counter[str]] = {}
+    for ents, names in zip(conv.turns["response_entities"].to_list(), conv.turns["response_names"].to_list(),
+                           strict=True):  # fmt: skip
+        parsed = [(n, parse_title(n).key) for n in names or [] if n]
+        for e in ents or []:
+            key = key_of.get(int(e))
+            if not key or not parsed:
+                continue
+            best, sim = max(((n, _similar(key, k)) for n, k in parsed), key=lambda x: x[1])
+            if sim >= min_similarity and (len(key.split()) > 1 or sim == 1.0):
+                counts.setdefault(int(e), Counter())[best] += 1
+    return {e: [n for n, _ in c.most_common()] for e, c in counts.items()}
 
 
 def display(uri: str) -> str:
@@ -473,6 +520,7 @@ class MentionFinder:
             text = folded
         matches = list(_TOKEN.finditer(folded))
         toks = ["and" if m.group() == "&" else m.group().translate(_APOSTROPHES) for m in matches]
+        toks = ["vol" if t == "volume" else t for t in toks]  # as `title_key`
         out: list[Mention] = []
         i = 0
         while i < len(toks):
