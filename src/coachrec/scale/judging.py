@@ -41,8 +41,9 @@ class JudgeWorker:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         positions: list[int] = []
         out: list[str] = []
-        for position, text in zip(batch["position"], batch["case"], strict=True):
-            for j in self.judge.judge_case(case_from_json(str(text))):
+        cases = [case_from_json(str(text)) for text in batch["case"]]
+        for position, judged in zip(batch["position"], self.judge.judge_each(cases), strict=True):
+            for j in judged:
                 positions.append(int(position))
                 out.append(judgment_to_json(j))
         return {"position": np.asarray(positions, dtype=np.int64), "judgment": np.asarray(out, dtype=object)}

@@ -31,6 +31,7 @@ from coachrec.teacher.llm_scoring import LogitScorer
 from coachrec.teacher.program_checks import CHECKS
 from coachrec.teacher.prompts import judge_prompt, numbered
 from coachrec.teacher.relevance import RelevanceCommittee
+from coachrec.teacher.relevance_batch import BatchRelevance
 from coachrec.teacher.request_match import REQUEST_MATCH, RequestMatchCommittee
 from coachrec.teacher.rubric import CriterionSpec, RubricSpec
 from coachrec.tracing import TraceStore
@@ -79,6 +80,7 @@ class Judge:
         ).hexdigest()[:8]
         self.version = f"{rubric.name}@v{rubric.version}+{digest}"
         self.members = members
+        self._batch_relevance: BatchRelevance | None = None
 
     def _member_available(self, c: CriterionSpec) -> bool:
         return (
@@ -88,16 +90,44 @@ class Judge:
             or (c.name == REQUEST_MATCH and self.request_match is not None)
         )
 
+    batch = 512
+    """Cases whose relevance probabilities are computed together (`teacher.relevance_batch`)."""
+
     def judge(self, cases: Iterable[JudgeCase], progress: Progress | None = None) -> list[Judgment]:
+        """Judge every case; the relevance committee scores a batch of cases at once (the same
+        judgments as `judge_case` one by one, to the last digit)."""
+        return [j for judged in self.judge_each(cases, progress) for j in judged]
+
+    def judge_each(self, cases: Iterable[JudgeCase], progress: Progress | None = None) -> list[list[Judgment]]:
+        """`judge`, with the judgments grouped per case (in the order of `cases`)."""
         cases = list(cases)
-        out: list[Judgment] = []
-        for n, case in enumerate(cases, 1):
-            out.extend(self.judge_case(case))
-            if progress is not None:
-                progress(n, len(cases))
+        out: list[list[Judgment]] = []
+        for lo in range(0, len(cases), self.batch):
+            part = cases[lo : lo + self.batch]
+            relevance = self._relevance_batch(part)
+            for n, case in enumerate(part, lo + 1):
+                out.append(self._judge_case(case, relevance.get(n - lo - 1)))
+                if progress is not None:
+                    progress(n, len(cases))
         return out
 
     def judge_case(self, case: JudgeCase) -> list[Judgment]:
+        return self._judge_case(case, None)
+
+    def _relevance_batch(self, cases: Sequence[JudgeCase]) -> dict[int, np.ndarray]:
+        """P(relevant) of each case's non-exploration items, by position in `cases`."""
+        if self.relevance is None or not any(c.member == "recommender" for c in self.criteria):
+            return {}
+        if self._batch_relevance is None or not self._batch_relevance.serves(self.relevance):
+            self._batch_relevance = BatchRelevance(self.relevance)
+        wanted = [
+            (n, [item for i, item in enumerate(case.items) if not case.explored[i]]) for n, case in enumerate(cases)
+        ]
+        wanted = [(n, shown) for n, shown in wanted if shown]
+        p = self._batch_relevance.probabilities([(cases[n].user_id, cases[n].history, shown) for n, shown in wanted])
+        return {n: pn for (n, _), pn in zip(wanted, p, strict=True)}
+
+    def _judge_case(self, case: JudgeCase, p_relevant: np.ndarray | None) -> list[Judgment]:
         out = []
         for c in self.criteria:
             if c.applies_to == "with_context" and not (case.context or "").strip():
@@ -106,10 +136,10 @@ class Judge:
                 continue
             if not case.items and c.check != "slate_complete":
                 continue
-            out.append(self._judge(c, case))
+            out.append(self._judge(c, case, p_relevant))
         return out
 
-    def _judge(self, c: CriterionSpec, case: JudgeCase) -> Judgment:
+    def _judge(self, c: CriterionSpec, case: JudgeCase, p_relevant: np.ndarray | None = None) -> Judgment:
         order_scores = None
         details: dict[str, object] = {}
         if c.member == "program":
@@ -117,7 +147,7 @@ class Judge:
             score, rationale = CHECKS[c.check](case, self.catalog)
             evaluator = f"program:{c.check}"
         elif c.member == "recommender":
-            score, rationale, details = self._relevance(c, case)
+            score, rationale, details = self._relevance(c, case, p_relevant)
             evaluator = self.relevance.model_id if self.relevance else ""
         elif c.name == REQUEST_MATCH and self.request_match is not None:
             verdict = self.request_match.judge_slate(case.context, case.items, case.explored)
@@ -153,12 +183,16 @@ class Judge:
 
     # -- members -----------------------------------------------------------------------------
 
-    def _relevance(self, c: CriterionSpec, case: JudgeCase) -> tuple[float, str, dict[str, object]]:
+    def _relevance(
+        self, c: CriterionSpec, case: JudgeCase, p: np.ndarray | None = None
+    ) -> tuple[float, str, dict[str, object]]:
+        """`p`: the shown items' P(relevant) when the batch path computed them already."""
         assert self.relevance is not None
         shown = [(i, item) for i, item in enumerate(case.items) if not case.explored[i]]
         if not shown:
             return float("nan"), "unknown: every shown item was an exploration slot (not judged for relevance)", {}
-        p = self.relevance.probability(case.user_id, case.history, [item for _, item in shown])
+        if p is None:
+            p = self.relevance.probability(case.user_id, case.history, [item for _, item in shown])
         known = ~np.isnan(p)
         if not known.any():
             return float("nan"), "unknown: no shown item is known to the relevance committee", {}
