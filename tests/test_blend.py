@@ -56,6 +56,26 @@ def test_given_weights_and_save_load_round_trip(parts, tmp_path):
     assert np.allclose(again.score(hist), blend.score(hist), atol=1e-5)
     with pytest.raises(ValueError, match="weights"):
         SequentialBlend.from_parts([seq, pop], split.train, weights=[1.0])
-    other = create("pop").fit(planted(seed=3))
+    other = create("pop").fit(planted(n_items=31))  # another catalogue: indices mean other items
     with pytest.raises(ValueError, match="same item map"):
         SequentialBlend.from_parts([seq, other], split.train)
+
+
+def test_parts_loaded_from_disk_blend_like_the_fitted_ones(parts, tmp_path):
+    split, seq, pop = parts
+    again = load(seq.save(tmp_path / "seq"))
+    assert again.items is not split.train.items  # a saved copy of the item map, not the same object
+    hist = split.task("test").histories[:5]
+    fitted = SequentialBlend.from_parts([seq, pop], split.train, weights=[2, 1])
+    loaded = SequentialBlend.from_parts([again, pop], split.train, weights=[2, 1])
+    assert np.allclose(loaded.score(hist), fitted.score(hist), atol=1e-5)
+
+
+def test_registered_blend_fits_its_parts_and_chooses_weights_on_validation():
+    split = leave_one_out(planted())
+    blend = create("blend", parts=["pop", "itemknn"], steps=4).fit(split.train, valid=split.task("valid"))
+    assert [p.name for p in blend.parts] == ["pop", "itemknn"]
+    assert len(blend.weight_table) == 5
+    assert np.isclose(blend.weights.sum(), 1.0)
+    with pytest.raises(ValueError, match="part_configs"):
+        create("blend", parts=["pop", "itemknn"], part_configs=[{}]).fit(split.train)

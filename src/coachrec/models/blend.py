@@ -29,6 +29,12 @@ def znorm(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def _same_items(part: BaseRecommender, data: Dataset) -> bool:
+    """`part` indexes the items as `data` does (the same map, or a saved copy of it)."""
+    a, b = part.items, data.items
+    return a is b or (a is not None and len(a) == len(b) and bool(np.array_equal(a.ids, b.ids)))
+
+
 def simplex_grid(n_parts: int, steps: int) -> np.ndarray:
     """Every weight vector of `n_parts` non-negative multiples of 1/steps that sum to 1."""
     if n_parts < 1 or steps < 1:
@@ -103,7 +109,7 @@ class SequentialBlend(BaseRecommender):
         """A blend of parts already fitted on `data`; weights given, or chosen on `valid`."""
         if not parts:
             raise ValueError("blend: needs at least one part")
-        if any(p.items is not data.items for p in parts):
+        if not all(_same_items(p, data) for p in parts):
             raise ValueError("blend.from_parts: every part must be fitted on `data` (same item map)")
         cfg = BlendConfig([p.name for p in parts], [p.get_params() for p in parts], list(weights or []), steps)
         model = cls(cfg)
