@@ -13,11 +13,14 @@ file used here, so its sampled figures are a reference, not an identical setting
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -127,31 +130,64 @@ def _blend(parts: list[Any], split: Any, names: list[str]) -> tuple[Any, dict[st
 
 
 def _paired_vs(res: Any, base: Any, base_name: str) -> dict[str, Any]:
-    """Mean NDCG@10 difference with `base` on the same users, paired bootstrap 95% CI."""
+    """Mean NDCG@10 and R@10 differences with `base` on the same users, paired bootstrap 95% CIs."""
     from coachrec.metrics.stats import paired_bootstrap
 
-    a, b = base.per_user["ndcg@10"], res.per_user["ndcg@10"]
-    lo, hi = paired_bootstrap(a, b, n_boot=2000, seed=0)
-    return {
-        "vs": base_name,
-        "ndcg@10_delta": round(float((b - a).mean()), 5),
-        "ndcg@10_delta_ci_low": round(lo, 5),
-        "ndcg@10_delta_ci_high": round(hi, 5),
-    }
+    out: dict[str, Any] = {"vs": base_name}
+    for k in ("ndcg@10", "recall@10"):
+        a, b = base.per_user[k], res.per_user[k]
+        lo, hi = paired_bootstrap(a, b, n_boot=2000, seed=0)
+        out |= {f"{k}_delta": round(float((b - a).mean()), 5), f"{k}_delta_ci_low": round(lo, 5)}
+        out[f"{k}_delta_ci_high"] = round(hi, 5)
+    return out
 
 
-def _fit(name: str, config: dict[str, Any], split: Any, fit_on: str) -> Any:
+def _cache_dir(cache: Path, dname: str, name: str, config: dict[str, Any], fit_on: str, events: int) -> Path:
+    """Where a fitted model of `name` with `config` on that data and fit lies in `cache`."""
+    key = json.dumps([VARIANTS.get(name, (name,))[0], config, events], sort_keys=True, default=str)
+    return cache / f"{dname}-{name}-{fit_on.replace('+', '_')}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+
+
+def _fit(name: str, config: dict[str, Any], split: Any, fit_on: str, cache: Path | None = None) -> tuple[Any, float]:
     """Fit on the train part with early stopping on validation, or on train + valid with the
-    epochs the model's config names (validation is in the training data then)."""
-    from coachrec.models import create
+    epochs the model's config names (validation is in the training data then); returns the
+    model and its fit seconds. With `cache`, a model fitted before with the same settings on
+    the same data is loaded instead (its fit seconds and training log are kept beside it)."""
+    from coachrec.models import create, load
 
+    data = split.train if fit_on == "train" else split.fit_data(fit_on)
+    where = _cache_dir(cache, data.name, name, config, fit_on, len(data)) if cache is not None else None
+    if where is not None and (where / "bench.json").exists():
+        info = json.loads((where / "bench.json").read_text())
+        model = load(where)
+        model.train_log = info["train_log"]
+        console.print(f"  {name}: loaded from {where} (fitted in {info['fit_seconds']} s)")
+        return model, float(info["fit_seconds"])
     model = create(VARIANTS[name][0] if name in VARIANTS else name, **config)
     model.on_epoch = lambda epoch, loss, seconds, rows: console.print(
         f"  {name} epoch {epoch}: loss {loss:.4f}, {seconds:.1f}s"
     )
+    t0 = time.perf_counter()
     if fit_on == "train" and "valid" in inspect.signature(model.fit).parameters:
-        return model.fit(split.train, valid=split.task("valid"))
-    return model.fit(split.fit_data(fit_on))
+        model.fit(split.train, valid=split.task("valid"))
+    else:
+        model.fit(data)
+    fit_s = time.perf_counter() - t0
+    if where is not None:
+        model.save(where)
+        info = {"fit_seconds": round(fit_s, 1), "train_log": getattr(model, "train_log", [])}
+        (where / "bench.json").write_text(json.dumps(info))
+    return model, fit_s
+
+
+def _order(models: list[str], blends: list[str]) -> list[str]:
+    """The models in order, each blend right after the last of its parts (so a run cut short
+    keeps the blends it could already make)."""
+    out: list[str] = []
+    for m in models:
+        out.append(m)
+        out += [f"blend({b})" for b in blends if m in b.split("+") and set(b.split("+")) <= set(out)]
+    return out
 
 
 def run(
@@ -162,10 +198,12 @@ def run(
     fit_on: str = "train",
     save: Callable[[list[dict[str, Any]]], Any] | None = None,
     blends: list[str] | None = None,
+    cache: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Fit and evaluate; `save(rows)` is called after every model (a long run that is cut
     short keeps what it measured). Each of `blends` ("sasrec+gru4rec") blends models fitted in
-    this run, weights chosen on validation, and is compared with its first part, paired by user."""
+    this run, weights chosen on validation, and is compared with each of its parts, paired by
+    user. With `cache`, fitted models are saved there and reused by later runs."""
     from coachrec import datasets as named_data
     from coachrec.data import leave_one_out
     from coachrec.metrics import evaluate, named
@@ -179,7 +217,7 @@ def run(
         split = leave_one_out(ds)
         fitted: dict[str, Any] = {}
         results: dict[tuple[str, str], Any] = {}
-        for name in models + [f"blend({b})" for b in blends or []]:
+        for name in _order(models, blends or []):
             extra: dict[str, Any] = {}
             if name in ("content", "hybrid") and ds.catalog is None:
                 console.print(f"[yellow]{dname}: skipping {name} (the data set has no item text)")
@@ -188,10 +226,14 @@ def run(
             config = defaults(base, ds.name) | (QUICK.get(base, {}) if quick else {}) | VARIANTS.get(name, ("", {}))[1]
             if threads > 0 and not name.startswith("blend(") and "threads" in config_fields(base):
                 config["threads"] = threads
+            part_names = name[len("blend(") : -1].split("+") if name.startswith("blend(") else []
+            if any(p not in fitted for p in part_names):
+                console.print(f"[yellow]{dname}: skipping {name} (a part failed to fit)")
+                continue
             t0 = time.perf_counter()
-            if name.startswith("blend("):
-                part_names = name[len("blend(") : -1].split("+")
+            if part_names:
                 model, extra = _blend([fitted[p] for p in part_names], split, part_names)
+                fit_s = time.perf_counter() - t0
             elif name == "hybrid":
                 if "sasrec" not in fitted or "content" not in fitted:
                     raise typer.BadParameter(
@@ -200,13 +242,13 @@ def run(
                 model = Hybrid.from_parts(
                     fitted["sasrec"], fitted["content"], split.fit_data(fit_on), weight=Hybrid.Config().weight
                 )
+                fit_s = time.perf_counter() - t0
             else:
                 try:
-                    model = _fit(name, config, split, fit_on)
+                    model, fit_s = _fit(name, config, split, fit_on, cache)
                 except Exception as exc:  # one broken model must not sink the whole table
                     console.print(f"[red]{dname}: {name} failed to fit: {type(exc).__name__}: {exc}")
                     continue
-            fit_s = time.perf_counter() - t0
             fitted[name] = model
             epochs = len(getattr(model, "train_log", [])) or None
             for pname in PROTOCOLS[dname]:
@@ -222,12 +264,13 @@ def run(
                     metrics["epochs"] = epochs
                 metrics |= extra
                 results[name, pname] = res
-                if name.startswith("blend("):
-                    first = name[len("blend(") : -1].split("+")[0]
-                    metrics |= _paired_vs(res, results[first, pname], first)
+                if part_names:  # flat: vs the first part; `paired_vs_parts`: vs each part
+                    paired = [_paired_vs(res, results[p, pname], p) for p in part_names]
+                    metrics |= paired[0] | {"paired_vs_parts": paired}
                 r = row(name, ds.name, proto.short, metrics)
                 r["fit_on"] = fit_on
                 r["config"] = "quick" if quick else "default"
+                r["load_avg_1m"] = round(os.getloadavg()[0], 1)
                 rows.append(r)
                 shown = ", ".join(f"{k} {metrics[k]}" for k in ("recall@10", "ndcg@10", "fit_seconds"))
                 console.print(f"{ds.name} {pname} {name}: {shown}")
@@ -270,13 +313,18 @@ def bench_accuracy(
         list[str],
         typer.Option(help="Blend of models fitted in this run, e.g. sasrec+gru4rec (weights chosen on valid)"),
     ] = [],  # noqa: B006
+    cache: Annotated[
+        Path | None,
+        typer.Option(help="Folder for fitted models: saved after fitting, reused when settings and data match"),
+    ] = None,
 ) -> None:
     """Accuracy of every model on Beauty (loo-full, loo-sampled100) and ml-latest-small
     (loo-full), with the published figures as reference rows; writes benchmarks/results/accuracy.json
     (rows of other models and data sets already in the file are kept, so runs can be split)."""
     from coachrec.models import MODELS
 
-    names = model or [m for m in ORDER if m in MODELS] + [m for m in MODELS if m not in ORDER]
+    # blends of this run's models come from --blend; the registered "blend" would refit its parts
+    names = model or [m for m in ORDER if m in MODELS] + [m for m in MODELS if m not in ORDER and m != "blend"]
     unknown = [m for m in names if m not in MODELS and m not in VARIANTS]
     if unknown:
         raise typer.BadParameter(
@@ -294,7 +342,7 @@ def bench_accuracy(
             raise typer.BadParameter(f"unknown data set {d!r}; choose from {list(PROTOCOLS)}", param_hint="--dataset")
     if fit_on not in FIT_ON:
         raise typer.BadParameter(f"choose from {FIT_ON}", param_hint="--fit-on")
-    all_rows = save(run(dsets, names, quick, threads, fit_on, save=save, blends=blend))
+    all_rows = save(run(dsets, names, quick, threads, fit_on, save=save, blends=blend, cache=cache))
     console.print(table(all_rows))
     console.print(f"wrote {results_dir() / 'accuracy.json'}")
 

@@ -43,5 +43,24 @@ def test_blend_rows_carry_weights_and_the_paired_difference(tmp_path, monkeypatc
     delta = blend["ndcg@10"] - rows["itemknn"]["metrics"]["ndcg@10"]
     assert blend["ndcg@10_delta"] == pytest.approx(delta, abs=1e-4)
     assert blend["ndcg@10_delta_ci_low"] <= blend["ndcg@10_delta"] <= blend["ndcg@10_delta_ci_high"]
+    assert [p["vs"] for p in blend["paired_vs_parts"]] == ["itemknn", "pop"]
+    assert blend["paired_vs_parts"][0]["recall@10_delta"] == blend["recall@10_delta"]
     bad = runner.invoke(app, [*base, "--blend", "itemknn+sasrec"])
     assert bad.exit_code != 0
+
+
+def test_cache_reuses_fitted_models(tmp_path, monkeypatch):
+    monkeypatch.setenv("COACHREC_BENCH_DIR", str(tmp_path))
+    runner = CliRunner()
+    cmd = ["bench", "accuracy", "--dataset", "ml-latest-small", "--model", "pop", "--cache", str(tmp_path / "c")]
+    first = runner.invoke(app, cmd)
+    assert first.exit_code == 0, first.output
+    saved = list((tmp_path / "c").iterdir())
+    assert len(saved) == 1 and (saved[0] / "bench.json").exists()
+    before = next(r for r in json.loads((tmp_path / "accuracy.json").read_text()) if r["name"] == "pop")
+    again = runner.invoke(app, cmd)
+    assert again.exit_code == 0, again.output
+    assert "loaded from" in again.output
+    after = next(r for r in json.loads((tmp_path / "accuracy.json").read_text()) if r["name"] == "pop")
+    assert after["metrics"]["ndcg@10"] == before["metrics"]["ndcg@10"]
+    assert after["metrics"]["fit_seconds"] == before["metrics"]["fit_seconds"]
