@@ -181,3 +181,21 @@ def test_the_target_pools_sections_and_no_section_may_get_worse(truth):
     rows = pool_target(sections, pooled(worse), "irrelevant_items", CONFIG) + truth["better"]
     promote, reasons = decide(rows, TRUSTED, "irrelevant_items", "relevance", CONFIG)
     assert not promote and any("held-out traffic: irrelevant_items rate higher" in r for r in reasons)
+
+
+def test_unknown_target_mode_is_refused_before_any_work(tmp_path):
+    import subprocess
+    import sys
+
+    def coach(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-c", "from coachrec.cli import main; main()", "coach", "--out", str(out), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+    out = tmp_path / "run"
+    res = coach("--target-mode", "not_a_mode")
+    assert res.returncode == 2, res.stderr
+    assert "unknown failure mode 'not_a_mode'" in res.stderr and "irrelevant_items" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not out.exists()  # nothing was loaded, fitted or written
+    res = coach("--llm-criterion", "relevance")
+    assert res.returncode == 2 and "unknown LLM criterion 'relevance'" in res.stderr

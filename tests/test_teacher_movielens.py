@@ -11,7 +11,7 @@ from coachrec.teacher.movielens import heldout_labels
 @pytest.fixture(scope="module")
 def labels(ml_small):
     some_users = ml_small.with_events(ml_small.events.filter(pl.col("user") < 250))  # keeps the test quick
-    return heldout_labels(some_users, per_user=2, seed=0)
+    return heldout_labels(some_users, per_user=2, sample="balanced", seed=0)
 
 
 def test_heldout_labels_are_later_ratings_of_users_the_teacher_knows(ml_small, labels):
@@ -31,6 +31,18 @@ def test_heldout_labels_are_later_ratings_of_users_the_teacher_knows(ml_small, l
     assert (times["time"] >= times["t"]).all()  # labels come later than the user's training history
 
 
+def test_all_later_ratings_are_labelled_by_the_rubric_threshold(ml_small):
+    some_users = ml_small.with_events(ml_small.events.filter(pl.col("user") < 100))
+    labels = heldout_labels(some_users, seed=0)
+    pairs = labels.calibration
+    assert np.all(pairs.labels == (pairs.ratings >= 4.0))
+    assert ((pairs.ratings > 2.5) & (pairs.ratings < 4.0)).any()  # 3.0 and 3.5 kept, as not liked
+    held = labels.calibration.users.size + labels.evaluation.users.size
+    assert held == some_users.events.height - labels.train.events.height  # every held-out rating labelled
+    with pytest.raises(ValueError, match="sample must be"):
+        heldout_labels(some_users, sample="some")  # type: ignore[arg-type]
+
+
 def test_committee_beats_chance_on_held_out_users(labels):
     committee = RelevanceCommittee().fit(labels.train)
     committee.fit_blend(committee.pair_features(labels.calibration), labels.calibration.labels)
@@ -40,3 +52,25 @@ def test_committee_beats_chance_on_held_out_users(labels):
     assert set(committee.blend_weights()) == {"bias", *committee.features}
     unknown = committee.probability("no-such-user", ["1", "2"], ["1", "not-an-item"])
     assert np.isfinite(unknown[0]) and np.isnan(unknown[1])
+
+
+def test_later_slates_cut_each_users_pairs_in_order():
+    from coachrec.coach.trust import later_slates
+
+    users = np.array([3, 3, 3, 5, 5, 5, 5, 5, 9])
+    assert later_slates(users, 2).tolist() == [0, 0, 1, 2, 2, 3, 3, 4, 5]
+
+
+def test_relevance_trust_is_measured_on_slates_of_the_served_size(ml_small):
+    from coachrec.coach.trust import measured_committee
+    from coachrec.teacher import load_rubric
+
+    some_users = ml_small.with_events(ml_small.events.filter(pl.col("user") < 200))
+    committee, q = measured_committee(some_users, load_rubric(), slate_size=10, seed=0)
+    assert q.unit == "slate" and q.kappa_ci is not None
+    assert "slates of 10" in q.protocol and "every later rating" in q.protocol
+    evaluation_users = len(np.unique(heldout_labels(some_users, seed=0).evaluation.users))
+    assert q.n > evaluation_users  # prolific raters give several slates, not one each
+    assert q.kappa > 0.2  # well above chance on later real ratings, even on 200 users
+    p = committee.probability("1", [], ["1", "not-an-item"])
+    assert np.isfinite(p[0]) and np.isnan(p[1])

@@ -129,7 +129,7 @@ def bench_teacher(
     rows: list[dict[str, Any]] = []
     started = _load()
     data = datasets.load(DATASET)
-    labels = heldout_labels(data, seed=seed)
+    labels = heldout_labels(data, sample="balanced", seed=seed)
     floor = load_rubric().kappa_floor
 
     # 1. the recommender committee on every labelled pair -------------------------------------

@@ -477,6 +477,18 @@ def observe(ctx: Context, out: Path, ui: Progress = SILENT) -> Observation:
     )
 
 
+def check_config(config: LoopConfig, rubric: RubricSpec) -> None:
+    """Refuse, before any work, failure modes and LLM criteria the rubric does not define."""
+    modes = sorted({m for c in rubric.criteria for m in c.failure_modes})
+    for mode in (config.target_mode, *config.skip_modes):
+        if mode is not None and mode not in modes:
+            raise ValueError(f"unknown failure mode {mode!r}; the rubric's failure modes are: {', '.join(modes)}")
+    llm = sorted(c.name for c in rubric.criteria if c.member == "llm")
+    for name in config.llm_criteria:
+        if name not in llm:
+            raise ValueError(f"unknown LLM criterion {name!r}; the rubric's LLM criteria are: {', '.join(llm)}")
+
+
 def choose_target(ctx: Context, obs: Observation) -> tuple[str | None, list[str]]:
     """The most frequent failure mode whose judge may gate and that has a remedy (or the one
     asked for), and, for each mode passed over, why."""
@@ -664,6 +676,7 @@ def run_loop(
     (an earlier iteration's `LoopResult.context`), the split and the measured teacher are reused
     and the registry's champion is the starting point."""
     start = time.perf_counter()
+    check_config(config, previous.rubric if previous is not None else load_rubric())
     out.mkdir(parents=True, exist_ok=True)
     (out / "traces.duckdb").unlink(missing_ok=True)
     if previous is None:

@@ -59,17 +59,36 @@ def has_ratings(data: Dataset) -> bool:
     return data.events["value"].n_unique() > 2
 
 
+def later_slates(users: np.ndarray, size: int) -> np.ndarray:
+    """Slate index of each pair: each user's pairs (in time order) cut into slates of `size`."""
+    out = np.zeros(len(users), np.int64)
+    start = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])  # pairs are sorted by user
+    n = 0
+    for lo, hi in zip(start, np.r_[start[1:], len(users)], strict=True):
+        chunks = np.arange(hi - lo) // size
+        out[lo:hi] = n + chunks
+        n += int(chunks[-1]) + 1
+    return out
+
+
 def measured_committee(
-    data: Dataset, rubric: RubricSpec, config: RelevanceConfig | None = None, *, seed: int = 0
+    data: Dataset,
+    rubric: RubricSpec,
+    config: RelevanceConfig | None = None,
+    *,
+    slate_size: int = 10,
+    seed: int = 0,
 ) -> tuple[RelevanceCommittee, JudgeQuality]:
     """The relevance committee for judging traces of a stack fitted on `data`, and its measured
     quality on the unit the gate judges: a *slate*. As `teacher.calibrated_committee`: blend
-    weights fitted on the calibration half of held-out later ratings; the split-fitted committee
-    is then scored on the evaluation half (pairs the blend never saw), each evaluation user's
-    rated items forming one slate judged as the rubric judges a served slate (pass when at least
-    `pass_threshold` of its items reach `item_threshold`) against the same rule applied to the
-    real ratings; kappa with a bootstrap CI over users, whose lower bound must reach the floor.
-    The members are then refitted on all of `data`."""
+    weights fitted on the calibration half of held-out later ratings (every later rating,
+    relevant = rating >= `like`: the rubric's P(rating >= 4)); the split-fitted committee is then
+    scored on the evaluation half (users the blend never saw). Each evaluation user's later rated
+    items, in time order, are cut into slates of `slate_size` (the served slate size; a last
+    chunk under half that size is dropped), each judged as the rubric judges a served slate (pass
+    when at least `pass_threshold` of its items reach `item_threshold`) against the same rule
+    applied to the real ratings; kappa with a bootstrap CI over users, whose lower bound must
+    reach the floor. The members are then refitted on all of `data`."""
     config = config or RelevanceConfig()
     if not has_ratings(data):
         raise ValueError(
@@ -79,27 +98,31 @@ def measured_committee(
     labels = heldout_labels(data, like=config.like, dislike=config.dislike, seed=seed)
     split = RelevanceCommittee(config).fit(labels.train)
     split.fit_blend(split.pair_features(labels.calibration), labels.calibration.labels)
-    p = split.probability_from_features(split.pair_features(labels.evaluation))
-    spec = rubric.criterion("relevance")
     ev = labels.evaluation
-    users, slate = np.unique(ev.users, return_inverse=True)
+    p = split.probability_from_features(split.pair_features(ev))
+    spec = rubric.criterion("relevance")
+    slate = later_slates(ev.users, slate_size)
     size = np.bincount(slate).astype(np.float64)
+    keep = size >= max(slate_size // 2, 1)
     judged = np.bincount(slate, weights=(p >= spec.item_threshold).astype(float)) / size >= spec.pass_threshold
     human = np.bincount(slate, weights=np.asarray(ev.labels, dtype=float)) / size >= spec.pass_threshold
+    owner = np.zeros(len(size), np.int64)
+    owner[slate] = ev.users
     item_kappa = cohen_kappa(p >= spec.item_threshold, np.asarray(ev.labels, dtype=bool))
     quality = measure(
         "relevance",
         split.model_id,
-        judged,
-        human,
+        judged[keep],
+        human[keep],
         kappa_floor=rubric.kappa_floor,
-        scores=np.bincount(slate, weights=p) / size,
-        groups=users,
+        scores=(np.bincount(slate, weights=p) / size)[keep],
+        groups=owner[keep],
         unit="slate",
         seed=seed,
-        protocol=f"{labels.protocol}; one slate per evaluation user ({size.mean():.1f} rated items), pass "
-        f"when >= {spec.pass_threshold} of its items reach P >= {spec.item_threshold}; "
-        f"item-level kappa {item_kappa:.3f} on {len(p)} pairs",
+        protocol=f"{labels.protocol}; each evaluation user's later rated items cut into slates of {slate_size} "
+        f"({int(keep.sum())} slates of {len(np.unique(owner[keep]))} users; human pass rate "
+        f"{human[keep].mean():.2f}), pass when >= {spec.pass_threshold} of its items reach P >= "
+        f"{spec.item_threshold}, CI by user; item-level kappa {item_kappa:.3f} on {len(p)} pairs",
     )
     full = RelevanceCommittee(config).fit(data)
     full.blend = split.blend

@@ -3,15 +3,21 @@
 Each user's ratings are cut in time: the latest `holdout_fraction` of a user's ratings are held
 out and the teacher is fitted on everything else (other users' events included, as in the usual
 leave-last-out protocol; a global time cut leaves only a dozen users with later ratings on
-ml-latest-small). Each held-out rating becomes a labelled pair: rating >= `like` (4.0) is
-*relevant*, rating <= `dislike` (2.5) is *not relevant*, and ratings in between (3.0, 3.5) are
-left out as ambiguous rather than forced to a side. Pairs are split by user into a calibration
-half (blend weights, LLM thresholds) and an evaluation half (every reported figure).
+ml-latest-small). Pairs are split by user into a calibration half (blend weights, LLM
+thresholds) and an evaluation half (every reported figure). Two ways to label them:
+
+- `sample="all"` (default): every held-out rating, *relevant* when rating >= `like` (4.0). This is
+  what the rubric's relevance criterion means (P(rating >= 4)), with the share of liked items
+  users really have, so slates of these pairs look like slates a user would rate;
+- `sample="balanced"`: rating <= `dislike` (2.5) is *not relevant*, ratings in between (3.0, 3.5)
+  are left out as ambiguous, and at most `per_user` pairs per user and label are drawn (an
+  item-level probe of how well the members separate clear likes from clear dislikes).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -51,10 +57,12 @@ def heldout_labels(
     dislike: float = 2.5,
     min_history: int = 5,
     per_user: int = 4,
+    sample: Literal["all", "balanced"] = "all",
     seed: int = 0,
 ) -> HeldOutLabels:
-    """Labelled later ratings. Per user at most `per_user` relevant and `per_user` irrelevant
-    pairs are drawn (so a few prolific raters do not dominate)."""
+    """Labelled later ratings (see the module docstring for `sample`)."""
+    if sample not in ("all", "balanced"):
+        raise ValueError(f"sample must be 'all' or 'balanced', got {sample!r}")
     if not like > dislike:
         raise ValueError(f"like ({like}) must be above dislike ({dislike})")
     if not 0 < holdout_fraction < 1:
@@ -66,16 +74,19 @@ def heldout_labels(
     eligible = pl.col("_n") - n_held >= min_history
     held = eligible & (pl.col("_pos") >= pl.col("_n") - n_held)
     train = data.with_events(ev.filter(~held).drop("_pos", "_n"))
-    later = ev.filter(held & ((pl.col("value") >= like) | (pl.col("value") <= dislike))).with_columns(
-        (pl.col("value") >= like).alias("label")
-    )
     rng = np.random.default_rng(seed)
-    later = later.with_columns(pl.Series("r", rng.random(later.height)))
-    picked = (
-        later.sort("r")
-        .with_columns(pl.int_range(pl.len()).over(["user", "label"]).alias("n"))
-        .filter(pl.col("n") < per_user)
-    )
+    if sample == "all":
+        picked = ev.filter(held).with_columns((pl.col("value") >= like).alias("label"))
+    else:
+        later = ev.filter(held & ((pl.col("value") >= like) | (pl.col("value") <= dislike))).with_columns(
+            (pl.col("value") >= like).alias("label")
+        )
+        later = later.with_columns(pl.Series("r", rng.random(later.height)))
+        picked = (
+            later.sort("r")
+            .with_columns(pl.int_range(pl.len()).over(["user", "label"]).alias("n"))
+            .filter(pl.col("n") < per_user)
+        )
     picked = picked.sort(["user", "time", "item"])
     pairs = RatedPairs(
         picked["user"].to_numpy().astype(np.int64),
@@ -86,10 +97,14 @@ def heldout_labels(
     users = np.unique(pairs.users)
     calib_users = rng.choice(users, size=len(users) // 2, replace=False)
     in_calib = np.isin(pairs.users, calib_users)
+    labelling = (
+        f"every later rating, relevant = rating >= {like}"
+        if sample == "all"
+        else f"relevant = later rating >= {like}, not relevant = <= {dislike}, ratings between dropped; "
+        f"<= {per_user} pairs per user and label"
+    )
     protocol = (
         f"per-user time cut (each user's latest {holdout_fraction:.0%} of ratings held out); users with >= "
-        f"{min_history} earlier "
-        f"ratings; label relevant = later rating >= {like}, not relevant = <= {dislike}, ratings between dropped; "
-        f"<= {per_user} pairs per user and label; calibration/evaluation split by user (seed {seed})"
+        f"{min_history} earlier ratings; {labelling}; calibration/evaluation split by user (seed {seed})"
     )
     return HeldOutLabels(train, pairs.take(in_calib), pairs.take(~in_calib), protocol)

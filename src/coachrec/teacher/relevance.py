@@ -32,7 +32,6 @@ from coachrec.data import Dataset
 from coachrec.models import BaseRecommender, create
 from coachrec.models.itemknn import ItemKNN
 from coachrec.teacher.movielens import RatedPairs
-from coachrec.teacher.quality import JudgeQuality, measure
 
 BASE_FEATURES = (
     "liked_knn",
@@ -268,26 +267,3 @@ def calibrated_committee(
     full = RelevanceCommittee(config).fit(data)
     full.blend = split.blend
     return full
-
-
-def relevance_quality(
-    data: Dataset, config: RelevanceConfig = RelevanceConfig(), *, kappa_floor: float = 0.4, **label_options: Any
-) -> JudgeQuality:
-    """The committee's `JudgeQuality` on the relevance criterion against held-out later ratings
-    (blend fitted on calibration users, measured on evaluation users): what decides whether
-    relevance verdicts may gate or be distilled."""
-    from coachrec.teacher.movielens import heldout_labels
-
-    labels = heldout_labels(data, seed=config.seed, **label_options)
-    committee = RelevanceCommittee(config).fit(labels.train)
-    committee.fit_blend(committee.pair_features(labels.calibration), labels.calibration.labels)
-    p = committee.probability_from_features(committee.pair_features(labels.evaluation))
-    return measure(
-        "relevance",
-        committee.model_id,
-        p >= 0.5,
-        labels.evaluation.labels,
-        kappa_floor=kappa_floor,
-        scores=p,
-        protocol=labels.protocol,
-    )
