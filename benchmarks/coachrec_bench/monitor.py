@@ -20,8 +20,12 @@ user's later-rated items, human label = the share liked reaching the criterion's
 
 A stream is 14 days of `--per-day` requests drawn without replacement: days 1-7 from `base`
 judged by the base judge (the reference), days 8-14 from the scenario's pool judged by the
-scenario's judge; the anchor set (a fresh random `--anchors` subset each stream) is re-judged by
-the scenario's judge and compared with the pinned base run. One check per stream, at day 14.
+scenario's judge. `--checks` checks spread over days 8-14 each compare the reference with the
+current days so far, and re-judge a fresh random `--anchors` subset of the anchor set with the
+scenario's judge against the pinned base run and its replicate (the base judge run twice): flips,
+score shift and spread (`monitor.attribution`). Each check tests at its alpha-spending level, so
+false alarms over the whole stream stay under `--alpha`; the stream's verdict joins the sides
+(system, judge) that alarmed at any check.
 Scenarios: none (drift-free), system (users, swap, requests), judge (stricter, lenient,
 retrained), both.
 Figures: attribution accuracy, detection rate and false alarms per scenario; beside them
@@ -92,7 +96,10 @@ SCENARIOS: dict[str, tuple[str, str, str]] = {
 class Sim:
     pools: dict[str, pl.DataFrame]
     """Pool name -> window frame (base judge's fail columns) plus `fail.*@<judge>` columns."""
-    anchor_labels: dict[str, dict[tuple[str, str], str]]
+    anchor_labels: dict[str, Any]
+    """Judge name (and `replicate`: the base judge run a second time) -> `AnchorRun`."""
+    anchor_p: dict[str, dict[str, tuple[np.ndarray, float, float]]]
+    """Judge -> anchor trace -> (shown items' P(relevant), item threshold, pass threshold)."""
     golden: list[Any]
     spans: int
     read_s: float
@@ -306,11 +313,22 @@ def simulate(folder: Path, pool_size: int, seed: int, progress: Any) -> Sim:
         anchors = _anchor_store(store, labels, train, np.random.default_rng(seed))
         cases = cases_from_store(store, [a[0] for a in anchors], skip_foreign=False)
         runs = {j: judge.judge(cases) for j, judge in judges.items()}
+        runs["replicate"] = judges["base"].judge(cases)  # the pinned judge's replay noise (none: deterministic)
         golden = _publish_anchor(folder / "anchor.review.duckdb", runs["base"], cases, {a[0]: a[2] for a in anchors})
     finally:
         store.close()
     progress(f"anchor set: {len(golden)} human-labelled cases published as golden set 'anchor'")
-    return Sim(pools, {j: anchor_labels(r) for j, r in runs.items()}, golden, spans, read_s, compare_s, timings)
+    anchor_p = {}
+    for j, judge in judges.items():
+        spec = judge.rubric.criterion("relevance")
+        anchor_p[j] = {
+            r.trace_id: (np.array(list(r.details["p_relevant"].values())), spec.item_threshold, spec.pass_threshold)
+            for r in runs[j]
+            if r.criterion == "relevance" and r.details.get("p_relevant")
+        }
+    return Sim(
+        pools, {j: anchor_labels(r) for j, r in runs.items()}, anchor_p, golden, spans, read_s, compare_s, timings
+    )
 
 
 def _window(frame: pl.DataFrame, judge: str) -> Any:
@@ -344,18 +362,44 @@ def _label_free(reference: Any, current: Any) -> tuple[float, float]:
     return model.estimate(current), float(current.frame["fail.relevance"].drop_nulls().mean() or 0.0)
 
 
+def _noisy_run(sim: Sim, judge: str, noise: float, rng: np.random.Generator) -> Any:
+    """The anchor run of `judge` as a stochastic judge would give it: each shown item's
+    P(relevant) plus N(0, noise) before the item threshold (a fresh draw per run)."""
+    from coachrec.monitor import AnchorRun
+
+    labels, scores = {}, {}
+    for trace, (p, item_threshold, pass_threshold) in sim.anchor_p[judge].items():
+        score = float(np.mean(p + rng.normal(0.0, noise, len(p)) >= item_threshold))
+        labels[(trace, "relevance")] = "pass" if score >= pass_threshold else "fail"
+        scores[(trace, "relevance")] = score
+    return AnchorRun(labels, scores)
+
+
 def run_streams(
-    sim: Sim, streams: int, per_day: int, anchors: int, seed: int, alpha: float
+    sim: Sim,
+    streams: int,
+    null_streams: int,
+    per_day: int,
+    anchors: int,
+    seed: int,
+    alpha: float,
+    checks: int,
+    noise: float,
 ) -> tuple[dict[str, Any], list[Any]]:
-    from coachrec.monitor import attribute, compare, judge_drift
+    """Each stream: 7 reference days, then `checks` checks spread over days 8-14 (the current
+    window grows to the check's day; a fresh anchor subset re-judged at each check), each side
+    at its spending level of alpha / 2; the stream's verdict joins every side that alarmed."""
+    from coachrec.monitor import attribute, compare, judge_drift, spending_levels
 
     rng = np.random.default_rng(seed)
+    levels = spending_levels(alpha / 2, checks)
     results: dict[str, Any] = {}
     kept: list[Any] = []
     days = 7 * per_day
     for scenario, (pool, judge, expected) in SCENARIOS.items():
-        verdicts, evidently, naive, label_free = [], [], [], []
-        for s in range(streams):
+        n_streams = null_streams if scenario == "none" else streams
+        verdicts, evidently, naive, label_free, first_alarm = [], [], [], [], []
+        for s in range(n_streams):
             base = sim.pools["base"]
             order = rng.permutation(base.height)
             reference = _window(base[order[:days]], "base")
@@ -364,23 +408,49 @@ def run_streams(
             else:
                 other = sim.pools[pool]
                 current = _window(other[rng.permutation(other.height)[:days]], judge)
-            subset = [
-                sim.golden[i] for i in rng.choice(len(sim.golden), size=min(anchors, len(sim.golden)), replace=False)
-            ]
-            drift = judge_drift(subset, sim.anchor_labels["base"], sim.anchor_labels[judge], alpha=alpha)
-            verdict = attribute(reference, current, drift, alpha=alpha)
-            verdicts.append(verdict.verdict)
+            pinned = sim.anchor_labels["base"] if noise == 0 else _noisy_run(sim, "base", noise, rng)
+            replicate = sim.anchor_labels["replicate"] if noise == 0 else _noisy_run(sim, "base", noise, rng)
+            judge_alarm = system_alarm = False
+            alarm_day = None
+            for k, level in enumerate(levels, 1):
+                upto = round(days * k / checks)
+                subset = [
+                    sim.golden[i]
+                    for i in rng.choice(len(sim.golden), size=min(anchors, len(sim.golden)), replace=False)
+                ]
+                rejudged = sim.anchor_labels[judge] if noise == 0 else _noisy_run(sim, judge, noise, rng)
+                drift = judge_drift(subset, pinned, rejudged, alpha=level, replicate=replicate)
+                verdict = attribute(reference, current.take(np.arange(upto)), drift, alpha=level)
+                judge_alarm |= verdict.judge.drifted
+                system_alarm |= verdict.system.drifted
+                if alarm_day is None and verdict.verdict != "none":
+                    alarm_day = 7 + 7 * k / checks
+            verdicts.append(
+                "both"
+                if judge_alarm and system_alarm
+                else "judge"
+                if judge_alarm
+                else "system"
+                if system_alarm
+                else "none"
+            )
+            first_alarm.append(alarm_day)
             evidently.append(compare(reference, current).dataset_drift())
             naive.append(_naive(reference, current, alpha))
             label_free.append(_label_free(reference, current))
             if s < KEPT:
                 kept.append((scenario, s, reference, current))
         v = np.array(verdicts)
+        right, alarms = int(np.sum(v == expected)), int(np.sum(v != "none"))
+        days_to_alarm = [d for d in first_alarm if d is not None]
         results[scenario] = {
             "expected": expected,
-            "streams": streams,
-            "attribution_accuracy": float(np.mean(v == expected)),
-            "alarm_rate": float(np.mean(v != "none")),
+            "streams": n_streams,
+            "attribution_accuracy": right / n_streams,
+            "attribution_accuracy_ci95": _wilson(right, n_streams),
+            "alarm_rate": alarms / n_streams,
+            "alarm_rate_ci95": _wilson(alarms, n_streams),
+            "mean_alarm_day": float(np.mean(days_to_alarm)) if days_to_alarm else None,
             "verdicts": {k: int(np.sum(v == k)) for k in ("none", "system", "judge", "both")},
             "evidently_dataset_drift_rate": float(np.mean(evidently)),
             "naive_failure_rate_z_alarm_rate": float(np.mean(naive)),
@@ -391,12 +461,30 @@ def run_streams(
     return results, kept
 
 
+def _wilson(k: int, n: int, z: float = 1.96) -> list[float]:
+    """Wilson score interval of a proportion k / n."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [float(centre - half), float(centre + half)]
+
+
 def bench_monitor(
-    streams: Annotated[int, typer.Option("--streams", help="Simulated 14-day streams per scenario.")] = 40,
+    streams: Annotated[int, typer.Option("--streams", help="Simulated 14-day streams per drifted scenario.")] = 40,
+    null_streams: Annotated[
+        int, typer.Option("--null-streams", help="Drift-free streams (the false-alarm rate's sample).")
+    ] = 400,
     per_day: Annotated[int, typer.Option("--per-day", help="Requests per simulated day.")] = 60,
     pool_size: Annotated[int, typer.Option("--pool", help="Served requests per pool.")] = 1200,
-    anchors: Annotated[int, typer.Option("--anchors", help="Anchor cases re-judged per check.")] = 120,
-    alpha: Annotated[float, typer.Option("--alpha", help="Family-wise error per side (system, judge).")] = 0.05,
+    anchors: Annotated[int, typer.Option("--anchors", help="Anchor cases re-judged per check.")] = 200,
+    alpha: Annotated[
+        float, typer.Option("--alpha", help="False alarms per stream, all checks and both sides together.")
+    ] = 0.05,
+    checks: Annotated[int, typer.Option("--checks", help="Checks spread over days 8-14 (7: daily).")] = 7,
+    noise: Annotated[
+        str,
+        typer.Option("--judge-noise", help="Comma-separated sd of noise on the judge's item probabilities (0: as is)."),
+    ] = "0,0.05",
     seed: Annotated[int, typer.Option("--seed")] = 0,
     out: Annotated[Path, typer.Option("--out", help="Where the pools' trace stores and the report go.")] = Path(
         "runs/bench-monitor"
@@ -411,23 +499,46 @@ def bench_monitor(
         old.unlink()
     t0 = time.perf_counter()
     sim = simulate(out, pool_size, seed, lambda msg: con.print(f"monitor bench: {msg}", markup=False))
-    results, kept = run_streams(sim, streams, per_day, anchors, seed, alpha)
+    noise_levels = [float(x) for x in noise.split(",") if x.strip()]
+    by_noise = {
+        n: run_streams(sim, streams, null_streams, per_day, anchors, seed, alpha, checks, n) for n in noise_levels
+    }
+    results, kept = by_noise[noise_levels[0]]
     # whole pools (1,200 rows, above Evidently's 1,000-row cut: distances, not p-values) as well
     whole = [(f"pool:{p}", 0, _window(sim.pools["base"], "base"), _window(sim.pools[p], "base")) for p in sim.pools]
     protocol = __doc__.split("Protocol. ", 1)[1].split("\n\n", 1)[0].replace("\n", " ") if __doc__ else ""
     protocol += (
-        f" {streams} streams per scenario, {per_day} requests a day, pools of {pool_size}, "
-        f"{anchors} anchors per check, "
-        f"alpha {alpha} per side (Bonferroni within a side)."
+        f" {streams} streams per drifted scenario and {null_streams} drift-free ones (resampled from the pools), "
+        f"{per_day} requests a day, pools of {pool_size}, {checks} checks over days 8-14 with "
+        f"{anchors} anchors re-judged per check; alpha {alpha} per stream over all checks (Pocock spending "
+        f"increments as per-check levels, alpha / 2 per side, Bonferroni within a side). Judge noise: each "
+        f"shown item's P(relevant) + N(0, sd) before the item threshold, a fresh draw per anchor run (the "
+        f"pinned run, its replicate and every re-judging); sd 0 is the deterministic committee."
     )
     rows = []
-    for scenario, metrics in results.items():
-        rows.append(row(f"monitor attribution: {scenario}", DATASET, protocol, metrics))
+    for level, (res, _) in by_noise.items():
+        for scenario, metrics in res.items():
+            rows.append(row(f"monitor attribution: {scenario} (judge noise {level:g})", DATASET, protocol, metrics))
+        injected = [m for s, m in res.items() if s != "none"]
+        rows.append(
+            row(
+                f"monitor attribution: summary (judge noise {level:g})",
+                DATASET,
+                protocol,
+                {
+                    "attribution_accuracy_injected": float(np.mean([m["attribution_accuracy"] for m in injected])),
+                    "false_alarm_rate_drift_free": res["none"]["alarm_rate"],
+                    "false_alarm_rate_drift_free_ci95": res["none"]["alarm_rate_ci95"],
+                    "drift_free_streams": res["none"]["streams"],
+                },
+            )
+        )
     drift_free = results["none"]
     drifted = [m for s, m in results.items() if s != "none"]
     summary = {
         "attribution_accuracy_injected": float(np.mean([m["attribution_accuracy"] for m in drifted])),
         "false_alarm_rate_drift_free": drift_free["alarm_rate"],
+        "false_alarm_rate_drift_free_ci95": drift_free["alarm_rate_ci95"],
         "evidently_rule_false_alarm_rate_drift_free": drift_free["evidently_dataset_drift_rate"],
         "naive_z_false_alarm_rate_drift_free": drift_free["naive_failure_rate_z_alarm_rate"],
         "spans_read": sim.spans,
@@ -445,7 +556,8 @@ def bench_monitor(
         cross = {"ran": False, "reason": f"cross-check failed: {type(exc).__name__}: {exc}"}
     rows.append(row("monitor cross-check: Evidently itself on the same windows", DATASET, protocol, cross))
     path = write("monitor", rows)
-    _print(results, summary, con)
+    for level, (res, _) in by_noise.items():
+        _print(res, f"judge noise {level:g}", con)
     con.print(f"Evidently cross-check: {cross}", markup=False)
     _report(out, kept)
     con.print(f"wrote {path} and {out / 'report' / 'report.md'}", markup=False)
@@ -551,15 +663,17 @@ def _changed(sim: Sim, judge: str) -> float:
     return float(np.mean([base[k] != other[k] for k in both])) if both else 0.0
 
 
-def _print(results: dict[str, Any], summary: dict[str, Any], con: Any) -> None:
+def _print(results: dict[str, Any], title: str, con: Any) -> None:
     from coachrec.cli.console import print_rows
 
     rows = [
         [
             s,
             m["expected"],
+            str(m["streams"]),
             f"{m['attribution_accuracy']:.3f}",
-            f"{m['alarm_rate']:.3f}",
+            f"{m['alarm_rate']:.3f} [{m['alarm_rate_ci95'][0]:.3f}, {m['alarm_rate_ci95'][1]:.3f}]",
+            "" if m["mean_alarm_day"] is None else f"{m['mean_alarm_day']:.1f}",
             " ".join(f"{k}:{v}" for k, v in m["verdicts"].items()),
             f"{m['evidently_dataset_drift_rate']:.3f}",
             f"{m['naive_failure_rate_z_alarm_rate']:.3f}",
@@ -571,20 +685,23 @@ def _print(results: dict[str, Any], summary: dict[str, Any], con: Any) -> None:
         [
             "scenario",
             "expected",
+            "streams",
             "attribution acc",
-            "alarm rate",
+            "alarm rate [95% CI]",
+            "first alarm day",
             "verdicts",
             "Evidently rule alarms",
             "naive z alarms",
             "label-free MAE",
         ],
         rows,
-        title="monitor: who drifted",
+        title=f"monitor: who drifted ({title})",
         con=con,
     )
+    injected = np.mean([m["attribution_accuracy"] for s, m in results.items() if s != "none"])
     con.print(
-        f"injected scenarios: attribution {summary['attribution_accuracy_injected']:.3f}; drift-free false alarms "
-        f"{summary['false_alarm_rate_drift_free']:.3f}; monitor {summary['monitor_s_per_1m_spans']:.1f} s per 1M spans",
+        f"{title}: injected scenarios attribution {injected:.3f}; drift-free false alarms "
+        f"{results['none']['alarm_rate']:.3f}",
         markup=False,
     )
 
