@@ -9,7 +9,18 @@ import pyarrow as pa
 import pytest
 
 from coachrec.policy import EpsilonGreedy, Greedy, PlackettLuce
-from coachrec.policy.ope import OPEError, RewardModel, SlateLog, estimate, evaluate, gate, target_probabilities
+from coachrec.policy.ope import (
+    OPEError,
+    RewardModel,
+    SlateLog,
+    estimate,
+    evaluate,
+    exact_marginal_matrix,
+    exact_marginals,
+    gate,
+    marginals,
+    target_probabilities,
+)
 
 # two requests, two slots: logged and target P(item at slot | slots above), clicks
 P0 = np.array([[0.5, 0.5], [0.25, 1.0]])
@@ -195,3 +206,105 @@ def test_the_greedy_fast_path_equals_the_slot_distributions(policy) -> None:
     fast_p, fast_q = target_probabilities(log, policy, scores, RewardModel(rel, exam))
     slow_p, slow_q = target_probabilities(log, _Generic(policy), scores, RewardModel(rel, exam))
     assert np.allclose(fast_p, slow_p) and np.allclose(fast_q, slow_q)
+
+
+def _enumerated_marginals(policy, scores: np.ndarray, available: np.ndarray, k: int) -> np.ndarray:
+    """P(row at slot j) of one pool by enumerating every slate prefix with its probability."""
+    out = np.zeros((len(scores), k))
+
+    def walk(left: np.ndarray, j: int, p: float) -> None:
+        if j == k or not left.any():
+            return
+        dist = policy.slot_distribution(scores[None, :], left[None, :])[0]
+        for row in np.flatnonzero(dist > 0):
+            out[row, j] += p * dist[row]
+            nxt = left.copy()
+            nxt[row] = False
+            walk(nxt, j + 1, p * dist[row])
+
+    walk(available.copy(), 0, 1.0)
+    return out
+
+
+@pytest.mark.parametrize("policy", [EpsilonGreedy(0.3), EpsilonGreedy(1.0), Greedy()])
+def test_exact_marginals_equal_enumeration_over_every_slate(policy) -> None:
+    rng = np.random.default_rng(4)
+    scores = rng.random((3, 7))
+    scores[0, 2] = scores[0, 5]  # a tie: the lower row ranks first
+    available = np.ones((3, 7), dtype=bool)
+    available[1, [0, 4]] = False  # padding / already filtered
+    available[2, 3:] = False  # a pool smaller than the slate
+    k = 5
+    want = np.stack([_enumerated_marginals(policy, scores[i], available[i], k) for i in range(3)])
+    every = np.tile(np.arange(7), (3, 1))
+    item_q = rng.random((3, 7))
+    for j in range(k):  # ask for each row at slot j in turn
+        shown = np.full((3, k), -1)
+        for row in range(7):
+            shown[:, j] = np.where(available[:, row], every[:, row], -1)
+            at, expected = exact_marginals(policy, scores, available, k, shown, item_q)
+            assert np.allclose(at[:, j], np.where(available[:, row], want[:, row, j], 0.0))
+        assert np.allclose(expected[:, j], (want[:, :, j] * np.where(available, item_q, 0.0)).sum(axis=1))
+    assert np.allclose(want.sum(axis=1)[:, :3], 1.0) and np.allclose(want[2].sum(axis=0)[3:], 0.0)
+    assert exact_marginals(PlackettLuce(1.0), scores, available, k, shown) is None
+    mc = marginals(policy, scores, available, k, samples=400, seed=0)
+    assert np.abs(mc - want).max() < 0.05  # the Rao-Blackwellised rollouts agree
+
+
+def test_switch_dr_and_dros_match_hand_computed_values() -> None:
+    m0, me = np.array([[0.5, 0.25], [0.5, 0.5]]), np.array([[1.0, 0.5], [0.25, 0.5]])  # w = [[2, 2], [0.5, 1]]
+    mq = np.array([[0.7, 0.3], [0.45, 0.2]])  # E_{a ~ me(., j)} q(a, j)
+    common = {"q_logged": Q_LOGGED, "marginal": (m0, me), "marginal_q": mq, "n_boot": 0}
+    got = estimate(P0, PE, R, estimators=("switch-dr", "dros"), switch_tau=1.5, dros_lambda=1.0, **common)
+    switch = ((0.7 + 0.3) + (0.45 + 0.5 * (0 - 0.4) + 0.2 + 1.0 * (1 - 0.3))) / 2  # w = 2 switched off
+    s = lambda w: w / (w**2 + 1.0)  # noqa: E731
+    dros = ((0.7 + s(2) * (1 - 0.5) + 0.3 + s(2) * (0 - 0.2)) + (0.45 + s(0.5) * -0.4 + 0.2 + s(1) * 0.7)) / 2
+    assert math.isclose(got["switch-dr"].value, switch) and math.isclose(got["dros"].value, dros)
+    # the limits: an infinite threshold / shrinkage is the marginal DR, zero is the direct method
+    dr = ((0.7 + 2 * 0.5 + 0.3 + 2 * -0.2) + (0.45 + 0.5 * -0.4 + 0.2 + 1 * 0.7)) / 2
+    wide = estimate(P0, PE, R, estimators=("switch-dr", "dros"), switch_tau=math.inf, dros_lambda=math.inf, **common)
+    assert math.isclose(wide["switch-dr"].value, dr) and math.isclose(wide["dros"].value, dr)
+    zero = estimate(P0, PE, R, estimators=("dros",), dros_lambda=0.0, **common)
+    assert math.isclose(zero["dros"].value, mq.sum(axis=1).mean())
+    with pytest.raises(OPEError, match="switch-dr needs marginal propensities"):
+        estimate(P0, PE, R, estimators=("switch-dr",), q_logged=Q_LOGGED, n_boot=0)
+
+
+def test_marginal_estimators_on_an_epsilon_greedy_log_are_never_refused() -> None:
+    """Exact marginals: the top row shown low in a slate keeps its small but positive logging
+    marginal (32 rollouts put 0 there and iips was refused on every benchmark chunk)."""
+    rng = np.random.default_rng(5)
+    n, width, k = 20000, 12, 4
+    scores = np.tile(-np.arange(width, dtype=np.float64), (n, 1))
+    policy = EpsilonGreedy(0.3)
+    avail = np.ones((n, width), dtype=bool)
+    shown, prop = np.zeros((n, k), np.int64), np.zeros((n, k))
+    for j in range(k):
+        dist = policy.slot_distribution(scores, avail)
+        pick = (dist.cumsum(axis=1) < rng.random(n)[:, None]).sum(axis=1)
+        shown[:, j], prop[:, j] = pick, dist[np.arange(n), pick]
+        avail[np.arange(n), pick] = False
+    rel = np.linspace(0.1, 0.6, width)[None, :].repeat(n, axis=0)  # the truth prefers the low-ranked rows
+    exam = 1.0 / np.arange(1, k + 1)
+    reward = (rng.random((n, k)) < rel[np.arange(n)[:, None], shown] * exam).astype(float)
+    ids = np.arange(n).astype(str).astype(object)
+    items = np.array([[f"i{c}" for c in range(width)]] * n, dtype=object)
+    log = SlateLog(ids, ids, shown, prop, reward, pool_items=items, pool_scores=scores)
+    target, t_scores = EpsilonGreedy(0.1), np.tile(-np.abs(np.arange(width) - 4.2), (n, 1))  # rows 4, 5, 3, 6 first
+    _, per_slot = exact_marginals(target, t_scores, log.pool, k, shown, rel)
+    truth = float((per_slot * exam).sum(axis=1).mean())
+    got = evaluate(log, target, t_scores, model=RewardModel(0.8 * rel, exam), logging=policy, logging_scores=scores,
+                   estimators=("iips", "switch-dr", "dros", "dm"), switch_tau=math.inf, dros_lambda=math.inf,
+                   n_boot=0)  # fmt: skip
+    error = {name: abs(e.value - truth) / truth for name, e in got.items()}
+    assert error["dm"] > 0.15 and max(error[e] for e in ("iips", "switch-dr", "dros")) < 0.1, error
+
+
+def test_the_exact_marginal_matrix_agrees_with_the_logged_row_marginals() -> None:
+    rng = np.random.default_rng(2)
+    scores, available = rng.random((20, 9)), rng.random((20, 9)) < 0.8
+    full = exact_marginal_matrix(EpsilonGreedy(0.4), scores, available, 4)
+    shown = np.argsort(-rng.random((20, 9)) * available, axis=1)[:, :4]
+    at, _ = exact_marginals(EpsilonGreedy(0.4), scores, available, 4, shown)
+    assert np.allclose(full[np.arange(20)[:, None], shown, np.arange(4)[None, :]], at)
+    assert np.allclose(full.sum(axis=1)[available.sum(axis=1) >= 4], 1.0) and (full[~available] == 0).all()

@@ -1,7 +1,11 @@
-"""Open Bandit Pipeline's slate estimators on chunks saved by `coachrec_bench.feedback` (npz files).
+"""Open Bandit Pipeline's estimators on chunks saved by `coachrec_bench.feedback` (npz files).
 
 Runs in a venv with `obp` installed (its pins clash with coachrec's): `python _obp_slate.py a.npz ...`
-prints one JSON list, an entry per chunk with each estimator's value and seconds.
+prints one JSON list, an entry per chunk with each estimator's value and seconds. The slate
+estimators get OBP's slate layout; Switch-DR and DRos (OBP's standard-bandit estimators) get
+each (slate, slot) as a round with one position, the target's marginal over the pool's rows at
+that slot as its action distribution and the logging marginal of the shown row as its pscore,
+so their mean round value times K is the per-slate value.
 """
 
 import json
@@ -11,6 +15,7 @@ import time
 import numpy as np
 import obp
 from obp.ope import (
+    DoublyRobustWithShrinkage,
     SelfNormalizedSlateIndependentIPS,
     SelfNormalizedSlateRewardInteractionIPS,
     SelfNormalizedSlateStandardIPS,
@@ -18,6 +23,7 @@ from obp.ope import (
     SlateIndependentIPS,
     SlateRewardInteractionIPS,
     SlateStandardIPS,
+    SwitchDoublyRobust,
 )
 
 
@@ -47,6 +53,26 @@ def estimate(d: dict) -> dict:
         try:
             out[name] = float(estimator.estimate_policy_value(**common, **args))
         except Exception as exc:  # OBP's own refusals are reported as such
+            out[name] = None
+            out[name + "_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        out[name + "_seconds"] = time.perf_counter() - start
+    rounds = n * k
+    bandit = {
+        "reward": d["reward"],
+        "action": d["action"],
+        "position": np.zeros(rounds, dtype=int),
+        "pscore": d["m0"],
+        "action_dist": d["marginal_dist"].reshape(rounds, width, 1),
+        "estimated_rewards_by_reg_model": d["q_hat"].reshape(rounds, width, 1),
+    }
+    for name, estimator in (
+        ("switch-dr", SwitchDoublyRobust(lambda_=float(d["switch_tau"]))),
+        ("dros", DoublyRobustWithShrinkage(lambda_=float(d["dros_lambda"]))),
+    ):
+        start = time.perf_counter()
+        try:
+            out[name] = float(estimator.estimate_policy_value(**bandit)) * k
+        except Exception as exc:
             out[name] = None
             out[name + "_error"] = f"{type(exc).__name__}: {exc}"[:300]
         out[name + "_seconds"] = time.perf_counter() - start

@@ -16,13 +16,18 @@ per-slot weights `W_j = prod_{l <= j} pi_e(a_l | a_<l) / pi_0(a_l | a_<l)`:
   reward depends only on the slots above it: position-based and cascade clicks);
 - `snrips`: RIPS normalised slot by slot;
 - `iips`: independent IPS (Li et al. 2018), per slot the ratio of marginal probabilities of the
-  item at that slot (unbiased under position-based clicks); the marginals are estimated by
-  Monte Carlo rollouts of both policies when `logging` is given (exact ones for other policies
-  are not implemented);
+  item at that slot (unbiased under position-based clicks); the marginals are exact for
+  epsilon-greedy and greedy policies (`exact_marginals`) and estimated by Monte Carlo rollouts
+  for any other (Plackett-Luce);
 - `dm`: the direct method, a reward model's value of the target's slates (Monte Carlo rollouts);
 - `dr`: the cascade doubly robust estimator (Kiyohara et al. 2022) with a per-slot reward model,
   `sum_j W_j (r_j - q(a_j, j)) + W_{j-1} E_{a ~ pi_e(. | a_<j)} q(a, j)`;
-- `sndr`: the same with slot-wise self-normalised weights.
+- `sndr`: the same with slot-wise self-normalised weights;
+- `switch-dr` and `dros`: Open Bandit Pipeline's Switch-DR (Wang et al. 2017) and DR with
+  optimistic shrinkage (Su et al. 2020) on the slot marginals, as OBP computes them on a log of
+  (context, position) rounds: per slot `E_{a ~ me(., j)} q(a, j) + w~ (r_j - q(a_j, j))` with
+  `w = me / m0` of the logged item, `w~ = w 1{w <= switch_tau}` (Switch-DR) or
+  `w~ = lambda w / (w^2 + lambda)` (DRos, `dros_lambda`), summed over slots.
 
 Every estimate carries its diagnostics (effective sample size, largest weight, share of zero
 weights, and — with the logging policy known — target mass the logging policy never gives
@@ -33,7 +38,8 @@ propensity is refused with `OPEError` naming how many slots and which request: n
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,8 +47,9 @@ import numpy as np
 
 from coachrec.policy.exploration import EpsilonGreedy, Greedy, PlackettLuce, SlatePolicy
 
-ESTIMATORS = ("ips", "snips", "rips", "snrips", "iips", "dm", "dr", "sndr")
-NEEDS_MODEL = ("dm", "dr", "sndr")
+ESTIMATORS = ("ips", "snips", "rips", "snrips", "iips", "dm", "dr", "sndr", "switch-dr", "dros")
+NEEDS_MODEL = ("dm", "dr", "sndr", "switch-dr", "dros")
+NEEDS_MARGINALS = ("iips", "switch-dr", "dros")
 
 
 class OPEError(ValueError):
@@ -213,6 +220,11 @@ class Estimate:
     unsupported_mass: float | None
     """Mean target probability, per slot, on pool rows the logging policy never shows (None:
     logging policy not given). Above 0 the weighting estimators are biased."""
+    delta: float = float("nan")
+    """The value minus the logged reward per slate (`estimate(against=...)`), with a CI from
+    the same bootstrap resamples (paired by user)."""
+    delta_low: float = float("nan")
+    delta_high: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
@@ -321,6 +333,95 @@ def marginals(policy: SlatePolicy, scores: np.ndarray, available: np.ndarray, k:
     return out
 
 
+@functools.lru_cache(maxsize=512)
+def _epsilon_greedy_table(epsilon: float, size: int, k: int) -> np.ndarray:
+    """Exact P(the rank-r candidate at slot j) (size, k) of epsilon-greedy over `size` ranked
+    candidates. The state before slot j is the frontier f (the best remaining rank): ranks
+    below f are all taken and the other j - f taken ranks are a uniform subset of those above
+    f (a uniform pick keeps the subset uniform; taking f moves the frontier past the run of
+    taken ranks that follows it), so the chain over f is exact and tiny."""
+    out = np.zeros((size, k))
+    state = {0: 1.0}
+    for j in range(min(k, size)):
+        left = size - j
+        nxt: dict[int, float] = {}
+        for f, p in state.items():
+            c = j - f
+            above = size - 1 - f
+            take_front = (1.0 - epsilon) + epsilon / left
+            out[f, j] += p * take_front
+            if above > 0:
+                out[f + 1 :, j] += p * epsilon / left * (1.0 - c / above)
+            # P(the c taken ranks above f start with a run of length >= l)
+            run = [math.comb(above - n, c - n) / math.comb(above, c) for n in range(c + 1)] + [0.0]
+            for n in range(c + 1):
+                nxt[f + 1 + n] = nxt.get(f + 1 + n, 0.0) + p * take_front * (run[n] - run[n + 1])
+            if left > 1:
+                nxt[f] = nxt.get(f, 0.0) + p * (1.0 - take_front)
+        state = nxt
+    return out
+
+
+def _epsilon_of(policy: SlatePolicy) -> float | None:
+    if isinstance(policy, EpsilonGreedy):
+        return policy.epsilon
+    return 0.0 if isinstance(policy, Greedy) else None
+
+
+def _ranking(scores: np.ndarray, available: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each pool's rows best first (ties to the lower row; unavailable last) and pool sizes."""
+    if np.isnan(np.where(available, scores, 0.0)).any():
+        raise OPEError("a policy's scores are NaN for an available pool row: cannot rank the pool")
+    order = np.argsort(-np.where(available, scores, -np.inf), axis=1, kind="stable")
+    return order, available.sum(axis=1)
+
+
+def _tables(epsilon: float, sizes: np.ndarray, width: int, k: int) -> Iterator[tuple[np.ndarray, int, np.ndarray]]:
+    """(requests, pool size, marginal table by rank padded to `width` rows) per pool size."""
+    for size in np.unique(sizes):
+        if size > 0:
+            table = np.zeros((width, k))
+            table[:size] = _epsilon_greedy_table(float(epsilon), int(size), k)
+            yield np.flatnonzero(sizes == size), int(size), table
+
+
+def exact_marginals(policy: SlatePolicy, scores: np.ndarray, available: np.ndarray, k: int, shown: np.ndarray,
+                    item_q: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None] | None:  # fmt: skip
+    """Exact marginals of an epsilon-greedy or greedy policy (None for any other): P(the
+    logged row of each slot at that slot) (n, k) and, with per-row values `item_q` (n, P),
+    their expectation under the slot's marginal, `sum_a P(a at j) item_q[a]` (n, k)."""
+    epsilon = _epsilon_of(policy)
+    if epsilon is None:
+        return None
+    n, width = scores.shape
+    order, sizes = _ranking(scores, available)
+    rank = np.empty_like(order)
+    rank[np.arange(n)[:, None], order] = np.arange(width)[None, :]
+    at = np.zeros(shown.shape)
+    expected = None if item_q is None else np.zeros(shown.shape)
+    for g, size, table in _tables(epsilon, sizes, width, k):
+        r = rank[g[:, None], np.maximum(shown[g], 0)]
+        at[g] = np.where(shown[g] >= 0, table[r, np.arange(k)[None, :]], 0.0)
+        if expected is not None and item_q is not None:
+            by_rank = np.take_along_axis(item_q[g], order[g], axis=1)  # the rows' values in rank order
+            expected[g] = by_rank[:, :size] @ table[:size]
+    return at, expected
+
+
+def exact_marginal_matrix(policy: SlatePolicy, scores: np.ndarray, available: np.ndarray,
+                          k: int) -> np.ndarray | None:  # fmt: skip
+    """The full exact marginals (n, P, k) of an epsilon-greedy or greedy policy (None otherwise)."""
+    epsilon = _epsilon_of(policy)
+    if epsilon is None:
+        return None
+    n, width = scores.shape
+    order, sizes = _ranking(scores, available)
+    out = np.zeros((n, width, k))
+    for g, size, table in _tables(epsilon, sizes, width, k):
+        out[g[:, None], order[g][:, :size]] = table[None, :size]
+    return out
+
+
 def evaluate(
     log: SlateLog,
     target: SlatePolicy,
@@ -332,12 +433,18 @@ def evaluate(
     estimators: Sequence[str] = ("ips", "snips", "rips", "snrips", "dm", "dr", "sndr"),
     dm_samples: int = 16,
     marginal_samples: int = 256,
+    switch_tau: float = 50.0,
+    dros_lambda: float = 50.0,
     n_boot: int = 500,
     seed: int = 0,
 ) -> dict[str, Estimate]:
     """Estimates of `target`'s value on the log. `target_scores` (n, P) rank each pool for the
-    target (default: the logged pool order, best first); `model` is needed by dm/dr/sndr,
-    `logging` (with `logging_scores`, default the pool order) by iips and the support check."""
+    target (default: the logged pool order, best first); `model` is needed by dm, the DR family,
+    `logging` (with `logging_scores`, default the pool order) by the marginal estimators (iips,
+    switch-dr, dros) and the support check. `marginal_samples` rollouts estimate the marginals
+    of policies without exact ones (Plackett-Luce). `switch_tau` and `dros_lambda` are the
+    Switch-DR threshold and the DRos shrinkage (OBP's defaults, inf and 0, make them DR and DM;
+    choose them per log)."""
     log.check_propensities()
     unknown = set(estimators) - set(ESTIMATORS)
     if unknown:
@@ -345,8 +452,9 @@ def evaluate(
     need_model = [e for e in estimators if e in NEEDS_MODEL]
     if need_model and model is None:
         raise OPEError(f"{need_model} need a reward model (RewardModel of the pools' rows and slots)")
-    if "iips" in estimators and logging is None:
-        raise OPEError("iips needs the logging policy (its marginal propensities are not logged)")
+    need_marginals = [e for e in estimators if e in NEEDS_MARGINALS]
+    if need_marginals and logging is None:
+        raise OPEError(f"{need_marginals} need the logging policy (marginal propensities are not logged)")
     available = log.pool
     rank_order = np.where(available, -np.arange(available.shape[1], dtype=np.float64)[None, :], np.nan)
     t_scores = rank_order if target_scores is None else np.asarray(target_scores, dtype=np.float64)
@@ -369,17 +477,35 @@ def evaluate(
     if logging is not None:
         unsupported = _unsupported_mass(log, target, t_scores, logging, l_scores)
     marg = None
-    if "iips" in estimators and logging is not None:
+    marginal_q = None
+    if need_marginals and logging is not None:
         k = log.shown.shape[1]
-        rows = np.arange(len(log))[:, None]
-        at = np.maximum(log.shown, 0)
-        m0 = marginals(logging, l_scores, available, k, marginal_samples, seed)
-        me = marginals(target, t_scores, available, k, marginal_samples, seed + 1)
-        slots = np.arange(k)[None, :]
-        marg = (m0[rows, at, slots].astype(np.float64), me[rows, at, slots].astype(np.float64))
+        item_q = None if model is None else np.where(available, model.item, 0.0)
+        m0, _ = _marginals_at(logging, l_scores, available, log.shown, None, marginal_samples, seed)
+        me, expected = _marginals_at(target, t_scores, available, log.shown, item_q, marginal_samples, seed + 1)
+        marg = (m0, me)
+        if expected is not None and model is not None:
+            marginal_q = expected * model.position[None, :k]
     return estimate(log.propensity, pe, log.reward, slots=log.slots, clusters=log.user_id, q_logged=q_logged,
-                    q_target=q_target, dm_terms=dm_terms, marginal=marg, estimators=estimators,
-                    unsupported_mass=unsupported, n_boot=n_boot, seed=seed)  # fmt: skip
+                    q_target=q_target, dm_terms=dm_terms, marginal=marg, marginal_q=marginal_q,
+                    estimators=estimators, switch_tau=switch_tau, dros_lambda=dros_lambda,
+                    against=log.reward.sum(axis=1), unsupported_mass=unsupported, n_boot=n_boot, seed=seed)  # fmt: skip
+
+
+def _marginals_at(policy: SlatePolicy, scores: np.ndarray, available: np.ndarray, shown: np.ndarray,
+                  item_q: np.ndarray | None, samples: int,
+                  seed: int) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+    """The policy's marginal of each logged (row, slot) and its expected `item_q` per slot:
+    exact where `exact_marginals` knows the policy, else by `samples` rollouts."""
+    k = shown.shape[1]
+    exact = exact_marginals(policy, scores, available, k, shown, item_q)
+    if exact is not None:
+        return exact
+    full = marginals(policy, scores, available, k, samples, seed)
+    rows = np.arange(len(shown))[:, None]
+    at = np.where(shown >= 0, full[rows, np.maximum(shown, 0), np.arange(k)[None, :]], 0.0)
+    expected = None if item_q is None else np.einsum("npk,np->nk", full, item_q)
+    return at, expected
 
 
 def _unsupported_mass(log: SlateLog, target: SlatePolicy, t_scores: np.ndarray, logging: SlatePolicy,
@@ -414,7 +540,11 @@ def estimate(
     q_target: np.ndarray | None = None,
     dm_terms: np.ndarray | None = None,
     marginal: tuple[np.ndarray, np.ndarray] | None = None,
+    marginal_q: np.ndarray | None = None,
     estimators: Sequence[str] = ("ips", "snips", "rips", "snrips"),
+    switch_tau: float = 50.0,
+    dros_lambda: float = 50.0,
+    against: np.ndarray | None = None,
     unsupported_mass: float | None = None,
     n_boot: int = 500,
     seed: int = 0,
@@ -423,8 +553,11 @@ def estimate(
     rewards (`slots`: which slots were shown, default all), and optionally the reward model at
     the logged items (`q_logged`), its expectation under the target given the logged prefix
     (`q_target`), DM's per-request values (`dm_terms`) and (logging, target) marginal
-    propensities for iips. `clusters` (users) group the requests
-    for the bootstrap CI (default: each request its own)."""
+    propensities of the logged (row, slot)s for the marginal estimators, with `marginal_q` (n, K)
+    the reward model's expectation under the target's marginal at each slot for switch-dr and
+    dros. `clusters` (users) group the requests for the bootstrap CI (default: each request
+    its own). `against` (n,): the logged policy's reward per request, for each estimate's
+    paired difference from it."""
     p0 = np.asarray(propensity, dtype=np.float64)
     here = np.ones(p0.shape, dtype=bool) if slots is None else np.asarray(slots, dtype=bool)
     missing = here & np.isnan(p0)
@@ -460,10 +593,18 @@ def estimate(
         elif name == "iips":
             if marginal is None:
                 raise OPEError("iips needs marginal propensities of the logging and target policies")
-            m0, me = marginal
-            if (here & (m0 <= 0)).any():
-                raise OPEError("iips: a shown slot has an estimated logging marginal of 0; raise marginal_samples")
-            num, den = np.where(here, me / np.where(here & (m0 > 0), m0, 1.0) * r, 0.0).sum(axis=1)[:, None], ones
+            num, den = (_marginal_weights(marginal, here, name) * r).sum(axis=1)[:, None], ones
+        elif name in ("switch-dr", "dros"):
+            if marginal is None or marginal_q is None or q_logged is None:
+                raise OPEError(f"{name} needs marginal propensities, the reward model at the logged slots and its "
+                               "expectation under the target's marginals")  # fmt: skip
+            w = _marginal_weights(marginal, here, name)
+            if name == "switch-dr":
+                shrunk = np.where(w <= switch_tau, w, 0.0)
+            else:
+                shrunk = w if np.isinf(dros_lambda) else dros_lambda * w / (w**2 + dros_lambda)
+            terms = np.where(here, marginal_q + shrunk * (r - q_logged), 0.0)
+            num, den = terms.sum(axis=1)[:, None], ones
         elif name == "dm":
             if dm_terms is None:
                 raise OPEError("dm needs the reward model's value of the target's slates")
@@ -488,7 +629,25 @@ def estimate(
                     "self-normalised estimate is 0/0; the logs cannot estimate this target (see ips and its ESS)"
                 )
         value, lo, hi = _ratio_with_ci(num, den, groups, n_boot, seed)
-        out[name] = Estimate(name, value, lo, hi, **diag)  # type: ignore[arg-type]
+        paired = {}
+        if against is not None:  # one more column: minus the logged mean, resampled with the estimate's
+            base = -np.asarray(against, dtype=np.float64)[:, None]
+            d, d_lo, d_hi = _ratio_with_ci(np.c_[num, base], np.c_[den, ones], groups, n_boot, seed)
+            paired = {"delta": d, "delta_low": d_lo, "delta_high": d_hi}
+        out[name] = Estimate(name, value, lo, hi, **diag, **paired)  # type: ignore[arg-type]
+    return out
+
+
+def _marginal_weights(marginal: tuple[np.ndarray, np.ndarray], here: np.ndarray, name: str) -> np.ndarray:
+    """me / m0 of each shown slot (0 elsewhere); a shown slot the logging policy gives no
+    marginal probability is refused."""
+    m0, me = marginal
+    if (here & (m0 <= 0)).any():
+        raise OPEError(
+            f"{name}: a shown slot has a logging marginal of 0 (a Monte Carlo marginal: raise marginal_samples; "
+            "an exact one: the log was not served by the logging policy given)"
+        )
+    out: np.ndarray = np.where(here, me / np.where(here & (m0 > 0), m0, 1.0), 0.0)
     return out
 
 
