@@ -115,7 +115,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
 }
 
-ORDER = ("pop", "itemknn", "gru4rec", "sasrec", "rum-item", "rum-feature", "content", "hybrid")
+ORDER = ("pop", "itemknn", "sequential-rules", "gru4rec", "sasrec", "rum-item", "rum-feature", "content", "hybrid")
 SHOWN = ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr@10")
 
 

@@ -24,6 +24,7 @@ MODELS: dict[str, str] = {
     "content": "coachrec.models.content:ContentModel",
     "hybrid": "coachrec.models.hybrid:Hybrid",
     "gru4rec": "coachrec.models.gru4rec:GRU4Rec",
+    "sequential-rules": "coachrec.models.transitions:SequentialRules",
     "blend": "coachrec.models.blend:SequentialBlend",
 }
 
