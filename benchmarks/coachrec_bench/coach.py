@@ -166,10 +166,8 @@ def bench_coach(
     iterations: Annotated[int, typer.Option(help="Coach iterations per run, each on the last one's champion.")] = 2,
 ) -> None:
     """Failure-mode rate and ground-truth NDCG@10/Recall@10 before and after each coach iteration."""
-    from dataclasses import replace
-
     from coachrec.cli.console import RichProgress as RichUI
-    from coachrec.coach import LoopConfig, Registry, run_loop
+    from coachrec.coach import LoopConfig, Registry, run_iterations
     from coachrec.coach.report import write_report
 
     rows = []
@@ -178,21 +176,15 @@ def bench_coach(
             tmp = Path(tempfile.mkdtemp(prefix=f"coachrec-bench-coach-{name}-{seed}-"))
             registry = Registry(tmp / "registry")
             config = LoopConfig(dataset=name, distill_requests=requests, gate_requests=requests, llm=llm, seed=seed)
-            previous = None
-            for it in range(1, iterations + 1):
-                started = _load()
-                out = tmp / f"iteration-{it}"
-                result = run_loop(config, registry, out, RichUI(console), previous=previous)
-                previous = result.context
+            started = _load()
+            for it, out, result in run_iterations(config, registry, tmp, RichUI(console), iterations=iterations):
                 write_report(result, out, title=f"coachrec bench coach ({name}, seed {seed}, iteration {it})")
                 r = _row(result, requests, started)
                 r["metrics"] |= {"seed": seed, "iteration": it, "report": str(out / "report.md")}
                 rows.append(r)
                 write("coach", rows)  # after every iteration: a long run that stops keeps what it measured
                 console.print(f"{name} seed {seed} iteration {it}: {result.decision} (report in {out})")
-                if result.target_mode is None:
-                    break
-                config = replace(config, skip_modes=(*config.skip_modes, result.target_mode))
+                started = _load()
     table = Table(title="bench coach: one iteration, before -> after", title_justify="left")
     for col in (
         "dataset",

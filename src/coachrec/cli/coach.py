@@ -1,4 +1,4 @@
-"""`coachrec coach` (distil -> gate -> promote, one iteration) and `coachrec gate CANDIDATE`."""
+"""`coachrec coach` (remedies -> gate -> promote, one or more iterations) and `coachrec gate CANDIDATE`."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from coachrec.cli.console import RichProgress, console, show_table
+from coachrec.cli.console import RichProgress, console, heading, show_table
 from coachrec.cli.teacher import failure_modes_table
 
 if TYPE_CHECKING:
-    from coachrec.coach import GateReport, LoopResult
+    from coachrec.coach import GateReport, LoopConfig, LoopResult
 
 RegistryOption = Annotated[
     Path | None,
@@ -81,6 +81,28 @@ def print_result(result: LoopResult, con: Console | None = None) -> None:
     con.print(Text(result.decision, style="bold green" if result.promoted else "bold red"))
 
 
+def run_and_report(config: LoopConfig, registry: Path | None, out: Path, title: str, iterations: int) -> None:
+    """Run the coach iterations, print each one's tables and decision, write each one's report
+    (later iterations in `out/iteration-N`, linked from the first report)."""
+    from coachrec.coach import Registry, run_iterations
+    from coachrec.coach.report import write_report
+
+    con = console()
+    decisions: list[tuple[int, Path, str]] = []
+    for it, folder, result in run_iterations(config, Registry(registry), out, RichProgress(con), iterations=iterations):
+        if iterations > 1:
+            heading(con, f"iteration {it}: champion {result.context.champion_id}")
+        print_result(result, con)
+        path = write_report(result, folder, title=title if it == 1 else f"{title}, iteration {it}")
+        decisions.append((it, path, result.decision))
+        con.print(Text.assemble("report written to ", (str(path), "bold"), f" ({result.seconds:.0f} s)"))
+    if len(decisions) > 1:
+        lines = ["", "## Further iterations", ""]
+        lines += [f"- iteration {it} ([report]({p.relative_to(out)})): {d}" for it, p, d in decisions[1:]]
+        with (out / "report.md").open("a") as f:
+            f.write("\n".join(lines) + "\n")
+
+
 def coach(
     dataset: Annotated[str, typer.Option(help="ml-latest-small, beauty, or a path")] = "ml-latest-small",
     requests: Annotated[
@@ -109,13 +131,16 @@ def coach(
         float, typer.Option(help="Ground-truth non-inferiority margin, relative to the champion (0.02 = 2%).")
     ] = 0.02,
     out: Annotated[Path, typer.Option(help="Folder for traces and the report")] = Path("runs/coach"),
+    iterations: Annotated[
+        int, typer.Option(min=1, help="Iterations, each on the last one's champion, each targeting a new mode.")
+    ] = 1,
     registry: RegistryOption = None,
     seed: int = 0,
 ) -> None:
-    """One coach iteration: judge replayed traffic, distil the top trusted failure mode into the
-    ranker, gate the candidate against the champion, promote or refuse (with the reasons)."""
-    from coachrec.coach import GateConfig, LoopConfig, Registry, run_loop
-    from coachrec.coach.report import write_report
+    """Coach iterations: judge replayed traffic, pick the most frequent trusted failure mode, try
+    every remedy for it, gate each candidate against the champion, promote at most one or refuse
+    (with the reasons)."""
+    from coachrec.coach import GateConfig, LoopConfig
 
     config = LoopConfig(
         dataset=dataset,
@@ -131,11 +156,7 @@ def coach(
         seed=seed,
         gate=GateConfig(margin=margin, seed=seed),
     )
-    con = console()
-    result = run_loop(config, Registry(registry), out, RichProgress(con))
-    print_result(result, con)
-    path = write_report(result, out, title="coachrec coach")
-    con.print(Text.assemble("report written to ", (str(path), "bold"), f" ({result.seconds:.0f} s)"))
+    run_and_report(config, registry, out, "coachrec coach", iterations)
 
 
 def gate(

@@ -13,7 +13,7 @@ labels -> a student ranker), `criterion_trust` (which criteria may gate), the ga
 
 from coachrec.coach.distill import DistillConfig, Distilled, DistillError, distill
 from coachrec.coach.gate import GateConfig, GateReport, GateRow
-from coachrec.coach.loop import LoopConfig, LoopResult, run_loop
+from coachrec.coach.loop import LoopConfig, LoopResult, run_iterations, run_loop
 from coachrec.coach.registry import Registry, RegistryError, Version
 
 __all__ = [
@@ -29,5 +29,6 @@ __all__ = [
     "RegistryError",
     "Version",
     "distill",
+    "run_iterations",
     "run_loop",
 ]

@@ -13,7 +13,7 @@ compares, never seen by any selection; the rest are left unused (a reserve no st
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -812,3 +812,24 @@ def run_loop(
             if r.section == "held-out traffic"
         }
     return result
+
+
+def run_iterations(
+    config: LoopConfig, registry: Registry, out: Path, ui: Progress = SILENT, *, iterations: int = 2
+) -> Iterator[tuple[int, Path, LoopResult]]:
+    """Up to `iterations` coach iterations, each starting from the champion the last one left,
+    on the same user and dialog split and the same measured teacher, each skipping the failure
+    modes earlier iterations targeted; stops early when an iteration finds nothing to target.
+    Yields (iteration, its folder, its result); the first iteration writes to `out`, the next
+    ones to `out/iteration-N`."""
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    previous: Context | None = None
+    for it in range(1, iterations + 1):
+        folder = out if it == 1 else out / f"iteration-{it}"
+        result = run_loop(config, registry, folder, ui, previous=previous)
+        yield it, folder, result
+        if result.target_mode is None:
+            return
+        previous = result.context
+        config = replace(config, skip_modes=(*config.skip_modes, result.target_mode))
