@@ -11,6 +11,7 @@ labels -> a student ranker), `criterion_trust` (which criteria may gate), the ga
 `failure_rows`, `ground_truth_rows`), `Registry` (versions, champion, rollback).
 """
 
+from coachrec.coach import position_remedy as position_remedy  # registers the pal-ranker remedy (position_bias)
 from coachrec.coach.distill import DistillConfig, Distilled, DistillError, distill
 from coachrec.coach.gate import GateConfig, GateReport, GateRow
 from coachrec.coach.loop import LoopConfig, LoopResult, run_iterations, run_loop
