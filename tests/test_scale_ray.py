@@ -1,7 +1,10 @@
-"""Ray pipelines give the single-process results: batch judging through an actor pool and
-full-ranking evaluation over user shards, on a local Ray runtime (2 CPUs, started once)."""
+"""Ray pipelines give the single-process results: batch judging through an actor pool (library
+and `coachrec judge --ray`), teacher labelling and full-ranking evaluation over shards, on one
+local Ray runtime (2 CPUs) for the module. Each test starts one actor pool (their start-up is
+most of the time), on small data."""
 
 import sys
+from collections import Counter
 
 import numpy as np
 import polars as pl
@@ -11,7 +14,7 @@ from coachrec.data import leave_one_out
 from coachrec.data.splits import EvalTask
 from coachrec.metrics import evaluate, named
 from coachrec.models import create
-from coachrec.scale import RayMissingError, evaluate_with_ray, judge_with_ray, ray_runtime, require_ray
+from coachrec.scale import RayMissingError, evaluate_with_ray, ray_runtime, require_ray
 from coachrec.serve import Stack
 from coachrec.serve.pipeline import PipelineConfig
 from coachrec.teacher import CatalogView, Judge, RelevanceCommittee, cases_from_store, load_rubric
@@ -55,12 +58,22 @@ def judged(ml_small):
 
 
 def test_ray_batch_judging_equals_one_process(ray_local, judged):
+    """One actor pool: `judging_with(ray_executor(2))` sends `Judge.judge_each` (and so the coach
+    loop's `Judge.judge`) through `judge_each_with_ray`, which `judge_with_ray` flattens."""
+    from coachrec.scale import ray_executor
+    from coachrec.teacher.judge import judging_with
+
     make_judge, cases, _, _ = judged
-    local = make_judge().judge(cases)
-    distributed = judge_with_ray(make_judge, cases, workers=2, batch_size=5)
-    assert len(distributed) == len(local) > len(cases)  # several criteria per case
-    assert {j.criterion for j in local} >= {"relevance", "constraint_adherence"}
-    for a, b in zip(local, distributed, strict=True):
+    judge = make_judge()
+    local = judge.judge_each(cases)
+    ticks: list[tuple[int, int]] = []
+    with judging_with(ray_executor(2, batch_size=5)):
+        grouped = judge.judge_each(cases, progress=lambda n, total: ticks.append((n, total)))
+    assert ticks == [(len(cases), len(cases))] and len(grouped) == len(cases)
+    flat_local, distributed = [j for g in local for j in g], [j for g in grouped for j in g]
+    assert len(distributed) == len(flat_local) > len(cases)  # several criteria per case
+    assert {j.criterion for j in flat_local} >= {"relevance", "constraint_adherence"}
+    for a, b in zip(flat_local, distributed, strict=True):
         assert (a.trace_id, a.criterion, a.label, a.span_id, a.failure_modes) == (
             b.trace_id,
             b.criterion,
@@ -70,16 +83,44 @@ def test_ray_batch_judging_equals_one_process(ray_local, judged):
         )
         assert a.score == b.score or (np.isnan(a.score) and np.isnan(b.score))  # to the last digit
         assert a.details == b.details and a.rationale == b.rationale
+    assert [len(g) for g in grouped] == [len(g) for g in local]
+    assert judge.judge_each(cases[:3]) == local[:3]  # outside the block: in this process again
+
+
+def test_judge_cli_with_ray_records_the_same_judgments(ray_local, ml_small, tmp_path):
+    from typer.testing import CliRunner
+
+    from coachrec.cli import app
+
+    db = tmp_path / "traces.duckdb"
+    store = TraceStore(db)
+    pipeline = Stack([create("pop").fit(ml_small)], ml_small.catalog, PipelineConfig()).pipeline(Tracer(store))
+    for r in replay_requests(ml_small.users.ids[:8].tolist(), 10, seed=2):
+        pipeline.recommend(r)
+    store.close()
+    args = ["judge", "--sample", "all", "--db", str(db), "--llm", "none", "--no-relevance", "--rejudge"]
+    runs = []
+    for n, extra in enumerate(([], ["--ray", "1"])):  # one actor: the 2-actor pool is tested above
+        out = CliRunner().invoke(app, [*args, "--review-db", str(tmp_path / f"review{n}.duckdb"), *extra])
+        assert out.exit_code == 0, out.output
+        assert "10 of 10 traces sampled" in out.output
+        store = TraceStore(db, read_only=True)
+        table = store.evaluations().select(["span_id", "name", "score", "label", "explanation"])
+        store.close()
+        runs.append(Counter(tuple(r.values()) for r in table.to_pylist()))
+    assert sum(runs[0].values()) >= 60 and set(runs[0].values()) == {1}
+    # the Ray run recorded each in-process evaluation once more: same span, criterion, score, label, rationale
+    assert runs[1] == Counter(dict.fromkeys(runs[0], 2))
 
 
 def test_ray_full_ranking_evaluation_equals_one_process(ray_local, judged, ml_small):
     _, _, stack, _ = judged
-    model = stack.models[0]  # item-kNN fitted on the whole data: leave-one-out targets of 200 users
+    model = stack.models[0]  # item-kNN fitted on the whole data: leave-one-out targets of 80 users
     test = leave_one_out(ml_small).task("test")
-    task = EvalTask(test.users[:200], test.histories[:200], test.targets[:200])
+    task = EvalTask(test.users[:80], test.histories[:80], test.targets[:80])
     protocol = named("loo-full")
     local = evaluate(model, task, protocol)
-    distributed = evaluate_with_ray(model, task, protocol, workers=2, shard_size=50)
+    distributed = evaluate_with_ray(model, task, protocol, workers=2, shard_size=20)
     assert distributed.metrics["ndcg@10"] > 0
     for name, values in distributed.per_user.items():
         np.testing.assert_array_equal(values, local.per_user[name])

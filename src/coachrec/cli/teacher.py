@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -14,6 +15,7 @@ from coachrec.cli.console import RichProgress, console, show_table, status
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from coachrec.llm import LLMBackend
     from coachrec.teacher import FailureReport, SamplingPolicy
     from coachrec.tracing import TraceStore
 
@@ -104,6 +106,15 @@ def judge(
     ] = 0.05,
     rejudge: Annotated[bool, typer.Option("--rejudge", help="Judge traces this judge version already judged.")] = False,
     swap: Annotated[bool, typer.Option("--swap/--no-swap", help="Judge LLM criteria in both slate orders.")] = True,
+    ray: Annotated[
+        int,
+        typer.Option(
+            "--ray",
+            min=0,
+            help="Judge on a pool of this many Ray actors, each loading the LLM once (0: in this process; "
+            "$RAY_ADDRESS: a cluster). Needs coachrec[ray].",
+        ),
+    ] = 0,
     seed: int = 0,
 ) -> None:
     """Run the teacher over a sample of stored traces; store judgments, queue doubtful ones."""
@@ -163,7 +174,7 @@ def judge(
         )
         progress.note(f"judge {teacher.version}: {len(picked.trace_ids)} of {picked.candidates} traces sampled")
         cases = cases_from_store(store, picked.trace_ids)
-        with progress.bar("judging", len(cases)) as advance:
+        with progress.bar("judging", len(cases)) as advance, _executor(ray, llm if backend else None):
             judgments = teacher.judge(cases, progress=advance)
         record(store, judgments)
         review = ReviewStore(review_db or review_path_for(store.path))
@@ -177,6 +188,26 @@ def judge(
     finally:
         store.close()  # also on errors: a second open in this process must not clash
     print_failures(db, judge_version=teacher.version, top=10)
+
+
+def _executor(workers: int, llm: str | None) -> AbstractContextManager[None]:
+    """Judging on `workers` Ray actors (`teacher.judge.judging_with`), or in this process."""
+    if workers == 0:
+        return nullcontext()
+    from coachrec.scale import RayMissingError, ray_executor, require_ray
+    from coachrec.teacher.judge import judging_with
+
+    try:
+        require_ray()
+    except RayMissingError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--ray") from exc
+
+    def load() -> LLMBackend:
+        from coachrec.llm import load_backend
+
+        return load_backend(str(llm))
+
+    return judging_with(ray_executor(workers, llm=load if llm is not None else None))
 
 
 def print_failures(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from coachrec.data import Catalog
+from coachrec.llm import LLMBackend
 from coachrec.scale.runtime import ray_runtime
 from coachrec.scale.serialize import case_from_json, case_to_json, judgment_from_json, judgment_to_json
-from coachrec.teacher import Judge, JudgeCase, Judgment
+from coachrec.teacher import CatalogView, Judge, JudgeCase, JudgeConfig, Judgment, RelevanceCommittee
+from coachrec.teacher.judge import Executor
+from coachrec.teacher.request_match import RequestMatchCommittee
+from coachrec.teacher.rubric import RubricSpec
 
 JudgeFactory = Callable[[], Judge]
 
@@ -47,6 +53,56 @@ class JudgeWorker:
                 positions.append(int(position))
                 out.append(judgment_to_json(j))
         return {"position": np.asarray(positions, dtype=np.int64), "judgment": np.asarray(out, dtype=object)}
+
+
+@dataclass(frozen=True)
+class JudgeRecipe:
+    """What an actor needs to build a twin of a judge (picklable): the rubric, catalog and
+    committees travel, the LLM member is loaded inside the actor by `llm`, once per actor."""
+
+    rubric: RubricSpec
+    catalog: Catalog
+    criteria: tuple[str, ...]
+    config: JudgeConfig
+    relevance: RelevanceCommittee | None = None
+    request_match: RequestMatchCommittee | None = None
+    llm: Callable[[], LLMBackend] | None = None
+
+    @classmethod
+    def of(cls, judge: Judge, llm: Callable[[], LLMBackend] | None = None) -> JudgeRecipe:
+        return cls(
+            judge.rubric,
+            judge.catalog.catalog,
+            tuple(c.name for c in judge.criteria),
+            judge.config,
+            judge.relevance,
+            judge.request_match,
+            llm,
+        )
+
+    def __call__(self) -> Judge:
+        return Judge(
+            self.rubric,
+            CatalogView(self.catalog),
+            llm=self.llm() if self.llm is not None else None,
+            relevance=self.relevance,
+            request_match=self.request_match,
+            criteria=list(self.criteria),
+            config=self.config,
+        )
+
+
+def ray_executor(workers: int = 2, *, batch_size: int = 16, llm: Callable[[], LLMBackend] | None = None) -> Executor:
+    """A `teacher.judge.judging_with` executor judging on a pool of `workers` Ray actors. A judge
+    with an LLM member needs `llm` (how an actor loads it; e.g. `lambda: load_backend("small")`),
+    else it judges in this process (an LLM backend does not travel)."""
+
+    def run(judge: Judge, cases: list[JudgeCase]) -> list[list[Judgment]]:
+        if judge.llm is not None and llm is None:
+            return judge.judge_here(cases)
+        return judge_each_with_ray(JudgeRecipe.of(judge, llm), cases, workers=workers, batch_size=batch_size)
+
+    return run
 
 
 def export_cases(cases: Sequence[JudgeCase], path: Path) -> Path:
@@ -73,6 +129,25 @@ def judge_with_ray(
 ) -> list[Judgment]:
     """Judge `cases` with a pool of `workers` actors; judgments in the order a single judge
     would give them (case by case, criterion by criterion)."""
+    return [
+        j
+        for judged in judge_each_with_ray(
+            factory, cases, workers=workers, batch_size=batch_size, num_cpus=num_cpus, folder=folder
+        )
+        for j in judged
+    ]
+
+
+def judge_each_with_ray(
+    factory: JudgeFactory,
+    cases: Sequence[JudgeCase],
+    *,
+    workers: int = 2,
+    batch_size: int = 16,
+    num_cpus: int | None = None,
+    folder: Path | None = None,
+) -> list[list[Judgment]]:
+    """`judge_with_ray`, the judgments grouped per case as `Judge.judge_each` gives them."""
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     if not cases:
@@ -94,5 +169,8 @@ def judge_with_ray(
             num_cpus=1,
         )
         rows = dataset.take_all()
+    out: list[list[Judgment]] = [[] for _ in cases]
     order = sorted(range(len(rows)), key=lambda i: int(rows[i]["position"]))  # stable: criteria keep their order
-    return [judgment_from_json(str(rows[i]["judgment"])) for i in order]
+    for i in order:
+        out[int(rows[i]["position"])].append(judgment_from_json(str(rows[i]["judgment"])))
+    return out

@@ -17,7 +17,9 @@ that committee instead of the listwise LLM question: score = share of shown item
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +39,20 @@ from coachrec.teacher.rubric import CriterionSpec, RubricSpec
 from coachrec.tracing import TraceStore
 
 Progress = Callable[[int, int], None]
+Executor = Callable[["Judge", list[JudgeCase]], list[list[Judgment]]]
+"""Judges a judge's cases elsewhere (same judgments per case, in order): `coachrec.scale.ray_executor`."""
+_EXECUTOR: ContextVar[Executor | None] = ContextVar("coachrec_judge_executor", default=None)
+
+
+@contextmanager
+def judging_with(executor: Executor) -> Iterator[None]:
+    """Within the block every `Judge.judge` call hands its cases to `executor`, so code that
+    judges (the coach loop, the CLI) runs on a Ray actor pool without knowing it."""
+    token = _EXECUTOR.set(executor)
+    try:
+        yield
+    finally:
+        _EXECUTOR.reset(token)
 
 
 @dataclass(frozen=True)
@@ -99,8 +115,19 @@ class Judge:
         return [j for judged in self.judge_each(cases, progress) for j in judged]
 
     def judge_each(self, cases: Iterable[JudgeCase], progress: Progress | None = None) -> list[list[Judgment]]:
-        """`judge`, with the judgments grouped per case (in the order of `cases`)."""
+        """`judge`, with the judgments grouped per case (in the order of `cases`); inside
+        `judging_with(executor)` the executor judges them (e.g. on a Ray actor pool)."""
         cases = list(cases)
+        executor = _EXECUTOR.get()
+        if executor is None or not cases:
+            return self.judge_here(cases, progress)
+        out = executor(self, cases)
+        if progress is not None:
+            progress(len(cases), len(cases))
+        return out
+
+    def judge_here(self, cases: Sequence[JudgeCase], progress: Progress | None = None) -> list[list[Judgment]]:
+        """`judge_each` in this process, whatever executor is set."""
         out: list[list[Judgment]] = []
         for lo in range(0, len(cases), self.batch):
             part = cases[lo : lo + self.batch]
