@@ -49,6 +49,9 @@ def test_estimators_match_hand_computed_values() -> None:
     for name, value in expected.items():
         assert math.isclose(got[name].value, value, rel_tol=1e-9), name
     assert math.isclose(got["ips"].ess, 9 / 5) and got["ips"].max_weight == 2.0
+    # each family's own weights: per slot W_j (cascade), me / m0 (marginal), averaged over slots
+    assert math.isclose(got["rips"].ess, (4**2 / 8 + 3**2 / 5) / 2) and got["dr"].ess == got["rips"].ess
+    assert math.isclose(got["iips"].ess, (2.5**2 / 4.25 + 3**2 / 5) / 2)
 
 
 def test_bootstrap_interval_is_clustered_by_user_and_brackets_the_value() -> None:

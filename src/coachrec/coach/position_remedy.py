@@ -199,13 +199,15 @@ def pal_ranker(ctx: RemedyContext) -> Candidate:
                       "probseen": seen.round(4).tolist()})  # fmt: skip
 
 
-def ope_row(log: SlateLog, champion: Stack, candidate: Stack, stats: ItemStats, *, estimator: str = "snips",
+def ope_row(log: SlateLog, champion: Stack, candidate: Stack, stats: ItemStats, *, estimator: str = "iips",
             min_ess: float = 200.0, config: GateConfig | None = None, model: RewardModel | None = None,
             n_boot: int = 500, seed: int = 0) -> GateRow:  # fmt: skip
     """Gate row "off-policy (logged traffic)": the candidate's clicks per slate estimated on the
     logged slates (served by `champion` with its epsilon-greedy exploration) against the clicks
     observed, paired by user; a guard (its CI's lower bound above -margin x the logged value).
-    Not passed, with the reason in the metric, when the effective sample size is under `min_ess`."""
+    Not passed, with the reason in the metric, when the effective sample size is under `min_ess`.
+    The default estimator, iips, assumes position-based clicks (as PAL does); its weights are
+    per slot, so its ESS stays usable where whole-slate weights (ips, snips) collapse."""
     cfg = config or GateConfig()
     feats, _, blend = pool_features(champion, stats, log)
     target_scores = served_scores(candidate, feats, blend, log)

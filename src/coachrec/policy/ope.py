@@ -50,6 +50,7 @@ from coachrec.policy.exploration import EpsilonGreedy, Greedy, PlackettLuce, Sla
 ESTIMATORS = ("ips", "snips", "rips", "snrips", "iips", "dm", "dr", "sndr", "switch-dr", "dros")
 NEEDS_MODEL = ("dm", "dr", "sndr", "switch-dr", "dros")
 NEEDS_MARGINALS = ("iips", "switch-dr", "dros")
+CASCADE_FAMILY = ("rips", "snrips", "dr", "sndr")
 
 
 class OPEError(ValueError):
@@ -214,7 +215,9 @@ class Estimate:
     ci_high: float
     n: int
     ess: float
-    """Effective sample size of the slate weights: (sum w)^2 / sum w^2."""
+    """Effective sample size (sum w)^2 / sum w^2 of the weights the estimator uses: the slate
+    weights for ips/snips (and dm), the mean over slots of each slot's for the cascade family
+    (rips, snrips, dr, sndr: W_j) and the marginal family (iips, switch-dr, dros: me / m0)."""
     max_weight: float
     zero_weight_share: float
     unsupported_mass: float | None
@@ -629,6 +632,12 @@ def estimate(
                     "self-normalised estimate is 0/0; the logs cannot estimate this target (see ips and its ESS)"
                 )
         value, lo, hi = _ratio_with_ci(num, den, groups, n_boot, seed)
+        if name in CASCADE_FAMILY:
+            diag["ess"] = _slot_ess(cum, here)
+        elif name in NEEDS_MARGINALS and marginal is not None:
+            diag["ess"] = _slot_ess(_marginal_weights(marginal, here, name), here)
+        else:
+            diag["ess"] = ess
         paired = {}
         if against is not None:  # one more column: minus the logged mean, resampled with the estimate's
             base = -np.asarray(against, dtype=np.float64)[:, None]
@@ -636,6 +645,14 @@ def estimate(
             paired = {"delta": d, "delta_low": d_lo, "delta_high": d_hi}
         out[name] = Estimate(name, value, lo, hi, **diag, **paired)  # type: ignore[arg-type]
     return out
+
+
+def _slot_ess(weights: np.ndarray, here: np.ndarray) -> float:
+    """Mean over the slots shown anywhere of each slot's (sum w)^2 / sum w^2."""
+    w = np.where(here, weights, 0.0)
+    cols = here.any(axis=0)
+    per_slot = w.sum(axis=0) ** 2 / np.maximum((w**2).sum(axis=0), 1e-300)
+    return float(per_slot[cols].mean()) if cols.any() else 0.0
 
 
 def _marginal_weights(marginal: tuple[np.ndarray, np.ndarray], here: np.ndarray, name: str) -> np.ndarray:
