@@ -135,6 +135,15 @@ def coach(
         int, typer.Option(min=1, help="Iterations, each on the last one's champion, each targeting a new mode.")
     ] = 1,
     registry: RegistryOption = None,
+    ray: Annotated[
+        int,
+        typer.Option(
+            "--ray",
+            min=0,
+            help="Judge on a pool of this many Ray actors (0: in this process; $RAY_ADDRESS: a cluster). "
+            "Needs coachrec[ray].",
+        ),
+    ] = 0,
     seed: int = 0,
 ) -> None:
     """Coach iterations: judge replayed traffic, pick the most frequent trusted failure mode, try
@@ -156,7 +165,14 @@ def coach(
         seed=seed,
         gate=GateConfig(margin=margin, seed=seed),
     )
-    run_and_report(config, registry, out, "coachrec coach", iterations)
+    if ray:
+        from coachrec.scale import ray_executor
+        from coachrec.teacher.judge import judging_with
+
+        with judging_with(ray_executor(ray)):  # every Judge.judge of the loop on the actor pool
+            run_and_report(config, registry, out, "coachrec coach", iterations)
+    else:
+        run_and_report(config, registry, out, "coachrec coach", iterations)
 
 
 def gate(
