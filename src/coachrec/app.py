@@ -20,6 +20,7 @@ import coachrec
 from coachrec import datasets
 from coachrec.coach.registry import Registry
 from coachrec.dashboard import dashboard_router, titles_of
+from coachrec.monitor.api import monitor_router
 from coachrec.review import ReviewStore
 from coachrec.review.api import review_router
 from coachrec.serve import PipelineConfig, Service, Stack
@@ -88,6 +89,7 @@ def create_app(
     if allowed_hosts is not None:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.include_router(serve_router(service))
+    app.include_router(monitor_router(service.store, feedback=service.feedback))
     if review is not None:
         app.include_router(review_router(review), prefix="/v1/review")
     catalog = service.pipeline.catalog  # the dashboard under /ui (scopes as for /v1)

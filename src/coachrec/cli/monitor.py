@@ -4,8 +4,6 @@ per column (Evidently's default tests, or PSI), with a Markdown/HTML report and 
 from __future__ import annotations
 
 import json
-import re
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -13,21 +11,15 @@ import typer
 
 from coachrec.cli.console import console, print_rows
 
-_WINDOW = re.compile(r"^(\d+(?:\.\d+)?)([smhd])?\.\.(\d+(?:\.\d+)?)([smhd])?$")
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
 
 def parse_window(value: str, option: str) -> tuple[int, int]:
     """`14d..7d` (from 14 days ago until 7 days ago; `..0` is now) as [since, until) in ns."""
-    match = _WINDOW.match(value.strip())
-    if not match:
-        raise typer.BadParameter(f"{option} takes FROM..TO ago with a unit (s, m, h, d), e.g. 14d..7d; got {value!r}")
-    now = time.time_ns()
-    start = float(match.group(1)) * _SECONDS[match.group(2) or match.group(4) or "s"]
-    end = float(match.group(3)) * _SECONDS[match.group(4) or match.group(2) or "s"]
-    if end >= start:
-        raise typer.BadParameter(f"{option}: FROM must lie further back than TO, got {value!r}")
-    return now - int(start * 1e9), now - int(end * 1e9)
+    from coachrec.monitor.windows import parse_ago
+
+    try:
+        return parse_ago(value)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{option}: {exc}") from exc
 
 
 def monitor(

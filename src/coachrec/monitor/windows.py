@@ -21,14 +21,17 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import duckdb
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from coachrec.data import Dataset
 from coachrec.serve.feedback import FeedbackLog, Relevance, feedback_path_for
@@ -147,11 +150,12 @@ def read_window(
     until: TimeLike | None = None,
     *,
     items: ItemStats | None = None,
-    feedback: bool = True,
+    feedback: bool | FeedbackReader = True,
     judge_version: str | None = None,
     relevance: Relevance = Relevance(),
 ) -> Window:
-    """The requests whose root span started in [since, until)."""
+    """The requests whose root span started in [since, until). `feedback`: outcomes from the
+    feedback file beside the store (True), from an open feedback log, or none (False)."""
     store.flush()
     roots = store.spans(
         since=since,
@@ -194,8 +198,8 @@ def read_window(
             on="stage", index="trace_id", values="score", aggregate_function="first"
         )
         frame = frame.join(wide, on="trace_id", how="left")
-    if feedback:
-        frame = _join_outcomes(store, frame, relevance)
+    if feedback is not False:
+        frame = _join_outcomes(store, frame, relevance, feedback)
     frame = _join_judgments(store, frame, judge_version)
     frame = frame.drop("constraints", "anon_history", "items")
     return Window(
@@ -205,15 +209,32 @@ def read_window(
     )
 
 
-def _join_outcomes(store: TraceStore, frame: pl.DataFrame, relevance: Relevance) -> pl.DataFrame:
+class FeedbackReader(Protocol):
+    def events(self) -> pa.Table: ...
+
+
+def _feedback_events(store: TraceStore, feedback: bool | FeedbackReader) -> pa.Table | None:
+    """Feedback events: from an open log (a serving process's), else the file beside the store."""
+    if feedback is False:
+        return None
+    if feedback is not True:
+        return feedback.events()
     path = feedback_path_for(store.path)
     if path == ":memory:" or not Path(path).exists():
-        return frame  # no feedback file beside the trace store: no outcome columns
+        return None  # no feedback file beside the trace store: no outcome columns
     log = FeedbackLog(path)
     try:
-        events = log.events()
+        return log.events()
     finally:
         log.close()
+
+
+def _join_outcomes(
+    store: TraceStore, frame: pl.DataFrame, relevance: Relevance, feedback: bool | FeedbackReader
+) -> pl.DataFrame:
+    events = _feedback_events(store, feedback)
+    if events is None:
+        return frame
     ev = pl.from_arrow(events)
     assert isinstance(ev, pl.DataFrame)
     if ev.height == 0:
@@ -254,3 +275,20 @@ def _join_judgments(store: TraceStore, frame: pl.DataFrame, judge_version: str |
 def concat(windows: Sequence[Window]) -> Window:
     """Windows side by side in time, as one (columns missing in some are null there)."""
     return Window(pl.concat([w.frame for w in windows], how="diagonal_relaxed"))
+
+
+_AGO = re.compile(r"^(\d+(?:\.\d+)?)([smhd])?\.\.(\d+(?:\.\d+)?)([smhd])?$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_ago(value: str, now_ns: int | None = None) -> tuple[int, int]:
+    """`14d..7d` (from 14 days ago until 7 days ago; `..0` is now) as [since, until) in ns."""
+    match = _AGO.match(value.strip())
+    if not match:
+        raise ValueError(f"a window is FROM..TO ago with a unit (s, m, h, d), e.g. 14d..7d; got {value!r}")
+    now = time.time_ns() if now_ns is None else now_ns
+    start = float(match.group(1)) * _SECONDS[match.group(2) or match.group(4) or "s"]
+    end = float(match.group(3)) * _SECONDS[match.group(4) or match.group(2) or "s"]
+    if end >= start:
+        raise ValueError(f"a window's FROM must lie further back than its TO, got {value!r}")
+    return now - int(start * 1e9), now - int(end * 1e9)
