@@ -9,33 +9,40 @@ rest, and simulated users click by a position-based model with ULTRA's examinati
 
 Parts:
 
-- `pal`: per dataset and eta, a training log from half the users and a test log from the other
-  half, both served with epsilon-greedy exploration (0.3). PAL and its baselines (naive CTR,
-  position as a feature served at slots 1/5/9, IPW with the true examination) are fitted on the
-  training log's impressions (features: `coachrec.ranking.candidate_features` of each pool row,
-  built from the rank span's retriever scores). Measured on the test users: NDCG@10 of the true
+- `pal`: per dataset, the users with planted truth split in two halves, each served
+  `--pal-requests` requests with epsilon-greedy exploration (0.3); per eta the clicks are
+  replayed `--replays` times on the served slates, and two folds fit every model on one half's
+  log and measure it on the other half's users (every user is a test user once). Models: PAL
+  (logistic pCTR, and an MLP-32 pCTR), naive CTR, position as a feature (logistic: the same
+  order at any serving slot; MLP-32 served at slots 1/5/9), IPW with the true examination
+  relative to slot 1 (an upper reference), and an oracle fitted on the true preference of the
+  same impressions (the ceiling of these features). Features: `coachrec.ranking.candidate_features`
+  of each pool row, from the rank span's retriever scores. Measured: NDCG@10 of the true
   preference when each model re-ranks the request's pool (gain 2^grade - 1, ideal = the pool's
-  best order; requests whose pool holds no graded item are left out), paired with PAL per user
-  (bootstrap CI); PAUC (AUC of the served score within each slot, impression-weighted) and
-  click log-likelihood per test impression; the mean served pCTR of each model's top 10 beside
-  IPW's; ProbSeen against the true curve; fit seconds per 1M impressions.
+  best order; requests whose pool holds no graded item are left out), averaged over replays and
+  paired with PAL per user (bootstrap CI); PAUC (AUC of the served score within each slot,
+  impression-weighted) and click log-likelihood per test impression; the served pCTR of each
+  top-slot model's top 10 against the truth (examination at slot 1 x true preference of the
+  same items); ProbSeen against the true curve; fit seconds per 1M impressions.
 - `ope`: one long log on ml-latest-small (epsilon-greedy 0.3 logging). A reward model (PAL) is
   fitted on its first requests; the rest is cut into disjoint chunks of 1k, 10k and 100k slates
   (10k, 100k, 1M impressions). Target policies: epsilon-greedy 0.1 and greedy over the logged
   ranking, and greedy over PAL's pCTR (a new ranker). The true value of each is the expected
   clicks per slate under the click model, computed from the planted truth on every logged pool.
   Relative error |V^ - V| / V per estimator (mean and spread over chunks), coachrec's beside
-  Open Bandit Pipeline's estimators on the same arrays (run in its own venv, `--obp-python`),
-  and seconds per 1M impressions for reading the trace store and for estimating.
+  Open Bandit Pipeline's estimators on the same arrays (run in its own venv, `--obp-python`;
+  each OBP row also gives its largest absolute difference from coachrec's value on the same
+  chunk), and seconds per 1M impressions for reading the trace store and for estimating.
 - `explore`: rounds of traffic per explorer (epsilon-greedy, Plackett-Luce, Beta Thompson and
   its posterior-mean learner, LinUCB and its greedy learner), learners updated from each
   round's logged clicks: catalogue coverage, Gini of impressions, intra-slate diversity, true
   reward per round.
 
 OBP 0.5.7 declares Python < 3.11 and pins old packages; the figures used a side venv:
-`python3.11 -m venv V; V/bin/pip install torch==2.13.0 "numpy<2" "pandas<2" "scipy<1.12"
-"scikit-learn<1.4" matplotlib seaborn tqdm pyyaml mypy-extensions; V/bin/pip install --no-deps
---ignore-requires-python obp==0.5.7`, then `--obp-python V/bin/python`.
+`python3.11 -m venv V; V/bin/pip install "numpy<2" "pandas<2" "scipy<1.12" "scikit-learn<1.4"
+matplotlib seaborn tqdm pyyaml mypy-extensions; V/bin/pip install --no-deps --ignore-requires-python
+obp==0.5.7`, and torch (imported by `obp.policy`, unused by the estimators) taken from coachrec's
+venv by a `.pth` file listing its site-packages last; then `--obp-python V/bin/python`.
 """
 
 from __future__ import annotations
@@ -58,6 +65,15 @@ ETAS = (0.0, 0.5, 1.0, 1.5, 2.0)
 K = 10
 LOGGING_EPSILON = 0.3
 CANDIDATES = 20
+SWITCH_TAU = 50.0
+DROS_LAMBDA = 50.0
+OBP_MAX_IMPRESSIONS = 100_000
+"""OBP's Switch-DR/DRos take (rounds, actions, positions) arrays: compared up to this chunk size."""
+
+
+def _row(name: str, dataset: str, protocol: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    """A results row with the 1-minute load average when it was made (timings on 2 shared cores)."""
+    return {**row(name, dataset, protocol, metrics), "load_avg_1m": round(os.getloadavg()[0], 1)}
 
 
 def _say(text: str) -> None:
@@ -160,8 +176,27 @@ def pauc(score: np.ndarray, slot: np.ndarray, click: np.ndarray) -> float:
     return total / max(weight, 1)
 
 
-def run_pal(name: str, etas: tuple[float, ...], train_requests: int, test_requests: int, seed: int,
+PAL_MODELS: dict[str, tuple[str, int, int | None]] = {
+    "pal (pCTR)": ("pal", 0, None),
+    "pal, MLP 32 (pCTR)": ("pal-mlp", 32, None),
+    "naive CTR": ("naive", 0, None),
+    "position feature, logistic (any slot)": ("position-feature", 0, 0),
+    "position feature, MLP 32 @1": ("position-feature-mlp", 32, 0),
+    "position feature, MLP 32 @5": ("position-feature-mlp", 32, 4),
+    "position feature, MLP 32 @9": ("position-feature-mlp", 32, 8),
+    "ipw (true propensities)": ("ipw", 0, None),
+    "oracle (true preference as label)": ("oracle", 0, None),
+}
+"""label -> (fitted model, pCTR hidden units, serving slot of a position-feature model). A logistic
+position-feature model adds a constant per slot to the logit: the same order at any serving slot."""
+TOP_SLOT_CTR = ("pal (pCTR)", "pal, MLP 32 (pCTR)", "ipw (true propensities)")
+"""Models whose score is the click probability at the top slot (checked against the truth)."""
+
+
+def run_pal(name: str, etas: tuple[float, ...], requests: int, replays: int, seed: int,
             tmp: Path) -> list[dict[str, Any]]:  # fmt: skip
+    """Two user halves, each served `requests` requests; each fold fits on one half's log and
+    is measured on the other half's users, so every user is a test user once."""
     from coachrec.serve import FeedbackLog, Service
     from coachrec.serve.impressions import read_slates
     from coachrec.sim import PositionBased, Simulator, examination, replay_clicks
@@ -169,136 +204,154 @@ def run_pal(name: str, etas: tuple[float, ...], train_requests: int, test_reques
     env = setup(name, seed)
     truth = env["truth"]
     users = np.random.default_rng(seed).permutation(truth.users)
-    train_users, test_users = users[: len(users) // 2], users[len(users) // 2 :]
     model = env["stack"].models[0]
     rows = []
-    services = {}
-    served: dict[str, Any] = {}
+    services: list[Any] = []
+    served: list[dict[str, Any]] = []
     try:
-        for part, part_users, n in (("train", train_users, train_requests), ("test", test_users, test_requests)):
-            _say(f"[pal] {name}: serving {n} {part} requests")
-            svc = services[part] = Service.open(env["stack"], db=tmp / f"pal-{name}-{part}.duckdb")
-            sim_truth = replace(truth, users=part_users)
-            Simulator(svc, sim_truth, PositionBased(examination("ultra", 1.0, K)), seed=seed + len(served)).run(n, k=K)
+        for h, half in enumerate((users[: len(users) // 2], users[len(users) // 2 :])):
+            _say(f"[pal] {name}: serving {requests} requests of user half {h}")
+            svc = Service.open(env["stack"], db=tmp / f"pal-{name}-{h}.duckdb")
+            services.append(svc)
+            Simulator(svc, replace(truth, users=half), PositionBased(examination("ultra", 1.0, K)), seed=seed + h).run(
+                requests, k=K
+            )
             base = read_slates(svc.store)
-            served[part] = (base, *pool_features(env, base))
+            feats, idx, uidx = pool_features(env, base)
+            u2 = np.repeat(uidx[:, None], idx.shape[1], axis=1)
+            served.append({"log": base, "feats": feats, "idx": idx, "users": uidx,
+                           "grades": truth.grade(u2, idx).astype(np.float64),
+                           "pref": np.where(base.pool, truth.preference(u2, np.maximum(idx, 0)), 0.0)})  # fmt: skip
         for eta in etas:
-            logs = {}
-            for part, svc in services.items():
-                fb = FeedbackLog(tmp / f"pal-{name}-{part}-{eta}.feedback.duckdb")
-                replay_clicks(fb, served[part][0], truth, PositionBased(examination("ultra", eta, K)), model.users,
-                              model.items, seed=seed + int(eta * 100) + (part == "test"))  # fmt: skip
-                logs[part] = read_slates(svc.store, fb)
-                fb.close()
-            rows += _pal_eta(name, eta, truth, logs, served, train_requests, test_requests, seed)
+            runs = []
+            for r in range(replays):
+                logs = []
+                for h, svc in enumerate(services):
+                    fb = FeedbackLog(tmp / f"pal-{name}-{h}-{eta}-{r}.feedback.duckdb")
+                    replay_clicks(fb, served[h]["log"], truth, PositionBased(examination("ultra", eta, K)),
+                                  model.users, model.items, seed=seed + 1000 * r + int(eta * 100) + 17 * h)  # fmt: skip
+                    logs.append(read_slates(svc.store, fb))
+                    fb.close()
+                runs += [_pal_fold(eta, logs[h], served[h], logs[1 - h], served[1 - h], seed + r) for h in (0, 1)]
+            rows += _pal_rows(name, eta, runs, served, requests, replays)
     finally:
-        for svc in services.values():
+        for svc in services:
             svc.close()
     return rows
 
 
-def _pal_eta(name: str, eta: float, truth: Any, logs: dict[str, Any], served: dict[str, Any], train_requests: int,
-             test_requests: int, seed: int) -> list[dict[str, Any]]:  # fmt: skip
-    from coachrec.metrics.stats import compare
+def _pal_fold(eta: float, log_tr: Any, tr: dict[str, Any], log_te: Any, te: dict[str, Any],
+              seed: int) -> dict[str, Any]:  # fmt: skip
+    """Fit every model on one half's log; measure each on the other half."""
     from coachrec.ranking.pal import PAL, PALConfig
     from coachrec.sim import examination
 
-    rows: list[dict[str, Any]] = []
-    log_tr, log_te = logs["train"], logs["test"]
-    _, f_tr, _, _ = served["train"]
-    _, f_te, idx_te, u_te = served["test"]
-    x, slot, click = impressions(log_tr, f_tr)
-    xt, slot_t, click_t = impressions(log_te, f_te)
+    x, slot, click = impressions(log_tr, tr["feats"])
+    rows, slots = np.nonzero(log_tr.slots)
     exam = examination("ultra", eta, K)
-    n_f = x.shape[1]
-    fitted: dict[str, PAL] = {}
-    for mode in ("pal", "naive", "position-feature", "ipw"):
-        fitted[mode] = PAL(n_f, K, PALConfig(mode=mode, seed=seed)).fit(  # type: ignore[arg-type]
-            x, slot, click, examination=exam if mode == "ipw" else None
-        )
-    scorers = _scorers(fitted)
-    grades = truth.grade(np.repeat(u_te[:, None], idx_te.shape[1], axis=1), idx_te).astype(np.float64)
-    pool = log_te.pool
-    flat = f_te.reshape(-1, f_te.shape[2])
-    per_model: dict[str, np.ndarray] = {}
-    served_pctr: dict[str, float] = {}
-    for label, scorer in scorers.items():
-        s = scorer(flat).reshape(pool.shape)
-        per_model[label] = ndcg_per_request(s, grades, pool)
-        top = np.argsort(-np.where(pool, s, -np.inf), axis=1)[:, :K]
-        served_pctr[label] = float(np.take_along_axis(s, top, axis=1).mean())
-    logged_order = -np.arange(pool.shape[1])[None, :] * np.ones(pool.shape)
-    per_model["logging ranker (blend order)"] = ndcg_per_request(logged_order, grades, pool)
-    has = ~np.isnan(per_model["pal (pCTR)"])
-    user_of = u_te[has]
-    by_user = {label: _user_means(v[has], user_of) for label, v in per_model.items()}
-    pal_user = by_user["pal (pCTR)"]
-    true_top = {}
-    for label, scorer in scorers.items():
-        s = scorer(flat).reshape(pool.shape)
-        top = np.argsort(-np.where(pool, s, -np.inf), axis=1)[:, :K]
-        true_top[label] = float(truth.preference(u_te[:, None], np.take_along_axis(idx_te, top, axis=1)).mean())
-    seen = fitted["pal"].prob_seen()
-    protocol = (
-        "planted truth: each user's latest 30% of events held out (grade by rating); stack item-kNN + pop "
-        f"fitted on the rest; traffic through Service (epsilon-greedy {LOGGING_EPSILON}, {CANDIDATES} candidates "
-        f"a retriever, k={K}); clicks = PBM, ULTRA examination ** eta={eta}, noise 0.05 (replayed on the served "
-        f"slates for each eta); train log {train_requests} requests of half the users, test log {test_requests} "
-        "requests of the other half; "
-        "NDCG@10 of the true grades over each test request's pool (requests with a graded item in the pool), "
-        "paired with PAL per user (bootstrap 95% CI)"
+    fitted: dict[str, Any] = {}
+    for kind in {m for m, _, _ in PAL_MODELS.values()}:
+        hidden = next(h for m, h, _ in PAL_MODELS.values() if m == kind)
+        mode = {"pal-mlp": "pal", "oracle": "naive", "position-feature-mlp": "position-feature"}.get(kind, kind)
+        label = tr["pref"][rows, log_tr.shown[rows, slots]] if kind == "oracle" else click
+        cfg = PALConfig(mode=mode, hidden=hidden, seed=seed)  # type: ignore[arg-type]
+        fitted[kind] = PAL(x.shape[1], K, cfg).fit(x, slot, label, examination=exam if mode == "ipw" else None)
+    xt, slot_t, click_t = impressions(log_te, te["feats"])
+    pool = te["log"].pool
+    flat = te["feats"].reshape(-1, te["feats"].shape[2])
+    out: dict[str, Any] = {"ndcg": {}, "pauc": {}, "loglik": {}, "served": {}, "true_pref": {}, "fit": {}}
+    for label, (kind, _, at) in PAL_MODELS.items():
+        m = fitted[kind]
+        kw = {} if at is None else {"position": at}
+        s = m.score(flat, **kw).reshape(pool.shape)
+        out["ndcg"][label] = ndcg_per_request(s, te["grades"], pool)
+        top = np.argsort(-np.where(pool, s, -np.inf), axis=1, kind="stable")[:, :K]
+        out["served"][label] = float(np.take_along_axis(s, top, axis=1).mean())
+        out["true_pref"][label] = float(np.take_along_axis(te["pref"], top, axis=1).mean())
+        out["pauc"][label] = pauc(m.score(xt, **kw), slot_t, click_t)
+        if kind != "oracle":
+            p = np.clip(m.click_probability(xt, slot_t, examination=exam), 1e-6, 1 - 1e-6)
+            out["loglik"][label] = float((click_t * np.log(p) + (1 - click_t) * np.log(1 - p)).mean())
+        out["fit"][label] = (m.fit_info["seconds_per_1m_impressions"], m.fit_info["impressions"])
+    out["ndcg"]["logging ranker (blend order)"] = ndcg_per_request(
+        -np.arange(pool.shape[1])[None, :] * np.ones(pool.shape), te["grades"], pool
     )
-    for label in per_model:
-        metrics: dict[str, Any] = {"eta": eta, "ndcg@10_true": round(float(np.nanmean(per_model[label])), 5),
-                                   "users": len(pal_user), "requests": int(has.sum())}  # fmt: skip
+    out["probseen"] = {"pal (pCTR)": fitted["pal"].prob_seen(), "pal, MLP 32 (pCTR)": fitted["pal-mlp"].prob_seen()}
+    out["exam0"] = float(exam[0])
+    out["test"] = te
+    return out
+
+
+def _pal_rows(name: str, eta: float, runs: list[dict[str, Any]], served: list[dict[str, Any]], requests: int,
+              replays: int) -> list[dict[str, Any]]:  # fmt: skip
+    from coachrec.metrics.stats import compare
+    from coachrec.sim import examination
+
+    labels = list(runs[0]["ndcg"])
+    by_user: dict[str, np.ndarray] = {}
+    users_all = None
+    for label in labels:
+        per_request = []
+        for h in (0, 1):  # this half as the test half: the mean over replays of each request's NDCG
+            per_request.append(np.mean([r["ndcg"][label] for r in runs if r["test"] is served[h]], axis=0))
+        values = np.concatenate(per_request)
+        users = np.concatenate([served[h]["users"] for h in (0, 1)])
+        has = ~np.isnan(values)
+        by_user[label] = _user_means(values[has], users[has])
+        users_all = users[has]
+    assert users_all is not None
+    pal_user = by_user["pal (pCTR)"]
+    exam = examination("ultra", eta, K)
+    protocol = (
+        f"planted truth: each user's latest 30% of events held out (grade by rating); stack item-kNN + pop fitted "
+        f"on the rest; two user halves, each served {requests} requests through Service (epsilon-greedy "
+        f"{LOGGING_EPSILON}, {CANDIDATES} candidates a retriever, k={K}); clicks = PBM, ULTRA examination ** "
+        f"eta={eta}, noise 0.05, replayed {replays}x on the served slates; two folds (fit on one half's log, "
+        "measure on the other half's users; every user tested once); pCTR towers logistic unless named, full-batch "
+        "L-BFGS, ProbSeen pinned to 1 at slot 1; NDCG@10 of the true grades over each request's pool (requests "
+        "with a graded item in the pool), averaged over replays, paired with PAL per user (bootstrap 95% CI); "
+        "pauc/loglik on the test half's impressions, means over folds and replays"
+    )
+    rows = []
+    for label in labels:
+        metrics: dict[str, Any] = {"eta": eta, "ndcg@10_true": round(float(by_user[label].mean()), 5),
+                                   "users": len(pal_user), "requests": len(users_all)}  # fmt: skip
         if label != "pal (pCTR)":
-            c = compare(by_user[label], pal_user, seed=seed)
+            c = compare(by_user[label], pal_user)
             metrics.update(pal_minus_this=round(c.delta, 5), ci_low=round(c.ci_low, 5), ci_high=round(c.ci_high, 5))
-        if label in scorers:
-            s_imp = scorers[label](xt)
-            metrics["pauc"] = round(pauc(s_imp, slot_t, click_t), 5)
-            metrics["served_pctr_top10"] = round(served_pctr[label], 5)
-            metrics["true_preference_top10"] = round(true_top[label], 5)
-            mode = {"pal (pCTR)": "pal", "naive CTR": "naive", "ipw (true propensities)": "ipw"}.get(label)
-            if label.startswith("position feature"):
-                mode = "position-feature"
-            if mode is not None:
-                p = fitted[mode].click_probability(xt, slot_t, examination=exam)
-                p = np.clip(p, 1e-6, 1 - 1e-6)
-                metrics["click_loglik"] = round(float((click_t * np.log(p) + (1 - click_t) * np.log(1 - p)).mean()), 5)
-                metrics["fit_seconds_per_1m_impressions"] = fitted[mode].fit_info["seconds_per_1m_impressions"]
-                metrics["train_impressions"] = fitted[mode].fit_info["impressions"]
-        if label == "pal (pCTR)":
-            metrics["served_pctr_vs_ipw"] = round(served_pctr[label] / served_pctr["ipw (true propensities)"] - 1, 4)
-            metrics["probseen_relative"] = np.round(seen / seen[0], 3).tolist()
+        if label in PAL_MODELS:
+            metrics["pauc"] = round(float(np.mean([r["pauc"][label] for r in runs])), 5)
+            if label in runs[0]["loglik"]:
+                metrics["click_loglik"] = round(float(np.mean([r["loglik"][label] for r in runs])), 5)
+            metrics["true_preference_top10"] = round(float(np.mean([r["true_pref"][label] for r in runs])), 5)
+            served_pctr = float(np.mean([r["served"][label] for r in runs]))
+            metrics["served_pctr_top10"] = round(served_pctr, 5)
+            if label in TOP_SLOT_CTR:  # the truth: examination at the top slot x true preference of what it serves
+                true_ctr = float(np.mean([r["exam0"] * r["true_pref"][label] for r in runs]))
+                metrics["true_top_slot_ctr_top10"] = round(true_ctr, 5)
+                metrics["served_pctr_vs_truth"] = round(served_pctr / true_ctr - 1, 4)
+            metrics["fit_seconds_per_1m_impressions"] = round(float(np.mean([r["fit"][label][0] for r in runs])), 2)
+            metrics["train_impressions"] = int(np.mean([r["fit"][label][1] for r in runs]))
+        if label in runs[0]["probseen"]:
+            ipw = float(np.mean([r["served"]["ipw (true propensities)"] for r in runs]))
+            metrics["served_pctr_vs_ipw"] = round(float(metrics["served_pctr_top10"]) / ipw - 1, 4)
+            seen = np.mean([r["probseen"][label] for r in runs], axis=0)
+            metrics["probseen_relative"] = np.round(seen, 3).tolist()
             metrics["true_examination_relative"] = np.round(exam / exam[0], 3).tolist()
-        rows.append(row(f"pal: {label}", name, protocol, _ordered(metrics)))
+        rows.append(_row(f"pal: {label}", name, protocol, _ordered(metrics)))
     rows = rows[1:] + rows[:1]  # PAL last: the report takes its columns from the first rows (the paired CI)
     _show(rows)
     return rows
 
 
 PAL_COLUMNS = ("eta", "ndcg@10_true", "pal_minus_this", "ci_low", "ci_high", "pauc", "click_loglik",
-               "true_preference_top10", "served_pctr_top10")  # fmt: skip
+               "true_preference_top10", "served_pctr_vs_truth")  # fmt: skip
 """The columns the report shows first (it shows nine); the rest follow in the JSON."""
 
 
 def _ordered(metrics: dict[str, Any]) -> dict[str, Any]:
     first = {k: metrics[k] for k in PAL_COLUMNS if k in metrics}
     return {**first, **{k: v for k, v in metrics.items() if k not in first}}
-
-
-def _scorers(fitted: dict[str, Any]) -> dict[str, Any]:
-    """What each fitted model serves: pCTR (the position-feature model at a fixed slot)."""
-    pal, naive, feat, ipw = fitted["pal"], fitted["naive"], fitted["position-feature"], fitted["ipw"]
-    return {
-        "pal (pCTR)": pal.score,
-        "naive CTR": naive.score,
-        "position feature @1": lambda f: feat.score(f, position=0),
-        "position feature @5": lambda f: feat.score(f, position=4),
-        "position feature @9": lambda f: feat.score(f, position=8),
-        "ipw (true propensities)": ipw.score,
-    }
 
 
 def _user_means(values: np.ndarray, users: np.ndarray) -> np.ndarray:
@@ -310,7 +363,7 @@ def _show(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         m = r["metrics"]
         keys = [k for k in ("eta", "ndcg@10_true", "pal_minus_this", "ci_low", "ci_high", "pauc", "click_loglik",
-                            "served_pctr_top10", "true_preference_top10", "size", "relative_error_mean",
+                            "served_pctr_vs_truth", "true_preference_top10", "size", "relative_error_mean",
                             "relative_error_sd", "seconds_per_1m_impressions") if k in m]  # fmt: skip
         _say(f"  {r['name']:<44} " + "  ".join(f"{k}={m[k]}" for k in keys))
 
@@ -369,16 +422,18 @@ def run_ope(requests: int, reserve: int, sizes: tuple[int, ...], max_chunks: int
     logged_value = float(log.reward[rest].sum(axis=1).mean())
     _say(f"[ope] true values {true_value}; logging policy observed {logged_value:.4f} clicks a slate")
     rows = []
-    estimators = ("ips", "snips", "rips", "snrips", "iips", "dm", "dr", "sndr")
+    estimators = ("ips", "snips", "rips", "snrips", "iips", "dm", "dr", "sndr", "switch-dr", "dros")
     protocol = (
         f"ml-latest-small planted truth (latest 30% held out, graded by rating); logging = epsilon-greedy "
         f"{LOGGING_EPSILON} over the item-kNN + pop blend through Service ({requests} requests, k={K}, "
         f"{CANDIDATES} candidates a retriever); clicks PBM, ULTRA examination ** {eta}; reward = clicks per slate; "
         f"reward model for dm/dr/sndr: PAL (pCTR x ProbSeen) fitted on the first {reserve} requests, estimates on "
         "disjoint chunks of the rest; truth = expected clicks of the target on every evaluated pool; "
-        "relative error |V^ - V| / V, mean and sd over chunks; iips marginals by 32 Rao-Blackwellised rollouts"
+        f"relative error |V^ - V| / V, mean and sd over chunks; iips/switch-dr/dros on exact marginals; "
+        f"switch-dr tau = {SWITCH_TAU}, dros lambda = {DROS_LAMBDA}"
     )
     obp_rows: list[dict[str, Any]] = []
+    values: dict[tuple[str, int, int, str], float] = {}
     for size in sizes:
         n_slates = size // K
         chunks = [rest[i : i + n_slates] for i in range(0, len(rest) - n_slates + 1, n_slates)][:max_chunks]
@@ -389,7 +444,7 @@ def run_ope(requests: int, reserve: int, sizes: tuple[int, ...], max_chunks: int
             errors: dict[str, list[float]] = {e: [] for e in estimators}
             seconds = dict.fromkeys(estimators, 0.0)
             refused: dict[str, str] = {}
-            ess = []
+            ess: dict[str, list[float]] = {e: [] for e in estimators}
             for c, chunk in enumerate(chunks):
                 part = log.select(chunk)
                 rm = RewardModel(reward_model.item[chunk], reward_model.position)
@@ -398,14 +453,15 @@ def run_ope(requests: int, reserve: int, sizes: tuple[int, ...], max_chunks: int
                     try:
                         got = evaluate(part, policy, scores[chunk], model=rm, logging=EpsilonGreedy(LOGGING_EPSILON),
                                        logging_scores=rank_scores[chunk], estimators=(e,), n_boot=0,
-                                       marginal_samples=32, seed=seed + c)  # fmt: skip
-                    except OPEError as exc:  # iips: a Monte Carlo marginal of 0 for a logged slot
+                                       switch_tau=SWITCH_TAU, dros_lambda=DROS_LAMBDA, seed=seed + c)  # fmt: skip
+                    except OPEError as exc:
                         refused[e] = str(exc)
                         continue
                     seconds[e] += time.perf_counter() - t0
                     errors[e].append(abs(got[e].value - true_value[label]) / true_value[label])
-                    ess.append(got[e].ess)
-                if obp_python is not None:
+                    values[(label, size, c, e)] = got[e].value
+                    ess[e].append(got[e].ess)
+                if obp_python is not None and size <= OBP_MAX_IMPRESSIONS:
                     obp_rows.append(_obp_inputs(part, policy, scores[chunk], rm, rank_scores[chunk], size, label, c))
             for e in estimators:
                 done = len(errors[e])
@@ -414,7 +470,7 @@ def run_ope(requests: int, reserve: int, sizes: tuple[int, ...], max_chunks: int
                     "size": size,
                     "chunks": len(chunks),
                     "true_value": round(true_value[label], 5),
-                    "ess_mean": round(float(np.mean(ess)), 1),
+                    "ess_mean": round(float(np.mean(ess[e])), 1) if ess[e] else None,
                 }
                 if done:
                     metrics.update(
@@ -424,7 +480,7 @@ def run_ope(requests: int, reserve: int, sizes: tuple[int, ...], max_chunks: int
                     )
                 if e in refused:
                     metrics.update(refused_chunks=len(chunks) - done, refusal=refused[e])
-                rows.append(row(f"ope: coachrec {e}", name, protocol, metrics))
+                rows.append(_row(f"ope: coachrec {e}", name, protocol, metrics))
             _show(rows[-len(estimators) :])
     largest = max(sizes)
     if len(rest) * K < largest:  # time the estimators at the largest size on the log tiled (accuracy not measured)
@@ -434,12 +490,11 @@ def run_ope(requests: int, reserve: int, sizes: tuple[int, ...], max_chunks: int
         rm = RewardModel(reward_model.item[tiled_rows], reward_model.position)
         policy, scores = targets["epsilon-greedy 0.1"]
         timing: dict[str, Any] = {"impressions": part.impressions, "tiled_from_slates": len(rest)}
-        for e in (e for e in estimators if e != "iips"):  # iips is refused on these logs (see its rows)
+        for e in estimators:
             t0 = time.perf_counter()
             try:
                 evaluate(part, policy, scores[tiled_rows], model=rm, logging=EpsilonGreedy(LOGGING_EPSILON),
-                         logging_scores=rank_scores[tiled_rows], estimators=(e,), n_boot=0, marginal_samples=32,
-                         seed=seed)  # fmt: skip
+                         logging_scores=rank_scores[tiled_rows], estimators=(e,), n_boot=0, seed=seed)  # fmt: skip
                 timing[f"{e}_seconds"] = round(time.perf_counter() - t0, 3)
             except OPEError as exc:
                 timing[f"{e}_refused"] = str(exc)
@@ -447,11 +502,11 @@ def run_ope(requests: int, reserve: int, sizes: tuple[int, ...], max_chunks: int
             f"; timing only: the {len(rest)} evaluated slates tiled to {largest} impressions, target "
             "epsilon-greedy 0.1, each estimator alone incl. target propensities"
         )
-        rows.append(row("ope: coachrec estimator time at the largest size", name, protocol + note, timing))
+        rows.append(_row("ope: coachrec estimator time at the largest size", name, protocol + note, timing))
         _say(f"[ope] timing on {part.impressions} impressions: {timing}")
     if obp_python is not None and obp_rows:
-        rows += _run_obp(obp_python, obp_rows, true_value, protocol, tmp)
-    rows.append(row("ope: trace store read", name, protocol, {
+        rows += _run_obp(obp_python, obp_rows, true_value, values, protocol, tmp)
+    rows.append(_row("ope: trace store read", name, protocol, {
         "impressions": impressions_total, "read_seconds": round(read_s, 2),
         "read_seconds_per_1m_impressions": round(read_s / impressions_total * 1e6, 2),
         "serve_seconds": round(serve_s, 1), "logged_clicks_per_slate": round(logged_value, 5)}))  # fmt: skip
@@ -460,9 +515,9 @@ def run_ope(requests: int, reserve: int, sizes: tuple[int, ...], max_chunks: int
 
 def _obp_inputs(part: Any, policy: Any, scores: np.ndarray, rm: Any, logging_scores: np.ndarray, size: int,
                 label: str, chunk: int) -> dict[str, Any]:  # fmt: skip
-    """The chunk in OBP's flat slate layout (n * K rows; actions = pool rows)."""
+    """The chunk in OBP's flat slate layout (n * K rows; actions = pool rows), with exact marginals."""
     from coachrec.policy import EpsilonGreedy
-    from coachrec.policy.ope import marginals, target_probabilities
+    from coachrec.policy.ope import exact_marginal_matrix, target_probabilities
 
     pe, _ = target_probabilities(part, policy, scores, None)
     available = part.pool.copy()
@@ -473,17 +528,23 @@ def _obp_inputs(part: Any, policy: Any, scores: np.ndarray, rm: Any, logging_sco
         dist[:, j] = policy.slot_distribution(scores, available)
         available[rows, part.shown[:, j]] = False
     q = rm.item[:, None, :] * rm.position[None, :K, None]
-    m0 = marginals(EpsilonGreedy(LOGGING_EPSILON), logging_scores, part.pool, K, 32, chunk)
-    me = marginals(policy, scores, part.pool, K, 32, chunk + 1)
+    m0 = exact_marginal_matrix(EpsilonGreedy(LOGGING_EPSILON), logging_scores, part.pool, K)
+    me = exact_marginal_matrix(policy, scores, part.pool, K)
+    assert m0 is not None and me is not None
     at = part.shown
     return {"label": label, "size": size, "chunk": chunk, "n": n, "width": width,
             "action": at.ravel(), "reward": part.reward.ravel(), "p0": part.propensity.ravel(), "pe": pe.ravel(),
             "m0": m0[rows[:, None], at, np.arange(K)[None, :]].ravel(),
             "me": me[rows[:, None], at, np.arange(K)[None, :]].ravel(),
-            "q_hat": q.ravel(), "dist": dist.ravel()}  # fmt: skip
+            "q_hat": q.ravel(), "dist": dist.ravel(), "marginal_dist": me.transpose(0, 2, 1).ravel(),
+            "switch_tau": SWITCH_TAU, "dros_lambda": DROS_LAMBDA}  # fmt: skip
 
 
-def _run_obp(python: str, inputs: list[dict[str, Any]], true_value: dict[str, float], protocol: str,
+OBP_ESTIMATORS = ("ips", "snips", "rips", "snrips", "iips", "sniips", "dr", "switch-dr", "dros")
+
+
+def _run_obp(python: str, inputs: list[dict[str, Any]], true_value: dict[str, float],
+             ours: dict[tuple[str, int, int, str], float], protocol: str,
              tmp: Path) -> list[dict[str, Any]]:  # fmt: skip
     paths = []
     for i, d in enumerate(inputs):
@@ -500,8 +561,11 @@ def _run_obp(python: str, inputs: list[dict[str, Any]], true_value: dict[str, fl
     rows = []
     version = results[0]["obp"] if results else "?"
     for (label, size), group in _group(results):
-        for e in ("ips", "snips", "rips", "snrips", "iips", "sniips", "dr"):
-            values = [r[e] for r in group if r.get(e) is not None]
+        for e in OBP_ESTIMATORS:
+            values = [r[e] for r in group if r.get(e) is not None and np.isfinite(r[e])]
+            nan = sum(1 for r in group if r.get(e) is not None and not np.isfinite(r[e]))
+            same = [abs(r[e] - ours[(label, size, r["chunk"], e)]) for r in group
+                    if r.get(e) is not None and np.isfinite(r[e]) and (label, size, r["chunk"], e) in ours]  # fmt: skip
             errs = [abs(v - true_value[label]) / true_value[label] for v in values]
             secs = sum(r[e + "_seconds"] for r in group)
             metrics: dict[str, Any] = {
@@ -514,12 +578,16 @@ def _run_obp(python: str, inputs: list[dict[str, Any]], true_value: dict[str, fl
             if errs:
                 metrics.update(relative_error_mean=round(float(np.mean(errs)), 5),
                                relative_error_sd=round(float(np.std(errs)), 5))  # fmt: skip
+            if same:
+                metrics["max_abs_diff_vs_coachrec"] = float(f"{max(same):.3g}")
+            if nan:
+                metrics["nan_chunks"] = nan  # OBP returns NaN where coachrec refuses (0/0)
             failed = [r.get(e + "_error") for r in group if r.get(e) is None]
             if failed:
                 metrics["failed_chunks"] = len(failed)
                 metrics["error"] = failed[0]
-            rows.append(row(f"ope: obp {e}", "ml-latest-small", protocol + " (same arrays, OBP estimators)", metrics))
-        _show(rows[-7:])
+            rows.append(_row(f"ope: obp {e}", "ml-latest-small", protocol + " (same arrays, OBP estimators)", metrics))
+        _show(rows[-len(OBP_ESTIMATORS) :])
     return rows
 
 
@@ -611,7 +679,7 @@ def run_explore(rounds: int, per_round: int, seed: int, tmp: Path) -> list[dict[
             "cumulative_true_reward": round(float(np.sum(per_round_reward) * per_round), 2),
             "true_reward_by_round": [round(v, 4) for v in per_round_reward],
         }
-        rows.append(row(f"explore: {label}", name, protocol, metrics))
+        rows.append(_row(f"explore: {label}", name, protocol, metrics))
         m = metrics
         _say(f"  {label:<46} coverage={m['coverage']} gini={m['gini']} diversity={m['diversity_first_round']}->"
              f"{m['diversity_last_round']} reward={m['true_reward_first_round']}->{m['true_reward_last_round']} "
@@ -628,8 +696,8 @@ def bench_feedback(
         str, typer.Option(help="datasets for the PAL part, comma-separated")
     ] = "ml-latest-small,beauty",
     etas: Annotated[str, typer.Option(help="examination exponents for the PAL part")] = ",".join(map(str, ETAS)),
-    train_requests: Annotated[int, typer.Option(help="PAL: training-log requests per eta")] = 3000,
-    test_requests: Annotated[int, typer.Option(help="PAL: test-log requests per eta")] = 1000,
+    pal_requests: Annotated[int, typer.Option(help="PAL: requests served per user half")] = 4000,
+    replays: Annotated[int, typer.Option(help="PAL: click replays per eta (NDCG averaged over them)")] = 2,
     requests: Annotated[int, typer.Option(help="OPE: requests served in the long log")] = 30000,
     reserve: Annotated[int, typer.Option(help="OPE: first requests kept to fit the reward model")] = 3000,
     sizes: Annotated[str, typer.Option(help="OPE: chunk sizes in impressions")] = "10000,100000,1000000",
@@ -645,9 +713,7 @@ def bench_feedback(
         tmp = Path(folder)
         if part in ("pal", "all"):
             for name in datasets.split(","):
-                rows += run_pal(
-                    name, tuple(float(e) for e in etas.split(",")), train_requests, test_requests, seed, tmp
-                )
+                rows += run_pal(name, tuple(float(e) for e in etas.split(",")), pal_requests, replays, seed, tmp)
         if part in ("ope", "all"):
             rows += run_ope(requests, reserve, tuple(int(s) for s in sizes.split(",")), max_chunks, seed, tmp,
                             obp_python)  # fmt: skip
