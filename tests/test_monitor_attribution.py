@@ -94,3 +94,25 @@ def test_spending_levels_spend_alpha_over_the_checks():
         spending_levels(0.05, 0)
     with pytest.raises(ValueError, match="rule"):
         spending_levels(0.05, 3, "cusum")
+
+
+def test_a_system_drift_triggers_a_coach_iteration_and_a_judge_drift_does_not():
+    from coachrec.monitor import Attribution, JudgeDrift, SystemDrift
+    from coachrec.monitor.alerts import coach_on_drift
+    from coachrec.monitor.stattests import ColumnDrift
+
+    ran: list[str] = []
+
+    def run() -> str:
+        ran.append("coach")
+        return "promoted candidate x"
+
+    drifted = SystemDrift(True, 0.05, (ColumnDrift("has_context", "z", 1e-9, 0.05, 1e-9, True, 400, 400),))
+    clean = SystemDrift(False, 0.05, ())
+    judge_clean, judge_moved = JudgeDrift(False, 0.05, ()), JudgeDrift(True, 0.05, ())
+    assert not coach_on_drift(clean, run).triggered and ran == []
+    refused = coach_on_drift(Attribution("both", judge_moved, drifted), run)
+    assert not refused.triggered and "judge drifted" in refused.reason and ran == []
+    fired = coach_on_drift(Attribution("system", judge_clean, drifted), run)
+    assert fired.triggered and fired.decision == "promoted candidate x" and "has_context" in fired.reason
+    assert coach_on_drift(drifted, run).triggered and ran == ["coach", "coach"]

@@ -59,3 +59,8 @@ def test_window_arguments_read_as_time_ago():
     assert until - since == 7 * DAY_NS
     since, until = parse_window("2h..0", "--current")
     assert until - since == 2 * 3600 * 10**9
+
+
+def test_monitor_coach_needs_the_dataset_it_would_replay(tmp_path):
+    result = CliRunner().invoke(app, ["monitor", "--db", str(tmp_path / "none.duckdb"), "--coach"])
+    assert result.exit_code == 2 and "--coach needs --dataset" in result.output

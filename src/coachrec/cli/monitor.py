@@ -42,6 +42,13 @@ def monitor(
         "runs/monitor"
     ),
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the drift report as JSON.")] = None,
+    coach: Annotated[
+        bool,
+        typer.Option("--coach", help="On an alarm, run a coach iteration on --dataset (its report in --coach-out)."),
+    ] = False,
+    coach_out: Annotated[Path, typer.Option("--coach-out", help="Folder of the triggered coach iteration.")] = Path(
+        "runs/coach-on-drift"
+    ),
 ) -> None:
     """Compare a current window of served requests with a reference window: inputs, stage
     scores, outcomes and judged quality. Exit code 1 on an alarm: a column whose hypothesis test
@@ -54,6 +61,8 @@ def monitor(
     con = console()
     if test is not None and test not in TESTS:
         raise typer.BadParameter(f"--test must be one of {sorted(TESTS)}, got {test!r}")
+    if coach and dataset is None:
+        raise typer.BadParameter("--coach needs --dataset (the data the coach iteration replays)", param_hint="--coach")
     ref_since, ref_until = parse_window(reference, "--reference")
     cur_since, cur_until = parse_window(current, "--current")
     items = None
@@ -108,5 +117,17 @@ def monitor(
         f"{'DRIFT in ' + ', '.join(alarm.drifted_columns) if alarm.drifted else 'no drift'}; report: {md}",
         markup=False,
     )
+    if coach:
+        from coachrec.cli.console import RichProgress
+        from coachrec.coach import LoopConfig, Registry
+        from coachrec.monitor.alerts import coach_iteration, coach_on_drift
+
+        run = coach_iteration(LoopConfig(dataset=str(dataset)), Registry(), coach_out, RichProgress(con))
+        trigger = coach_on_drift(alarm, run)
+        con.print(
+            f"coach: {trigger.reason}"
+            + (f"; iteration: {trigger.decision} (report in {coach_out})" if trigger.triggered else ""),
+            markup=False,
+        )
     if alarm.drifted:
         raise typer.Exit(1)

@@ -5,19 +5,25 @@ For each drifted column, the current window's requests that sit furthest from th
 most) are picked, their stored judgments read back from the trace store and queued for review
 (`ReviewStore.enqueue` with every judgment drawn, `queued_because` = audit), so a human looks at
 what changed. A request with no stored judgment cannot be queued (the queue holds judgments) and
-is counted as such.
+is counted as such. `coach_on_drift` runs a coach iteration on a system drift (`coachrec monitor
+--coach`), never on a judge drift.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from coachrec.monitor.drift import DriftReport
+from coachrec.coach import LoopConfig, Registry, run_loop
+from coachrec.monitor.attribution import Attribution
+from coachrec.monitor.drift import DriftReport, SystemDrift
 from coachrec.monitor.windows import Window, column_kind
+from coachrec.progress import SILENT, Progress
 from coachrec.review import ReviewStore
 from coachrec.teacher import Judgment, cases_from_store
 from coachrec.tracing import TraceStore
@@ -94,3 +100,35 @@ def file_alert(
     cases = cases_from_store(store, sorted(judged))
     queued = review.enqueue(judgments, cases, review_below=0.0, audit_rate=1.0) if judgments else 0
     return Alert(columns, tuple(picked), queued, len([t for t in picked if t not in judged]))
+
+
+@dataclass(frozen=True)
+class CoachTrigger:
+    triggered: bool
+    reason: str
+    decision: str | None = None
+    """The coach iteration's decision when one ran."""
+
+
+def coach_on_drift(drift: SystemDrift | Attribution, run: Callable[[], str]) -> CoachTrigger:
+    """Run a coach iteration (`run`, returning its decision) when the system drifted. Not when
+    the judge drifted on the anchor set: the loop is steered by the judge's verdicts, which must
+    be re-measured first."""
+    if isinstance(drift, Attribution):
+        if drift.judge.drifted:
+            return CoachTrigger(
+                False, "the judge drifted on the anchor set: re-measure it before its verdicts steer a coach iteration"
+            )
+        drift = drift.system
+    if not drift.drifted:
+        return CoachTrigger(False, "no system drift")
+    return CoachTrigger(True, f"system drift in {', '.join(drift.drifted_columns)}", run())
+
+
+def coach_iteration(config: LoopConfig, registry: Registry, out: Path, ui: Progress = SILENT) -> Callable[[], str]:
+    """One `coach.run_loop` iteration as a `coach_on_drift` runner."""
+
+    def run() -> str:
+        return run_loop(config, registry, out, ui).decision
+
+    return run
