@@ -89,6 +89,9 @@ def test_the_pal_candidate_serves_what_the_off_policy_row_evaluates(logged) -> N
     decided = ope_row(log, champion, candidate, stats, min_ess=0.0, n_boot=100)
     assert "refused" not in decided.metric and decided.ci_low <= decided.delta <= decided.ci_high
     assert decided.champion == pytest.approx(log.reward.sum(axis=1).mean()) and decided.discordant > 0
+    better = ope_row(log, champion, candidate, stats, min_ess=0.0, n_boot=100, role="independent")
+    assert better.role == "independent" and better.passed == (better.ci_low > 0)
+    assert decided.passed == (decided.ci_low > -0.02 * decided.champion)
 
 
 def test_the_remedy_is_registered_and_says_what_it_needs() -> None:

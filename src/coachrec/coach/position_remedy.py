@@ -201,11 +201,12 @@ def pal_ranker(ctx: RemedyContext) -> Candidate:
 
 def ope_row(log: SlateLog, champion: Stack, candidate: Stack, stats: ItemStats, *, estimator: str = "iips",
             min_ess: float = 200.0, config: GateConfig | None = None, model: RewardModel | None = None,
-            n_boot: int = 500, seed: int = 0) -> GateRow:  # fmt: skip
+            role: str = "guard", n_boot: int = 500, seed: int = 0) -> GateRow:  # fmt: skip
     """Gate row "off-policy (logged traffic)": the candidate's clicks per slate estimated on the
     logged slates (served by `champion` with its epsilon-greedy exploration) against the clicks
-    observed, paired by user; a guard (its CI's lower bound above -margin x the logged value).
-    Not passed, with the reason in the metric, when the effective sample size is under `min_ess`.
+    observed, paired by user: a "guard" passes when the difference's CI lower bound is above
+    -margin x the logged value, an "independent" row (must improve) when it is above 0. Not
+    passed, with the reason in the metric, when the effective sample size is under `min_ess`.
     The default estimator, iips, assumes position-based clicks (as PAL does); its weights are
     per slot, so its ESS stays usable where whole-slate weights (ips, snips) collapse."""
     cfg = config or GateConfig()
@@ -223,14 +224,16 @@ def ope_row(log: SlateLog, champion: Stack, candidate: Stack, stats: ItemStats, 
     differs = (top != np.arange(top.shape[1])[None, :]).any(axis=1)
     discordant = len(np.unique(group[differs]))
     metric = f"clicks per slate ({estimator}, ESS {got.ess:.0f})"
-    passed: bool = got.delta_low > -cfg.margin * logged
+    if role not in ("guard", "independent"):
+        raise ValueError(f"role must be 'guard' or 'independent', got {role!r}")
+    passed: bool = got.delta_low > (-cfg.margin * logged if role == "guard" else 0.0)
     if got.ess < min_ess:
         metric = f"clicks per slate ({estimator}): refused, ESS {got.ess:.0f} < {min_ess:.0f}, the logs cannot decide"
         passed = False
     elif got.unsupported_mass is not None and got.unsupported_mass > 0:
         metric = f"clicks per slate ({estimator}): refused, {got.unsupported_mass:.3f} of the mass unsupported"
         passed = False
-    return GateRow("off-policy (logged traffic)", metric, "guard", logged, got.value, got.delta, got.delta_low,
+    return GateRow("off-policy (logged traffic)", metric, role, logged, got.value, got.delta, got.delta_low,
                    got.delta_high, float("nan"), len(users), "higher", passed, discordant)  # fmt: skip
 
 
