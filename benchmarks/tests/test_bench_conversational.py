@@ -90,3 +90,23 @@ def test_cost_plot_waits_for_costs(rows, tmp_path):
     ]
     assert plot_cost(priced, tmp_path / "c.png") == tmp_path / "c.png"
     assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_goal_ranker_rows_and_linked_only():
+    import numpy as np
+
+    from coachrec.serve.candidates import Candidates
+    from coachrec_bench.conversational_goal import linked_only, ranker_matrix
+
+    src = np.array([[3.0, np.nan], [1.0, 0.5], [2.0, 0.9]], np.float32)
+    c = Candidates(np.array([4, 7, 9]), np.zeros(3), src, ("a", "b"))
+    x = ranker_matrix(c, (2.0, 5.0))
+    assert x.shape == (3, 2 * 3 + 2)
+    assert np.isnan(x[0, 1]) and x[1, 1] == 0.5  # raw, NaN kept where a signal is absent
+    assert x[:, 2].tolist() == [1.0, 0.0, 0.5]  # scaled to [0, 1] over the set
+    assert np.allclose(x[:, 4], np.log1p([0, 2, 1])) and np.isnan(x[0, 5])  # log(1 + rank) within the set
+    assert x[:, 6:].tolist() == [[2.0, 5.0]] * 3  # the turn's shape
+    linked = np.zeros(10, bool)
+    linked[[4, 9]] = True
+    ((idx, s),) = linked_only([(c.idx, np.array([0.1, 0.2, 0.3]))], linked)
+    assert idx.tolist() == [4, 9] and s.tolist() == [0.1, 0.3]
