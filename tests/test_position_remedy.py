@@ -100,3 +100,20 @@ def test_the_remedy_is_registered_and_says_what_it_needs() -> None:
     assert [r.name for r in remedies_for("position_bias")] == ["pal-ranker"]
     with pytest.raises(RemedyError, match="logged impressions with positions and clicks"):
         REMEDIES["pal-ranker"].build(object())  # type: ignore[arg-type]
+
+
+def test_the_remedy_builds_a_pal_ranked_candidate_from_the_logged_clicks(logged, ml_small) -> None:
+    from types import SimpleNamespace
+
+    from coachrec.data.splits import leave_one_out
+
+    champion, _, log = logged
+    split = leave_one_out(PlantedTruth.holdout(ml_small)[1])
+    users = [str(u) for u in champion.models[0].users.ids[:60]]
+    ctx = SimpleNamespace(champion=champion, split=split, selection_users=users, seed=0, logged=log)
+    cand = REMEDIES["pal-ranker"].build(ctx)  # type: ignore[arg-type]
+    student = cand.stack.ranker.student
+    assert student.fit_info["from"] == "pal" and student.strength in (1.0, 10.0, 100.0, 1e4)
+    assert set(cand.details["selection_ndcg_by_strength"]) == {1.0, 10.0, 100.0, 1e4}
+    assert cand.selection["valid_ndcg@10"] == max(cand.details["selection_ndcg_by_strength"].values())
+    assert "ProbSeen relative to slot 1" in cand.note and cand.details["probseen"][0] == 1.0
