@@ -21,6 +21,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, Header, HTTPEx
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -153,12 +154,19 @@ def serve_router(service: Service) -> APIRouter:
         return service.health()
 
     @router.post("/v1/recommend", response_model=RecommendOut, responses=ERRORS | NOT_FOUND)
-    def recommend(body: RecommendIn, principal: Principal = Depends(_recommender)) -> RecommendOut:
+    async def recommend(body: RecommendIn, principal: Principal = Depends(_recommender)) -> RecommendOut:
         """The top `k` items for a user, an anonymous history or a request in words.
 
         Reasons quote a stored user's history only to a key with the `read` scope, and never name
         an item the request's constraints exclude; `exclude_seen: false` on a stored user's history
         also needs `read` (the answer would reveal what they have seen)."""
+        # A request without text on a pipeline without LLM stages is a few ms of array work: run it
+        # on the event loop (no thread hop). Text (query encoders) or LLM tiers go to the thread pool.
+        if body.context is None and not service.pipeline.waits_on_llm:
+            return _recommend(body, principal)
+        return await run_in_threadpool(_recommend, body, principal)
+
+    def _recommend(body: RecommendIn, principal: Principal) -> RecommendOut:
         may_read = principal.can("read")
         if body.user_id is not None and not body.constraints.exclude_seen and not may_read:
             raise HTTPException(

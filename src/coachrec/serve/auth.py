@@ -51,7 +51,7 @@ import math
 import os
 import secrets
 import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -268,7 +268,7 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="
 _bearer = HTTPBearer(auto_error=False, description="an API key as a bearer token")
 
 
-def require(scope: str) -> Callable[..., Principal]:
+def require(scope: str) -> Callable[..., Awaitable[Principal]]:
     """A FastAPI dependency: the caller's Principal, which must hold `scope` (401/403 otherwise).
 
     The key set is the app's `app.state.auth`; an app without one refuses every caller.
@@ -276,7 +276,7 @@ def require(scope: str) -> Callable[..., Principal]:
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}; known: {sorted(SCOPES)}")
 
-    def principal(
+    async def principal(  # async: a sync dependency would cost a thread-pool hop per request
         request: Request,
         x_api_key: str | None = Depends(_api_key_header),
         bearer: HTTPAuthorizationCredentials | None = Depends(_bearer),

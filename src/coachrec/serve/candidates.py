@@ -104,7 +104,8 @@ class Candidates:
             "scores": np.round(self.score[head], 6).tolist(),
         }
         if sources:
-            out["sources"] = {name: _nullable(self.sources[head, r]) for r, name in enumerate(self.source_names)}
+            block = np.round(self.sources[head].astype(np.float64), 6)
+            out["sources"] = {name: _nullable(block[:, r]) for r, name in enumerate(self.source_names)}
         if self.explored is not None:
             out["explored"] = self.explored[head].tolist()
         if self.propensity is not None:  # per shown slot given the slots above; unrounded: estimators divide by it
@@ -115,10 +116,10 @@ class Candidates:
 
 
 def _nullable(values: np.ndarray) -> list[float | None]:
-    """Rounded floats with NaN as None (JSON has no NaN)."""
-    out = np.round(values.astype(np.float64), 6).astype(object)
-    out[np.isnan(values)] = None
-    rows: list[float | None] = out.tolist()
+    """Floats with NaN as None (JSON has no NaN)."""
+    rows: list[float | None] = values.tolist()
+    if np.isnan(values).any():
+        rows = [None if v != v else v for v in rows]  # v != v: NaN
     return rows
 
 

@@ -101,6 +101,7 @@ class LLMRerank:
     """
 
     kind = SpanKind.RERANKER
+    waits_on_llm = True
 
     def __init__(
         self,
@@ -190,6 +191,7 @@ class GroundedExplain:
     exploration reason (a fact of the policy, not of the item)."""
 
     kind = SpanKind.TOOL
+    waits_on_llm = True
 
     def __init__(
         self,

@@ -32,6 +32,7 @@ from coachrec.serve.semantic import MentionedRetriever, QueryEncoderName, Semant
 from coachrec.serve.stages import BlendRanker, ConstraintFilter, Diversify, Explain, Explore, Guardrail, Retrieve, Stage
 from coachrec.serve.understanding import IntentParser, IntentRetriever, Understand, popularity_of
 from coachrec.tracing import NoopSpan, SpanKind, Tracer
+from coachrec.tracing.jsonenc import Encoded
 from coachrec.tracing.model import new_trace_id
 
 _SCORED_KINDS = (SpanKind.RETRIEVER, SpanKind.RANKER)
@@ -193,6 +194,12 @@ class Pipeline:
         ]
         return cls(serving, stages, models, tracer)
 
+    @property
+    def waits_on_llm(self) -> bool:
+        """Whether a stage may wait on a language model (seconds): the HTTP layer then keeps
+        requests off its event loop."""
+        return any(getattr(stage, "waits_on_llm", False) for stage in self.stages)
+
     def close(self) -> None:
         for close in self.closers:
             close()
@@ -308,7 +315,7 @@ class Pipeline:
                 turns=turns,
             )
             candidates = Candidates.empty()
-            recorded: dict[str, Any] | None = None  # the previous stage's output is this one's input
+            recorded: Encoded | None = None  # the previous stage's output is this one's input: encoded once
             for stage in self.stages:
                 with self.tracer.span(stage.name, kind=stage.kind) as span:
                     sources = stage.kind in _SCORED_KINDS
@@ -320,7 +327,7 @@ class Pipeline:
                         )
                     candidates = stage(ctx, candidates, span)
                     if span.recording and not getattr(stage, "own_output", False):
-                        recorded = candidates.trace(self.catalog, sources=sources)
+                        recorded = Encoded(candidates.trace(self.catalog, sources=sources))
                         span.set_output(recorded)
             result = self._result(ctx, candidates, root.trace_id, ignored)
             if root.recording:

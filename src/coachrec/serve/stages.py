@@ -56,12 +56,15 @@ class Retrieve:
 
     def __call__(self, ctx: RequestContext, candidates: Candidates, span: AnySpan) -> Candidates:
         lists = []
+        recent: list[str] | None = None  # the history every retriever's span records, decoded once
         for retriever in self.retrievers:
             with ctx.tracer.span(f"{self.name}.{retriever.name}", kind=SpanKind.RETRIEVER) as s:
                 idx, scores = retriever.retrieve(ctx)
                 idx = np.asarray(idx, dtype=np.int64)
                 if s.recording:
-                    s.set_input({"retriever": retriever.name, "history": ctx.catalog.decode(ctx.history[-50:])})
+                    if recent is None:
+                        recent = ctx.catalog.decode(ctx.history[-50:])
+                    s.set_input({"retriever": retriever.name, "history": recent})
                     s.set_output(
                         {
                             "n": len(idx),

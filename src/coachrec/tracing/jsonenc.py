@@ -4,6 +4,9 @@ Spans record what recommender steps really pass around: numpy arrays of item ids
 dataclasses, pydantic models. Those are converted rather than rejected, because a tracing call must
 never break the request it observes; anything still unknown is recorded as its `repr` under a
 `__repr__` key, so the loss is visible in the stored trace, not silent.
+
+A payload recorded on two spans (a pipeline stage's output is the next stage's input) is
+encoded once: `Encoded(value)` holds its JSON text, which `to_json` passes through.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from json.encoder import encode_basestring  # the C string encoder behind ensure
 from typing import Any
 
 import numpy as _np
+import orjson
 
 
 def _default(obj: Any) -> Any:
@@ -35,15 +39,35 @@ def _default(obj: Any) -> Any:
 
 _encoder = json.JSONEncoder(ensure_ascii=False, default=_default, separators=(",", ":"))
 _encode = _encoder.encode
+_fast = orjson.dumps
+_FAST_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+"""orjson (numpy arrays without `tolist`, several times faster than `json`); what it refuses
+(lone surrogates, integers past 64 bits, circular references) goes through `json` as before."""
+
+
+class Encoded:
+    """A value encoded now, once, for several spans: `span.set_output(e)`, `next.set_input(e)`."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, value: Any) -> None:
+        self.text = to_json(value)
 
 
 def to_json(value: Any) -> str | None:
     """Encode `value` as compact JSON text; None stays None (no value recorded)."""
     if value is None:
         return None
+    if value.__class__ is Encoded:
+        text: str | None = value.text
+        return text
     if value.__class__ is str:
         # The common case (prompts, queries) goes straight to the C string encoder.
         return encode_basestring(value)
+    try:
+        return _fast(value, default=_default, option=_FAST_OPTIONS).decode()
+    except (TypeError, ValueError):  # orjson.JSONEncodeError is a TypeError
+        pass
     try:
         return _encode(value)
     except ValueError as exc:  # circular reference, NaN handling is allowed by default
