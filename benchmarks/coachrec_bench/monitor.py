@@ -23,9 +23,9 @@ judged by the base judge (the reference), days 8-14 from the scenario's pool jud
 scenario's judge. `--checks` checks spread over days 8-14 each compare the reference with the
 current days so far, and re-judge a fresh random `--anchors` subset of the anchor set with the
 scenario's judge against the pinned base run and its replicate (the base judge run twice): flips,
-score shift and spread (`monitor.attribution`). Each check tests at its alpha-spending level, so
-false alarms over the whole stream stay under `--alpha`; the stream's verdict joins the sides
-(system, judge) that alarmed at any check.
+score shift and spread of the case scores (`monitor.attribution`). Each check tests at its
+alpha-spending level, so false alarms over the whole stream stay under `--alpha`; the stream's
+verdict joins the sides (system, judge) that alarmed at any check.
 Scenarios: none (drift-free), system (users, swap, requests), judge (stricter, lenient,
 retrained), both.
 Figures: attribution accuracy, detection rate and false alarms per scenario; beside them
@@ -98,8 +98,8 @@ class Sim:
     """Pool name -> window frame (base judge's fail columns) plus `fail.*@<judge>` columns."""
     anchor_labels: dict[str, Any]
     """Judge name (and `replicate`: the base judge run a second time) -> `AnchorRun`."""
-    anchor_p: dict[str, dict[str, tuple[np.ndarray, float, float]]]
-    """Judge -> anchor trace -> (shown items' P(relevant), item threshold, pass threshold)."""
+    anchor_p: dict[str, dict[str, tuple[dict[str, float], float, float]]]
+    """Judge -> anchor trace -> (shown item -> P(relevant), item threshold, pass threshold)."""
     golden: list[Any]
     spans: int
     read_s: float
@@ -322,7 +322,7 @@ def simulate(folder: Path, pool_size: int, seed: int, progress: Any) -> Sim:
     for j, judge in judges.items():
         spec = judge.rubric.criterion("relevance")
         anchor_p[j] = {
-            r.trace_id: (np.array(list(r.details["p_relevant"].values())), spec.item_threshold, spec.pass_threshold)
+            r.trace_id: (dict(r.details["p_relevant"]), spec.item_threshold, spec.pass_threshold)
             for r in runs[j]
             if r.criterion == "relevance" and r.details.get("p_relevant")
         }
@@ -368,8 +368,9 @@ def _noisy_run(sim: Sim, judge: str, noise: float, rng: np.random.Generator) -> 
     from coachrec.monitor import AnchorRun
 
     labels, scores = {}, {}
-    for trace, (p, item_threshold, pass_threshold) in sim.anchor_p[judge].items():
-        score = float(np.mean(p + rng.normal(0.0, noise, len(p)) >= item_threshold))
+    for trace, (by_item, item_threshold, pass_threshold) in sim.anchor_p[judge].items():
+        p = np.array([by_item[i] for i in sorted(by_item)]) + rng.normal(0.0, noise, len(by_item))
+        score = float(np.mean(p >= item_threshold))
         labels[(trace, "relevance")] = "pass" if score >= pass_threshold else "fail"
         scores[(trace, "relevance")] = score
     return AnchorRun(labels, scores)

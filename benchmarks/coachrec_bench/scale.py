@@ -7,7 +7,8 @@ committee (calibrated on later ratings). LLM criteria: `slate_variety` and `requ
 the smallest pulled GGUF model (llama.cpp, 1 thread per worker, both slate orders) on
 `--llm-cases` cases. Ray: a local runtime with 2 CPUs; `map_batches` over a pool of 1 or 2
 actors, each building its judge (and loading its model) once; wall time includes the actors'
-start-up, and the steady rate excludes it (the time of a warm second run). Evaluation: item-kNN,
+start-up, and the steady rate excludes it (the extra traces of a run over `--ray-repeat` copies
+over its extra time). Evaluation: item-kNN,
 leave-one-out, full ranking, accuracy metrics. Results are checked equal to the single process.
 The machine has 2 cores, so 2 workers is the ceiling here, and the driver shares them; the
 machine is shared (the 1-minute load average is recorded), so per-core rates are also given per
@@ -39,7 +40,10 @@ def _same(a: list[Any], b: list[Any]) -> bool:
     )
 
 
-def _ray_rates(factory: Any, cases: list[Any], local: list[Any], batch_size: int) -> dict[str, Any]:
+def _ray_rates(factory: Any, cases: list[Any], local: list[Any], batch_size: int, repeat: int) -> dict[str, Any]:
+    """Cold: `cases` once (actor start-up included). Steady: the extra cases of a run over
+    `repeat` copies, over its extra time (start-up cancels; None when the machine's load made
+    the longer run no slower)."""
     from coachrec.scale import judge_with_ray
 
     out: dict[str, Any] = {}
@@ -48,15 +52,16 @@ def _ray_rates(factory: Any, cases: list[Any], local: list[Any], batch_size: int
         first = judge_with_ray(factory, cases, workers=workers, batch_size=batch_size)
         cold = time.perf_counter() - t
         t = time.perf_counter()
-        second = judge_with_ray(factory, cases + cases, workers=workers, batch_size=batch_size)
-        warm2 = time.perf_counter() - t
-        # steady rate: the extra cases of the double run over its extra time (start-up cancels)
-        steady = len(cases) / max(warm2 - cold, 1e-9)
+        more = judge_with_ray(factory, cases * repeat, workers=workers, batch_size=batch_size)
+        longer = time.perf_counter() - t
+        extra = longer - cold
         out[f"ray_{workers}_wall_s"] = cold
         out[f"ray_{workers}_traces_per_s_wall"] = len(cases) / cold
-        out[f"ray_{workers}_traces_per_s_steady"] = steady
-        out[f"ray_{workers}_equal_to_single_process"] = _same(first, local) and _same(second[: len(local)], local)
-    out["scaling_efficiency_1_to_2_steady"] = out["ray_2_traces_per_s_steady"] / (2 * out["ray_1_traces_per_s_steady"])
+        out[f"ray_{workers}_repeat_{repeat}_wall_s"] = longer
+        out[f"ray_{workers}_traces_per_s_steady"] = (repeat - 1) * len(cases) / extra if extra > 0 else None
+        out[f"ray_{workers}_equal_to_single_process"] = _same(first, local) and _same(more[: len(local)], local)
+    one, two = out["ray_1_traces_per_s_steady"], out["ray_2_traces_per_s_steady"]
+    out["scaling_efficiency_1_to_2_steady"] = two / (2 * one) if one and two else None
     out["scaling_efficiency_1_to_2_wall"] = out["ray_2_traces_per_s_wall"] / (2 * out["ray_1_traces_per_s_wall"])
     return out
 
@@ -65,6 +70,9 @@ def bench_scale(
     traces: Annotated[int, typer.Option("--traces", help="Replayed requests judged by program + committee.")] = 600,
     llm_cases: Annotated[int, typer.Option("--llm-cases", help="Cases the LLM criteria judge (bounded).")] = 12,
     llm: Annotated[str, typer.Option("--llm", help="LLM role for the LLM criteria (none to skip).")] = "small",
+    ray_repeat: Annotated[
+        int, typer.Option("--ray-repeat", help="Copies of the traces in Ray's steady-rate run (start-up amortised).")
+    ] = 40,
 ) -> None:
     """Judged traces per second, one process vs Ray 1 and 2 workers; full-ranking evaluation time."""
     from coachrec import datasets
@@ -114,7 +122,7 @@ def bench_scale(
         "single_process_traces_per_cpu_s": len(cases) / single_cpu,
         "load_average_1m_at_start": os.getloadavg()[0],
         "program_only_traces_per_s": len(cases) / program_s,
-        **_ray_rates(make_judge, cases, local, batch_size=50),
+        **_ray_rates(make_judge, cases, local, batch_size=200, repeat=ray_repeat),
     }
     metrics["load_average_1m_at_end"] = os.getloadavg()[0]
     metrics["traces_per_day_one_core"] = metrics["single_process_traces_per_cpu_s"] * 86400
@@ -149,7 +157,9 @@ def bench_scale(
             "load_average_1m": os.getloadavg()[0],
             **{
                 k.replace("traces", "cases"): v
-                for k, v in _ray_rates(make_llm_judge, picked, llm_local, batch_size=max(1, len(picked) // 4)).items()
+                for k, v in _ray_rates(
+                    make_llm_judge, picked, llm_local, batch_size=max(1, len(picked) // 4), repeat=2
+                ).items()
             },
         }
         llm_metrics["per_core_judgments_per_s"] = llm_metrics["single_process_judgments_per_cpu_s"]
