@@ -109,3 +109,31 @@ def test_sigkill_loses_no_acknowledged_feedback(ml_small, tmp_path, workers) -> 
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+
+
+def test_review_routes_are_served_by_several_workers_through_the_store_process(ml_small, tmp_path) -> None:
+    from coachrec.review import ReviewStore, review_path_for
+    from test_review_golden import case, judgment
+
+    model = create("pop").fit(ml_small).save(tmp_path / "pop")
+    db, port = tmp_path / "serve.duckdb", free_port()
+    queued = ReviewStore(review_path_for(db))
+    assert queued.enqueue([judgment("t1", "relevance", 0.2)], [case("t1")], review_below=0.5) == 1
+    queued.close()
+    url = f"http://127.0.0.1:{port}"
+    proc = start(model, db, port, workers=2)
+    try:
+        with httpx.Client(base_url=url, headers=HEADERS, timeout=10) as client:
+            queue = client.get("/v1/review/queue").json()
+            assert queue["counts"] == {"pending": 1} and queue["items"][0]["trace_id"] == "t1"
+            item_id = queue["items"][0]["item_id"]
+            done = client.post(f"/v1/review/queue/{item_id}", json={"action": "accept"})
+            assert done.status_code == 200 and done.json()["reviewer"] == "test"  # the key's name
+            assert client.post("/v1/review/queue/nope", json={"action": "accept"}).status_code == 404
+            assert client.get("/v1/review/queue").json()["counts"].get("pending", 0) == 0
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(60)
+    after = ReviewStore(review_path_for(db))  # the store process wrote it and let it go
+    assert after.get(item_id).reviewer == "test"
+    after.close()

@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 if TYPE_CHECKING:
+    from coachrec.review import ReviewStore
     from coachrec.serve import Service
     from coachrec.serve.auth import ApiKey
     from coachrec.serve.limits import RateLimit
+    from coachrec.serve.workers import Remote
 
 
 @dataclass(frozen=True)
@@ -26,13 +28,42 @@ class WorkerApp:
     max_body: int
 
 
-def worker_app(settings: WorkerApp, service: Service) -> Any:
+REVIEW_CALLS = frozenset({"items", "get", "counts", "annotate", "publish", "golden_sets", "golden_cases", "enqueue"})
+"""What the review routes and the dashboard call on a ReviewStore."""
+
+
+def open_review(review_db: str | None, store_path: str) -> Any:
+    """The review store the store process of `--workers` opens (module level: pickled by name)."""
+    from coachrec.review import ReviewStore, review_path_for
+
+    return ReviewStore(review_db or review_path_for(store_path))
+
+
+def remote_review(remote: Remote) -> ReviewStore:
+    """A ReviewStore whose calls run in the store process (DuckDB lets one process hold the file)."""
+    from coachrec.review import ReviewStore
+
+    class RemoteReviewStore(ReviewStore):
+        def __init__(self) -> None:  # nothing is opened here
+            self.path = "(the store process's review store)"
+
+        def close(self) -> None:
+            pass
+
+    store = RemoteReviewStore()
+    for name in REVIEW_CALLS:
+        setattr(store, name, functools.partial(remote.call, name))
+    return store
+
+
+def worker_app(settings: WorkerApp, service: Service, remotes: dict[str, Remote]) -> Any:
     """The app one worker process serves (module level: pickled by name)."""
     from coachrec.app import create_app
     from coachrec.serve.auth import Authenticator
 
     auth = Authenticator(settings.keys, insecure_no_auth=settings.insecure_no_auth, rate_limit=settings.rate_limit)
-    return create_app(service, auth=auth, allowed_hosts=list(settings.hosts), max_body=settings.max_body)
+    review = remote_review(remotes["review"]) if "review" in remotes else None
+    return create_app(service, review=review, auth=auth, allowed_hosts=list(settings.hosts), max_body=settings.max_body)
 
 
 def url_of(host: str, port: int) -> str:
@@ -112,8 +143,8 @@ def serve(
         "--workers",
         min=1,
         max=64,
-        help="HTTP worker processes; above 1, one store process writes every worker's traces and feedback "
-        "(the review routes need one worker: they are not served then)",
+        help="HTTP worker processes; above 1, one store process writes every worker's traces, feedback and "
+        "review annotations",
     ),
     trace_wait: float = typer.Option(
         0.5,
@@ -172,19 +203,22 @@ def serve(
     hosts = allowed_hosts_for(host, allowed_host)
     retention = Retention(max_age=timedelta(days=trace_days), max_spans=trace_max_spans)
     if workers > 1:
-        from coachrec.serve.workers import serve_workers
+        from coachrec.serve.workers import Shared, serve_workers
 
         settings = WorkerApp(auth.keys, auth.insecure_no_auth, limit, tuple(hosts), max_body)
         app_for = functools.partial(worker_app, settings)
+        review_shared = Shared(
+            functools.partial(open_review, None if review_db is None else str(review_db)), REVIEW_CALLS
+        )
 
         typer.echo(
-            f"coachrec serve: {stack.source or stack.describe()}; {workers} workers, one store process; "
-            "review routes not served (they need --workers 1)",
+            f"coachrec serve: {stack.source or stack.describe()}; {workers} workers, one store process "
+            "(traces, feedback and the review queue)",
             err=True,
         )
         serve_workers(
             stack, app_for, host=host, port=port, workers=workers, db=db, sample_rate=sample_rate,
-            retention=retention, max_wait=trace_wait,
+            retention=retention, max_wait=trace_wait, shared={"review": review_shared},
         )  # fmt: skip
         return
     service = Service.open(stack, db, sample_rate=sample_rate, retention=retention, max_wait=trace_wait)

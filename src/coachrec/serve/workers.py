@@ -11,7 +11,9 @@ authkey, in a 0700 folder):
 - feedback: `append` is a round trip that returns once the store process committed, so an
   acknowledged event is on disk exactly as with one process;
 - queries (traces, span metrics, the dashboard's SQL) are calls answered by the store process,
-  so users see one store with the schema and queries as before.
+  so users see one store with the schema and queries as before;
+- other single-writer files (the review queue and golden sets) are `Shared` objects the store
+  process opens too; a worker reaches each through a `Remote` proxy of its allowed calls.
 
 The parent loads the stack once and starts the store process and the workers with `spawn`
 (polars' thread pool does not survive a fork): each worker receives the stack pickled, builds its
@@ -31,6 +33,7 @@ import socket
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
 from typing import Any
@@ -54,6 +57,17 @@ _STORE_CALLS = frozenset(
 _FEEDBACK_CALLS = frozenset({"append", "append_once", "events", "engaged_items", "count"})
 
 
+@dataclass(frozen=True)
+class Shared:
+    """An object the store process opens beside the trace store, and the calls workers may make.
+
+    `opener(trace store path)` builds it (a module-level function or a partial of one: it is
+    pickled into the store process); it is closed with the store process if it has `close`."""
+
+    opener: Callable[[str], Any]
+    calls: frozenset[str]
+
+
 def _die_with_parent() -> None:
     """Ask Linux to SIGTERM this process when its parent dies (no orphan keeps the DuckDB lock)."""
     try:
@@ -68,9 +82,16 @@ def _die_with_parent() -> None:
 class StoreServer:
     """Owns the trace store and the feedback log; serves worker calls, one thread per connection."""
 
-    def __init__(self, store: TraceStore, feedback: FeedbackLog) -> None:
+    def __init__(
+        self,
+        store: TraceStore,
+        feedback: FeedbackLog,
+        shared: dict[str, tuple[Any, frozenset[str]]] | None = None,
+    ) -> None:
         self.store = store
         self.feedback = feedback
+        self.shared = shared or {}
+        """name -> (object, the calls allowed on it)."""
 
     def handle(self, conn: Connection) -> None:
         while True:
@@ -102,21 +123,34 @@ class StoreServer:
             return getattr(self.store, name)(*args, **kwargs)
         if target == "feedback" and name in _FEEDBACK_CALLS:
             return getattr(self.feedback, name)(*args, **kwargs)
+        if target in self.shared and name in self.shared[target][1]:
+            return getattr(self.shared[target][0], name)(*args, **kwargs)
         raise ValueError(f"the store process has no call {target}.{name}")
 
 
 def _store_main(
-    db: str | None, retention: Retention | None, max_wait: float, address: str, authkey: bytes, ready: Any
+    db: str | None,
+    retention: Retention | None,
+    max_wait: float,
+    address: str,
+    authkey: bytes,
+    ready: Any,
+    shared: dict[str, Shared],
 ) -> None:
     _die_with_parent()
     store = TraceStore(db, flush_interval=0.2, retention=retention, max_wait=max_wait)
     feedback = FeedbackLog(feedback_path_for(store.path))
-    server = StoreServer(store, feedback)
+    opened = {name: (s.opener(store.path), s.calls) for name, s in shared.items()}
+    server = StoreServer(store, feedback, opened)
     listener = Listener(address, family="AF_UNIX", authkey=authkey)
 
     def stop(*_: object) -> None:
         store.close()  # queued spans reach disk; feedback already is
         feedback.close()
+        for obj, _calls in opened.values():
+            close = getattr(obj, "close", None)
+            if close is not None:
+                close()
         os._exit(0)
 
     signal.signal(signal.SIGTERM, stop)
@@ -151,6 +185,18 @@ class _Rpc:
         if status == "error":
             raise value
         return value
+
+
+class Remote:
+    """A worker's handle on a `Shared` object of the store process: `remote.call(name, ...)`
+    runs `obj.name(...)` there and returns its result (or raises its exception here)."""
+
+    def __init__(self, rpc: _Rpc, target: str) -> None:
+        self._rpc = rpc
+        self.target = target
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return self._rpc.call(self.target, name, *args, **kwargs)
 
 
 class _RemoteResult:
@@ -275,11 +321,12 @@ class RemoteFeedbackLog(FeedbackLog):
 def _worker_main(
     sock: socket.socket,
     stack: Stack,
-    app_factory: Callable[[Service], Any],
+    app_factory: Callable[[Service, dict[str, Remote]], Any],
     address: str,
     authkey: bytes,
     sample_rate: float,
     max_wait: float,
+    shared: Sequence[str],
 ) -> None:
     import uvicorn
 
@@ -291,7 +338,8 @@ def _worker_main(
     service = Service(pipeline, store, feedback, source=stack.source or stack.describe())
     service.closers.append(pipeline.close)
     pipeline.warm()
-    config = uvicorn.Config(app_factory(service), log_level="warning", access_log=False)
+    remotes = {name: Remote(rpc, name) for name in shared}
+    config = uvicorn.Config(app_factory(service, remotes), log_level="warning", access_log=False)
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
@@ -300,7 +348,7 @@ def _worker_main(
 
 def serve_workers(
     stack: Stack,
-    app_factory: Callable[[Service], Any],
+    app_factory: Callable[[Service, dict[str, Remote]], Any],
     *,
     host: str,
     port: int,
@@ -309,10 +357,15 @@ def serve_workers(
     sample_rate: float = 1.0,
     retention: Retention | None = DEFAULT_RETENTION,
     max_wait: float = 0.5,
+    shared: dict[str, Shared] | None = None,
 ) -> None:
     """Serve `stack` with `workers` HTTP processes over one store process until SIGTERM/SIGINT.
-    `app_factory` builds each worker's app from its `Service`; it is pickled, so a module-level
-    function (or a `functools.partial` of one)."""
+    `app_factory(service, remotes)` builds each worker's app from its `Service` and a `Remote` per
+    `shared` object; it is pickled, so a module-level function (or a `functools.partial` of one)."""
+    shared = dict(shared or {})
+    reserved = {"spans", "sql", "attr", "store", "feedback"} & set(shared)
+    if reserved:
+        raise ValueError(f"shared object names {sorted(reserved)} are reserved")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     stopping = threading.Event()  # handlers first: a SIGTERM during start-up still cleans up
@@ -328,7 +381,8 @@ def serve_workers(
     authkey = os.urandom(32)
     ready = ctx.Event()
     store_proc = ctx.Process(
-        target=_store_main, args=(None if db is None else str(db), retention, max_wait, address, authkey, ready),
+        target=_store_main,
+        args=(None if db is None else str(db), retention, max_wait, address, authkey, ready, shared),
         name="coachrec-store",
     )  # fmt: skip
     store_proc.start()
@@ -345,7 +399,8 @@ def serve_workers(
     sock.listen(2048)
     procs = [
         ctx.Process(
-            target=_worker_main, args=(sock, stack, app_factory, address, authkey, sample_rate, max_wait),
+            target=_worker_main,
+            args=(sock, stack, app_factory, address, authkey, sample_rate, max_wait, tuple(shared)),
             name=f"coachrec-worker-{n}",
         )
         for n in range(workers)
