@@ -117,27 +117,12 @@ def serve_log(env: dict[str, Any], users: np.ndarray, n_requests: int, eta: floa
 
 
 def pool_features(env: dict[str, Any], log: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Features (n, P, F) of every pool row, item indices (n, P; -1 padding), user indices (n,)."""
-    from coachrec.ranking import candidate_features
+    """Features (n, P, F) of every pool row as a distilled ranker computes them at serving
+    (`coachrec.coach.position_remedy.pool_features`), item indices (n, P; -1 padding), user indices (n,)."""
+    from coachrec.coach.position_remedy import pool_features as served_features
 
-    model = env["stack"].models[0]
-    items, users = model.items, model.users
-    n, width = log.pool_items.shape
-    idx = np.full((n, width), -1, dtype=np.int64)
-    feats: np.ndarray | None = None
-    uidx = users.encode([str(u) for u in log.user_id])
-    histories: dict[int, np.ndarray] = {}
-    for i in range(n):
-        m = int(log.pool[i].sum())
-        idx[i, :m] = items.encode(list(log.pool_items[i, :m]))
-        u = int(uidx[i])
-        if u not in histories:
-            histories[u] = model.user_history(u)
-        x = candidate_features(env["stats"], histories[u], idx[i, :m], log.pool_sources[i, :m], log.pool_scores[i, :m])
-        if feats is None:
-            feats = np.zeros((n, width, x.shape[1]))
-        feats[i, :m] = x
-    assert feats is not None
+    feats, idx, _ = served_features(env["stack"], env["stats"], log)
+    uidx = env["stack"].models[0].users.encode([str(u) for u in log.user_id])
     return feats, idx, np.asarray(uidx, dtype=np.int64)
 
 
