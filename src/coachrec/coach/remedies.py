@@ -183,7 +183,7 @@ def learned_blend_weights(ctx: RemedyContext) -> Candidate:
             best, best_w = score, weights
     if best_w is None:
         raise RemedyError(f"no weighting beats the champion's blend on selection users (valid NDCG@10 {base:.4f})")
-    stack = replace(ctx.champion, config=replace(ctx.champion.config, weights=best_w))
+    stack = replace(ctx.champion, config=replace(ctx.champion.config, weights=best_w), ranker=None)
     return Candidate(
         stack, f"weights {best_w}: selection valid NDCG@10 {base:.4f} -> {best:.4f}", {"valid_ndcg@10": best}
     )
@@ -212,7 +212,7 @@ def request_understanding(ctx: RemedyContext) -> Candidate:
         raise RemedyError(f"only {len(convs)} selection conversations with human targets to learn the text blend on")
     histories = [_encode(items, r.history or ()) for r in convs]
     targets = [_encode(items, ctx.targets[r.request_id or ""]) for r in convs]
-    base = replace(ctx.champion, config=replace(ctx.champion.config, understand=True, semantic=True))
+    base = replace(ctx.champion, config=replace(ctx.champion.config, understand=True, semantic=True), ranker=None)
     weights, fit = base.learn_blend(histories, [r.context for r in convs], targets, seed=ctx.seed)
     stack = replace(base, config=replace(base.config, text_weights=weights))
     before = _conversation_recall(ctx.champion, convs, histories, targets)
@@ -252,7 +252,7 @@ def learn_from_conversations(ctx: RemedyContext) -> Candidate:
     convs = [r for r in ctx.conversations if r.context and ctx.targets.get(r.request_id or "")]
     if not convs:
         raise RemedyError("no selection conversations to measure the candidate on")
-    base = replace(ctx.champion, config=replace(ctx.champion.config, understand=True, semantic=True))
+    base = replace(ctx.champion, config=replace(ctx.champion.config, understand=True, semantic=True), ranker=None)
     # The selection figure is measured honestly: learn on half of the selection dialogs, measure
     # on the replayed requests of the other half; the candidate itself learns on all of them.
     fit_half = set(dialogs[::2])
