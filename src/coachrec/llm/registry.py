@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -29,11 +30,15 @@ class ModelRegistryError(RuntimeError):
 class HashMismatchError(ModelRegistryError):
     """A model file's SHA-256 differs from the pinned or expected one."""
 
-    def __init__(self, what: str, path: Path, expected: str, actual: str) -> None:
-        super().__init__(
-            f"SHA-256 mismatch for {what}: {path} hashes to {actual}, expected {expected}. "
-            "The file is corrupt or not the pinned model; it was not registered."
-        )
+    def __init__(
+        self,
+        what: str,
+        path: Path,
+        expected: str,
+        actual: str,
+        consequence: str = "The file is corrupt or not the pinned model; it was not registered.",
+    ) -> None:
+        super().__init__(f"SHA-256 mismatch for {what}: {path} hashes to {actual}, expected {expected}. {consequence}")
         self.path, self.expected, self.actual = path, expected, actual
 
 
@@ -59,6 +64,44 @@ def verify_sha256(path: Path, expected: str, what: str) -> str:
     actual = sha256_file(path)
     if actual != expected.lower():
         raise HashMismatchError(what, path, expected.lower(), actual)
+    return actual
+
+
+_FileKey = tuple[str, int, int, int, int]
+_verified: dict[_FileKey, str] = {}
+_verified_lock = threading.Lock()
+
+
+def _file_key(path: Path) -> _FileKey:
+    st = path.stat()
+    return (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def verify_on_load(path: Path, expected: str, what: str) -> str:
+    """Check, before a model file is loaded, that its bytes still hash to the recorded digest.
+
+    The digest found is cached per process by (path, device, inode, size, mtime), so loading
+    the same unchanged file again does not hash it again; a file rewritten in place (a new
+    mtime or size) or replaced (a new inode) is hashed afresh. Raises HashMismatchError naming
+    the file and both digests.
+    """
+    key = _file_key(path)
+    with _verified_lock:
+        actual = _verified.get(key)
+    if actual is None:
+        actual = sha256_file(path)
+        if _file_key(path) == key:  # not changed while it was read: the digest describes these bytes
+            with _verified_lock:
+                _verified[key] = actual
+    if actual != expected.lower():
+        raise HashMismatchError(
+            what,
+            path,
+            expected.lower(),
+            actual,
+            "The file changed after it was registered (corrupt, truncated or replaced); it was not loaded. "
+            "Pull it again (`coachrec models pull --force`) or re-add it (`coachrec models add`).",
+        )
     return actual
 
 
