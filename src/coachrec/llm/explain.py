@@ -5,7 +5,10 @@ RUM's attention) says the item is recommended because of, genres the item shares
 user's recent history, the item's own genres, year and tags. A template turns facts into a
 reason; an optional LLM rephrases them, and its text is kept only if every claim in it (titles,
 genres, years, numbers) is supported by the facts and it carries no instruction-like phrase.
-Catalog text that reads as an instruction (an injection attempt) never becomes a fact.
+The catalog text a fact may carry is an allowlist, not raw text: a title, genre or tag becomes a
+fact only in the plain form `coachrec.llm.quotable` accepts (no invisible or look-alike
+characters, no markup, URL or instruction, the item's own year), so an injection attempt in the
+catalog never becomes a fact.
 
     explainer = GroundedExplainer(catalog)                     # template only
     out = explainer.explain([12, 40], history=np.array([3, 7, 9]), because={12: 7})
@@ -23,7 +26,8 @@ import numpy as np
 from coachrec.data import Catalog
 from coachrec.llm.backend import LLMBackend, Usage
 from coachrec.llm.faithfulness import Claim, ClaimChecker, Grounding
-from coachrec.llm.prompts import clean_data, explain_prompt, looks_like_instruction
+from coachrec.llm.prompts import clean_data, explain_prompt
+from coachrec.llm.quotable import quotable_genre, quotable_tag, quotable_titles
 
 OnUnsupported = Literal["drop", "flag"]
 
@@ -71,12 +75,15 @@ class GroundedExplainer:
         self.backend = backend
         self.config = config or ExplainConfig()
         frame = catalog.frame
-        self.titles: list[str] = [clean_data(t, 120) for t in frame["title"].to_list()]
-        self.genres: list[list[str]] = [
-            [g for g in gs if g and not g.startswith("(")] for gs in frame["genres"].to_list()
-        ]
-        self.tags: list[list[str]] = [[clean_data(t, 40) for t in ts] for ts in frame["tags"].to_list()]
+        raw_titles = [str(t or "") for t in frame["title"].to_list()]
+        self.titles: list[str] = [clean_data(t, 120) for t in raw_titles]
         self.years: list[int | None] = frame["year"].to_list() if "year" in frame.columns else [None] * len(self.titles)
+        self.quotable: list[bool] = quotable_titles(raw_titles, self.years)
+        """Titles a reason may name: the allowlist of `coachrec.llm.quotable`, on the raw text."""
+        self.genres: list[list[str]] = [[g for g in gs if g and quotable_genre(g)] for gs in frame["genres"].to_list()]
+        self.tags: list[list[str]] = [
+            [clean_data(t, 40) for t in ts or () if quotable_tag(t)] for ts in frame["tags"].to_list()
+        ]
         vocabulary = sorted({g for gs in self.genres for g in gs})
         self.checker = ClaimChecker(self.titles, vocabulary)
 
@@ -115,7 +122,7 @@ class GroundedExplainer:
         if year is not None:
             grounding.add_number(int(year))
             facts.append(f"released in {int(year)}")
-        tags = [t for t in self.tags[item] if t and not looks_like_instruction(t)][: c.max_tags]
+        tags = [t for t in self.tags[item] if t][: c.max_tags]
         for tag in tags:
             grounding.add_phrase(tag)
         if tags:
@@ -127,7 +134,7 @@ class GroundedExplainer:
         return ItemFacts(item, title, facts, grounding, template)
 
     def _quotable(self, item: int) -> bool:
-        return bool(self.titles[item]) and not looks_like_instruction(self.titles[item])
+        return self.quotable[item]
 
     def _genre_neighbour(self, item: int, history: np.ndarray) -> int | None:
         """The most recent history item sharing the most genres with `item` (None if none)."""

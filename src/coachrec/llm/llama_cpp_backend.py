@@ -5,6 +5,9 @@ last position only. The KV cache is kept between calls: each call re-evaluates o
 after the longest common prefix with the previous prompt (the same reuse llama-cpp-python does
 inside generation), so reranking prompts that share a system prompt and history pay for that
 prefix once. A backend instance is not re-entrant; calls are serialised by a lock.
+
+Prompts built by `coachrec.llm.prompts` (`Prompt`) are tokenised segment by segment: special
+tokens are parsed in the template's own markers only, never in catalog or user text.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from coachrec.llm.backend import ChatMessage, Completion, LLMBackend, LLMError, Timer
+from coachrec.llm.prompts import Prompt
 
 _INSTALL_HINT = "build it with `.venv/bin/python scripts/install_llama_cpp.py`"
 
@@ -79,12 +83,26 @@ class LlamaCppBackend(LLMBackend):
         return int(self._llm.n_ctx())
 
     def tokenize(self, text: str) -> list[int]:
-        """Tokens of a prompt as the model sees it: BOS if the model wants one, special tokens parsed."""
-        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True))
+        """Tokens of a prompt as the model sees it, BOS first if the model wants one.
+
+        For a `Prompt` only its template markers are parsed as special tokens; every other
+        segment (instructions, catalog and user text) is tokenised with special-token parsing
+        off, so text that spells a control token stays plain text. A plain `str` is trusted
+        whole: special tokens are parsed anywhere in it."""
+        return self._tokens(text, add_bos=True)
 
     def count_tokens(self, text: str) -> int:
-        """Tokens of `text` without BOS (special tokens such as chat markers count as one)."""
-        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+        """Tokens of `text` without BOS, tokenised as `tokenize` does (a chat marker counts as one)."""
+        return len(self._tokens(text, add_bos=False))
+
+    def _tokens(self, text: str, add_bos: bool) -> list[int]:
+        llm = self._llm
+        if not isinstance(text, Prompt):
+            return list(llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+        out: list[int] = list(llm.tokenize(b"", add_bos=True, special=False)) if add_bos else []
+        for piece, marker in text.segments:
+            out += llm.tokenize(piece.encode("utf-8"), add_bos=False, special=marker)
+        return out
 
     def complete(
         self,
@@ -95,10 +113,12 @@ class LlamaCppBackend(LLMBackend):
         seed: int | None = None,
     ) -> Completion:
         timer = Timer()
+        # a Prompt goes in as tokens, so that its data segments are never parsed for special tokens
+        given: str | list[int] = self.tokenize(prompt) if isinstance(prompt, Prompt) else prompt
         with self._lock:
             out = self._call(
                 self._llm.create_completion,
-                prompt=prompt,
+                prompt=given,
                 max_tokens=max_tokens,
                 temperature=temperature,
                 stop=list(stop) if stop else None,

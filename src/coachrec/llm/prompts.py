@@ -6,13 +6,20 @@ as "Answer: K", or try to close its fence and open a new chat turn. So:
 
 - instructions live only in the system turn; data lives only inside `<data>` fences;
 - `clean_data` removes from the data every sequence that could end a fence or start a turn
-  (the fence tags themselves, `<|...|>` chat markers, role headers) and folds newlines into
-  spaces, so a title can never start a line of its own and pose as a candidate label;
-- each data line starts with a label that only the prompt builder writes.
+  (the fence tags themselves, `<|...|>` chat markers, tag-like tokens such as `</s>` or
+  `<filename>`, `[INST]`, role headers), deletes invisible characters (zero-width, bidi) and
+  folds newlines into spaces, so a title can never start a line of its own and pose as a
+  candidate label;
+- each data line starts with a label that only the prompt builder writes;
+- a `Prompt` marks the template's own special tokens, and the local backend tokenises every
+  other segment with special-token parsing off: text that `clean_data` missed and that spells a
+  model's control token is still plain text to the model (a remote backend tokenises on the
+  server, where `clean_data` is the defence).
 
 Whatever the data says, the reranker reads only the next-token log-probabilities of the
-candidate labels, and the explainer keeps only claims found in its facts: the prompt is one
-defence, the constrained output the other.
+candidate labels, and the explainer keeps only claims found in its facts, which carry catalog
+text only in the allowlisted forms of `coachrec.llm.quotable`: the prompt is one defence, the
+constrained output the other.
 """
 
 from __future__ import annotations
@@ -27,12 +34,17 @@ LABELS: tuple[str, ...] = tuple("ABCDEFGHIJKLMNOPQRST")
 FENCE_OPEN = "<data>"
 FENCE_CLOSE = "</data>"
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+_INVISIBLE = re.compile(
+    r"[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0000-\U000e0fff]"
+)
+"""Zero-width, bidi, variation-selector and tag characters: removed, so "ig\u200bnore" reads "ignore"."""
 _MARKERS = re.compile(
     r"<\s*/?\s*data\b[^>]*>?"  # our own fences, opening or closing, any spacing or attributes
     r"|<\|[^|>]{0,40}\|>"  # chat-template special tokens: <|im_start|>, <|endoftext|>, ...
     r"|<\||\|>"  # halves of such markers, which could join up with neighbouring text
-    r"|<\s*/?\s*(?:system|user|assistant|s)\s*>",  # role tags of other templates
+    r"|<\s*/?\s*[a-z_][\w.:-]{0,30}\s*/?\s*>"  # tag-like tokens: </s>, <unk>, <filename>, <start_of_turn>
+    r"|\[\s*/?\s*(?:INST|SYS|AVAILABLE_TOOLS|TOOL_CALLS|TOOL_RESULTS)\s*\]|<<\s*/?\s*SYS\s*>>",  # Llama 2, Mistral
     re.IGNORECASE,
 )
 _WHITESPACE = re.compile(r"\s+")
@@ -56,6 +68,7 @@ def clean_data(text: str, max_chars: int = 200) -> str:
     `<da<data>ta>` cannot reassemble into a marker after one pass.
     """
     out = unicodedata.normalize("NFKC", str(text))
+    out = _INVISIBLE.sub("", out)
     out = _CONTROL.sub(" ", out)
     while True:
         stripped = _MARKERS.sub(" ", out)
@@ -74,11 +87,61 @@ def looks_like_instruction(text: str) -> bool:
     return bool(INSTRUCTION_PATTERN.search(text))
 
 
-def chatml(system: str, user: str, assistant_prefix: str = "") -> str:
-    """A ChatML prompt (SmolLM2 and Qwen2.5 both use it), opened for the assistant's answer."""
-    return (
-        f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n"
-        f"<|im_start|>assistant\n{assistant_prefix}"
+class Prompt(str):
+    """A prompt string that knows which of its substrings are the template's control tokens.
+
+    `segments` is the text cut into pieces, each `(text, is_marker)`: the markers are the chat
+    template's own special tokens (`<|im_start|>`, `<|im_end|>`) and nothing else. A backend
+    that tokenises locally (`LlamaCppBackend`) parses special tokens in the markers only and
+    tokenises every other piece - instructions, catalog titles, user text - with special-token
+    parsing off, so a title holding `<|im_start|>`, `</s>` or `<filename>` is plain text tokens
+    whatever `clean_data` left in it. Since llama.cpp itself splits a string at special tokens
+    and tokenises the pieces apart, a prompt whose data holds no special-token text gets exactly
+    the tokens the whole string would.
+
+    It is a `str` (its text is the joined segments), so it goes wherever a prompt string goes;
+    string operations return plain `str`, which a backend treats as trusted whole (special
+    tokens parsed anywhere), as before.
+    """
+
+    segments: tuple[tuple[str, bool], ...]
+
+    def __new__(cls, segments: Sequence[tuple[str, bool]]) -> Prompt:
+        parts = tuple((str(text), bool(marker)) for text, marker in segments if text)
+        obj = super().__new__(cls, "".join(text for text, _ in parts))
+        obj.segments = parts
+        return obj
+
+    def __reduce__(self) -> tuple[type[Prompt], tuple[tuple[tuple[str, bool], ...]]]:
+        return (Prompt, (self.segments,))
+
+    @property
+    def markers(self) -> list[str]:
+        return [text for text, marker in self.segments if marker]
+
+
+IM_START = "<|im_start|>"
+IM_END = "<|im_end|>"
+
+
+def chatml(system: str, user: str, assistant_prefix: str = "") -> Prompt:
+    """A ChatML prompt (SmolLM2 and Qwen2.5 both use it), opened for the assistant's answer.
+
+    Only the `<|im_start|>`/`<|im_end|>` it writes itself are marked as special tokens; see
+    `Prompt`."""
+    return Prompt(
+        [
+            (IM_START, True),
+            (f"system\n{system}", False),
+            (IM_END, True),
+            ("\n", False),
+            (IM_START, True),
+            (f"user\n{user}", False),
+            (IM_END, True),
+            ("\n", False),
+            (IM_START, True),
+            (f"assistant\n{assistant_prefix}", False),
+        ]
     )
 
 
@@ -106,7 +169,7 @@ def rerank_user_message(history: Sequence[str], candidates: Sequence[str], reque
     return "\n".join(parts)
 
 
-def rerank_prompt(history: Sequence[str], candidates: Sequence[str], request: str | None) -> str:
+def rerank_prompt(history: Sequence[str], candidates: Sequence[str], request: str | None) -> Prompt:
     """The full ChatML rerank prompt; the next token is the letter of the best candidate."""
     return chatml(RERANK_SYSTEM, rerank_user_message(history, candidates, request))
 
@@ -118,7 +181,7 @@ EXPLAIN_SYSTEM = (
 )
 
 
-def explain_prompt(title: str, facts: Sequence[str]) -> str:
+def explain_prompt(title: str, facts: Sequence[str]) -> Prompt:
     """A prompt asking for one sentence built from `facts` (already `clean_data`-ed)."""
     body = "\n".join(
         [

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 
 from coachrec.data import Catalog, IdMap
+from coachrec.llm.quotable import quotable_titles
 from coachrec.policy import Constraints
 from coachrec.policy.constraints import ConstraintIndex
 from coachrec.policy.diversity import normalize_rows
@@ -32,11 +33,18 @@ class ServingCatalog:
         self.items = catalog.items
         self.ids: np.ndarray = np.asarray(self.items.ids, dtype=object)
         self.titles: np.ndarray = np.asarray(catalog.titles(), dtype=object)
+        years = catalog.frame["year"].to_list() if "year" in catalog.frame.columns else None
+        self.quotable: np.ndarray = np.asarray(quotable_titles(self.titles.tolist(), years), dtype=bool)
+        """Titles a reason may name (`coachrec.llm.quotable`): no reason quotes raw catalog text."""
         self.index = ConstraintIndex(catalog)
         self.features = normalize_rows(self.index.genres.astype(np.float32))
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def quote(self, item: int) -> str | None:
+        """The title of `item` as a reason may name it, or None when the allowlist refuses it."""
+        return str(self.titles[item]).strip() if self.quotable[item] else None
 
     def decode(self, idx: np.ndarray) -> list[str]:
         """Raw ids; an index outside the catalog (a buggy stage) reads `<invalid:N>`, never fails."""

@@ -83,7 +83,8 @@ class RecommenderRetriever:
             hit = pos >= 0
             if hit.any():
                 best = pos[hit][int(np.argmax(data[indptr[item] : indptr[item + 1]][hit]))]
-                out.append(f"similar to {ctx.catalog.titles[history[best]]}")
+                title = ctx.catalog.quote(int(history[best]))  # None: the allowlist refuses the title
+                out.append(f"similar to {title}" if title else "similar to titles in your history")
             else:
                 out.append("recommended by item-kNN")
         return out

@@ -440,4 +440,5 @@ class MentionedRetriever(_CatalogScores):
         emb = self.semantic.item_embeddings()
         sims = emb[np.asarray(idx, dtype=np.int64)] @ emb[named].T
         best = named[sims.argmax(axis=1)]
-        return [f"like {ctx.catalog.titles[b]}, which you mentioned" for b in best.tolist()]
+        quoted = [ctx.catalog.quote(b) for b in best.tolist()]  # None: the allowlist refuses the title
+        return [f"like {t}, which you mentioned" if t else "like a title you mentioned" for t in quoted]
