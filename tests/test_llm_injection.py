@@ -307,3 +307,19 @@ def test_real_smollm2_tokenises_data_without_special_tokens():
         assert out.usage.input_tokens == len(tokens)
     finally:
         backend.close()
+
+
+def test_redaction_catches_every_spelling_a_reason_may_quote_a_title_in():
+    """A withheld history title is found in a reason however the reason wrote it: as stored,
+    with its spaces collapsed, or as `clean_data` writes it for the explainer."""
+    from coachrec.serve.disclosure import WITHHELD, redact
+
+    titles = ["Blind Side, The  (2009)", "Runaway Brain (1995) ", "8½ (1963)", "Film\u200b Number 7 (1957)"]
+    reasons = [
+        "similar to Blind Side, The (2009)",
+        "Because you watched Runaway Brain (1995).",
+        "Because you watched 81⁄2 (1963).",
+        "Because you watched Film Number 7 (1957).",
+        "popular with other viewers",
+    ]
+    assert redact(reasons, titles) == [WITHHELD] * 4 + ["popular with other viewers"]

@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from coachrec.llm.prompts import clean_data
 from coachrec.serve.pipeline import Pipeline, RecommendRequest
 
 WITHHELD = "similar to titles in your history"
@@ -35,12 +36,22 @@ def private_titles(pipeline: Pipeline, request: RecommendRequest, *, may_read_hi
     return [str(t) for t in dict.fromkeys(catalog.titles[history[hide]].tolist()) if t]
 
 
+def spellings(title: str) -> set[str]:
+    """The forms a reason may quote `title` in: as stored, with its spaces collapsed (the
+    item-kNN reason), and as `clean_data` writes it for the explainer (NFKC, invisible
+    characters removed, whitespace collapsed)."""
+    forms = {title, " ".join(title.split()), clean_data(title, 120)}
+    return {f for f in forms if f}
+
+
 def redact(reasons: list[str], titles: list[str]) -> list[str]:
-    """`reasons` with every one quoting any of `titles` replaced by a reason naming none."""
+    """`reasons` with every one quoting any of `titles` (in any of its `spellings`) replaced by
+    a reason naming none."""
     if not titles or not reasons:
         return reasons
     joined = "\n".join(reasons)
-    quoted = [t for t in titles if t in joined]  # one scan of the slate's text per title
+    forms = {form for t in titles for form in spellings(t)}
+    quoted = [t for t in forms if t in joined]  # one scan of the slate's text per spelling
     if not quoted:
         return reasons
     return [WITHHELD if any(t in r for t in quoted) else r for r in reasons]
