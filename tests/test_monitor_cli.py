@@ -50,8 +50,8 @@ def test_monitor_flags_a_changed_request_mix_and_writes_the_report(ml_small, tmp
     ctx = next(c for c in report["columns"] if c["column"] == "has_context")
     assert ctx["drifted"] and ctx["test"] == "z"
     assert (out / "report.md").exists() and (out / "has_context.png").exists()
-    bad = CliRunner().invoke(app, ["monitor", "--db", str(db), "--reference", "7d..14d"])
-    assert bad.exit_code == 2 and "further back" in bad.output
+    bad = CliRunner().invoke(app, ["monitor", "--db", str(db), "--reference", "last week"])
+    assert bad.exit_code == 2 and "FROM..TO ago" in bad.output
 
 
 def test_window_arguments_read_as_time_ago():
@@ -59,6 +59,10 @@ def test_window_arguments_read_as_time_ago():
     assert until - since == 7 * DAY_NS
     since, until = parse_window("2h..0", "--current")
     assert until - since == 2 * 3600 * 10**9
+    since, until = parse_window("7d..14d", "--reference")  # the span between two ages, either order
+    assert until - since == 7 * DAY_NS
+    since, until = parse_window("3d..3d", "--reference")
+    assert until == since
 
 
 def test_monitor_coach_needs_the_dataset_it_would_replay(tmp_path):
