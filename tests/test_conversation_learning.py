@@ -15,6 +15,7 @@ from coachrec.data.conversations import load_conversations
 from coachrec.data.linking import link_conversations
 from coachrec.models import load
 from coachrec.models.conversational import CoMentionRecommender, conversation_dialogs
+from coachrec.ranking import ItemStats, Student
 from coachrec.serve import RecommendRequest, Stack
 from coachrec.tracing import Tracer
 
@@ -117,3 +118,26 @@ def test_with_model_learns_the_text_blend_on_other_dialogs(ml_small, base, recor
     assert stack.config.weights["co-mention"] == 0.0 and "conversation turns" in stack.source
     with pytest.raises(ValueError, match="needs 'context' and 'targets'"):
         base.with_model(model, blend_on=[{"dialog_id": "d", "targets": ["1"]}])
+
+
+def test_a_distilled_stack_learns_from_conversations_and_keeps_its_student(ml_small, base, records, tmp_path):
+    """A second coaching iteration after a promoted student: the co-mention retriever joins the
+    text blend; the student keeps reading the retrievers it was distilled over, so a request
+    without text ranks exactly as before, and one that names a title gets the new retriever."""
+    rng = np.random.default_rng(0)
+    x = rng.random((300, len(base.feature_names)))
+    student = Student(base.feature_names, strength=0.5).fit(x, rng.random(300) > 0.5, np.ones(300))
+    distilled = base.with_ranker(student, ItemStats.from_data(ml_small, base.catalog))
+    both = distilled.learn_conversations(records, seed=0)
+    assert both.ranker is not None and both.ranker.student is student
+    plain = RecommendRequest(user_id="1", k=10)
+    assert both.pipeline(Tracer(enabled=False)).recommend(plain).items == (
+        distilled.pipeline(Tracer(enabled=False)).recommend(plain).items
+    )
+    ctx = [{"speaker": "seeker", "text": f"Hi I am looking for a movie like {TITLE}"}]
+    talk = RecommendRequest(context=ctx, k=10)
+    served = both.pipeline(Tracer(enabled=False)).recommend(talk)
+    assert served.items != distilled.pipeline(Tracer(enabled=False)).recommend(talk).items
+    both.save(tmp_path / "stack")
+    again = Stack.load(tmp_path / "stack", ml_small.catalog)
+    assert again.pipeline(Tracer(enabled=False)).recommend(talk).items == served.items

@@ -172,6 +172,8 @@ def learned_blend_weights(ctx: RemedyContext) -> Candidate:
     names = ctx.champion.retriever_names
     if len(names) < 2:
         raise RemedyError("the champion has one retriever: there is no blend to weigh")
+    if ctx.champion.ranker is not None:
+        raise RemedyError("the champion ranks with a distilled student, which reads each retriever's score itself")
     grid = [0.0, 0.25, 0.5, 1.0, 2.0, 4.0]
     base = selection_ndcg(ctx.champion, ctx.split, ctx.selection_users)
     best, best_w = base, None
@@ -183,7 +185,7 @@ def learned_blend_weights(ctx: RemedyContext) -> Candidate:
             best, best_w = score, weights
     if best_w is None:
         raise RemedyError(f"no weighting beats the champion's blend on selection users (valid NDCG@10 {base:.4f})")
-    stack = replace(ctx.champion, config=replace(ctx.champion.config, weights=best_w), ranker=None)
+    stack = replace(ctx.champion, config=replace(ctx.champion.config, weights=best_w))
     return Candidate(
         stack, f"weights {best_w}: selection valid NDCG@10 {base:.4f} -> {best:.4f}", {"valid_ndcg@10": best}
     )
@@ -212,7 +214,7 @@ def request_understanding(ctx: RemedyContext) -> Candidate:
         raise RemedyError(f"only {len(convs)} selection conversations with human targets to learn the text blend on")
     histories = [_encode(items, r.history or ()) for r in convs]
     targets = [_encode(items, ctx.targets[r.request_id or ""]) for r in convs]
-    base = replace(ctx.champion, config=replace(ctx.champion.config, understand=True, semantic=True), ranker=None)
+    base = replace(ctx.champion, config=replace(ctx.champion.config, understand=True, semantic=True))
     weights, fit = base.learn_blend(histories, [r.context for r in convs], targets, seed=ctx.seed)
     stack = replace(base, config=replace(base.config, text_weights=weights))
     before = _conversation_recall(ctx.champion, convs, histories, targets)
@@ -252,7 +254,7 @@ def learn_from_conversations(ctx: RemedyContext) -> Candidate:
     convs = [r for r in ctx.conversations if r.context and ctx.targets.get(r.request_id or "")]
     if not convs:
         raise RemedyError("no selection conversations to measure the candidate on")
-    base = replace(ctx.champion, config=replace(ctx.champion.config, understand=True, semantic=True), ranker=None)
+    base = replace(ctx.champion, config=replace(ctx.champion.config, understand=True, semantic=True))
     # The selection figure is measured honestly: learn on half of the selection dialogs, measure
     # on the replayed requests of the other half; the candidate itself learns on all of them.
     fit_half = set(dialogs[::2])

@@ -211,12 +211,8 @@ class Stack:
         the text blend is re-learned on how the new stack ranks their targets (`learn_blend`).
         Learn on dialogs `model` never saw, or pass `blend_model` (the same kind of model fitted
         on other dialogs) to stand in for it while learning. Without `blend_on` the new
-        retriever weighs 1 in the existing text blend."""
-        if self.ranker is not None:
-            raise ValueError(
-                "with_model: this stack's distilled ranker reads a fixed set of retrievers; "
-                "add models before distilling"
-            )
+        retriever weighs 1 in the existing text blend. A distilled ranker is kept: its student
+        reads the retrievers it was distilled over, the new one enters the text blend."""
         if model.name in self.retriever_names:
             raise ValueError(f"with_model: the stack already has a retriever named {model.name!r}")
         weights = dict(self.config.weights or {m.name: 1.0 for m in self.models}) | {model.name: 0.0}

@@ -179,7 +179,9 @@ class LearnedRanker:
     """Score = the unweighted blend + `student.strength` * the student's P(pass) per candidate.
 
     A coached stack's `rank` stage: strength 0 is the blend's own ranking; `stats` are the
-    training data's item statistics the student's features read.
+    training data's item statistics the student's features read. The student reads the
+    retrievers it was distilled over (`reads`); one added later (`Stack.with_model`) enters only
+    the text blend, so a request without text ranks exactly as when the student was distilled.
     """
 
     kind = SpanKind.RANKER
@@ -195,14 +197,22 @@ class LearnedRanker:
 
     def __call__(self, ctx: RequestContext, candidates: Candidates, span: AnySpan) -> Candidates:
         names = candidates.source_names
+        missing = [n for n in self.reads if n not in names]
+        if missing:
+            raise ValueError(f"the distilled ranker reads retrievers {missing} this pipeline does not have ({names})")
+        cols = [names.index(n) for n in self.reads]
+        sources = candidates.sources[:, cols] if len(cols) != len(names) else candidates.sources
         if ctx.has_text and self.text_weights is not None:
             blend = candidates.normalized_sources() @ np.array([self.text_weights.get(n, 1.0) for n in names])
-        else:
-            blend = candidates.normalized_sources().sum(axis=1)
+        else:  # a retriever added after distillation weighs 0 here and what only it proposed is
+            # left out, so such a request ranks exactly as when the student was distilled
+            blend = candidates.normalized_sources()[:, cols].sum(axis=1)
+            if len(cols) and len(candidates):
+                keep = ~np.isnan(sources).all(axis=1)
+                if not keep.all():
+                    candidates, sources, blend = candidates.take(keep), sources[keep], blend[keep]
         candidates.score = blend
         if len(candidates):
-            cols = [names.index(n) for n in self.reads if n in names]
-            sources = candidates.sources[:, cols] if len(cols) != len(names) else candidates.sources
             x = candidate_features(self.stats, ctx.history, candidates.idx, sources, blend)
             candidates.score = blend + self.student.strength * self.student.probability(x)
         span.set_attributes({"ranker": "distilled-student", "strength": self.student.strength})
