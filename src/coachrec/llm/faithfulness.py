@@ -1,13 +1,16 @@
 """Faithfulness: the claims an explanation makes, each marked supported or not by its input.
 
-A claim is a catalog title, a genre, a year, any other number, or an instruction-like phrase.
+A claim is a catalog title, a genre, a year, any other number, an instruction-like phrase, or
+a link (a URL or e-mail address, which no fact ever holds).
 `Grounding` holds what the explanation was allowed to say (the facts it was built from);
 `ClaimChecker.check` extracts every claim from a text and marks it. An instruction-like phrase
 is never supported: explanations state facts, they do not pass on orders found in data.
 
 Titles are found against the whole catalog (so a hallucinated but real title is caught), plus
-any `Something (1999)` pattern (so an invented title is caught too). Year-less title matches
-need at least two words, so common one-word titles ("Heat", "Up") do not fire on prose.
+any `Something (1999)` pattern (so an invented title is caught too), plus any other run of two
+or more capitalised words not at a sentence start (an invented title without a year, a name):
+such a run is supported only inside a title, tag or genre of the facts. Year-less catalog title
+matches need at least two words, so common one-word titles ("Heat", "Up") do not fire on prose.
 """
 
 from __future__ import annotations
@@ -18,14 +21,19 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from coachrec.llm.prompts import INSTRUCTION_PATTERN
+from coachrec.llm.quotable import LINK_PATTERN
 
-ClaimKind = Literal["title", "genre", "year", "number", "instruction"]
+ClaimKind = Literal["title", "genre", "year", "number", "instruction", "link"]
 
 _YEAR_SUFFIX = re.compile(r"\s*\((\d{4})(?:[-–]\d{0,4})?\)\s*$")
 _CAP = r"[A-Z0-9][\w'’:&!.-]*"
 _SMALL = r"(?:of|the|a|an|and|in|on|to|for|with|from|at|by)"
 _TITLE_WITH_YEAR = re.compile(rf"{_CAP}(?:,?\s+(?:{_CAP}|{_SMALL}(?=\s+[A-Z0-9]))){{0,10}}\s*\(\d{{4}}\)")
 """A run of capitalised words (small words only between capitalised ones) before `(year)`."""
+_NAME_RUN = re.compile(rf"(?<![\w'’-]){_CAP}(?:,?\s+(?:{_SMALL}\s+)*{_CAP})+")
+"""Two or more capitalised words in a row (small words between): how a name is written."""
+_NAME_WORD = re.compile(_CAP)
+_SENTENCE_START = re.compile(r"(?:^|[.!?:;\"“(]\s*)$")
 _YEAR = re.compile(r"(?<!\d)(1[89]\d\d|20\d\d)(?!\d)")
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])")
 COMMON_GENRES: tuple[str, ...] = (
@@ -137,6 +145,9 @@ class ClaimChecker:
 
         for m in INSTRUCTION_PATTERN.finditer(text):
             add("instruction", m.group(0), m.start(), m.end(), False)
+        for m in LINK_PATTERN.finditer(text):
+            if free(m.start(), m.end()):
+                add("link", m.group(0), m.start(), m.end(), False)
         low = text.casefold()
         for phrase in grounding.phrases:
             for m in re.finditer(re.escape(phrase), low):
@@ -152,6 +163,9 @@ class ClaimChecker:
             for m in self._genre_re.finditer(text):
                 if free(m.start(), m.end()):
                     add("genre", m.group(0), m.start(), m.end(), norm(m.group(0)) in grounding.genres)
+        for start, end in self._names(text, taken):
+            value = text[start:end]
+            add("title", value, start, end, self._grounded_name(value, grounding))
         for m in _YEAR.finditer(text):
             if free(m.start(), m.end()):
                 add("year", m.group(0), m.start(), m.end(), m.group(0) in grounding.numbers)
@@ -159,6 +173,36 @@ class ClaimChecker:
             if free(m.start(), m.end()):
                 add("number", m.group(0), m.start(), m.end(), m.group(0) in grounding.numbers)
         return sorted(claims, key=lambda c: c.start)
+
+    @staticmethod
+    def _names(text: str, taken: list[bool]) -> list[tuple[int, int]]:
+        """Spans that read as a name (a title without a year that is not the catalog's, say):
+        runs of at least two free capitalised words, the first word of a sentence not counted."""
+        spans = []
+        for run in _NAME_RUN.finditer(text):
+            words = [
+                w for w in _NAME_WORD.finditer(text, run.start(), run.end()) if not any(taken[w.start() : w.end()])
+            ]
+            groups: list[list[re.Match[str]]] = []
+            for w in words:  # split where a taken span (a genre, a grounded phrase) interrupts
+                if groups and not any(taken[groups[-1][-1].end() : w.start()]):
+                    groups[-1].append(w)
+                else:
+                    groups.append([w])
+            for group in groups:
+                if _SENTENCE_START.search(text[: group[0].start()]):
+                    group = group[1:]
+                if len(group) >= 2:
+                    end = group[-1].end()
+                    while text[end - 1] in ".,:;!'’-":  # sentence punctuation is not part of the name
+                        end -= 1
+                    spans.append((group[0].start(), end))
+        return spans
+
+    @staticmethod
+    def _grounded_name(value: str, grounding: Grounding) -> bool:
+        name = norm(value).strip(".,:;!")
+        return any(name in known for known in (*grounding.titles, *grounding.phrases, *grounding.genres))
 
     def unsupported(self, text: str, grounding: Grounding) -> list[Claim]:
         return [c for c in self.check(text, grounding) if not c.supported]

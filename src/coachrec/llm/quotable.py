@@ -56,11 +56,13 @@ DATA_INSTRUCTION = re.compile(
 the allowlist, not the defence: a paraphrase it misses still has to pass every other rule, and
 the prompt and output constraints do not depend on it."""
 
-_URL = re.compile(
-    r"[a-z][a-z0-9+.-]*://|\bwww\.|\w@\w|\b[\w-]+\.(?:com|net|org|io|ai|app|dev|xyz|info|biz|ru|cn|co|me|ly|gg|"
-    r"site|online|top|link|click|shop|tk|to|sh|tv)\b",
+LINK_PATTERN = re.compile(
+    r"[a-z][a-z0-9+.-]*://[^\s\"'<>]*|\bwww\.[^\s\"'<>]*|[\w.+-]*\w@\w[\w-]*(?:\.[\w-]+)*"
+    r"|\b[\w-]+\.(?:com|net|org|io|ai|app|dev|xyz|info|biz|ru|cn|co|me|ly|gg|site|online|top|link|click|shop|tk|to|"
+    r"sh|tv)\b[^\s\"'<>]*",
     re.IGNORECASE,
 )
+"""A URL, a bare domain or an e-mail address: never quoted from the catalog, never supported in a reason."""
 _YEAR_SUFFIX = re.compile(r"\((\d{4})\)\s*$")
 _TITLE_PUNCTUATION = frozenset(" '’‘\".,:;!?¡¿&()-–—/·…+*#$%½⅓¼¾°²³")
 _TAG_PUNCTUATION = frozenset(" '’-&.()!")
@@ -110,7 +112,7 @@ def plain_text(text: str, punctuation: frozenset[str], max_chars: int, max_words
     for word in re.findall(r"[^\W\d_]+", text):
         if len({_script(ch) for ch in word if unicodedata.category(ch)[0] == "L"}) > 1:
             return False
-    return not (_URL.search(text) or reads_as_instruction(text))
+    return not (LINK_PATTERN.search(text) or reads_as_instruction(text))
 
 
 def quotable_title(title: str, year: int | None = None, *, years_in_titles: bool = False) -> bool:
