@@ -259,7 +259,11 @@ def test_a_prompt_marks_only_its_own_template_tokens_even_around_raw_data():
     assert "".join(text for text, _ in prompt.segments) == str(prompt)
     again = pickle.loads(pickle.dumps(prompt))
     assert isinstance(again, Prompt) and again == prompt and again.segments == prompt.segments
-    assert not isinstance(prompt.replace("films", "movies"), Prompt)  # string operations give plain str
+    swapped = prompt.replace("Rank the films.", "Rank the movies.")  # how a judge swaps its answer format
+    assert isinstance(swapped, Prompt) and swapped.markers == prompt.markers and "Rank the movies." in swapped
+    assert swapped == str.replace(prompt, "Rank the films.", "Rank the movies.")
+    assert not isinstance(prompt.replace("films.<|im_end|>", "x"), Prompt)  # across a marker: plain str
+    assert not isinstance(prompt + " ", Prompt)  # other string operations give plain str
 
 
 def _special_ids(backend, texts):

@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
+from typing import SupportsIndex
 
 LABELS: tuple[str, ...] = tuple("ABCDEFGHIJKLMNOPQRST")
 """Candidate labels: single tokens in SmolLM2's and Qwen2.5's vocabularies, distinct first tokens."""
@@ -100,8 +101,8 @@ class Prompt(str):
     the tokens the whole string would.
 
     It is a `str` (its text is the joined segments), so it goes wherever a prompt string goes;
-    string operations return plain `str`, which a backend treats as trusted whole (special
-    tokens parsed anywhere), as before.
+    string operations other than `replace` return plain `str`, which a backend treats as trusted
+    whole (special tokens parsed anywhere), as before.
     """
 
     segments: tuple[tuple[str, bool], ...]
@@ -118,6 +119,16 @@ class Prompt(str):
     @property
     def markers(self) -> list[str]:
         return [text for text, marker in self.segments if marker]
+
+    def replace(self, old: str, new: str, count: SupportsIndex = -1, /) -> str:
+        """`str.replace` inside the non-marker segments, still a `Prompt` (a judge swapping its
+        answer format keeps the segments); a plain `str` if a match spans a marker."""
+        whole = str.replace(self, old, new, count)
+        if int(count) != -1 or not old:
+            return whole
+        parts = [(text if marker else text.replace(old, new), marker) for text, marker in self.segments]
+        out = Prompt(parts)
+        return out if str.__eq__(out, whole) and out.markers == self.markers else whole
 
 
 IM_START = "<|im_start|>"
