@@ -48,7 +48,8 @@ def load(name: str) -> Dataset:
 def requests(name: str = "redial-ml") -> list[dict[str, Any]]:
     """Bundled conversational requests: `redial-ml`, ReDial test turns linked to ml-latest-small
     (CC BY 4.0; see `datasets/redial-ml/README.md`). Each: `dialog_id`, `turn`, `context` (list of
-    `{"speaker", "text"}`), `mentions` and `targets` (ml-latest-small movieIds)."""
+    `{"speaker", "text"}`), `mentions` and `targets` (ml-latest-small movieIds), `keys` (what the
+    context's words ask for, read by the served intent parser: `serve.understanding.text_keys`)."""
     if name != "redial-ml":
         raise DataError(f"unknown request set {name!r}: the bundled one is 'redial-ml'")
     path = BUNDLED / "redial-ml" / "requests.jsonl.gz"

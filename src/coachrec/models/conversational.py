@@ -36,6 +36,13 @@ request records (`dialog_id`, `mentions` and `targets`: raw item ids of `catalog
 first; the bundled `datasets.requests("redial-ml")` format) or a `Conversations` (then `links`, a
 `CandidateLinks` to `catalog`, default `link_conversations(conv, catalog)`); `dialogs` keeps only
 those dialog ids. Saved and loaded like any model (`Stack.save/load` work).
+
+Text keys: with `key_weight > 0`, a record's `keys` (what its conversation's words ask for,
+`kind:value` oldest first, "genre:horror", "tag:adam sandler", "year:-1979", read by the served
+intent parser: `coachrec.serve.understanding.text_keys`; the bundled records carry them) are
+co-mention sources too, each with its own rows, so "people who asked for something scary were
+then recommended Y" is learned. `score_keyed(histories, keys)` reads them; a served stack's
+`KeyedRetriever` hands it the keys of the request's own text (nothing else: no annotation).
 """
 
 from __future__ import annotations
@@ -378,13 +385,18 @@ class CoMentionRecommenderConfig:
     history is scored; `shrink` is added to each source item's total weight; `dialog_weight`
     weighs the dialog co-occurrence table against the mention -> target one; `prior` the
     popularity prior (max-normalised); `mention_prior` what one dialog mentioning an item adds
-    to its popularity against 1 per time it is a target."""
+    to its popularity against 1 per time it is a target. `key_weight`: see below; the keys
+    are counted like items (their own recency over the keys, their own rows in both tables)."""
 
     recency: float = 0.9
     shrink: float = 20.0
     dialog_weight: float = 8.0
     prior: float = 0.02
     mention_prior: float = 0.5
+    key_weight: float = 0.0
+    """Weight of the records' text `keys` (what the words asked for: "genre:comedy", "tag:tom
+    hanks", ... oldest first) as co-mention sources beside the mentioned items (1: as much as an
+    item); 0 learns no key rows (items only)."""
 
 
 ConversationRecords = Sequence[Mapping[str, Any]]
@@ -478,11 +490,14 @@ class CoMentionRecommender(BaseRecommender):
             return [o for o in out if o >= 0]
 
         n = len(index)
+        use_keys = self.config.key_weight > 0
+        key_index: dict[str, int] = {}
         src: list[int] = []
         dst: list[int] = []
         wts: list[float] = []
         targets_all: list[int] = []
         by_dialog: dict[str, set[int]] = {}
+        keys_in: dict[str, set[int]] = {}
         mentioned_in: dict[str, set[int]] = {}
         rec = self.config.recency
         for r in records:
@@ -491,25 +506,37 @@ class CoMentionRecommender(BaseRecommender):
             by_dialog.setdefault(d, set()).update(mentions, targets)
             mentioned_in.setdefault(d, set()).update(mentions)
             targets_all += targets
-            for age, m in enumerate(reversed(mentions)):
-                for t in targets:
-                    if t != m:
-                        src.append(m)
-                        dst.append(t)
-                        wts.append(rec**age)
+            sources = [list(reversed(mentions))]
+            if use_keys:  # key rows come after the catalog's items
+                keys = [n + key_index.setdefault(str(k), len(key_index)) for k in _ordered_keys(r.get("keys"))]
+                keys_in.setdefault(d, set()).update(keys)
+                sources.append(list(reversed(keys)))
+            for newest_first in sources:
+                for age, m in enumerate(newest_first):
+                    for t in targets:
+                        if t != m:
+                            src.append(m)
+                            dst.append(t)
+                            wts.append(rec**age)
         if not targets_all:
             raise ValueError("co-mention: no conversation turn has a target in this catalog; nothing to learn")
-        directed = sp.csr_matrix((np.asarray(wts), (np.asarray(src, np.int64), np.asarray(dst, np.int64))), (n, n))
+        n_src = n + len(key_index)
+        directed = sp.csr_matrix((np.asarray(wts), (np.asarray(src, np.int64), np.asarray(dst, np.int64))), (n_src, n))
         rows, cols = [], []
-        for items in by_dialog.values():
+        for d, items in by_dialog.items():
             ii = np.fromiter(items, dtype=np.int64)
             a, b = np.meshgrid(ii, ii, indexing="ij")
             off = a != b
             rows.append(a[off])
             cols.append(b[off])
+            kk = np.fromiter(keys_in.get(d, ()), dtype=np.int64)
+            if len(kk) and len(ii):
+                ka, kb = np.meshgrid(kk, ii, indexing="ij")
+                rows.append(ka.ravel())
+                cols.append(kb.ravel())
         r_all = np.concatenate(rows) if rows else np.zeros(0, np.int64)
         c_all = np.concatenate(cols) if cols else np.zeros(0, np.int64)
-        dialog = sp.csr_matrix((np.ones(len(r_all)), (r_all, c_all)), (n, n))
+        dialog = sp.csr_matrix((np.ones(len(r_all)), (r_all, c_all)), (n_src, n))
         shrink = self.config.shrink
         self.matrix = (
             _row_normalised(directed, shrink) + self.config.dialog_weight * _row_normalised(dialog, shrink)
@@ -519,6 +546,8 @@ class CoMentionRecommender(BaseRecommender):
         pop += self.config.mention_prior * np.bincount(ments, minlength=n)
         self.popularity = (pop / max(float(pop.max()), 1.0)).astype(np.float32)
         self.items, self.users = catalog.items, IdMap([])
+        self.keys = np.asarray(list(key_index), dtype=str)
+        self._key_index = key_index
         self._hist_indptr, self._hist_items = np.zeros(1, np.int64), np.zeros(0, np.int64)
         self.fit_info = {
             "fit_on": "conversations",
@@ -527,27 +556,77 @@ class CoMentionRecommender(BaseRecommender):
             "targets": len(targets_all),
             "unknown_ids": unknown,
             "items": n,
+            "keys": len(key_index),
             "pairs": int(self.matrix.nnz),
             "seconds": round(time.perf_counter() - t0, 3),
         }
         return self
 
     def _score(self, histories: list[np.ndarray]) -> np.ndarray:
+        return self.score_keyed(histories, None)
+
+    @property
+    def n_keys(self) -> int:
+        """How many text keys the model learned rows for (0: it reads items only)."""
+        return int(self.matrix.shape[0] - self.matrix.shape[1])
+
+    def score_keyed(self, histories: Sequence[np.ndarray], keys: Sequence[Sequence[str]] | None) -> np.ndarray:
+        """Scores of every item for each history (item indices, oldest first) and, when the
+        model learned key rows, each request's text keys (oldest first; `key_weight` times the
+        recency weight among the keys; unknown keys are ignored). `score(histories)` is this
+        without keys."""
         lengths = np.array([len(h) for h in histories], dtype=np.int64)
-        items = np.concatenate(histories) if histories else np.zeros(0, np.int64)
+        items = (
+            np.concatenate([np.asarray(h, np.int64) for h in histories]) if len(histories) else np.zeros(0, np.int64)
+        )
         rows = np.repeat(np.arange(len(histories)), lengths)
         age = np.concatenate([np.arange(k - 1, -1, -1) for k in lengths]) if len(items) else np.zeros(0)
         w = np.power(self.config.recency, age.astype(np.float64))
+        if keys is not None and self.n_keys:
+            if len(keys) != len(histories):
+                raise ValueError(f"keys: {len(keys)} lists for {len(histories)} histories")
+            index, n = self._keys(), self.matrix.shape[1]
+            k_rows, k_cols, k_w = [], [], []
+            for i, ks in enumerate(keys):
+                known = [n + index[k] for k in _ordered_keys(ks) if k in index]
+                for a, col in enumerate(reversed(known)):
+                    k_rows.append(i)
+                    k_cols.append(col)
+                    k_w.append(self.config.key_weight * self.config.recency**a)
+            rows = np.concatenate([rows, np.asarray(k_rows, np.int64)])
+            items = np.concatenate([items, np.asarray(k_cols, np.int64)])
+            w = np.concatenate([w, np.asarray(k_w, np.float64)])
         x = sp.csr_matrix((w, (rows, items)), shape=(len(histories), self.matrix.shape[0]))
         out = np.asarray((x @ self.matrix).todense(), dtype=np.float32)
         out += self.config.prior * self.popularity
         return out
 
+    def _keys(self) -> dict[str, int]:
+        index: dict[str, int] | None = self.__dict__.get("_key_index")
+        if index is None:
+            index = {str(k): j for j, k in enumerate(getattr(self, "keys", np.zeros(0, str)).tolist())}
+            self._key_index = index
+        return index
+
     def _state(self) -> dict[str, np.ndarray]:
         m = self.matrix
-        return {"data": m.data, "indices": m.indices, "indptr": m.indptr, "popularity": self.popularity}
+        return {"data": m.data, "indices": m.indices, "indptr": m.indptr, "popularity": self.popularity,
+                "keys": np.asarray(getattr(self, "keys", np.zeros(0, str)), dtype=str)}  # fmt: skip
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         n = len(state["popularity"])
-        self.matrix = sp.csr_matrix((state["data"], state["indices"], state["indptr"]), shape=(n, n))
+        keys = np.asarray(state["keys"], dtype=str) if "keys" in state else np.zeros(0, str)  # saved before keys
+        self.matrix = sp.csr_matrix((state["data"], state["indices"], state["indptr"]), shape=(n + len(keys), n))
         self.popularity = state["popularity"]
+        self.keys = keys
+        self.__dict__.pop("_key_index", None)
+
+
+def _ordered_keys(keys: Iterable[Any] | None) -> list[str]:
+    """A record's or request's keys, oldest first, each once (at its last occurrence)."""
+    out: dict[str, None] = {}
+    for k in keys or ():
+        key = str(k)
+        out.pop(key, None)
+        out[key] = None
+    return list(out)

@@ -30,7 +30,7 @@ from coachrec.serve.candidates import Candidates, RequestContext, RequestText, S
 from coachrec.serve.retrievers import RecommenderRetriever, Retriever, ScoresRetriever
 from coachrec.serve.semantic import MentionedRetriever, QueryEncoderName, SemanticRetriever
 from coachrec.serve.stages import BlendRanker, ConstraintFilter, Diversify, Explain, Explore, Guardrail, Retrieve, Stage
-from coachrec.serve.understanding import IntentParser, IntentRetriever, Understand, popularity_of
+from coachrec.serve.understanding import IntentParser, IntentRetriever, Understand, model_retriever, popularity_of
 from coachrec.tracing import NoopSpan, SpanKind, Tracer
 from coachrec.tracing.jsonenc import Encoded
 from coachrec.tracing.model import new_trace_id
@@ -168,12 +168,14 @@ class Pipeline:
             if m.items is None or items is None or list(m.items.ids) != list(items.ids):
                 raise ValueError(f"model {m.name} was fitted on another item map than {models[0].name}")
         serving = ServingCatalog(catalog, items)
+        parser = IntentParser(serving.data, popularity_of(models, len(serving))) if config.understand else None
         rets: list[Retriever] = (
-            list(retrievers) if retrievers is not None else [RecommenderRetriever(m, config.candidates) for m in models]
+            list(retrievers)
+            if retrievers is not None
+            else [model_retriever(m, config.candidates, parser) for m in models]
         )
         before: list[Stage] = []
-        if config.understand:
-            parser = IntentParser(serving.data, popularity_of(models, len(serving)))
+        if parser is not None:
             before.append(Understand(parser))
             rets.append(IntentRetriever(parser, serving, popularity_of(models, len(serving)), config.candidates))
         if config.semantic:
@@ -260,8 +262,7 @@ class Pipeline:
                 for stage in stages[:first]:
                     candidates = stage(ctx, candidates, span)
                 ctxs.append((ctx, candidates))
-            chunk = [ctx.history for ctx, _ in ctxs]
-            model_scores = {r.name: np.asarray(r.model.score(chunk), dtype=np.float64) for r in scorers}
+            model_scores = {r.name: r.score_contexts([ctx for ctx, _ in ctxs]) for r in scorers}
             for row, (ctx, candidates) in enumerate(ctxs):
                 ctx.scores.update({name: s[row] for name, s in model_scores.items()})
                 for stage in stages[first:]:

@@ -55,10 +55,15 @@ class RecommenderRetriever:
         # item-kNN reasons read similarities *into* an item: its column, i.e. a row of the transpose
         self._into = model.sim.T.tocsr() if isinstance(model, ItemKNN) else None
 
+    def score_contexts(self, ctxs: list[RequestContext]) -> np.ndarray:
+        """The model's scores of every item for each request (one row each): its history.
+        Batched offline (`Pipeline.offline`), one request at a time when served."""
+        return np.asarray(self.model.score([ctx.history for ctx in ctxs]), dtype=np.float64)
+
     def retrieve(self, ctx: RequestContext) -> tuple[np.ndarray, np.ndarray]:
         scores = ctx.scores.get(self.name)
         if scores is None:
-            scores = self.model.score([ctx.history])[0]
+            scores = self.score_contexts([ctx])[0]
         floor = 0.0 if self._positive_only else -np.inf
         return top_allowed(scores, ctx.allowed & (scores > floor), self.n)
 

@@ -43,12 +43,12 @@ from coachrec.data import Catalog
 from coachrec.data.linking import MentionFinder
 from coachrec.policy import Constraints, Range
 from coachrec.serve.candidates import TRACE_LIMIT, Candidates, RequestContext, ServingCatalog, Turn
-from coachrec.serve.retrievers import top_allowed
+from coachrec.serve.retrievers import RecommenderRetriever, top_allowed
 from coachrec.tracing import NoopSpan, Span, SpanKind
 
 __all__ = [
-    "Evidence", "IntentParser", "IntentRetriever", "RequestIntent", "Understand", "YearPreference",
-    "merge_constraints",
+    "Evidence", "IntentParser", "IntentRetriever", "KeyedRetriever", "RequestIntent", "Understand", "YearPreference",
+    "merge_constraints", "model_retriever", "record_keys", "text_keys",
 ]  # fmt: skip
 
 AnySpan = Span | NoopSpan
@@ -938,6 +938,68 @@ class IntentRetriever:
                 parts.append(f'tagged "{hit[0]}"')
             out.append(", ".join(parts) + ", as you asked" if parts else "matches what you asked for")
         return out
+
+
+# ---------------------------------------------------------------------- text keys
+KEY_KINDS: tuple[Kind, ...] = ("genre", "mood", "tag", "year")
+"""What the words ask for that can key a conversation model beside titles (all but mentions)."""
+
+
+def text_keys(parser: IntentParser, turns: Sequence[Turn]) -> list[str]:
+    """What a conversation's words ask for, as keys a model learned from conversations reads
+    beside the titles (`CoMentionRecommender` with `key_weight`): the wanted (positive)
+    genres, moods, catalog tags (people, topics) and eras every utterance names, seeker's and
+    recommender's alike (both steer a conversation: "Oh, you like scary movies?"), oldest first,
+    as `kind:value` ("genre:horror", "tag:tom hanks", "year:1980-1989"). Read from the text by
+    the intent parser only: the same keys when a model is fitted on records
+    (`record_keys`) and when a request is served."""
+    out: list[str] = []
+    for t in turns:
+        if not t.text.strip():
+            continue
+        found = parser.utterance(t.text, True).evidence
+        for e in sorted(found, key=lambda e: e.start):
+            if e.kind in KEY_KINDS and e.polarity > 0:
+                out.append(f"{e.kind}:{e.value.lower()}")
+    return out
+
+
+def record_keys(parser: IntentParser, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Request records (the bundled `redial-ml` layout) with `keys`: `text_keys` of each
+    record's `context` (the conversation so far); a record without context gets none."""
+    from coachrec.serve.candidates import as_turns
+
+    return [dict(r) | {"keys": text_keys(parser, as_turns(r.get("context") or None))} for r in records]
+
+
+class KeyedRetriever(RecommenderRetriever):
+    """A conversation model that reads the request's words too: its history plus the request's
+    `text_keys` (`model.score_keyed(histories, keys)`). A request without text scores as
+    through `RecommenderRetriever`."""
+
+    def __init__(self, model: Any, parser: IntentParser, n: int = 200, name: str | None = None) -> None:
+        super().__init__(model, n, name)
+        self.parser = parser
+        self.keyed: Any = model
+
+    def keys(self, ctx: RequestContext) -> list[str]:
+        cached = ctx.attributes.get("text.keys")
+        if cached is None:
+            cached = text_keys(self.parser, ctx.turns) if ctx.turns else []
+            ctx.attributes["text.keys"] = cached
+        return list(cached)
+
+    def score_contexts(self, ctxs: list[RequestContext]) -> np.ndarray:
+        keys = [self.keys(ctx) for ctx in ctxs]
+        return np.asarray(self.keyed.score_keyed([ctx.history for ctx in ctxs], keys), dtype=np.float64)
+
+
+def model_retriever(model: Any, n: int, parser: IntentParser | None) -> RecommenderRetriever:
+    """The retriever serving a fitted model: `KeyedRetriever` for one that learned text keys
+    (and a pipeline that reads text), else `RecommenderRetriever`."""
+    if parser is not None and getattr(model, "n_keys", 0) > 0 and hasattr(model, "score_keyed"):
+        return KeyedRetriever(model, parser, n)
+    return RecommenderRetriever(model, n)
 
 
 def popularity_of(models: Sequence[Any], n_items: int) -> np.ndarray:

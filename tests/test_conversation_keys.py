@@ -1,0 +1,154 @@
+"""Text keys for the served co-mention retriever: what a conversation's words ask for (genres,
+moods, catalog tags, eras, read by the served intent parser) learned as co-mention sources
+beside the titles, so "people who asked for something scary were then recommended Y" is
+learned from conversations and served from a request's text alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from coachrec import datasets
+from coachrec.models import load
+from coachrec.models.conversational import CoMentionRecommender, CoMentionRecommenderConfig
+from coachrec.serve import RecommendRequest, Stack
+from coachrec.serve.candidates import Turn, as_turns
+from coachrec.serve.understanding import IntentParser, KeyedRetriever, record_keys, text_keys
+from coachrec.tracing import Tracer
+
+
+@pytest.fixture(scope="module")
+def parser(ml_small):
+    return IntentParser(ml_small.catalog)
+
+
+def _item(ml_small, title):
+    frame = ml_small.catalog.frame
+    return str(frame.filter(frame["title"] == title)["item"][0])
+
+
+def test_text_keys_read_both_speakers_in_order_and_skip_what_is_negated(parser):
+    turns = [
+        Turn("seeker", "Hi! I want something scary, no comedy please."),
+        Turn("recommender", "Do you like thrillers from the 80s?"),
+        Turn("seeker", ""),
+    ]
+    keys = text_keys(parser, turns)
+    assert keys.index("genre:horror") < keys.index("genre:thriller")
+    assert "year:1980-1989" in keys
+    assert "genre:comedy" not in keys  # "no comedy" is not asked for
+    assert text_keys(parser, []) == []
+    # a title is a mention, not a key
+    assert not [k for k in text_keys(parser, [Turn("seeker", "I loved Super Troopers (2001)")]) if "troopers" in k]
+
+
+def test_record_keys_are_what_the_context_says(parser):
+    recs = [{"dialog_id": "d", "context": [{"speaker": "seeker", "text": "a romance please"}], "targets": ["1"]},
+            {"dialog_id": "e", "targets": ["1"]}]  # fmt: skip
+    keyed = record_keys(parser, recs)
+    assert keyed[0]["keys"] == ["genre:romance"] and keyed[1]["keys"] == []
+    assert "keys" not in recs[0]  # the records given are not changed
+
+
+def _rare(ml_small) -> str:
+    """A film one person rated, no horror: nothing but the learned words can bring it up."""
+    frame = ml_small.catalog.frame
+    genres = dict(zip(frame["item"].cast(str).to_list(), frame["genres"].to_list(), strict=True))
+    for i in np.flatnonzero(ml_small.item_popularity() == 1).tolist():
+        raw = str(ml_small.items.ids[i])
+        if "Horror" not in (genres.get(raw) or []):
+            return raw
+    raise AssertionError("no rare film")
+
+
+AIRPLANE = "Airplane! (1980)"
+
+
+def _keyed_records(ml_small, target: str, n: int = 12) -> list[dict]:
+    """`n` dialogs asking for something scary whose human recommender suggested `target` (a
+    film no genre table calls horror), beside twice as many asking for a comedy (Airplane!)."""
+    out = []
+    for i in range(n):
+        out.append({"dialog_id": f"scary-{i}", "mentions": [], "targets": [target], "keys": ["genre:horror"],
+                    "context": [{"speaker": "seeker", "text": "I want something scary tonight"}]})  # fmt: skip
+    for i in range(2 * n):
+        out.append({"dialog_id": f"funny-{i}", "mentions": [], "targets": [_item(ml_small, AIRPLANE)],
+                    "keys": ["genre:comedy"],
+                    "context": [{"speaker": "seeker", "text": "I want something funny tonight"}]})  # fmt: skip
+    return out
+
+
+def test_keys_are_learned_only_with_a_key_weight(ml_small):
+    target = _item(ml_small, "Toy Story (1995)")
+    recs = _keyed_records(ml_small, target)
+    plain = CoMentionRecommender().fit_conversations(recs, ml_small.catalog)
+    keyed = CoMentionRecommender(key_weight=1.0).fit_conversations(recs, ml_small.catalog)
+    assert plain.n_keys == 0 and keyed.n_keys == 2 and keyed.fit_info["keys"] == 2
+    t = int(ml_small.catalog.items.encode([target])[0])
+    # the default ignores keys: item scores equal, keys change nothing
+    h = [np.zeros(0, np.int64)]
+    assert np.array_equal(plain.score_keyed(h, [["genre:horror"]]), plain.score(h))
+    assert np.allclose(keyed.score(h), plain.score(h))
+    scary = keyed.score_keyed(h, [["genre:horror"]])[0]
+    funny = keyed.score_keyed(h, [["genre:comedy"]])[0]
+    assert scary[t] > funny[t] and int(np.argmax(scary)) == t
+    assert np.allclose(keyed.score_keyed(h, [["genre:no-such-key"]]), keyed.score(h))  # unknown keys are ignored
+    with pytest.raises(ValueError, match="keys: 2 lists for 1 histories"):
+        keyed.score_keyed(h, [[], []])
+
+
+def test_a_keyed_model_saves_and_loads_and_an_old_save_still_loads(ml_small, tmp_path):
+    recs = _keyed_records(ml_small, _item(ml_small, "Toy Story (1995)"))
+    keyed = CoMentionRecommender(key_weight=1.0).fit_conversations(recs, ml_small.catalog)
+    keyed.save(tmp_path / "keyed")
+    again = load(tmp_path / "keyed")
+    h = [np.zeros(0, np.int64)]
+    assert isinstance(again, CoMentionRecommender) and again.n_keys == 2
+    assert np.array_equal(again.score_keyed(h, [["genre:horror"]]), keyed.score_keyed(h, [["genre:horror"]]))
+    plain = CoMentionRecommender().fit_conversations(recs, ml_small.catalog)
+    state = plain._state()
+    del state["keys"]  # saved before the keys existed
+    old = CoMentionRecommender()
+    old._set_state(state)
+    assert old.n_keys == 0 and old.matrix.shape == plain.matrix.shape
+
+
+def test_a_served_request_gets_what_people_recommended_after_the_same_words(ml_small):
+    """Learned from conversations through Stack.learn_conversations, served from the text alone:
+    after "something scary", the film people recommended after those words ranks above the
+    more often recommended comedy, with the key weight; without it, below."""
+    target = _rare(ml_small)
+    recs = _keyed_records(ml_small, target)
+    base = Stack.fit(ml_small, learn_blend=False)
+    keyed = base.learn_conversations(recs, seed=0, config=CoMentionRecommenderConfig(key_weight=1.0))
+    plain = base.learn_conversations(recs, seed=0, config=CoMentionRecommenderConfig(key_weight=0.0))
+    pipe = keyed.pipeline(Tracer(enabled=False))
+    retrieve = next(s for s in pipe.stages if s.name == "retrieve")
+    assert any(isinstance(r, KeyedRetriever) for r in retrieve.retrievers)
+    req = RecommendRequest(context="Hi, I'd love something scary tonight", k=20)
+    airplane = _item(ml_small, AIRPLANE)
+
+    def rank(items: tuple[str, ...] | list[str], item: str) -> int:
+        return list(items).index(item) if item in items else len(items)
+
+    served = pipe.recommend(req).items
+    assert rank(served, target) < rank(served, airplane)
+    before = plain.pipeline(Tracer(enabled=False)).recommend(req).items
+    assert rank(before, target) > rank(before, airplane)
+    # offline scoring (what learn_blend and the benches use) reads the same keys
+    (c,) = keyed.candidates([np.zeros(0, np.int64)], through="rank", contexts=[req.context])
+    order = [str(x) for x in ml_small.catalog.items.decode(c.idx[np.argsort(-c.score, kind="stable")])]
+    assert rank(order, target) < rank(order, airplane)
+    # a request without text ranks as the stack without keys
+    plain_req = RecommendRequest(user_id="1", k=10)
+    assert pipe.recommend(plain_req).items == plain.pipeline(Tracer(enabled=False)).recommend(plain_req).items
+
+
+def test_the_bundled_records_carry_the_keys_the_served_parser_reads(parser):
+    """The bundled redial-ml keys are what the intent parser reads in each record's context
+    now (a parser change that alters them must rebuild the file: scripts/build_redial_requests.py)."""
+    reqs = datasets.requests("redial-ml")
+    assert all(isinstance(r["keys"], list) for r in reqs)
+    assert sum(bool(r["keys"]) for r in reqs) > len(reqs) // 2
+    for r in reqs[::97]:
+        assert r["keys"] == text_keys(parser, as_turns(r["context"])), r["turn"]
