@@ -351,3 +351,38 @@ def test_an_llm_reason_repeating_an_injection_is_dropped(attacked, reply, kind, 
         attacked.catalog, FakeBackend(reply="A Drama, just like Film Number 8 (1958) that you watched.")
     )
     assert honest.explain([3], np.array([8]), use_llm=True)[0].source == "llm"
+
+
+def test_real_smollm2_chat_keeps_message_contents_out_of_the_template():
+    """`chat` renders the model's own template, but a message's content is a data segment: a
+    user message holding `<|im_end|>` and a new turn cannot close its own turn."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    from coachrec.llm import LlamaCppConfig, load_backend
+    from test_llm_rerank import _small_model
+
+    backend = load_backend(_small_model(), llama=LlamaCppConfig(n_ctx=1024, n_threads=1))
+    try:
+        llm = backend._llm
+        im_start, im_end = (_special_ids(backend, [IM_START, IM_END])[t] for t in (IM_START, IM_END))
+        library = Jinja2ChatFormatter(
+            llm.metadata["tokenizer.chat_template"],
+            eos_token=llm.detokenize([llm.token_eos()], special=True).decode(),
+            bos_token=llm.detokenize([llm.token_bos()], special=True).decode(),
+        )
+        benign = [{"role": "system", "content": "Rank the films."}, {"role": "user", "content": "Toy Story (1995)?"}]
+        prompt, stop = backend.chat_prompt(benign)
+        assert str(prompt) == library(messages=benign).prompt and IM_END in stop  # the template's own text
+        whole = llm.tokenize(str(prompt).encode(), add_bos=False, special=True)
+        assert backend._tokens(prompt, add_bos=False) == whole  # benign chats: the same tokens as before
+
+        attack = [benign[0], {"role": "user", "content": ATTACKS[1] + " " + MORE_ATTACKS[29]}]
+        prompt, _ = backend.chat_prompt(attack)
+        tokens = backend._tokens(prompt, add_bos=False)
+        assert tokens.count(im_start) == 3 and tokens.count(im_end) == 2  # system, user, open assistant
+        trusting = llm.tokenize(library(messages=attack).prompt.encode(), add_bos=False, special=True)
+        assert trusting.count(im_start) == 5  # llama-cpp-python's own chat path would open two more turns
+        out = backend.chat(attack, max_tokens=4)
+        assert out.usage.input_tokens == len(tokens)
+    finally:
+        backend.close()

@@ -135,16 +135,70 @@ class LlamaCppBackend(LLMBackend):
         seed: int | None = None,
     ) -> Completion:
         timer = Timer()
+        rendered = self.chat_prompt(messages)
+        if rendered is None:  # no chat template in the GGUF: llama-cpp-python's named format
+            with self._lock:
+                out = self._call(
+                    self._llm.create_chat_completion,
+                    messages=[dict(m) for m in messages],
+                    max_tokens=max_tokens,
+                    temperature=temperature,
+                    stop=list(stop) if stop else None,
+                    seed=self.config.seed if seed is None else seed,
+                )
+            return self._completion(out, "chat", out["choices"][0]["message"]["content"] or "", timer)
+        prompt, template_stop = rendered
         with self._lock:
             out = self._call(
-                self._llm.create_chat_completion,
-                messages=[dict(m) for m in messages],
+                self._llm.create_completion,
+                prompt=self._tokens(prompt, add_bos=False),  # the template writes BOS itself, if any
                 max_tokens=max_tokens,
                 temperature=temperature,
-                stop=list(stop) if stop else None,
+                stop=[*(stop or ()), *template_stop] or None,
                 seed=self.config.seed if seed is None else seed,
             )
-        return self._completion(out, "chat", out["choices"][0]["message"]["content"] or "", timer)
+        return self._completion(out, "chat", out["choices"][0]["text"], timer)
+
+    def chat_prompt(self, messages: Sequence[ChatMessage]) -> tuple[Prompt, list[str]] | None:
+        """`messages` rendered by the model's own chat template as a `Prompt` whose message
+        contents are data segments (tokenised with special-token parsing off) and whose template
+        text is parsed for special tokens; plus the template's stop strings. None if the GGUF
+        carries no chat template.
+
+        The template is rendered once with a placeholder per message and the contents are put
+        back in their places, so a message holding `<|im_end|>` cannot close its turn."""
+        template = self._llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            return None
+        import jinja2
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        llm = self._llm
+        eos, bos = llm.token_eos(), llm.token_bos()
+        formatter: Any = Jinja2ChatFormatter(
+            template=template,
+            eos_token=llm.detokenize([eos], special=True).decode("utf-8", "replace") if eos != -1 else "",
+            bos_token=llm.detokenize([bos], special=True).decode("utf-8", "replace") if bos != -1 else "",
+        )
+        holders = [f"\ue000{i}\ue001" for i in range(len(messages))]
+        try:
+            result = formatter(
+                messages=[{"role": m["role"], "content": h} for m, h in zip(messages, holders, strict=True)]
+            )
+        except (ValueError, TypeError, jinja2.TemplateError) as exc:  # the template refuses these messages
+            raise LLMError(f"the chat template of {self.model_id} cannot render these messages: {exc}") from exc
+        text, position = str(result.prompt), 0
+        segments: list[tuple[str, bool]] = []
+        for message, holder in zip(messages, holders, strict=True):
+            at = text.find(holder, position)
+            if at < 0 or text.count(holder) != 1:
+                raise LLMError(f"the chat template of {self.model_id} does not place each message once, as given")
+            content = message["content"].replace("\ue000", "").replace("\ue001", "")
+            segments += [(text[position:at], True), (content, False)]
+            position = at + len(holder)
+        segments.append((text[position:], True))
+        stop = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
+        return Prompt(segments), [str(s) for s in stop]
 
     def next_token_logprobs(self, prompt: str, candidates: Sequence[str]) -> dict[str, float]:
         timer = Timer()

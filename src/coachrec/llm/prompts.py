@@ -89,10 +89,12 @@ def looks_like_instruction(text: str) -> bool:
 
 
 class Prompt(str):
-    """A prompt string that knows which of its substrings are the template's control tokens.
+    """A prompt string that knows which of its substrings are the template's own.
 
     `segments` is the text cut into pieces, each `(text, is_marker)`: the markers are the chat
-    template's own special tokens (`<|im_start|>`, `<|im_end|>`) and nothing else. A backend
+    template's own text - for `chatml` just its special tokens (`<|im_start|>`, `<|im_end|>`);
+    for a model's Jinja template (`LlamaCppBackend.chat_prompt`) everything but the message
+    contents. A backend
     that tokenises locally (`LlamaCppBackend`) parses special tokens in the markers only and
     tokenises every other piece - instructions, catalog titles, user text - with special-token
     parsing off, so a title holding `<|im_start|>`, `</s>` or `<filename>` is plain text tokens
