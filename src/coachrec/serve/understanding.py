@@ -41,6 +41,7 @@ import scipy.sparse as sp
 
 from coachrec.data import Catalog
 from coachrec.data.linking import MentionFinder
+from coachrec.llm.quotable import quotable_genre, quotable_tag
 from coachrec.policy import Constraints, Range
 from coachrec.serve.candidates import TRACE_LIMIT, Candidates, RequestContext, ServingCatalog, Turn
 from coachrec.serve.retrievers import RecommenderRetriever, top_allowed
@@ -920,8 +921,17 @@ class IntentRetriever:
         intent = ctx.intent
         if intent is None:
             return ["matches your request"] * len(idx)
-        wanted = [g for g, v in sorted(intent.genres.items(), key=lambda kv: -kv[1]) if v > 0 and g in self.names]
-        tags = [t for t, v in sorted(intent.tags.items(), key=lambda kv: -kv[1]) if v > 0 and t in self.tags]
+        # catalog genre and tag names are quoted only in the allowlisted form (coachrec.llm.quotable)
+        wanted = [
+            g
+            for g, v in sorted(intent.genres.items(), key=lambda kv: -kv[1])
+            if v > 0 and g in self.names and quotable_genre(g)
+        ]
+        tags = [
+            t
+            for t, v in sorted(intent.tags.items(), key=lambda kv: -kv[1])
+            if v > 0 and t in self.tags and quotable_tag(t)
+        ]
         out = []
         for item in np.asarray(idx, dtype=np.int64).tolist():
             parts = []
