@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from coachrec.llm.prompts import INSTRUCTION_PATTERN
-from coachrec.llm.quotable import LINK_PATTERN
+from coachrec.llm.quotable import LINK_PATTERN, skeleton
 
 ClaimKind = Literal["title", "genre", "year", "number", "instruction", "link"]
 
@@ -145,6 +145,8 @@ class ClaimChecker:
 
         for m in INSTRUCTION_PATTERN.finditer(text):
             add("instruction", m.group(0), m.start(), m.end(), False)
+        if not claims and INSTRUCTION_PATTERN.search(skeleton(text)):  # hidden by look-alikes or invisibles
+            claims.append(Claim("instruction", text, False, 0, len(text)))
         for m in LINK_PATTERN.finditer(text):
             if free(m.start(), m.end()):
                 add("link", m.group(0), m.start(), m.end(), False)
