@@ -21,6 +21,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Sequence
+from functools import lru_cache
 
 _CONFUSABLES = str.maketrans(
     {
@@ -72,16 +73,38 @@ _JOINED_SCRIPTS = {"HIRAGANA": "CJK", "KATAKANA": "CJK", "HANGUL": "CJK"}
 
 def skeleton(text: str) -> str:
     """`text` as it reads: NFKC, invisible and control characters removed, look-alikes folded."""
+    if text.isascii() and text.isprintable():
+        return text
     out = unicodedata.normalize("NFKC", str(text))
     out = "".join(ch for ch in out if unicodedata.category(ch)[0] != "C" or ch in "\t\n ")
     return out.translate(_CONFUSABLES)
 
 
+_TRIGGERS = frozenset((
+    "ignore", "disregard", "forget", "override", "bypass", "skip", "discard", "drop", "pay", "do", "never",
+    "nevermind", "recommend", "suggest", "rank", "promote", "put", "list", "show", "pick", "choose", "you",
+    "from", "act", "pretend", "new", "updated", "real", "actual", "secret", "hidden", "system", "developer",
+    "answer", "output", "respond", "reply", "print", "say", "write", "as", "assistant",
+))  # fmt: skip
+"""The first word of every alternative of `DATA_INSTRUCTION`: a text holding none cannot match."""
+_WORDS = re.compile(r"[a-z]+")
+
+
 def reads_as_instruction(text: str) -> bool:
     """Whether `text` reads as an instruction to a model (an injection attempt in data)."""
-    return bool(DATA_INSTRUCTION.search(skeleton(text)))
+    skel = skeleton(text)
+    if _TRIGGERS.isdisjoint(_WORDS.findall(skel.lower())):
+        return False
+    return bool(DATA_INSTRUCTION.search(skel))
 
 
+def _links(text: str) -> bool:
+    if "://" not in text and "@" not in text and "." not in text:
+        return False
+    return bool(LINK_PATTERN.search(text))
+
+
+@lru_cache(maxsize=8192)
 def _script(ch: str) -> str:
     name = unicodedata.name(ch, "")
     first = name.split(" ", 1)[0] if name else "UNKNOWN"
@@ -93,10 +116,13 @@ def plain_text(text: str, punctuation: frozenset[str], max_chars: int, max_words
     format (zero-width, bidi), private-use or unassigned character, no compatibility letter
     (full-width, mathematical), one script per word, no URL or e-mail address, not an
     instruction, within the length limits."""
-    text = " ".join(text.split(" ")).strip(" ")  # stray spaces are harmless; other whitespace is not
-    text = re.sub(" +", " ", text)
-    if not text or len(text) > max_chars or len(text.split(" ")) > max_words:
+    text = re.sub(" +", " ", text).strip(" ")  # stray spaces are harmless; other whitespace is not
+    if not text or len(text) > max_chars or text.count(" ") >= max_words:
         return False
+    if text.isascii():  # the common case: one script, no compatibility letters
+        if not all(ch.isalnum() or ch in punctuation for ch in text):
+            return False
+        return not (_links(text) or reads_as_instruction(text))
     for ch in text:
         cat = unicodedata.category(ch)
         if cat[0] == "L":
@@ -112,7 +138,7 @@ def plain_text(text: str, punctuation: frozenset[str], max_chars: int, max_words
     for word in re.findall(r"[^\W\d_]+", text):
         if len({_script(ch) for ch in word if unicodedata.category(ch)[0] == "L"}) > 1:
             return False
-    return not (LINK_PATTERN.search(text) or reads_as_instruction(text))
+    return not (_links(text) or reads_as_instruction(text))
 
 
 def quotable_title(title: str, year: int | None = None, *, years_in_titles: bool = False) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
@@ -33,14 +34,19 @@ class ServingCatalog:
         self.items = catalog.items
         self.ids: np.ndarray = np.asarray(self.items.ids, dtype=object)
         self.titles: np.ndarray = np.asarray(catalog.titles(), dtype=object)
-        years = catalog.frame["year"].to_list() if "year" in catalog.frame.columns else None
-        self.quotable: np.ndarray = np.asarray(quotable_titles(self.titles.tolist(), years), dtype=bool)
-        """Titles a reason may name (`coachrec.llm.quotable`): no reason quotes raw catalog text."""
         self.index = ConstraintIndex(catalog)
         self.features = normalize_rows(self.index.genres.astype(np.float32))
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @cached_property
+    def quotable(self) -> np.ndarray:
+        """Titles a reason may name (`coachrec.llm.quotable`): no reason quotes raw catalog text.
+        Computed on the first reason (0.1-0.4 s for MovieLens' 9,742 titles), then kept."""
+        frame = self.data.frame
+        years = frame["year"].to_list() if "year" in frame.columns else None
+        return np.asarray(quotable_titles(self.titles.tolist(), years), dtype=bool)
 
     def quote(self, item: int) -> str | None:
         """The title of `item` as a reason may name it, or None when the allowlist refuses it."""
