@@ -81,11 +81,13 @@ def _keyed_records(ml_small, target: str, n: int = 12) -> list[dict]:
 def test_keys_are_learned_only_with_a_key_weight(ml_small):
     target = _item(ml_small, "Toy Story (1995)")
     recs = _keyed_records(ml_small, target)
-    plain = CoMentionRecommender().fit_conversations(recs, ml_small.catalog)
-    keyed = CoMentionRecommender(key_weight=1.0).fit_conversations(recs, ml_small.catalog)
+    plain = CoMentionRecommender(key_weight=0.0).fit_conversations(recs, ml_small.catalog)
+    keyed = CoMentionRecommender().fit_conversations(recs, ml_small.catalog)  # the default reads keys
     assert plain.n_keys == 0 and keyed.n_keys == 2 and keyed.fit_info["keys"] == 2
+    no_keys = [{k: v for k, v in r.items() if k != "keys"} for r in recs]
+    assert CoMentionRecommender().fit_conversations(no_keys, ml_small.catalog).n_keys == 0
     t = int(ml_small.catalog.items.encode([target])[0])
-    # the default ignores keys: item scores equal, keys change nothing
+    # without key rows, keys change nothing; with them, item scores are as before
     h = [np.zeros(0, np.int64)]
     assert np.array_equal(plain.score_keyed(h, [["genre:horror"]]), plain.score(h))
     assert np.allclose(keyed.score(h), plain.score(h))
@@ -105,7 +107,7 @@ def test_a_keyed_model_saves_and_loads_and_an_old_save_still_loads(ml_small, tmp
     h = [np.zeros(0, np.int64)]
     assert isinstance(again, CoMentionRecommender) and again.n_keys == 2
     assert np.array_equal(again.score_keyed(h, [["genre:horror"]]), keyed.score_keyed(h, [["genre:horror"]]))
-    plain = CoMentionRecommender().fit_conversations(recs, ml_small.catalog)
+    plain = CoMentionRecommender(key_weight=0.0).fit_conversations(recs, ml_small.catalog)
     state = plain._state()
     del state["keys"]  # saved before the keys existed
     old = CoMentionRecommender()

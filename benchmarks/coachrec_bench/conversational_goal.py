@@ -15,7 +15,8 @@ two-fold split (never a table that counted the turn it ranks).
 
 Rows:
 - `served stack + co-mention (learn_conversations)`: the stack users get, end to end: the
-  default ml-latest-small stack, `Stack.learn_conversations` on the training fold's linked turns,
+  default ml-latest-small stack, `Stack.learn_conversations` on the training fold's linked turns
+  (with their context's text keys, which the default co-mention reads: `key_weight` 1),
   each held-out turn's conversation served through its own stages (`Pipeline.offline`), MovieLens
   items mapped to ReDial candidates by the linker (unlinked candidates rank last).
 - `served signals + co-mention (entity ids) + content, learned blend`: the served stack's

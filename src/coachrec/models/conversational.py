@@ -393,10 +393,12 @@ class CoMentionRecommenderConfig:
     dialog_weight: float = 8.0
     prior: float = 0.02
     mention_prior: float = 0.5
-    key_weight: float = 0.0
+    key_weight: float = 1.0
     """Weight of the records' text `keys` (what the words asked for: "genre:comedy", "tag:tom
     hanks", ... oldest first) as co-mention sources beside the mentioned items (1: as much as an
-    item); 0 learns no key rows (items only)."""
+    item); 0 learns no key rows (items only, as before keys). Records without `keys` learn none
+    either way. On ReDial (served stack, 2 folds, `coachrec bench conversational-goal
+    --served-only`) 1 against 0: R@10 +0.0306 [+0.0233, +0.0377], NDCG@10 +0.0158."""
 
 
 ConversationRecords = Sequence[Mapping[str, Any]]
