@@ -99,9 +99,13 @@ class LlamaCppBackend(LLMBackend):
         llm = self._llm
         if not isinstance(text, Prompt):
             return list(llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
-        out: list[int] = list(llm.tokenize(b"", add_bos=True, special=False)) if add_bos else []
+        # what llama.cpp's add_special adds around a whole string: BOS first, EOS last, if the vocabulary asks
+        vocab = llm._model
+        out: list[int] = [llm.token_bos()] if add_bos and vocab.add_bos_token() else []
         for piece, marker in text.segments:
             out += llm.tokenize(piece.encode("utf-8"), add_bos=False, special=marker)
+        if add_bos and vocab.add_eos_token():
+            out.append(llm.token_eos())
         return out
 
     def complete(
