@@ -95,11 +95,13 @@ def test_the_pal_candidate_serves_what_the_off_policy_row_evaluates(logged) -> N
 
 
 def test_the_remedy_is_registered_and_says_what_it_needs() -> None:
+    from types import SimpleNamespace
+
     from coachrec.coach.remedies import RemedyError
 
     assert [r.name for r in remedies_for("position_bias")] == ["pal-ranker"]
     with pytest.raises(RemedyError, match="logged impressions with positions and clicks"):
-        REMEDIES["pal-ranker"].build(object())  # type: ignore[arg-type]
+        REMEDIES["pal-ranker"].build(SimpleNamespace(logged=None))  # type: ignore[arg-type]
 
 
 def test_the_remedy_builds_a_pal_ranked_candidate_from_the_logged_clicks(logged, ml_small) -> None:

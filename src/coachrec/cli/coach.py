@@ -144,13 +144,40 @@ def coach(
             "Needs coachrec[ray].",
         ),
     ] = 0,
+    simulate_clicks: Annotated[
+        str | None,
+        typer.Option(
+            help="Opt-in: also log selection (and gate) users' traffic with simulated position-biased clicks, "
+            "CURVE:ETA (ultra or inverse examination ** ETA, e.g. ultra:1.0): measures position_bias, lets "
+            "pal-ranker learn from the clicks and gates it off-policy. Off by default."
+        ),
+    ] = None,
+    click_requests: Annotated[
+        int, typer.Option(min=1, help="With --simulate-clicks: logged requests per side (selection, gate).")
+    ] = 2000,
+    click_epsilon: Annotated[
+        float,
+        typer.Option(help="With --simulate-clicks: epsilon-greedy exploration of the logging champion (propensities)."),
+    ] = 0.3,
     seed: int = 0,
 ) -> None:
     """Coach iterations: judge replayed traffic, pick the most frequent trusted failure mode, try
     every remedy for it, gate each candidate against the champion, promote at most one or refuse
     (with the reasons)."""
     from coachrec.coach import GateConfig, LoopConfig
+    from coachrec.coach.click_log import ClickSpec
 
+    if simulate_clicks is not None:
+        try:
+            ClickSpec.parse(simulate_clicks)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--simulate-clicks") from exc
+    if not 0.0 < click_epsilon < 1.0:
+        raise typer.BadParameter(f"must be in (0, 1), got {click_epsilon}", param_hint="--click-epsilon")
+    if target_mode == "position_bias" and simulate_clicks is None:
+        raise typer.BadParameter(
+            "position_bias is measured on logged clicks: add --simulate-clicks ultra:1.0", param_hint="--target-mode"
+        )
     config = LoopConfig(
         dataset=dataset,
         distill_requests=requests,
@@ -164,6 +191,9 @@ def coach(
         request_match=request_match,
         seed=seed,
         gate=GateConfig(margin=margin, seed=seed),
+        clicks=simulate_clicks,
+        click_requests=click_requests,
+        click_epsilon=click_epsilon,
     )
     if ray:
         from coachrec.scale import ray_executor

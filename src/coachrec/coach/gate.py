@@ -289,9 +289,17 @@ def _better(alpha: float) -> Callable[[float, float, float], bool]:
 
 
 def decide(
-    rows: Sequence[GateRow], trust: Mapping[str, Trust], target_mode: str, target_criterion: str, config: GateConfig
+    rows: Sequence[GateRow],
+    trust: Mapping[str, Trust],
+    target_mode: str,
+    target_criterion: str,
+    config: GateConfig,
+    *,
+    stand_in: str | None = None,
 ) -> tuple[bool, list[str]]:
-    """Apply the promotion rules; returns (promote, reasons) with every broken rule named."""
+    """Apply the promotion rules; returns (promote, reasons) with every broken rule named.
+    `stand_in`: for a target no judge emits (a statistical signal such as `position_bias`), the
+    section whose `independent` row must pass in place of a target row (the off-policy row)."""
     problems, good = [], []
     t = trust.get(target_criterion)
     if t is None or not t.may_gate:
@@ -301,7 +309,10 @@ def decide(
     if rows and all(r.discordant == 0 for r in rows):
         problems.append("the candidate gives the champion's result on every request and user: nothing to promote")
     targets = [r for r in rows if r.role == "target"]
-    if not targets:
+    if stand_in is not None:
+        if not any(r.section == stand_in and r.role == "independent" for r in rows):
+            problems.append(f"{target_mode!r} is gated by its {stand_in!r} row, and there is none")
+    elif not targets:
         problems.append(f"no judged case of failure mode {target_mode!r} on both sides")
     for r in targets:
         if not r.passed:

@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 
 from coachrec import datasets
+from coachrec.coach.click_log import ClickSpec, click_summary, judged_relevance, later_truth, log_clicks, logging_stack
 from coachrec.coach.distill import DistillConfig
 from coachrec.coach.gate import GateConfig, GateReport, conversation_recall_row, decide, failure_rows, ground_truth_rows
 from coachrec.coach.registry import Registry
@@ -30,10 +31,13 @@ from coachrec.coach.traffic import Served, failures_by_mode, request_key, serve,
 from coachrec.coach.trust import Trust, criterion_trust, kappa_table, measured_committee, measured_request_match
 from coachrec.data import Catalog, Dataset, Split, leave_one_out
 from coachrec.llm.cost import TierPrice
+from coachrec.policy.ope import OPEError, SlateLog
 from coachrec.progress import SILENT, Progress
+from coachrec.ranking import ItemStats
 from coachrec.review import GoldenCase
 from coachrec.serve import PipelineConfig, RecommendRequest, Stack
 from coachrec.serve.stack import catalog_for
+from coachrec.sim import PlantedTruth
 from coachrec.teacher import (
     CatalogView,
     FailureReport,
@@ -47,6 +51,7 @@ from coachrec.teacher import (
     record,
 )
 from coachrec.teacher.catalog_view import constraints_from_dict
+from coachrec.teacher.failures import FailureMode
 from coachrec.teacher.request_match import REQUEST_MATCH, RequestMatchCommittee
 from coachrec.teacher.traffic import replay_requests
 from coachrec.tracing import TraceStore
@@ -88,6 +93,28 @@ class LoopConfig:
     seed: int = 0
     distill: DistillConfig = DistillConfig()
     gate: GateConfig = GateConfig()
+    clicks: str | None = None
+    """Opt-in simulated clicks, `CURVE:ETA` (position-based, `ultra` or `inverse` examination to
+    the power ETA, e.g. `ultra:1.0`; None = off, the loop as without it). On: the observe step
+    also serves `click_requests` plain requests of the selection users through a `Service` (the
+    champion exploring with `click_epsilon`), simulated users click by position and their real
+    later interactions (`click_log.later_truth`), and the logged impressions give the
+    `position_bias` signal (clicks by slot against the relevance committee's judgement of the
+    shown items) and `RemedyContext.logged` (what `pal-ranker` learns from); a `position_bias`
+    candidate is gated on gate users' traffic logged the same way, separately."""
+    click_requests: int = 2000
+    """Logged requests per side (selection, gate) with simulated clicks."""
+    click_epsilon: float = 0.3
+    """Epsilon-greedy exploration of the logging champion (when it does not explore itself):
+    every shown slot gets a propensity, so off-policy estimates have support."""
+
+
+SIGNAL_MODES = ("position_bias",)
+"""Failure modes measured by a statistical signal on logged clicks, not emitted by a rubric
+criterion. Such a mode *may gate* (be targeted) when its signal is flagged with confidence (the
+CI's upper bound beyond the margin); it judges no candidate: the gate's evidence for it is an
+independent off-policy row on gate users' logged clicks (must improve), beside ground truth."""
+OFF_POLICY = "off-policy (logged traffic)"
 
 
 @dataclass
@@ -117,6 +144,10 @@ class Context:
     dialog_records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """Every turn of the ReDial dialogs by role ("selection", "gate"), for remedies that learn
     from conversations (they read the selection ones only)."""
+    click_truth: PlantedTruth | None = None
+    """With `LoopConfig.clicks`: the planted truth simulated users click by."""
+    gate_logged: tuple[str, SlateLog] | None = None
+    """With `LoopConfig.clicks`: gate users' logged clicks (and the champion that logged them)."""
 
 
 @dataclass
@@ -130,6 +161,12 @@ class Observation:
     llm_traces: int
     llm_model: str | None
     llm_note: str | None
+    logged: SlateLog | None = None
+    """With `LoopConfig.clicks`: the selection users' logged impressions and simulated clicks."""
+    position: Any = None
+    """With `LoopConfig.clicks`: the `position_bias` signal (`position_remedy.PositionBias`)."""
+    clicks: dict[str, Any] = field(default_factory=dict)
+    """With `LoopConfig.clicks`: what was logged (click model, epsilon, counts) or why not."""
 
 
 @dataclass
@@ -470,19 +507,95 @@ def observe(ctx: Context, out: Path, ui: Progress = SILENT) -> Observation:
         report = failure_report(store, examples=3)
     finally:
         store.close()
+    obs = Observation(
+        served, judgments + llm_judgments, report, judge.version, judge_s, llm_s,
+        len({j.trace_id for j in llm_judgments}), llm_model, llm_note,
+    )  # fmt: skip
+    if ctx.config.clicks is not None:
+        observe_clicks(ctx, obs, out, ui)
     ctx.timings["observe"] = time.perf_counter() - t0
-    llm_traces = len({j.trace_id for j in llm_judgments})
-    return Observation(
-        served, judgments + llm_judgments, report, judge.version, judge_s, llm_s, llm_traces, llm_model, llm_note
+    return obs
+
+
+def _click_truth(ctx: Context) -> PlantedTruth:
+    if ctx.click_truth is None:
+        ctx.click_truth = later_truth(ctx.data, ctx.split.train)
+    return ctx.click_truth
+
+
+def observe_clicks(ctx: Context, obs: Observation, out: Path, ui: Progress = SILENT) -> None:
+    """Log the selection users' traffic with simulated clicks, measure `position_bias` against
+    the relevance committee's judgement of the shown items; a flagged signal is a failure mode
+    of the report (after the judged ones) and may be targeted (`Trust` entry `position_bias`)."""
+    from coachrec.coach.position_remedy import position_bias, signal_details
+
+    cfg = ctx.config
+    assert cfg.clicks is not None
+    spec = ClickSpec.parse(cfg.clicks)
+    stack = logging_stack(ctx.champion, cfg.click_epsilon)
+    ui.step(
+        f"log {cfg.click_requests} requests of selection users with simulated clicks ({spec}; the champion "
+        f"exploring with epsilon {stack.config.epsilon:g}, {stack.config.candidates} candidates per retriever, no MMR)"
     )
+    log, stats = log_clicks(stack, _click_truth(ctx), spec, ctx.distill_users, cfg.click_requests,
+                            out / "clicks-selection.duckdb", seed=cfg.seed, progress=ui)  # fmt: skip
+    obs.logged = log
+    obs.clicks = {"model": str(spec), "epsilon": stack.config.epsilon, "candidates": stack.config.candidates,
+                  "truth": "leave-one-out held-out interactions, graded by rating", **click_summary(log),
+                  "expected_clicks_per_slate": stats.expected_clicks_per_request}  # fmt: skip
+    ui.note(
+        f"logged {len(log)} slates, {log.impressions} impressions, {int(log.reward.sum())} simulated clicks "
+        f"({obs.clicks['clicks_per_slate']:.3f} per slate)"
+    )
+    if ctx.committee is None:
+        obs.clicks["signal"] = "position_bias not measured: no relevance committee to judge the shown items"
+        ui.note(obs.clicks["signal"], level="warn")
+        return
+    try:
+        signal = position_bias(log, judged_relevance(ctx.committee, log), seed=cfg.seed)
+    except ValueError as exc:
+        obs.clicks["signal"] = f"position_bias not measured: {exc}"
+        ui.note(obs.clicks["signal"], level="warn")
+        return
+    obs.position = signal
+    obs.clicks["signal"] = signal_details(signal)
+    ui.note(f"position_bias: {signal.reason}", level="warn" if signal.flagged else "info")
+    ctx.trust = {
+        **ctx.trust,
+        "position_bias": Trust(
+            "position_bias",
+            "click log (statistical signal)",
+            signal.flagged,
+            ("flagged: " if signal.flagged else "not flagged: ") + signal.reason,
+        ),
+    }
+    if signal.flagged:
+        obs.report.modes.append(
+            FailureMode("position_bias", "position_bias", len(log), len(log), "rank", (), signal.reason)
+        )
 
 
 def check_config(config: LoopConfig, rubric: RubricSpec) -> None:
     """Refuse, before any work, failure modes and LLM criteria the rubric does not define."""
     modes = sorted({m for c in rubric.criteria for m in c.failure_modes})
     for mode in (config.target_mode, *config.skip_modes):
-        if mode is not None and mode not in modes:
-            raise ValueError(f"unknown failure mode {mode!r}; the rubric's failure modes are: {', '.join(modes)}")
+        if mode in SIGNAL_MODES:
+            if mode == config.target_mode and config.clicks is None:
+                raise ValueError(
+                    f"failure mode {mode!r} is measured on logged clicks: turn on simulated clicks "
+                    "(LoopConfig.clicks, e.g. 'ultra:1.0'; coachrec coach --simulate-clicks ultra:1.0)"
+                )
+        elif mode is not None and mode not in modes:
+            raise ValueError(
+                f"unknown failure mode {mode!r}; the rubric's failure modes are: {', '.join(modes)} "
+                f"(and, with simulated clicks, {', '.join(SIGNAL_MODES)})"
+            )
+    if config.clicks is not None:
+        ClickSpec.parse(config.clicks)
+        if config.click_requests < 1:
+            raise ValueError(f"click_requests must be >= 1, got {config.click_requests}")
+        if not 0.0 < config.click_epsilon < 1.0:
+            raise ValueError(f"click_epsilon must be in (0, 1), got {config.click_epsilon}")
     llm = sorted(c.name for c in rubric.criteria if c.member == "llm")
     for name in config.llm_criteria:
         if name not in llm:
@@ -501,8 +614,15 @@ def choose_target(ctx: Context, obs: Observation) -> tuple[str | None, list[str]
             skipped.append(f"{mode}: skipped (targeted by an earlier iteration)")
             continue
         spec = next((c for c in ctx.rubric.criteria if mode in c.failure_modes), None)
-        trust = ctx.trust.get(spec.name) if spec else None
-        if spec is None:
+        trust = ctx.trust.get(spec.name) if spec else ctx.trust.get(mode) if mode in SIGNAL_MODES else None
+        if spec is None and mode in SIGNAL_MODES:
+            if trust is None or not trust.may_gate:
+                skipped.append(f"{mode}: its signal is not flagged ({trust.reason if trust else 'not measured'})")
+            elif not remedies_for(mode):
+                skipped.append(f"{mode}: no remedy in the catalogue addresses it")
+            else:
+                return mode, skipped
+        elif spec is None:
             skipped.append(f"{mode}: no criterion of the rubric emits it")
         elif trust is None or not trust.may_gate:
             skipped.append(
@@ -537,7 +657,7 @@ def gate_candidate(
     rows: list[Any] = []
     served_by: dict[str, Served] = {}
     judge_s = 0.0
-    criterion = next(c.name for c in ctx.rubric.criteria if target_mode in c.failure_modes)
+    criterion = next((c.name for c in ctx.rubric.criteria if target_mode in c.failure_modes), target_mode)
     pooled: dict[str, list[Any]] = {"champion": [], "candidate": [], "users": [], "keys": []}
     for section, requests in sections:
         modes, unknown = {}, {}
@@ -594,7 +714,13 @@ def gate_candidate(
         rows = pool_target(rows, pooled, target_mode, cfg.gate)
     ui.note("ground truth: leave-one-out full-ranking NDCG@10 / Recall@10 on each gate user's last interaction")
     rows += ground_truth_rows(ctx.champion.scorer(), candidate.scorer(), ctx.split, ctx.gate_users, cfg.gate)
-    promote, reasons = decide(rows, ctx.trust, target_mode, criterion, cfg.gate)
+    off_policy = None
+    if target_mode in SIGNAL_MODES:
+        off_rows, off_policy = off_policy_row(ctx, candidate, out, cfg, ui)
+        rows += off_rows
+    promote, reasons = decide(
+        rows, ctx.trust, target_mode, criterion, cfg.gate, stand_in=OFF_POLICY if target_mode in SIGNAL_MODES else None
+    )
     report = GateReport(
         champion=f"{ctx.champion_id} ({ctx.champion.describe()})",
         candidate=candidate.describe(),
@@ -616,11 +742,71 @@ def gate_candidate(
             f"p by user ({cfg.gate.n_perm}); repeated identical requests counted once; target needs p < "
             f"{cfg.gate.alpha} and >= {cfg.gate.min_discordant} users differing",
             "golden": f"golden set {cfg.golden!r}" if cfg.golden else "no golden set given",
+            **({"off_policy": off_policy} if off_policy else {}),
         },
         config=cfg.gate,
     )
     ctx.timings["gate"] = time.perf_counter() - t0
     return report, served_by, judge_s
+
+
+def gate_log(ctx: Context, out: Path, ui: Progress = SILENT) -> SlateLog:
+    """Gate users' traffic logged with simulated clicks by the champion (once per champion):
+    separate from the selection users' log the remedies learned from."""
+    cfg = ctx.config
+    if cfg.clicks is None:
+        raise ValueError("the gate's off-policy row needs simulated clicks (LoopConfig.clicks)")
+    if ctx.gate_logged is None or ctx.gate_logged[0] != ctx.champion_id:
+        spec = ClickSpec.parse(cfg.clicks)
+        ui.step(f"log {cfg.click_requests} requests of gate users with simulated clicks ({spec})")
+        log, _ = log_clicks(logging_stack(ctx.champion, cfg.click_epsilon), _click_truth(ctx), spec, ctx.gate_users,
+                            cfg.click_requests, out / "clicks-gate.duckdb", seed=cfg.seed + 1, progress=ui)  # fmt: skip
+        ctx.gate_logged = (ctx.champion_id, log)
+    return ctx.gate_logged[1]
+
+
+def off_policy_row(
+    ctx: Context, candidate: Stack, out: Path, cfg: LoopConfig, ui: Progress = SILENT
+) -> tuple[list[Any], str]:
+    """The gate's independent row for a signal mode: the candidate's clicks per slate on gate
+    users' logged traffic (IIPS, paired by user, refused when the ESS is too small) against the
+    logged (exploring) policy's observed clicks; beside it, a report row estimating the champion
+    itself without exploration on the same log (how much of the difference is exploration's
+    cost); and the protocol line saying how it was logged."""
+    from coachrec.coach.gate import GateRow
+    from coachrec.coach.position_remedy import ope_row
+
+    logger = logging_stack(ctx.champion, cfg.click_epsilon)
+    try:
+        log = gate_log(ctx, out, ui)
+    except ValueError as exc:
+        nan = float("nan")
+        return [GateRow(OFF_POLICY, f"clicks per slate: refused, {exc}", "independent", nan, nan, nan, nan, nan, nan,
+                        0, "higher", False)], "no logged gate traffic"  # fmt: skip
+    how = (
+        f"{len(log)} slates of {len(ctx.gate_users)} gate users (never in the log remedies learned from) served by the "
+        f"champion's ranking (no MMR) exploring epsilon-greedy ({logger.config.epsilon:g}), clicks simulated "
+        f"({ClickSpec.parse(cfg.clicks or '')}, truth: their held-out interactions); IIPS estimate of the "
+        "candidate's clicks per slate against the logged clicks (exploration included), bootstrap by user; must be "
+        "higher (CI above 0); refused when ESS < 200. Report row: the champion's own greedy order, estimated alike"
+    )
+    n_boot = min(cfg.gate.n_boot, 1000)
+    rows: list[Any] = []
+    stats = ItemStats.from_data(ctx.split.train, ctx.champion.catalog)
+    greedy = replace(ctx.champion, config=replace(ctx.champion.config, epsilon=0.0))
+    for role, stack in (("independent", candidate), ("report", greedy)):
+        try:
+            row = ope_row(log, logger, stack, stats, role="independent", config=cfg.gate, n_boot=n_boot,
+                          seed=cfg.gate.seed)  # fmt: skip
+        except (OPEError, ValueError) as exc:
+            nan = float("nan")
+            row = GateRow(OFF_POLICY, f"clicks per slate: refused, {exc}", "independent", nan, nan, nan, nan, nan,
+                          nan, 0, "higher", False)  # fmt: skip
+        if role == "report":
+            row = replace(row, metric=f"{row.metric}; the champion without exploration", role="report", passed=None)
+        rows.append(row)
+        ui.note(f"off-policy: {row.metric}: {row.champion:.4f} -> {row.candidate:.4f}, CI {row.ci}")
+    return rows, how
 
 
 def pool_target(rows: list[Any], pooled: dict[str, list[Any]], target_mode: str, config: GateConfig) -> list[Any]:
@@ -732,6 +918,7 @@ def run_loop(
         ctx.conversations.get("selection", []),
         ctx.targets,
         ctx.dialog_records.get("selection", []),
+        obs.logged,
     )
     tried: list[Tried] = []
     built: list[tuple[Tried, Stack]] = []

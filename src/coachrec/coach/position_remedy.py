@@ -12,9 +12,9 @@
   with the logged policy's observed clicks by user, as a gate row; refused (not passed) when
   the effective sample size is too small to decide.
 
-The remedy needs logged impressions with positions and clicks; it reads them from the context's
-`logged` attribute (a `SlateLog`, e.g. `read_slates(service.store, service.feedback)`) and says
-so when it is absent.
+The remedy needs logged impressions with positions and clicks; it reads them from
+`RemedyContext.logged` (a `SlateLog`, e.g. `read_slates(service.store, service.feedback)`; the
+loop sets it with `LoopConfig.clicks`) and says so when it is absent.
 """
 
 from __future__ import annotations
@@ -174,11 +174,12 @@ def served_scores(stack: Stack, feats: np.ndarray, blend: np.ndarray, log: Slate
 @remedy("pal-ranker", modes=("position_bias",), span="rank")
 def pal_ranker(ctx: RemedyContext) -> Candidate:
     """PAL's position-debiased pCTR, learned from logged clicks, as the ranker (strength chosen on selection users)."""
-    log: SlateLog | None = getattr(ctx, "logged", None)
+    log = ctx.logged
     if log is None:
         raise RemedyError(
             "pal-ranker learns from logged impressions with positions and clicks; this context carries none "
-            "(set RemedyContext.logged to read_slates(service.store, service.feedback))"
+            "(run the loop with simulated clicks, LoopConfig.clicks / coachrec coach --simulate-clicks ultra:1.0, "
+            "or set RemedyContext.logged to read_slates(service.store, service.feedback))"
         )
     champion = replace(ctx.champion, ranker=None)
     stats = ItemStats.from_data(ctx.split.train, champion.catalog)

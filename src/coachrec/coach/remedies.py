@@ -26,6 +26,7 @@ from coachrec.coach.trust import Trust
 from coachrec.data import Catalog, EvalTask, Split
 from coachrec.metrics import evaluate, named
 from coachrec.models import BaseRecommender, create
+from coachrec.policy.ope import SlateLog
 from coachrec.progress import SILENT, Progress
 from coachrec.serve import PipelineConfig, RecommendRequest, Stack
 from coachrec.teacher import JudgeCase, RelevanceCommittee, RubricSpec
@@ -58,6 +59,9 @@ class RemedyContext:
     dialog_records: list[dict[str, Any]] = field(default_factory=list)
     """Every turn of the selection dialogs (the bundled `datasets.requests("redial-ml")` layout:
     `dialog_id`, `context`, `mentions`, `targets`), for remedies that learn from conversations."""
+    logged: SlateLog | None = None
+    """The selection users' logged impressions with positions, propensities and (simulated)
+    clicks (`LoopConfig.clicks`), for remedies that learn from clicks; None when not logged."""
 
 
 @dataclass

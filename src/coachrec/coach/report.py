@@ -114,6 +114,40 @@ def _examples(result: LoopResult, mode_name: str, n: int = 2) -> list[str]:
     return lines
 
 
+def _position_section(result: LoopResult) -> list[str]:
+    """The `position_bias` signal on the logged (simulated) clicks, when the run logged them."""
+    clicks = result.observation.clicks
+    if not clicks:
+        return []
+    md = [
+        "### Position bias on logged clicks (simulated)",
+        "",
+        f"{int(clicks['slates'])} slates of selection users served by the champion exploring epsilon-greedy "
+        f"({clicks['epsilon']:g}, {clicks['candidates']} candidates per retriever); simulated users click "
+        f"{clicks['model']}, preferring their {clicks['truth']}: {int(clicks['impressions'])} impressions, "
+        f"{int(clicks['clicks'])} clicks ({clicks['clicks_per_slate']:.3f} per slate).",
+        "",
+    ]
+    signal = clicks.get("signal")
+    if not isinstance(signal, dict):
+        return [*md, f"> {signal}", ""]
+    md += [
+        f"**{'Flagged' if signal['flagged'] else 'Not flagged'}**: {signal['reason']}. A statistical signal, not a "
+        "judge: it may be targeted when flagged; its gate evidence is the off-policy row on gate users' logged "
+        "clicks (must improve) beside ground truth.",
+        "",
+        "| slot | click rate | judged relevance | clicks per relevance, relative to slot 1 |",
+        "|---|---|---|---|",
+    ]
+    md += [
+        f"| {j + 1} | {c:.4f} | {r:.4f} | {e:.3f} |"
+        for j, (c, r, e) in enumerate(
+            zip(signal["click_rate"], signal["relevance"], signal["relative_examination"], strict=True)
+        )
+    ]
+    return [*md, ""]
+
+
 def write_report(result: LoopResult, out: Path, title: str = "coachrec quickstart") -> Path:
     out.mkdir(parents=True, exist_ok=True)
     plots = _plots(result, out)
@@ -162,9 +196,11 @@ def write_report(result: LoopResult, out: Path, title: str = "coachrec quickstar
     if not obs.report.modes:
         md.append("| (none) | | | | | |")
     md.append("")
+    md += _position_section(result)
     for m in obs.report.modes[:3]:
-        md.append(f"- **{m.name}** examples:")
-        md += _examples(result, m.name)
+        if m.examples or m.name != "position_bias":
+            md.append(f"- **{m.name}** examples:")
+            md += _examples(result, m.name)
     md += ["", "## 4. Remedies tried", ""]
     if result.target_mode is None:
         md.append(f"Nothing targeted: {result.decision}")
@@ -273,4 +309,5 @@ def summary(result: LoopResult) -> dict[str, Any]:
         "gate": result.gate.to_dict() if result.gate else None,
         "tiers": result.tiers,
         "remedies": [t.summary() for t in result.tried],
+        **({"clicks": result.observation.clicks} if result.observation.clicks else {}),
     }
