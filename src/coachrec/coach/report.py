@@ -123,7 +123,7 @@ def _position_section(result: LoopResult) -> list[str]:
         "### Position bias on logged clicks (simulated)",
         "",
         f"{int(clicks['slates'])} slates of selection users served by the champion exploring epsilon-greedy "
-        f"({clicks['epsilon']:g}, {clicks['candidates']} candidates per retriever); simulated users click "
+        f"({clicks['epsilon']:g}, {clicks['candidates']} candidates per retriever, no MMR); simulated users click "
         f"{clicks['model']}, preferring their {clicks['truth']}: {int(clicks['impressions'])} impressions, "
         f"{int(clicks['clicks'])} clicks ({clicks['clicks_per_slate']:.3f} per slate).",
         "",
