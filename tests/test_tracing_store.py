@@ -56,7 +56,11 @@ def test_round_trip_through_file(tmp_path: Path) -> None:
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     value=st.recursive(
-        st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False) | st.text(),
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**53), 2**53)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(),
         lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
         max_leaves=12,
     )
@@ -68,6 +72,17 @@ def test_any_json_value_round_trips(value: object) -> None:
     store.flush()
     (record,) = store.trace(s.trace_id)
     assert record.input_value() == value and record.output_value() == value
+    store.close()
+
+
+def test_non_finite_numbers_are_stored_as_null() -> None:
+    """JSON has no NaN or infinity: a span's non-finite numbers are kept as null, nested too."""
+    store = TraceStore(":memory:")
+    with Tracer(store=store).span("step", input={"a": float("inf"), "b": [float("-inf"), 1.5]}) as s:
+        s.set_output(float("nan"))
+    store.flush()
+    (record,) = store.trace(s.trace_id)
+    assert record.input_value() == {"a": None, "b": [None, 1.5]} and record.output_value() is None
     store.close()
 
 
