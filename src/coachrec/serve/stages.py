@@ -175,6 +175,14 @@ def learn_weights(
     return {n: round(float(v), 6) for n, v in zip(names, w, strict=False)}, stats
 
 
+def _read_columns(names: tuple[str, ...], reads: tuple[str, ...], ranker: str) -> list[int]:
+    """The columns of `names` holding the retrievers a learned ranker reads, in its order."""
+    missing = [n for n in reads if n not in names]
+    if missing:
+        raise ValueError(f"{ranker} reads retrievers {missing} this pipeline does not have ({names})")
+    return [names.index(n) for n in reads]
+
+
 class LearnedRanker:
     """Score = the unweighted blend + `student.strength` * the student's P(pass) per candidate.
 
@@ -197,11 +205,8 @@ class LearnedRanker:
 
     def __call__(self, ctx: RequestContext, candidates: Candidates, span: AnySpan) -> Candidates:
         names = candidates.source_names
-        missing = [n for n in self.reads if n not in names]
-        if missing:
-            raise ValueError(f"the distilled ranker reads retrievers {missing} this pipeline does not have ({names})")
-        cols = [names.index(n) for n in self.reads]
-        sources = candidates.sources[:, cols] if len(cols) != len(names) else candidates.sources
+        cols = _read_columns(names, self.reads, "the distilled ranker")
+        sources = candidates.sources[:, cols]
         if ctx.has_text and self.text_weights is not None:
             blend = candidates.normalized_sources() @ np.array([self.text_weights.get(n, 1.0) for n in names])
         else:  # a retriever added after distillation weighs 0 here and what only it proposed is
@@ -235,14 +240,11 @@ class PALRanker:
         self.name = name
 
     def __call__(self, ctx: RequestContext, candidates: Candidates, span: AnySpan) -> Candidates:
-        names = candidates.source_names
-        missing = [n for n in self.reads if n not in names]
-        if missing:
-            raise ValueError(f"the PAL ranker reads retrievers {missing} this pipeline does not have ({names})")
+        cols = _read_columns(candidates.source_names, self.reads, "the PAL ranker")
         blend = candidates.normalized_sources().sum(axis=1)
         candidates.score = blend
         if len(candidates):
-            sources = candidates.sources[:, [names.index(n) for n in self.reads]]
+            sources = candidates.sources[:, cols]
             x = candidate_features(self.stats, ctx.history, candidates.idx, sources, blend)
             candidates.score = self.model.score(x)
         span.set_attributes({"ranker": f"pal-{self.model.config.mode}"})
