@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -164,6 +165,13 @@ def bench_coach(
     llm: Annotated[str, typer.Option(help="LLM member for the LLM criteria (reporting only).")] = "none",
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds (users, dialogs and traffic).")] = "0,1",
     iterations: Annotated[int, typer.Option(help="Coach iterations per run, each on the last one's champion.")] = 2,
+    champions: Annotated[
+        str,
+        typer.Option(
+            help="Candidate first champions, ';'-separated retriever sets ('itemknn;sequential-rules+itemknn'); "
+            "empty: LoopConfig's default."
+        ),
+    ] = "",
 ) -> None:
     """Failure-mode rate and ground-truth NDCG@10/Recall@10 before and after each coach iteration."""
     from coachrec.cli.console import RichProgress as RichUI
@@ -176,6 +184,9 @@ def bench_coach(
             tmp = Path(tempfile.mkdtemp(prefix=f"coachrec-bench-coach-{name}-{seed}-"))
             registry = Registry(tmp / "registry")
             config = LoopConfig(dataset=name, distill_requests=requests, gate_requests=requests, llm=llm, seed=seed)
+            if champions.strip():
+                sets = tuple(tuple(m.strip() for m in c.split("+")) for c in champions.split(";") if c.strip())
+                config = replace(config, champions=sets)
             started = _load()
             for it, out, result in run_iterations(config, registry, tmp, RichUI(console), iterations=iterations):
                 write_report(result, out, title=f"coachrec bench coach ({name}, seed {seed}, iteration {it})")

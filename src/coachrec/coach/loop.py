@@ -28,7 +28,14 @@ from coachrec.coach.gate import GateConfig, GateReport, conversation_recall_row,
 from coachrec.coach.registry import Registry
 from coachrec.coach.remedies import RemedyContext, RemedyError, remedies_for, strongest_stack
 from coachrec.coach.traffic import Served, failures_by_mode, request_key, serve, unknown_by_criterion
-from coachrec.coach.trust import Trust, criterion_trust, kappa_table, measured_committee, measured_request_match
+from coachrec.coach.trust import (
+    Trust,
+    criterion_trust,
+    has_ratings,
+    kappa_table,
+    measured_committee,
+    measured_request_match,
+)
 from coachrec.data import Catalog, Dataset, Split, leave_one_out
 from coachrec.llm.cost import TierPrice
 from coachrec.policy.ope import OPEError, SlateLog
@@ -294,7 +301,8 @@ def prepare(config: LoopConfig, registry: Registry, ui: Progress = SILENT) -> Co
     try:
         committee, quality = measured_committee(split.train, rubric, seed=config.seed)
         ui.note(
-            f"relevance committee vs later real ratings: {quality.reason()}, AUC {quality.auc:.3f} "
+            f"relevance committee vs later real {'ratings' if has_ratings(split.train) else 'interactions'}: "
+            f"{quality.reason()}, AUC {quality.auc:.3f} "
             f"-> {'may gate' if quality.may_gate else 'may NOT gate'}"
         )
     except ValueError as exc:

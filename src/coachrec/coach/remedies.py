@@ -147,7 +147,7 @@ def strongest_stack(
 def distilled_student(ctx: RemedyContext) -> Candidate:
     """A logistic ranker distilled from the relevance committee's verdicts on selection traffic."""
     if ctx.committee is None:
-        raise RemedyError("no relevance committee to distil (the data has no graded ratings)")
+        raise RemedyError("no relevance committee to distil (none could be measured on this data)")
     try:
         d = distill(
             ctx.champion,

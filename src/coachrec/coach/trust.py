@@ -4,6 +4,7 @@
   trusted by construction;
 - the relevance criterion (the recommender committee) is measured against later real ratings
   of the same users (`teacher.heldout_labels`, evaluation half), at the rubric's item threshold;
+  on implicit data (no ratings), against later interactions (`teacher.heldout_interactions`);
 - LLM criteria are measured against human labels of a golden set; without one they are
   unmeasured and may report but not gate.
 
@@ -22,7 +23,9 @@ import numpy as np
 from coachrec.data import Catalog, Dataset
 from coachrec.metrics import cohen_kappa
 from coachrec.teacher import JudgeQuality, RelevanceCommittee, RelevanceConfig, RubricSpec, measure
-from coachrec.teacher.movielens import heldout_labels
+from coachrec.teacher.implicit_relevance import ImplicitCommittee
+from coachrec.teacher.later_interactions import heldout_interactions
+from coachrec.teacher.movielens import RatedPairs, heldout_labels
 from coachrec.teacher.request_match import (
     CoMentionMember,
     EmbeddingMember,
@@ -88,13 +91,11 @@ def measured_committee(
     chunk under half that size is dropped), each judged as the rubric judges a served slate (pass
     when at least `pass_threshold` of its items reach `item_threshold`) against the same rule
     applied to the real ratings; kappa with a bootstrap CI over users, whose lower bound must
-    reach the floor. The members are then refitted on all of `data`."""
-    config = config or RelevanceConfig()
+    reach the floor. The members are then refitted on all of `data`. Data without graded
+    ratings gets `measured_implicit_committee` instead (`config` does not apply)."""
     if not has_ratings(data):
-        raise ValueError(
-            f"dataset {data.name!r} has no graded ratings: the relevance criterion is calibrated on "
-            "later ratings >= 4 and does not apply"
-        )
+        return measured_implicit_committee(data, rubric, seed=seed)
+    config = config or RelevanceConfig()
     labels = heldout_labels(data, like=config.like, dislike=config.dislike, seed=seed)
     split = RelevanceCommittee(config).fit(labels.train)
     split.fit_blend(split.pair_features(labels.calibration), labels.calibration.labels)
@@ -125,6 +126,81 @@ def measured_committee(
         f"{spec.item_threshold}, CI by user; item-level kappa {item_kappa:.3f} on {len(p)} pairs",
     )
     full = RelevanceCommittee(config).fit(data)
+    full.blend = split.blend
+    return full, quality
+
+
+def balanced(pairs: RatedPairs) -> RatedPairs:
+    """Each user's relevant pairs and as many of their first not-relevant ones (pairs sorted by
+    user): the blend is then fitted at even odds, so P >= 0.5 means more likely than not."""
+    keep = np.zeros(len(pairs), bool)
+    start = np.flatnonzero(np.r_[True, pairs.users[1:] != pairs.users[:-1]])
+    for lo, hi in zip(start, np.r_[start[1:], len(pairs)], strict=True):
+        pos = np.flatnonzero(pairs.labels[lo:hi]) + lo
+        neg = np.flatnonzero(~pairs.labels[lo:hi]) + lo
+        keep[pos] = True
+        keep[neg[: len(pos)]] = True
+    return pairs.take(keep)
+
+
+def mixed_slates(pairs: RatedPairs, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One slate per user of implicit pairs (sorted by user): all the user's later interactions
+    and a seeded number, uniform in 0..(their not-relevant pairs), of not-relevant items; so the
+    share of real later choices varies from slate to slate around the pass threshold. Returns the
+    kept pairs' indices and each one's slate number."""
+    rng = np.random.default_rng(seed + 11)
+    rows, slate = [], []
+    start = np.flatnonzero(np.r_[True, pairs.users[1:] != pairs.users[:-1]])
+    for n, (lo, hi) in enumerate(zip(start, np.r_[start[1:], len(pairs)], strict=True)):
+        pos = np.flatnonzero(pairs.labels[lo:hi]) + lo
+        neg = np.flatnonzero(~pairs.labels[lo:hi]) + lo
+        take = np.r_[pos, neg[: int(rng.integers(len(neg) + 1))]]
+        rows.append(take)
+        slate.append(np.full(len(take), n))
+    return np.concatenate(rows), np.concatenate(slate)
+
+
+def measured_implicit_committee(
+    data: Dataset, rubric: RubricSpec, *, seed: int = 0
+) -> tuple[RelevanceCommittee, JudgeQuality]:
+    """`measured_committee` for implicit data: the `ImplicitCommittee` blended on the calibration
+    half of later interactions against popularity-matched never-chosen items
+    (`teacher.heldout_interactions`, balanced to even odds), measured on the evaluation half's
+    users: one slate per user of their later interactions and a random number of never-chosen
+    items (`mixed_slates`), judged by the rubric's slate rule against the same rule applied to
+    which items really were chosen later; kappa CI by user."""
+    labels = heldout_interactions(data, negatives=2, seed=seed)
+    split = ImplicitCommittee().fit(labels.train)
+    cal = balanced(labels.calibration)
+    split.fit_blend(split.pair_features(cal), cal.labels)
+    rows, slate = mixed_slates(labels.evaluation, seed)
+    ev = labels.evaluation.take(rows)
+    p = split.probability_from_features(split.pair_features(ev))
+    spec = rubric.criterion("relevance")
+    size = np.bincount(slate).astype(np.float64)
+    judged = np.bincount(slate, weights=(p >= spec.item_threshold).astype(float)) / size >= spec.pass_threshold
+    human = np.bincount(slate, weights=ev.labels.astype(float)) / size >= spec.pass_threshold
+    owner = np.zeros(len(size), np.int64)
+    owner[slate] = ev.users
+    item_kappa = cohen_kappa(p >= spec.item_threshold, ev.labels)
+    quality = measure(
+        "relevance",
+        split.model_id,
+        judged,
+        human,
+        kappa_floor=rubric.kappa_floor,
+        scores=np.bincount(slate, weights=p) / size,
+        groups=owner,
+        unit="slate",
+        seed=seed,
+        protocol=f"{labels.protocol}; blend fitted at even odds (one never-chosen item per later interaction); "
+        f"one slate per evaluation user ({len(size)} slates, median size {int(np.median(size))}): their later "
+        f"interactions and a random number (uniform, up to two per interaction) of never-chosen items; human "
+        f"pass rate {human.mean():.2f}; pass when >= {spec.pass_threshold} of its items reach P >= "
+        f"{spec.item_threshold}, against the share really chosen later; item-level kappa {item_kappa:.3f} "
+        f"on {len(p)} pairs",
+    )
+    full = ImplicitCommittee().fit(data)
     full.blend = split.blend
     return full, quality
 
