@@ -11,7 +11,7 @@ from coachrec.serve.pipeline import PipelineConfig
 from coachrec.teacher import CatalogView, Judge, RelevanceCommittee, cases_from_store, load_rubric
 from coachrec.teacher.movielens import RatedPairs
 from coachrec.teacher.relevance import _percentiles
-from coachrec.teacher.relevance_batch import BatchRelevance, PaddedKNN, percentile_of
+from coachrec.teacher.relevance_batch import BatchRelevance, PaddedKNN, padded_rows, percentile_of
 from coachrec.teacher.traffic import replay_requests
 from coachrec.tracing import Tracer, TraceStore
 
@@ -32,11 +32,23 @@ def test_percentile_of_equals_the_stable_double_argsort():
         assert percentile_of(row, items).tobytes() == _percentiles(row[None])[0, items].tobytes()
 
 
+def test_padded_rows_hold_each_csr_row_in_storage_order(committee):
+    sim = committee.liked_knn.sim.tocsr()  # rows of many lengths: padding varies
+    index, value, counts = padded_rows(sim)
+    assert (counts < index.shape[1]).any()
+    for row in (0, 1, int(np.argmin(counts)), int(np.argmax(counts)), len(counts) - 1):
+        lo, hi = sim.indptr[row], sim.indptr[row + 1]
+        assert counts[row] == hi - lo
+        assert (index[row, : hi - lo] == sim.indices[lo:hi]).all() and (value[row, : hi - lo] == sim.data[lo:hi]).all()
+        assert (index[row, hi - lo :] == 0).all() and (value[row, hi - lo :] == 0.0).all()
+
+
 def test_padded_knn_scores_equal_itemknn(committee):
-    model = committee.all_knn
-    padded = PaddedKNN(model)
-    for history in (np.array([3, 17, 250, 9]), np.zeros(0, np.int64), np.arange(0, 900, 7)):
-        assert padded.score(history).tobytes() == model.score([history])[0].tobytes()
+    for model in (committee.all_knn, committee.liked_knn):
+        padded = PaddedKNN(model)
+        # the last history is longer than 1,075 items: 0.5 ** age underflows to 0 for the oldest
+        for history in (np.array([3, 17, 250, 9]), np.zeros(0, np.int64), np.arange(0, 900, 7), np.arange(0, 9000, 6)):
+            assert padded.score(history).tobytes() == model.score([history])[0].tobytes()
 
 
 def test_batch_probabilities_equal_the_per_request_committee(committee, ml_small):
@@ -49,6 +61,14 @@ def test_batch_probabilities_equal_the_per_request_committee(committee, ml_small
         history = [ids[i] for i in rng.choice(len(ids), size=int(rng.integers(0, 30)), replace=False)]
         user = users[n % 25] if n % 3 else None  # known users (some twice), anonymous histories
         requests.append((user, history, items))
+    lengths = np.diff(committee._indptr)
+    disliked = np.bincount(
+        ml_small.events["user"].to_numpy(), ml_small.events["value"].to_numpy() <= 2.5, minlength=len(users)
+    )
+    longest, no_dislikes = int(np.argmax(lengths)), int(np.flatnonzero(disliked == 0)[0])
+    assert lengths[longest] > 1075  # the oldest items' weights underflow in the all-items kNN
+    for user in (longest, no_dislikes, no_dislikes):  # a user with no disliked item: an all-zero row
+        requests.append((users[user], [], [ids[i] for i in rng.choice(len(ids), size=10, replace=False)]))
     requests += [
         (None, [ids[5], ids[9], ids[5]], [ids[1], ids[2]]),  # an item twice in the history: per-request path
         (None, [], [ids[3], "no-such-item"]),  # an unknown item: NaN

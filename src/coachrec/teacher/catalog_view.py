@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,9 @@ class CatalogView:
         self._row = {str(item): i for i, item in enumerate(catalog.items.ids.tolist())}
         self._titles = catalog.titles()
         self._genres = catalog.frame["genres"].to_list()
+        self._titled: dict[str, list[str]] = {}
+        for item, row in self._row.items():
+            self._titled.setdefault(self._titles[row], []).append(item)
 
     def rows(self, items: Sequence[str]) -> np.ndarray:
         """Catalog rows of raw ids; -1 for an id the catalog does not have."""
@@ -40,6 +43,18 @@ class CatalogView:
     def title(self, item: str) -> str:
         row = self._row.get(str(item))
         return f"<unknown item {item}>" if row is None else self._titles[row]
+
+    def titled_in(self, history: Sequence[str]) -> Callable[[str], bool]:
+        """`title in {self.title(h) for h in history}`, without titling the whole history: a
+        title is there when an item of that title is, or an unknown id that reads so."""
+        seen = set(map(str, history))
+
+        def test(title: str) -> bool:
+            if any(item in seen for item in self._titled.get(title, ())):
+                return True
+            return title.startswith("<unknown item ") and any(self.title(h) == title for h in history)
+
+        return test
 
     def genres(self, item: str) -> list[str]:
         row = self._row.get(str(item))

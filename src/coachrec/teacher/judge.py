@@ -97,6 +97,8 @@ class Judge:
         self.version = f"{rubric.name}@v{rubric.version}+{digest}"
         self.members = members
         self._batch_relevance: BatchRelevance | None = None
+        if relevance is not None and any(c.member == "recommender" for c in self.criteria):
+            self._batch_relevance = BatchRelevance(relevance)  # built once, with the judge
 
     def _member_available(self, c: CriterionSpec) -> bool:
         return (

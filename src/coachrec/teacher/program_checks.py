@@ -22,8 +22,15 @@ def _share_ok(bad: int, n: int) -> float:
     return 1.0 if n == 0 else 1.0 - bad / n
 
 
+ITEM_CLAUSES = ("require_genres", "exclude_genres", "ranges", "exclude_items")
+"""The `policy.Constraints` clauses that can forbid an item besides `exclude_seen`."""
+
+
 def constraint_adherence(case: JudgeCase, catalog: CatalogView) -> CheckResult:
-    reasons = catalog.violations(case.constraints, case.items, case.history)
+    if any(case.constraints.get(clause) for clause in ITEM_CLAUSES):
+        reasons = catalog.violations(case.constraints, case.items, case.history)
+    else:  # only existence and `exclude_seen` can flag an item, and "already seen" is not_consumed's
+        reasons = ["nonexistent item" if row < 0 else None for row in catalog.rows(case.items)]
     bad = [(item, r) for item, r in zip(case.items, reasons, strict=False) if r is not None and r != "already seen"]
     if not bad:
         return 1.0, "every shown item satisfies the request's constraints"
@@ -73,12 +80,12 @@ def upstream_constraint_leak(case: JudgeCase, catalog: CatalogView) -> CheckResu
 
 
 def explanation_grounding(case: JudgeCase, catalog: CatalogView) -> CheckResult:
-    history_titles = {catalog.title(h) for h in case.history}
     cited = [(_SIMILAR_TO.match(r), item) for r, item in zip(case.reasons, case.items, strict=False)]
     checked = [(m.group("title"), item) for m, item in cited if m is not None]
     if not checked:
         return 1.0, "no explanation cites a history item"
-    wrong = [(t, item) for t, item in checked if t not in history_titles]
+    in_history = catalog.titled_in(case.history)
+    wrong = [(t, item) for t, item in checked if not in_history(t)]
     if not wrong:
         return 1.0, f"all {len(checked)} cited history items are in the user's history"
     shown = "; ".join(f"{catalog.title(i)} cites {t!r}" for t, i in wrong[:3])

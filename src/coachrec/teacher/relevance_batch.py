@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from scipy import sparse
 
 from coachrec.models import BaseRecommender
 from coachrec.models.itemknn import ItemKNN
@@ -42,6 +43,20 @@ def percentile_of(row: np.ndarray, items: np.ndarray, ordered: np.ndarray | None
     return out
 
 
+def padded_rows(sim: sparse.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A CSR matrix's rows as (rows x widest row) arrays of column indices and float64 values,
+    each row's stored entries first in storage order, then padding (column 0, value 0.0); and
+    each row's count of stored entries."""
+    counts = np.diff(sim.indptr)
+    width = max(int(counts.max()) if len(counts) else 0, 1)
+    stored = np.arange(width) < counts[:, None]  # row-major True cells: CSR storage order
+    index = np.zeros((sim.shape[0], width), np.intp)
+    value = np.zeros((sim.shape[0], width))
+    index[stored] = sim.indices
+    value[stored] = sim.data
+    return index, value, counts
+
+
 class PaddedKNN:
     """`ItemKNN.score` of one history from the similarity rows laid out as a padded
     (items x neighbours) array: one gather and one bincount instead of a CSR walk. The padding
@@ -49,22 +64,18 @@ class PaddedKNN:
     float64 additions, in history order, that `ItemKNN._score` makes."""
 
     def __init__(self, model: ItemKNN) -> None:
-        sim = model.sim.tocsr()
-        counts = np.diff(sim.indptr)
-        width = max(int(counts.max()) if len(counts) else 0, 1)
-        self.n_items = sim.shape[0]
-        self.index = np.zeros((self.n_items, width), np.intp)
-        self.value = np.zeros((self.n_items, width))
-        slot = np.arange(len(sim.indices)) - np.repeat(sim.indptr[:-1], counts)
-        rows = np.repeat(np.arange(self.n_items), counts)
-        self.index[rows, slot] = sim.indices
-        self.value[rows, slot] = sim.data
+        self.sim = model.sim.tocsr()
+        self.index, self.value, self.counts = padded_rows(self.sim)
+        self.n_items = self.sim.shape[0]
         self.recency = model.config.recency
         self.fallback = model.config.popularity_fallback
         self.popularity = model.popularity
 
     def score(self, history: np.ndarray) -> np.ndarray:
         w = np.power(self.recency, np.arange(len(history) - 1, -1, -1))
+        if len(w) and w[0] == 0.0:  # the oldest items' weights underflowed: they add +0.0
+            keep = int(np.count_nonzero(w))  # w falls with age, so the zeros lead
+            history, w = history[len(w) - keep :], w[len(w) - keep :]
         weights = self.value[history]
         weights *= w[:, None]
         sums = np.bincount(self.index[history].ravel(), weights=weights.ravel(), minlength=self.n_items)
@@ -90,6 +101,12 @@ class BatchRelevance:
         self.exact_batch = committee.features == BASE_FEATURES
         self._liked = _scorer(committee.liked_knn) if self.exact_batch else None
         self._all = _scorer(committee.all_knn) if self.exact_batch else None
+        owner = getattr(self._all, "__self__", None)  # the all-items PaddedKNN, if it is one
+        self._sim_rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+        if isinstance(owner, PaddedKNN) and owner.sim is committee._sim:
+            self._sim_rows = (owner.index, owner.value, owner.counts)
+        else:
+            self._sim_rows = padded_rows(committee._sim) if self.exact_batch else None
         self._fitted = self._fit_state(committee)
 
     @staticmethod
@@ -141,63 +158,63 @@ class BatchRelevance:
         return probs
 
     def _features(self, lists: list[UserLists], items: list[np.ndarray]) -> list[np.ndarray]:
+        """Each request's feature matrix (`RelevanceCommittee.feature_matrix`), as row slices of
+        one matrix for the chunk; the candidates of one user's requests are ranked together."""
         c = self.c
         assert self._liked is not None and self._all is not None
         knn_rating, genre_affinity = self._rating_features([(lst[0], lst[4]) for lst in lists], items)
-        zeros = np.zeros(len(c.items), np.float32)
-        rows: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
-        out = []
-        for b, (lst, idx) in enumerate(zip(lists, items, strict=True)):
-            key = id(lst)  # requests of one user share one lists tuple
-            if key not in rows:
-                scored = (self._liked(lst[1]), self._all(lst[0]), self._all(lst[2]) if len(lst[2]) else zeros)
-                rows[key] = [(r, np.sort(r)) for r in scored]
-            out.append(
-                np.column_stack(
-                    [
-                        *[percentile_of(r, idx, ordered) for r, ordered in rows[key]],
-                        c.item_mean[idx],
-                        np.full(len(idx), lst[3]),
-                        c.popularity[idx],
-                        knn_rating[b],
-                        genre_affinity[b],
-                    ]
-                )
-            )
-        return out
+        lengths = [len(idx) for idx in items]
+        offsets = np.cumsum([0, *lengths])
+        cand = np.concatenate(items)
+        x = np.empty((len(cand), len(BASE_FEATURES)))
+        by_user: dict[int, list[int]] = {}
+        for b, lst in enumerate(lists):
+            by_user.setdefault(id(lst), []).append(b)  # requests of one user share one lists tuple
+        last = max(len(c.items) - 1, 1)
+        for members in by_user.values():
+            liked, everything, disliked = lists[members[0]][1], lists[members[0]][0], lists[members[0]][2]
+            at = np.concatenate([np.arange(offsets[b], offsets[b + 1]) for b in members])
+            mine = cand[at]
+            x[at, 0] = percentile_of(self._liked(liked), mine)
+            x[at, 1] = percentile_of(self._all(everything), mine)
+            # no disliked item: an all-zero row, where the stable rank of an item is its index
+            x[at, 2] = percentile_of(self._all(disliked), mine) if len(disliked) else mine / last
+        x[:, 3] = c.item_mean[cand]
+        x[:, 4] = np.repeat([lst[3] for lst in lists], lengths)
+        x[:, 5] = c.popularity[cand]
+        x[:, 6] = knn_rating
+        x[:, 7] = genre_affinity
+        return [x[offsets[b] : offsets[b + 1]] for b in range(len(items))]
 
     def _rating_features(
         self, rated: list[tuple[np.ndarray, np.ndarray]], items: list[np.ndarray]
-    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """`RelevanceCommittee._rating_features` per request. scipy's `sim[items][:, all_h] @ x`
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`RelevanceCommittee._rating_features` per request (concatenated). scipy's `sim[items][:, all_h] @ x`
         sums each row's stored entries in storage order, and `genres[all_h].T @ x` sums over the
         history in order; a bincount over entries laid out in that order adds them in the same
         sequence (float64, from zero)."""
         c = self.c
-        n_items = len(c.items)
-        sim = c._sim
-        offsets = np.cumsum([0] + [len(i) for i in items])
+        assert self._sim_rows is not None
+        index, value, counts = self._sim_rows
         cand = np.concatenate(items)
         case_of_row = np.repeat(np.arange(len(items)), [len(i) for i in items])
-        # entries of the candidate rows, in storage order, keyed by (request, column)
-        starts, counts = sim.indptr[cand], np.diff(sim.indptr)[cand]
-        entry = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
-        entry_row = np.repeat(np.arange(len(cand)), counts)
-        key = case_of_row[entry_row] * n_items + sim.indices[entry]
-        # each request's history: key -> position in all_h
         lengths = np.array([len(h) for h, _ in rated], dtype=np.int64)
-        hist_key = np.repeat(np.arange(len(rated)), lengths) * n_items + (
-            np.concatenate([h for h, _ in rated]) if len(rated) else np.zeros(0, np.int64)
-        )
         centred = np.concatenate([x for _, x in rated]) if len(rated) else np.zeros(0)
-        order = np.argsort(hist_key, kind="stable")
-        sorted_keys = hist_key[order]
-        at = np.searchsorted(sorted_keys, key)
-        hit = (at < len(sorted_keys)) & (sorted_keys[np.minimum(at, len(sorted_keys) - 1)] == key)
-        pos = order[at[hit]]
-        data = sim.data[entry[hit]].astype(np.float64)
-        rows = entry_row[hit]
-        num = np.bincount(rows, weights=data * centred[pos], minlength=len(cand))
+        # the candidate rows' stored entries in storage order, and where each entry's column sits
+        # in `centred` when that request's history holds it (-1: not in the history)
+        columns = index[cand]
+        pos = np.empty(columns.shape, np.int64)
+        at = np.full(len(c.items), -1, np.int64)
+        hist_lo, rows_lo = 0, 0
+        for (h, _), n in zip(rated, [len(i) for i in items], strict=True):
+            at[h] = np.arange(hist_lo, hist_lo + len(h))
+            pos[rows_lo : rows_lo + n] = at[columns[rows_lo : rows_lo + n]]
+            at[h] = -1
+            hist_lo, rows_lo = hist_lo + len(h), rows_lo + n
+        hit = (pos >= 0) & (np.arange(index.shape[1]) < counts[cand][:, None])
+        rows = np.nonzero(hit)[0]
+        data = value[cand][hit]
+        num = np.bincount(rows, weights=data * centred[pos[hit]], minlength=len(cand))
         den = np.bincount(rows, weights=np.abs(data) * 1.0, minlength=len(cand))
         knn_rating = np.where(den > 0, num / np.maximum(den, 1e-12), 0.0)
         if c._genres is None:
@@ -207,8 +224,7 @@ class BatchRelevance:
         empty = lengths[case_of_row] == 0
         knn_rating[empty] = 0.0
         genre[empty] = 0.0
-        split = offsets[1:-1]
-        return np.split(knn_rating, split), np.split(genre, split)
+        return knn_rating, genre
 
     def _genre_affinity(
         self,
