@@ -50,7 +50,7 @@ def applicable(result: Any) -> dict[str, str]:
     out = {}
     for c in result.context.rubric.criteria:
         if c.member == "recommender" and not has_ratings(data):
-            out[c.name] = "does not apply: no graded ratings to calibrate P(rating >= 4) on"
+            out[c.name] = "applies: no ratings, so calibrated on later interactions (teacher.heldout_interactions)"
         elif c.member == "llm" and catalog is None:
             out[c.name] = "does not apply: no item text (titles are bare ids)"
         elif c.name == "constraint_adherence" and (catalog is None or "year" not in catalog.frame.columns):
