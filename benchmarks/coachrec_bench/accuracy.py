@@ -23,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -95,6 +96,9 @@ QUICK: dict[str, dict[str, Any]] = {
 #: the model's dataset defaults); each is fitted and selected like any model (early stopping
 #: on validation NDCG@10), so its rows are directly comparable.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    # SASRec at its dataset defaults with another seed (init, batch order, dropout): a second,
+    # equally selected member for a validation-weighted blend (seed ensembles differ in errors)
+    "sasrec-seed1": ("sasrec", {"seed": 1}),
     # the eSASRec paper's Beauty settings for SASRec with sampled softmax (uniform negatives)
     "sasrec-esasrec-settings": (
         "sasrec",
@@ -119,14 +123,40 @@ ORDER = ("pop", "itemknn", "sequential-rules", "gru4rec", "sasrec", "rum-item", 
 SHOWN = ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr@10")
 
 
-def _blend(parts: list[Any], split: Any, names: list[str]) -> tuple[Any, dict[str, Any]]:
-    """The blend of fitted `parts`, weights chosen on validation NDCG@10, and what to record."""
+BLEND_PREFIXES = {"grid": "blend(", "fine": "blend-fine("}
+
+
+def _blend_parts(name: str) -> list[str]:
+    """The part names of a blend row's name ("blend(a+b)", "blend-fine(a+b)"), else []."""
+    for prefix in BLEND_PREFIXES.values():
+        if name.startswith(prefix) and name.endswith(")"):
+            return name[len(prefix) : -1].split("+")
+    return []
+
+
+def _blend(parts: list[Any], split: Any, names: list[str], search: str = "grid") -> tuple[Any, dict[str, Any]]:
+    """The blend of fitted `parts`, weights chosen on validation NDCG@10, and what to record.
+    "grid": z-scores, the exact 1/10 simplex grid. "fine": z-scores and reciprocal ranks
+    each searched by `search_weights`; the one with the better exact validation NDCG@10 kept."""
     from coachrec.models.blend import SequentialBlend
 
-    model = SequentialBlend.from_parts(parts, split.train, valid=split.task("valid"))
-    best = max(model.weight_table, key=lambda r: r["valid_ndcg@10"])
+    valid = split.task("valid")
+    tried: list[tuple[float, Any]] = []
+    for norm in ("z", "rank") if search == "fine" else ("z",):
+        t0 = time.perf_counter()
+        m = SequentialBlend.from_parts(parts, split.train, valid=valid, norm=norm, search=search)
+        best_ndcg = max(r["valid_ndcg@10"] for r in m.weight_table)
+        console.print(
+            f"  {search} blend {'+'.join(names)} norm {norm}: valid NDCG@10 {best_ndcg:.5f}, "
+            f"weights {np.round(m.weights, 3).tolist()} ({time.perf_counter() - t0:.0f} s)"
+        )
+        tried.append((best_ndcg, m))
+    best_ndcg, model = max(tried, key=lambda t: t[0])
     info = {"weights": " ".join(f"{n}={w:.2f}" for n, w in zip(names, model.weights, strict=True))}
-    return model, info | {"valid_ndcg@10": best["valid_ndcg@10"]}
+    if search == "fine":
+        info["norm"] = model.config.norm
+        info["valid_ndcg@10_by_norm"] = {m.config.norm: v for v, m in tried}
+    return model, info | {"valid_ndcg@10": best_ndcg}
 
 
 def _paired_vs(res: Any, base: Any, base_name: str) -> dict[str, Any]:
@@ -180,13 +210,14 @@ def _fit(name: str, config: dict[str, Any], split: Any, fit_on: str, cache: Path
     return model, fit_s
 
 
-def _order(models: list[str], blends: list[str]) -> list[str]:
+def _order(models: list[str], blends: list[str], fine_blends: list[str] | None = None) -> list[str]:
     """The models in order, each blend right after the last of its parts (so a run cut short
-    keeps the blends it could already make)."""
+    keeps the blends it could already make); grid blends before fine ones."""
     out: list[str] = []
     for m in models:
         out.append(m)
-        out += [f"blend({b})" for b in blends if m in b.split("+") and set(b.split("+")) <= set(out)]
+        for prefix, todo in ((BLEND_PREFIXES["grid"], blends), (BLEND_PREFIXES["fine"], fine_blends or [])):
+            out += [f"{prefix}{b})" for b in todo if m in b.split("+") and set(b.split("+")) <= set(out)]
     return out
 
 
@@ -199,11 +230,15 @@ def run(
     save: Callable[[list[dict[str, Any]]], Any] | None = None,
     blends: list[str] | None = None,
     cache: Path | None = None,
+    fine_blends: list[str] | None = None,
+    vs: str | None = None,
 ) -> list[dict[str, Any]]:
     """Fit and evaluate; `save(rows)` is called after every model (a long run that is cut
     short keeps what it measured). Each of `blends` ("sasrec+gru4rec") blends models fitted in
     this run, weights chosen on validation, and is compared with each of its parts, paired by
-    user. With `cache`, fitted models are saved there and reused by later runs."""
+    user. With `cache`, fitted models are saved there and reused by later runs. `fine_blends`
+    are searched finer (rows "blend-fine(...)", see `_blend`); with `vs`, a row of this run,
+    each blend's flat delta columns compare it with that row instead of its first part."""
     from coachrec import datasets as named_data
     from coachrec.data import leave_one_out
     from coachrec.metrics import evaluate, named
@@ -217,22 +252,23 @@ def run(
         split = leave_one_out(ds)
         fitted: dict[str, Any] = {}
         results: dict[tuple[str, str], Any] = {}
-        for name in _order(models, blends or []):
+        for name in _order(models, blends or [], fine_blends):
             extra: dict[str, Any] = {}
             if name in ("content", "hybrid") and ds.catalog is None:
                 console.print(f"[yellow]{dname}: skipping {name} (the data set has no item text)")
                 continue
             base = VARIANTS[name][0] if name in VARIANTS else name
             config = defaults(base, ds.name) | (QUICK.get(base, {}) if quick else {}) | VARIANTS.get(name, ("", {}))[1]
-            if threads > 0 and not name.startswith("blend(") and "threads" in config_fields(base):
+            part_names = _blend_parts(name)
+            if threads > 0 and not part_names and "threads" in config_fields(base):
                 config["threads"] = threads
-            part_names = name[len("blend(") : -1].split("+") if name.startswith("blend(") else []
             if any(p not in fitted for p in part_names):
                 console.print(f"[yellow]{dname}: skipping {name} (a part failed to fit)")
                 continue
             t0 = time.perf_counter()
             if part_names:
-                model, extra = _blend([fitted[p] for p in part_names], split, part_names)
+                search = "fine" if name.startswith(BLEND_PREFIXES["fine"]) else "grid"
+                model, extra = _blend([fitted[p] for p in part_names], split, part_names, search)
                 fit_s = time.perf_counter() - t0
             elif name == "hybrid":
                 if "sasrec" not in fitted or "content" not in fitted:
@@ -264,9 +300,10 @@ def run(
                     metrics["epochs"] = epochs
                 metrics |= extra
                 results[name, pname] = res
-                if part_names:  # flat: vs the first part; `paired_vs_parts`: vs each part
+                if part_names:  # flat: vs the first part (or `vs`); `paired_vs_parts`: vs each part
                     paired = [_paired_vs(res, results[p, pname], p) for p in part_names]
-                    metrics |= paired[0] | {"paired_vs_parts": paired}
+                    ref = _paired_vs(res, results[vs, pname], vs) if (vs, pname) in results and vs != name else None
+                    metrics |= (ref or paired[0]) | {"paired_vs_parts": paired}
                 r = row(name, ds.name, proto.short, metrics)
                 r["fit_on"] = fit_on
                 r["config"] = "quick" if quick else "default"
@@ -317,6 +354,19 @@ def bench_accuracy(
         Path | None,
         typer.Option(help="Folder for fitted models: saved after fitting, reused when settings and data match"),
     ] = None,
+    blend_fine: Annotated[
+        list[str],
+        typer.Option(
+            help="Blend like --blend, z-scores or reciprocal ranks and finer weights searched on pooled candidates, "
+            "checked exactly (validation only); rows 'blend-fine(...)'"
+        ),
+    ] = [],  # noqa: B006
+    vs: Annotated[
+        str | None,
+        typer.Option(
+            help="A row of this run (e.g. 'blend(sasrec+sequential-rules)') the blends' delta columns pair with"
+        ),
+    ] = None,
 ) -> None:
     """Accuracy of every model on Beauty (loo-full, loo-sampled100) and ml-latest-small
     (loo-full), with the published figures as reference rows; writes benchmarks/results/accuracy.json
@@ -330,11 +380,11 @@ def bench_accuracy(
         raise typer.BadParameter(
             f"unknown model(s) {unknown}; choose from {sorted(MODELS)} or {sorted(VARIANTS)}", param_hint="--model"
         )
-    for b in blend:
+    for b in [*blend, *blend_fine]:
         missing = [p for p in b.split("+") if p not in names]
         if len(b.split("+")) < 2 or missing:
             raise typer.BadParameter(f"{b!r}: a blend names 2+ models of this run joined by '+'", param_hint="--blend")
-    if blend and fit_on != "train":
+    if (blend or blend_fine) and fit_on != "train":
         raise typer.BadParameter("blend weights are chosen on validation: fit on train", param_hint="--blend")
     dsets = dataset or list(PROTOCOLS)
     for d in dsets:
@@ -342,7 +392,10 @@ def bench_accuracy(
             raise typer.BadParameter(f"unknown data set {d!r}; choose from {list(PROTOCOLS)}", param_hint="--dataset")
     if fit_on not in FIT_ON:
         raise typer.BadParameter(f"choose from {FIT_ON}", param_hint="--fit-on")
-    all_rows = save(run(dsets, names, quick, threads, fit_on, save=save, blends=blend, cache=cache))
+    rows = run(
+        dsets, names, quick, threads, fit_on, save=save, blends=blend, cache=cache, fine_blends=blend_fine, vs=vs
+    )
+    all_rows = save(rows)
     console.print(table(all_rows))
     console.print(f"wrote {results_dir() / 'accuracy.json'}")
 

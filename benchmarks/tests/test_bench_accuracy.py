@@ -64,3 +64,22 @@ def test_cache_reuses_fitted_models(tmp_path, monkeypatch):
     after = next(r for r in json.loads((tmp_path / "accuracy.json").read_text()) if r["name"] == "pop")
     assert after["metrics"]["ndcg@10"] == before["metrics"]["ndcg@10"]
     assert after["metrics"]["fit_seconds"] == before["metrics"]["fit_seconds"]
+
+
+def test_fine_blend_rows_name_their_norm_and_pair_with_the_reference(tmp_path, monkeypatch):
+    monkeypatch.setenv("COACHREC_BENCH_DIR", str(tmp_path))
+    runner = CliRunner()
+    base = ["bench", "accuracy", "--dataset", "ml-latest-small", "--model", "pop", "--model", "itemknn"]
+    ref = "blend(itemknn+pop)"
+    res = runner.invoke(app, [*base, "--blend", "itemknn+pop", "--blend-fine", "itemknn+pop", "--vs", ref])
+    assert res.exit_code == 0, res.output
+    rows = {r["name"]: r for r in json.loads((tmp_path / "accuracy.json").read_text())}
+    fine = rows["blend-fine(itemknn+pop)"]["metrics"]
+    assert fine["norm"] in ("z", "rank")
+    assert fine["valid_ndcg@10"] == max(fine["valid_ndcg@10_by_norm"].values())
+    assert fine["valid_ndcg@10"] >= rows[ref]["metrics"]["valid_ndcg@10"] - 1e-4  # a finer search, same data
+    assert fine["vs"] == ref
+    delta = fine["ndcg@10"] - rows[ref]["metrics"]["ndcg@10"]
+    assert fine["ndcg@10_delta"] == pytest.approx(delta, abs=1e-4)
+    assert [p["vs"] for p in fine["paired_vs_parts"]] == ["itemknn", "pop"]
+    assert rows[ref]["metrics"]["vs"] == "itemknn"  # a blend is never paired with itself
