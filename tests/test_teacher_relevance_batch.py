@@ -8,7 +8,7 @@ import pytest
 from coachrec.models import create
 from coachrec.serve import Stack
 from coachrec.serve.pipeline import PipelineConfig
-from coachrec.teacher import CatalogView, Judge, RelevanceCommittee, cases_from_store, load_rubric
+from coachrec.teacher import CatalogView, Judge, RelevanceCommittee, cases_from_store, load_rubric, relevance_batch
 from coachrec.teacher.movielens import RatedPairs
 from coachrec.teacher.relevance import _percentiles
 from coachrec.teacher.relevance_batch import BatchRelevance, PaddedKNN, padded_rows, percentile_of
@@ -23,6 +23,19 @@ def committee(ml_small):
     labels = events["value"].to_numpy() >= 4
     pairs = RatedPairs(events["user"].to_numpy(), events["item"].to_numpy(), events["value"].to_numpy(), labels)
     return committee.fit_blend(committee.pair_features(pairs), pairs.labels)
+
+
+@pytest.fixture(params=["numba", "numpy"])
+def kernels(request, monkeypatch):
+    """Each test below runs with the numba loops (when numba is installed) and the numpy kernels."""
+    if request.param == "numba":
+        pytest.importorskip("numba")
+        assert relevance_batch.SUMS is not relevance_batch._sums_numpy
+        assert relevance_batch.RATING_SUMS is not relevance_batch._rating_sums_numpy
+    else:
+        monkeypatch.setattr(PaddedKNN, "sums", staticmethod(relevance_batch._sums_numpy))
+        monkeypatch.setattr(relevance_batch, "RATING_SUMS", relevance_batch._rating_sums_numpy)
+    return request.param
 
 
 def test_percentile_of_equals_the_stable_double_argsort():
@@ -43,7 +56,7 @@ def test_padded_rows_hold_each_csr_row_in_storage_order(committee):
         assert (index[row, hi - lo :] == 0).all() and (value[row, hi - lo :] == 0.0).all()
 
 
-def test_padded_knn_scores_equal_itemknn(committee):
+def test_padded_knn_scores_equal_itemknn(kernels, committee):
     for model in (committee.all_knn, committee.liked_knn):
         padded = PaddedKNN(model)
         # the last history is longer than 1,075 items: 0.5 ** age underflows to 0 for the oldest
@@ -51,7 +64,7 @@ def test_padded_knn_scores_equal_itemknn(committee):
             assert padded.score(history).tobytes() == model.score([history])[0].tobytes()
 
 
-def test_batch_probabilities_equal_the_per_request_committee(committee, ml_small):
+def test_batch_probabilities_equal_the_per_request_committee(kernels, committee, ml_small):
     ids = ml_small.items.ids.tolist()
     users = ml_small.users.ids.tolist()
     rng = np.random.default_rng(1)
@@ -82,7 +95,7 @@ def test_batch_probabilities_equal_the_per_request_committee(committee, ml_small
     assert np.isnan(got[-3][1]) and not np.isnan(got[-3][0])
 
 
-def test_batched_judge_equals_judging_case_by_case(committee, ml_small):
+def test_batched_judge_equals_judging_case_by_case(kernels, committee, ml_small):
     stack = Stack([committee.all_knn, create("pop").fit(ml_small)], ml_small.catalog, PipelineConfig(candidates=50))
     store = TraceStore(":memory:")
     pipeline = stack.pipeline(Tracer(store))

@@ -73,5 +73,6 @@ class CatalogView:
     ) -> list[str | None]:
         """For each shown item, the constraint it breaks (None if none), checked clause by clause."""
         rows = self.rows(items)
-        seen = [int(r) for r in self.rows(history) if r >= 0]
+        shown = {str(i) for i in items}  # only a shown item's being seen matters: row ids are unique
+        seen = [int(r) for r in self.rows([h for h in history if str(h) in shown]) if r >= 0]
         return self.index.violations(constraints_from_dict(constraints), rows, seen)

@@ -17,6 +17,7 @@ that committee instead of the listwise LLM question: score = share of shown item
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -191,7 +192,7 @@ class Judge:
             )
             evaluator = self.llm.model_id if self.llm else ""
         passed = score >= c.pass_threshold
-        label = UNKNOWN if np.isnan(score) else PASS if passed else FAIL
+        label = UNKNOWN if math.isnan(score) else PASS if passed else FAIL
         span = case.span_for(c.blames.value, c.blames_span)
         return Judgment(
             criterion=c.name,

@@ -2,13 +2,16 @@
 (user, history, shown items) at once, equal to the per-request call to the last bit.
 
 Per request the committee scores the whole catalog three times (liked, all and disliked item-kNN)
-and ranks every item twice to turn scores into percentiles; here the kNN scores of a chunk of
-requests come from one `score` call per member, a shown item's percentile is counted from the
-sorted row (ties broken by index, as the stable double argsort does), and the rating features are
-gathered from the similarity and genre matrices with one `bincount` per chunk, accumulating in
-the order scipy's sparse products do. Only the blend's prediction stays per request (a BLAS
-product over a different number of rows may round differently). A request whose history holds an
-item twice, and committees with extra models, take the per-request path.
+and ranks every item twice to turn scores into percentiles; here the kNN rows of a user are
+scored once for all of that user's requests in a chunk (a loop over the padded neighbour rows,
+compiled by numba when it is installed, else one numpy gather and bincount; the same float64
+additions in the same order either way), the user's candidates are ranked together by counting
+from the sorted row (ties broken by index, as the stable double argsort does; an all-zero row
+ranks by index), and the rating features are gathered from the similarity and genre matrices
+per chunk, accumulating in the order scipy's sparse products do. Only the blend's prediction
+stays per request (a BLAS product over a different number of rows may round differently). A
+request whose history holds an item twice, and committees with extra models, take the
+per-request path.
 
     p = BatchRelevance(committee).probabilities([(user_id, history, items), ...])
 """
@@ -16,6 +19,7 @@ item twice, and committees with extra models, take the per-request path.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import sparse
@@ -37,8 +41,9 @@ def percentile_of(row: np.ndarray, items: np.ndarray, ordered: np.ndarray | None
     below = np.searchsorted(ordered, values, side="left")
     ties = np.searchsorted(ordered, values, side="right") - below > 1
     rank = below.astype(np.int64)
-    for j in np.flatnonzero(ties):
-        rank[j] += int(np.count_nonzero(row[: items[j]] == values[j]))
+    tied = np.flatnonzero(ties)
+    for j, item, value in zip(tied.tolist(), items[tied].tolist(), values[tied], strict=True):
+        rank[j] += int(np.count_nonzero(row[:item] == value))
     out: np.ndarray = rank / max(len(row) - 1, 1)
     return out
 
@@ -57,11 +62,120 @@ def padded_rows(sim: sparse.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndar
     return index, value, counts
 
 
+def _sums_numpy(
+    index: np.ndarray, value: np.ndarray, counts: np.ndarray, history: np.ndarray, w: np.ndarray
+) -> np.ndarray:
+    """Each item's sum of `w[p] * value[history[p], s]` over the history's padded rows: one
+    gather and one bincount, in history order (the padding adds +0.0)."""
+    weights = value[history]
+    weights *= w[:, None]
+    out: np.ndarray = np.bincount(index[history].ravel(), weights=weights.ravel(), minlength=index.shape[0])
+    return out
+
+
+def _compiled(loop: Callable[..., Any]) -> Callable[..., Any] | None:
+    """`loop` compiled by numba (no fastmath: IEEE operations in the written order), or None
+    without numba (it comes with the torch extra; the numpy kernels run then)."""
+    try:
+        from numba import njit
+    except ImportError:
+        return None
+    compiled: Callable[..., Any] = njit(cache=True)(loop)
+    return compiled
+
+
+def _sums_loop(
+    index: np.ndarray, value: np.ndarray, counts: np.ndarray, history: np.ndarray, w: np.ndarray
+) -> np.ndarray:  # pragma: no cover - compiled
+    """`_sums_numpy` as one loop over the stored entries (no padding, no temporaries): the same
+    products (rounded, then added: no fastmath, no fused multiply-add) in the same order."""
+    out = np.zeros(index.shape[0])
+    for p in range(history.shape[0]):
+        h = history[p]
+        wp = w[p]
+        for s in range(counts[h]):
+            out[index[h, s]] += value[h, s] * wp
+    return out
+
+
+SUMS: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray] = (
+    _compiled(_sums_loop) or _sums_numpy
+)
+"""The kNN sums kernel: compiled with numba when it is installed, else numpy's bincount."""
+
+
+def _rating_sums_numpy(
+    index: np.ndarray,
+    value: np.ndarray,
+    counts: np.ndarray,
+    cand: np.ndarray,
+    cand_lo: np.ndarray,
+    hist: np.ndarray,
+    hist_lo: np.ndarray,
+    centred: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`knn_rating`'s numerator and denominator for request b's candidates
+    `cand[cand_lo[b]:cand_lo[b + 1]]` over its history `hist[hist_lo[b]:hist_lo[b + 1]]` (mean-
+    centred ratings `centred`): each candidate row's stored entries in storage order, those in
+    the history summed from zero, as `sim[items][:, all_h] @ x` does."""
+    columns = index[cand]
+    pos = np.empty(columns.shape, np.int64)  # where an entry's column sits in `centred`, or -1
+    at = np.full(index.shape[0], -1, np.int64)
+    for b in range(len(cand_lo) - 1):
+        h = hist[hist_lo[b] : hist_lo[b + 1]]
+        at[h] = np.arange(hist_lo[b], hist_lo[b + 1])
+        pos[cand_lo[b] : cand_lo[b + 1]] = at[columns[cand_lo[b] : cand_lo[b + 1]]]
+        at[h] = -1
+    hit = (pos >= 0) & (np.arange(index.shape[1]) < counts[cand][:, None])
+    rows = np.nonzero(hit)[0]
+    data = value[cand][hit]
+    num = np.bincount(rows, weights=data * centred[pos[hit]], minlength=len(cand))
+    den = np.bincount(rows, weights=np.abs(data) * 1.0, minlength=len(cand))
+    return num, den
+
+
+def _rating_sums_loop(
+    index: np.ndarray,
+    value: np.ndarray,
+    counts: np.ndarray,
+    cand: np.ndarray,
+    cand_lo: np.ndarray,
+    hist: np.ndarray,
+    hist_lo: np.ndarray,
+    centred: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """`_rating_sums_numpy` as one loop: the same products and sums in the same order."""
+    num = np.zeros(cand.shape[0])
+    den = np.zeros(cand.shape[0])
+    at = np.full(index.shape[0], -1, np.int64)
+    for b in range(cand_lo.shape[0] - 1):
+        for p in range(hist_lo[b], hist_lo[b + 1]):
+            at[hist[p]] = p
+        for r in range(cand_lo[b], cand_lo[b + 1]):
+            item = cand[r]
+            for s in range(counts[item]):
+                p = at[index[item, s]]
+                if p >= 0:
+                    d = value[item, s]
+                    num[r] += d * centred[p]
+                    den[r] += abs(d) * 1.0
+        for p in range(hist_lo[b], hist_lo[b + 1]):
+            at[hist[p]] = -1
+    return num, den
+
+
+RATING_SUMS: Callable[..., tuple[np.ndarray, np.ndarray]] = _compiled(_rating_sums_loop) or _rating_sums_numpy
+"""The `knn_rating` sums kernel: compiled with numba when it is installed, else numpy's."""
+
+
 class PaddedKNN:
     """`ItemKNN.score` of one history from the similarity rows laid out as a padded
-    (items x neighbours) array: one gather and one bincount instead of a CSR walk. The padding
-    adds +0.0 (every stored similarity is positive), so each item's sum is the same sequence of
-    float64 additions, in history order, that `ItemKNN._score` makes."""
+    (items x neighbours) array: a loop over each history item's stored entries (numba), or one
+    gather and one bincount (numpy; the padding adds +0.0, every stored similarity being
+    positive), instead of a CSR walk; each item's sum is the same sequence of float64 additions,
+    in history order, that `ItemKNN._score` makes."""
+
+    sums = staticmethod(SUMS)
 
     def __init__(self, model: ItemKNN) -> None:
         self.sim = model.sim.tocsr()
@@ -70,16 +184,15 @@ class PaddedKNN:
         self.recency = model.config.recency
         self.fallback = model.config.popularity_fallback
         self.popularity = model.popularity
+        self.score(np.zeros(0, np.int64))  # compile (or load) the kernel now, not in the first request
 
     def score(self, history: np.ndarray) -> np.ndarray:
         w = np.power(self.recency, np.arange(len(history) - 1, -1, -1))
         if len(w) and w[0] == 0.0:  # the oldest items' weights underflowed: they add +0.0
             keep = int(np.count_nonzero(w))  # w falls with age, so the zeros lead
             history, w = history[len(w) - keep :], w[len(w) - keep :]
-        weights = self.value[history]
-        weights *= w[:, None]
-        sums = np.bincount(self.index[history].ravel(), weights=weights.ravel(), minlength=self.n_items)
-        out = sums.astype(np.float32)
+        out = self.sums(self.index, self.value, self.counts, np.asarray(history, np.int64), w)
+        out = out.astype(np.float32)
         out += self.fallback * self.popularity
         return out
 
@@ -108,6 +221,9 @@ class BatchRelevance:
         else:
             self._sim_rows = padded_rows(committee._sim) if self.exact_batch else None
         self._fitted = self._fit_state(committee)
+        if self._sim_rows is not None:  # compile (or load) the kernel now, not in the first request
+            none, at = np.zeros(0, np.int64), np.zeros(1, np.int64)
+            RATING_SUMS(*self._sim_rows, none, at, none, at, np.zeros(0))
 
     @staticmethod
     def _fit_state(committee: RelevanceCommittee) -> tuple[object, ...]:
@@ -199,23 +315,11 @@ class BatchRelevance:
         cand = np.concatenate(items)
         case_of_row = np.repeat(np.arange(len(items)), [len(i) for i in items])
         lengths = np.array([len(h) for h, _ in rated], dtype=np.int64)
+        hist = np.concatenate([h for h, _ in rated]) if len(rated) else np.zeros(0, np.int64)
         centred = np.concatenate([x for _, x in rated]) if len(rated) else np.zeros(0)
-        # the candidate rows' stored entries in storage order, and where each entry's column sits
-        # in `centred` when that request's history holds it (-1: not in the history)
-        columns = index[cand]
-        pos = np.empty(columns.shape, np.int64)
-        at = np.full(len(c.items), -1, np.int64)
-        hist_lo, rows_lo = 0, 0
-        for (h, _), n in zip(rated, [len(i) for i in items], strict=True):
-            at[h] = np.arange(hist_lo, hist_lo + len(h))
-            pos[rows_lo : rows_lo + n] = at[columns[rows_lo : rows_lo + n]]
-            at[h] = -1
-            hist_lo, rows_lo = hist_lo + len(h), rows_lo + n
-        hit = (pos >= 0) & (np.arange(index.shape[1]) < counts[cand][:, None])
-        rows = np.nonzero(hit)[0]
-        data = value[cand][hit]
-        num = np.bincount(rows, weights=data * centred[pos[hit]], minlength=len(cand))
-        den = np.bincount(rows, weights=np.abs(data) * 1.0, minlength=len(cand))
+        cand_lo = np.cumsum([0, *[len(i) for i in items]])
+        hist_lo = np.concatenate([[0], np.cumsum(lengths)])
+        num, den = RATING_SUMS(index, value, counts, cand, cand_lo, hist.astype(np.int64, copy=False), hist_lo, centred)
         knn_rating = np.where(den > 0, num / np.maximum(den, 1e-12), 0.0)
         if c._genres is None:
             genre = np.zeros(len(cand))
