@@ -5,12 +5,19 @@ learned from conversations and served from a request's text alone."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from coachrec import datasets
 from coachrec.models import load
-from coachrec.models.conversational import CoMentionRecommender, CoMentionRecommenderConfig
+from coachrec.models.conversational import (
+    CoMentionRecommender,
+    CoMentionRecommenderConfig,
+    records_recall,
+    tune_co_mention_recommender,
+)
 from coachrec.serve import RecommendRequest, Stack
 from coachrec.serve.candidates import Turn, as_turns
 from coachrec.serve.understanding import IntentParser, KeyedRetriever, record_keys, text_keys
@@ -154,3 +161,91 @@ def test_the_bundled_records_carry_the_keys_the_served_parser_reads(parser):
     assert sum(bool(r["keys"]) for r in reqs) > len(reqs) // 2
     for r in reqs[::97]:
         assert r["keys"] == text_keys(parser, as_turns(r["context"])), r["turn"]
+
+
+def _misleading_records(ml_small, n: int = 12) -> list[dict]:
+    """Dialogs where the titles tell the next suggestion and the words do not: every one asks
+    for "genre:comedy"; `n` mention Toy Story then get Jumanji, `n` mention Heat then get
+    Casino, and `4n` mention nothing and get Airplane! (so the comedy key's row points there)."""
+    toy, jumanji = _item(ml_small, "Toy Story (1995)"), _item(ml_small, "Jumanji (1995)")
+    heat, casino = _item(ml_small, "Heat (1995)"), _item(ml_small, "Casino (1995)")
+    context = [{"speaker": "seeker", "text": "something funny please"}]
+    out = []
+    for i in range(n):
+        out.append({"dialog_id": f"toy-{i}", "mentions": [toy], "targets": [jumanji], "keys": ["genre:comedy"],
+                    "context": context})  # fmt: skip
+        out.append({"dialog_id": f"heat-{i}", "mentions": [heat], "targets": [casino], "keys": ["genre:comedy"],
+                    "context": context})  # fmt: skip
+    for i in range(4 * n):
+        out.append({"dialog_id": f"air-{i}", "mentions": [], "targets": [_item(ml_small, AIRPLANE)],
+                    "keys": ["genre:comedy"], "context": context})  # fmt: skip
+    return out
+
+
+def test_the_key_weight_is_chosen_on_the_records_given(ml_small):
+    """`tune_co_mention_recommender` picks the key weight by recall on an inner split of the
+    records it is given: where the words tell the suggestion it reads them, where they mislead
+    (beside titles that tell it) it leaves them out."""
+    grid = {"key_weight": (0.0, 1.0, 4.0)}
+    helpful = _keyed_records(ml_small, _rare(ml_small))
+    cfg, log = tune_co_mention_recommender(helpful, ml_small.catalog, grid=grid, k=1,
+                                           base=CoMentionRecommenderConfig(key_weight=0.0))  # fmt: skip
+    assert cfg.key_weight > 0 and len(log) == 3 and all("recall@1" in row for row in log)
+    by_weight = {row["key_weight"]: row["recall@1"] for row in log}
+    assert by_weight[cfg.key_weight] > by_weight[0.0]
+    misleading = _misleading_records(ml_small)
+    cfg, log = tune_co_mention_recommender(misleading, ml_small.catalog, grid=grid, k=1)
+    by_weight = {row["key_weight"]: row["recall@1"] for row in log}
+    assert cfg.key_weight == 0.0 and by_weight[0.0] > by_weight[4.0]
+    # recall of the model alone: the titles' targets, items mentioned before left out
+    plain = CoMentionRecommender(key_weight=0.0).fit_conversations(misleading, ml_small.catalog)
+    recall, n = records_recall(plain, misleading, ml_small.catalog, k=1)
+    assert n == len(misleading) and recall == 1.0
+    with pytest.raises(ValueError, match="at least two dialogs"):
+        tune_co_mention_recommender(misleading[:1], ml_small.catalog)
+
+
+def test_learn_conversations_tunes_the_co_mention_unless_given_a_config(ml_small):
+    recs = _misleading_records(ml_small)
+    base = Stack.fit(ml_small, learn_blend=False)
+    tuned = base.learn_conversations(recs, seed=3)
+    co = next(m for m in tuned.models if m.name == "co-mention")
+    expected, log = tune_co_mention_recommender(recs, ml_small.catalog, seed=3)  # same records, same inner split
+    assert co.config == expected and co.fit_info["tuned"] == dataclasses.asdict(expected)
+    assert co.fit_info["tuned_on"] == f"inner split of {len(recs)} turns, {len(log)} settings tried"
+    fixed = base.learn_conversations(recs, seed=0, tune=False)
+    co = next(m for m in fixed.models if m.name == "co-mention")
+    assert co.config == CoMentionRecommenderConfig() and "tuned" not in co.fit_info
+    given = base.learn_conversations(recs, seed=0, config=CoMentionRecommenderConfig(key_weight=2.0))
+    assert next(m for m in given.models if m.name == "co-mention").config.key_weight == 2.0
+
+
+def test_the_learned_co_mention_scores_every_candidate_the_others_found(ml_small, tmp_path):
+    """`learn_conversations` fills the co-mention's scores (`PipelineConfig.fill`): an item
+    another retriever found gets the co-mention's real score, not "missing"; `fill=False`
+    leaves it missing, as before. Requests are served either way."""
+    recs = _keyed_records(ml_small, _rare(ml_small))
+    base = Stack.fit(ml_small, learn_blend=False)
+    base = dataclasses.replace(base, config=dataclasses.replace(base.config, candidates=5))
+    cfg = CoMentionRecommenderConfig(key_weight=1.0)
+    filled = base.learn_conversations(recs, seed=0, config=cfg)
+    unfilled = base.learn_conversations(recs, seed=0, config=cfg, fill=False)
+    assert filled.config.fill == ("co-mention",) and unfilled.config.fill == ()
+    ctx = "Hi, I'd love something scary tonight, like Heat (1995)"
+    h = [np.zeros(0, np.int64)]
+    (a,) = filled.candidates(h, through="retrieve", contexts=[ctx])
+    (b,) = unfilled.candidates(h, through="retrieve", contexts=[ctx])
+    col = a.source_names.index("co-mention")
+    assert len(a) > 5 and not np.isnan(a.sources[:, col]).any()
+    assert np.isnan(b.sources[:, col]).sum() == len(b) - 5  # only its own top 5
+    co = next(m for m in filled.models if m.name == "co-mention")
+    keep: list = []
+    filled.candidates(h, through="retrieve", contexts=[ctx], keep=keep)
+    row = co.score_keyed([keep[0].history], [keep[0].attributes["text.keys"]])[0]
+    assert np.allclose(a.sources[:, col], row[a.idx], atol=1e-6)
+    pipe = filled.pipeline(Tracer(enabled=False))
+    retrieve = next(s for s in pipe.stages if s.name == "retrieve")
+    assert next(r for r in retrieve.retrievers if r.name == "co-mention").fill
+    assert len(pipe.recommend(RecommendRequest(context=ctx, k=5)).items) == 5
+    again = Stack.load(filled.save(tmp_path / "stack"), ml_small.catalog)
+    assert again.config.fill == ("co-mention",)  # saved with the stack

@@ -122,14 +122,16 @@ def _records(conv: Any, links: Any, catalog: Any) -> dict[int, dict[str, Any]]:
 
 def served_fold(
     conv: Any, cols: Any, base: Any, records: dict[int, dict[str, Any]], train: np.ndarray, held: np.ndarray,
-    *, seed: int = 0, config: Any = None,
+    *, seed: int = 0, config: Any = None, learn: dict[str, Any] | None = None,
 ) -> tuple[dict[int, np.ndarray], dict[str, Any]]:  # fmt: skip
     """The stack users get on one fold: `base.learn_conversations` on the training turns'
-    records (co-mention `config`, default the model's), each held-out turn's conversation served
-    through its stages (`Pipeline.offline` up to "rank"), MovieLens items mapped to the
-    candidate columns (unlinked candidates rank last). Returns turn -> column scores, and info."""
+    records (co-mention `config`, default: the settings it tunes on an inner split of those
+    training turns; `learn`: its other arguments, default its defaults), each held-out turn's
+    conversation served through its stages (`Pipeline.offline` up to "rank"), MovieLens items
+    mapped to the candidate columns (unlinked candidates rank last). Returns turn -> column
+    scores, and info."""
     t0 = time.perf_counter()
-    stack = base.learn_conversations([records[int(t)] for t in train], seed=seed, config=config)
+    stack = base.learn_conversations([records[int(t)] for t in train], seed=seed, config=config, **(learn or {}))
     learn_s = time.perf_counter() - t0
     n_items = len(base.catalog)
     reqs = [records[int(t)]["context"] or None for t in held]
@@ -149,7 +151,8 @@ def served_fold(
         rows[int(t)] = _finish(np.where(np.isnan(s), floor, s), allowed)
     co = next(m for m in stack.models if m.name == "co-mention")
     info = {"text_weights": stack.config.text_weights, "source": stack.source, "learn_seconds": round(learn_s, 1),
-            "co_mention": co.get_params(), "co_mention_keys": int(getattr(co, "n_keys", 0))}  # fmt: skip
+            "co_mention": co.get_params(), "co_mention_keys": int(getattr(co, "n_keys", 0)),
+            "tuned_on": co.fit_info.get("tuned_on"), "fill": list(stack.config.fill)}  # fmt: skip
     return rows, info
 
 
@@ -561,8 +564,9 @@ SERVED = "served stack + co-mention (learn_conversations)"
 
 def served_variants(conv: Any, links: Any, variants: dict[str, Any], *, folds: int = 2, seed: int = 0,
                     progress: Any = None) -> dict[str, tuple[Any, list[dict[str, Any]]]]:  # fmt: skip
-    """The `SERVED` row only, once per co-mention config of `variants` (name -> config, None:
-    the default), on the same folds: name -> (per-target conv-full rows, per-fold info)."""
+    """The `SERVED` row only, once per variant (name -> `learn_conversations` arguments:
+    `config` a co-mention config, None or absent: tuned; `tune`, `fill`), on the same folds:
+    name -> (per-target conv-full rows, per-fold info)."""
     from coachrec import datasets
     from coachrec.metrics.conversational import conv_full
     from coachrec.progress import SILENT
@@ -578,14 +582,17 @@ def served_variants(conv: Any, links: Any, variants: dict[str, Any], *, folds: i
     folds_of = conv.folds(folds, seed)
     all_turns = conv.turns["turn"].to_numpy()
     out = {}
-    for name, config in variants.items():
+    for name, args in variants.items():
         rows: dict[int, np.ndarray] = {}
         infos = []
+        learn = dict(args)
+        config = learn.pop("config", None)
         for k in range(folds):
             progress.step(f"{name}: fold {k + 1} of {folds}")
             fold_rows, info = served_fold(
-                conv, cols, base, records, all_turns[folds_of != k], all_turns[folds_of == k], seed=seed, config=config
-            )
+                conv, cols, base, records, all_turns[folds_of != k], all_turns[folds_of == k], seed=seed,
+                config=config, learn=learn,
+            )  # fmt: skip
             rows |= fold_rows
             infos.append({"fold": k} | info)
 
@@ -596,14 +603,32 @@ def served_variants(conv: Any, links: Any, variants: dict[str, Any], *, folds: i
     return out
 
 
+DEFAULT_SERVED = f"{SERVED}, as served by default (settings tuned on the training fold, co-mention fills candidates)"
+
+
+def _paired_rows(a: Any, b: Any) -> dict[str, dict[str, float]]:
+    from coachrec.metrics.conversational import compare_paired
+
+    out = {}
+    for metric in ("recall@10", "ndcg@10"):
+        c = compare_paired(a, b, metric)
+        out[metric] = {"delta": round(c.delta, 4), "ci_low": round(c.ci_low, 4), "ci_high": round(c.ci_high, 4),
+                       "p": round(c.p_value, 4), "n": c.n}  # fmt: skip
+    return out
+
+
 def main_served(data: Path | None = None, *, folds: int = 2, seed: int = 0, key_weight: float = 1.0) -> Path:
     """`SERVED` before (co-mention over items only, `key_weight` 0) and after (with the text
-    keys at `key_weight`), paired by dialog; writes benchmarks/results/conversational_goal_served.json."""
+    keys at `key_weight`), both with the defaults settings otherwise, untuned and unfilled (as
+    first measured), and as `learn_conversations` serves by default (`DEFAULT_SERVED`: its
+    settings tuned on an inner split of the training fold, the co-mention filling every
+    candidate), paired by dialog (after vs before, default vs after); writes
+    benchmarks/results/conversational_goal_served.json."""
     from coachrec import datasets
     from coachrec.cli.console import RichProgress
     from coachrec.data.conversations import load_conversations
     from coachrec.data.linking import link_conversations
-    from coachrec.metrics.conversational import DESCRIPTION, compare_paired, load_reference, reference_path
+    from coachrec.metrics.conversational import DESCRIPTION, load_reference, reference_path
     from coachrec.models.conversational import CoMentionRecommenderConfig
     from coachrec_bench.conversational import REFERENCE_LABELS, default_data, measure_rows, show
     from coachrec_bench.results import write
@@ -614,26 +639,32 @@ def main_served(data: Path | None = None, *, folds: int = 2, seed: int = 0, key_
     ml = datasets.load("ml-latest-small")
     links = link_conversations(conv, ml.catalog, catalog_name="ml-latest-small")
     before, after = f"{SERVED}, items only (key_weight 0)", f"{SERVED}, + text keys (key_weight {key_weight:g})"
-    variants = {before: CoMentionRecommenderConfig(key_weight=0.0),
-                after: CoMentionRecommenderConfig(key_weight=key_weight)}  # fmt: skip
+    variants: dict[str, dict[str, Any]] = {
+        before: {"config": CoMentionRecommenderConfig(key_weight=0.0), "fill": False},
+        after: {"config": CoMentionRecommenderConfig(key_weight=key_weight), "fill": False},
+        DEFAULT_SERVED: {},
+    }
     found = served_variants(conv, links, variants, folds=folds, seed=seed, progress=progress)
     cf = {"folds": folds, "fold_seed": seed}
+    cfg_of = "Stack.learn_conversations(config=CoMentionRecommenderConfig(key_weight={:g}), fill=False)"
+    how = {before: cfg_of.format(0), after: cfg_of.format(key_weight),
+           DEFAULT_SERVED: "Stack.learn_conversations() with its defaults (co-mention settings tuned on an "
+                           "inner split of the training fold's dialogs only; the co-mention scores every "
+                           "merged candidate)"}  # fmt: skip
     measured = [
-        Measured(name, pt, False, "the default ml-latest-small stack + Stack.learn_conversations(config=...) on the "
-                 "other fold's linked turns (their context's text keys read by the served intent parser), each turn's "
-                 "conversation served through its stages; unlinked candidates rank last",
+        Measured(name, pt, False, f"the default ml-latest-small stack + {how[name]} on the other folds' linked turns "
+                 "(their context's text keys read by the served intent parser), each turn's conversation served "
+                 "through its stages; unlinked candidates rank last",
                  extra=cf | {"per_fold": infos})
         for name, (pt, infos) in found.items()
     ]  # fmt: skip
     path = reference_path(folder / "reference", "gpt-4")
     gpt4 = load_reference(path, conv, name=REFERENCE_LABELS["gpt-4"]).per_target if path.exists() else None
     rows = measure_rows(measured, gpt4, protocol=DESCRIPTION["name"])
-    paired = {}
-    for metric in ("recall@10", "ndcg@10"):
-        c = compare_paired(found[before][0], found[after][0], metric)
-        paired[metric] = {"delta": round(c.delta, 4), "ci_low": round(c.ci_low, 4), "ci_high": round(c.ci_high, 4),
-                          "p": round(c.p_value, 4), "n": c.n}  # fmt: skip
+    paired = _paired_rows(found[before][0], found[after][0])
     rows[1]["metrics"]["vs_items_only"] = paired
+    paired_default = _paired_rows(found[after][0], found[DEFAULT_SERVED][0])
+    rows[2]["metrics"]["vs_key_weight"] = paired_default
     for r in rows:
         r["command"] = f"{COMMAND} --served-only --key-weight {key_weight:g}" + (
             f" --folds {folds}" if folds != 2 else ""
@@ -642,6 +673,7 @@ def main_served(data: Path | None = None, *, folds: int = 2, seed: int = 0, key_
     show(rows, f"ReDial test ({conv.n_targets:,} targets, {folds} folds): the served stack, co-mention without "
          "and with text keys")  # fmt: skip
     print("after - before (paired by dialog):", paired)
+    print("default - after (paired by dialog):", paired_default)
     return out
 
 

@@ -103,7 +103,11 @@ class PipelineConfig:
     `semantic` the `semantic` retriever (`query_encoder`: "static" or "full") and, with
     `understand`, the `mentioned` one (items whose text is close to the titles named); `text_weights`:
     the blend for requests with text (learned: `Stack.learn_blend`); `scores`: names of
-    signals handed in per request (`RequestContext.scores`, offline), each a `ScoresRetriever`."""
+    signals handed in per request (`RequestContext.scores`, offline), each a `ScoresRetriever`;
+    `fill`: names of model retrievers that score every merged candidate (from the full-catalog
+    row they compute anyway), not only their own top `candidates`, so an item another retriever
+    found gets its real score from them, not "missing" (`Stack.learn_conversations` fills the
+    co-mention's)."""
 
     candidates: int = 200
     weights: dict[str, float] | None = None
@@ -115,6 +119,7 @@ class PipelineConfig:
     query_encoder: QueryEncoderName = "static"
     text_weights: dict[str, float] | None = None
     scores: tuple[str, ...] = ()
+    fill: tuple[str, ...] = ()
 
     @property
     def reads_text(self) -> bool:
@@ -172,7 +177,7 @@ class Pipeline:
         rets: list[Retriever] = (
             list(retrievers)
             if retrievers is not None
-            else [model_retriever(m, config.candidates, parser) for m in models]
+            else [model_retriever(m, config.candidates, parser, fill=m.name in config.fill) for m in models]
         )
         before: list[Stage] = []
         if parser is not None:

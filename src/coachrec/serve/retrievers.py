@@ -43,14 +43,18 @@ class RecommenderRetriever:
 
     Item-kNN scores are sums of similarities, so 0 means "no evidence" and such items are not
     returned (an empty history then retrieves nothing rather than arbitrary items).
+
+    With `fill`, it also scores the items other retrievers found (`score_items`, from the
+    same full-catalog row), so the blend reads its real score for every candidate.
     """
 
-    def __init__(self, model: BaseRecommender, n: int = 200, name: str | None = None) -> None:
+    def __init__(self, model: BaseRecommender, n: int = 200, name: str | None = None, *, fill: bool = False) -> None:
         if n < 1:
             raise ValueError(f"a retriever needs n >= 1 candidates, got {n}")
         self.model = model
         self.n = n
         self.name = name or model.name
+        self.fill = fill
         self._positive_only = isinstance(model, ItemKNN)
         # item-kNN reasons read similarities *into* an item: its column, i.e. a row of the transpose
         self._into = model.sim.T.tocsr() if isinstance(model, ItemKNN) else None
@@ -64,8 +68,18 @@ class RecommenderRetriever:
         scores = ctx.scores.get(self.name)
         if scores is None:
             scores = self.score_contexts([ctx])[0]
+            if self.fill:  # kept for score_items
+                ctx.scores[self.name] = scores
         floor = 0.0 if self._positive_only else -np.inf
         return top_allowed(scores, ctx.allowed & (scores > floor), self.n)
+
+    def score_items(self, ctx: RequestContext, items: np.ndarray) -> np.ndarray | None:
+        """With `fill`: this model's scores of `items` (candidates other retrievers found);
+        else None (they stay missing)."""
+        scores = ctx.scores.get(self.name) if self.fill else None
+        if scores is None:
+            return None
+        return np.asarray(scores, dtype=np.float64)[np.asarray(items, dtype=np.int64)]
 
     def reasons(self, ctx: RequestContext, idx: np.ndarray) -> list[str]:
         if isinstance(self.model, ItemKNN) and len(ctx.history):

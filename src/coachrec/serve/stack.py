@@ -32,7 +32,12 @@ import polars as pl
 from coachrec import datasets
 from coachrec.data import Catalog, Dataset, leave_one_out
 from coachrec.models import BaseRecommender, create, load
-from coachrec.models.conversational import CoMentionRecommender, CoMentionRecommenderConfig, conversation_dialogs
+from coachrec.models.conversational import (
+    CoMentionRecommender,
+    CoMentionRecommenderConfig,
+    conversation_dialogs,
+    tune_co_mention_recommender,
+)
 from coachrec.ranking import ItemStats, Student, feature_names
 from coachrec.serve.candidates import Candidates, RequestContext, RequestText
 from coachrec.serve.llm_stages import LLMServeConfig, attach_llm
@@ -235,20 +240,37 @@ class Stack:
         *,
         dialogs: Iterable[str] | None = None,
         config: CoMentionRecommenderConfig | None = None,
+        tune: bool = True,
+        fill: bool = True,
         seed: int = 0,
     ) -> Stack:
         """A new stack that also learns from conversations: a `CoMentionRecommender` fitted on
         the records of `dialogs` (default all; the bundled `datasets.requests("redial-ml")`
         layout, with `context`), and the text blend re-learned on the same dialogs cross-fitted
         (two halves by dialog id, seeded: each half's turns scored with co-mention fitted on the
-        other half, so the blend never sees a table that counted the turn it ranks)."""
+        other half, so the blend never sees a table that counted the turn it ranks).
+
+        Without a `config`, and with `tune` (the default), the co-mention's settings (the
+        text keys' `key_weight` first, then `shrink` and `dialog_weight`) are chosen by
+        `tune_co_mention_recommender` on an inner split of these dialogs only; `tune=False`
+        keeps `CoMentionRecommenderConfig()`. The choice is in the co-mention's `fit_info`.
+        With `fill` (the default) the co-mention scores every candidate the other retrievers
+        found too (`PipelineConfig.fill`), when the blend is learned and when it is served."""
         keep = None if dialogs is None else {str(d) for d in dialogs}
         chosen = [r for r in records if keep is None or str(r["dialog_id"]) in keep]
         halves = conversation_dialogs(chosen, 2, seed)
         if any(not h for h in halves):
             raise ValueError("learn_conversations: needs records from at least two dialogs")
+        tuned: list[dict[str, Any]] | None = None
+        if config is None and tune:
+            config, tuned = tune_co_mention_recommender(chosen, self.catalog, seed=seed)
         final = CoMentionRecommender(config).fit_conversations(chosen, self.catalog)
+        if tuned is not None:
+            final.fit_info["tuned_on"] = f"inner split of {len(chosen)} turns, {len(tuned)} settings tried"
+            final.fit_info["tuned"] = dataclasses.asdict(final.config)
         stack = self.with_model(final)
+        if fill and final.name not in stack.config.fill:
+            stack.config = replace(stack.config, fill=(*stack.config.fill, final.name))
         found: list[Candidates] = []
         targets: list[np.ndarray] = []
         for fit_half, blend_half in ((halves[0], halves[1]), (halves[1], halves[0])):

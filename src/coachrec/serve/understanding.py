@@ -987,8 +987,10 @@ class KeyedRetriever(RecommenderRetriever):
     `text_keys` (`model.score_keyed(histories, keys)`). A request without text scores as
     through `RecommenderRetriever`."""
 
-    def __init__(self, model: Any, parser: IntentParser, n: int = 200, name: str | None = None) -> None:
-        super().__init__(model, n, name)
+    def __init__(
+        self, model: Any, parser: IntentParser, n: int = 200, name: str | None = None, *, fill: bool = False
+    ) -> None:
+        super().__init__(model, n, name, fill=fill)
         self.parser = parser
         self.keyed: Any = model
 
@@ -1004,12 +1006,13 @@ class KeyedRetriever(RecommenderRetriever):
         return np.asarray(self.keyed.score_keyed([ctx.history for ctx in ctxs], keys), dtype=np.float64)
 
 
-def model_retriever(model: Any, n: int, parser: IntentParser | None) -> RecommenderRetriever:
+def model_retriever(model: Any, n: int, parser: IntentParser | None, *, fill: bool = False) -> RecommenderRetriever:
     """The retriever serving a fitted model: `KeyedRetriever` for one that learned text keys
-    (and a pipeline that reads text), else `RecommenderRetriever`."""
+    (and a pipeline that reads text), else `RecommenderRetriever`; `fill`: it scores every
+    merged candidate (`PipelineConfig.fill`)."""
     if parser is not None and getattr(model, "n_keys", 0) > 0 and hasattr(model, "score_keyed"):
-        return KeyedRetriever(model, parser, n)
-    return RecommenderRetriever(model, n)
+        return KeyedRetriever(model, parser, n, fill=fill)
+    return RecommenderRetriever(model, n, fill=fill)
 
 
 def popularity_of(models: Sequence[Any], n_items: int) -> np.ndarray:
