@@ -16,6 +16,7 @@ class SpyCommittee:
     """A relevance committee stand-in that records every user it is asked about."""
 
     model_id = "spy"
+    verdict = "likely liked (P(rating>=4)"
 
     def __init__(self) -> None:
         self.users: set[str] = set()

@@ -39,6 +39,8 @@ class ImplicitCommittee(RelevanceCommittee):
     """`fit(data)` then `fit_blend(pairs)`; `probability(user, history, items)` is P(relevant):
     the odds that the item is one of the user's later choices rather than an equally popular one."""
 
+    verdict = "likely chosen later (P(later choice, against an equally popular item)"
+
     def __init__(self, config: RelevanceConfig | None = None) -> None:
         # every event is a choice: liked = all, disliked = none (the base class's user lists)
         super().__init__(config or RelevanceConfig(like=1.0, dislike=0.0))

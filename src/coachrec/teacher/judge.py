@@ -231,7 +231,7 @@ class Judge:
         ranked = sorted((float(pi), item) for pi, (_, item) in zip(p, shown, strict=False) if not np.isnan(pi))
         weakest = "; ".join(f"{self.catalog.title(item)} ({pi:.2f})" for pi, item in ranked[:3])
         rationale = (
-            f"{int(relevant.sum())} of {int(known.sum())} judged items likely liked (P(rating>=4) >= "
+            f"{int(relevant.sum())} of {int(known.sum())} judged items {self.relevance.verdict} >= "
             f"{c.item_threshold}); "
             f"least likely: {weakest}"
         )

@@ -111,6 +111,9 @@ class LogisticBlend:
 class RelevanceCommittee:
     """`fit(data)` then `fit_blend(pairs)`; `probability(user, items)` is P(relevant)."""
 
+    verdict = "likely liked (P(rating>=4)"
+    """How a judge's rationale reads an item at or above the threshold (the probability's meaning)."""
+
     def __init__(self, config: RelevanceConfig = RelevanceConfig()) -> None:
         self.config = config
         self.features = BASE_FEATURES + tuple(config.extra_models)
