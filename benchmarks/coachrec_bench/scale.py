@@ -8,7 +8,11 @@ the smallest pulled GGUF model (llama.cpp, 1 thread per worker, both slate order
 `--llm-cases` cases. Ray: a local runtime with 2 CPUs; `map_batches` over a pool of 1 or 2
 actors, each building its judge (and loading its model) once; wall time includes the actors'
 start-up, and the steady rate excludes it (the extra traces of a run over `--ray-repeat` copies
-over its extra time). Evaluation: item-kNN,
+over its extra time). Single process: the judge is built first (its build time is recorded
+apart, as the actors' start-up is), `gc.collect()` runs before each timed run (the set-up's
+garbage is not the judge's), and `--rounds` fresh judges each judge the traces once; rates are
+the median over rounds. With `--before-src`, an older source tree judges the same traces the
+same way in a subprocess, and its verdicts are checked equal to this code's. Evaluation: item-kNN,
 leave-one-out, full ranking, accuracy metrics. Results are checked equal to the single process.
 The machine has 2 cores, so 2 workers is the ceiling here, and the driver shares them; the
 machine is shared (the 1-minute load average is recorded), so per-core rates are also given per
@@ -38,6 +42,107 @@ def _same(a: list[Any], b: list[Any]) -> bool:
         and (x.score == y.score or (math.isnan(x.score) and math.isnan(y.score)))
         for x, y in zip(a, b, strict=True)
     )
+
+
+def _digest(judged: list[list[Any]]) -> str:
+    """A fingerprint of every verdict, by case position (trace and span ids are random per run):
+    criterion, label, exact score, rationale, details, blamed span name."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for n, case in enumerate(judged):
+        for j in case:
+            h.update(repr((n, j.criterion, j.label, repr(j.score), j.rationale, repr(j.details), j.span_name)).encode())
+    return h.hexdigest()
+
+
+def bench_setup(traces: int) -> dict[str, Any]:
+    """The data, the served cases (read back from the trace store) and the calibrated committee."""
+    from coachrec import datasets
+    from coachrec.coach.traffic import serve
+    from coachrec.serve import Stack
+    from coachrec.serve.pipeline import PipelineConfig
+    from coachrec.teacher.relevance import calibrated_committee
+    from coachrec.teacher.traffic import replay_requests
+    from coachrec.tracing import TraceStore
+
+    data = datasets.load(DATASET)
+    stack = Stack.fit(data, ("itemknn", "pop"), PipelineConfig(candidates=100))
+    store = TraceStore(":memory:")
+    cases = serve(stack, replay_requests([str(u) for u in data.users.ids], traces, seed=7), store).cases
+    store.close()
+    return {"data": data, "cases": cases, "committee": calibrated_committee(data)}
+
+
+def single_process_rates(setup: dict[str, Any], rounds: int) -> dict[str, Any]:
+    """Program + committee criteria in this process: `rounds` fresh judges, each built (its CPU
+    time recorded apart), then timed (wall and CPU) on every case after `gc.collect()`; medians
+    over rounds, and the CPU rate with the build counted in."""
+    import gc
+    import statistics
+
+    from coachrec.teacher import CatalogView, Judge, load_rubric
+
+    rubric = load_rubric()
+    names = [c.name for c in rubric.criteria if c.member in ("program", "recommender")]
+    cases = setup["cases"]
+    walls, cpus, builds, digests, n_judgments = [], [], [], set(), 0
+    for _ in range(rounds):
+        cpu = time.process_time()
+        judge = Judge(rubric, CatalogView(setup["data"].catalog), relevance=setup["committee"], criteria=names)
+        builds.append(time.process_time() - cpu)
+        gc.collect()
+        t, cpu = time.perf_counter(), time.process_time()
+        judged = judge.judge_each(cases)
+        walls.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - cpu)
+        digests.add(_digest(judged))
+        n_judgments = sum(len(j) for j in judged)
+    per_cpu = sorted(len(cases) / c for c in cpus)
+    wall = statistics.median(walls)
+    return {
+        "traces": len(cases),
+        "judgments": n_judgments,
+        "single_process_traces_per_s": len(cases) / wall,
+        "single_process_ms_per_trace": wall / len(cases) * 1000,
+        "single_process_traces_per_cpu_s": statistics.median(per_cpu),
+        "single_process_traces_per_cpu_s_min": per_cpu[0],
+        "single_process_traces_per_cpu_s_max": per_cpu[-1],
+        "single_process_rounds": rounds,
+        "judge_build_cpu_s": statistics.median(builds),
+        "single_process_traces_per_cpu_s_with_build": len(cases)
+        / statistics.median([c + b for c, b in zip(cpus, builds, strict=True)]),
+        "verdicts_digest": digests.pop() if len(digests) == 1 else f"rounds disagree: {sorted(digests)}",
+    }
+
+
+def _rates_json(traces: int, rounds: int) -> None:
+    """`single_process_rates` of the code on `sys.path` as one JSON line (for `--before-src`)."""
+    import json
+    import subprocess
+
+    import coachrec
+
+    out = single_process_rates(bench_setup(traces), rounds)
+    here = os.path.dirname(coachrec.__file__)
+    done = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
+    out["code"] = done.stdout.strip() or None
+    out["load_average_1m"] = os.getloadavg()[0]
+    print(json.dumps(out))
+
+
+def before_rates(src: str, traces: int, rounds: int) -> dict[str, Any]:
+    """`single_process_rates` of the coachrec source tree `src` (its `src/` folder), in a
+    subprocess that builds the same set-up with that code."""
+    import json
+    import subprocess
+    import sys
+
+    env = os.environ | {"PYTHONPATH": src, "OMP_NUM_THREADS": "1"}
+    code = f"from coachrec_bench.scale import _rates_json; _rates_json({traces}, {rounds})"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 def _ray_rates(factory: Any, cases: list[Any], local: list[Any], batch_size: int, repeat: int) -> dict[str, Any]:
@@ -73,29 +178,26 @@ def bench_scale(
     ray_repeat: Annotated[
         int, typer.Option("--ray-repeat", help="Copies of the traces in Ray's steady-rate run (start-up amortised).")
     ] = 40,
+    rounds: Annotated[int, typer.Option("--rounds", help="Fresh judges timed in one process (median).")] = 5,
+    before_src: Annotated[
+        str | None,
+        typer.Option(
+            "--before-src", help="An older coachrec source tree (its src/) timed the same way, for comparison."
+        ),
+    ] = None,
 ) -> None:
     """Judged traces per second, one process vs Ray 1 and 2 workers; full-ranking evaluation time."""
-    from coachrec import datasets
     from coachrec.cli.console import console, print_rows
-    from coachrec.coach.traffic import serve
     from coachrec.data import leave_one_out
     from coachrec.metrics import evaluate, named
     from coachrec.models import create
     from coachrec.scale import evaluate_with_ray, ray_runtime
-    from coachrec.serve import Stack
-    from coachrec.serve.pipeline import PipelineConfig
     from coachrec.teacher import CatalogView, Judge, load_rubric
-    from coachrec.teacher.relevance import calibrated_committee
-    from coachrec.teacher.traffic import replay_requests
-    from coachrec.tracing import TraceStore
 
     con = console()
-    data = datasets.load(DATASET)
-    stack = Stack.fit(data, ("itemknn", "pop"), PipelineConfig(candidates=100))
-    store = TraceStore(":memory:")
-    cases = serve(stack, replay_requests([str(u) for u in data.users.ids], traces, seed=7), store).cases
-    store.close()
-    committee = calibrated_committee(data)
+    before = before_rates(before_src, traces, rounds) if before_src else None
+    setup = bench_setup(traces)
+    data, cases, committee = setup["data"], setup["cases"], setup["committee"]
     rubric = load_rubric()
     catalog = data.catalog
     names = [c.name for c in rubric.criteria if c.member in ("program", "recommender")]
@@ -106,24 +208,28 @@ def bench_scale(
 
     rows = []
     protocol = (__doc__ or "").split("Protocol. ", 1)[-1].replace("\n", " ").strip()
-    judge = make_judge()
-    t, cpu = time.perf_counter(), time.process_time()
-    local = judge.judge(cases)
-    single, single_cpu = time.perf_counter() - t, time.process_time() - cpu
+    load_start = os.getloadavg()[0]
+    single = single_process_rates(setup, rounds)
+    local = make_judge().judge(cases)
     t = time.perf_counter()
     Judge(rubric, CatalogView(catalog), criteria=program).judge(cases)
     program_s = time.perf_counter() - t
     ray_runtime(num_cpus=2)
     metrics: dict[str, Any] = {
-        "traces": len(cases),
-        "judgments": len(local),
-        "single_process_traces_per_s": len(cases) / single,
-        "single_process_ms_per_trace": single / len(cases) * 1000,
-        "single_process_traces_per_cpu_s": len(cases) / single_cpu,
-        "load_average_1m_at_start": os.getloadavg()[0],
+        **single,
+        "load_average_1m_at_start": load_start,
         "program_only_traces_per_s": len(cases) / program_s,
-        **_ray_rates(make_judge, cases, local, batch_size=200, repeat=ray_repeat),
     }
+    if before is not None:
+        metrics["before_code"] = before.get("code")
+        metrics["before_traces_per_cpu_s"] = before["single_process_traces_per_cpu_s"]
+        metrics["before_traces_per_s"] = before["single_process_traces_per_s"]
+        metrics["before_load_average_1m"] = before.get("load_average_1m")
+        metrics["speedup_per_cpu_s"] = (
+            single["single_process_traces_per_cpu_s"] / before["single_process_traces_per_cpu_s"]
+        )
+        metrics["verdicts_equal_to_before"] = before["verdicts_digest"] == single["verdicts_digest"]
+    metrics.update(_ray_rates(make_judge, cases, local, batch_size=200, repeat=ray_repeat))
     metrics["load_average_1m_at_end"] = os.getloadavg()[0]
     metrics["traces_per_day_one_core"] = metrics["single_process_traces_per_cpu_s"] * 86400
     metrics["goal_2000_per_s_per_core"] = metrics["single_process_traces_per_cpu_s"] >= 2000
@@ -146,9 +252,9 @@ def bench_scale(
         llm_single, llm_cpu = time.perf_counter() - t, time.process_time() - cpu
         if llm_judge.llm is not None:
             llm_judge.llm.close()
-        model = llm_local[0].evaluator if llm_local else llm
+        model_name = llm_local[0].evaluator if llm_local else llm
         llm_metrics: dict[str, Any] = {
-            "model": model,
+            "model": model_name,
             "cases": len(picked),
             "judgments": len(llm_local),
             "model_load_s": load_s,
