@@ -249,3 +249,17 @@ def test_the_learned_co_mention_scores_every_candidate_the_others_found(ml_small
     assert len(pipe.recommend(RecommendRequest(context=ctx, k=5)).items) == 5
     again = Stack.load(filled.save(tmp_path / "stack"), ml_small.catalog)
     assert again.config.fill == ("co-mention",)  # saved with the stack
+
+
+def test_the_blend_can_be_learned_on_more_parts_of_the_dialogs(ml_small):
+    """`blend_folds`: the text blend is learned on every turn, each scored by a co-mention
+    fitted on the other parts (never its own dialog); fewer than two parts is refused."""
+    recs = _keyed_records(ml_small, _rare(ml_small))
+    base = Stack.fit(ml_small, learn_blend=False)
+    cfg = CoMentionRecommenderConfig(key_weight=1.0)
+    two = base.learn_conversations(recs, seed=0, config=cfg)
+    three = base.learn_conversations(recs, seed=0, config=cfg, blend_folds=3)
+    assert set(three.config.text_weights) == set(two.config.text_weights)
+    assert f"text blend learned on {len(recs)} conversation turns" in three.source
+    with pytest.raises(ValueError, match="blend_folds must be at least 2"):
+        base.learn_conversations(recs, seed=0, config=cfg, blend_folds=1)

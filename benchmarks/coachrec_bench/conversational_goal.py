@@ -603,7 +603,10 @@ def served_variants(conv: Any, links: Any, variants: dict[str, Any], *, folds: i
     return out
 
 
-DEFAULT_SERVED = f"{SERVED}, as served by default (settings tuned on the training fold, co-mention fills candidates)"
+DEFAULT_SERVED = (
+    f"{SERVED}, as served by default (settings tuned on the training fold, co-mention fills candidates, "
+    "blend learned on 5 parts)"
+)
 
 
 def _paired_rows(a: Any, b: Any) -> dict[str, dict[str, float]]:
@@ -640,17 +643,17 @@ def main_served(data: Path | None = None, *, folds: int = 2, seed: int = 0, key_
     links = link_conversations(conv, ml.catalog, catalog_name="ml-latest-small")
     before, after = f"{SERVED}, items only (key_weight 0)", f"{SERVED}, + text keys (key_weight {key_weight:g})"
     variants: dict[str, dict[str, Any]] = {
-        before: {"config": CoMentionRecommenderConfig(key_weight=0.0), "fill": False},
-        after: {"config": CoMentionRecommenderConfig(key_weight=key_weight), "fill": False},
+        before: {"config": CoMentionRecommenderConfig(key_weight=0.0), "fill": False, "blend_folds": 2},
+        after: {"config": CoMentionRecommenderConfig(key_weight=key_weight), "fill": False, "blend_folds": 2},
         DEFAULT_SERVED: {},
     }
     found = served_variants(conv, links, variants, folds=folds, seed=seed, progress=progress)
     cf = {"folds": folds, "fold_seed": seed}
-    cfg_of = "Stack.learn_conversations(config=CoMentionRecommenderConfig(key_weight={:g}), fill=False)"
+    cfg_of = "Stack.learn_conversations(config=CoMentionRecommenderConfig(key_weight={:g}), fill=False, blend_folds=2)"
     how = {before: cfg_of.format(0), after: cfg_of.format(key_weight),
            DEFAULT_SERVED: "Stack.learn_conversations() with its defaults (co-mention settings tuned on an "
                            "inner split of the training fold's dialogs only; the co-mention scores every "
-                           "merged candidate)"}  # fmt: skip
+                           "merged candidate; the text blend learned on 5 parts of them)"}  # fmt: skip
     measured = [
         Measured(name, pt, False, f"the default ml-latest-small stack + {how[name]} on the other folds' linked turns "
                  "(their context's text keys read by the served intent parser), each turn's conversation served "

@@ -242,13 +242,18 @@ class Stack:
         config: CoMentionRecommenderConfig | None = None,
         tune: bool = True,
         fill: bool = True,
+        blend_folds: int = 5,
         seed: int = 0,
     ) -> Stack:
         """A new stack that also learns from conversations: a `CoMentionRecommender` fitted on
         the records of `dialogs` (default all; the bundled `datasets.requests("redial-ml")`
         layout, with `context`), and the text blend re-learned on the same dialogs cross-fitted
-        (two halves by dialog id, seeded: each half's turns scored with co-mention fitted on the
-        other half, so the blend never sees a table that counted the turn it ranks).
+        (`blend_folds` parts by dialog id, seeded: each part's turns scored with co-mention
+        fitted on the other parts, so the blend never sees a table that counted the turn it
+        ranks; five parts by default: tables fitted on 80% of the dialogs, closer to the final
+        one than halves, so the co-mention's weight is not learned on a weaker table. On ReDial
+        (served, 5 folds, seed 0) 5 parts against 2: R@10 0.1986 -> 0.2011, +0.0025 [+0.0004,
+        +0.0045]).
 
         Without a `config`, and with `tune` (the default), the co-mention's settings (the
         text keys' `key_weight` first, then `shrink` and `dialog_weight`) are chosen by
@@ -258,7 +263,9 @@ class Stack:
         found too (`PipelineConfig.fill`), when the blend is learned and when it is served."""
         keep = None if dialogs is None else {str(d) for d in dialogs}
         chosen = [r for r in records if keep is None or str(r["dialog_id"]) in keep]
-        halves = conversation_dialogs(chosen, 2, seed)
+        if blend_folds < 2:
+            raise ValueError(f"learn_conversations: blend_folds must be at least 2, got {blend_folds}")
+        halves = conversation_dialogs(chosen, blend_folds, seed)
         if any(not h for h in halves):
             raise ValueError("learn_conversations: needs records from at least two dialogs")
         tuned: list[dict[str, Any]] | None = None
@@ -273,7 +280,8 @@ class Stack:
             stack.config = replace(stack.config, fill=(*stack.config.fill, final.name))
         found: list[Candidates] = []
         targets: list[np.ndarray] = []
-        for fit_half, blend_half in ((halves[0], halves[1]), (halves[1], halves[0])):
+        for j, blend_half in enumerate(halves):
+            fit_half = set().union(*(h for i, h in enumerate(halves) if i != j))
             half_model = CoMentionRecommender(config).fit_conversations(chosen, self.catalog, dialogs=fit_half)
             inner = replace(stack, models=[*self.models, half_model], config=replace(stack.config, text_weights=None))
             part = [r for r in chosen if str(r["dialog_id"]) in blend_half]
