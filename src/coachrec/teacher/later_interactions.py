@@ -15,10 +15,9 @@ Pairs are split by user into a calibration half and an evaluation half, as for r
 from __future__ import annotations
 
 import numpy as np
-import polars as pl
 
 from coachrec.data import Dataset
-from coachrec.teacher.movielens import HeldOutLabels, RatedPairs
+from coachrec.teacher.movielens import HeldOutLabels, RatedPairs, time_cut
 
 
 def heldout_interactions(
@@ -36,12 +35,7 @@ def heldout_interactions(
         raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
     if negatives < 1:
         raise ValueError(f"negatives must be >= 1, got {negatives}")
-    ev = data.events.with_columns(  # events are sorted by (user, time)
-        pl.int_range(pl.len()).over("user").alias("_pos"), pl.len().over("user").alias("_n")
-    )
-    n_held = (pl.col("_n") * holdout_fraction).ceil()
-    held = (pl.col("_n") - n_held >= min_history) & (pl.col("_pos") >= pl.col("_n") - n_held)
-    train = data.with_events(ev.filter(~held).drop("_pos", "_n"))
+    ev, held, train = time_cut(data, holdout_fraction, min_history)
     later = ev.filter(held).unique(["user", "item"], keep="first", maintain_order=True)
     if later.height == 0:
         raise ValueError(

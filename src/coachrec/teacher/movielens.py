@@ -49,6 +49,18 @@ class HeldOutLabels:
     protocol: str
 
 
+def time_cut(data: Dataset, holdout_fraction: float, min_history: int) -> tuple[pl.DataFrame, pl.Expr, Dataset]:
+    """The per-user time cut: the events (with `_pos`, `_n` per user), the expression marking each
+    eligible user's latest `holdout_fraction` (users keeping >= `min_history` earlier events), and
+    the dataset of everything else."""
+    ev = data.events.with_columns(  # events are sorted by (user, time)
+        pl.int_range(pl.len()).over("user").alias("_pos"), pl.len().over("user").alias("_n")
+    )
+    n_held = (pl.col("_n") * holdout_fraction).ceil()
+    held = (pl.col("_n") - n_held >= min_history) & (pl.col("_pos") >= pl.col("_n") - n_held)
+    return ev, held, data.with_events(ev.filter(~held).drop("_pos", "_n"))
+
+
 def heldout_labels(
     data: Dataset,
     *,
@@ -67,13 +79,7 @@ def heldout_labels(
         raise ValueError(f"like ({like}) must be above dislike ({dislike})")
     if not 0 < holdout_fraction < 1:
         raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
-    ev = data.events.with_columns(  # events are sorted by (user, time)
-        pl.int_range(pl.len()).over("user").alias("_pos"), pl.len().over("user").alias("_n")
-    )
-    n_held = (pl.col("_n") * holdout_fraction).ceil()
-    eligible = pl.col("_n") - n_held >= min_history
-    held = eligible & (pl.col("_pos") >= pl.col("_n") - n_held)
-    train = data.with_events(ev.filter(~held).drop("_pos", "_n"))
+    ev, held, train = time_cut(data, holdout_fraction, min_history)
     rng = np.random.default_rng(seed)
     if sample == "all":
         picked = ev.filter(held).with_columns((pl.col("value") >= like).alias("label"))
