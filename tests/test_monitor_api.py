@@ -63,5 +63,9 @@ def test_the_monitor_route_reports_a_planted_shift_in_constraint_use(tmp_path):
             "/v1/monitor", params={"reference": "30d..20d", "current": "1h..0s"}, headers={"X-API-Key": SECRET}
         )
         assert empty.status_code == 404 and "reference window" in empty.text
+        # an age before the epoch (schema-valid digits) is clamped to the epoch, not a 500
+        ancient = {**params, "reference": "426902470992750039606884314h..0s"}
+        since = client.get("/v1/monitor", params=ancient, headers={"X-API-Key": SECRET})
+        assert since.status_code == 200 and since.json()["reference"]["since_ns"] == 0, since.text
         assert client.get("/v1/monitor", params={"test": "t-test"}, headers={"X-API-Key": SECRET}).status_code == 422
     service.close()

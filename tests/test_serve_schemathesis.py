@@ -25,7 +25,7 @@ def test_schemathesis_finds_no_failure(tmp_path) -> None:
                 "--checks", "all",
                 "--header", f"X-API-Key: {KEYS['ops'][1]}",
                 "--max-examples", "5",
-                "--max-time", "10",
+                "--max-time", "30",
                 "--workers", "1",
                 "--seed", "0",
                 "--request-timeout", "20",

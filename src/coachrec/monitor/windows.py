@@ -285,12 +285,13 @@ def parse_ago(value: str, now_ns: int | None = None) -> tuple[int, int]:
     """`14d..7d` (from 14 days ago until 7 days ago; `..0` is now) as [since, until) in ns.
 
     A window is the span between two ages, so `7d..14d` reads as `14d..7d`; equal ends give an empty
-    window. Refusing the reversed order would reject input the schema's pattern accepts."""
+    window. Refusing the reversed order would reject input the schema's pattern accepts; neither
+    would an age before the epoch be refused: it is clamped to the epoch."""
     match = _AGO.match(value.strip())
     if not match:
         raise ValueError(f"a window is FROM..TO ago with a unit (s, m, h, d), e.g. 14d..7d; got {value!r}")
     now = time.time_ns() if now_ns is None else now_ns
     first = float(match.group(1)) * _SECONDS[match.group(2) or match.group(4) or "s"]
     second = float(match.group(3)) * _SECONDS[match.group(4) or match.group(2) or "s"]
-    start, end = max(first, second), min(first, second)
-    return now - int(start * 1e9), now - int(end * 1e9)
+    start, end = (min(age * 1e9, now) for age in (max(first, second), min(first, second)))
+    return now - int(start), now - int(end)

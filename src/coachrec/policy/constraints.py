@@ -37,7 +37,7 @@ class ConstraintError(ValueError):
 
 @dataclass(frozen=True)
 class Range:
-    """An inclusive numeric range; a None bound is open."""
+    """An inclusive numeric range; a None bound is open; min > max is empty (nothing satisfies it)."""
 
     min: float | None = None
     max: float | None = None
@@ -46,8 +46,6 @@ class Range:
         for bound in (self.min, self.max):
             if bound is not None and not math.isfinite(bound):
                 raise ValueError(f"range bounds must be finite numbers, got {bound!r}")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"range min {self.min} is greater than max {self.max}")
 
 
 @dataclass(frozen=True)

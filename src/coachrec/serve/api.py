@@ -29,7 +29,7 @@ from coachrec.policy import ConstraintError
 from coachrec.serve.auth import Principal, require
 from coachrec.serve.disclosure import private_titles, redact
 from coachrec.serve.feedback import KINDS, FeedbackEvent
-from coachrec.serve.limits import DEFAULT_MAX_BODY, BodyLimit
+from coachrec.serve.limits import DEFAULT_MAX_BODY, BodyLimit, SingleQueryValues
 from coachrec.serve.pipeline import RecommendRequest, UnknownUserError
 from coachrec.serve.schemas import (
     MAX_ID,
@@ -112,11 +112,13 @@ async def method_not_allowed(request: Request, exc: StarletteHTTPException) -> R
 def harden(
     app: FastAPI, *, max_body: int = DEFAULT_MAX_BODY, genres: Sequence[str] = (), attributes: Sequence[str] = ()
 ) -> None:
-    """The app-wide rules of the API: 413 past `max_body`, 422 naming the field (documented as
+    """The app-wide rules of the API: 413 past `max_body`, 422 for a repeated query parameter or
+    naming the field (documented as
     `ErrorOut` on every route, not FastAPI's list form), 405 with a complete `Allow`. `genres` and
     `attributes` (the catalog's) become enums of the constraints in the schema, so a request the
     schema allows names only what the catalog has."""
     app.add_middleware(BodyLimit, max_bytes=max_body)
+    app.add_middleware(SingleQueryValues)
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, method_not_allowed)  # type: ignore[arg-type]
     plain = app.openapi

@@ -1,4 +1,5 @@
-"""Request limits: a body size cap (413) and a token-bucket rate limit per API key (429).
+"""Request limits: a body size cap (413), one value per query parameter (422) and a token-bucket
+rate limit per API key (429).
 
 `BodyLimit` is plain ASGI middleware: it refuses a declared `Content-Length` over the cap before
 reading anything and stops reading a streamed body as soon as it passes the cap, so a large body
@@ -14,6 +15,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -39,10 +41,10 @@ class BodyLimit:
                 try:
                     declared = int(value)
                 except ValueError:
-                    await _too_large(send, "Content-Length is not a number", status=400)
+                    await _refuse(send, "Content-Length is not a number", status=400)
                     return
                 if declared > self.max_bytes:
-                    await _too_large(send, f"request body of {declared:,} bytes; at most {self.max_bytes:,}")
+                    await _refuse(send, f"request body of {declared:,} bytes; at most {self.max_bytes:,}")
                     return
         # Read the body here, up to the cap, then hand it on: the app never sees an over-long one.
         chunks: list[bytes] = []
@@ -54,7 +56,7 @@ class BodyLimit:
             chunk = message.get("body", b"")
             seen += len(chunk)
             if seen > self.max_bytes:
-                await _too_large(send, f"request body over {self.max_bytes:,} bytes")
+                await _refuse(send, f"request body over {self.max_bytes:,} bytes")
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -72,7 +74,27 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-async def _too_large(send: Send, detail: str, *, status: int = 413) -> None:
+class SingleQueryValues:
+    """422 for a query parameter given twice (`?criterion=a&criterion=b`). No route takes a list in
+    its query, so a repeat is malformed input; without this the framework would keep the last value
+    and silently drop the others."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        query = scope.get("query_string", b"") if scope["type"] == "http" else b""
+        if b"&" in query:
+            names = [name for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True)]
+            repeated = sorted({name for name in names if names.count(name) > 1})
+            if repeated:
+                detail = f"query parameter {', '.join(repeated)} given more than once; give one value"
+                await _refuse(send, detail, status=422)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _refuse(send: Send, detail: str, *, status: int = 413) -> None:
     body = json.dumps({"detail": detail}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})

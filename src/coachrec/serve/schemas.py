@@ -96,15 +96,13 @@ class ErrorOut(BaseModel):
 
 
 class RangeIn(BaseModel):
+    """An inclusive range. min > max is valid JSON and an empty range: no item satisfies it, and the
+    response's `note` says how many items the constraints allow (JSON Schema cannot order two
+    fields, so refusing it would refuse a schema-valid request)."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
     min: float | None = Field(None, description="inclusive lower bound; omit for none", allow_inf_nan=False)
     max: float | None = Field(None, description="inclusive upper bound; omit for none", allow_inf_nan=False)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> RangeIn:
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min {self.min} is greater than max {self.max}")
-        return self
 
 
 class ConstraintsIn(BaseModel):
