@@ -144,13 +144,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 180.0, log: Path | None = None) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"coachrec serve exited with {proc.returncode} before becoming healthy")
+            said = log.read_text(errors="replace")[-2000:] if log is not None and log.exists() else ""
+            raise RuntimeError(f"coachrec serve exited with {proc.returncode} before becoming healthy\n{said}")
         try:
             if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
                 return
@@ -201,8 +202,12 @@ def parse_wrk(out: str) -> dict[str, Any]:
 
 
 def _start(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
-    _wait_healthy(f"http://127.0.0.1:{port}", proc)
+    """`coachrec serve ...` in its own process group; its stderr goes to a temporary file that a
+    failed start-up quotes."""
+    log = Path(tempfile.gettempdir()) / f"coachrec-bench-serve-{port}.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=env, start_new_session=True)
+    _wait_healthy(f"http://127.0.0.1:{port}", proc, log=log)
     return proc
 
 
