@@ -22,6 +22,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,20 @@ pin as the `embed` model of `coachrec.llm.catalog`), checked whenever the encode
 
 def cache_dir() -> Path:
     return Path(os.environ.get("COACHREC_HOME", Path.home() / ".cache" / "coachrec")) / "embeddings"
+
+
+def load_sentence_encoder(encoder: str, threads: int = 0) -> Any:
+    """The sentence-transformers model at `encoder_path(encoder)`, on CPU, offline. transformers'
+    own "Loading weights" bar is turned off: it is one line per load and unreadable in a log."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    return SentenceTransformer(encoder_path(encoder), device="cpu")
 
 
 def encoder_path(encoder: str) -> str:
@@ -77,16 +92,10 @@ def embed_texts(texts: list[str], encoder: str = DEFAULT_ENCODER, batch_size: in
     if path.exists():
         cached: np.ndarray = np.load(path)
         return cached
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-    from sentence_transformers import SentenceTransformer
-
-    if threads > 0:
-        torch.set_num_threads(threads)
-    model = SentenceTransformer(encoder_path(encoder), device="cpu")
-    emb = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True).astype(
-        np.float32
-    )
+    model = load_sentence_encoder(encoder, threads)
+    emb: np.ndarray = model.encode(
+        texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True
+    ).astype(np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, emb)

@@ -29,7 +29,6 @@ new turns.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import threading
 from collections import OrderedDict
@@ -40,7 +39,7 @@ from typing import Any, Literal
 import numpy as np
 
 from coachrec.data import Catalog
-from coachrec.models.content import DEFAULT_ENCODER, cache_dir, embed_texts, encoder_path
+from coachrec.models.content import DEFAULT_ENCODER, cache_dir, embed_texts, encoder_path, load_sentence_encoder
 from coachrec.serve.candidates import RequestContext
 from coachrec.serve.retrievers import top_allowed
 
@@ -85,16 +84,6 @@ class _Cache:
                 self.data.popitem(last=False)
 
 
-def _load_sentence_transformer(encoder: str, threads: int) -> Any:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-    from sentence_transformers import SentenceTransformer
-
-    if threads > 0:
-        torch.set_num_threads(threads)
-    return SentenceTransformer(encoder_path(encoder), device="cpu")
-
-
 class TransformerEncoder:
     """The sentence-transformers encoder (mean pooling, L2-normalised), `max_tokens` per text."""
 
@@ -111,7 +100,7 @@ class TransformerEncoder:
     def _ready(self) -> Any:
         with self._lock:
             if self._model is None:
-                model = _load_sentence_transformer(self.encoder, self.threads)
+                model = load_sentence_encoder(self.encoder, self.threads)
                 model.max_seq_length = self.max_tokens
                 self._model = model
             return self._model
@@ -202,7 +191,7 @@ class StaticEncoder:
         import torch
 
         if self._model is None:
-            self._model = _load_sentence_transformer(self.encoder, self.threads)
+            self._model = load_sentence_encoder(self.encoder, self.threads)
         bert = self._model[0].auto_model
         cls_id = self._tokenizer.token_to_id("[CLS]")
         sep_id = self._tokenizer.token_to_id("[SEP]")

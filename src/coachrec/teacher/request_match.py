@@ -35,7 +35,6 @@ shown items that do not match the request, clustered by user, so trust is measur
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections import OrderedDict
@@ -47,7 +46,7 @@ import numpy as np
 
 from coachrec.data import Catalog
 from coachrec.llm import LLMBackend
-from coachrec.models.content import DEFAULT_ENCODER, embed_texts, encoder_path
+from coachrec.models.content import DEFAULT_ENCODER, embed_texts, load_sentence_encoder
 from coachrec.models.conversational import CoMentionRecommender, CoMentionRecommenderConfig
 from coachrec.teacher.llm_scoring import LogitScorer
 from coachrec.teacher.prompts import judge_prompt
@@ -148,13 +147,7 @@ class _Encoder:
 
     def _load(self) -> Any:
         if self._model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            import torch
-            from sentence_transformers import SentenceTransformer
-
-            if self.threads > 0:
-                torch.set_num_threads(self.threads)
-            self._model = SentenceTransformer(encoder_path(self.encoder), device="cpu")
+            self._model = load_sentence_encoder(self.encoder, self.threads)
         return self._model
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
