@@ -66,6 +66,17 @@ def _this_code() -> dict[str, Any]:
     return code_version()
 
 
+def command() -> str:
+    """The command line that is running, as a user would type it again: `coachrec ...`, or
+    `python -m module ...` for a bench module run on its own (its argv[0] is a file path)."""
+    args = " ".join(sys.argv[1:])
+    if not sys.argv or Path(sys.argv[0]).name.startswith("coachrec"):
+        return f"coachrec {args}".rstrip()
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    program = f"python -m {spec.name}" if spec is not None else f"python {sys.argv[0]}"
+    return f"{program} {args}".rstrip()
+
+
 def row(name: str, dataset: str, protocol: str, metrics: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": name,
@@ -74,7 +85,7 @@ def row(name: str, dataset: str, protocol: str, metrics: dict[str, Any]) -> dict
         "metrics": metrics,
         "machine": machine(),
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "command": "coachrec " + " ".join(sys.argv[1:]) if sys.argv else "",
+        "command": command(),
         "code": dict(_this_code()),
     }
 

@@ -67,3 +67,24 @@ def test_report_shows_the_short_commit_and_reads_rows_without_code(tmp_path):
     md = render(tmp_path)
     assert "Code: `0123456-dirty`" in md
     assert md.count("Code:") == 1  # b.json's rows record no code: no line
+
+
+def test_the_command_is_recorded_as_it_can_be_typed_again(tmp_path):
+    """`coachrec bench ...` as typed; a bench module run alone is `python -m module args`, not
+    `coachrec ` with nothing after it (what conversational_stages.json once recorded)."""
+    import sys
+
+    root = Path(results.__file__).parents[1]
+    code = "from coachrec_bench.results import command; print(command())"
+    (tmp_path / "probe.py").write_text(code)
+    by_module = subprocess.run(
+        [sys.executable, "-m", "probe", "--turns", "3"], cwd=tmp_path, capture_output=True, text=True,
+        env={"PYTHONPATH": f"{tmp_path}:{root}"},
+    )  # fmt: skip
+    assert by_module.stdout.strip() == "python -m probe --turns 3", by_module.stderr
+    saved = sys.argv
+    try:
+        sys.argv = ["/venv/bin/coachrec", "bench", "serve", "--workers", "2"]
+        assert results.command() == "coachrec bench serve --workers 2"
+    finally:
+        sys.argv = saved
