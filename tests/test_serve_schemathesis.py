@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import schemathesis_hooks
 from serve_helpers import KEYS, synthetic_server
 
 pytestmark = pytest.mark.slow
@@ -37,9 +38,6 @@ def _spec(url: str, folder: Path) -> Path:
 
 
 def test_the_revalidating_check_tells_a_valid_body_from_an_invalid_one(tmp_path, monkeypatch) -> None:
-    sys.path.insert(0, str(TESTS))
-    import schemathesis_hooks
-
     with synthetic_server(tmp_path) as (url, _):
         monkeypatch.setenv("COACHREC_ST_SPEC", str(_spec(url, tmp_path)))
     schemathesis_hooks._document.cache_clear()
