@@ -63,6 +63,7 @@ from coachrec.data.conversations import Conversations
 from coachrec.data.linking import CandidateLinks
 from coachrec.metrics.conversational import Match, aggregate, conv_full
 from coachrec.models.base import BaseRecommender
+from coachrec.models.row_sum import weighted_row_sums
 from coachrec.progress import SILENT, Progress
 
 __all__ = [
@@ -598,8 +599,7 @@ class CoMentionRecommender(BaseRecommender):
             rows = np.concatenate([rows, np.asarray(k_rows, np.int64)])
             items = np.concatenate([items, np.asarray(k_cols, np.int64)])
             w = np.concatenate([w, np.asarray(k_w, np.float64)])
-        x = sp.csr_matrix((w, (rows, items)), shape=(len(histories), self.matrix.shape[0]))
-        out = np.asarray((x @ self.matrix).todense(), dtype=np.float32)
+        out = weighted_row_sums(self.matrix, rows, items, w, len(histories)).astype(np.float32)
         out += self.config.prior * self.popularity
         return out
 

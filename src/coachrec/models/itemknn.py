@@ -9,6 +9,7 @@ import scipy.sparse as sp
 
 from coachrec.data import Dataset
 from coachrec.models.base import BaseRecommender
+from coachrec.models.row_sum import weighted_row_sums
 
 
 @dataclass
@@ -67,10 +68,6 @@ class ItemKNN(BaseRecommender):
         )
 
     def _score(self, histories: list[np.ndarray]) -> np.ndarray:
-        """Gather the neighbour rows of every history item straight from the CSR arrays and
-        sum them with one bincount (no sparse matrix built per call: ~10x faster for one
-        request)."""
-        n_items = self.sim.shape[0]
         b = len(histories)
         lengths = np.array([len(h) for h in histories], dtype=np.int64)
         cols = np.concatenate(histories) if b else np.zeros(0, np.int64)
@@ -78,12 +75,7 @@ class ItemKNN(BaseRecommender):
         # position from the end of each history: 0 for the most recent item
         from_end = np.repeat(np.cumsum(lengths), lengths) - np.arange(len(cols)) - 1
         w = np.power(self.config.recency, from_end)
-        indptr = self.sim.indptr
-        starts, counts = indptr[cols], indptr[cols + 1] - indptr[cols]
-        entry = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
-        flat = np.repeat(rows, counts) * n_items + self.sim.indices[entry]
-        scores = np.bincount(flat, weights=self.sim.data[entry] * np.repeat(w, counts), minlength=b * n_items)
-        scores = scores.reshape(b, n_items).astype(np.float32)
+        scores = weighted_row_sums(self.sim, rows, cols, w, b).astype(np.float32)
         scores += self.config.popularity_fallback * self.popularity
         return scores
 

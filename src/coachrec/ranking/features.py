@@ -11,6 +11,7 @@ not features: the student must learn to approximate them from cheap signals.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -28,6 +29,13 @@ class ItemStats:
     mean_rating: np.ndarray
     genres: sp.csr_matrix
     year: np.ndarray
+
+    @cached_property
+    def dense_genres(self) -> tuple[np.ndarray, np.ndarray]:
+        """The genre matrix dense (items x genres, a few dozen columns) and each item's norm: the
+        request path reads a few hundred rows per request, which sparse indexing makes ~10x slower."""
+        g = np.asarray(self.genres.todense(), dtype=np.float32)
+        return g, np.sqrt((g * g).sum(axis=1))
 
     @classmethod
     def from_data(cls, data: Dataset, catalog: Catalog | None, prior: float = 10.0) -> ItemStats:
@@ -97,12 +105,12 @@ def candidate_features(
     blend_rank = np.log1p(rank) / np.log1p(max(n, 1))
     overlap = np.zeros(n)
     if stats.genres.shape[1] and len(history):
-        profile = np.asarray(stats.genres[history[-50:]].sum(axis=0)).ravel()
+        genres, norms = stats.dense_genres
+        profile = genres[history[-50:]].sum(axis=0)
         norm = np.linalg.norm(profile)
         if norm > 0:
-            g = stats.genres[idx]
-            item_norm = np.sqrt(np.asarray(g.multiply(g).sum(axis=1)).ravel())
-            overlap = (g @ profile) / norm / np.where(item_norm > 0, item_norm, 1.0)
+            item_norm = norms[idx]
+            overlap = (genres[idx] @ profile) / norm / np.where(item_norm > 0, item_norm, 1.0)
     return np.column_stack(
         [per_retriever, blend_rank, stats.log_popularity[idx], stats.mean_rating[idx], overlap, stats.year[idx]]
     )

@@ -112,29 +112,22 @@ class Candidates:
         """Item ids and scores for a span, capped at `limit` rows; `sources` adds the
         per-retriever scores (null where a retriever did not propose the item)."""
         head = slice(0, limit)
+        # float arrays go to the span encoder as they are: it writes NaN as null (JSON has no NaN)
         out: dict[str, Any] = {
             "n": len(self),
             "items": catalog.decode(self.idx[head]),
-            "scores": np.round(self.score[head], 6).tolist(),
+            "scores": np.round(self.score[head].astype(np.float64), 6),
         }
         if sources:
-            block = np.round(self.sources[head].astype(np.float64), 6)
-            out["sources"] = {name: _nullable(block[:, r]) for r, name in enumerate(self.source_names)}
+            block = np.round(np.ascontiguousarray(self.sources[head].T, dtype=np.float64), 6)
+            out["sources"] = dict(zip(self.source_names, block, strict=True))
         if self.explored is not None:
             out["explored"] = self.explored[head].tolist()
         if self.propensity is not None:  # per shown slot given the slots above; unrounded: estimators divide by it
-            out["propensity"] = [None if np.isnan(p) else float(p) for p in self.propensity[head].tolist()]
+            out["propensity"] = self.propensity[head].astype(np.float64)
         if self.reasons is not None:
             out["reasons"] = self.reasons[head]
         return out
-
-
-def _nullable(values: np.ndarray) -> list[float | None]:
-    """Floats with NaN as None (JSON has no NaN)."""
-    rows: list[float | None] = values.tolist()
-    if np.isnan(values).any():
-        rows = [None if v != v else v for v in rows]  # v != v: NaN
-    return rows
 
 
 Speaker = Literal["seeker", "recommender"]

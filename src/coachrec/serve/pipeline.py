@@ -321,19 +321,22 @@ class Pipeline:
                 turns=turns,
             )
             candidates = Candidates.empty()
-            recorded: Encoded | None = None  # the previous stage's output is this one's input: encoded once
+            # the previous stage's output is this one's input: encoded once (with the per-retriever
+            # scores whenever either stage records them)
+            recorded: Encoded | None = None
+            recorded_sources = False
             for stage in self.stages:
                 with self.tracer.span(stage.name, kind=stage.kind) as span:
                     sources = stage.kind in _SCORED_KINDS
                     if span.recording and len(candidates):
                         span.set_input(
                             recorded
-                            if recorded is not None and not sources
+                            if recorded is not None and (recorded_sources or not sources)
                             else candidates.trace(self.catalog, sources=sources)
                         )
                     candidates = stage(ctx, candidates, span)
                     if span.recording and not getattr(stage, "own_output", False):
-                        recorded = Encoded(candidates.trace(self.catalog, sources=sources))
+                        recorded, recorded_sources = Encoded(candidates.trace(self.catalog, sources=sources)), sources
                         span.set_output(recorded)
             result = self._result(ctx, candidates, root.trace_id, ignored)
             if root.recording:

@@ -20,6 +20,7 @@ from coachrec.ranking.pal import PAL
 from coachrec.serve.candidates import TRACE_LIMIT, Candidates, RequestContext
 from coachrec.serve.retrievers import Retriever
 from coachrec.tracing import NoopSpan, Span, SpanKind, SpanStatus
+from coachrec.tracing.jsonenc import Encoded
 
 AnySpan = Span | NoopSpan
 
@@ -56,15 +57,15 @@ class Retrieve:
 
     def __call__(self, ctx: RequestContext, candidates: Candidates, span: AnySpan) -> Candidates:
         lists = []
-        recent: list[str] | None = None  # the history every retriever's span records, decoded once
+        recent: Encoded | None = None  # the history every retriever's span records, encoded once
         for retriever in self.retrievers:
             with ctx.tracer.span(f"{self.name}.{retriever.name}", kind=SpanKind.RETRIEVER) as s:
                 idx, scores = retriever.retrieve(ctx)
                 idx = np.asarray(idx, dtype=np.int64)
                 if s.recording:
                     if recent is None:
-                        recent = ctx.catalog.decode(ctx.history[-50:])
-                    s.set_input({"retriever": retriever.name, "history": recent})
+                        recent = Encoded(ctx.catalog.decode(ctx.history[-50:]))
+                    s.set_input(Encoded.join({"retriever": retriever.name, "history": recent}))
                     s.set_output(
                         {
                             "n": len(idx),

@@ -22,7 +22,10 @@ import orjson
 
 def _default(obj: Any) -> Any:
     if isinstance(obj, _np.ndarray):
-        return obj.tolist()
+        rows = obj.tolist()
+        if obj.dtype.kind == "f" and _np.isnan(obj).any():  # null, as orjson writes NaN
+            return _null_nan(rows)
+        return rows
     if isinstance(obj, _np.generic):
         return obj.item()
     if isinstance(obj, (set, frozenset, tuple)):
@@ -35,6 +38,12 @@ def _default(obj: Any) -> Any:
     if isinstance(obj, bytes):
         return obj.decode("utf-8", errors="replace")
     return {"__repr__": repr(obj)}
+
+
+def _null_nan(rows: Any) -> Any:
+    if isinstance(rows, list):
+        return [_null_nan(v) for v in rows]
+    return None if rows != rows else rows  # rows != rows: NaN
 
 
 _encoder = json.JSONEncoder(ensure_ascii=False, default=_default, separators=(",", ":"))
@@ -52,6 +61,15 @@ class Encoded:
 
     def __init__(self, value: Any) -> None:
         self.text = to_json(value)
+
+    @classmethod
+    def join(cls, fields: dict[str, Any | Encoded]) -> Encoded:
+        """A JSON object of `fields`, whose `Encoded` values are spliced in as they are (a large
+        value shared by several spans' payloads is encoded once)."""
+        out = cls(None)
+        parts = (f"{encode_basestring(k)}:{to_json(v) if v is not None else 'null'}" for k, v in fields.items())
+        out.text = "{" + ",".join(parts) + "}"
+        return out
 
 
 def to_json(value: Any) -> str | None:
