@@ -56,6 +56,16 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
         else np.broadcast_to(np.arange(n_items), scores.shape).copy()
     )
     vals = np.take_along_axis(scores, part, axis=-1)
+    if k < n_items:  # argpartition keeps any of the items tied at the k-th score: keep the lowest
+        kth = vals.min(axis=-1, keepdims=True)
+        short = np.flatnonzero((scores == kth).sum(axis=-1) > (vals == kth).sum(axis=-1))
+        if len(short):
+            rows, part, vals = scores.reshape(-1, n_items), part.reshape(-1, k), vals.reshape(-1, k)
+            for r in short.tolist():
+                above = np.flatnonzero(rows[r] > vals[r].min())
+                part[r] = np.concatenate([above, np.flatnonzero(rows[r] == vals[r].min())[: k - len(above)]])
+                vals[r] = rows[r][part[r]]
+            part, vals = part.reshape(*scores.shape[:-1], k), vals.reshape(*scores.shape[:-1], k)
     order = np.lexsort((part, -vals), axis=-1)
     return np.take_along_axis(part, order, axis=-1)
 

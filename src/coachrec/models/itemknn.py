@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -61,13 +63,37 @@ class ItemKNN(BaseRecommender):
             cols.append(top[nz])
             vals.append(v[nz])
         self.popularity = (n / max(n.max(), 1.0)).astype(np.float32)
+        self.__dict__.pop("depth", None)
         self.sim = sp.csr_matrix(
             (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
             shape=(n_items, n_items),
             dtype=np.float32,
         )
 
+    @cached_property
+    def depth(self) -> int | None:
+        """How many of the most recent history items can change a score; None: all of them.
+
+        With `recency` < 1 the i-th most recent item weighs `recency ** i` and a similarity is at
+        most 1, so the items past depth d add at most `recency ** d / (1 - recency)` to any
+        score. Every scored item carries at least `popularity_fallback` x its (positive)
+        popularity, so once that tail is under 2**-40 of the smallest such score (float32 steps
+        are 2**-23 of a score) dropping it moves no score by more than one float32 rounding, and
+        only where the sum sits that close to a rounding boundary. A long history (hundreds of
+        items) then costs what ~60 items cost."""
+        r, fallback = self.config.recency, self.config.popularity_fallback
+        positive = self.popularity[self.popularity > 0]
+        if r >= 1.0 or fallback <= 0.0 or not len(positive):
+            return None
+        if r <= 0.0:
+            return 1
+        floor = fallback * float(positive.min()) * 2.0**-40
+        return max(1, math.ceil(math.log(floor * (1.0 - r)) / math.log(r)))
+
     def _score(self, histories: list[np.ndarray]) -> np.ndarray:
+        depth = self.depth
+        if depth is not None:
+            histories = [h[-depth:] for h in histories]
         b = len(histories)
         lengths = np.array([len(h) for h in histories], dtype=np.int64)
         cols = np.concatenate(histories) if b else np.zeros(0, np.int64)
@@ -92,3 +118,4 @@ class ItemKNN(BaseRecommender):
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         self.sim = sp.csr_matrix((state["data"], state["indices"], state["indptr"]), shape=tuple(state["shape"]))
         self.popularity = state["popularity"]
+        self.__dict__.pop("depth", None)

@@ -58,6 +58,22 @@ class RecommenderRetriever:
         self._positive_only = isinstance(model, ItemKNN)
         # item-kNN reasons read similarities *into* an item: its column, i.e. a row of the transpose
         self._into = model.sim.T.tocsr() if isinstance(model, ItemKNN) else None
+        self._order_of: np.ndarray | None = None
+        self._order: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _static(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Popularity's scores ignore the history: they and their full order (best first, ties to
+        the lower index) are computed once per fitted model, so a request only filters that
+        order by its allowed items instead of partitioning the catalog again."""
+        if not isinstance(self.model, Popularity):
+            return None
+        counts = self.model.counts
+        if self._order_of is not counts:
+            scores = np.asarray(self.model.score([np.zeros(0, np.int64)])[0], dtype=np.float64)
+            scores.flags.writeable = False
+            order = top_k(scores[None, :], len(scores))[0]
+            self._order, self._order_of = (order[np.isfinite(scores[order])], scores), counts
+        return self._order
 
     def score_contexts(self, ctxs: list[RequestContext]) -> np.ndarray:
         """The model's scores of every item for each request (one row each): its history.
@@ -66,6 +82,13 @@ class RecommenderRetriever:
 
     def retrieve(self, ctx: RequestContext) -> tuple[np.ndarray, np.ndarray]:
         scores = ctx.scores.get(self.name)
+        static = self._static() if scores is None else None
+        if static is not None:
+            order, scores = static
+            if self.fill:
+                ctx.scores[self.name] = scores
+            idx = order[ctx.allowed[order]][: self.n]
+            return idx, scores[idx]
         if scores is None:
             scores = self.score_contexts([ctx])[0]
             if self.fill:  # kept for score_items
