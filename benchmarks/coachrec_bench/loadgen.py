@@ -41,6 +41,9 @@ class OpenLoopRun:
     """Errors by kind: an HTTP status, `connect`, `broken` (connection error mid-request), `timeout`."""
     server_cpu_ms_per_ok: float | None = None
     """Set by a caller that can see the server's processes: their CPU time per 2xx answer."""
+    generator_cpu_ms_per_request: float | None = None
+    """Set by a caller that times this process: the generator's own CPU per scheduled request,
+    taken from the same cores as the server's on a one-machine benchmark."""
 
     @property
     def throughput(self) -> float:

@@ -30,9 +30,10 @@ def private_titles(pipeline: Pipeline, request: RecommendRequest, *, may_read_hi
         given = set(request.history or ())
         stored = np.asarray([item not in given for item in catalog.decode(history)], dtype=bool)
         hide |= stored
-    constraints = replace(request.constraints, exclude_seen=False)  # seen is no reason to hide a name
-    violations = catalog.index.violations(constraints, history)
-    hide |= np.asarray([v is not None for v in violations], dtype=bool)
+    c = request.constraints  # seen is no reason to hide a name; without other clauses nothing is excluded
+    if c.require_genres or c.exclude_genres or c.ranges or c.exclude_items:
+        violations = catalog.index.violations(replace(c, exclude_seen=False), history)
+        hide |= np.asarray([v is not None for v in violations], dtype=bool)
     return [str(t) for t in dict.fromkeys(catalog.titles[history[hide]].tolist()) if t]
 
 
