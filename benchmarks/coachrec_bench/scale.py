@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -171,6 +172,30 @@ def _ray_rates(factory: Any, cases: list[Any], local: list[Any], batch_size: int
     return out
 
 
+def _slot_metrics(
+    server: str | None, llm: str, llm_cases: int, cases: list[Any], rubric: Any, catalog: Any
+) -> dict[str, Any]:
+    """The llama-server slots row (`coachrec_bench.llama_server`): the LLM criteria's cases judged
+    through llama.cpp's server at 1, 2 and 4 slots; `server` is its path or `build`."""
+    if server is None:
+        return {"measured": False, "reason": "not measured in this run: pass --llama-server build (or a path)"}
+    from coachrec.llm import ModelRegistry, OpenAICompatBackend
+    from coachrec.teacher import CatalogView, Judge
+    from coachrec_bench.llama_server import ensure_llama_server, slot_rows
+
+    entry = ModelRegistry().resolve(llm)
+    if entry is None or not entry.exists:
+        raise typer.BadParameter(f"model {llm!r} is not pulled: coachrec models pull {llm}")
+    binary = ensure_llama_server() if server == "build" else Path(server)
+    picked = sorted(cases, key=lambda c: (not c.context, c.trace_id))[: llm_cases * 4]
+
+    def make_judge(url: str) -> Judge:
+        llm_backend = OpenAICompatBackend(url)
+        return Judge(rubric, CatalogView(catalog), llm=llm_backend, criteria=["slate_variety", "request_match"])
+
+    return slot_rows(binary, Path(entry.path), make_judge, picked)
+
+
 def bench_scale(
     traces: Annotated[int, typer.Option("--traces", help="Replayed requests judged by program + committee.")] = 600,
     llm_cases: Annotated[int, typer.Option("--llm-cases", help="Cases the LLM criteria judge (bounded).")] = 12,
@@ -179,6 +204,15 @@ def bench_scale(
         int, typer.Option("--ray-repeat", help="Copies of the traces in Ray's steady-rate run (start-up amortised).")
     ] = 40,
     rounds: Annotated[int, typer.Option("--rounds", help="Fresh judges timed in one process (median).")] = 5,
+    llama_server: Annotated[
+        str | None,
+        typer.Option(
+            "--llama-server", help="llama.cpp's llama-server binary for the slots row, or `build` to build it."
+        ),
+    ] = None,
+    slots_only: Annotated[
+        bool, typer.Option("--slots-only", help="Only the llama-server slots row; the file's other rows are kept.")
+    ] = False,
     before_src: Annotated[
         str | None,
         typer.Option(
@@ -195,6 +229,19 @@ def bench_scale(
     from coachrec.teacher import CatalogView, Judge, load_rubric
 
     con = console()
+    slots_name = "scale: llama.cpp server with 1, 2, 4 parallel slots"
+    protocol = (__doc__ or "").split("Protocol. ", 1)[-1].replace("\n", " ").strip()
+    if slots_only:
+        import json
+
+        from coachrec_bench.results import results_dir
+
+        setup = bench_setup(traces)
+        slots = _slot_metrics(llama_server, llm, llm_cases, setup["cases"], load_rubric(), setup["data"].catalog)
+        kept = [r for r in json.loads((results_dir() / "scale.json").read_text()) if r["name"] != slots_name]
+        con.print(f"llama-server slots: {slots}", markup=False)
+        con.print(f"wrote {write('scale', [*kept, row(slots_name, DATASET, protocol, slots)])}", markup=False)
+        return
     before = before_rates(before_src, traces, rounds) if before_src else None
     setup = bench_setup(traces)
     data, cases, committee = setup["data"], setup["cases"], setup["committee"]
@@ -207,7 +254,6 @@ def bench_scale(
         return Judge(rubric, CatalogView(catalog), relevance=committee, criteria=names)
 
     rows = []
-    protocol = (__doc__ or "").split("Protocol. ", 1)[-1].replace("\n", " ").strip()
     load_start = os.getloadavg()[0]
     single = single_process_rates(setup, rounds)
     local = make_judge().judge(cases)
@@ -290,14 +336,7 @@ def bench_scale(
             (res.per_user[k] == one.per_user[k]).all() for k in res.per_user
         )
     rows.append(row("scale: full-ranking leave-one-out evaluation (item-kNN)", DATASET, protocol, eval_metrics))
-    rows.append(
-        row(
-            "scale: llama.cpp server with 1, 2, 4 parallel slots",
-            DATASET,
-            protocol,
-            {"measured": False, "reason": "not measured in this run (no OpenAI-compatible server started here)"},
-        )
-    )
+    rows.append(row(slots_name, DATASET, protocol, _slot_metrics(llama_server, llm, llm_cases, cases, rubric, catalog)))
     path = write("scale", rows)
     print_rows(
         ["row", "metrics"],

@@ -1,7 +1,8 @@
 """Any OpenAI-compatible HTTP endpoint: vLLM, Ollama, llama.cpp's server, hosted APIs.
 
 Next-token scoring uses the legacy `/v1/completions` endpoint with `max_tokens=1` and
-`logprobs=k`, which returns the k most likely next tokens with their log-probabilities. A
+`logprobs=k`, which returns the k most likely next tokens with their log-probabilities (in the
+legacy OpenAI shape, or in the chat shape llama.cpp's `llama-server` answers with). A
 candidate is matched to the longest returned token that is a prefix of it. A candidate outside
 the top k gets the smallest returned log-probability, an upper bound on its true value (the
 server does not reveal more), and is listed in `last_outside_top_k`; raise `top_logprobs`
@@ -31,6 +32,23 @@ class HTTPConfig:
     """Bearer token; default from OPENAI_API_KEY if set."""
     context_length: int = 4096
     """Used when the server does not report its context size."""
+
+
+def first_token_top_logprobs(logprobs: Any) -> dict[str, float]:
+    """{token: log-probability} of the first generated token's alternatives, from either shape
+    a `/v1/completions` answer takes: the legacy OpenAI one (`top_logprobs: [{token: lp}]`, vLLM,
+    llama-cpp-python) or llama.cpp's `llama-server` (`content: [{top_logprobs: [{token,
+    logprob}]}]`, the chat shape). Empty when there is none."""
+    if not isinstance(logprobs, dict):
+        return {}
+    legacy = logprobs.get("top_logprobs")
+    if isinstance(legacy, list) and legacy and isinstance(legacy[0], dict):
+        return {str(k): float(v) for k, v in legacy[0].items()}
+    content = logprobs.get("content")
+    if isinstance(content, list) and content and isinstance(content[0], dict):
+        alternatives = content[0].get("top_logprobs") or []
+        return {str(a["token"]): float(a["logprob"]) for a in alternatives if isinstance(a, dict) and "token" in a}
+    return {}
 
 
 class OpenAICompatBackend(LLMBackend):
@@ -95,11 +113,9 @@ class OpenAICompatBackend(LLMBackend):
             "logprobs": self.config.top_logprobs,
         }
         out = self._post("/completions", body)
-        logprobs = self._choice(out).get("logprobs") or {}
-        top_list = logprobs.get("top_logprobs") or []
-        if not top_list or not isinstance(top_list[0], dict) or not top_list[0]:
+        top = first_token_top_logprobs(self._choice(out).get("logprobs"))
+        if not top:
             raise LLMError(f"{self.base_url}/completions returned no top_logprobs; the server must support `logprobs`")
-        top: dict[str, float] = {str(k): float(v) for k, v in top_list[0].items()}
         floor = min(top.values())
         usage = out.get("usage") or {}
         self._record("next_token_logprobs", int(usage.get("prompt_tokens", 0)), 0, timer)
