@@ -37,8 +37,14 @@ def test_the_monitor_route_reports_a_planted_shift_in_constraint_use(tmp_path):
             assert client.post("/v1/recommend", json=body, headers={"X-API-Key": SECRET}).status_code == 200
         service.record_feedback([FeedbackEvent("nope", "1", "click", position=0)])
         store.flush()
-        ago = time.time() - cut
-        params = {"reference": f"{ago + 60:.2f}s..{ago:.2f}s", "current": f"{ago - 0.5:.2f}s..0s"}
+
+        def windows() -> tuple[float, dict[str, str]]:
+            """Ages are relative to each request's arrival: recomputed per request, so a slow
+            machine does not age the current requests out of their window between calls."""
+            ago = time.time() - cut
+            return ago, {"reference": f"{ago + 60:.2f}s..{ago:.2f}s", "current": f"{ago - 0.5:.2f}s..0s"}
+
+        ago, params = windows()
         r = client.get("/v1/monitor", params=params, headers={"X-API-Key": SECRET})
         assert r.status_code == 200, r.text
         body = r.json()
@@ -56,6 +62,7 @@ def test_the_monitor_route_reports_a_planted_shift_in_constraint_use(tmp_path):
         bad = client.get("/v1/monitor", params={"reference": "yesterday"}, headers={"X-API-Key": SECRET})
         assert bad.status_code == 422 and "reference" in bad.text
         # a window is the span between two ages: the reversed order reads the same span
+        ago, params = windows()
         flipped = {**params, "reference": f"{ago:.2f}s..{ago + 60:.2f}s"}
         backwards = client.get("/v1/monitor", params=flipped, headers={"X-API-Key": SECRET})
         assert backwards.status_code == 200 and backwards.json()["reference"]["requests"] == 40
@@ -64,7 +71,7 @@ def test_the_monitor_route_reports_a_planted_shift_in_constraint_use(tmp_path):
         )
         assert empty.status_code == 404 and "reference window" in empty.text
         # an age before the epoch (schema-valid digits) is clamped to the epoch, not a 500
-        ancient = {**params, "reference": "426902470992750039606884314h..0s"}
+        ancient = {**windows()[1], "reference": "426902470992750039606884314h..0s"}
         since = client.get("/v1/monitor", params=ancient, headers={"X-API-Key": SECRET})
         assert since.status_code == 200 and since.json()["reference"]["since_ns"] == 0, since.text
         assert client.get("/v1/monitor", params={"test": "t-test"}, headers={"X-API-Key": SECRET}).status_code == 422

@@ -116,3 +116,63 @@ def test_a_system_drift_triggers_a_coach_iteration_and_a_judge_drift_does_not():
     fired = coach_on_drift(Attribution("system", judge_clean, drifted), run)
     assert fired.triggered and fired.decision == "promoted candidate x" and "has_context" in fired.reason
     assert coach_on_drift(drifted, run).triggered and ran == ["coach", "coach"]
+
+
+def _monte_carlo_p(values: np.ndarray, side: np.ndarray, n: int, rng: np.random.Generator) -> float:
+    """The permutation null by brute force: each anchor's runs shuffled independently."""
+
+    def stat(v: np.ndarray) -> np.ndarray:
+        return ((v[..., side].mean(-1) - v[..., ~side].mean(-1)) ** 2).sum(-1)
+
+    shuffled = np.take_along_axis(values[None], np.argsort(rng.random((n, *values.shape)), axis=2), axis=2)
+    return float((1 + np.sum(stat(shuffled) >= stat(values) - 1e-12)) / (1 + n))
+
+
+def test_runs_test_matches_the_brute_force_permutation_null_and_holds_its_level():
+    from coachrec.monitor.attribution import runs_permutation_test
+
+    rng = np.random.default_rng(3)
+    side = np.array([0, 0, 0, 1, 1, 1], bool)
+    for shift in (0.0, 0.01, 0.02, 0.03):
+        values = rng.normal(0.5, 0.05, (120, 6))
+        values[:40, 3:] += rng.choice([-1, 1], (40, 1)) * shift  # some anchors move, both ways
+        exact = _monte_carlo_p(values, side, 20_000, rng)
+        assert runs_permutation_test(values, side) == pytest.approx(exact, abs=max(0.01, 0.2 * exact))
+    assert runs_permutation_test(np.ones((5, 4)), np.array([0, 0, 1, 1], bool)) == 1.0  # nothing moved
+    # NaN: a run that did not judge the anchor; an anchor judged on one side only is left out
+    ragged = np.array([[0.1, np.nan, 0.9], [0.5, 0.5, np.nan]])
+    solo = np.array([[0.1, 0.9]])
+    side3, side2 = np.array([0, 0, 1], bool), np.array([0, 1], bool)
+    assert runs_permutation_test(ragged, side3) == pytest.approx(runs_permutation_test(solo, side2))
+    p_values = np.array([runs_permutation_test(rng.normal(0.5, 0.05, (100, 6)), side, seed=s) for s in range(400)])
+    assert np.mean(p_values < 0.05) <= 0.05 + 0.025 and np.mean(p_values < 0.01) <= 0.01 + 0.012
+
+
+def test_a_change_below_one_runs_noise_is_caught_once_runs_accumulate():
+    """A retrained stochastic judge: moves of 0.06 both ways on 30 of 150 anchors, against replay
+    noise of sd 0.05 per run. One re-judging against the pinned run and its replicate mostly
+    misses it; four pinned runs against six re-judgings find it; an unchanged judge with as many
+    runs alarms at about alpha (20 simulated judges each)."""
+    one = many = false = 0
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        truth = rng.uniform(0.2, 0.8, N)
+        moved = truth.copy()
+        picked = rng.choice(N, 30, replace=False)
+        moved[picked] += rng.choice([-0.06, 0.06], 30)
+
+        def replay(p: np.ndarray, rng: np.random.Generator = rng) -> AnchorRun:
+            return run(np.clip(p + rng.normal(0, 0.05, N), 0, 1))
+
+        single = judge_drift(golden(), replay(truth), replay(moved), replicate=replay(truth))
+        assert single.criteria[0].runs == (2, 1) and single.criteria[0].runs_p_value is not None
+        one += single.drifted
+        pinned = [replay(truth) for _ in range(4)]
+        for side, p in ((True, moved), (False, truth)):
+            rejudged = [replay(p) for _ in range(6)]
+            drift = judge_drift(golden(), pinned[0], rejudged[-1], replicate=pinned[1], reference_runs=pinned[2:],
+                                current_runs=rejudged[:-1])  # fmt: skip
+            assert drift.criteria[0].runs == (4, 6)
+            many += side and drift.drifted
+            false += (not side) and drift.drifted
+    assert one <= 8 and many >= 18 and false <= 3

@@ -23,7 +23,8 @@ judged by the base judge (the reference), days 8-14 from the scenario's pool jud
 scenario's judge. `--checks` checks spread over days 8-14 each compare the reference with the
 current days so far, and re-judge a fresh random `--anchors` subset of the anchor set with the
 scenario's judge against the pinned base run and its replicate (the base judge run twice): flips,
-score shift and spread of the case scores (`monitor.attribution`). Each check tests at its
+score shift and spread of the case scores, and the runs test pooling the `--pinned-runs` runs of
+the base judge against the stream's re-judgings so far (`monitor.attribution`). Each check tests at its
 alpha-spending level, so false alarms over the whole stream stay under `--alpha`; the stream's
 verdict joins the sides (system, judge) that alarmed at any check.
 Scenarios: none (drift-free), system (users, swap, requests), judge (stricter, lenient,
@@ -386,6 +387,7 @@ def run_streams(
     alpha: float,
     checks: int,
     noise: float,
+    pinned_runs: int = 4,
 ) -> tuple[dict[str, Any], list[Any]]:
     """Each stream: 7 reference days, then `checks` checks spread over days 8-14 (the current
     window grows to the check's day; a fresh anchor subset re-judged at each check), each side
@@ -411,6 +413,11 @@ def run_streams(
                 current = _window(other[rng.permutation(other.height)[:days]], judge)
             pinned = sim.anchor_labels["base"] if noise == 0 else _noisy_run(sim, "base", noise, rng)
             replicate = sim.anchor_labels["replicate"] if noise == 0 else _noisy_run(sim, "base", noise, rng)
+            more_pinned = [
+                sim.anchor_labels["replicate"] if noise == 0 else _noisy_run(sim, "base", noise, rng)
+                for _ in range(pinned_runs - 2)
+            ]
+            earlier: list[Any] = []  # this stream's re-judgings so far, pooled by the runs test
             judge_alarm = system_alarm = False
             alarm_day = None
             for k, level in enumerate(levels, 1):
@@ -420,7 +427,9 @@ def run_streams(
                     for i in rng.choice(len(sim.golden), size=min(anchors, len(sim.golden)), replace=False)
                 ]
                 rejudged = sim.anchor_labels[judge] if noise == 0 else _noisy_run(sim, judge, noise, rng)
-                drift = judge_drift(subset, pinned, rejudged, alpha=level, replicate=replicate)
+                drift = judge_drift(subset, pinned, rejudged, alpha=level, replicate=replicate,
+                                    reference_runs=more_pinned, current_runs=earlier)  # fmt: skip
+                earlier.append(rejudged)
                 verdict = attribute(reference, current.take(np.arange(upto)), drift, alpha=level)
                 judge_alarm |= verdict.judge.drifted
                 system_alarm |= verdict.system.drifted
@@ -478,6 +487,10 @@ def bench_monitor(
     per_day: Annotated[int, typer.Option("--per-day", help="Requests per simulated day.")] = 60,
     pool_size: Annotated[int, typer.Option("--pool", help="Served requests per pool.")] = 1200,
     anchors: Annotated[int, typer.Option("--anchors", help="Anchor cases re-judged per check.")] = 200,
+    pinned_runs: Annotated[
+        int,
+        typer.Option("--pinned-runs", min=2, help="Runs of the pinned judge on the anchor set (with the replicate)."),
+    ] = 4,
     alpha: Annotated[
         float, typer.Option("--alpha", help="False alarms per stream, all checks and both sides together.")
     ] = 0.05,
@@ -502,7 +515,8 @@ def bench_monitor(
     sim = simulate(out, pool_size, seed, lambda msg: con.print(f"monitor bench: {msg}", markup=False))
     noise_levels = [float(x) for x in noise.split(",") if x.strip()]
     by_noise = {
-        n: run_streams(sim, streams, null_streams, per_day, anchors, seed, alpha, checks, n) for n in noise_levels
+        n: run_streams(sim, streams, null_streams, per_day, anchors, seed, alpha, checks, n, pinned_runs)
+        for n in noise_levels
     }
     results, kept = by_noise[noise_levels[0]]
     # whole pools (1,200 rows, above Evidently's 1,000-row cut: distances, not p-values) as well

@@ -13,6 +13,13 @@ both runs judged, Bonferroni over all of them:
   Wilcoxon test on |current - reference| against |replicate - reference| per anchor, where the
   replicate is the pinned judge run on the anchors a second time (a judge that changes in no
   particular direction, e.g. retrained, moves scores both ways). Without a replicate it is not run.
+- runs: with several runs on each side (`reference_runs`: more runs of the pinned judge;
+  `current_runs`: earlier re-judgings by the current judge), whether the per-anchor mean scores
+  of the two sides differ by more than the runs vary within a side: the sum over anchors of the
+  squared difference of side means, against the null that reshuffles each anchor's run scores
+  between the sides (runs of an unchanged judge are exchangeable replays; its exact moments, a
+  gamma tail). A stochastic judge's change smaller than its replay noise shows up here as evidence
+  accumulates over checks, where one re-judging against one pinned run cannot see it.
 
 The judge-human gap is tested apart: McNemar on the anchors whose agreement with the human label
 changed (reported with Cohen's kappa of both runs; it says whether the change made the judge
@@ -105,6 +112,10 @@ class CriterionJudgeDrift:
     """Wilcoxon signed-rank on the score changes."""
     spread_p_value: float | None = None
     """One-sided Wilcoxon: |current - reference| above the replicate's; None without a replicate."""
+    runs_p_value: float | None = None
+    """Permutation test of the side means over several runs per side; None when not run."""
+    runs: tuple[int, int] = (0, 0)
+    """Runs on the reference and the current side that the runs test pooled."""
     human_gap_p_value: float = 1.0
     """McNemar on the anchors whose agreement with the human label changed (reported only)."""
     agreement_reference: float = float("nan")
@@ -117,6 +128,8 @@ class CriterionJudgeDrift:
             out.append(self.shift_p_value)
         if self.spread_p_value is not None:
             out.append(self.spread_p_value)
+        if self.runs_p_value is not None:
+            out.append(self.runs_p_value)
         return out
 
 
@@ -163,6 +176,69 @@ def _scores(run: AnchorLabels, keys: Sequence[Key]) -> np.ndarray | None:
     return np.array([scores[k] for k in keys], dtype=np.float64)
 
 
+def _split_matrix(m: int, k: int, limit: int, rng: np.random.Generator) -> np.ndarray:
+    """Every way (or `limit` random ways, when there are more) to pick which `k` of `m` runs are
+    the current side, as a 0/1 matrix (splits x m)."""
+    from itertools import combinations
+    from math import comb
+
+    if comb(m, k) <= limit:
+        out = np.zeros((comb(m, k), m))
+        for row, chosen in enumerate(combinations(range(m), k)):
+            out[row, list(chosen)] = 1.0
+        return out
+    keys = rng.random((limit, m))
+    return (np.argsort(np.argsort(keys, axis=1), axis=1) < k).astype(np.float64)
+
+
+def runs_permutation_test(values: np.ndarray, current: np.ndarray, limit: int = 5000, seed: int = 0) -> float:
+    """p-value that the two sides' per-anchor means differ beyond within-anchor run noise.
+
+    `values` (anchors x runs) holds each run's score of each anchor (NaN: that run did not judge
+    it); `current` (runs,) marks the current judge's runs. Statistic: T, the sum over anchors of
+    the squared difference between the mean of its current and of its reference runs. Null: each
+    anchor's scores reassigned to its runs at random, independently per anchor (runs of an
+    unchanged judge are exchangeable replays). Each anchor's term is enumerated over every split
+    of its runs (at most `limit`, else a random sample of splits), which gives T's exact null mean
+    and variance; the p-value is a gamma with those moments (Satterthwaite), so a level of 1e-4
+    costs no more than one of 0.05. Anchors without a run on both sides are left out."""
+    values = np.asarray(values, dtype=np.float64)
+    cur = np.asarray(current, dtype=bool)
+    have = ~np.isnan(values)
+    both = (have & cur).any(axis=1) & (have & ~cur).any(axis=1)
+    values, have = values[both], have[both]
+    if not len(values) or np.all(np.nanmax(values, axis=1) == np.nanmin(values, axis=1)):
+        return 1.0  # no anchor on both sides, or no score moved between any runs
+    rng = np.random.default_rng(seed)
+    observed = mean = var = 0.0
+    patterns, which = np.unique(have, axis=0, return_inverse=True)
+    for n, pattern in enumerate(patterns):  # anchors judged by the same runs share their splits
+        v = values[np.asarray(which).ravel() == n][:, pattern]
+        k = int(cur[pattern].sum())
+        m = v.shape[1]
+        splits = _split_matrix(m, k, limit, rng)
+        d = v @ (splits / k).T - v @ ((1.0 - splits) / (m - k)).T  # anchors x splits
+        mine = v[:, cur[pattern]].mean(axis=1) - v[:, ~cur[pattern]].mean(axis=1)
+        observed += float(np.sum(mine**2))
+        mean += float(np.sum((d**2).mean(axis=1)))
+        var += float(np.sum((d**2).var(axis=1)))
+    if var <= 0.0:
+        return 1.0 if observed <= mean + 1e-12 else 0.0
+    return float(stats.gamma.sf(observed, a=mean * mean / var, scale=var / mean))
+
+
+def _run_matrix(runs: Sequence[AnchorLabels], keys: Sequence[Key]) -> np.ndarray | None:
+    """(anchors x runs) scores of `keys`, NaN where a run did not judge one; None when a run has
+    no scores at all."""
+    out = np.full((len(keys), len(runs)), np.nan)
+    for j, run in enumerate(runs):
+        scores = getattr(run, "scores", None)
+        if not scores:
+            return None
+        out[:, j] = [scores.get(k, np.nan) for k in keys]
+    return out
+
+
 def judge_drift(
     golden: Sequence[GoldenCase],
     reference: AnchorLabels,
@@ -170,10 +246,14 @@ def judge_drift(
     *,
     alpha: float = 0.05,
     replicate: AnchorLabels | None = None,
+    reference_runs: Sequence[AnchorLabels] = (),
+    current_runs: Sequence[AnchorLabels] = (),
 ) -> JudgeDrift:
     """Per criterion, the flip, shift and spread tests on the anchor cases both runs judged
     (shift when both runs carry scores, spread also needs `replicate`: the pinned judge's second
-    run); drifted when any is below alpha / (number of tests)."""
+    run), and the runs test when there is more than one run on a side (`reference`, `replicate`
+    and `reference_runs` against `current_runs` and `current`; each may judge a different subset
+    of the anchors); drifted when any is below alpha / (number of tests)."""
     by_criterion: dict[str, list[GoldenCase]] = {}
     for c in golden:
         if (c.trace_id, c.criterion) in reference and (c.trace_id, c.criterion) in current:
@@ -205,6 +285,15 @@ def judge_drift(
             s_rep = _scores(replicate, keys) if replicate is not None else None
             if s_rep is not None:
                 extra["spread_p_value"] = signed_rank(np.abs(d) - np.abs(s_rep - s_ref), "greater")
+        ref_side = [reference, *([replicate] if replicate is not None else []), *reference_runs]
+        cur_side = [*current_runs, current]
+        if len(ref_side) + len(cur_side) > 2 and (len(ref_side) > 1 or len(cur_side) > 1):
+            crit_keys = [(c.trace_id, criterion) for c in golden if c.criterion == criterion]
+            matrix = _run_matrix([*ref_side, *cur_side], list(dict.fromkeys(crit_keys)))
+            if matrix is not None:
+                side = np.r_[np.zeros(len(ref_side), bool), np.ones(len(cur_side), bool)]
+                extra["runs_p_value"] = runs_permutation_test(matrix, side)
+                extra["runs"] = (len(ref_side), len(cur_side))
         out.append(
             CriterionJudgeDrift(
                 criterion,
