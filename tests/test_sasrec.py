@@ -46,11 +46,21 @@ def test_learns_planted_order_far_above_popularity(split, fitted):
 
 
 def test_paper_and_sampled_losses_learn(split):
-    for loss in ("bce", "sampled-ce"):
-        m = create("sasrec", loss=loss, n_negatives=16, epochs=12, dim=32, max_len=10, dropout=0.1, lr=5e-3).fit(
-            split.train
-        )
-        assert evaluate(m, split, named("loo-full")).metrics["recall@10"] > 0.6, loss
+    for loss, negatives in (("bce", "batch"), ("sampled-ce", "batch"), ("sampled-ce", "sequence")):
+        m = create(
+            "sasrec",
+            loss=loss,
+            negatives=negatives,
+            n_negatives=16,
+            epochs=12,
+            dim=32,
+            max_len=10,
+            dropout=0.1,
+            lr=5e-3,
+        ).fit(split.train)
+        assert evaluate(m, split, named("loo-full")).metrics["recall@10"] > 0.6, (loss, negatives)
+    with pytest.raises(ValueError, match="negatives"):
+        create("sasrec", loss="sampled-ce", negatives="position").fit(split.train)
 
 
 def test_save_load_identical_scores(tmp_path, fitted):
@@ -119,3 +129,32 @@ def test_saved_verbose_setting_still_loads(tmp_path, fitted):
     meta["config"]["verbose"] = True  # a setting of earlier versions
     (path / "model.json").write_text(json.dumps(meta))
     assert load(path).config == fitted.config
+
+
+def test_per_sequence_negatives_loss_is_the_sampled_softmax_of_each_sequences_own_draw(split):
+    import torch
+
+    m = create("sasrec", loss="sampled-ce", negatives="sequence", n_negatives=8, dim=16, max_len=6, epochs=1)
+    m.fit(split.train)
+    n_items = split.train.n_items
+    q = torch.full((n_items + 1,), 1.0 / n_items)
+    q[0] = 0.0
+    logq = torch.log(q.clamp(min=1e-30))
+    torch.manual_seed(0)
+    seq_h = torch.randn(3, 4, 16)
+    target = torch.tensor([[0, 2, 3, 4], [5, 6, 7, 8], [0, 0, 1, 9]])
+    got = m._loss(seq_h, target, n_items, torch.Generator().manual_seed(7), q, logq, [])
+    draws = torch.multinomial(q, 8 * 3, replacement=True, generator=torch.Generator().manual_seed(7)).view(3, 8)
+    emb = m.net.item.weight
+    terms = []
+    for b in range(3):
+        for t in range(4):
+            pos = int(target[b, t])
+            if pos == 0:
+                continue
+            h = seq_h[b, t]
+            neg = draws[b]
+            neg_logit = (emb[neg] @ h).masked_fill(neg == pos, float("-inf")) - logq[neg]
+            logits = torch.cat([(h @ emb[pos] - logq[pos])[None], neg_logit])
+            terms.append(-torch.log_softmax(logits, 0)[0])
+    torch.testing.assert_close(got, torch.stack(terms).mean())

@@ -139,6 +139,13 @@ def bench_rectools(
     rectools_minutes: Annotated[
         float, typer.Option(help="Wall-clock cap on RecTools' training (0 = none); a cut run is labelled so")
     ] = 0.0,
+    negatives: Annotated[
+        str, typer.Option(help="coachrec's negatives, comma-separated: batch (shared by the mini-batch), sequence")
+    ] = "batch",
+    rectools_from: Annotated[
+        Path | None,
+        typer.Option(help="Reuse a finished RecTools run: its driver output folder (same split, settings, seed)"),
+    ] = None,
 ) -> None:
     """coachrec SASRec vs RecTools SASRec on Beauty at the eSASRec paper's settings; writes
     benchmarks/results/rectools.json (accuracy, paired differences, seconds per epoch, time to best)."""
@@ -178,14 +185,18 @@ def bench_rectools(
     log_path = work / "driver.log"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     env |= {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    console.print(f"RecTools driver log: {log_path}")
-    with log_path.open("w") as logf:
+    out_dir = rectools_from if rectools_from is not None else work / "out"
+    proc = None
+    if rectools_from is None:
+        console.print(f"RecTools driver log: {log_path}")
         proc = subprocess.Popen(
-            [str(py), str(DRIVER), str(work), str(work / "config.json"), str(work / "out")],
-            stdout=logf,
+            [str(py), str(DRIVER), str(work), str(work / "config.json"), str(out_dir)],
+            stdout=log_path.open("w"),
             stderr=subprocess.STDOUT,
             env=env,
         )
+    coach: dict[str, tuple[Any, Any, float]] = {}
+    for variant in [v.strip() for v in negatives.split(",") if v.strip()]:
         coach_cfg = {
             "dim": s["dim"],
             "layers": s["blocks"],
@@ -195,6 +206,7 @@ def bench_rectools(
             "loss": "sampled-ce",
             "n_negatives": s["negatives"],
             "neg_alpha": 0.0,
+            "negatives": variant,
             "lr": s["lr"],
             "batch_size": s["batch_size"],
             "epochs": max_epochs,
@@ -208,15 +220,18 @@ def bench_rectools(
         model.on_epoch = lambda e, loss, sec, n: console.print(f"  coachrec epoch {e}: loss {loss:.4f}, {sec:.1f}s")
         t0 = time.perf_counter()
         model.fit(split.train, valid=split.task("valid"))
-        coach_fit = time.perf_counter() - t0
-        res = evaluate(model, split, named("loo-full"), ks=(10, 20), model_name="coachrec sasrec", dataset=ds.name)
-        console.print(f"coachrec done ({coach_fit:.0f} s); waiting for RecTools …")
+        fit_s = time.perf_counter() - t0
+        name = "coachrec sasrec" if variant == "batch" else f"coachrec sasrec ({variant} negatives)"
+        res = evaluate(model, split, named("loo-full"), ks=(10, 20), model_name=name, dataset=ds.name)
+        coach[name] = (model, res, fit_s)
+    if proc is not None:
+        console.print("coachrec done; waiting for RecTools …")
         code = proc.wait()
-    if code != 0:
-        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
-        raise RecToolsEnvError(f"the RecTools driver exited with {code}:\n{tail}")
-    rt = json.loads((work / "out" / "result.json").read_text())
-    rt_user = rank_metrics(np.load(work / "out" / "test_ranks.npy"))
+        if code != 0:
+            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
+            raise RecToolsEnvError(f"the RecTools driver exited with {code}:\n{tail}")
+    rt = json.loads((out_dir / "result.json").read_text())
+    rt_user = rank_metrics(np.load(out_dir / "test_ranks.npy"))
     shown = ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "mrr@10")
     sides = {
         f"rectools {rt['versions']['rectools']} SASRec": (
@@ -224,47 +239,60 @@ def bench_rectools(
             rt["epochs"],
             rt["fit_seconds"],
         ),
-        "coachrec sasrec": ({k: res.metrics[k] for k in shown}, model.train_log, coach_fit),
-    }
+    } | {name: ({k: res.metrics[k] for k in shown}, m.train_log, fit_s) for name, (m, res, fit_s) in coach.items()}
     protocol = (
         "loo-full, fitted on train, early stopping on validation NDCG@10 (5,000 users) every epoch, "
         f"patience {patience}; eSASRec-paper Beauty settings (dim 64, 1 block, 1 head, dropout 0.2, max_len 50, "
-        "256 uniform negatives, lr 0.001, batch 128); both fitted at the same time, 1 torch thread each"
+        "256 uniform negatives, lr 0.001, batch 128); 1 torch thread each; RecTools draws its negatives per "
+        "position, coachrec per mini-batch (`batch`) or per sequence (`sequence`)"
+        + (
+            "; RecTools' run reused from an earlier run of this bench (same split, settings and seed)"
+            if rectools_from is not None
+            else "; both fitted at the same time"
+        )
     )
     rows = []
     for name, (metrics, log, fit_s) in sides.items():
         m = {k: round(v, 5) for k, v in metrics.items()} | timing(log) | {"fit_seconds": round(fit_s, 1)}
         rows.append(row(name, ds.name, protocol, m | {"users": len(test.users)}))
-    pairs: dict[str, Any] = {}
-    for k in ("ndcg@10", "recall@10"):
-        a, b = rt_user[k], res.per_user[k]
-        lo, hi = paired_bootstrap(a, b, n_boot=2000, seed=0)
-        pairs |= {
-            f"{k}_delta": round(float((b - a).mean()), 5),
-            f"{k}_ci_low": round(lo, 5),
-            f"{k}_ci_high": round(hi, 5),
-        }
-    speed = {
-        f"speedup_{k}": round(rows[0]["metrics"][k] / max(rows[1]["metrics"][k], 1e-9), 2)
-        for k in ("seconds_per_epoch", "cpu_seconds_per_epoch")
-    }
-    # accuracy at equal epochs (validation users), for a RecTools run cut before early stopping
-    n = min(len(rt["epochs"]), len(model.train_log))
-    equal = {
-        "equal_epochs": n,
-        "valid_ndcg@10_coachrec_eq": model.train_log[n - 1].get("valid_ndcg@10"),
-        "valid_ndcg@10_rectools_eq": rt["epochs"][n - 1]["valid_ndcg@10"],
-    }
-    rows.append(row("coachrec - rectools (paired by user)", ds.name, protocol, pairs | speed | equal))
     for r in rows:
         r["fit_on"] = "train"
     rows[0]["versions"] = rt["versions"]
     rows[0]["known_items"] = rt["known_items"]
     rows[0]["stopped_by"] = rt["stopped_by"]
-    rows[0]["epochs_log"], rows[1]["epochs_log"] = rt["epochs"], model.train_log
+    rows[0]["epochs_log"] = rt["epochs"]
+    if rectools_from is not None:
+        rows[0]["reused_run"] = str(rectools_from)
+    for r, (m, _, _) in zip(rows[1:], coach.values(), strict=True):
+        r["epochs_log"] = m.train_log
     if rt["stopped_by"] == "deadline":
         rows[0]["name"] += f" (cut at {rectools_minutes:g} min, before early stopping)"
-        rows[2]["name"] += f" — RecTools cut after {len(rt['epochs'])} epoch(s): test deltas are no accuracy verdict"
+    for name, (m, res, _) in coach.items():
+        pairs: dict[str, Any] = {}
+        for k in ("ndcg@10", "recall@10"):
+            a, b = rt_user[k], res.per_user[k]
+            lo, hi = paired_bootstrap(a, b, n_boot=2000, seed=0)
+            pairs |= {
+                f"{k}_delta": round(float((b - a).mean()), 5),
+                f"{k}_ci_low": round(lo, 5),
+                f"{k}_ci_high": round(hi, 5),
+            }
+        mine = next(r for r in rows if r["name"] == name)["metrics"]
+        speed = {
+            f"speedup_{k}": round(rows[0]["metrics"][k] / max(mine[k], 1e-9), 2)
+            for k in ("seconds_per_epoch", "cpu_seconds_per_epoch")
+        }
+        # accuracy at equal epochs (validation users), for a RecTools run cut before early stopping
+        n = min(len(rt["epochs"]), len(m.train_log))
+        equal = {
+            "equal_epochs": n,
+            "valid_ndcg@10_coachrec_eq": m.train_log[n - 1].get("valid_ndcg@10"),
+            "valid_ndcg@10_rectools_eq": rt["epochs"][n - 1]["valid_ndcg@10"],
+        }
+        label = f"{name} - rectools (paired by user)"
+        if rt["stopped_by"] == "deadline":
+            label += f" — RecTools cut after {len(rt['epochs'])} epoch(s): test deltas are no accuracy verdict"
+        rows.append(row(label, ds.name, protocol, pairs | speed | equal) | {"fit_on": "train"})
     path = write("rectools", rows)
     for r in rows:
         console.print(r["name"], json.dumps(r["metrics"]))

@@ -173,7 +173,7 @@ def _ray_rates(factory: Any, cases: list[Any], local: list[Any], batch_size: int
 
 
 def _slot_metrics(
-    server: str | None, llm: str, llm_cases: int, cases: list[Any], rubric: Any, catalog: Any
+    server: str | None, llm: str, llm_cases: int, cases: list[Any], rubric: Any, catalog: Any, threads: int = 2
 ) -> dict[str, Any]:
     """The llama-server slots row (`coachrec_bench.llama_server`): the LLM criteria's cases judged
     through llama.cpp's server at 1, 2 and 4 slots; `server` is its path or `build`."""
@@ -193,7 +193,8 @@ def _slot_metrics(
         llm_backend = OpenAICompatBackend(url)
         return Judge(rubric, CatalogView(catalog), llm=llm_backend, criteria=["slate_variety", "request_match"])
 
-    return slot_rows(binary, Path(entry.path), make_judge, picked)
+    metrics = slot_rows(binary, Path(entry.path), make_judge, picked, threads=threads)
+    return metrics | {"load_average_1m": os.getloadavg()[0]}
 
 
 def bench_scale(
@@ -210,6 +211,7 @@ def bench_scale(
             "--llama-server", help="llama.cpp's llama-server binary for the slots row, or `build` to build it."
         ),
     ] = None,
+    llama_threads: Annotated[int, typer.Option("--llama-threads", min=1, help="llama-server's threads.")] = 2,
     slots_only: Annotated[
         bool, typer.Option("--slots-only", help="Only the llama-server slots row; the file's other rows are kept.")
     ] = False,
@@ -237,7 +239,9 @@ def bench_scale(
         from coachrec_bench.results import results_dir
 
         setup = bench_setup(traces)
-        slots = _slot_metrics(llama_server, llm, llm_cases, setup["cases"], load_rubric(), setup["data"].catalog)
+        slots = _slot_metrics(
+            llama_server, llm, llm_cases, setup["cases"], load_rubric(), setup["data"].catalog, llama_threads
+        )
         kept = [r for r in json.loads((results_dir() / "scale.json").read_text()) if r["name"] != slots_name]
         con.print(f"llama-server slots: {slots}", markup=False)
         con.print(f"wrote {write('scale', [*kept, row(slots_name, DATASET, protocol, slots)])}", markup=False)
@@ -336,7 +340,14 @@ def bench_scale(
             (res.per_user[k] == one.per_user[k]).all() for k in res.per_user
         )
     rows.append(row("scale: full-ranking leave-one-out evaluation (item-kNN)", DATASET, protocol, eval_metrics))
-    rows.append(row(slots_name, DATASET, protocol, _slot_metrics(llama_server, llm, llm_cases, cases, rubric, catalog)))
+    rows.append(
+        row(
+            slots_name,
+            DATASET,
+            protocol,
+            _slot_metrics(llama_server, llm, llm_cases, cases, rubric, catalog, llama_threads),
+        )
+    )
     path = write("scale", rows)
     print_rows(
         ["row", "metrics"],
