@@ -7,11 +7,11 @@ from coachrec.models import create
 
 def _full_history_scores(model, histories):
     """The same scores with every history item counted (the depth cap switched off)."""
-    model.__dict__["depth"] = None
+    depth, model.depth = model.depth, None
     try:
         return model._score(histories)
     finally:
-        model.__dict__.pop("depth")
+        model.depth = depth
 
 
 def test_depth_cap_keeps_scores_and_ranking_on_long_histories(ml_small):

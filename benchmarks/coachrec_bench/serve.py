@@ -138,27 +138,35 @@ def model_cache_rows(users: int, seed: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 180.0, log: Path | None = None) -> None:
+def wait_healthy(
+    url: str,
+    proc: subprocess.Popen[bytes],
+    timeout: float = 180.0,
+    log: Path | None = None,
+    what: str = "coachrec serve",
+) -> None:
+    """Return once `url`/health answers 200; raise (quoting the end of `log`) if `proc` exits or
+    `timeout` seconds pass first."""
     import httpx
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             said = log.read_text(errors="replace")[-2000:] if log is not None and log.exists() else ""
-            raise RuntimeError(f"coachrec serve exited with {proc.returncode} before becoming healthy\n{said}")
+            raise RuntimeError(f"{what} exited with {proc.returncode} before becoming healthy\n{said}")
         try:
             if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
-    raise RuntimeError(f"coachrec serve not healthy after {timeout:.0f} s")
+    raise RuntimeError(f"{what} not healthy after {timeout:.0f} s")
 
 
 WRK_SCRIPT = """
@@ -207,7 +215,7 @@ def _start(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen[
     log = Path(tempfile.gettempdir()) / f"coachrec-bench-serve-{port}.log"
     with log.open("wb") as err:
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=env, start_new_session=True)
-    _wait_healthy(f"http://127.0.0.1:{port}", proc, log=log)
+    wait_healthy(f"http://127.0.0.1:{port}", proc, log=log)
     return proc
 
 
@@ -335,7 +343,7 @@ def open_loop_rows(
     with tempfile.TemporaryDirectory() as tmp:
         stack_dir = resolve_stack(dataset=DATASET).save(Path(tmp) / "stack")
         for label, extra, env in server_settings(workers, before_src, untraced=True):
-            port = _free_port()
+            port = free_port()
             db = Path(tmp) / f"db-{port}" / "t.duckdb"
             proc = _start([cli, "serve", "--port", str(port), "--model-path", str(stack_dir), "--db", str(db), *extra],
                           env, port)  # fmt: skip
@@ -408,7 +416,7 @@ def closed_loop(
         script = Path(tmp) / "recommend.lua"
         script.write_text(WRK_SCRIPT % ", ".join(json.dumps(u) for u in picks))
         for label, extra, env in server_settings(workers, before_src):
-            port = _free_port()
+            port = free_port()
             db = Path(tmp) / f"db-{port}" / "t.duckdb"
             args = [cli, "serve", "--port", str(port), "--model-path", str(stack_dir), "--db", str(db), *extra]
             proc = _start(args, env, port)
