@@ -7,11 +7,11 @@ from coachrec.models import create
 
 def _full_history_scores(model, histories):
     """The same scores with every history item counted (the depth cap switched off)."""
-    depth, model.depth = model.depth, None
+    model.__dict__["depth"] = None
     try:
         return model._score(histories)
     finally:
-        model.depth = depth
+        model.__dict__.pop("depth")
 
 
 def test_depth_cap_keeps_scores_and_ranking_on_long_histories(ml_small):

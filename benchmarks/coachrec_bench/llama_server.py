@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
@@ -28,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from coachrec_bench.serve import free_port, wait_healthy
+import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "coachrec"
@@ -77,22 +78,34 @@ def ensure_llama_server(jobs: int = 2) -> Path:
     return binary
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def start(
     binary: Path, model: Path, slots: int, threads: int, ctx_per_slot: int, log: Path
 ) -> tuple[subprocess.Popen[bytes], str]:
     """`llama-server` on a free loopback port with `slots` slots; (process, base URL) once healthy."""
-    port = free_port()
+    port = _free_port()
     cmd = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-np", str(slots),
            "-c", str(ctx_per_slot * slots), "-t", str(threads), "-tb", str(threads), "--no-webui"]  # fmt: skip
     with log.open("wb") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc, timeout=120, log=log, what="llama-server")
-    except RuntimeError as exc:
-        proc.kill()
-        raise LlamaServerError(str(exc)) from None
-    return proc, url
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise LlamaServerError(f"llama-server exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise LlamaServerError(f"llama-server did not become healthy in 120 s; see {log}")
 
 
 def slot_rows(

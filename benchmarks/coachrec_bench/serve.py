@@ -138,35 +138,27 @@ def model_cache_rows(users: int, seed: int) -> list[dict[str, Any]]:
     return rows
 
 
-def free_port() -> int:
+def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def wait_healthy(
-    url: str,
-    proc: subprocess.Popen[bytes],
-    timeout: float = 180.0,
-    log: Path | None = None,
-    what: str = "coachrec serve",
-) -> None:
-    """Return once `url`/health answers 200; raise (quoting the end of `log`) if `proc` exits or
-    `timeout` seconds pass first."""
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 180.0, log: Path | None = None) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             said = log.read_text(errors="replace")[-2000:] if log is not None and log.exists() else ""
-            raise RuntimeError(f"{what} exited with {proc.returncode} before becoming healthy\n{said}")
+            raise RuntimeError(f"coachrec serve exited with {proc.returncode} before becoming healthy\n{said}")
         try:
             if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
-    raise RuntimeError(f"{what} not healthy after {timeout:.0f} s")
+    raise RuntimeError(f"coachrec serve not healthy after {timeout:.0f} s")
 
 
 WRK_SCRIPT = """
@@ -215,7 +207,7 @@ def _start(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen[
     log = Path(tempfile.gettempdir()) / f"coachrec-bench-serve-{port}.log"
     with log.open("wb") as err:
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=env, start_new_session=True)
-    wait_healthy(f"http://127.0.0.1:{port}", proc, log=log)
+    _wait_healthy(f"http://127.0.0.1:{port}", proc, log=log)
     return proc
 
 
@@ -343,7 +335,7 @@ def open_loop_rows(
     with tempfile.TemporaryDirectory() as tmp:
         stack_dir = resolve_stack(dataset=DATASET).save(Path(tmp) / "stack")
         for label, extra, env in server_settings(workers, before_src, untraced=True):
-            port = free_port()
+            port = _free_port()
             db = Path(tmp) / f"db-{port}" / "t.duckdb"
             proc = _start([cli, "serve", "--port", str(port), "--model-path", str(stack_dir), "--db", str(db), *extra],
                           env, port)  # fmt: skip
@@ -416,7 +408,7 @@ def closed_loop(
         script = Path(tmp) / "recommend.lua"
         script.write_text(WRK_SCRIPT % ", ".join(json.dumps(u) for u in picks))
         for label, extra, env in server_settings(workers, before_src):
-            port = free_port()
+            port = _free_port()
             db = Path(tmp) / f"db-{port}" / "t.duckdb"
             args = [cli, "serve", "--port", str(port), "--model-path", str(stack_dir), "--db", str(db), *extra]
             proc = _start(args, env, port)

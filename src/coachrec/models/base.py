@@ -61,9 +61,9 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
         short = np.flatnonzero((scores == kth).sum(axis=-1) > (vals == kth).sum(axis=-1))
         if len(short):
             rows, part, vals = scores.reshape(-1, n_items), part.reshape(-1, k), vals.reshape(-1, k)
-            for r, cut in zip(short.tolist(), kth.reshape(-1)[short].tolist(), strict=True):
-                above = np.flatnonzero(rows[r] > cut)
-                part[r] = np.concatenate([above, np.flatnonzero(rows[r] == cut)[: k - len(above)]])
+            for r in short.tolist():
+                above = np.flatnonzero(rows[r] > vals[r].min())
+                part[r] = np.concatenate([above, np.flatnonzero(rows[r] == vals[r].min())[: k - len(above)]])
                 vals[r] = rows[r][part[r]]
             part, vals = part.reshape(*scores.shape[:-1], k), vals.reshape(*scores.shape[:-1], k)
     order = np.lexsort((part, -vals), axis=-1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -62,15 +63,16 @@ class ItemKNN(BaseRecommender):
             cols.append(top[nz])
             vals.append(v[nz])
         self.popularity = (n / max(n.max(), 1.0)).astype(np.float32)
-        self.depth = self._depth()
+        self.__dict__.pop("depth", None)
         self.sim = sp.csr_matrix(
             (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
             shape=(n_items, n_items),
             dtype=np.float32,
         )
 
-    def _depth(self) -> int | None:
-        """`depth`: how many of the most recent history items can change a score; None: all of them.
+    @cached_property
+    def depth(self) -> int | None:
+        """How many of the most recent history items can change a score; None: all of them.
 
         With `recency` < 1 the i-th most recent item weighs `recency ** i` and a similarity is at
         most 1, so the items past depth d add at most `recency ** d / (1 - recency)` to any
@@ -116,4 +118,4 @@ class ItemKNN(BaseRecommender):
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         self.sim = sp.csr_matrix((state["data"], state["indices"], state["indptr"]), shape=tuple(state["shape"]))
         self.popularity = state["popularity"]
-        self.depth = self._depth()
+        self.__dict__.pop("depth", None)
